@@ -162,7 +162,7 @@ class PromptSet:
         """Boolean (n_prompts, max_len): True at the positions GN corrupts."""
         mask = torch.zeros(len(self), int(self.lengths.max()), dtype=torch.bool)
         for i, p in enumerate(self.noise_positions):
-            mask[i, torch.from_numpy(p)] = True
+            mask[i, torch.as_tensor(p.copy())] = True
         return mask
 
     def subset(self, idx: Sequence[int] | np.ndarray) -> PromptSet:
