@@ -1,0 +1,27 @@
+"""patchbench: the corruption x metric x window grid of Zhang & Nanda (ICLR 2024).
+
+    snakemake --cores 2                              # embedded default (toy suite, offline)
+    snakemake --cores 8 --configfile config/config.yaml   # paper suite (hub access or warm HF cache)
+    snakemake --cores 2 table5                       # one table / figure by target name
+"""
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/demo.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/toy.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/prompts.smk"
+include: "workflow/rules/sweep.smk"
+include: "workflow/rules/analysis.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),

@@ -1,0 +1,43 @@
+"""Prompt sets: generated with each model's tokenizer, then filtered to the prompts it gets right."""
+
+
+rule prompts:
+    input:
+        tokenizer_files,
+    output:
+        R("prompts/{model}/{task}.all.parquet"),
+    log:
+        LOG("prompts/{model}/{task}.all.log"),
+    params:
+        model=lambda w: config["models"][w.model],
+        task=lambda w: config["tasks"][w.task],
+        data_dir=config["data_dir"],
+        results_dir=RESULTS,
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    script:
+        "../scripts/prompts_build.py"
+
+
+rule filter_correct:
+    input:
+        prompts=R("prompts/{model}/{task}.all.parquet"),
+        weights=weight_files,
+    output:
+        prompts=R("prompts/{model}/{task}.parquet"),
+        accuracy=R("prompts/{model}/{task}.accuracy.json"),
+    log:
+        LOG("prompts/{model}/{task}.filter.log"),
+    params:
+        model=lambda w: config["models"][w.model],
+        results_dir=RESULTS,
+        enabled=config["filter_correct"],
+        min_prompts=config["min_prompts"],
+    threads: lambda w: model_resources(w.model, "threads", 2)
+    resources:
+        mem_mb=lambda w: model_resources(w.model, "mem_mb", 4000),
+        runtime=lambda w: model_resources(w.model, "runtime", 30),
+        gpu=lambda w: model_resources(w.model, "gpu", 0),
+    script:
+        "../scripts/prompts_filter.py"

@@ -1,0 +1,28 @@
+"""Keep the prompts the model answers correctly and record its accuracy (rule ``filter_correct``)."""
+
+import json
+
+from patchbench.filtering import filter_correct
+from patchbench.models import ModelSpec, load_model
+from patchbench.prompts import PromptSet
+from patchbench.runlog import rule_log
+
+sm = snakemake  # noqa: F821  (injected by Snakemake)
+with rule_log(sm.log[0]) as log:
+    spec = ModelSpec.from_config(sm.wildcards.model, sm.params.model, sm.params.results_dir)
+    model = load_model(spec)
+    prompts = PromptSet.from_parquet(sm.input.prompts, d_vocab=model.cfg.d_vocab)
+    kept, stats = filter_correct(model, prompts)
+    if not sm.params.enabled:
+        kept = prompts
+    stats.update(model=spec.name, task=sm.wildcards.task, filtered=bool(sm.params.enabled), n_kept=len(kept))
+    log.info("accuracy of %s on %s: %s", spec.name, sm.wildcards.task, stats)
+    if len(kept) < sm.params.min_prompts:
+        raise RuntimeError(
+            f"{spec.name} answers only {len(kept)} of {len(prompts)} {sm.wildcards.task} prompts correctly "
+            f"(min_prompts={sm.params.min_prompts}); is the model trained / the right one? "
+            "Set filter_correct: false to patch all prompts anyway."
+        )
+    kept.to_parquet(sm.output.prompts)
+    with open(sm.output.accuracy, "w") as fh:
+        json.dump(stats, fh, indent=2)
