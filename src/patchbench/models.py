@@ -149,8 +149,6 @@ def _load_local(spec: ModelSpec, device: str):
 
 
 def _load_toy(spec: ModelSpec, device: str):
-    from patchbench.toy.model import load_toy
-
     path = Path(spec.path or "")
     if spec.init == "random":
         return _random_toy(spec, device)
@@ -160,6 +158,8 @@ def _load_toy(spec: ModelSpec, device: str):
             f"Fix: train it with `snakemake --cores 2 --configfile config/demo.yaml {path}/model.safetensors` "
             "(the demo's `all` target does this first)."
         )
+    from patchbench.toy.model import load_toy
+
     return load_toy(path, device=device, dtype=spec.torch_dtype)
 
 
