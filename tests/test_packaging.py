@@ -1,0 +1,50 @@
+"""environment.yml (conda users) and pyproject.toml (pip users) must name the same packages."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+import yaml
+
+# conda-forge names that differ from the PyPI name of the same package
+CONDA_TO_PYPI = {
+    "pytorch-cpu": "torch",
+    "pytorch": "torch",
+    "snakemake-minimal": "snakemake",
+    "matplotlib-base": "matplotlib",
+}
+NOT_PACKAGES = {"python", "pip"}
+
+
+def _name(req: str) -> str:
+    return re.split(r"[<>=!~ \[;]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_environment_yml_names_the_same_packages_as_pyproject(root):
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    pip_names = {_name(r) for r in project["dependencies"]}
+    pip_names |= {_name(r) for r in project["optional-dependencies"]["dev"]}
+
+    env = yaml.safe_load((root / "environment.yml").read_text())
+    conda_names: set[str] = set()
+    for dep in env["dependencies"]:
+        if isinstance(dep, dict):
+            conda_names |= {_name(r) for r in dep["pip"] if not r.startswith("-e")}
+        else:
+            n = _name(dep.replace("=", "==", 1) if "==" not in dep else dep)
+            conda_names.add(CONDA_TO_PYPI.get(n, n))
+    conda_names -= NOT_PACKAGES
+    assert conda_names == pip_names, (
+        f"only in environment.yml: {sorted(conda_names - pip_names)}; only in pyproject.toml: {sorted(pip_names - conda_names)}"
+    )
+
+
+def test_install_pins_torch_and_transformer_lens_3_9(root):
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    tl = [r for r in project["dependencies"] if _name(r) == "transformer-lens"]
+    assert tl == ["transformer-lens>=3.9,<3.10"], "TransformerLens 4 removed HookedTransformer: keep 3.9.x"
+    readme = (root / "README.md").read_text()
+    assert 'pip install torch==2.13.0 -e ".[dev]"' in readme
+    ci = (root / ".ci" / "run").read_text()
+    assert 'pip install torch==2.13.0 -e ".[dev]"' in ci
