@@ -1,0 +1,98 @@
+"""Keep the prompts a model answers correctly, as the paper does for arithmetic and factual recall.
+
+A prompt is answered correctly when the model's top-1 next token at ``answer_pos`` of the clean
+prompt is one of its ``answers`` (for greater-than: any year larger than YY). Alongside the
+kept prompts, ``filter_correct`` returns the accuracy statistics that the workflow records for
+every task: ``n_total``, ``n_correct``, ``accuracy``, ``mean_prob_answer`` (summed probability
+of the answer tokens, mean over all prompts) and ``mean_logit_diff`` (summed answer logits minus
+summed wrong-answer logits, mean over all prompts).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from tqdm.auto import tqdm
+
+from patchbench.prompts import PromptSet
+
+__all__ = ["answer_logits", "filter_correct"]
+
+log = logging.getLogger(__name__)
+
+
+def _device(model) -> torch.device:
+    cfg = getattr(model, "cfg", None)
+    if cfg is not None and getattr(cfg, "device", None) is not None:
+        return torch.device(cfg.device)
+    try:
+        return next(model.parameters()).device
+    except (AttributeError, StopIteration):
+        return torch.device("cpu")
+
+
+@torch.inference_mode()
+def answer_logits(
+    model, prompts: PromptSet, batch_size: int = 64
+) -> Float[torch.Tensor, "n_prompts d_vocab"]:
+    """Next-token logits at ``answer_pos`` of every clean prompt (float32, on the CPU).
+
+    Prompts are right-padded; causal attention makes the padding invisible at ``answer_pos``.
+    ``model(tokens)`` must return logits (TransformerLens) or an object with ``.logits`` (HF).
+    """
+    device = _device(model)
+    tokens = prompts.tokens("clean")
+    out = []
+    starts = range(0, len(prompts), batch_size)
+    for start in tqdm(starts, desc=f"filter {prompts.task}", disable=len(starts) < 4, leave=False):
+        idx = torch.arange(start, min(start + batch_size, len(prompts)))
+        lengths = torch.as_tensor(prompts.lengths[idx.numpy()])
+        batch = tokens[idx, : int(lengths.max())].to(device)
+        logits = model(batch)
+        logits = getattr(logits, "logits", logits)
+        pos = torch.as_tensor(prompts.answer_pos[idx.numpy()], device=logits.device)
+        out.append(logits[torch.arange(len(idx), device=logits.device), pos].float().cpu())
+    return torch.cat(out)
+
+
+def filter_correct(model, prompts: PromptSet, batch_size: int = 64) -> tuple[PromptSet, dict]:
+    """The prompts whose top-1 next token is an answer, and the accuracy statistics."""
+    if len(prompts) == 0:
+        raise ValueError(f"{prompts.task}: empty PromptSet, nothing to filter")
+    d_vocab = getattr(getattr(model, "cfg", None), "d_vocab", None)
+    if d_vocab is not None:
+        prompts.validate(int(d_vocab))
+    logits = answer_logits(model, prompts, batch_size)
+    probs = logits.softmax(-1)
+    top1 = logits.argmax(-1).numpy()
+    correct = np.array([top1[i] in set(prompts.answers[i].tolist()) for i in range(len(prompts))])
+    p_ans = np.array(
+        [probs[i, torch.as_tensor(prompts.answers[i])].sum().item() for i in range(len(prompts))]
+    )
+    ld = np.array(
+        [
+            logits[i, torch.as_tensor(prompts.answers[i])].sum().item()
+            - logits[i, torch.as_tensor(prompts.wrong[i])].sum().item()
+            for i in range(len(prompts))
+        ]
+    )
+    stats = {
+        "n_total": int(len(prompts)),
+        "n_correct": int(correct.sum()),
+        "accuracy": float(correct.mean()),
+        "mean_prob_answer": float(p_ans.mean()),
+        "mean_logit_diff": float(ld.mean()),
+    }
+    log.info(
+        "%s: %d of %d prompts answered correctly (accuracy %.3f, mean P(answer) %.3f, mean LD %.3f)",
+        prompts.task,
+        stats["n_correct"],
+        stats["n_total"],
+        stats["accuracy"],
+        stats["mean_prob_answer"],
+        stats["mean_logit_diff"],
+    )
+    return prompts.subset(np.flatnonzero(correct)), stats

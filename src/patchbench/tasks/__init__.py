@@ -1,0 +1,141 @@
+"""The task suites: tokenizer-aware generators of PromptSets, one module per task.
+
+``TASKS`` registers every task name the workflow knows; ``build_task`` builds one::
+
+    from transformers import GPT2TokenizerFast
+    tok = GPT2TokenizerFast.from_pretrained("../shared/data/gpt2-tokenizer")
+    ps = build_task("ioi", tok, data_dir="../shared/data", n_prompts=500, seed=0)
+
+Generators read only the data directory they are given (layout of ``../shared/data``; the toy
+suite's ``data/toy`` has the same layout) and check every property they rely on against the
+given tokenizer. Generation is deterministic in ``seed`` (``numpy.random.default_rng``).
+Defaults follow ``../shared/notes/task-specs.md``; options expose the places where the
+literature differs (templates, BOS, year lists, pairing rule, ...).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from patchbench.prompts import PromptSet
+from patchbench.tasks.arithmetic import build_arithmetic
+from patchbench.tasks.common import TaskInfo
+from patchbench.tasks.docstring import build_docstring
+from patchbench.tasks.factual import build_factual
+from patchbench.tasks.greater_than import build_greater_than
+from patchbench.tasks.ioi import build_ioi
+
+__all__ = ["TASKS", "TaskInfo", "build_task"]
+
+_IOI = ("ioi/ioi_vocab.json",)
+_GT = ("greater-than/greaterthan_nouns.json", "greater-than/greaterthan_years.json")
+_AR = ("arithmetic/arithmetic_templates.json",)
+
+TASKS: dict[str, TaskInfo] = {
+    t.name: t
+    for t in (
+        TaskInfo("ioi", "ioi", build_ioi, 500, "p_IOI; STR S2 -> IO; GN at S2", _IOI, {"variant": "ioi"}),
+        TaskInfo(
+            "ioi_s1io",
+            "ioi",
+            build_ioi,
+            500,
+            "p_IOI; STR S1, IO -> random names; GN at S1, IO (App. F)",
+            _IOI,
+            {"variant": "ioi_s1io"},
+        ),
+        TaskInfo(
+            "ioi_abc",
+            "ioi",
+            build_ioi,
+            500,
+            "p_IOI; STR S1, S2, IO -> three random names (p_ABC)",
+            _IOI,
+            {"variant": "ioi_abc"},
+        ),
+        TaskInfo(
+            "greater_than",
+            "greater_than",
+            build_greater_than,
+            300,
+            "Hanna et al.; STR YY -> 01; GN at YY",
+            _GT,
+        ),
+        TaskInfo(
+            "docstring",
+            "docstring",
+            build_docstring,
+            200,
+            "Heimersheim & Janiak / ACDC; STR C_def -> unused name; GN at C_def",
+            ("docstring/docstring_words.json",),
+        ),
+        TaskInfo(
+            "arithmetic_add",
+            "arithmetic",
+            build_arithmetic,
+            200,
+            "Stolfo et al. 2-shot +; STR redraws X3, Y3",
+            _AR,
+            {"operator": "+"},
+        ),
+        TaskInfo(
+            "arithmetic_sub",
+            "arithmetic",
+            build_arithmetic,
+            200,
+            "Stolfo et al. 2-shot -; STR redraws X3, Y3",
+            _AR,
+            {"operator": "-"},
+        ),
+        TaskInfo(
+            "arithmetic_mul",
+            "arithmetic",
+            build_arithmetic,
+            200,
+            "Stolfo et al. 2-shot *; STR redraws X3, Y3",
+            _AR,
+            {"operator": "*"},
+        ),
+        TaskInfo(
+            "factual",
+            "factual",
+            build_factual,
+            None,
+            "PairedFacts rebuilt (App. B); STR = partner prompt; GN on subject tokens",
+            ("rome/known_1000.json",),
+        ),
+    )
+}
+
+
+def build_task(
+    name: str, tokenizer, data_dir: str | Path, n_prompts: int | None = None, seed: int = 0, **options: Any
+) -> PromptSet:
+    """Build the PromptSet of task ``name`` (``n_prompts=None``: the task's default count)."""
+    if name not in TASKS:
+        raise KeyError(f"unknown task {name!r}; registered tasks: {sorted(TASKS)}")
+    info = TASKS[name]
+    fixed = set(info.options) & set(options)
+    if fixed:
+        raise ValueError(
+            f"task {name!r} fixes the options {sorted(fixed)}; use the task of that variant instead"
+        )
+    n = info.default_n_prompts if n_prompts is None else n_prompts
+    ps = info.builder(tokenizer, data_dir, n, seed, **info.options, **options)
+    if ps.task != name:
+        ps = PromptSet(
+            task=name,
+            clean=ps.clean,
+            corrupted=ps.corrupted,
+            answer_pos=ps.answer_pos,
+            answers=ps.answers,
+            wrong=ps.wrong,
+            noise_positions=ps.noise_positions,
+            positions=ps.positions,
+            meta=ps.meta,
+            variant=ps.variant,
+            tokenizer=ps.tokenizer,
+            pad_id=ps.pad_id,
+        )
+    return ps

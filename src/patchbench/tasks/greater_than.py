@@ -1,0 +1,177 @@
+"""Greater-than (Hanna et al. 2023): "The {noun} lasted from the year {XX}{YY} to the year {XX}".
+
+The model should continue with a two-digit token larger than YY. Only years whose " XXYY"
+tokenises as [" XX", "YY"] are used (checked against the given tokenizer; the year lists in
+``greater-than/greaterthan_years.json`` are Hanna et al.'s 1000-1899 rule, ``years="hanna"``, the
+default, or ACDC's centuries 11-17, ``years="acdc"``). Sampling follows Hanna's
+``YearDataset(balanced=True)``: YY cycles through 02..98, each prompt takes a uniformly drawn
+valid year with that YY and a noun drawn with replacement.
+
+Answers r = the tokens "YY+1".."99", wrong r' = "00".."YY-1" (YY itself on neither side, as
+task-specs §5 asks; Hanna's and ACDC's own metrics put YY on the "<=" side). STR sets YY to
+"01"; GN noises YY. Named positions: YY (the second year token), END (the final " XX").
+
+BOS, which the literature does not agree on, is an option: ``bos="hanna"`` (default) follows
+Hanna's ``eos=True`` text "<|endoftext|> The ...", i.e. BOS then " The" with a space;
+``bos="prepend"`` puts BOS before "The" (TransformerLens' ``to_tokens``); ``bos="none"`` is ACDC.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from patchbench.prompts import PromptSet
+from patchbench.tasks.common import (
+    TaskDataError,
+    bos_id,
+    encode,
+    load_task_json,
+    pad_id,
+    require_key,
+    rng_for,
+    single_token_id,
+    substitute,
+    tokenizer_name,
+)
+
+__all__ = ["NOUNS_FILE", "YEARS_FILE", "build_greater_than", "two_digit_ids", "split_years"]
+
+log = logging.getLogger(__name__)
+
+NOUNS_FILE = "greater-than/greaterthan_nouns.json"
+YEARS_FILE = "greater-than/greaterthan_years.json"
+BOS_MODES = ("hanna", "prepend", "none")
+
+
+def two_digit_ids(tokenizer) -> list[int]:
+    """Ids of the tokens "00".."99" (no space); every one must be a single token."""
+    ids = []
+    for y in range(100):
+        tid = single_token_id(tokenizer, f"{y:02d}")
+        if tid is None:
+            raise TaskDataError(
+                f"greater-than needs every two-digit string to be one token; {y:02d!r} is not"
+            )
+        ids.append(tid)
+    return ids
+
+
+def split_years(tokenizer, years: list[int]) -> list[int]:
+    """The years whose " XXYY" tokenises as [" XX", "YY"] under ``tokenizer``."""
+    out = []
+    for year in years:
+        xx, yy = divmod(int(year), 100)
+        ids = encode(tokenizer, f" {year}")
+        if (
+            len(ids) == 2
+            and ids[0] == single_token_id(tokenizer, f" {xx}")
+            and ids[1] == single_token_id(tokenizer, f"{yy:02d}")
+        ):
+            out.append(int(year))
+    return out
+
+
+def build_greater_than(
+    tokenizer,
+    data_dir: str | Path,
+    n_prompts: int = 300,
+    seed: int = 0,
+    *,
+    years: str = "hanna",
+    bos: str = "hanna",
+    balanced: bool = True,
+) -> PromptSet:
+    """Build ``n_prompts`` greater-than prompts."""
+    if bos not in BOS_MODES:
+        raise ValueError(f"unknown bos mode {bos!r}; choose one of {BOS_MODES}")
+    nouns_file = load_task_json(data_dir, NOUNS_FILE)
+    years_file = load_task_json(data_dir, YEARS_FILE)
+    nouns = list(require_key(nouns_file, "nouns", NOUNS_FILE))
+    template = str(nouns_file.get("template", "The {noun} lasted from the year {XX}{YY} to the year {XX}"))
+    corrupt_yy = str(nouns_file.get("corrupt_YY", "01"))
+    listed = list(require_key(years_file, f"{years}_years", YEARS_FILE))
+    valid = split_years(tokenizer, listed)
+    if len(valid) < len(listed):
+        log.info(
+            "greater-than: %d of %d listed years do not split as [XX][YY] here",
+            len(listed) - len(valid),
+            len(listed),
+        )
+    if not valid:
+        raise TaskDataError(
+            f"no year of {YEARS_FILE}:{years}_years tokenises as [XX][YY] under this tokenizer"
+        )
+    digits = two_digit_ids(tokenizer)
+    corrupt_id = digits[int(corrupt_yy)]
+    by_yy: dict[int, list[int]] = {}
+    for y in valid:
+        by_yy.setdefault(y % 100, []).append(y)
+    cycle = [yy for yy in range(2, 99) if yy in by_yy]
+    prefix: list[int] = [] if bos == "none" else [bos_id(tokenizer)]
+    lead = " " if bos == "hanna" else ""
+
+    rng = rng_for(seed)
+    clean, corrupted, answers, wrong, noise, pos_yy, pos_end, meta = [], [], [], [], [], [], [], []
+    step, tries = 0, 0
+    while len(clean) < n_prompts:
+        tries += 1
+        if tries > 50 * max(n_prompts, 1):
+            raise TaskDataError(
+                f"greater-than: only {len(clean)} of {n_prompts} prompts pass the tokenizer checks"
+            )
+        if balanced:
+            pool = by_yy[cycle[step % len(cycle)]]
+            step += 1
+        else:
+            pool = valid
+        year = pool[int(rng.integers(len(pool)))]
+        noun = nouns[int(rng.integers(len(nouns)))]
+        xx, yy = divmod(year, 100)
+        text = lead + template.format(noun=noun, XX=xx, YY=f"{yy:02d}")
+        ids = prefix + encode(tokenizer, text)
+        xx_id, yy_id = single_token_id(tokenizer, f" {xx}"), digits[yy]
+        hits = [i for i in range(len(ids) - 1) if ids[i] == xx_id and ids[i + 1] == yy_id]
+        if len(hits) != 1 or ids[-1] != xx_id or not 0 < yy < 99:
+            continue
+        p = hits[0] + 1
+        out = substitute(tokenizer, ids, {p: corrupt_id}, n_special=len(prefix))
+        if out is None:
+            continue
+        cids, ctext = out
+        clean.append(ids)
+        corrupted.append(cids)
+        answers.append(digits[yy + 1 :])
+        wrong.append(digits[:yy])
+        noise.append([p])
+        pos_yy.append(p)
+        pos_end.append(len(ids) - 1)
+        meta.append(
+            {
+                "text": text,
+                "corrupted_text": ctext,
+                "template": template,
+                "noun": noun,
+                "year": year,
+                "XX": f"{xx}",
+                "YY": f"{yy:02d}",
+                "bos": bos,
+            }
+        )
+    return PromptSet(
+        task="greater_than",
+        clean=clean,
+        corrupted=corrupted,
+        answer_pos=np.array(pos_end),
+        answers=answers,
+        wrong=wrong,
+        noise_positions=noise,
+        positions={"YY": np.array(pos_yy), "END": np.array(pos_end)},
+        meta=pd.DataFrame(meta),
+        variant=f"years={years},bos={bos}",
+        tokenizer=tokenizer_name(tokenizer),
+        pad_id=pad_id(tokenizer),
+    )
