@@ -45,6 +45,13 @@ def test_install_pins_torch_and_transformer_lens_3_9(root):
     tl = [r for r in project["dependencies"] if _name(r) == "transformer-lens"]
     assert tl == ["transformer-lens>=3.9,<3.10"], "TransformerLens 4 removed HookedTransformer: keep 3.9.x"
     readme = (root / "README.md").read_text()
-    assert 'pip install torch==2.13.0 -e ".[dev]"' in readme
+    assert 'python3 -m pip install torch==2.13.0 -e ".[dev]" && snakemake --cores 2' in readme
+
+
+def test_ci_runs_exactly_the_readme_test_command(root):
+    readme = (root / "README.md").read_text()
     ci = (root / ".ci" / "run").read_text()
-    assert 'pip install torch==2.13.0 -e ".[dev]"' in ci
+    assert "\npython3 -m pytest\n" in readme
+    assert "\npython3 -m pytest\n" in ci
+    assert "torch==2.13.0 -e \".[dev]\"" in ci
+    assert '"$rc" -eq 5' in ci, ".ci/run must turn pytest's exit code 5 (no tests) into a failure"
