@@ -239,9 +239,7 @@ def _derive_greaterthan_years(raw: dict[str, bytes]) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("vocab.json", "merges.txt"):
             Path(tmp, name).write_bytes(raw[name])
-        tok = GPT2TokenizerFast(
-            vocab_file=str(Path(tmp, "vocab.json")), merges_file=str(Path(tmp, "merges.txt"))
-        )
+        tok = GPT2TokenizerFast.from_pretrained(tmp)
         out = {
             "_note": "Derived, not copied: computed with shared/data/gpt2-tokenizer (GPT-2 BPE). See PROVENANCE.md.",
             "hanna_years": valid_years(tok, 1000, 1900),
@@ -409,6 +407,34 @@ SOURCES: dict[str, DataSource] = {
             _verbatim("vocab.json"),
             "3ba3c3109ff33976c4bd966589c11ee14fcaa1f4c9e5e154c2ed7f99d80709e7",
             "GPT-2 BPE vocabulary from openai/whisper (MIT).",
+        ),
+        DataSource(
+            "gpt2-tokenizer/tokenizer_config.json",
+            "data_gpt2_tokenizer_config",
+            (
+                Upstream(
+                    "tokenizer_config.json",
+                    f"{_WHISPER}/tokenizer_config.json",
+                    "1e664fe1a5bc404dcb204a76c76bc4100c91bd12c66098d8a8090b11b6ee6f0d",
+                ),
+            ),
+            _verbatim("tokenizer_config.json"),
+            "1e664fe1a5bc404dcb204a76c76bc4100c91bd12c66098d8a8090b11b6ee6f0d",
+            "GPT-2 tokenizer config from openai/whisper (MIT).",
+        ),
+        DataSource(
+            "gpt2-tokenizer/special_tokens_map.json",
+            "data_gpt2_special_tokens_map",
+            (
+                Upstream(
+                    "special_tokens_map.json",
+                    f"{_WHISPER}/special_tokens_map.json",
+                    "c0b3c279b6ecdb71996a86ffb4d4ab94dfdb5df95f00bac9515688faef2ff5dd",
+                ),
+            ),
+            _verbatim("special_tokens_map.json"),
+            "c0b3c279b6ecdb71996a86ffb4d4ab94dfdb5df95f00bac9515688faef2ff5dd",
+            "GPT-2 special tokens map from openai/whisper (MIT).",
         ),
         DataSource(
             "gpt2-tokenizer/merges.txt",

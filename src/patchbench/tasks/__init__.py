@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from patchbench.prompts import PromptSet
+from patchbench.prompts import PromptSet, PromptSetError
 from patchbench.tasks.arithmetic import build_arithmetic
 from patchbench.tasks.common import TaskInfo
 from patchbench.tasks.docstring import build_docstring
@@ -26,7 +26,10 @@ from patchbench.tasks.factual import build_factual
 from patchbench.tasks.greater_than import build_greater_than
 from patchbench.tasks.ioi import build_ioi
 
-__all__ = ["TASKS", "TaskInfo", "build_task"]
+__all__ = ["TASKS", "TaskInfo", "build_task", "check_task_contract", "load_prompts"]
+
+# tasks whose answer / wrong answer is a set of alternative tokens; all others have one token each
+MULTI_ANSWER_TASKS = frozenset({"greater_than"})
 
 _IOI = ("ioi/ioi_vocab.json",)
 _GT = ("greater-than/greaterthan_nouns.json", "greater-than/greaterthan_years.json")
@@ -123,7 +126,7 @@ def build_task(
         )
     n = info.default_n_prompts if n_prompts is None else n_prompts
     ps = info.builder(tokenizer, data_dir, n, seed, **info.options, **options)
-    if ps.task != name:
+    if ps.task != name:  # e.g. the IOI builder names its variant; the registry name wins
         ps = PromptSet(
             task=name,
             clean=ps.clean,
@@ -138,4 +141,38 @@ def build_task(
             tokenizer=ps.tokenizer,
             pad_id=ps.pad_id,
         )
+    check_task_contract(ps)
+    return ps
+
+
+def check_task_contract(ps: PromptSet) -> None:
+    """Task-level checks on top of ``PromptSet.validate``; raise PromptSetError naming the prompt.
+
+    A single-token-answer task (all but greater-than) must have exactly one answer and one
+    wrong-answer token per prompt (a longer list would be a multi-token answer); ``answer_pos``
+    must be the END position; every prompt needs at least one GN position and the ``text`` /
+    ``corrupted_text`` metadata.
+    """
+    missing = {"text", "corrupted_text"} - set(ps.meta.columns)
+    if missing:
+        raise PromptSetError(f"{ps.task}: metadata columns {sorted(missing)} are missing")
+    single = ps.task not in MULTI_ANSWER_TASKS
+    end = ps.positions.get("END")
+    for i in range(len(ps)):
+        where = f"{ps.task} prompt {i} ({ps.meta['text'].iloc[i]!r})"
+        if single and (len(ps.answers[i]) != 1 or len(ps.wrong[i]) != 1):
+            raise PromptSetError(
+                f"{where}: answer {ps.answers[i].tolist()} / wrong {ps.wrong[i].tolist()} must be one token each; "
+                "a multi-token answer cannot be read at one position. Drop the prompt or choose a single-token answer."
+            )
+        if end is not None and end[i] != ps.answer_pos[i]:
+            raise PromptSetError(f"{where}: answer_pos {ps.answer_pos[i]} is not the END position {end[i]}")
+        if len(ps.noise_positions[i]) == 0:
+            raise PromptSetError(f"{where}: no GN key position")
+
+
+def load_prompts(path: str | Path, d_vocab: int | None = None) -> PromptSet:
+    """``PromptSet.from_parquet`` plus ``check_task_contract``."""
+    ps = PromptSet.from_parquet(path, d_vocab=d_vocab)
+    check_task_contract(ps)
     return ps

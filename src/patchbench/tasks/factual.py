@@ -136,7 +136,7 @@ def pair_facts(
             key += f.outside_subject()
         groups[key].append(f)
     pairs = []
-    for key in sorted(groups, key=repr):
+    for key in sorted(groups):
         by_answer: dict[int, list[Fact]] = defaultdict(list)
         for f in groups[key]:
             by_answer[f.answer].append(f)

@@ -14,6 +14,10 @@ task-specs §5 asks; Hanna's and ACDC's own metrics put YY on the "<=" side). ST
 BOS, which the literature does not agree on, is an option: ``bos="hanna"`` (default) follows
 Hanna's ``eos=True`` text "<|endoftext|> The ...", i.e. BOS then " The" with a space;
 ``bos="prepend"`` puts BOS before "The" (TransformerLens' ``to_tokens``); ``bos="none"`` is ACDC.
+
+Difference from Hanna's code: a year whose century's "XX01" does not split as [" XX", "01"]
+is not used, so that STR changes the YY token only. Under GPT-2 this drops the 74 years
+1021-1098 (" 1001" is [" 100", "1"]; Hanna keeps them, changing two tokens).
 """
 
 from __future__ import annotations
@@ -107,6 +111,21 @@ def build_greater_than(
         )
     digits = two_digit_ids(tokenizer)
     corrupt_id = digits[int(corrupt_yy)]
+    # STR must change YY only: " XX01" has to split as [" XX", "01"] too (GPT-2: " 1001" is [" 100", "1"])
+    str_ok = set(split_years(tokenizer, sorted({(y // 100) * 100 + int(corrupt_yy) for y in valid})))
+    n_split = len(valid)
+    valid = [y for y in valid if (y // 100) * 100 + int(corrupt_yy) in str_ok]
+    if len(valid) < n_split:
+        log.info(
+            "greater-than: %d years dropped: their century's XX%s does not split as [XX][%s]",
+            n_split - len(valid),
+            corrupt_yy,
+            corrupt_yy,
+        )
+    if not valid:
+        raise TaskDataError(
+            f"no year of {YEARS_FILE}:{years}_years survives the STR check under this tokenizer"
+        )
     by_yy: dict[int, list[int]] = {}
     for y in valid:
         by_yy.setdefault(y % 100, []).append(y)
@@ -125,7 +144,6 @@ def build_greater_than(
             )
         if balanced:
             pool = by_yy[cycle[step % len(cycle)]]
-            step += 1
         else:
             pool = valid
         year = pool[int(rng.integers(len(pool)))]
@@ -142,6 +160,7 @@ def build_greater_than(
         if out is None:
             continue
         cids, ctext = out
+        step += 1
         clean.append(ids)
         corrupted.append(cids)
         answers.append(digits[yy + 1 :])
