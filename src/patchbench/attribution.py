@@ -1,0 +1,459 @@
+"""Attribution patching: every patch effect of a sweep from one forward and a few backward passes.
+
+Exact activation patching (:mod:`patchbench.patching`) runs a partial forward pass per patch
+target. Attribution patching (Nanda 2023; Syed et al. 2023; AtP, Kramár et al. 2024) replaces each
+of those runs by a first-order Taylor expansion around the corrupted run::
+
+    m(patched) - m(corrupted)  ≈  (a_clean - a_corrupted) · ∂m/∂a |_corrupted
+
+where ``a`` is the patched activation (a head's ``hook_z``, ``hook_mlp_out``, ``hook_resid_pre``,
+restricted to the target's heads and positions) and ``m`` one scalar output of the run. One
+corrupted forward pass (with the same GN noise draw as the exact engine, from
+:func:`patchbench.corruption.noise_tensor`) and one backward pass per output give the estimate for
+every target of the sweep at once.
+
+**Outputs are the engine's raw columns.** The backward passes differentiate the raw columns the
+exact engine stores (see ``docs/architecture.md``), so an attribution sweep returns a raw sweep
+frame whose ``patched`` rows hold first-order estimates ``corrupted value + estimated change``;
+:func:`patchbench.metrics.effects` (``method='attribution'``), :func:`patchbench.detection.detect`
+and every table then treat it like an exact sweep. Only the columns the requested metrics need
+are differentiated (one backward pass each):
+
+===============  ==========================================================================
+metric           differentiated output
+===============  ==========================================================================
+``logit_diff``   LD = Σ logit(r) − Σ logit(r'); the estimated change is booked on ``logit_ans``
+                 and ``logit_wrong`` keeps its corrupted value (only their difference is
+                 estimated; read no meaning into either column alone)
+``prob``         ``prob_ans``
+``kl``           ``kl`` = KL(P_clean ‖ P_run)
+``stolfo``       ``prob_ans`` and ``prob_wrong``
+===============  ==========================================================================
+
+Columns that no requested metric needs are NaN in the patched rows. Clean rows come from the
+clean cache and corrupted rows from the attribution's own corrupted forward (computed exactly as
+the engine computes them), so baselines and normalisation are identical to the exact sweep's.
+
+Known limits of the first-order estimate (measured against exact patching in
+:mod:`patchbench.agreement`):
+
+* **KL** is zero with zero gradient at the clean distribution; near it KL is quadratic and the
+  linear estimate of its change is off by up to a factor of two even for tiny corruptions.
+* **Windows** (``mlp`` with ``window > 1``) sum the single-layer estimates of the window's layers
+  (the linear form of the paper's §5 summation baseline): exact window patching clamps the later
+  layers of the window, which the summed gradient does not.
+* **Attention saturation**: a head whose patch moves a softmax far is poorly linearised. With
+  ``qk_fix=True`` (``attn_head`` at ``position='all'`` only) a head's effect is the AtP*
+  estimate over its query, key and value nodes: values linearly; each query position and each
+  key position of the head patched on its own through the *exact* softmax, and the resulting
+  change of the attention pattern linearised (Kramár et al. 2024, §3.1.1). The default z-gradient
+  already treats the head's own softmax exactly (Δz is taken from the two runs); the QK fix
+  differs by splitting the head into per-position query / key / value nodes, whose estimates add.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float
+from tqdm.auto import tqdm
+
+from patchbench.corruption import corrupted_tokens, embedding_sigma, noise_tensor
+from patchbench.metrics import METRICS
+from patchbench.patching import RAW_COLUMNS, clean_cache
+from patchbench.prompts import PromptSet, PromptSetError
+from patchbench.sites import PatchTarget, SweepSpec, enumerate_targets
+
+__all__ = ["GRAD_COLUMNS", "grad_columns", "run_attribution", "attribution_effects"]
+
+log = logging.getLogger(__name__)
+
+ANSWER_LOGITS = "answer_logits"
+TOKENS = "tokens"
+#: differentiable outputs (one backward pass each) and the metrics that need them
+GRAD_COLUMNS: dict[str, tuple[str, ...]] = {
+    "logit_diff": ("ld",),
+    "prob": ("prob_ans",),
+    "kl": ("kl",),
+    "stolfo": ("prob_ans", "prob_wrong"),
+}
+
+
+def grad_columns(metrics: Sequence[str]) -> list[str]:
+    """The outputs to differentiate for ``metrics`` (``ld``, ``prob_ans``, ``prob_wrong``, ``kl``)."""
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; choose from {METRICS}")
+    if not metrics:
+        raise ValueError("attribution needs at least one metric to differentiate")
+    return list(dict.fromkeys(c for m in metrics for c in GRAD_COLUMNS[m]))
+
+
+# ---------------------------------------------------------------------------------------------
+# forward with the activations kept in the graph
+
+
+def _padded(ids: list[np.ndarray], rows: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(ids[int(p)]) for p in rows)
+    idx = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.float64)
+    for r, p in enumerate(rows):
+        a = torch.as_tensor(ids[int(p)].copy())
+        idx[r, : len(a)] = a
+        mask[r, : len(a)] = 1.0
+    return idx.to(device), mask.to(device)
+
+
+def _outputs(
+    logits: Float[torch.Tensor, "rows d_vocab"],
+    clean_logp: Float[torch.Tensor, "rows d_vocab"],
+    ans: tuple[torch.Tensor, torch.Tensor],
+    wrong: tuple[torch.Tensor, torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """The engine's raw columns as differentiable per-row tensors (float64)."""
+    logits = logits.double()
+    logp = torch.log_softmax(logits, dim=-1)
+    (ai, am), (wi, wm) = ans, wrong
+    out = {
+        "logit_ans": (logits.gather(1, ai) * am).sum(1),
+        "logit_wrong": (logits.gather(1, wi) * wm).sum(1),
+        "prob_ans": (logp.gather(1, ai).exp() * am).sum(1),
+        "prob_wrong": (logp.gather(1, wi).exp() * wm).sum(1),
+        "kl": (clean_logp.exp() * (clean_logp - logp)).sum(1),
+    }
+    out["ld"] = out["logit_ans"] - out["logit_wrong"]
+    return out
+
+
+def _forward(model, tokens, noise, hooks: Sequence[str], answer_pos: torch.Tensor):
+    """Corrupted forward (the engine's: embed, GN noise on hook_embed, blocks, answer-position unembed).
+
+    Returns the answer-position logits and the hooked activations, still attached to the graph.
+    """
+    from transformer_lens.utilities import apply_softcap
+
+    store: dict[str, torch.Tensor] = {}
+
+    def keep(act, hook):
+        store[hook.name] = act
+        return act
+
+    with model.hooks(fwd_hooks=[(h, keep) for h in hooks]):
+        x = model.hook_embed(model.embed(tokens))
+        if noise is not None:
+            x = x + noise.to(device=x.device, dtype=x.dtype)
+        resid, sf = model.get_residual(x, 0, attention_mask=None, tokens=tokens, return_shortformer_pos_embed=True)
+        # a leaf that requires grad: gradients reach every hook whatever the parameters' requires_grad
+        resid = resid.detach().requires_grad_(True)
+        for block in model.blocks:
+            resid = block(resid, shortformer_pos_embed=sf, attention_mask=None)
+    x = resid[torch.arange(resid.shape[0], device=resid.device), answer_pos][:, None]
+    if model.cfg.normalization_type is not None:
+        x = model.ln_final(x)
+    logits = apply_softcap(model.unembed(x)[:, 0], model.cfg.output_logits_soft_cap)
+    missing = [h for h in hooks if h not in store]
+    if missing:
+        raise RuntimeError(f"hooks {missing} did not fire in the attribution forward; is the site valid for this model?")
+    return logits, store
+
+
+# ---------------------------------------------------------------------------------------------
+# per-target reduction
+
+
+def _reduce(prod: torch.Tensor, head: bool) -> torch.Tensor:
+    """Δa · grad summed over the feature dims: [R, P, H] for head hooks, [R, P] otherwise."""
+    return prod.sum(-1) if head else prod.reshape(prod.shape[0], prod.shape[1], -1).sum(-1)
+
+
+def _target_estimates(
+    targets: Sequence[PatchTarget],
+    per_pos: dict[str, np.ndarray],
+    prompts: PromptSet,
+    rows_prompt: np.ndarray,
+) -> np.ndarray:
+    """[n_targets, R] estimated change of one output for every target (sum over the target's patches)."""
+    r = len(rows_prompt)
+    out = np.zeros((len(targets), r), dtype=np.float64)
+    totals = {k: v.sum(1) for k, v in per_pos.items()}  # over positions
+    rows = np.arange(r)
+    named: dict[str, np.ndarray] = {}
+    for j, t in enumerate(targets):
+        acc = np.zeros(r, dtype=np.float64)
+        for p in t.patches:
+            a = per_pos[p.hook]
+            head = a.ndim == 3
+            if p.position == -1:
+                v = totals[p.hook]
+                acc += v[:, list(p.heads)].sum(-1) if (head and p.heads is not None) else (v.sum(-1) if head else v)
+            else:
+                if isinstance(p.position, str):
+                    if p.position not in named:
+                        named[p.position] = prompts.positions[p.position][rows_prompt]
+                    pos = named[p.position]
+                else:
+                    pos = np.full(r, p.position)
+                v = a[rows, pos]  # [R, H] or [R]
+                acc += v[:, list(p.heads)].sum(-1) if (head and p.heads is not None) else (v.sum(-1) if head else v)
+        out[j] = acc
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# AtP* QK fix
+
+
+def _qk_fix_hooks(layers: Sequence[int]) -> list[str]:
+    return [f"blocks.{lay}.attn.hook_{n}" for lay in layers for n in ("q", "k", "v", "attn_scores", "pattern")]
+
+
+def _check_qk_fix(model, spec: SweepSpec) -> None:
+    cfg = model.cfg
+    if spec.site != "attn_head" or spec.position != "all":
+        raise ValueError(
+            f"qk_fix applies to site='attn_head' with position='all' (AtP* nodes are a head's queries, keys and "
+            f"values at every position), not site={spec.site!r} position={spec.position!r}; use qk_fix=False"
+        )
+    bad = []
+    if cfg.positional_embedding_type in ("rotary", "alibi", "relative_positional_bias"):
+        bad.append(f"positional_embedding_type={cfg.positional_embedding_type}")
+    if getattr(cfg, "attn_scores_soft_cap", -1) not in (None, -1, -1.0) and cfg.attn_scores_soft_cap > 0:
+        bad.append("attn_scores_soft_cap")
+    kv = getattr(cfg, "n_key_value_heads", None)
+    if kv and kv != cfg.n_heads:
+        bad.append("grouped-query attention")
+    if getattr(cfg, "use_attention_sinks", False):
+        bad.append("attention sinks")
+    if bad:
+        raise ValueError(f"qk_fix supports plain dot-product attention only; this model has {', '.join(bad)}")
+
+
+def _qk_fixed_heads(model, layer: int, acts: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
+                    clean: dict[str, torch.Tensor]) -> torch.Tensor:
+    """AtP* estimate per head for one layer: value + query + key nodes, [R, H] (float64)."""
+    pre = f"blocks.{layer}.attn."
+    q, k, v = (acts[pre + f"hook_{n}"].detach().double() for n in ("q", "k", "v"))  # [R, P, H, dh]
+    qc, kc, vc = (clean[pre + f"hook_{n}"].double() for n in ("q", "k", "v"))
+    scores = acts[pre + "hook_attn_scores"].detach().double()  # [R, H, T, S], masked with -inf
+    pattern = acts[pre + "hook_pattern"].detach().double()
+    g_a = grads[pre + "hook_pattern"].double()  # [R, H, T, S]
+    g_v = grads[pre + "hook_v"].double()  # [R, P, H, dh]
+    scale = float(model.blocks[layer].attn.attn_scale)
+    value = ((vc - v) * g_v).sum((1, 3))  # [R, H]
+    # queries: each query position t patched alone -> exact softmax of the patched score row
+    d_sq = torch.einsum("rthd,rshd->rhts", qc - q, k) / scale
+    new_rows = torch.softmax(scores + d_sq, dim=-1)
+    new_rows = torch.where(torch.isnan(new_rows), torch.zeros_like(new_rows), new_rows)
+    query = ((new_rows - pattern) * g_a).sum((2, 3))
+    # keys: each key position s patched alone -> column s of every row changes; closed form
+    d_sk = torch.einsum("rthd,rshd->rhts", q, kc - k) / scale
+    a = pattern
+    finite = torch.isfinite(scores)
+    logit_a = torch.where(finite & (a > 0), torch.log(a) - torch.log1p(-a.clamp(max=1 - 1e-15)), torch.full_like(a, -math.inf))
+    a_new = torch.where(finite & (a > 0), torch.sigmoid(logit_a + d_sk), torch.zeros_like(a))
+    ratio = torch.where(1 - a > 1e-12, (1 - a_new) / (1 - a).clamp(min=1e-12), torch.ones_like(a))
+    big_g = (a * g_a).sum(-1, keepdim=True)  # [R, H, T, 1]
+    key = ((a_new - a) * g_a + (ratio - 1) * (big_g - a * g_a)).sum((2, 3))
+    return value + query + key
+
+
+# ---------------------------------------------------------------------------------------------
+# the sweep
+
+
+def _rows_per_block(model, max_len: int, budget_mb: int, extra_hook_elems: int) -> int:
+    cfg = model.cfg
+    e = torch.tensor([], dtype=cfg.dtype).element_size()
+    d_mlp = cfg.d_mlp or 0
+    per_layer = max_len * (10 * cfg.d_model + 4 * d_mlp + 4 * cfg.n_heads * max_len + 6 * cfg.n_heads * cfg.d_head)
+    per_row = (cfg.n_layers * per_layer + extra_hook_elems) * e * 2 + cfg.d_vocab_out * 8 * 4
+    return max(1, int(budget_mb * 2**20 // per_row))
+
+
+def run_attribution(
+    model,
+    prompts: PromptSet,
+    spec: SweepSpec,
+    clean: dict[str, torch.Tensor] | None = None,
+    *,
+    metrics: Sequence[str] = ("prob", "logit_diff", "kl"),
+    qk_fix: bool = False,
+    progress: bool = True,
+    logger: logging.Logger | None = None,
+) -> pd.DataFrame:
+    """An attribution sweep: the raw frame of ``docs/architecture.md`` with first-order ``patched`` rows.
+
+    Same targets (ids, components), rows and metadata layout as :func:`patchbench.patching.run_sweep`
+    for ``spec``; ``attrs['patchbench']['method'] == 'attribution'``. ``clean`` is a cache from
+    :func:`patchbench.patching.clean_cache`; hooks it lacks are computed here.
+    """
+    log_ = logger or log
+    prompts.validate(model.cfg.d_vocab)
+    cols = grad_columns(metrics)
+    tokens = corrupted_tokens(prompts, spec.corruption)
+    max_len = tokens.shape[1]
+    n_heads = model.cfg.n_heads
+    targets = enumerate_targets(spec, model.cfg.n_layers, n_heads, max_len)
+    if spec.position not in ("all", "each"):
+        if spec.position not in prompts.positions:
+            raise PromptSetError(
+                f"{prompts.task}: no named position {spec.position!r}; this PromptSet has "
+                f"{sorted(prompts.positions)} (or use position='all' / 'each')"
+            )
+        absent = np.flatnonzero(prompts.positions[spec.position] < 0)
+        if absent.size:
+            raise PromptSetError(
+                f"{prompts.task}: position {spec.position!r} is absent (-1) in prompts {absent[:10].tolist()}; "
+                "subset the PromptSet to prompts that have it (PromptSet.subset)"
+            )
+    site_hooks = list(dict.fromkeys(h for t in targets for h in t.hooks))
+    layers = sorted({p.layer for t in targets for p in t.patches})
+    if qk_fix:
+        _check_qk_fix(model, spec)
+        hooks = _qk_fix_hooks(layers)
+        clean_needed = [h for h in hooks if h.endswith(("hook_q", "hook_k", "hook_v"))]
+    else:
+        hooks = site_hooks
+        clean_needed = site_hooks
+    if clean is None or any(h not in clean for h in (*clean_needed, ANSWER_LOGITS, TOKENS)):
+        have = {} if clean is None else clean
+        extra = clean_cache(model, prompts, [h for h in clean_needed if h not in have],
+                            memory_budget_mb=spec.memory_budget_mb)
+        clean = {**extra, **have}
+    if not torch.equal(clean[TOKENS], prompts.tokens("clean")):
+        raise ValueError(f"the clean cache was built from other prompts than {prompts.task!r}; rebuild it")
+
+    sigma = None
+    std = 0.0
+    if spec.corruption == "gn":
+        sigma = spec.noise.sigma if spec.noise.sigma is not None else embedding_sigma(model, prompts)
+        std = spec.noise.nu * sigma
+    k = spec.n_samples
+    all_prompt = np.repeat(np.arange(len(prompts), dtype=np.int64), k)
+    all_sample = np.tile(np.arange(k, dtype=np.int64), len(prompts))
+    step = _rows_per_block(model, max_len, spec.memory_budget_mb, 0)
+    step = max(k, step - step % k)
+    dev = model.cfg.device
+    dtype = model.cfg.dtype
+    log_.info("attribution %s/%s/%s pos=%s w=%d: %d targets x %d rows, %d backward pass(es) %s, blocks of %d rows%s",
+              prompts.task, spec.corruption, spec.site, spec.position, spec.window, len(targets), len(all_prompt),
+              len(cols), cols, step, ", AtP* QK fix" if qk_fix else "")
+
+    base_parts: list[pd.DataFrame] = []
+    est_parts: list[dict[str, np.ndarray]] = []  # per block: column -> [n_targets, R]
+    corr_parts: list[dict[str, np.ndarray]] = []
+    bar = tqdm(total=len(all_prompt), desc=f"{spec.site} attribution", disable=not progress, unit="row")
+    for a in range(0, len(all_prompt), step):
+        pr, sa = all_prompt[a : a + step], all_sample[a : a + step]
+        idx = torch.as_tensor(pr)
+        tok = tokens[idx].to(dev)
+        noise = noise_tensor(prompts, pr, sa, model.cfg.d_model, std, spec.noise.seed, max_len) if spec.corruption == "gn" else None
+        apos = torch.as_tensor(prompts.answer_pos[pr], device=dev)
+        clean_logp = torch.log_softmax(clean[ANSWER_LOGITS][idx].to(dev).double(), dim=-1)
+        with torch.enable_grad():
+            logits, acts = _forward(model, tok, noise, hooks, apos)
+            outs = _outputs(logits, clean_logp, _padded(prompts.answers, pr, dev), _padded(prompts.wrong, pr, dev))
+            grad_hooks = [h for h in hooks if not h.endswith(("hook_q", "hook_k", "hook_attn_scores"))]
+            inputs = [acts[h] for h in grad_hooks]
+            est: dict[str, np.ndarray] = {}
+            for ci, c in enumerate(cols):
+                gs = torch.autograd.grad(outs[c].sum(), inputs, retain_graph=ci + 1 < len(cols), allow_unused=True)
+                grads = {h: (torch.zeros_like(acts[h]) if g is None else g) for h, g in zip(grad_hooks, gs, strict=True)}
+                if qk_fix:
+                    per_layer = {lay: _qk_fixed_heads(model, lay, acts, grads, {h: clean[h][idx].to(dev) for h in clean_needed if f"blocks.{lay}." in h})
+                                 for lay in layers}
+                    per_pos = {f"blocks.{lay}.attn.hook_z": v.detach().cpu().numpy()[:, None, :]
+                               for lay, v in per_layer.items()}
+                else:
+                    per_pos = {}
+                    for h in site_hooks:
+                        delta = clean[h][idx].to(device=dev, dtype=dtype) - acts[h].detach()
+                        per_pos[h] = _reduce((delta.double() * grads[h].double()), h.endswith(("hook_z", "hook_v")))
+                        per_pos[h] = per_pos[h].cpu().numpy()
+                est[c] = _target_estimates(targets, per_pos, prompts, pr)
+                del gs, grads
+        corr = {kk: v.detach().cpu().numpy() for kk, v in outs.items()}
+        del acts, outs, logits
+        est_parts.append(est)
+        corr_parts.append(corr)
+        base_parts.append(_rows("corrupted", -1, None, spec, pr, sa, corr, prompts))
+        bar.update(len(pr))
+    bar.close()
+
+    # patched rows: corrupted value + estimated change, target-major like the engine
+    corr_all = {c: np.concatenate([p[c] for p in corr_parts]) for c in corr_parts[0]}
+    est_all = {c: np.concatenate([p[c] for p in est_parts], axis=1) for c in cols}
+    n_rows = len(all_prompt)
+    vals = {c: np.full((len(targets), n_rows), np.nan) for c in ("logit_ans", "logit_wrong", "prob_ans", "prob_wrong", "kl")}
+    if "ld" in est_all:
+        vals["logit_ans"] = corr_all["logit_ans"][None] + est_all["ld"]
+        vals["logit_wrong"] = np.broadcast_to(corr_all["logit_wrong"][None], vals["logit_ans"].shape).copy()
+    for c in ("prob_ans", "prob_wrong", "kl"):
+        if c in est_all:
+            vals[c] = corr_all[c][None] + est_all[c]
+    patched = [_rows("patched", j, t, spec, all_prompt, all_sample, {c: v[j] for c, v in vals.items()}, prompts)
+               for j, t in enumerate(targets)]
+
+    cl_logits = clean[ANSWER_LOGITS].to(dev).double()
+    allp = np.arange(len(prompts), dtype=np.int64)
+    cl_out = _outputs(cl_logits, torch.log_softmax(cl_logits, -1), _padded(prompts.answers, allp, dev),
+                      _padded(prompts.wrong, allp, dev))
+    clean_rows = _rows("clean", -1, None, spec, allp, np.zeros(len(prompts), np.int64),
+                       {kk: v.cpu().numpy() for kk, v in cl_out.items()}, prompts)
+    raw = pd.concat([clean_rows, *base_parts, *patched], ignore_index=True).astype(RAW_COLUMNS)
+    raw.attrs["patchbench"] = {
+        "model": str(model.cfg.model_name),
+        "task": prompts.task,
+        "variant": prompts.variant,
+        "corruption": spec.corruption,
+        "method": "attribution",
+        "spec": spec.to_dict(),
+        "sigma": sigma,
+        "noise_std": std if spec.corruption == "gn" else None,
+        "n_targets": len(targets),
+        "n_prompts": len(prompts),
+        "metrics": list(metrics),
+        "grad_columns": cols,
+        "qk_fix": qk_fix,
+        "components": {int(t.id): t.component for t in targets},
+    }
+    return raw
+
+
+def _rows(run: str, target: int, t: PatchTarget | None, spec: SweepSpec, prompt: np.ndarray, sample: np.ndarray,
+          vals: dict[str, Any], prompts: PromptSet) -> pd.DataFrame:
+    n = len(prompt)
+    if t is None:
+        ident = dict(site=spec.site, layer=-1, layers="", head=-1, position=-1, window=spec.window)
+    else:
+        if isinstance(t.position, str):
+            position: Any = prompts.positions[t.position][prompt]
+        else:
+            position = t.position
+        ident = dict(site=t.site, layer=t.layer, layers=f"{t.layers[0]}:{t.layers[1]}", head=t.head,
+                     position=position, window=t.window)
+    cols: dict[str, Any] = {"run": np.full(n, run, dtype=object), "target": np.full(n, target, dtype=np.int64)}
+    for c in ("site", "layer", "layers", "head", "position", "window"):
+        v = ident[c]
+        cols[c] = np.full(n, v, dtype=object if RAW_COLUMNS[c] == "object" else RAW_COLUMNS[c]) if np.isscalar(v) else np.asarray(v)
+    cols["prompt"] = np.asarray(prompt, dtype=np.int64)
+    cols["sample"] = np.asarray(sample, dtype=np.int64)
+    for c in ("logit_ans", "logit_wrong", "prob_ans", "prob_wrong", "kl"):
+        cols[c] = np.asarray(vals[c], dtype=np.float64)
+    return pd.DataFrame(cols)
+
+
+def attribution_effects(raw: pd.DataFrame, **kwargs: Any) -> pd.DataFrame:
+    """:func:`patchbench.metrics.effects` of an attribution raw frame (``method='attribution'``, its metrics)."""
+    from patchbench.metrics import effects
+
+    meta = raw.attrs.get("patchbench", {})
+    kwargs.setdefault("metrics", tuple(meta.get("metrics", ("prob", "logit_diff", "kl"))))
+    return effects(raw, method="attribution", **kwargs)
+
