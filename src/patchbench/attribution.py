@@ -148,7 +148,9 @@ def _forward(model, tokens, noise, hooks: Sequence[str], answer_pos: torch.Tenso
         x = model.hook_embed(model.embed(tokens))
         if noise is not None:
             x = x + noise.to(device=x.device, dtype=x.dtype)
-        resid, sf = model.get_residual(x, 0, attention_mask=None, tokens=tokens, return_shortformer_pos_embed=True)
+        resid, sf = model.get_residual(
+            x, 0, attention_mask=None, tokens=tokens, return_shortformer_pos_embed=True
+        )
         # a leaf that requires grad: gradients reach every hook whatever the parameters' requires_grad
         resid = resid.detach().requires_grad_(True)
         for block in model.blocks:
@@ -159,7 +161,9 @@ def _forward(model, tokens, noise, hooks: Sequence[str], answer_pos: torch.Tenso
     logits = apply_softcap(model.unembed(x)[:, 0], model.cfg.output_logits_soft_cap)
     missing = [h for h in hooks if h not in store]
     if missing:
-        raise RuntimeError(f"hooks {missing} did not fire in the attribution forward; is the site valid for this model?")
+        raise RuntimeError(
+            f"hooks {missing} did not fire in the attribution forward; is the site valid for this model?"
+        )
     return logits, store
 
 
@@ -191,7 +195,11 @@ def _target_estimates(
             head = a.ndim == 3
             if p.position == -1:
                 v = totals[p.hook]
-                acc += v[:, list(p.heads)].sum(-1) if (head and p.heads is not None) else (v.sum(-1) if head else v)
+                acc += (
+                    v[:, list(p.heads)].sum(-1)
+                    if (head and p.heads is not None)
+                    else (v.sum(-1) if head else v)
+                )
             else:
                 if isinstance(p.position, str):
                     if p.position not in named:
@@ -200,7 +208,11 @@ def _target_estimates(
                 else:
                     pos = np.full(r, p.position)
                 v = a[rows, pos]  # [R, H] or [R]
-                acc += v[:, list(p.heads)].sum(-1) if (head and p.heads is not None) else (v.sum(-1) if head else v)
+                acc += (
+                    v[:, list(p.heads)].sum(-1)
+                    if (head and p.heads is not None)
+                    else (v.sum(-1) if head else v)
+                )
         out[j] = acc
     return out
 
@@ -210,7 +222,9 @@ def _target_estimates(
 
 
 def _qk_fix_hooks(layers: Sequence[int]) -> list[str]:
-    return [f"blocks.{lay}.attn.hook_{n}" for lay in layers for n in ("q", "k", "v", "attn_scores", "pattern")]
+    return [
+        f"blocks.{lay}.attn.hook_{n}" for lay in layers for n in ("q", "k", "v", "attn_scores", "pattern")
+    ]
 
 
 def _check_qk_fix(model, spec: SweepSpec) -> None:
@@ -234,8 +248,13 @@ def _check_qk_fix(model, spec: SweepSpec) -> None:
         raise ValueError(f"qk_fix supports plain dot-product attention only; this model has {', '.join(bad)}")
 
 
-def _qk_fixed_heads(model, layer: int, acts: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
-                    clean: dict[str, torch.Tensor]) -> torch.Tensor:
+def _qk_fixed_heads(
+    model,
+    layer: int,
+    acts: dict[str, torch.Tensor],
+    grads: dict[str, torch.Tensor],
+    clean: dict[str, torch.Tensor],
+) -> torch.Tensor:
     """AtP* estimate per head for one layer: value + query + key nodes, [R, H] (float64)."""
     pre = f"blocks.{layer}.attn."
     q, k, v = (acts[pre + f"hook_{n}"].detach().double() for n in ("q", "k", "v"))  # [R, P, H, dh]
@@ -255,7 +274,9 @@ def _qk_fixed_heads(model, layer: int, acts: dict[str, torch.Tensor], grads: dic
     d_sk = torch.einsum("rthd,rshd->rhts", q, kc - k) / scale
     a = pattern
     finite = torch.isfinite(scores)
-    logit_a = torch.where(finite & (a > 0), torch.log(a) - torch.log1p(-a.clamp(max=1 - 1e-15)), torch.full_like(a, -math.inf))
+    logit_a = torch.where(
+        finite & (a > 0), torch.log(a) - torch.log1p(-a.clamp(max=1 - 1e-15)), torch.full_like(a, -math.inf)
+    )
     a_new = torch.where(finite & (a > 0), torch.sigmoid(logit_a + d_sk), torch.zeros_like(a))
     ratio = torch.where(1 - a > 1e-12, (1 - a_new) / (1 - a).clamp(min=1e-12), torch.ones_like(a))
     big_g = (a * g_a).sum(-1, keepdim=True)  # [R, H, T, 1]
@@ -271,7 +292,9 @@ def _rows_per_block(model, max_len: int, budget_mb: int, extra_hook_elems: int) 
     cfg = model.cfg
     e = torch.tensor([], dtype=cfg.dtype).element_size()
     d_mlp = cfg.d_mlp or 0
-    per_layer = max_len * (10 * cfg.d_model + 4 * d_mlp + 4 * cfg.n_heads * max_len + 6 * cfg.n_heads * cfg.d_head)
+    per_layer = max_len * (
+        10 * cfg.d_model + 4 * d_mlp + 4 * cfg.n_heads * max_len + 6 * cfg.n_heads * cfg.d_head
+    )
     per_row = (cfg.n_layers * per_layer + extra_hook_elems) * e * 2 + cfg.d_vocab_out * 8 * 4
     return max(1, int(budget_mb * 2**20 // per_row))
 
@@ -323,8 +346,9 @@ def run_attribution(
         clean_needed = site_hooks
     if clean is None or any(h not in clean for h in (*clean_needed, ANSWER_LOGITS, TOKENS)):
         have = {} if clean is None else clean
-        extra = clean_cache(model, prompts, [h for h in clean_needed if h not in have],
-                            memory_budget_mb=spec.memory_budget_mb)
+        extra = clean_cache(
+            model, prompts, [h for h in clean_needed if h not in have], memory_budget_mb=spec.memory_budget_mb
+        )
         clean = {**extra, **have}
     if not torch.equal(clean[TOKENS], prompts.tokens("clean")):
         raise ValueError(f"the clean cache was built from other prompts than {prompts.task!r}; rebuild it")
@@ -341,9 +365,20 @@ def run_attribution(
     step = max(k, step - step % k)
     dev = model.cfg.device
     dtype = model.cfg.dtype
-    log_.info("attribution %s/%s/%s pos=%s w=%d: %d targets x %d rows, %d backward pass(es) %s, blocks of %d rows%s",
-              prompts.task, spec.corruption, spec.site, spec.position, spec.window, len(targets), len(all_prompt),
-              len(cols), cols, step, ", AtP* QK fix" if qk_fix else "")
+    log_.info(
+        "attribution %s/%s/%s pos=%s w=%d: %d targets x %d rows, %d backward pass(es) %s, blocks of %d rows%s",
+        prompts.task,
+        spec.corruption,
+        spec.site,
+        spec.position,
+        spec.window,
+        len(targets),
+        len(all_prompt),
+        len(cols),
+        cols,
+        step,
+        ", AtP* QK fix" if qk_fix else "",
+    )
 
     base_parts: list[pd.DataFrame] = []
     est_parts: list[dict[str, np.ndarray]] = []  # per block: column -> [n_targets, R]
@@ -353,28 +388,51 @@ def run_attribution(
         pr, sa = all_prompt[a : a + step], all_sample[a : a + step]
         idx = torch.as_tensor(pr)
         tok = tokens[idx].to(dev)
-        noise = noise_tensor(prompts, pr, sa, model.cfg.d_model, std, spec.noise.seed, max_len) if spec.corruption == "gn" else None
+        noise = (
+            noise_tensor(prompts, pr, sa, model.cfg.d_model, std, spec.noise.seed, max_len)
+            if spec.corruption == "gn"
+            else None
+        )
         apos = torch.as_tensor(prompts.answer_pos[pr], device=dev)
         clean_logp = torch.log_softmax(clean[ANSWER_LOGITS][idx].to(dev).double(), dim=-1)
         with torch.enable_grad():
             logits, acts = _forward(model, tok, noise, hooks, apos)
-            outs = _outputs(logits, clean_logp, _padded(prompts.answers, pr, dev), _padded(prompts.wrong, pr, dev))
+            outs = _outputs(
+                logits, clean_logp, _padded(prompts.answers, pr, dev), _padded(prompts.wrong, pr, dev)
+            )
             grad_hooks = [h for h in hooks if not h.endswith(("hook_q", "hook_k", "hook_attn_scores"))]
             inputs = [acts[h] for h in grad_hooks]
             est: dict[str, np.ndarray] = {}
             for ci, c in enumerate(cols):
-                gs = torch.autograd.grad(outs[c].sum(), inputs, retain_graph=ci + 1 < len(cols), allow_unused=True)
-                grads = {h: (torch.zeros_like(acts[h]) if g is None else g) for h, g in zip(grad_hooks, gs, strict=True)}
+                gs = torch.autograd.grad(
+                    outs[c].sum(), inputs, retain_graph=ci + 1 < len(cols), allow_unused=True
+                )
+                grads = {
+                    h: (torch.zeros_like(acts[h]) if g is None else g)
+                    for h, g in zip(grad_hooks, gs, strict=True)
+                }
                 if qk_fix:
-                    per_layer = {lay: _qk_fixed_heads(model, lay, acts, grads, {h: clean[h][idx].to(dev) for h in clean_needed if f"blocks.{lay}." in h})
-                                 for lay in layers}
-                    per_pos = {f"blocks.{lay}.attn.hook_z": v.detach().cpu().numpy()[:, None, :]
-                               for lay, v in per_layer.items()}
+                    per_layer = {
+                        lay: _qk_fixed_heads(
+                            model,
+                            lay,
+                            acts,
+                            grads,
+                            {h: clean[h][idx].to(dev) for h in clean_needed if f"blocks.{lay}." in h},
+                        )
+                        for lay in layers
+                    }
+                    per_pos = {
+                        f"blocks.{lay}.attn.hook_z": v.detach().cpu().numpy()[:, None, :]
+                        for lay, v in per_layer.items()
+                    }
                 else:
                     per_pos = {}
                     for h in site_hooks:
                         delta = clean[h][idx].to(device=dev, dtype=dtype) - acts[h].detach()
-                        per_pos[h] = _reduce((delta.double() * grads[h].double()), h.endswith(("hook_z", "hook_v")))
+                        per_pos[h] = _reduce(
+                            (delta.double() * grads[h].double()), h.endswith(("hook_z", "hook_v"))
+                        )
                         per_pos[h] = per_pos[h].cpu().numpy()
                 est[c] = _target_estimates(targets, per_pos, prompts, pr)
                 del gs, grads
@@ -390,22 +448,39 @@ def run_attribution(
     corr_all = {c: np.concatenate([p[c] for p in corr_parts]) for c in corr_parts[0]}
     est_all = {c: np.concatenate([p[c] for p in est_parts], axis=1) for c in cols}
     n_rows = len(all_prompt)
-    vals = {c: np.full((len(targets), n_rows), np.nan) for c in ("logit_ans", "logit_wrong", "prob_ans", "prob_wrong", "kl")}
+    vals = {
+        c: np.full((len(targets), n_rows), np.nan)
+        for c in ("logit_ans", "logit_wrong", "prob_ans", "prob_wrong", "kl")
+    }
     if "ld" in est_all:
         vals["logit_ans"] = corr_all["logit_ans"][None] + est_all["ld"]
         vals["logit_wrong"] = np.broadcast_to(corr_all["logit_wrong"][None], vals["logit_ans"].shape).copy()
     for c in ("prob_ans", "prob_wrong", "kl"):
         if c in est_all:
             vals[c] = corr_all[c][None] + est_all[c]
-    patched = [_rows("patched", j, t, spec, all_prompt, all_sample, {c: v[j] for c, v in vals.items()}, prompts)
-               for j, t in enumerate(targets)]
+    patched = [
+        _rows("patched", j, t, spec, all_prompt, all_sample, {c: v[j] for c, v in vals.items()}, prompts)
+        for j, t in enumerate(targets)
+    ]
 
     cl_logits = clean[ANSWER_LOGITS].to(dev).double()
     allp = np.arange(len(prompts), dtype=np.int64)
-    cl_out = _outputs(cl_logits, torch.log_softmax(cl_logits, -1), _padded(prompts.answers, allp, dev),
-                      _padded(prompts.wrong, allp, dev))
-    clean_rows = _rows("clean", -1, None, spec, allp, np.zeros(len(prompts), np.int64),
-                       {kk: v.cpu().numpy() for kk, v in cl_out.items()}, prompts)
+    cl_out = _outputs(
+        cl_logits,
+        torch.log_softmax(cl_logits, -1),
+        _padded(prompts.answers, allp, dev),
+        _padded(prompts.wrong, allp, dev),
+    )
+    clean_rows = _rows(
+        "clean",
+        -1,
+        None,
+        spec,
+        allp,
+        np.zeros(len(prompts), np.int64),
+        {kk: v.cpu().numpy() for kk, v in cl_out.items()},
+        prompts,
+    )
     raw = pd.concat([clean_rows, *base_parts, *patched], ignore_index=True).astype(RAW_COLUMNS)
     raw.attrs["patchbench"] = {
         "model": str(model.cfg.model_name),
@@ -426,8 +501,16 @@ def run_attribution(
     return raw
 
 
-def _rows(run: str, target: int, t: PatchTarget | None, spec: SweepSpec, prompt: np.ndarray, sample: np.ndarray,
-          vals: dict[str, Any], prompts: PromptSet) -> pd.DataFrame:
+def _rows(
+    run: str,
+    target: int,
+    t: PatchTarget | None,
+    spec: SweepSpec,
+    prompt: np.ndarray,
+    sample: np.ndarray,
+    vals: dict[str, Any],
+    prompts: PromptSet,
+) -> pd.DataFrame:
     n = len(prompt)
     if t is None:
         ident = dict(site=spec.site, layer=-1, layers="", head=-1, position=-1, window=spec.window)
@@ -436,12 +519,25 @@ def _rows(run: str, target: int, t: PatchTarget | None, spec: SweepSpec, prompt:
             position: Any = prompts.positions[t.position][prompt]
         else:
             position = t.position
-        ident = dict(site=t.site, layer=t.layer, layers=f"{t.layers[0]}:{t.layers[1]}", head=t.head,
-                     position=position, window=t.window)
-    cols: dict[str, Any] = {"run": np.full(n, run, dtype=object), "target": np.full(n, target, dtype=np.int64)}
+        ident = dict(
+            site=t.site,
+            layer=t.layer,
+            layers=f"{t.layers[0]}:{t.layers[1]}",
+            head=t.head,
+            position=position,
+            window=t.window,
+        )
+    cols: dict[str, Any] = {
+        "run": np.full(n, run, dtype=object),
+        "target": np.full(n, target, dtype=np.int64),
+    }
     for c in ("site", "layer", "layers", "head", "position", "window"):
         v = ident[c]
-        cols[c] = np.full(n, v, dtype=object if RAW_COLUMNS[c] == "object" else RAW_COLUMNS[c]) if np.isscalar(v) else np.asarray(v)
+        cols[c] = (
+            np.full(n, v, dtype=object if RAW_COLUMNS[c] == "object" else RAW_COLUMNS[c])
+            if np.isscalar(v)
+            else np.asarray(v)
+        )
     cols["prompt"] = np.asarray(prompt, dtype=np.int64)
     cols["sample"] = np.asarray(sample, dtype=np.int64)
     for c in ("logit_ans", "logit_wrong", "prob_ans", "prob_wrong", "kl"):
@@ -456,4 +552,3 @@ def attribution_effects(raw: pd.DataFrame, **kwargs: Any) -> pd.DataFrame:
     meta = raw.attrs.get("patchbench", {})
     kwargs.setdefault("metrics", tuple(meta.get("metrics", ("prob", "logit_diff", "kl"))))
     return effects(raw, method="attribution", **kwargs)
-
