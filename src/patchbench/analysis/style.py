@@ -65,7 +65,6 @@ def apply_style() -> None:
         {
             "figure.dpi": DPI,
             "savefig.dpi": DPI,
-            "savefig.bbox": "tight",
             "axes.titlesize": 9,
             "axes.labelsize": 8,
             "xtick.labelsize": 7,
