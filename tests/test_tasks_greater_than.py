@@ -85,3 +85,15 @@ def test_split_years_rejects_unsplit_years(gpt2_tokenizer):
 def test_deterministic_by_seed(gt, gpt2_tokenizer, mirror):
     again = build_task("greater_than", gpt2_tokenizer, mirror, n_prompts=None, seed=0)
     assert again.to_frame().equals(gt.to_frame())
+
+
+def test_acdc_template_option(gpt2_tokenizer, mirror):
+    from patchbench.tasks.greater_than import ACDC_TEMPLATE
+
+    ps = build_task(
+        "greater_than", gpt2_tokenizer, mirror, n_prompts=10, seed=0, bos="none", template=ACDC_TEMPLATE
+    )
+    for i in range(len(ps)):
+        xx = ps.meta["XX"][i]
+        assert ps.meta["text"][i].endswith(f"{ps.meta['year'][i]} to {xx}")
+        assert decode(gpt2_tokenizer, ps.clean[i][-1:]) == f" {xx}"

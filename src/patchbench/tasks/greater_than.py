@@ -15,6 +15,8 @@ BOS, which the literature does not agree on, is an option: ``bos="hanna"`` (defa
 Hanna's ``eos=True`` text "<|endoftext|> The ...", i.e. BOS then " The" with a space;
 ``bos="prepend"`` puts BOS before "The" (TransformerLens' ``to_tokens``); ``bos="none"`` is ACDC.
 
+``template`` overrides the file's template, e.g. ``ACDC_TEMPLATE`` ("... to {XX}", no "the year").
+
 Difference from Hanna's code: a year whose century's "XX01" does not split as [" XX", "01"]
 is not used, so that STR changes the YY token only. Under GPT-2 this drops the 74 years
 1021-1098 (" 1001" is [" 100", "1"]; Hanna keeps them, changing two tokens).
@@ -49,6 +51,8 @@ log = logging.getLogger(__name__)
 NOUNS_FILE = "greater-than/greaterthan_nouns.json"
 YEARS_FILE = "greater-than/greaterthan_years.json"
 BOS_MODES = ("hanna", "prepend", "none")
+HANNA_TEMPLATE = "The {noun} lasted from the year {XX}{YY} to the year {XX}"
+ACDC_TEMPLATE = "The {noun} lasted from the year {XX}{YY} to {XX}"
 
 
 def two_digit_ids(tokenizer) -> list[int]:
@@ -88,6 +92,7 @@ def build_greater_than(
     years: str = "hanna",
     bos: str = "hanna",
     balanced: bool = True,
+    template: str | None = None,
 ) -> PromptSet:
     """Build ``n_prompts`` greater-than prompts."""
     if bos not in BOS_MODES:
@@ -95,7 +100,8 @@ def build_greater_than(
     nouns_file = load_task_json(data_dir, NOUNS_FILE)
     years_file = load_task_json(data_dir, YEARS_FILE)
     nouns = list(require_key(nouns_file, "nouns", NOUNS_FILE))
-    template = str(nouns_file.get("template", "The {noun} lasted from the year {XX}{YY} to the year {XX}"))
+    if template is None:
+        template = str(nouns_file.get("template", HANNA_TEMPLATE))
     corrupt_yy = str(nouns_file.get("corrupt_YY", "01"))
     listed = list(require_key(years_file, f"{years}_years", YEARS_FILE))
     valid = split_years(tokenizer, listed)
