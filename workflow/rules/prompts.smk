@@ -3,7 +3,8 @@
 
 rule prompts:
     input:
-        tokenizer_files,
+        tokenizer=tokenizer_files,
+        data=task_data_files,
     output:
         R("prompts/{model}/{task}.all.parquet"),
     log:
