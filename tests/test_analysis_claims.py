@@ -254,3 +254,12 @@ def test_build_claims_with_nothing_run_writes_a_complete_csv(tmp_path):
         factual_last=layer_effects({("gn", "prob", 1): _bump(0.4), ("str", "prob", 1): _bump(0.1)})
     )
     assert full.loc[full["section"] == "3.1", "value"].iloc[0] == pytest.approx(4.0)
+
+
+def test_build_claims_computes_each_claim_per_model():
+    raw_a = _raw({"clean": [0.6], "corrupted": [0.1]}).assign(model="a")
+    raw_b = _raw({"clean": [0.6], "corrupted": [0.3]}).assign(model="b")
+    claims = build_claims(ioi_raws={"STR": pd.concat([raw_a, raw_b])})
+    p = claims[claims["quantity"] == "P(IO) in the STR corrupted run"].set_index("model")["value"]
+    assert p.to_dict() == pytest.approx({"a": 0.1, "b": 0.3})
+    assert (claims.loc[claims["section"] == "3.1", "status"] == "not run").all()

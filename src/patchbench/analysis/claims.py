@@ -28,7 +28,6 @@ Claims:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -53,15 +52,24 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CLAIM_COLUMNS = ("section", "claim", "quantity", "paper_value", "value", "holds", "status", "rule")
+CLAIM_COLUMNS = ("section", "model", "claim", "quantity", "paper_value", "value", "holds", "status", "rule")
 NOT_RUN = "not run"
 
 
 def _row(
-    section, claim, quantity, value=np.nan, holds: bool | None = None, paper="", rule="", status="ok"
+    section,
+    claim,
+    quantity,
+    value=np.nan,
+    holds: bool | None = None,
+    paper="",
+    rule="",
+    status="ok",
+    model="",
 ) -> dict:
     return {
         "section": section,
+        "model": model,
         "claim": claim,
         "quantity": quantity,
         "paper_value": paper,
@@ -100,10 +108,10 @@ def claims_gn_str_peak(effects: pd.DataFrame | None) -> list[dict]:
         peaks = g.groupby("corruption")["effect"].max()
         q = f"{model}, {metric_label(metric)}, window {window}: GN peak / STR peak"
         if not {"STR", "GN"} <= set(peaks.index):
-            rows += _missing("3.1", CLAIM_31, q, rule)
+            rows += [{**r, "model": model} for r in _missing("3.1", CLAIM_31, q, rule)]
             continue
         r = _ratio(peaks["GN"], peaks["STR"])
-        rows.append(_row("3.1", CLAIM_31, q, r, r >= 2, paper="2-5", rule=rule))
+        rows.append(_row("3.1", CLAIM_31, q, r, r >= 2, paper="2-5", rule=rule, model=model))
     return rows or _missing("3.1", CLAIM_31, "GN / STR peak ratio", rule)
 
 
@@ -125,7 +133,10 @@ def claims_last_middle(cat_effects: pd.DataFrame | None) -> list[dict]:
     rows = []
     keys = [k for k in ("model", "corruption", "window") if k in df.columns]
     for key, g in df.groupby(keys):
-        label = ", ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
+        key = key if isinstance(key, tuple) else (key,)
+        label = ", ".join(str(k) for k in key)
+        model = str(key[0]) if "model" in keys else ""
+        first = len(rows)
         ratios = {}
         for metric in ("prob", "logit_diff"):
             m = g[g["metric"] == metric]
@@ -152,6 +163,8 @@ def claims_last_middle(cat_effects: pd.DataFrame | None) -> list[dict]:
                 status="ok" if ok else NOT_RUN,
             )  # fmt: skip
         )
+        for r in rows[first:]:
+            r["model"] = model
     return rows
 
 
@@ -282,7 +295,7 @@ def claims_sliding_summed(effects: pd.DataFrame | None) -> list[dict]:
             r = _ratio(g["effect"].max(), s["effect"].max()) if len(s) else np.nan
             rows.append(_row("5", CLAIM_5, f"{model}, {corr}, {metric_label(metric)}, window {w}: sliding peak / summed peak",
                              r, bool(r > 1) if np.isfinite(r) else None, rule=rule,
-                             status="ok" if np.isfinite(r) else NOT_RUN))  # fmt: skip
+                             status="ok" if np.isfinite(r) else NOT_RUN, model=model))  # fmt: skip
     return rows
 
 
@@ -379,6 +392,23 @@ def claims_nm_attention(attention: pd.DataFrame | None, recovery: pd.DataFrame |
 
 
 # ----------------------------------------------------------------------------- all
+def _models(*frames: pd.DataFrame | None) -> list[str]:
+    found: set[str] = set()
+    for f in frames:
+        if not _empty(f) and "model" in f.columns:
+            found |= set(f["model"].astype(str))
+    return sorted(found)
+
+
+def _of(frame: pd.DataFrame | None, model: str) -> pd.DataFrame | None:
+    if _empty(frame):
+        return None
+    if "model" not in frame.columns:
+        return frame
+    out = frame[frame["model"].astype(str) == model]
+    return out if len(out) else None
+
+
 def build_claims(
     factual_last: pd.DataFrame | None = None,
     factual_categories: pd.DataFrame | None = None,
@@ -387,17 +417,29 @@ def build_claims(
     nm_attention: pd.DataFrame | None = None,
     nm_recovery: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Every claim, in the paper's order of sections; missing inputs give ``not run`` rows."""
+    """Every claim, in the paper's order of sections; missing inputs give ``not run`` rows.
+
+    Frames may hold several models (a ``model`` column; raw sweeps get one from
+    :func:`patchbench.analysis.frames.read_sweeps`); each claim is computed per model that has its
+    inputs, and ``not run`` appears only when no model has them.
+    """
     ioi_effects, ioi_raws = ioi_effects or {}, ioi_raws or {}
-    parts: list[Callable[[], list[dict]]] = [
-        lambda: claims_gn_str_peak(factual_last),
-        lambda: claims_nm_attention(nm_attention, nm_recovery),
-        lambda: claims_last_middle(factual_categories),
-        lambda: claims_p_io(ioi_raws),
-        lambda: claims_negative_heads(ioi_effects, ioi_raws),
-        lambda: claims_sliding_summed(factual_last),
-    ]
-    rows = [r for part in parts for r in part()]
+    rows: list[dict] = []
+    rows += claims_gn_str_peak(factual_last)
+    nm_models = _models(nm_attention, nm_recovery)
+    for m in nm_models:
+        rows += [{**r, "model": m} for r in claims_nm_attention(_of(nm_attention, m), _of(nm_recovery, m))]
+    if not nm_models:
+        rows += claims_nm_attention(None, None)
+    rows += claims_last_middle(factual_categories)
+    ioi_models = _models(*ioi_effects.values(), *ioi_raws.values())
+    for m in ioi_models:
+        raws = {k: _of(v, m) for k, v in ioi_raws.items()}
+        effs = {k: _of(v, m) for k, v in ioi_effects.items()}
+        rows += [{**r, "model": m} for r in claims_p_io(raws) + claims_negative_heads(effs, raws)]
+    if not ioi_models:
+        rows += claims_p_io({}) + claims_negative_heads({}, {})
+    rows += claims_sliding_summed(factual_last)
     return pd.DataFrame(rows, columns=list(CLAIM_COLUMNS))
 
 
