@@ -1,0 +1,106 @@
+"""Corruptions: symmetric token replacement (STR) and Gaussian noise (GN, ROME's causal tracing).
+
+**STR** runs the model on the PromptSet's ``corrupted`` prompts: in-distribution prompts of the
+same token length whose answer is the wrong answer r' (``PromptSet.wrong``). Unequal pairs are
+refused (by :class:`~patchbench.prompts.PromptSet` itself, naming the prompt).
+
+**GN** runs the model on the *clean* prompts and adds noise ~ N(0, (nu * sigma)^2) to the token
+embeddings (the output of ``hook_embed``, before positional embeddings) at the prompt's
+``noise_positions``. As in ROME's ``collect_embedding_std``, sigma is one scalar: ``.std()`` over
+all elements of the token embeddings (rows of W_E) of the key tokens over the dataset; nu = 3
+multiplies the standard deviation, not the variance. Each (prompt, sample) draws its noise from
+its own seeded ``torch.Generator`` on the CPU, so the draw does not depend on batching, chunking,
+device or the order prompts are processed in, and the corrupted run and every patched run of a
+prompt see the identical noise. GN reuses STR's wrong answer r' for the logit difference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+
+from patchbench.prompts import PromptSet, PromptSetError
+
+__all__ = ["NoiseSpec", "embedding_sigma", "noise_seed", "draw_noise", "noise_tensor", "corrupted_tokens"]
+
+
+@dataclass(frozen=True)
+class NoiseSpec:
+    """GN parameters: noise std = ``nu * sigma``; ``sigma=None`` computes sigma from the data."""
+
+    nu: float = 3.0
+    n_samples: int = 1
+    seed: int = 0
+    sigma: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_samples < 1:
+            raise ValueError(f"NoiseSpec: n_samples must be >= 1, got {self.n_samples}")
+        if self.nu < 0:
+            raise ValueError(f"NoiseSpec: nu must be >= 0, got {self.nu}")
+        if self.sigma is not None and self.sigma < 0:
+            raise ValueError(f"NoiseSpec: sigma must be >= 0, got {self.sigma}")
+
+
+def embedding_sigma(model, prompts: PromptSet) -> float:
+    """ROME's sigma: std of all elements of the token embeddings of the key tokens over the dataset.
+
+    Key tokens are the clean tokens at each prompt's ``noise_positions`` (duplicates counted, as
+    ROME counts every subject token of every prompt). Token embeddings are ``model.embed`` (rows
+    of W_E, no positional embedding).
+    """
+    ids = [prompts.clean[i][prompts.noise_positions[i]] for i in range(len(prompts))]
+    flat = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
+    if flat.size == 0:
+        raise PromptSetError(
+            f"{prompts.task}: no noise_positions in any prompt, so GN has nothing to corrupt and sigma is "
+            "undefined; the task generator must set noise_positions (the key tokens)"
+        )
+    with torch.no_grad():
+        emb = model.embed(torch.as_tensor(flat, device=model.cfg.device)[None])
+    if emb.numel() < 2:
+        raise PromptSetError(f"{prompts.task}: sigma needs at least two embedding elements")
+    return float(emb.double().std())
+
+
+def noise_seed(seed: int, prompt: int, sample: int) -> int:
+    """The generator seed of one (prompt, sample): independent of batching and prompt order."""
+    return int(np.random.SeedSequence([int(seed), int(prompt), int(sample)]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def draw_noise(n_positions: int, d_model: int, std: float, seed: int, prompt: int, sample: int) -> torch.Tensor:
+    """Noise for one (prompt, sample): ``std * N(0, 1)`` of shape (n_positions, d_model), float32 CPU."""
+    g = torch.Generator(device="cpu").manual_seed(noise_seed(seed, prompt, sample))
+    return torch.randn(n_positions, d_model, generator=g, dtype=torch.float32) * std
+
+
+def noise_tensor(
+    prompts: PromptSet,
+    rows_prompt: Int[np.ndarray, " rows"],
+    rows_sample: Int[np.ndarray, " rows"],
+    d_model: int,
+    std: float,
+    seed: int,
+    max_len: int | None = None,
+) -> Float[torch.Tensor, "rows max_len d_model"]:
+    """Dense noise to add to ``hook_embed`` for the given (prompt, sample) rows (zero off the key tokens)."""
+    max_len = int(prompts.lengths.max()) if max_len is None else max_len
+    out = torch.zeros(len(rows_prompt), max_len, d_model, dtype=torch.float32)
+    for r, (p, s) in enumerate(zip(rows_prompt, rows_sample, strict=True)):
+        pos = prompts.noise_positions[int(p)]
+        if len(pos):
+            out[r, torch.as_tensor(pos.copy())] = draw_noise(len(pos), d_model, std, seed, int(p), int(s))
+    return out
+
+
+def corrupted_tokens(prompts: PromptSet, corruption: str) -> Int[torch.Tensor, "n_prompts max_len"]:
+    """Token ids the corrupted run reads: STR's corrupted prompts, or the clean ones for GN."""
+    if corruption == "str":
+        prompts.validate()  # refuses unequal clean / corrupted pairs, naming the prompt
+        return prompts.tokens("corrupted")
+    if corruption == "gn":
+        return prompts.tokens("clean")
+    raise ValueError(f"unknown corruption {corruption!r}; use 'str' or 'gn'")

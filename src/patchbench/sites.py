@@ -1,0 +1,230 @@
+"""Patch sites and patch targets: *what* a sweep patches, independent of *how* it is run.
+
+A sweep is described by a :class:`SweepSpec` (corruption, site, position mode, window, heads,
+layers, noise, memory budget). :func:`enumerate_targets` turns it into a list of
+:class:`PatchTarget`, each one patched run per prompt. A target is nothing but a set of
+``(hook point, head selection, position selection)`` triples: the engine
+(:mod:`patchbench.patching`) builds one boolean mask per hook point from them and replaces the
+masked part of the activation with the clean activation (``torch.where``), so a single code path
+serves every site:
+
+==========  ===============================  ==================================================
+site        hook point                       one target per
+==========  ===============================  ==================================================
+attn_head   ``blocks.L.attn.hook_z``         head (x position); ``heads`` restricts the heads
+head_v      ``blocks.L.attn.hook_v``         head (x position); with ``heads`` given, all of them
+                                             together form ONE target (the paper's S-inhibition
+                                             experiment, §3.2)
+mlp         ``blocks.L.hook_mlp_out``        layer (x position); a window w at layer l patches
+                                             layers [max(0, l - w//2), min(L, l + ceil(w/2)))
+resid_pre   ``blocks.L.hook_resid_pre``      layer (x position)
+==========  ===============================  ==================================================
+
+Positions: ``"all"`` patches every position at once; ``"each"`` makes one target per absolute
+position (0 .. max_len-1, as TransformerLens's ``*_by_pos`` functions do); any other string is a
+named position of the PromptSet (``positions[NAME]``, one index per prompt).
+
+Layers and heads are 0-indexed; heads are named ``L.H``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from patchbench.corruption import NoiseSpec
+
+__all__ = [
+    "SITES",
+    "HOOKS",
+    "SweepSpec",
+    "PatchTarget",
+    "HookPatch",
+    "window_layers",
+    "enumerate_targets",
+    "hook_name",
+]
+
+SITES = ("attn_head", "head_v", "mlp", "resid_pre")
+CORRUPTIONS = ("str", "gn")
+
+#: TransformerLens hook-point template of each site.
+HOOKS = {
+    "attn_head": "blocks.{layer}.attn.hook_z",
+    "head_v": "blocks.{layer}.attn.hook_v",
+    "mlp": "blocks.{layer}.hook_mlp_out",
+    "resid_pre": "blocks.{layer}.hook_resid_pre",
+}
+HEAD_SITES = ("attn_head", "head_v")
+
+
+def hook_name(site: str, layer: int) -> str:
+    """The TransformerLens hook point of ``site`` at ``layer``."""
+    return HOOKS[site].format(layer=layer)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """One sweep: which corruption, which site, which positions, window, heads and layers."""
+
+    corruption: Literal["str", "gn"]
+    site: Literal["attn_head", "head_v", "mlp", "resid_pre"]
+    position: str = "all"
+    window: int = 1
+    heads: tuple[tuple[int, int], ...] | None = None
+    layers: tuple[int, ...] | None = None
+    noise: NoiseSpec = field(default_factory=NoiseSpec)
+    memory_budget_mb: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.corruption not in CORRUPTIONS:
+            raise ValueError(f"SweepSpec: unknown corruption {self.corruption!r}; use one of {CORRUPTIONS}")
+        if self.site not in SITES:
+            raise ValueError(f"SweepSpec: unknown site {self.site!r}; use one of {SITES}")
+        if not isinstance(self.position, str) or not self.position:
+            raise ValueError(f"SweepSpec: position must be 'all', 'each' or a named position, got {self.position!r}")
+        if self.window < 1:
+            raise ValueError(f"SweepSpec: window must be >= 1, got {self.window}")
+        if self.window != 1 and self.site != "mlp":
+            raise ValueError(
+                f"SweepSpec: a window ({self.window}) is only defined for the mlp site (ROME's sliding window), "
+                f"not for {self.site!r}; use window=1"
+            )
+        if self.heads is not None:
+            if self.site not in HEAD_SITES:
+                raise ValueError(f"SweepSpec: heads are only meaningful for {HEAD_SITES}, not {self.site!r}")
+            object.__setattr__(self, "heads", tuple((int(a), int(b)) for a, b in self.heads))
+            if not self.heads:
+                raise ValueError("SweepSpec: heads=() selects nothing; pass None for all heads")
+        if self.layers is not None:
+            object.__setattr__(self, "layers", tuple(int(x) for x in self.layers))
+        if isinstance(self.noise, dict):
+            object.__setattr__(self, "noise", NoiseSpec(**self.noise))
+        if self.memory_budget_mb <= 0:
+            raise ValueError(f"SweepSpec: memory_budget_mb must be positive, got {self.memory_budget_mb}")
+
+    @property
+    def n_samples(self) -> int:
+        """Noise samples per prompt (1 for STR)."""
+        return self.noise.n_samples if self.corruption == "gn" else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["heads"] = None if self.heads is None else [list(h) for h in self.heads]
+        d["layers"] = None if self.layers is None else list(self.layers)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SweepSpec:
+        d = dict(d)
+        if d.get("heads") is not None:
+            d["heads"] = tuple(tuple(h) for h in d["heads"])
+        if d.get("layers") is not None:
+            d["layers"] = tuple(d["layers"])
+        if isinstance(d.get("noise"), dict):
+            d["noise"] = NoiseSpec(**d["noise"])
+        return cls(**d)
+
+
+def window_layers(layer: int, window: int, n_layers: int) -> tuple[int, int]:
+    """Half-open layer span ``[a, b)`` of a window of size ``window`` centred at ``layer`` (ROME)."""
+    if not 0 <= layer < n_layers:
+        raise ValueError(f"layer {layer} is outside the model (n_layers={n_layers})")
+    return max(0, layer - window // 2), min(n_layers, layer + math.ceil(window / 2))
+
+
+@dataclass(frozen=True)
+class HookPatch:
+    """Part of one target: patch ``heads`` (None = whole activation) at ``position`` of hook ``hook``.
+
+    ``position`` is -1 for every position, an absolute index >= 0, or a named position (str) that
+    the engine resolves per prompt.
+    """
+
+    hook: str
+    layer: int
+    heads: tuple[int, ...] | None
+    position: int | str
+
+
+@dataclass(frozen=True)
+class PatchTarget:
+    """One patched run per prompt: the union of its :class:`HookPatch` parts."""
+
+    id: int
+    site: str
+    layer: int
+    layers: tuple[int, int]
+    head: int
+    position: int | str
+    window: int
+    patches: tuple[HookPatch, ...]
+    component: str
+
+    @property
+    def start_layer(self) -> int:
+        """First layer whose input differs from the corrupted run: patched runs start here."""
+        return min(p.layer for p in self.patches)
+
+    @property
+    def hooks(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(p.hook for p in self.patches))
+
+
+def _pos_suffix(position: int | str) -> str:
+    return "" if position == -1 else f"@{position}"
+
+
+def enumerate_targets(spec: SweepSpec, n_layers: int, n_heads: int, max_len: int) -> list[PatchTarget]:
+    """All patch targets of ``spec`` on a model with ``n_layers`` x ``n_heads`` and prompts of ``max_len``.
+
+    Order: by start layer, then head, then position (the engine groups consecutive targets that
+    share a start layer into one batch).
+    """
+    layers = tuple(range(n_layers)) if spec.layers is None else spec.layers
+    bad = [x for x in layers if not 0 <= x < n_layers]
+    if bad:
+        raise ValueError(f"SweepSpec.layers {bad} are outside the model (n_layers={n_layers})")
+    if spec.position == "all":
+        positions: list[int | str] = [-1]
+    elif spec.position == "each":
+        positions = list(range(max_len))
+    else:
+        positions = [spec.position]
+    if spec.heads is not None:
+        bad_h = [h for h in spec.heads if not (0 <= h[0] < n_layers and 0 <= h[1] < n_heads)]
+        if bad_h:
+            raise ValueError(f"SweepSpec.heads {bad_h} are outside the model ({n_layers} layers x {n_heads} heads)")
+
+    raw: list[dict[str, Any]] = []
+    site = spec.site
+    if site == "head_v" and spec.heads is not None:
+        # One target: all chosen heads together (S-inhibition heads' values, paper §3.2).
+        by_layer: dict[int, list[int]] = {}
+        for lay, h in spec.heads:
+            by_layer.setdefault(lay, []).append(h)
+        lo, hi = min(by_layer), max(by_layer) + 1
+        name = "+".join(f"{lay}.{h}" for lay, h in spec.heads)
+        for pos in positions:
+            parts = tuple(
+                HookPatch(hook_name(site, lay), lay, tuple(sorted(hs)), pos) for lay, hs in sorted(by_layer.items())
+            )
+            raw.append(dict(site=site, layer=lo, layers=(lo, hi), head=-1, position=pos, window=1,
+                            patches=parts, component=name + _pos_suffix(pos)))
+    elif site in HEAD_SITES:
+        pairs = [(lay, h) for lay in layers for h in range(n_heads)] if spec.heads is None else list(spec.heads)
+        for lay, h in pairs:
+            for pos in positions:
+                raw.append(dict(site=site, layer=lay, layers=(lay, lay + 1), head=h, position=pos, window=1,
+                                patches=(HookPatch(hook_name(site, lay), lay, (h,), pos),),
+                                component=f"{lay}.{h}" + _pos_suffix(pos)))
+    else:
+        for lay in layers:
+            a, b = window_layers(lay, spec.window, n_layers) if site == "mlp" else (lay, lay + 1)
+            for pos in positions:
+                parts = tuple(HookPatch(hook_name(site, x), x, None, pos) for x in range(a, b))
+                raw.append(dict(site=site, layer=lay, layers=(a, b), head=-1, position=pos, window=spec.window,
+                                patches=parts, component=f"{lay}" + _pos_suffix(pos)))
+    raw.sort(key=lambda r: min(p.layer for p in r["patches"]))  # stable: keeps head / position order
+    return [PatchTarget(id=i, **r) for i, r in enumerate(raw)]
