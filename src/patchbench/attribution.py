@@ -70,7 +70,7 @@ from patchbench.patching import RAW_COLUMNS, clean_cache
 from patchbench.prompts import PromptSet, PromptSetError
 from patchbench.sites import PatchTarget, SweepSpec, enumerate_targets
 
-__all__ = ["GRAD_COLUMNS", "grad_columns", "run_attribution", "attribution_effects"]
+__all__ = ["GRAD_COLUMNS", "grad_columns", "run_attribution", "attribution_effects", "site_gradients"]
 
 log = logging.getLogger(__name__)
 
@@ -534,7 +534,7 @@ def _rows(
     for c in ("site", "layer", "layers", "head", "position", "window"):
         v = ident[c]
         cols[c] = (
-            np.full(n, v, dtype=object if RAW_COLUMNS[c] == "object" else RAW_COLUMNS[c])
+            np.full(n, v, dtype=object if isinstance(v, str) else np.int64)
             if np.isscalar(v)
             else np.asarray(v)
         )
@@ -543,6 +543,47 @@ def _rows(
     for c in ("logit_ans", "logit_wrong", "prob_ans", "prob_wrong", "kl"):
         cols[c] = np.asarray(vals[c], dtype=np.float64)
     return pd.DataFrame(cols)
+
+
+def site_gradients(
+    model, prompts: PromptSet, spec: SweepSpec, output: str = "ld"
+) -> dict[str, Float[torch.Tensor, "rows ..."]]:
+    """Gradient of one output (``ld``, ``logit_ans``, ``prob_ans``, ``prob_wrong``, ``kl``) at every hook of ``spec``.
+
+    Evaluated at the corrupted run of every prompt (GN: noise sample 0), all prompts in one batch;
+    for checks and inspection (the sweep itself is :func:`run_attribution`).
+    """
+    tokens = corrupted_tokens(prompts, spec.corruption)
+    max_len = tokens.shape[1]
+    targets = enumerate_targets(spec, model.cfg.n_layers, model.cfg.n_heads, max_len)
+    hooks = list(dict.fromkeys(h for t in targets for h in t.hooks))
+    dev = model.cfg.device
+    rows = np.arange(len(prompts), dtype=np.int64)
+    noise = None
+    if spec.corruption == "gn":
+        sigma = spec.noise.sigma if spec.noise.sigma is not None else embedding_sigma(model, prompts)
+        noise = noise_tensor(
+            prompts,
+            rows,
+            np.zeros_like(rows),
+            model.cfg.d_model,
+            spec.noise.nu * sigma,
+            spec.noise.seed,
+            max_len,
+        )
+    clean = clean_cache(model, prompts, [])
+    with torch.enable_grad():
+        logits, acts = _forward(
+            model, tokens.to(dev), noise, hooks, torch.as_tensor(prompts.answer_pos, device=dev)
+        )
+        clean_logp = torch.log_softmax(clean[ANSWER_LOGITS].to(dev).double(), -1)
+        outs = _outputs(
+            logits, clean_logp, _padded(prompts.answers, rows, dev), _padded(prompts.wrong, rows, dev)
+        )
+        if output not in outs:
+            raise ValueError(f"unknown output {output!r}; choose from {sorted(outs)}")
+        grads = torch.autograd.grad(outs[output].sum(), [acts[h] for h in hooks])
+    return {h: g.detach() for h, g in zip(hooks, grads, strict=True)}
 
 
 def attribution_effects(raw: pd.DataFrame, **kwargs: Any) -> pd.DataFrame:
