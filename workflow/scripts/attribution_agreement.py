@@ -1,0 +1,31 @@
+"""Agreement table and figure of exact vs attribution patching for one (model, task) (rule ``agreement``)."""
+
+import pandas as pd
+
+from patchbench.agreement import agreement_figure, agreement_table
+from patchbench.frames import read_frame
+from patchbench.runlog import rule_log
+
+sm = snakemake  # noqa: F821  (injected by Snakemake)
+w = sm.wildcards
+with rule_log(sm.log[0]) as log:
+    exact = pd.concat([read_frame(p) for p in sm.input.exact], ignore_index=True)
+    attrib = pd.concat([read_frame(p) for p in sm.input.attribution], ignore_index=True)
+    table = agreement_table(exact, attrib, k=float(sm.params.k), top=int(sm.params.top))
+    table.to_csv(sm.output.csv, index=False)
+    shown = table.drop(columns=["model", "task"]).round({"spearman": 3, "pearson": 3, "jaccard": 3})
+    caption = (
+        f"Exact vs attribution patching, {w.model} / {w.task}: correlations over components, "
+        f"2-SD detections (shared = same component, same sign) and the components that disagree most "
+        f"(exact vs attribution effect)."
+    )
+    with open(sm.output.md, "w") as fh:
+        fh.write(caption + "\n\n" + shown.to_markdown(index=False) + "\n")
+    agreement_figure(
+        exact,
+        attrib,
+        [sm.output.png, sm.output.pdf],
+        k=float(sm.params.k),
+        title=f"{w.model} / {w.task}: exact vs attribution",
+    )
+    log.info("agreement %s/%s:\n%s", w.model, w.task, shown.to_string(index=False))
