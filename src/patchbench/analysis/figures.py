@@ -323,6 +323,12 @@ def fig_nm_attention(
     from patchbench.analysis.nm_attention import TARGETS, validate_attention
 
     att = validate_attention(attention)
+    if att.empty:  # e.g. the classifier found no name movers in this model
+        fig, axes = new_figure(1, 1, panel=(6.0, 1.5))
+        axes[0, 0].axis("off")
+        axes[0, 0].text(0.5, 0.5, f"{model}: no name-mover heads to analyse (§3.2 needs at least one)".strip(),
+                        ha="center", va="center")  # fmt: skip
+        return save_figure(fig, outputs)
     fig, axes = new_figure(1, 3, panel=(3.0, 2.6))
     width = 0.25
     colors = {"IO": "#2ca02c", "S1": "#ff7f0e", "other": "0.6"}

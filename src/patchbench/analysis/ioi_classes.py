@@ -54,6 +54,7 @@ __all__ = [
     "default_classes_path",
     "head_classes_for",
     "published_classes",
+    "read_classes",
 ]
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,18 @@ def published_classes(path: str | Path | None = None, which: str = "table1_class
     if which not in data:
         raise KeyError(f"{path} has no {which!r}; choose one of {[k for k in data if k.endswith('classes')]}")
     return class_frame(data[which])
+
+
+def read_classes(path: str | Path) -> pd.DataFrame:
+    """A class frame from the published JSON (``table1_classes``) or a classifier CSV (class, layer, head)."""
+    path = Path(path)
+    if path.suffix == ".json":
+        return published_classes(path)
+    df = pd.read_csv(path)
+    missing = {"class", "layer", "head"} - set(df.columns)
+    if missing:
+        raise ValueError(f"{path}: not a head-class file, columns {sorted(missing)} are missing")
+    return df[["class", "layer", "head"]].astype({"layer": np.int64, "head": np.int64})
 
 
 # --------------------------------------------------------------------------- classifier

@@ -90,6 +90,8 @@ def nm_attention_frames(
     for k in ("IO", "S1", "END"):
         if k not in prompts.positions:
             raise ValueError(f"PromptSet lacks position {k}; §3.2 needs an IOI PromptSet")
+    if not nm_heads:
+        raise ValueError(f"{model_name}: no name-mover heads given; §3.2 measures their attention")
     noise = noise or NoiseSpec()
     device = model.cfg.device
     n = len(prompts)

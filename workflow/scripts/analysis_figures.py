@@ -1,0 +1,54 @@
+"""One figure for one model (rules ``fig_*_model``): frames -> PNG + PDF."""
+
+import pandas as pd
+
+from patchbench.analysis import figures
+from patchbench.analysis.frames import read_effects
+from patchbench.prompts import PromptSet
+from patchbench.runlog import rule_log
+
+sm = snakemake  # noqa: F821  (injected by Snakemake)
+TITLES = {
+    "ioi_heads": "IOI, S2 corrupted (Table 1, 5; App. H.1)",
+    "ioi_s1io_heads": "IOI, S1 and IO corrupted (App. F)",
+    "ioi_abc_heads": "IOI, ABC corruption (App. H.3)",
+    "greater_than_heads": "Greater-than (App. E)",
+}
+with rule_log(sm.log[0]) as log:
+    fig, model = sm.params.figure, sm.wildcards.model
+    outs = [sm.output.png, sm.output.pdf]
+    if fig == "heads":
+        which = sm.wildcards.which
+        metrics = ("prob", "logit_diff") if which == "ioi_abc_heads" else ("logit_diff", "prob", "kl")
+        figures.fig_head_heatmaps(
+            read_effects(list(sm.input.effects)), outs, metrics=metrics, title=f"{TITLES[which]}, {model}"
+        )
+    elif fig == "docstring_heads":
+        prompts = PromptSet.from_parquet(sm.input.prompts)
+        from patchbench.analysis.tables import constant_position
+
+        labels = {
+            constant_position(prompts.positions["C_def"], "C_def"): "C_def",
+            constant_position(prompts.answer_pos, "last"): "last",
+        }
+        figures.fig_docstring_heads(
+            read_effects(list(sm.input.effects)),
+            outs,
+            position_labels=labels,
+            title=f"Docstring (App. D), {model}",
+        )
+    elif fig == "arithmetic_mlp":
+        figures.fig_arithmetic_mlp(read_effects(list(sm.input.effects)), outs, model=model)
+    elif fig == "factual_mlp_last":
+        figures.fig_factual_mlp_last(read_effects(list(sm.input.effects)), outs, model=model)
+    elif fig == "sliding_vs_summed":
+        figures.fig_sliding_vs_summed(read_effects(list(sm.input.effects)), outs, model=model)
+    elif fig == "factual_mlp_all":
+        figures.fig_mlp_positions(pd.read_parquet(sm.input.categories), outs, model=model)
+    elif fig == "nm_attention":
+        figures.fig_nm_attention(
+            pd.read_parquet(sm.input.attention), pd.read_parquet(sm.input.recovery), outs, model=model
+        )
+    else:
+        raise ValueError(f"unknown figure {fig!r}")
+    log.info("wrote %s", outs)

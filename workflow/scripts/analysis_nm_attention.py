@@ -1,0 +1,33 @@
+"""§3.2 name-mover attention and S-inhibition value recovery for one model (rule ``nm_attention``)."""
+
+import pandas as pd
+
+from patchbench.analysis.ioi_classes import read_classes
+from patchbench.analysis.nm_attention import ATTENTION_COLUMNS, RECOVERY_COLUMNS, nm_attention_frames
+from patchbench.corruption import NoiseSpec
+from patchbench.models import ModelSpec, load_model
+from patchbench.prompts import PromptSet
+from patchbench.runlog import rule_log
+
+sm = snakemake  # noqa: F821  (injected by Snakemake)
+with rule_log(sm.log[0]) as log:
+    spec = ModelSpec.from_config(sm.wildcards.model, sm.params.model, sm.params.results_dir)
+    classes = read_classes(sm.input.classes)
+    nm, si = (
+        [(int(la), int(h)) for la, h in classes.loc[classes["class"] == c, ["layer", "head"]].to_numpy()]
+        for c in ("name_mover", "s_inhibition")
+    )
+    log.info("name movers %s, S-inhibition heads %s", nm, si)
+    if not nm:
+        log.warning("%s has no name-mover heads: writing empty §3.2 frames", spec.name)
+        att, rec = pd.DataFrame(columns=list(ATTENTION_COLUMNS)), pd.DataFrame(columns=list(RECOVERY_COLUMNS))
+    else:
+        model = load_model(spec)
+        prompts = PromptSet.from_parquet(sm.input.prompts, d_vocab=model.cfg.d_vocab)
+        noise = NoiseSpec(
+            **{k: v for k, v in dict(sm.params.noise).items() if k in ("nu", "n_samples", "seed", "sigma")}
+        )
+        att, rec = nm_attention_frames(model, prompts, spec.name, nm_heads=nm, si_heads=si, noise=noise)
+    att.to_parquet(sm.output.attention, index=False)
+    rec.to_parquet(sm.output.recovery, index=False)
+    log.info("attention:\n%s\nrecovery:\n%s", att.to_string(index=False), rec.to_string(index=False))
