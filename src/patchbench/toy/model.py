@@ -1,0 +1,133 @@
+"""Toy model architecture, checkpoint format and loader.
+
+A toy model directory (``results/models/{model}/``) holds:
+
+====================  ==================================================================
+config.json           keyword arguments of ``HookedTransformerConfig`` (JSON-able subset)
+model.safetensors     the HookedTransformer state dict
+tokenizer.json        the toy tokenizer (plus tokenizer_config.json, special_tokens_map.json)
+training_curve.csv    step, loss (written by ``patchbench.toy.train``)
+accuracy.json         held-out accuracy per task (``patchbench.toy.evaluate``)
+====================  ==================================================================
+
+``load_toy`` is the one entry point the rest of the package uses (``patchbench.models`` calls it
+for ``source: toy``): it rebuilds the HookedTransformer, loads the weights and attaches the
+tokenizer, so the engine treats a toy model exactly like GPT-2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from patchbench.toy.tokenizer import load_tokenizer
+
+__all__ = ["ModelSpec", "build_model", "hooked_config", "save_toy", "load_toy"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Architecture of a toy model (the ``toy.models.<name>`` keys of the config, minus training)."""
+
+    n_layers: int = 6
+    d_model: int = 128
+    n_heads: int = 4
+    d_mlp: int = 512
+    n_ctx: int = 64
+    attn_only: bool = False
+    act_fn: str = "gelu"
+    normalization_type: str | None = "LN"
+    positional_embedding_type: str = "standard"
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if self.n_layers < 1 or self.n_ctx < 8:
+            raise ValueError(f"toy model needs n_layers >= 1 and n_ctx >= 8, got {self.n_layers}, {self.n_ctx}")
+
+
+def hooked_config(spec: ModelSpec, d_vocab: int, seed: int, model_name: str) -> dict:
+    """``HookedTransformerConfig`` keyword arguments for ``spec`` (written to config.json)."""
+    kw = {
+        "model_name": model_name,
+        "n_layers": spec.n_layers,
+        "d_model": spec.d_model,
+        "n_heads": spec.n_heads,
+        "d_head": spec.d_model // spec.n_heads,
+        "n_ctx": spec.n_ctx,
+        "d_vocab": d_vocab,
+        "act_fn": spec.act_fn,
+        "normalization_type": spec.normalization_type,
+        "positional_embedding_type": spec.positional_embedding_type,
+        "attn_only": spec.attn_only,
+        "seed": seed,
+        "tokenizer_prepends_bos": False,
+        "default_prepend_bos": True,
+        "original_architecture": "patchbench-toy",
+    }
+    if not spec.attn_only:
+        kw["d_mlp"] = spec.d_mlp
+    return kw
+
+
+def _hooked(cfg_kwargs: dict, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> HookedTransformer:
+    cfg = HookedTransformerConfig(**cfg_kwargs, device=str(device), dtype=dtype)
+    with warnings.catch_warnings():
+        # TransformerLens 3.x announces its 4.0 replacement on every construction.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return HookedTransformer(cfg)
+
+
+def build_model(cfg_kwargs: dict) -> HookedTransformer:
+    """A freshly initialised toy model (initialisation seeded by ``cfg_kwargs['seed']``)."""
+    return _hooked(cfg_kwargs)
+
+
+def save_toy(model: HookedTransformer, cfg_kwargs: dict, model_dir: Path) -> None:
+    """Write config.json and model.safetensors (the tokenizer files are written separately)."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / "config.json").write_text(json.dumps(cfg_kwargs, indent=1) + "\n")
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(model_dir / "model.safetensors"), metadata={"format": "pt", "patchbench": "toy"})
+
+
+def load_toy(model_dir: Path | str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> HookedTransformer:
+    """The trained toy model in ``model_dir``, in eval mode, with ``model.tokenizer`` set."""
+    model_dir = Path(model_dir)
+    missing = [f for f in ("config.json", "model.safetensors", "tokenizer.json") if not (model_dir / f).exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"toy model directory {model_dir} lacks {missing}; train it with the workflow's toy_train rule "
+            f"(snakemake --cores 2 {model_dir}/model.safetensors)."
+        )
+    cfg_kwargs = json.loads((model_dir / "config.json").read_text())
+    model = _hooked(cfg_kwargs, device=device, dtype=dtype)
+    state = load_file(str(model_dir / "model.safetensors"))
+    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False)
+    expected = set(model.state_dict())
+    absent = {k for k in expected if k not in state and not k.endswith(("IGNORE", "mask"))}
+    if absent:
+        raise ValueError(f"{model_dir}/model.safetensors lacks parameters {sorted(absent)[:5]}; retrain the model.")
+    model.set_tokenizer(load_tokenizer(model_dir), default_padding_side="right")
+    model.to(device)
+    model.eval()
+    return model
+
+
+def spec_from_dict(d: dict) -> ModelSpec:
+    """A ModelSpec from a config mapping; unknown keys are an error that names them."""
+    known = set(asdict(ModelSpec()))
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f"unknown toy model keys {sorted(unknown)}; known: {sorted(known)}")
+    return ModelSpec(**d)

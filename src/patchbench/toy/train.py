@@ -1,0 +1,171 @@
+"""Training loop for the toy models: packed next-token prediction on the toy corpus.
+
+Documents are tokenised once, then packed greedily into rows of ``n_ctx`` tokens, each document
+preceded by ``<|endoftext|>`` as in GPT-2's training stream. Half of the rows drop their leading
+``<|endoftext|>``, so the model also sees documents that start at position 0 with no BOS (the
+IOI prompts are used that way). A document that does not fit the rest of a row starts the next
+row; the gap is padding and carries no loss. AdamW with linear warm-up and cosine decay.
+
+Deterministic given the seed: ``torch.manual_seed`` seeds the initialisation, a NumPy generator
+seeded the same way orders the batches, ``torch.use_deterministic_algorithms(True)`` is on, and
+the CPU thread count is fixed by the spec (different thread counts may round differently).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Int
+from tokenizers import Tokenizer
+from tqdm.auto import tqdm
+
+from patchbench.toy.model import ModelSpec, build_model, hooked_config, save_toy
+
+__all__ = ["TrainSpec", "pack_documents", "train_toy"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Optimisation settings (the training keys of ``toy.models.<name>`` in the config)."""
+
+    steps: int = 800
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    warmup: int = 40
+    min_lr_ratio: float = 0.1
+    seed: int = 0
+    threads: int = 1
+    bos_dropout: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError(f"toy training needs steps >= 1, batch_size >= 1 and lr > 0, got {self}")
+
+
+def pack_documents(
+    doc_ids: list[list[int]], n_ctx: int, bos_id: int, pad_id: int, seed: int, bos_dropout: float = 0.5
+) -> tuple[Int[torch.Tensor, "rows n_ctx"], Bool[torch.Tensor, "rows n_ctx"]]:
+    """Pack tokenised documents into rows; returns the tokens and a mask of real (non-pad) tokens."""
+    rng = np.random.default_rng(seed)
+    rows: list[list[int]] = []
+    row: list[int] = []
+    for ids in doc_ids:
+        piece = [bos_id] + list(ids[: n_ctx - 1])
+        if len(row) + len(piece) > n_ctx:
+            rows.append(row)
+            row = []
+        if not row and rng.random() < bos_dropout:
+            piece = piece[1:]
+        row.extend(piece)
+    if row:
+        rows.append(row)
+    tokens = torch.full((len(rows), n_ctx), pad_id, dtype=torch.long)
+    for i, r in enumerate(rows):
+        tokens[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return tokens, tokens != pad_id
+
+
+def _lr_at(step: int, spec: TrainSpec) -> float:
+    if step < spec.warmup:
+        return spec.lr * (step + 1) / spec.warmup
+    frac = (step - spec.warmup) / max(1, spec.steps - spec.warmup)
+    return spec.lr * (spec.min_lr_ratio + (1 - spec.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def train_toy(
+    docs: list[str],
+    tokenizer: Tokenizer,
+    model_spec: ModelSpec,
+    train_spec: TrainSpec,
+    out_dir: Path,
+    model_name: str,
+    progress_file=None,
+) -> dict:
+    """Train one toy model on ``docs`` and write config.json, model.safetensors, training_curve.csv.
+
+    Returns a summary (final loss, wall time, tokens seen). The tokenizer files are not written
+    here; the workflow copies the shared tokenizer into the model directory.
+    """
+    torch.set_num_threads(train_spec.threads)
+    torch.manual_seed(train_spec.seed)
+    torch.use_deterministic_algorithms(True)
+    bos_id = tokenizer.token_to_id("<|endoftext|>")
+    pad_id = tokenizer.token_to_id("<|pad|>")
+    enc = tokenizer.encode_batch([d for d in docs if d])
+    tokens, mask = pack_documents(
+        [e.ids for e in enc], model_spec.n_ctx, bos_id, pad_id, train_spec.seed, train_spec.bos_dropout
+    )
+    log.info(
+        "%s: %d docs packed into %d rows of %d tokens (%.0f%% real tokens)",
+        model_name, len(enc), len(tokens), model_spec.n_ctx, 100 * mask.float().mean().item(),
+    )
+    cfg_kwargs = hooked_config(model_spec, tokenizer.get_vocab_size(), train_spec.seed, model_name)
+    model = build_model(cfg_kwargs)
+    model.train()
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("%s: %d parameters, config %s, training %s", model_name, n_params, asdict(model_spec), asdict(train_spec))
+
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": train_spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=train_spec.lr,
+        betas=(0.9, 0.98),
+    )
+    rng = np.random.default_rng(train_spec.seed)
+    order = rng.permutation(len(tokens))
+    cursor = 0
+    curve: list[tuple[int, float]] = []
+    t0 = time.perf_counter()
+    bar = tqdm(range(train_spec.steps), desc=f"train {model_name}", unit="step", file=progress_file, mininterval=10)
+    for step in bar:
+        if cursor + train_spec.batch_size > len(order):
+            order, cursor = rng.permutation(len(tokens)), 0
+        idx = torch.from_numpy(order[cursor : cursor + train_spec.batch_size])
+        cursor += train_spec.batch_size
+        x, m = tokens[idx], mask[idx]
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, train_spec)
+        logits = model(x, return_type="logits")
+        target = x[:, 1:].masked_fill(~m[:, 1:], -100)
+        loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        loss_value = loss.item()
+        curve.append((step, loss_value))
+        if step % 50 == 0 or step == train_spec.steps - 1:
+            bar.set_postfix(loss=f"{loss_value:.3f}")
+            log.info("%s step %d loss %.4f (%.1f s)", model_name, step, loss_value, time.perf_counter() - t0)
+    wall = time.perf_counter() - t0
+    model.eval()
+    out_dir = Path(out_dir)
+    save_toy(model, cfg_kwargs, out_dir)
+    with open(out_dir / "training_curve.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "loss"])
+        w.writerows((s, f"{v:.6f}") for s, v in curve)
+    summary = {
+        "model": model_name,
+        "n_params": n_params,
+        "steps": train_spec.steps,
+        "tokens_seen": int(train_spec.steps * train_spec.batch_size * model_spec.n_ctx),
+        "first_loss": curve[0][1],
+        "final_loss": float(np.mean([v for _, v in curve[-20:]])),
+        "wall_s": wall,
+        "threads": train_spec.threads,
+    }
+    log.info("%s: trained in %.1f s, loss %.3f -> %.3f", model_name, wall, summary["first_loss"], summary["final_loss"])
+    return summary
