@@ -173,6 +173,8 @@ def _locate(tokenizer, prefix: list[int], few_shots: str, template: str, x: int,
     query = template.replace("{x}", str(x)).replace("{y}", str(y))
     text = few_shots + query
     body = encode(tokenizer, text)
+    if decode(tokenizer, body) != text:
+        return None  # not faithfully tokenisable
     ids = prefix + body
     xs = len(few_shots) + template.index("{x}")
     ys = len(few_shots) + template.replace("{x}", str(x)).index("{y}")

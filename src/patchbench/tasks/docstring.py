@@ -36,6 +36,7 @@ from patchbench.prompts import PromptSet
 from patchbench.tasks.common import (
     TaskDataError,
     bos_id,
+    decode,
     encode,
     load_task_json,
     pad_id,
@@ -112,6 +113,8 @@ def build_docstring(
         ]
         text = docstring_text(met_name, met_desc, def_args, doc_args, doc_desc)
         ids = prefix + encode(tokenizer, text)
+        if decode(tokenizer, ids[len(prefix) :]) != text:
+            continue  # not faithfully tokenisable (unknown words)
         c_id, r_id = names_ids = (
             single_token_id(tokenizer, " " + matching[-1]),
             single_token_id(tokenizer, " " + random_answer),

@@ -3,8 +3,8 @@
 The paper's 145 PairedFacts pairs are not available; they are rebuilt from ROME's known facts
 (``rome/known_1000.json``; CounterFact's ``rome/counterfact.json`` too when present):
 
-- a fact is usable when its answer " attribute" is one token under the tokenizer and its
-  subject is found in its prompt (ROME ``find_token_range``: character-level match);
+- a fact is usable when its answer " attribute" is one token under the tokenizer, its prompt
+  decodes back to itself (no unknown tokens) and its subject is found in its prompt (ROME ``find_token_range``: character-level match);
 - two facts pair when their prompts have equal token length, their answers are distinct
   tokens, their subjects differ and (inference, option ``same_relation``) they share the
   relation. ``match="template"`` further requires that the prompts differ only inside equally
@@ -34,6 +34,7 @@ from patchbench.prompts import PromptSet
 from patchbench.tasks.common import (
     TaskDataError,
     bos_id,
+    decode,
     encode,
     find_token_range,
     load_task_json,
@@ -103,6 +104,8 @@ def load_facts(tokenizer, data_dir: str | Path, prepend_bos: bool = False) -> li
         if answer is None or subject not in prompt:
             continue
         body = encode(tokenizer, prompt)
+        if decode(tokenizer, body) != prompt:
+            continue  # not faithfully tokenisable (e.g. unknown words of a small vocabulary)
         s, e = find_token_range(tokenizer, body, subject)
         facts.append(
             Fact(

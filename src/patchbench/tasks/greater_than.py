@@ -34,6 +34,7 @@ from patchbench.prompts import PromptSet
 from patchbench.tasks.common import (
     TaskDataError,
     bos_id,
+    decode,
     encode,
     load_task_json,
     pad_id,
@@ -157,6 +158,8 @@ def build_greater_than(
         xx, yy = divmod(year, 100)
         text = lead + template.format(noun=noun, XX=xx, YY=f"{yy:02d}")
         ids = prefix + encode(tokenizer, text)
+        if decode(tokenizer, ids[len(prefix) :]) != text:
+            continue  # not faithfully tokenisable (unknown words)
         xx_id, yy_id = single_token_id(tokenizer, f" {xx}"), digits[yy]
         hits = [i for i in range(len(ids) - 1) if ids[i] == xx_id and ids[i + 1] == yy_id]
         if len(hits) != 1 or ids[-1] != xx_id or not 0 < yy < 99:

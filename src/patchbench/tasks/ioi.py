@@ -32,6 +32,7 @@ from patchbench.prompts import PromptSet
 from patchbench.tasks.common import (
     TaskDataError,
     bos_id,
+    decode,
     encode,
     load_task_json,
     pad_id,
@@ -128,6 +129,8 @@ def build_ioi(
             prompt_t.replace("[PLACE]", place).replace("[OBJECT]", obj).replace("[A]", io).replace("[B]", s)
         )
         ids = bos + encode(tokenizer, text)
+        if decode(tokenizer, ids[len(bos) :]) != text:
+            continue  # not faithfully tokenisable (unknown words)
         io_id, s_id = names[io], names[s]
         io_pos = [i for i, t in enumerate(ids) if t == io_id]
         s_pos = [i for i, t in enumerate(ids) if t == s_id]
