@@ -16,8 +16,10 @@ Corruption variants (one task each, same clean prompts for a given seed):
 - ``ioi_s1io``: STR puts two random names at IO and S1 (the paper's App. F); GN on S1 and IO.
 - ``ioi_abc``: STR puts three random names at IO, S1 and S2 (p_ABC); GN on IO, S1 and S2.
 
-Random names are distinct from each other and from the prompt's IO and S, as in
-Easy-Transformer's ``gen_flipped_prompts``.
+Random names are drawn from the single-token names, distinct from each other and from the
+prompt's IO and S. Easy-Transformer's ``gen_flipped_prompts`` excludes IO and S only for the IO
+replacement and draws the S / S1 replacements without exclusion, so a flip there can be a no-op
+or repeat a name; here every corrupted position really changes and p_ABC has three new names.
 """
 
 from __future__ import annotations
