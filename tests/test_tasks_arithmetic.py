@@ -61,3 +61,9 @@ def test_deterministic_by_seed(arith, gpt2_tokenizer, mirror):
     name, ps = arith
     again = build_task(name, gpt2_tokenizer, mirror, n_prompts=None, seed=0)
     assert again.to_frame().equals(ps.to_frame())
+
+
+def test_result_max_option(gpt2_tokenizer, mirror):
+    ps = build_task("arithmetic_mul", gpt2_tokenizer, mirror, n_prompts=50, seed=0, result_max=200)
+    assert ps.meta["result"].max() >= 23 and ps.meta["result"].max() < 200
+    assert ps.meta[["x", "y"]].max().max() <= 23

@@ -10,7 +10,8 @@ per dataset and shared by every prompt (Stolfo draws them once per template; opt
     56 + 7 =
 
 Operands are uniform on {1..max_n} and the result must be an integer in [1, max_n)
-(Stolfo's ``generate_operands_pair``; max_n = 250 for + and -, 23 for *, option ``max_n``).
+(Stolfo's ``generate_operands_pair``; max_n = 250 for + and -, 23 for *, option ``max_n``;
+``result_max`` bounds the result separately, default max_n as in Stolfo's code).
 The query operands X3 (no leading space, after the newline) and Y3 and the answer " z" must be
 single tokens under the tokenizer (Stolfo asserts this; here failing draws are redrawn).
 STR redraws X3 and Y3 under the same constraints, requiring a result different from the clean
@@ -56,14 +57,14 @@ def _apply(op: str, x: int, y: int) -> int:
 
 
 def _draw_pair(
-    rng: np.random.Generator, op: str, max_n: int, exclude_result: int | None = None
+    rng: np.random.Generator, op: str, max_n: int, result_max: int, exclude_result: int | None = None
 ) -> tuple[int, int, int]:
     for _ in range(100_000):
         x, y = (int(v) for v in rng.integers(1, max_n + 1, size=2))
         z = _apply(op, x, y)
-        if 1 <= z < max_n and z != exclude_result:
+        if 1 <= z < result_max and z != exclude_result:
             return x, y, z
-    raise TaskDataError(f"no operands in 1..{max_n} give a result in [1, {max_n}) for {op!r}")
+    raise TaskDataError(f"no operands in 1..{max_n} give a result in [1, {result_max}) for {op!r}")
 
 
 def build_arithmetic(
@@ -75,6 +76,7 @@ def build_arithmetic(
     operator: str = "+",
     n_shots: int = 2,
     max_n: int | None = None,
+    result_max: int | None = None,
     template_index: int = 5,
     shared_shots: bool = True,
     prepend_bos: bool = False,
@@ -86,6 +88,7 @@ def build_arithmetic(
             f"unknown operator {operator!r}; choose one of {sorted(OPERATORS)} or {sorted(DEFAULT_MAX_N)}"
         )
     max_n = DEFAULT_MAX_N[op] if max_n is None else int(max_n)
+    result_max = max_n if result_max is None else int(result_max)
     templates = require_key(load_task_json(data_dir, TEMPLATES_FILE), "templates", TEMPLATES_FILE)
     if op not in templates:
         raise TaskDataError(f"{TEMPLATES_FILE} has no templates for {op!r}")
@@ -97,7 +100,7 @@ def build_arithmetic(
     def shots() -> str:
         out = ""
         for _ in range(n_shots):
-            x, y, z = _draw_pair(rng, op, max_n)
+            x, y, z = _draw_pair(rng, op, max_n, result_max)
             out += template.replace("{x}", str(x)).replace("{y}", str(y)) + f" {z}\n"
         return out
 
@@ -113,14 +116,14 @@ def build_arithmetic(
             )
         if not shared_shots:
             few_shots = shots()
-        x, y, z = _draw_pair(rng, op, max_n)
+        x, y, z = _draw_pair(rng, op, max_n, result_max)
         located = _locate(tokenizer, prefix, few_shots, template, x, y)
         z_id = single_token_id(tokenizer, f" {z}")
         if located is None or z_id is None:
             continue
         ids, px, py = located
         for _ in range(100):
-            xc, yc, zc = _draw_pair(rng_corrupt, op, max_n, exclude_result=z)
+            xc, yc, zc = _draw_pair(rng_corrupt, op, max_n, result_max, exclude_result=z)
             loc_c = _locate(tokenizer, prefix, few_shots, template, xc, yc)
             zc_id = single_token_id(tokenizer, f" {zc}")
             if loc_c is not None and zc_id is not None and checked_corruption(ids, loc_c[0], [px, py]):
@@ -162,7 +165,7 @@ def build_arithmetic(
         noise_positions=noise,
         positions={k: np.array(v) for k, v in pos.items()},
         meta=pd.DataFrame(meta),
-        variant=f"shots={n_shots},max_n={max_n},template={template_index},shared_shots={shared_shots}",
+        variant=f"shots={n_shots},max_n={max_n},result_max={result_max},template={template_index},shared_shots={shared_shots}",
         tokenizer=tokenizer_name(tokenizer),
         pad_id=pad_id(tokenizer),
     )
