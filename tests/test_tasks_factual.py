@@ -90,3 +90,10 @@ def test_bos_option(gpt2_tokenizer, mirror, paired):
     with_bos = build_task("factual", gpt2_tokenizer, mirror, n_prompts=4, seed=0, prepend_bos=True)
     assert with_bos.clean[0][0] == gpt2_tokenizer.bos_token_id
     assert np.array_equal(with_bos.positions["subject_first"], paired.positions["subject_first"][:4] + 1)
+
+
+def test_subject_ids_alone_for_the_noise_scale(paired, gpt2_tokenizer):
+    for i in range(0, len(paired), 50):
+        ids = list(paired.meta["subject_ids"][i])
+        assert decode(gpt2_tokenizer, ids) == paired.meta["subject"][i]
+        assert gpt2_tokenizer.bos_token_id not in ids

@@ -213,6 +213,8 @@ def build_factual(
                     "partner_fact_id": y.fact_id,
                     "partner_subject_first": y.span[0],
                     "partner_subject_last": y.span[1] - 1,
+                    # the subject tokenised alone, no BOS: what ROME's collect_embedding_std uses for sigma
+                    "subject_ids": encode(tokenizer, x.subject),
                 }
             )
     return PromptSet(
