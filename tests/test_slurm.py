@@ -83,7 +83,9 @@ def slice_config(tmp_path_factory, mirror) -> Path:
     base = tmp_path_factory.mktemp("slurm-slice")
     model_dir = base / "tiny-gpt2"
     torch.manual_seed(0)
-    GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=4, n_positions=128, n_ctx=128)).save_pretrained(model_dir)
+    GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=4, n_positions=128, n_ctx=128)).save_pretrained(
+        model_dir
+    )
     for f in TOKENIZER_FILES:
         shutil.copy(mirror / "gpt2-tokenizer" / f, model_dir / f)
     cfg = {
@@ -193,9 +195,15 @@ def test_slice_runs_as_slurm_jobs_and_matches_a_local_run(cluster, slice_config,
     for rule, (jobid, log) in rules.items():
         log = Path(log)
         assert log.is_relative_to(slurm_dir / ".snakemake" / "slurm_logs") and log.is_file(), log
-        assert "1 of 1 steps (100%) done" in log.read_text(), f"{rule}: job {jobid} log does not end in success"
+        assert "1 of 1 steps (100%) done" in log.read_text(), (
+            f"{rule}: job {jobid} log does not end in success"
+        )
         job = _scontrol(jobid)
-        assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", (rule, job["JobState"], job["ExitCode"])
+        assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", (
+            rule,
+            job["JobState"],
+            job["ExitCode"],
+        )
         assert job["WorkDir"] == str(slurm_dir), job["WorkDir"]
     # The model's configured resources reached SLURM (filter_correct takes them from models.tiny.resources).
     job = _scontrol(rules["filter_correct"][0])
