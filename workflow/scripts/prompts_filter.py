@@ -4,14 +4,14 @@ import json
 
 from patchbench.filtering import filter_correct
 from patchbench.models import ModelSpec, load_model
-from patchbench.prompts import PromptSet
+from patchbench.tasks import load_prompts
 from patchbench.runlog import rule_log
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 with rule_log(sm.log[0]) as log:
     spec = ModelSpec.from_config(sm.wildcards.model, sm.params.model, sm.params.results_dir)
     model = load_model(spec)
-    prompts = PromptSet.from_parquet(sm.input.prompts, d_vocab=model.cfg.d_vocab)
+    prompts = load_prompts(sm.input.prompts, d_vocab=model.cfg.d_vocab)
     kept, stats = filter_correct(model, prompts)
     if not sm.params.enabled:
         kept = prompts
