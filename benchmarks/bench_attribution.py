@@ -31,7 +31,7 @@ from patchbench.prompts import PromptSet
 from patchbench.sites import SweepSpec
 
 
-def build_model(small: bool, seed: int) -> HookedTransformer:
+def build_model(small: bool, seed: int, device: str = "cpu") -> HookedTransformer:
     if small:
         cfg = HookedTransformerConfig(
             n_layers=4,
@@ -45,6 +45,7 @@ def build_model(small: bool, seed: int) -> HookedTransformer:
             normalization_type="LN",
             seed=seed,
             dtype=torch.float32,
+            device=device,
         )
     else:
         cfg = HookedTransformerConfig(
@@ -59,6 +60,7 @@ def build_model(small: bool, seed: int) -> HookedTransformer:
             normalization_type="LN",
             seed=seed,
             dtype=torch.float32,
+            device=device,
         )
     model = HookedTransformer(cfg)
     model.eval()
@@ -93,20 +95,21 @@ def main() -> None:
     ap.add_argument("--memory-budget-mb", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
-    model = build_model(args.small, args.seed)
+    model = build_model(args.small, args.seed, args.device)
     cfg = model.cfg
     prompts = build_prompts(args.prompts, args.seq_len, cfg.d_vocab, args.seed)
     spec = SweepSpec("str", "attn_head", position="all", memory_budget_mb=args.memory_budget_mb)
     shape = f"{cfg.n_layers}L x {cfg.n_heads}H, d_model {cfg.d_model}, vocab {cfg.d_vocab}"
     print(
         f"model: random {shape}; {args.prompts} prompts x {args.seq_len} tokens; "
-        f"{cfg.n_layers * cfg.n_heads} heads, all positions; torch threads {torch.get_num_threads()}"
+        f"{cfg.n_layers * cfg.n_heads} heads, all positions; device {args.device}, torch threads {torch.get_num_threads()}"
     )
 
     t0 = time.perf_counter()

@@ -222,3 +222,13 @@ def test_rows_round_trip_through_effects_detection_and_tables(model, prompts, tm
         heads = head_detections(plot, "STR", metric)
         expect = eff[(eff["metric"] == metric) & (eff["detected"] != "")]["component"]
         assert sorted(heads) == sorted(expect)
+
+
+def test_batched_backward_equals_one_pass_per_output(model, prompts):
+    spec = SweepSpec("gn", "attn_head", position="each", noise=NoiseSpec(n_samples=2))
+    kw = dict(metrics=("prob", "logit_diff", "kl", "stolfo"), progress=False)
+    a = run_attribution(model, prompts, spec, batched_backward=True, **kw)
+    b = run_attribution(model, prompts, spec, batched_backward=False, **kw)
+    cols = ["logit_ans", "logit_wrong", "prob_ans", "prob_wrong", "kl"]
+    np.testing.assert_allclose(a[cols].to_numpy(), b[cols].to_numpy(), rtol=1e-12, atol=1e-14)
+    assert not a[cols].isna().any().any()

@@ -288,6 +288,27 @@ def _qk_fixed_heads(
 # the sweep
 
 
+def _backward(
+    outs: dict[str, torch.Tensor], cols: Sequence[str], inputs: list[torch.Tensor], *, batched: bool
+) -> list[tuple[torch.Tensor | None, ...]]:
+    """Gradients of each output column (summed over rows: rows are independent) w.r.t. ``inputs``.
+
+    With several columns and ``batched``, one vmapped backward pass over the stacked columns
+    (``is_grads_batched``): the same arithmetic as one pass per column, in larger matrix products.
+    """
+    if len(cols) == 1 or not batched:
+        return [
+            torch.autograd.grad(outs[c].sum(), inputs, retain_graph=i + 1 < len(cols), allow_unused=True)
+            for i, c in enumerate(cols)
+        ]
+    y = torch.stack([outs[c] for c in cols])  # [C, R]
+    onehot = torch.zeros(len(cols), *y.shape, dtype=y.dtype, device=y.device)
+    for i in range(len(cols)):
+        onehot[i, i] = 1.0
+    gs = torch.autograd.grad(y, inputs, grad_outputs=onehot, is_grads_batched=True, allow_unused=True)
+    return [tuple(None if g is None else g[i] for g in gs) for i in range(len(cols))]
+
+
 def _rows_per_block(model, max_len: int, budget_mb: int, extra_hook_elems: int) -> int:
     cfg = model.cfg
     e = torch.tensor([], dtype=cfg.dtype).element_size()
@@ -307,6 +328,7 @@ def run_attribution(
     *,
     metrics: Sequence[str] = ("prob", "logit_diff", "kl"),
     qk_fix: bool = False,
+    batched_backward: bool = True,
     progress: bool = True,
     logger: logging.Logger | None = None,
 ) -> pd.DataFrame:
@@ -315,6 +337,8 @@ def run_attribution(
     Same targets (ids, components), rows and metadata layout as :func:`patchbench.patching.run_sweep`
     for ``spec``; ``attrs['patchbench']['method'] == 'attribution'``. ``clean`` is a cache from
     :func:`patchbench.patching.clean_cache`; hooks it lacks are computed here.
+    ``batched_backward`` differentiates all outputs in one vmapped backward pass (about twice as
+    fast as one pass per output on CPU for three outputs; same numbers).
     """
     log_ = logger or log
     prompts.validate(model.cfg.d_vocab)
@@ -403,10 +427,8 @@ def run_attribution(
             grad_hooks = [h for h in hooks if not h.endswith(("hook_q", "hook_k", "hook_attn_scores"))]
             inputs = [acts[h] for h in grad_hooks]
             est: dict[str, np.ndarray] = {}
-            for ci, c in enumerate(cols):
-                gs = torch.autograd.grad(
-                    outs[c].sum(), inputs, retain_graph=ci + 1 < len(cols), allow_unused=True
-                )
+            all_grads = _backward(outs, cols, inputs, batched=batched_backward)
+            for c, gs in zip(cols, all_grads, strict=True):
                 grads = {
                     h: (torch.zeros_like(acts[h]) if g is None else g)
                     for h, g in zip(grad_hooks, gs, strict=True)
