@@ -28,6 +28,7 @@ import pandas as pd
 from scipy.stats import pearsonr, spearmanr
 
 from patchbench.detection import detect
+from patchbench.metrics import METRICS
 
 __all__ = [
     "AGREEMENT_KEYS",
@@ -174,7 +175,8 @@ def agreement_figure(
     panels = sorted({(str(c), str(m)) for c, m in zip(pairs["corruption"], pairs["metric"], strict=True)})
     if not panels:
         raise ValueError("no plots to draw: the paired frames are empty")
-    metrics = sorted({m for _, m in panels})
+    order = {m: i for i, m in enumerate(METRICS)}
+    metrics = sorted({m for _, m in panels}, key=lambda m: (order.get(m, len(order)), m))
     corrs = sorted({c for c, _ in panels})
     fig, axes = new_figure(len(corrs), len(metrics), panel=(2.8, 2.6))
     for i, corr in enumerate(corrs):
