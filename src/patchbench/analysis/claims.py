@@ -158,7 +158,12 @@ def claims_last_middle(cat_effects: pd.DataFrame | None) -> list[dict]:
                 CLAIM_41,
                 f"{label}: probability ratio - logit-difference ratio",
                 ratios["prob"] - ratios["logit_diff"] if ok else np.nan,
-                (ratios["prob"] > ratios["logit_diff"]) if ok else None,
+                (
+                    ratios["prob"] > ratios["logit_diff"]
+                    and not np.isclose(ratios["prob"], ratios["logit_diff"])
+                )
+                if ok
+                else None,
                 rule=rule,
                 status="ok" if ok else NOT_RUN,
             )  # fmt: skip
@@ -446,7 +451,7 @@ def build_claims(
 def write_claims(claims: pd.DataFrame, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    claims.to_csv(path, index=False)
+    claims.to_csv(path, index=False, float_format="%.6g")
     log.info("wrote %s (%d claims, %d hold, %d not run)", path, len(claims),
              int((claims["holds"] == "yes").sum()), int((claims["status"] == NOT_RUN).sum()))  # fmt: skip
     return path
