@@ -91,8 +91,9 @@ def prompts(model):
 # ------------------------------------------------------------------------------ TL reference
 
 
-def tl_setup(model, prompts, corruption, noise_spec=NoiseSpec()):
+def tl_setup(model, prompts, corruption, noise_spec: NoiseSpec | None = None):
     """TransformerLens inputs: corrupted tokens, clean cache, normalised-LD metric; GN via a hook_embed hook."""
+    noise_spec = noise_spec or NoiseSpec()
     ct = prompts.tokens("clean")
     ans = torch.tensor([a[0] for a in prompts.answers])
     wr = torch.tensor([w[0] for w in prompts.wrong])

@@ -24,7 +24,7 @@ from jaxtyping import Float, Int
 
 from patchbench.prompts import PromptSet, PromptSetError
 
-__all__ = ["NoiseSpec", "embedding_sigma", "noise_seed", "draw_noise", "noise_tensor", "corrupted_tokens"]
+__all__ = ["NoiseSpec", "SIGMA_META_COLUMNS", "embedding_sigma", "noise_seed", "draw_noise", "noise_tensor", "corrupted_tokens"]
 
 
 @dataclass(frozen=True)
@@ -45,22 +45,39 @@ class NoiseSpec:
             raise ValueError(f"NoiseSpec: sigma must be >= 0, got {self.sigma}")
 
 
-def embedding_sigma(model, prompts: PromptSet) -> float:
+#: Per-prompt metadata columns holding the token ids sigma is computed from, when a task records them
+#: (factual recall: the subject tokenised alone, no BOS, as ROME's ``collect_embedding_std`` does).
+SIGMA_META_COLUMNS = ("sigma_ids", "subject_ids")
+
+
+def embedding_sigma(model, prompts: PromptSet, source: str = "auto") -> float:
     """ROME's sigma: std of all elements of the token embeddings of the key tokens over the dataset.
 
-    Key tokens are the clean tokens at each prompt's ``noise_positions`` (duplicates counted, as
-    ROME counts every subject token of every prompt). Token embeddings are ``model.embed`` (rows
-    of W_E, no positional embedding).
+    ``source="noise_positions"``: the clean tokens at each prompt's ``noise_positions`` (duplicates
+    counted, as ROME counts every subject token of every prompt). ``source="meta"``: the ids in
+    the first of the meta columns :data:`SIGMA_META_COLUMNS` (e.g. the subject tokenised alone).
+    ``"auto"`` (default) uses ``meta`` when such a column exists. Token embeddings are
+    ``model.embed`` (rows of W_E, no positional embedding); the SD is torch's (unbiased).
     """
-    ids = [prompts.clean[i][prompts.noise_positions[i]] for i in range(len(prompts))]
+    col = next((c for c in SIGMA_META_COLUMNS if c in prompts.meta.columns), None)
+    if source == "auto":
+        source = "meta" if col is not None else "noise_positions"
+    if source == "meta":
+        if col is None:
+            raise PromptSetError(f"{prompts.task}: sigma source 'meta' needs a meta column {SIGMA_META_COLUMNS}")
+        ids = [np.asarray(v, dtype=np.int64).reshape(-1) for v in prompts.meta[col]]
+    elif source == "noise_positions":
+        ids = [prompts.clean[i][prompts.noise_positions[i]] for i in range(len(prompts))]
+    else:
+        raise ValueError(f"unknown sigma source {source!r}; use 'auto', 'meta' or 'noise_positions'")
     flat = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
     if flat.size == 0:
         raise PromptSetError(
-            f"{prompts.task}: no noise_positions in any prompt, so GN has nothing to corrupt and sigma is "
-            "undefined; the task generator must set noise_positions (the key tokens)"
+            f"{prompts.task}: no key tokens (noise_positions / {col}) in any prompt, so GN has nothing to "
+            "corrupt and sigma is undefined; the task generator must set noise_positions (the key tokens)"
         )
     with torch.no_grad():
-        emb = model.embed(torch.as_tensor(flat, device=model.cfg.device)[None])
+        emb = model.embed(torch.from_numpy(np.array(flat, dtype=np.int64)).to(model.cfg.device)[None])
     if emb.numel() < 2:
         raise PromptSetError(f"{prompts.task}: sigma needs at least two embedding elements")
     return float(emb.double().std())
@@ -92,7 +109,7 @@ def noise_tensor(
     for r, (p, s) in enumerate(zip(rows_prompt, rows_sample, strict=True)):
         pos = prompts.noise_positions[int(p)]
         if len(pos):
-            out[r, torch.as_tensor(pos.copy())] = draw_noise(len(pos), d_model, std, seed, int(p), int(s))
+            out[r, torch.from_numpy(np.array(pos, dtype=np.int64))] = draw_noise(len(pos), d_model, std, seed, int(p), int(s))
     return out
 
 

@@ -49,19 +49,20 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from jaxtyping import Float
 from tqdm.auto import tqdm
 
 from patchbench.corruption import corrupted_tokens, embedding_sigma, noise_tensor
+from patchbench.frames import read_frame as read_raw
+from patchbench.frames import write_frame as write_raw
 from patchbench.prompts import PromptSet, PromptSetError
-from patchbench.sites import HookPatch, PatchTarget, SweepSpec, enumerate_targets
+from patchbench.sites import SITES, HookPatch, PatchTarget, SweepSpec, enumerate_targets, hook_name
 
 __all__ = [
     "RAW_COLUMNS",
     "SanityError",
+    "SweepSpec",
     "clean_cache",
     "required_hooks",
     "run_sweep",
@@ -70,6 +71,7 @@ __all__ = [
     "write_raw",
     "read_raw",
 ]
+# write_raw / read_raw: patchbench.frames's write_frame / read_frame (metadata in attrs['patchbench'])
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,13 @@ VALUE_COLUMNS = ("logit_ans", "logit_wrong", "prob_ans", "prob_wrong", "kl")
 ANSWER_LOGITS = "answer_logits"
 TOKENS = "tokens"
 RESID0 = "blocks.0.hook_resid_pre"
+
+
+def _t(a, device=None) -> torch.Tensor:
+    """An int64 tensor copy of an index array (PromptSet arrays read from Parquet are read-only)."""
+    return torch.from_numpy(np.array(a, dtype=np.int64)).to(device) if device is not None else torch.from_numpy(
+        np.array(a, dtype=np.int64)
+    )
 
 
 class SanityError(RuntimeError):
@@ -146,17 +155,25 @@ def _site_heads(model, site: str) -> int:
     return kv if (site == "head_v" and kv) else model.cfg.n_heads
 
 
-def required_hooks(model, spec_or_hooks: SweepSpec | Sequence[SweepSpec] | Iterable[str]) -> list[str]:
-    """Hook points whose clean activations a sweep (or several) needs, plus layer 0's residual."""
-    if isinstance(spec_or_hooks, SweepSpec):
+def required_hooks(model, spec_or_hooks: SweepSpec | Sequence[SweepSpec | str] | str) -> list[str]:
+    """Hook points whose clean activations sweeps need, plus layer 0's residual (for the sanity check).
+
+    Items may be SweepSpecs (their targets' hooks), site names (``attn_head``, ``head_v``, ``mlp``,
+    ``resid_pre``: that site's hook at every layer) or hook point names.
+    """
+    if isinstance(spec_or_hooks, (SweepSpec, str)):
         spec_or_hooks = [spec_or_hooks]
     names: dict[str, None] = {RESID0: None}
     for item in spec_or_hooks:
         if isinstance(item, SweepSpec):
             for t in enumerate_targets(item, model.cfg.n_layers, _site_heads(model, item.site), 1):
                 names.update(dict.fromkeys(t.hooks))
-        else:
+        elif item in SITES:
+            names.update(dict.fromkeys(hook_name(item, lay) for lay in range(model.cfg.n_layers)))
+        elif item in model.hook_dict:
             names[str(item)] = None
+        else:
+            raise ValueError(f"{item!r} is neither a SweepSpec, a site {SITES} nor a hook point of the model")
     return list(names)
 
 
@@ -176,7 +193,7 @@ def _bytes_per_row(model, max_len: int, n_hook_elems: int = 0) -> int:
 def clean_cache(
     model,
     prompts: PromptSet,
-    spec_or_hooks: SweepSpec | Sequence[SweepSpec] | Iterable[str],
+    spec_or_hooks: SweepSpec | Sequence[SweepSpec | str] | str,
     *,
     memory_budget_mb: int = 1024,
 ) -> dict[str, torch.Tensor]:
@@ -204,7 +221,7 @@ def clean_cache(
             tok = tokens[a : a + step].to(dev)
             resid, sf = _embed(model, tok, None)
             resid = _run_blocks(model, resid, 0, sf)
-            pos = torch.as_tensor(prompts.answer_pos[a : a + step], device=resid.device)
+            pos = _t(prompts.answer_pos[a : a + step], resid.device)
             logits.append(_unembed_at(model, resid, pos).to(torch.promote_types(model.cfg.dtype, torch.float32)).cpu())
     out = {k: torch.cat(v).contiguous() for k, v in store.items()}
     out[ANSWER_LOGITS] = torch.cat(logits).contiguous()
@@ -219,7 +236,8 @@ def _check_cache(clean: dict[str, torch.Tensor], prompts: PromptSet, names: Iter
             f"clean cache lacks {missing}; build it with patchbench.patching.clean_cache(model, prompts, spec) "
             "for every spec that will use it"
         )
-    if clean[TOKENS].shape != prompts.tokens("clean").shape or not torch.equal(clean[TOKENS], prompts.tokens("clean")):
+    tok = clean[TOKENS].cpu()
+    if tok.shape != prompts.tokens("clean").shape or not torch.equal(tok, prompts.tokens("clean")):
         raise ValueError(
             f"the clean cache was built from other prompts than {prompts.task!r}; rebuild it from this PromptSet"
         )
@@ -256,7 +274,7 @@ def _padded(ids: list[np.ndarray], rows: np.ndarray, device) -> tuple[torch.Tens
     idx = torch.zeros(len(rows), width, dtype=torch.long)
     mask = torch.zeros(len(rows), width, dtype=torch.float64)
     for r, p in enumerate(rows):
-        a = torch.as_tensor(ids[int(p)].copy())
+        a = _t(ids[int(p)])
         idx[r, : len(a)] = a
         mask[r, : len(a)] = 1.0
     return idx.to(device), mask.to(device)
@@ -324,9 +342,9 @@ def _build_mask(
                 else:
                     mask[j, :, p.position] = True
             else:
-                pos = torch.as_tensor(_named_positions(prompts, p.position)[block.prompt])
+                pos = _t(_named_positions(prompts, p.position)[block.prompt])
                 if mask.dim() == 5:
-                    hs = torch.arange(mask.shape[3]) if p.heads is None else torch.as_tensor(p.heads)
+                    hs = torch.arange(mask.shape[3]) if p.heads is None else _t(p.heads)
                     mask[j, rows[:, None], pos[:, None], hs[None, :]] = True
                 else:
                     mask[j, rows, pos] = True
@@ -465,7 +483,7 @@ def _prepare_block(model, prompts, spec, index, prompt_rows, sample_rows, tokens
     """Run the corrupted forward for a block of rows and cache what its patched runs need."""
     dev = model.cfg.device
     b = _Block(index=index, prompt=prompt_rows, sample=sample_rows)
-    tok = tokens[torch.as_tensor(prompt_rows)].to(dev)
+    tok = tokens[_t(prompt_rows)].to(dev)
     noise = None
     if spec.corruption == "gn":
         noise = noise_tensor(prompts, prompt_rows, sample_rows, model.cfg.d_model, std, spec.noise.seed, max_len)
@@ -480,25 +498,27 @@ def _prepare_block(model, prompts, spec, index, prompt_rows, sample_rows, tokens
         resid = _run_blocks(model, resid, 0, b.sf, keep)
     b.resid = keep
     b.corrupted_acts = store
-    b.answer_pos = torch.as_tensor(prompts.answer_pos[prompt_rows], device=dev)
+    b.answer_pos = _t(prompts.answer_pos[prompt_rows], dev)
     b.corrupted_logits = _unembed_at(model, resid, b.answer_pos)
     b.ans_idx, b.ans_mask = _padded(prompts.answers, prompt_rows, dev)
     b.wrong_idx, b.wrong_mask = _padded(prompts.wrong, prompt_rows, dev)
-    b.clean_logp = torch.log_softmax(clean[ANSWER_LOGITS][torch.as_tensor(prompt_rows)].to(dev).double(), dim=-1)
+    cl = clean[ANSWER_LOGITS]
+    b.clean_logp = torch.log_softmax(cl[_t(prompt_rows, cl.device)].to(dev).double(), dim=-1)
     return b
 
 
 def _sources(clean: dict[str, torch.Tensor], names: Iterable[str], block: _Block, dtype) -> dict[str, torch.Tensor]:
-    idx = torch.as_tensor(block.prompt)
+    idx = _t(block.prompt)
     dev = block.resid[0].device
-    return {k: clean[k][idx].to(device=dev, dtype=dtype) for k in names}
+    return {k: clean[k][idx.to(clean[k].device)].to(device=dev, dtype=dtype) for k in names}
 
 
 def _sanity(model, prompts, spec, targets, block: _Block, clean, max_len, log_) -> dict[str, Any]:
     """The two identities on ``block`` (see the module docstring); raises SanityError beyond tolerance."""
     atol, rtol = _tol(model.cfg.dtype)
     corr = _columns(block, block.corrupted_logits, 1)
-    cl = _columns(block, clean[ANSWER_LOGITS][torch.as_tensor(block.prompt)].to(block.resid[0].device), 1)
+    cl_logits = clean[ANSWER_LOGITS]
+    cl = _columns(block, cl_logits[_t(block.prompt, cl_logits.device)].to(block.resid[0].device), 1)
     ld = lambda c: c["logit_ans"] - c["logit_wrong"]  # noqa: E731
 
     def gap(a, b):
@@ -709,31 +729,6 @@ def run_sweep(
 
 
 # ---------------------------------------------------------------------------------------------
-# raw frame I/O (metadata in the Parquet key-value store)
-
-
-def write_raw(raw: pd.DataFrame, path: str | Path, **extra: Any) -> None:
-    """Write a raw sweep frame with its metadata (``raw.attrs['patchbench']`` + ``extra``) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {**raw.attrs.get("patchbench", {}), **extra}
-    table = pa.Table.from_pandas(raw, preserve_index=False)
-    md = {k: v for k, v in (table.schema.metadata or {}).items() if k != b"pandas"}
-    md[b"patchbench"] = json.dumps(meta, default=str).encode()
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table.replace_schema_metadata(md), tmp)
-    os.replace(tmp, path)
-
-
-def read_raw(path: str | Path) -> pd.DataFrame:
-    """Read a raw (or effects) frame written by :func:`write_raw`; metadata lands in ``.attrs['patchbench']``."""
-    table = pq.read_table(path)
-    df = table.to_pandas()
-    df.attrs["patchbench"] = json.loads((table.schema.metadata or {}).get(b"patchbench", b"{}"))
-    return df
-
-
-# ---------------------------------------------------------------------------------------------
 # attention patterns (paper §3.2)
 
 
@@ -760,8 +755,8 @@ class PatternCapture:
                 continue
             pr = np.arange(len(prompts)) if run == "clean" else self.prompt
             sa = np.zeros(len(pr), np.int64) if run == "clean" else self.sample
-            d = torch.as_tensor(_named_positions(prompts, dest)[pr])
-            s = torch.as_tensor(_named_positions(prompts, src)[pr])
+            d = _t(_named_positions(prompts, dest)[pr])
+            s = _t(_named_positions(prompts, src)[pr])
             vals = pat[torch.arange(len(pr)), :, d, s].numpy()  # [rows, n_heads]
             for j, (lay, h) in enumerate(self.heads):
                 frames.append(pd.DataFrame({"run": run, "prompt": pr, "sample": sa, "head": f"{lay}.{h}",
@@ -830,7 +825,7 @@ def capture_patterns(
             out["clean"].append(collect())
         for a in range(0, len(prompt_rows), step):
             pr, sa = prompt_rows[a : a + step], sample_rows[a : a + step]
-            tok = tok_corr[torch.as_tensor(pr)].to(dev)
+            tok = tok_corr[_t(pr)].to(dev)
             nz = noise_tensor(prompts, pr, sa, model.cfg.d_model, std, noise.seed, max_len) if corruption == "gn" else None
             resid, sf = _embed(model, tok, nz)
             _run_blocks(model, resid, 0, sf)

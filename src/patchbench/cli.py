@@ -1,0 +1,148 @@
+"""The ``patchbench`` console script: one-off sweeps outside Snakemake, on the workflow's code path.
+
+    patchbench sweep --model gpt2 --prompts results/prompts/gpt2/ioi.parquet \\
+        --corruption str --site attn_head --out raw.parquet --effects effects.parquet
+    patchbench effects raw.parquet --out effects.parquet [--metrics prob,logit_diff,kl,stolfo]
+
+``--model`` is a TransformerLens / Hugging Face hub name or a local model directory (a toy
+model of this repository or a ``save_pretrained`` directory), loaded by
+:func:`patchbench.models.load_model`. The raw frame and the effects frame (with the paper's 2-SD
+detection) are written with their metadata, exactly as the workflow's ``sweep`` and ``effects``
+rules write them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main", "build_parser", "load_model_for_cli"]
+
+log = logging.getLogger("patchbench.cli")
+
+
+def load_model_for_cli(name_or_path: str, dtype: str = "float32", device: str = "auto"):
+    """The one place the CLI obtains a model (a hub name or a local directory)."""
+    from patchbench.models import ModelSpec, load_model
+
+    return load_model(ModelSpec.from_name(name_or_path, dtype=dtype, device=device))
+
+
+def _heads(text: str | None) -> tuple[tuple[int, int], ...] | None:
+    if not text:
+        return None
+    try:
+        return tuple((int(a), int(b)) for a, b in (h.split(".") for h in text.split(",")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--heads expects L.H,L.H,... (e.g. 7.3,7.9), got {text!r}") from None
+
+
+def _ints(text: str | None) -> tuple[int, ...] | None:
+    return None if not text else tuple(int(x) for x in text.split(","))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="patchbench", description="Activation patching done right (Zhang & Nanda 2024).")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    sw = sub.add_parser("sweep", help="run one patching sweep and write its raw frame (and effects)")
+    sw.add_argument("--model", required=True, help="hub name (gpt2, attn-only-4l, ...) or a local model directory")
+    sw.add_argument("--prompts", required=True, type=Path, help="PromptSet parquet (built by the workflow's prompts rule)")
+    sw.add_argument("--corruption", required=True, choices=["str", "gn"])
+    sw.add_argument("--site", required=True, choices=["attn_head", "head_v", "mlp", "resid_pre"])
+    sw.add_argument("--position", default="all", help="all | each | a named position of the PromptSet (END, S2, ...)")
+    sw.add_argument("--window", type=int, default=1, help="mlp only: sliding-window size")
+    sw.add_argument("--heads", type=str, default=None, help="restrict to heads L.H,L.H (head_v: patched together)")
+    sw.add_argument("--layers", type=str, default=None, help="restrict to layers, e.g. 0,1,2")
+    sw.add_argument("--nu", type=float, default=3.0, help="GN: noise std = nu * sigma")
+    sw.add_argument("--samples", type=int, default=1, help="GN: noise samples per prompt")
+    sw.add_argument("--seed", type=int, default=0, help="GN: noise seed")
+    sw.add_argument("--sigma", type=float, default=None, help="GN: fixed sigma (default: from the data)")
+    sw.add_argument("--memory-budget-mb", type=int, default=1024)
+    sw.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    sw.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda[:i]")
+    sw.add_argument("--clean-cache", type=Path, default=None, help="safetensors clean cache to reuse")
+    sw.add_argument("--checkpoint-dir", type=Path, default=None, help="resume from / write finished chunks here")
+    sw.add_argument("--out", required=True, type=Path, help="raw frame (parquet)")
+    sw.add_argument("--effects", type=Path, default=None, help="also write the effects frame (parquet)")
+    sw.add_argument("--metrics", default=None, help="comma-separated metrics for --effects (default by task)")
+    sw.add_argument("--no-progress", action="store_true")
+
+    ef = sub.add_parser("effects", help="effects (+ 2-SD detection) from a raw frame")
+    ef.add_argument("raw", type=Path)
+    ef.add_argument("--out", required=True, type=Path)
+    ef.add_argument("--metrics", default=None, help="comma-separated metrics (default by task)")
+    ef.add_argument("--k", type=float, default=2.0, help="detection threshold in SDs")
+    return ap
+
+
+def _default_metrics(task: str) -> tuple[str, ...]:
+    return ("prob", "logit_diff", "kl") + (("stolfo",) if task.startswith("arithmetic") else ())
+
+
+def _write_effects(raw, out: Path, metrics: str | None, k: float = 2.0) -> None:
+    from patchbench.detection import detect
+    from patchbench.frames import write_frame
+    from patchbench.metrics import effects
+
+    meta = raw.attrs.get("patchbench", {})
+    ms = tuple(metrics.split(",")) if metrics else _default_metrics(str(meta.get("task", "")))
+    eff = detect(effects(raw, metrics=ms), k=k)
+    write_frame(eff, out, eff.attrs.get("patchbench", meta))
+    found = eff.loc[eff["detected"] != "", ["metric", "component", "detected"]]
+    log.info("effects: %d components x %d metrics -> %s; detected %d", eff["component"].nunique(), len(ms), out, len(found))
+
+
+def _sweep(args: argparse.Namespace) -> None:
+    from patchbench.corruption import NoiseSpec
+    from patchbench.frames import write_frame
+    from patchbench.patching import run_sweep
+    from patchbench.prompts import PromptSet
+    from patchbench.sites import SweepSpec
+
+    model = load_model_for_cli(args.model, dtype=args.dtype, device=args.device)
+    prompts = PromptSet.from_parquet(args.prompts, d_vocab=model.cfg.d_vocab)
+    spec = SweepSpec(
+        corruption=args.corruption, site=args.site, position=args.position, window=args.window,
+        heads=_heads(args.heads), layers=_ints(args.layers),
+        noise=NoiseSpec(nu=args.nu, n_samples=args.samples, seed=args.seed, sigma=args.sigma),
+        memory_budget_mb=args.memory_budget_mb,
+    )
+    clean = None
+    if args.clean_cache is not None:
+        from safetensors.torch import load_file
+
+        clean = load_file(str(args.clean_cache), device=str(model.cfg.device))
+    raw = run_sweep(model, prompts, spec, clean, progress=not args.no_progress, logger=log,
+                    checkpoint_dir=args.checkpoint_dir)
+    meta = dict(raw.attrs["patchbench"])
+    meta.update(model=args.model, site=args.site, position=args.position, window=args.window, method="exact")
+    raw.attrs["patchbench"] = meta
+    write_frame(raw, args.out, meta)
+    log.info("wrote %d rows to %s", len(raw), args.out)
+    if args.effects is not None:
+        _write_effects(raw, args.effects, args.metrics)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "sweep":
+            _sweep(args)
+        elif args.command == "effects":
+            from patchbench.frames import read_frame
+
+            _write_effects(read_frame(args.raw), args.out, args.metrics, args.k)
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
+        print(f"patchbench {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
