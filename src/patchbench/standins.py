@@ -83,7 +83,12 @@ class StandinSpec:
     def with_layers(self, n_layers: int) -> StandinSpec:
         key = "n_layers" if self.kind == "tl" else "n_layer"
         return StandinSpec(
-            self.name, self.repo_id, self.kind, {**self.arch, key: n_layers}, self.real_layers, self.save_dtype
+            self.name,
+            self.repo_id,
+            self.kind,
+            {**self.arch, key: n_layers},
+            self.real_layers,
+            self.save_dtype,
         )
 
     @property
@@ -99,7 +104,9 @@ STANDINS: dict[str, StandinSpec] = {
     s.name: s
     for s in (
         StandinSpec("gpt2", "gpt2", "gpt2", {**_GPT2, "n_embd": 768, "n_head": 12, "n_layer": 12}, 12),
-        StandinSpec("gpt2-large", "gpt2-large", "gpt2", {**_GPT2, "n_embd": 1280, "n_head": 20, "n_layer": 2}, 36),
+        StandinSpec(
+            "gpt2-large", "gpt2-large", "gpt2", {**_GPT2, "n_embd": 1280, "n_head": 20, "n_layer": 2}, 36
+        ),
         StandinSpec("gpt2-xl", "gpt2-xl", "gpt2", {**_GPT2, "n_embd": 1600, "n_head": 25, "n_layer": 2}, 48),
         StandinSpec(
             "EleutherAI/gpt-j-6B",
@@ -181,14 +188,15 @@ def _save_hf(spec: StandinSpec, snap: Path, seed: int) -> None:
     model.to(getattr(torch, spec.save_dtype)).save_pretrained(snap)
 
 
-def _gpt2_tokenizer_files(tokenizer_dir: Path, snap: Path) -> None:
+def _gpt2_tokenizer_files(tokenizer_dir: Path, snap: Path | None) -> None:
+    """Copy the GPT-2 tokenizer files into ``snap`` (only check that they exist when ``snap`` is None)."""
     missing = [f for f in GPT2_TOKENIZER_FILES if not (tokenizer_dir / f).is_file()]
     if missing:
         raise FileNotFoundError(
             f"GPT-2 tokenizer files {missing} not found in {tokenizer_dir}; pass the data mirror's "
             "gpt2-tokenizer directory (e.g. ../shared/data/gpt2-tokenizer) as --tokenizer"
         )
-    for f in GPT2_TOKENIZER_FILES:
+    for f in GPT2_TOKENIZER_FILES if snap is not None else ():
         shutil.copyfile(tokenizer_dir / f, snap / f)
 
 
@@ -216,7 +224,12 @@ def _digits_tokenizer(tokenizer_dir: Path, snap: Path, n_vocab: int) -> None:
     tok.save(str(snap / "tokenizer.json"))
     (snap / "tokenizer_config.json").write_text(
         json.dumps(
-            {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": eot, "eos_token": eot, "unk_token": eot},
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "bos_token": eot,
+                "eos_token": eot,
+                "unk_token": eot,
+            },
             indent=1,
         )
     )
@@ -256,6 +269,7 @@ def seed_standin(cache: Path | str, spec: StandinSpec, tokenizer_dir: Path | str
         return snap
     if snap.exists():
         shutil.rmtree(snap)
+    _gpt2_tokenizer_files(tokenizer_dir, None)  # fail before building weights when the tokenizer is missing
     t0 = time.perf_counter()
     snap = _snapshot(cache, spec.repo_id)
     if spec.kind == "tl":
@@ -328,7 +342,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m patchbench.standins",
         description="Seed a Hugging Face hub cache with random-weight stand-ins of the paper's models.",
     )
-    parser.add_argument("--cache", required=True, type=Path, help="hub cache directory (then HF_HUB_CACHE=it)")
+    parser.add_argument(
+        "--cache", required=True, type=Path, help="hub cache directory (then HF_HUB_CACHE=it)"
+    )
     parser.add_argument(
         "--tokenizer",
         type=Path,
