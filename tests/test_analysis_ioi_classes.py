@@ -145,20 +145,17 @@ def test_classifier_inputs_attention_and_dla_match_an_independent_computation():
     ps = _ioi_like_prompts()
     stats = classifier_inputs(model, ps, batch_size=4)  # two batches, the second one partial
     assert list(stats.columns) == list(HEAD_STAT_COLUMNS) and len(stats) == 8
-    # attention: recompute prompt by prompt, unpadded
+    # recompute prompt by prompt, unpadded: attention END -> IO, and the DLA check: the heads'
+    # attributions + the rest of the residual stream, all through the final LN, plus the LN bias and
+    # the unembedding bias add up to the model's own logit difference.
     exp = np.zeros((2, 4))
-    for i in range(len(ps)):
-        _, cache = model.run_with_cache(torch.as_tensor(ps.clean[i])[None])
-        for layer in range(2):
-            exp[layer] += cache["pattern", layer][0, :, ps.positions["END"][i], ps.positions["IO"][i]].numpy()
-    np.testing.assert_allclose(stats["end_to_io"].to_numpy(), (exp / len(ps)).ravel(), atol=1e-6)
-    # DLA: the heads' attributions + the rest of the residual stream, all through the final LN,
-    # plus the LN bias and unembedding bias add up to the model's own logit difference.
     total_dla = np.zeros(len(ps))
     for i in range(len(ps)):
         toks = torch.as_tensor(ps.clean[i])[None]
         logits, cache = model.run_with_cache(toks)
         e, a, b = ps.positions["END"][i], int(ps.answers[i][0]), int(ps.wrong[i][0])
+        for layer in range(2):
+            exp[layer] += cache["pattern", layer][0, :, e, ps.positions["IO"][i]].numpy()
         ld = (logits[0, e, a] - logits[0, e, b]).item()
         resid = cache["resid_post", 1][0, e]
         heads = sum(
@@ -170,6 +167,7 @@ def test_classifier_inputs_attention_and_dla_match_an_independent_computation():
         rest_dla = (((rest - rest.mean()) / scale) * model.ln_final.w) @ d
         bias = model.ln_final.b @ d + model.b_U[a] - model.b_U[b]
         total_dla[i] = ld - (rest_dla + bias).item()
+    np.testing.assert_allclose(stats["end_to_io"].to_numpy(), (exp / len(ps)).ravel(), atol=1e-6)
     # stats hold per-head means; their sum over heads is the mean head contribution
     np.testing.assert_allclose(stats["dla"].sum(), total_dla.mean(), rtol=1e-4, atol=1e-5)
 
