@@ -513,6 +513,17 @@ def _sources(clean: dict[str, torch.Tensor], names: Iterable[str], block: _Block
     return {k: clean[k][idx.to(clean[k].device)].to(device=dev, dtype=dtype) for k in names}
 
 
+def _self_patch_targets(targets: list[PatchTarget]) -> list[PatchTarget]:
+    """The self-patch check's targets: the last target and the last one of an earlier start layer.
+
+    Late start layers keep the check cheap (a few layers of one batch); two distinct start layers
+    check the prefix reuse at more than one layer.
+    """
+    last = targets[-1]
+    earlier = [t for t in targets if t.start_layer < last.start_layer]
+    return [earlier[-1], last] if earlier else [last]
+
+
 def _sanity(model, prompts, spec, targets, block: _Block, clean, max_len, log_) -> dict[str, Any]:
     """The two identities on ``block`` (see the module docstring); raises SanityError beyond tolerance."""
     atol, rtol = _tol(model.cfg.dtype)
@@ -533,8 +544,7 @@ def _sanity(model, prompts, spec, targets, block: _Block, clean, max_len, log_) 
             "the corruption does nothing (GN with nu=0 or sigma=0? STR with corrupted == clean?)"
         )
     # 1. self-patch: corrupted activations into the corrupted run
-    picks = list(dict.fromkeys([targets[0].id, targets[-1].id]))
-    chosen = [t for t in targets if t.id in picks]
+    chosen = _self_patch_targets(targets)
     worst = 0.0
     ok = True
     for t in chosen:
@@ -650,7 +660,7 @@ def run_sweep(
             need_block = bi == 0 or not all(done) or not (base_path and base_path.exists())
             block = None
             if need_block:
-                capture = [h for t in {targets[0].id: targets[0], targets[-1].id: targets[-1]}.values() for h in t.hooks] if bi == 0 else []
+                capture = [h for t in _self_patch_targets(targets) for h in t.hooks] if bi == 0 else []
                 block = _prepare_block(model, prompts, spec, bi, all_prompt[sl], all_sample[sl], tokens, clean, std,
                                        max_len, capture)
                 if bi == 0:
