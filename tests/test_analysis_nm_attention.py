@@ -42,6 +42,18 @@ def test_nm_attention_frames_on_a_tiny_model():
     r = rec.set_index("corruption")["effect"]
     assert np.isnan(r["GN"])  # clean == corrupted: the normalisation is 0/0
     assert np.isfinite(r["STR"])
+    # batching does not change the result (6 prompts: batches of 4 + 2 vs one batch)
+    att4, rec4 = nm_attention_frames(model, ps, "tiny", nm_heads=nm, si_heads=si,
+                                     noise=NoiseSpec(nu=0.0, sigma=1.0), batch_size=4)  # fmt: skip
+    np.testing.assert_allclose(att4["attention"], att["attention"], atol=1e-6)
+    np.testing.assert_allclose(rec4["effect"].iloc[0], rec["effect"].iloc[0], rtol=1e-5)
     # restoring no head's values recovers nothing
     _, rec0 = nm_attention_frames(model, ps, "tiny", nm_heads=nm, si_heads=(), corruptions=("str",))
     assert rec0["effect"].iloc[0] == pytest.approx(0.0, abs=1e-6)
+    # GN: real noise moves the attention, and the corrupted and patched runs share one draw
+    # (with nothing restored they coincide exactly)
+    attg, _ = nm_attention_frames(model, ps, "tiny", nm_heads=nm, si_heads=(), corruptions=("gn",),
+                                  noise=NoiseSpec(nu=3.0, seed=1), batch_size=4)  # fmt: skip
+    pg = attg.pivot_table(index=["corruption", "patched"], columns="target", values="attention")
+    assert not np.allclose(pg.loc[("GN", False)], pg.loc[("clean", False)], atol=1e-4)
+    np.testing.assert_allclose(pg.loc[("GN", True)], pg.loc[("GN", False)], atol=1e-7)

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from patchbench.analysis.frames import FrameError
 from patchbench.analysis.style import corruption_label
@@ -78,8 +79,9 @@ def nm_attention_frames(
     si_heads: Sequence[tuple[int, int]] = SI_HEADS_GPT2_SMALL,
     corruptions: Sequence[str] = ("str", "gn"),
     noise=None,
+    batch_size: int = 32,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The attention and recovery frames of §3.2 for one model (all prompts in one batch per run).
+    """The attention and recovery frames of §3.2 for one model, ``batch_size`` prompts at a time.
 
     ``prompts`` is the IOI PromptSet (positions IO, S1, END; ``answers`` = IO, ``wrong`` = S);
     ``noise`` a :class:`patchbench.corruption.NoiseSpec` for GN (sigma computed from the data when
@@ -95,71 +97,75 @@ def nm_attention_frames(
     noise = noise or NoiseSpec()
     device = model.cfg.device
     n = len(prompts)
-    idx = torch.arange(n)
-    end = torch.as_tensor(np.asarray(prompts.positions["END"]).copy())
-    io = torch.as_tensor(np.asarray(prompts.positions["IO"]).copy())
-    s1 = torch.as_tensor(np.asarray(prompts.positions["S1"]).copy())
+    pos = {k: torch.as_tensor(np.asarray(prompts.positions[k]).copy()) for k in ("END", "IO", "S1")}
     ans_pos = torch.as_tensor(prompts.answer_pos.copy())
     a_tok = torch.as_tensor([int(a[0]) for a in prompts.answers])
     w_tok = torch.as_tensor([int(w[0]) for w in prompts.wrong])
-    nm_layers = sorted({la for la, _ in nm_heads})
-    names = {f"blocks.{la}.attn.hook_pattern" for la in nm_layers} | {
-        f"blocks.{la}.attn.hook_v" for la, _ in si_heads
-    }
-
-    def run(tokens, hooks):
-        with model.hooks(fwd_hooks=hooks):
-            logits, cache = model.run_with_cache(tokens.to(device), names_filter=lambda nm: nm in names)
-        lg = logits[idx, ans_pos].float().cpu()
-        ld = (lg[idx, a_tok] - lg[idx, w_tok]).mean().item()
-        att = {t: 0.0 for t in TARGETS}
-        for la, h in nm_heads:
-            pat = cache[f"blocks.{la}.attn.hook_pattern"][idx, h, end].float().cpu()  # n k
-            to_io, to_s1 = pat[idx, io].mean().item(), pat[idx, s1].mean().item()
-            att["IO"] += to_io / len(nm_heads)
-            att["S1"] += to_s1 / len(nm_heads)
-        att["other"] = 1.0 - att["IO"] - att["S1"]
-        return ld, att, cache
-
-    clean_tokens = prompts.tokens("clean")
-    ld_clean, att_clean, clean_cache = run(clean_tokens, [])
-    att_rows = [(model_name, "clean", False, t, att_clean[t]) for t in TARGETS]
-    rec_rows = []
+    names = {f"blocks.{la}.attn.hook_pattern" for la, _ in nm_heads}
+    names |= {f"blocks.{la}.attn.hook_v" for la, _ in si_heads}
     by_layer: dict[int, list[int]] = {}
     for la, h in si_heads:
         by_layer.setdefault(la, []).append(h)
+    tokens = {"clean": prompts.tokens("clean")}
+    tokens.update({c: corrupted_tokens(prompts, c) for c in corruptions})
+    std = 0.0
+    if "gn" in corruptions:
+        std = noise.nu * (noise.sigma if noise.sigma is not None else embedding_sigma(model, prompts))
+    # running sums over prompts (and GN samples): key -> [sum LD, sum att IO, sum att S1, count]
+    sums: dict[tuple[str, bool], np.ndarray] = {}
 
-    def restore_v(layer, heads):
-        clean_v = clean_cache[f"blocks.{layer}.attn.hook_v"]
+    def run(key, sl: slice, toks, hooks):
+        b = torch.arange(sl.stop - sl.start)
+        with model.hooks(fwd_hooks=hooks):
+            logits, cache = model.run_with_cache(toks.to(device), names_filter=lambda nm: nm in names)
+        lg = logits[b, ans_pos[sl].to(device)].float().cpu()
+        ld = (lg[b, a_tok[sl]] - lg[b, w_tok[sl]]).sum().item()
+        to_io = to_s1 = 0.0
+        for la, h in nm_heads:
+            pat = (
+                cache[f"blocks.{la}.attn.hook_pattern"][b, h, pos["END"][sl].to(device)].float().cpu()
+            )  # b k
+            to_io += pat[b, pos["IO"][sl]].sum().item() / len(nm_heads)
+            to_s1 += pat[b, pos["S1"][sl]].sum().item() / len(nm_heads)
+        sums.setdefault(key, np.zeros(4))
+        sums[key] += (ld, to_io, to_s1, len(b))
+        return cache
 
+    def restore_v(layer, heads, clean_v):
         def hook(v, hook):  # v: batch pos head d_head
             v[:, :, heads] = clean_v[:, :, heads]
             return v
 
         return f"blocks.{layer}.attn.hook_v", hook
 
-    patch_hooks = [restore_v(la, hs) for la, hs in by_layer.items()]
+    for start in tqdm(range(0, n, batch_size), desc="§3.2 NM attention", disable=n <= batch_size):
+        sl = slice(start, min(start + batch_size, n))
+        clean_cache = run(("clean", False), sl, tokens["clean"][sl], [])
+        patch = [restore_v(la, hs, clean_cache[f"blocks.{la}.attn.hook_v"]) for la, hs in by_layer.items()]
+        for corr in corruptions:
+            label = corruption_label(corr)
+            for s in range(noise.n_samples if corr == "gn" else 1):
+                hooks: list = []
+                if corr == "gn":
+                    rows = np.arange(sl.start, sl.stop)
+                    eps = noise_tensor(
+                        prompts, rows, np.full(len(rows), s), model.cfg.d_model, std, noise.seed
+                    )
+                    eps = eps[:, : tokens["clean"].shape[1]].to(device)
+                    hooks = [("hook_embed", lambda x, hook, eps=eps: x + eps[:, : x.shape[1]].to(x.dtype))]
+                run((label, False), sl, tokens[corr][sl], hooks)
+                run((label, True), sl, tokens[corr][sl], hooks + patch)
+
+    def mean(key):
+        ld, io, s1, cnt = sums[key]
+        return ld / cnt, {"IO": io / cnt, "S1": s1 / cnt, "other": 1.0 - (io + s1) / cnt}
+
+    ld_clean, att_clean = mean(("clean", False))
+    att_rows = [(model_name, "clean", False, t, att_clean[t]) for t in TARGETS]
+    rec_rows = []
     for corr in corruptions:
-        hooks: list = []
-        if corr == "gn":
-            std = noise.nu * (noise.sigma if noise.sigma is not None else embedding_sigma(model, prompts))
-            lds, atts, lds_pt, atts_pt = [], [], [], []
-            for s in range(noise.n_samples):
-                eps = noise_tensor(
-                    prompts, np.arange(n), np.full(n, s), model.cfg.d_model, std, noise.seed
-                ).to(device)
-                hooks = [("hook_embed", lambda x, hook, eps=eps: x + eps[:, : x.shape[1]].to(x.dtype))]
-                ld, att, _ = run(clean_tokens, hooks)
-                ld_pt, att_pt, _ = run(clean_tokens, hooks + patch_hooks)
-                lds.append(ld), atts.append(att), lds_pt.append(ld_pt), atts_pt.append(att_pt)
-            ld_c, ld_p = float(np.mean(lds)), float(np.mean(lds_pt))
-            att_c = {t: float(np.mean([a[t] for a in atts])) for t in TARGETS}
-            att_p = {t: float(np.mean([a[t] for a in atts_pt])) for t in TARGETS}
-        else:
-            toks = corrupted_tokens(prompts, corr)
-            ld_c, att_c, _ = run(toks, [])
-            ld_p, att_p, _ = run(toks, patch_hooks)
         label = corruption_label(corr)
+        (ld_c, att_c), (ld_p, att_p) = mean((label, False)), mean((label, True))
         att_rows += [(model_name, label, False, t, att_c[t]) for t in TARGETS]
         att_rows += [(model_name, label, True, t, att_p[t]) for t in TARGETS]
         denom = ld_clean - ld_c
