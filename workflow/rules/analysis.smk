@@ -54,6 +54,7 @@ def _is_gpt2_small(model):
 IOI = _exps("ioi", "attn_head")
 IOI_S1IO = _exps("ioi_s1io", "attn_head")
 IOI_ABC = _exps("ioi_abc", "attn_head")
+IOI_SI_VALUES = _exps("ioi", "head_v")  # §3.2: the S-inhibition heads' values patched together
 GREATER_THAN = _exps("greater_than", "attn_head")
 DOCSTRING = _exps("docstring", "attn_head", position="each")
 ARITHMETIC = _exps("arithmetic_", "mlp")
@@ -97,6 +98,13 @@ def analysis_targets():
     files = [f for name in TABLE_EXPS for f in _table_files(name)]
     files += [f for name, models in FIGURE_MODELS.items() for f in _fig_files(name, models)]
     return files + [R("claims.csv")]
+
+
+def _recovery_paths(model):
+    """§3.2 (b): the engine's head_v sweep effects when configured, else the nm_attention rule's frame."""
+    if model in _models(IOI_SI_VALUES):
+        return _effects_of(IOI_SI_VALUES, model)
+    return [R("analysis", "nm_recovery", f"{model}.parquet")]
 
 
 def _classes_input(wildcards):
@@ -365,7 +373,7 @@ rule nm_attention:
 rule fig_nm_attention_model:
     input:
         attention=R("analysis/nm_attention/{model}.parquet"),
-        recovery=R("analysis/nm_recovery/{model}.parquet"),
+        recovery=lambda w: _recovery_paths(w.model),
     output:
         png=report(F("fig_nm_attention_{model}.png"), caption="../report/fig_nm_attention.rst", category="Figures", subcategory="IOI name movers", labels={"model": "{model}", "figure": "nm_attention"}),
         pdf=F("fig_nm_attention_{model}.pdf"),
@@ -443,7 +451,7 @@ def _claims_inputs():
         "ioi_sweeps": [f for m in _models(IOI) for f in _sweeps_of(IOI, m)],
         "abc_sweeps": [f for m in _models(IOI_ABC) for f in _sweeps_of(IOI_ABC, m)],
         "nm_attention": [R("analysis", "nm_attention", f"{m}.parquet") for m in _models(IOI)],
-        "nm_recovery": [R("analysis", "nm_recovery", f"{m}.parquet") for m in _models(IOI)],
+        "nm_recovery": [f for m in _models(IOI) for f in _recovery_paths(m)],
     }
 
 

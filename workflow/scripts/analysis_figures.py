@@ -46,9 +46,8 @@ with rule_log(sm.log[0]) as log:
     elif fig == "factual_mlp_all":
         figures.fig_mlp_positions(pd.read_parquet(sm.input.categories), outs, model=model)
     elif fig == "nm_attention":
-        figures.fig_nm_attention(
-            pd.read_parquet(sm.input.attention), pd.read_parquet(sm.input.recovery), outs, model=model
-        )
+        recovery = pd.concat([pd.read_parquet(p) for p in sm.input.recovery], ignore_index=True)
+        figures.fig_nm_attention(pd.read_parquet(sm.input.attention), recovery, outs, model=model)
     else:
         raise ValueError(f"unknown figure {fig!r}")
     log.info("wrote %s", outs)

@@ -119,7 +119,8 @@ def layer_curves(
                 ax.set_xlabel("layer")
             if j == 0:
                 ax.set_ylabel("patching effect")
-            ax.legend(frameon=False)
+            if i == 0 and j == 0:
+                ax.legend(frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -166,7 +167,8 @@ def fig_sliding_vs_summed(effects: pd.DataFrame, outputs: Outputs, model: str = 
             ax.set_title(f"{corr}, {metric_label(metric)}, window {w}")
             if i == len(windows) - 1:
                 ax.set_xlabel("layer (window centre)")
-            ax.legend(frameon=False)
+            if i == 0:
+                ax.legend(frameon=False, fontsize=6)
     fig.suptitle(f"Sliding window vs summed single-layer patching {model}".strip(), fontsize=10)
     fig.tight_layout()
     return save_figure(fig, outputs)
