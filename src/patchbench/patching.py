@@ -595,6 +595,11 @@ def run_sweep(
     ``clean`` is a cache from :func:`clean_cache` (computed here when None).
     """
     log_ = logger or log
+    if (getattr(model.cfg, "n_devices", 1) or 1) > 1:
+        raise NotImplementedError(
+            f"model {model.cfg.model_name} is split over {model.cfg.n_devices} devices; the engine patches on one "
+            "device. Load it with n_devices=1 (a larger GPU, or float16 / bfloat16)."
+        )
     prompts.validate(model.cfg.d_vocab)
     tokens = corrupted_tokens(prompts, spec.corruption)
     max_len = tokens.shape[1]
