@@ -52,7 +52,8 @@ def test_named_targets_build_tables_and_figures(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     md = (tmp_path / f"results/tables/table5_{model}.md").read_text()
     assert "| GN           | Probability      | 0.10, 10.7, 11.10 | 3.0, 5.5, 7.9, 8.6" in md
-    tex = (tmp_path / f"results/tables/table3_{model}.tex").read_text()
-    assert "GN & KL divergence & 5.5, 6.1, 6.9, 7.10, 7.11, 8.8, 9.1 & 5.9, 7.6" in tex
+    tex = (tmp_path / f"results/tables/table5_{model}.tex").read_text()
+    assert "GN & KL divergence & 0.10, 10.7, 11.10 & 5.5, 7.9, 8.6" in tex
+    assert not (tmp_path / f"results/tables/table3_{model}.csv").exists()  # only what was asked for
     for ext in ("png", "pdf"):
         assert (tmp_path / f"figures/fig_ioi_heads_{model}.{ext}").stat().st_size > 2000
