@@ -41,7 +41,6 @@ def test_named_targets_build_tables_and_figures(tmp_path):
         "-m",
         "snakemake",
         "table5",
-        "table3",
         "fig_ioi_heads",
         "--cores",
         "1",
