@@ -183,29 +183,46 @@ def test_ioi_and_greater_than_slices_run_end_to_end_on_the_gpt2_stand_in(gpt2_hu
             assert (eff["model"] == "gpt2").all() and (eff["corruption"] == corruption).all()
 
 
-def _analysis_rules() -> list[str]:
+def _analysis_rules() -> set[str]:
     text = (ROOT / "workflow" / "rules" / "analysis.smk").read_text()
-    return re.findall(r"^rule (\w+):", text, flags=re.M)
+    return set(re.findall(r"^rule (\w+):", text, flags=re.M))
 
 
 def test_paper_config_plans_every_table_and_figure_offline(tmp_path):
-    """`snakemake -n` of the full paper config: every analysis rule (tables, figures, claims) is planned."""
-    cmd = [sys.executable, "-m", "snakemake", "-n", "--nolock", "--configfile", "config/config.yaml",
-           "--config", f"results_dir={tmp_path / 'results'}", f"figures_dir={tmp_path / 'figures'}"]  # fmt: skip
+    """`snakemake -n` of the full paper config plans every table / figure target of analysis.smk."""
+    base = [sys.executable, "-m", "snakemake", "--nolock", "--configfile", "config/config.yaml",
+            "--config", f"results_dir={tmp_path / 'results'}", f"figures_dir={tmp_path / 'figures'}"]  # fmt: skip
     # No network at all where the kernel lets us drop it (root in CI); HF_HUB_OFFLINE=1 in any case.
-    if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0:
-        cmd = ["unshare", "-n", *cmd]
+    wrap = (
+        ["unshare", "-n"]
+        if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+        else []
+    )
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "empty-hub"))
-    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    plan = res.stdout + res.stderr
-    assert res.returncode == 0, plan[-4000:]
-    rules = _analysis_rules()
-    assert rules, "workflow/rules/analysis.smk defines no rules"
+
+    def run(*args: str) -> str:
+        res = subprocess.run(
+            [*wrap, *base, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+        )
+        assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+        return res.stdout + res.stderr
+
+    targets = sorted(set(run("--list-target-rules").split()) & _analysis_rules())
+    tables = [t for t in targets if re.fullmatch(r"table\d", t)]
+    figures = [t for t in targets if t.startswith("fig_")]
+    assert tables == [f"table{n}" for n in range(1, 6)], f"table targets: {tables}"
+    assert len(figures) >= 8 and "claims" in targets, targets
+    t0 = time.perf_counter()
+    plan = run("-n", "all", *targets)
+    print(f"\nplanned the paper suite offline in {time.perf_counter() - t0:.1f} s: {targets}")
     planned = set(re.findall(r"^(?:local)?rule (\w+):", plan, flags=re.M))
-    assert set(rules) <= planned, f"analysis rules not planned: {sorted(set(rules) - planned)}"
-    for n in range(1, 6):
+    assert set(targets) <= planned, f"not planned: {sorted(set(targets) - planned)}"
+    for name in tables:
         for ext in ("csv", "md", "tex"):
-            assert re.search(rf"tables/table{n}_[\w.-]+\.{ext}", plan), f"table {n} ({ext}) is not planned"
-    figures = set(re.findall(rf"{re.escape(str(tmp_path / 'figures'))}/([\w.-]+)\.(?:png|pdf)", plan))
-    assert figures, "no figure is planned"
-    print(f"\nplanned {len(planned)} rules; {len(figures)} figures: {sorted(figures)}")
+            assert re.search(rf"tables/{name}_[\w.-]+\.{ext}\b", plan), f"{name}.{ext} is not planned"
+    fig_dir = re.escape(str(tmp_path / "figures"))
+    for name in figures:
+        for ext in ("png", "pdf"):
+            assert re.search(rf"{fig_dir}/{name}_[\w.-]+\.{ext}\b", plan), f"{name}.{ext} is not planned"
+    for rule in ("sweep", "effects", "clean_cache", "filter_correct"):
+        assert rule in planned
