@@ -179,9 +179,11 @@ ARITH_TEMPLATES = {
 }
 # Index of the operator word in each template (word = whitespace-separated chunk).
 ARITH_OPERATOR_WORD_INDICES = [5, 5, 6, 6, 1, 1]
-# Operand ranges the toy corpus trains on (inclusive); the toy arithmetic task should draw from
-# these, the paper suite keeps Stolfo's 1..250 / 1..23.
-ARITH_OPERAND_RANGES = {"+": [1, 40], "-": [1, 40], "*": [1, 12], "/": [1, 12]}
+# Operand ranges (inclusive) and the largest result the toy corpus trains on: every (x, y) with
+# a result in [0, max_result]. The toy arithmetic tasks should use max_n <= 40 for + and -
+# (Stolfo's rule: operands 1..max_n, result in [1, max_n)) and max_n = 23 for *.
+ARITH_OPERAND_RANGES = {"+": [1, 40], "-": [1, 40], "*": [1, 22], "/": [1, 22]}
+ARITH_MAX_RESULT = 199
 
 # --------------------------------------------------------------------------- facts
 # relation id -> paraphrase templates, attributes (single-token answers) and the shared words
@@ -397,6 +399,7 @@ def write_data_dir(out: Path) -> None:
             "operator_word_indices": ARITH_OPERATOR_WORD_INDICES,
             "shot_format": "{filled template} {result}\\n  (shots concatenated, then the query template with no answer)",
             "operand_ranges": ARITH_OPERAND_RANGES,
+            "max_result": ARITH_MAX_RESULT,
         },
     )
     _dump(out / "rome" / "known_1000.json", build_facts())

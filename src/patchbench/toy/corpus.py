@@ -45,15 +45,16 @@ class CorpusSpec:
     seed: int = 0
     mix: dict[str, float] = field(
         default_factory=lambda: {
-            "ioi": 0.30,
-            "greater_than": 0.12,
-            "docstring": 0.16,
-            "arithmetic": 0.18,
-            "factual": 0.16,
-            "filler": 0.08,
+            "ioi": 0.40,
+            "greater_than": 0.10,
+            "docstring": 0.15,
+            "arithmetic": 0.20,
+            "factual": 0.10,
+            "filler": 0.05,
         }
     )
     heldout_fraction: float = 0.15
+    abc_fraction: float = 0.0  # share of IOI documents in the three-name (ABC / BAC) form
 
     def __post_init__(self) -> None:
         unknown = set(self.mix) - set(GENERATORS)
@@ -127,16 +128,17 @@ class HeldOut:
 
 # --------------------------------------------------------------------------- arithmetic domain
 def arith_pairs(vocab: ToyVocab, op: str) -> list[tuple[int, int]]:
-    """All (x, y) the toy corpus uses for ``op``: operands in the data's ranges, integer result >= 0."""
+    """All (x, y) the toy corpus uses for ``op``: operands in the data's ``operand_ranges``,
+    integer result in [0, ``max_result``] (every result is a single token)."""
     lo, hi = vocab.arith.get("operand_ranges", {}).get(op, [1, 20])
+    max_result = int(vocab.arith.get("max_result", 199))
     out = []
     for x in range(lo, hi + 1):
         for y in range(lo, hi + 1):
-            if op == "-" and x - y < 0:
-                continue
             if op == "/" and (x % y):
                 continue
-            out.append((x, y))
+            if 0 <= arith_result(op, x, y) <= max_result:
+                out.append((x, y))
     return out
 
 
@@ -167,8 +169,8 @@ def make_heldout(vocab: ToyVocab, fraction: float, seed: int) -> HeldOut:
 
 # --------------------------------------------------------------------------- documents
 class _DocMaker:
-    def __init__(self, vocab: ToyVocab, held: HeldOut, rng: random.Random) -> None:
-        self.v, self.rng = vocab, rng
+    def __init__(self, vocab: ToyVocab, held: HeldOut, rng: random.Random, abc_fraction: float = 0.0) -> None:
+        self.v, self.rng, self.abc_fraction = vocab, rng, abc_fraction
         self.ioi_held = set(held.ioi_pairs)
         self.gt_held = set(held.gt_years)
         self.doc_held = set(held.doc_pairs)
@@ -202,7 +204,7 @@ class _DocMaker:
             if tuple(sorted((a, b))) not in self.ioi_held:
                 break
         place, obj = r.choice(self.v.ioi["places"]), r.choice(self.v.ioi["objects"])
-        if self.abc_templates and r.random() < 0.08:
+        if self.abc_templates and r.random() < self.abc_fraction:
             c = r.choice([n for n in names if n not in (a, b)])
             t = r.choice(self.abc_templates).replace("[C]", c)
         else:
@@ -287,7 +289,7 @@ def generate_corpus(vocab: ToyVocab, spec: CorpusSpec) -> tuple[list[str], HeldO
     """Documents (deterministic given ``spec.seed``) and the held-out combinations they avoid."""
     held = make_heldout(vocab, spec.heldout_fraction, spec.seed)
     rng = random.Random(f"corpus-{spec.seed}")
-    maker = _DocMaker(vocab, held, rng)
+    maker = _DocMaker(vocab, held, rng, spec.abc_fraction)
     kinds = list(spec.mix)
     weights = [spec.mix[k] for k in kinds]
     docs = []

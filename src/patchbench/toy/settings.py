@@ -8,7 +8,7 @@ Every key is optional; ``DEFAULT_MODELS`` gives the two models of the demo. Layo
       eval: {n_prompts: 200, seed: 0}     # held-out prompts per task for accuracy.json
       models:
         toy-gpt2: {n_layers: 6, d_model: 128, n_heads: 4, d_mlp: 512, n_ctx: 64,
-                   steps: 800, batch_size: 32, lr: 0.003, seed: 0, threads: 1}
+                   steps: 1000, batch_size: 32, lr: 0.003, seed: 0, threads: 1}
         toy-attn-only: {n_layers: 4, d_model: 128, n_heads: 4, attn_only: true, ...}
 
 A model's entry is merged over its default (so ``toy-gpt2: {steps: 50}`` only shortens the
@@ -29,11 +29,11 @@ __all__ = ["DEFAULT_MODELS", "ToySettings", "ToyModelSettings"]
 DEFAULT_MODELS: dict[str, dict[str, Any]] = {
     "toy-gpt2": {
         "n_layers": 6, "d_model": 128, "n_heads": 4, "d_mlp": 512, "n_ctx": 64,
-        "steps": 800, "batch_size": 32, "lr": 3e-3, "seed": 0, "threads": 1,
+        "steps": 1000, "batch_size": 32, "lr": 3e-3, "seed": 0, "threads": 1,
     },
     "toy-attn-only": {
         "n_layers": 4, "d_model": 128, "n_heads": 4, "attn_only": True, "n_ctx": 64,
-        "steps": 800, "batch_size": 32, "lr": 3e-3, "seed": 0, "threads": 1,
+        "steps": 2000, "batch_size": 32, "lr": 3e-3, "seed": 0, "threads": 1,
     },
 }
 

@@ -10,8 +10,8 @@ exactly those while staying tiny and fully predictable:
   what the greater-than task needs (answers are the no-space tokens ``"00"`` ... ``"99"``);
 - punctuation runs and whitespace runs are tokens of their own (GPT-2's regex rules).
 
-The vocabulary is every pre-token of the training corpus plus all numbers 0-999 (with and
-without a leading space) and ``"00"``-``"99"``, so every task answer exists even if the corpus
+The vocabulary is every pre-token of the training corpus plus the numbers 0-199 (with and
+without a leading space; larger ones only if the corpus has them) and ``"00"``-``"99"``, so every task answer exists even if the corpus
 happens to miss one. Unknown words map to ``<|unk|>``. Built with the Hugging Face
 ``tokenizers`` library and saved as ``tokenizer.json``; ``load_tokenizer`` returns a
 ``transformers.PreTrainedTokenizerFast`` with bos = eos = ``<|endoftext|>``, pad = ``<|pad|>``
@@ -71,8 +71,11 @@ def pretokenize(text: str) -> list[str]:
     return [piece for piece, _ in _pre_tokenizer().pre_tokenize_str(text)]
 
 
+MAX_NUMBER_TOKEN = 199  # 0..199 are single tokens with and without a leading space
+
+
 def _number_tokens() -> list[str]:
-    nums = [str(i) for i in range(1000)]
+    nums = [str(i) for i in range(MAX_NUMBER_TOKEN + 1)]
     return nums + [" " + n for n in nums] + [f"{i:02d}" for i in range(100)] + [f" {i:02d}" for i in range(100)]
 
 

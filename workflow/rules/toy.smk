@@ -1,0 +1,156 @@
+"""Toy suite: corpus -> tokenizer -> trained HookedTransformers under <results_dir>/models/{model}/.
+
+Settings: the `toy:` config section (patchbench.toy.settings; every key optional). A toy model
+is any `models.<name>` entry with `source: toy`; its training settings come from
+`toy.models.<name>` merged over the package defaults (toy-gpt2, toy-attn-only).
+"""
+
+import re
+
+from patchbench.toy.settings import ToySettings
+
+TOY_CFG = config.get("toy", {}) or {}
+TOY = ToySettings.from_config(TOY_CFG)
+TOY_MODELS = [m for m, e in config["models"].items() if e.get("source") == "toy"]
+TOY_DATA_FILES = [
+    str(Path(TOY.data_dir, f))
+    for f in (
+        "ioi/ioi_vocab.json",
+        "greater-than/greaterthan_nouns.json",
+        "greater-than/greaterthan_years.json",
+        "docstring/docstring_words.json",
+        "arithmetic/arithmetic_templates.json",
+        "rome/known_1000.json",
+        "corpus/corpus_material.json",
+    )
+]
+TOY_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def toy_threads(wildcards):
+    return TOY.models[wildcards.model].train.threads if wildcards.model in TOY.models else 1
+
+
+rule toy_corpus:
+    """Project-authored training corpus (documents joined by <|endoftext|>) and held-out sets."""
+    input:
+        TOY_DATA_FILES,
+    output:
+        corpus=R("toy", "corpus.txt"),
+        heldout=R("toy", "heldout.json"),
+    params:
+        toy=TOY_CFG,
+    log:
+        LOG("toy", "corpus.log"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/toy_corpus.py"
+
+
+rule toy_tokenizer:
+    """Word-level tokenizer with GPT-2-like segmentation, built from the corpus."""
+    input:
+        TOY_DATA_FILES,
+        corpus=R("toy", "corpus.txt"),
+    output:
+        tokenizer=R("toy", "tokenizer", "tokenizer.json"),
+        config=R("toy", "tokenizer", "tokenizer_config.json"),
+        specials=R("toy", "tokenizer", "special_tokens_map.json"),
+    params:
+        toy=TOY_CFG,
+    log:
+        LOG("toy", "tokenizer.log"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/toy_tokenizer.py"
+
+
+rule toy_model_tokenizer:
+    """Each toy model directory carries the shared tokenizer."""
+    input:
+        [R("toy", "tokenizer", f) for f in TOY_TOKENIZER_FILES],
+    output:
+        [R("models", "{model}", f) for f in TOY_TOKENIZER_FILES],
+    wildcard_constraints:
+        model="|".join(re.escape(m) for m in TOY_MODELS) or "__no_toy_model__",
+    log:
+        LOG("toy", "{model}.tokenizer.log"),
+    localrule: True
+    shell:
+        "for f in {input}; do cp $f $(dirname {output[0]})/; done > {log} 2>&1"
+
+
+rule toy_train:
+    """Train one toy model (deterministic given its seed and thread count)."""
+    input:
+        corpus=R("toy", "corpus.txt"),
+        tokenizer=R("models", "{model}", "tokenizer.json"),
+    output:
+        weights=R("models", "{model}", "model.safetensors"),
+        config=R("models", "{model}", "config.json"),
+        curve=R("models", "{model}", "training_curve.csv"),
+        summary=R("models", "{model}", "train_summary.json"),
+        train_log=R("models", "{model}", "train.log"),
+    wildcard_constraints:
+        model="|".join(re.escape(m) for m in TOY_MODELS) or "__no_toy_model__",
+    params:
+        toy=TOY_CFG,
+    log:
+        LOG("toy", "{model}.train.log"),
+    threads: toy_threads
+    resources:
+        mem_mb=3000,
+        runtime=30,
+    script:
+        "../scripts/toy_train.py"
+
+
+rule toy_accuracy:
+    """Held-out accuracy per task shape (accuracy.json next to the weights)."""
+    input:
+        TOY_DATA_FILES,
+        weights=R("models", "{model}", "model.safetensors"),
+        config=R("models", "{model}", "config.json"),
+        tokenizer=R("models", "{model}", "tokenizer.json"),
+        heldout=R("toy", "heldout.json"),
+    output:
+        accuracy=R("models", "{model}", "accuracy.json"),
+    wildcard_constraints:
+        model="|".join(re.escape(m) for m in TOY_MODELS) or "__no_toy_model__",
+    params:
+        toy=TOY_CFG,
+    log:
+        LOG("toy", "{model}.accuracy.log"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/toy_accuracy.py"
+
+
+rule toy_accuracy_table:
+    """All toy models' held-out accuracy, goals and training time in one table."""
+    input:
+        accuracy=[R("models", m, "accuracy.json") for m in TOY_MODELS],
+        summary=[R("models", m, "train_summary.json") for m in TOY_MODELS],
+    output:
+        csv=R("toy", "accuracy.csv"),
+        md=R("toy", "accuracy.md"),
+    log:
+        LOG("toy", "accuracy_table.log"),
+    localrule: True
+    script:
+        "../scripts/toy_accuracy_table.py"
+
+
+rule toy:
+    """Target: train every toy model and tabulate its held-out accuracy."""
+    input:
+        R("toy", "accuracy.csv"),
