@@ -96,6 +96,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument(
+        "--position", default="all", help="'all' (one target per head) or 'each' (head x position)"
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
@@ -105,11 +108,11 @@ def main() -> None:
     model = build_model(args.small, args.seed, args.device)
     cfg = model.cfg
     prompts = build_prompts(args.prompts, args.seq_len, cfg.d_vocab, args.seed)
-    spec = SweepSpec("str", "attn_head", position="all", memory_budget_mb=args.memory_budget_mb)
+    spec = SweepSpec("str", "attn_head", position=args.position, memory_budget_mb=args.memory_budget_mb)
     shape = f"{cfg.n_layers}L x {cfg.n_heads}H, d_model {cfg.d_model}, vocab {cfg.d_vocab}"
     print(
         f"model: random {shape}; {args.prompts} prompts x {args.seq_len} tokens; "
-        f"{cfg.n_layers * cfg.n_heads} heads, all positions; device {args.device}, torch threads {torch.get_num_threads()}"
+        f"{cfg.n_layers * cfg.n_heads} heads, position={args.position}; device {args.device}, torch threads {torch.get_num_threads()}"
     )
 
     t0 = time.perf_counter()

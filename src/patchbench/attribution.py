@@ -462,7 +462,7 @@ def run_attribution(
         del acts, outs, logits
         est_parts.append(est)
         corr_parts.append(corr)
-        base_parts.append(_rows("corrupted", -1, None, spec, pr, sa, corr, prompts))
+        base_parts.append(_rows("corrupted", spec, pr, sa, corr))
         bar.update(len(pr))
     bar.close()
 
@@ -480,10 +480,7 @@ def run_attribution(
     for c in ("prob_ans", "prob_wrong", "kl"):
         if c in est_all:
             vals[c] = corr_all[c][None] + est_all[c]
-    patched = [
-        _rows("patched", j, t, spec, all_prompt, all_sample, {c: v[j] for c, v in vals.items()}, prompts)
-        for j, t in enumerate(targets)
-    ]
+    patched = [_patched_rows(targets, all_prompt, all_sample, vals, prompts)]
 
     cl_logits = clean[ANSWER_LOGITS].to(dev).double()
     allp = np.arange(len(prompts), dtype=np.int64)
@@ -493,16 +490,8 @@ def run_attribution(
         _padded(prompts.answers, allp, dev),
         _padded(prompts.wrong, allp, dev),
     )
-    clean_rows = _rows(
-        "clean",
-        -1,
-        None,
-        spec,
-        allp,
-        np.zeros(len(prompts), np.int64),
-        {kk: v.cpu().numpy() for kk, v in cl_out.items()},
-        prompts,
-    )
+    clean_vals = {kk: v.cpu().numpy() for kk, v in cl_out.items()}
+    clean_rows = _rows("clean", spec, allp, np.zeros(len(prompts), np.int64), clean_vals)
     raw = pd.concat([clean_rows, *base_parts, *patched], ignore_index=True).astype(RAW_COLUMNS)
     raw.attrs["patchbench"] = {
         "model": str(model.cfg.model_name),
@@ -523,45 +512,62 @@ def run_attribution(
     return raw
 
 
-def _rows(
-    run: str,
-    target: int,
-    t: PatchTarget | None,
-    spec: SweepSpec,
+def _patched_rows(
+    targets: Sequence[PatchTarget],
     prompt: np.ndarray,
     sample: np.ndarray,
-    vals: dict[str, Any],
+    vals: dict[str, np.ndarray],
     prompts: PromptSet,
 ) -> pd.DataFrame:
-    n = len(prompt)
-    if t is None:
-        ident = dict(site=spec.site, layer=-1, layers="", head=-1, position=-1, window=spec.window)
-    else:
-        if isinstance(t.position, str):
-            position: Any = prompts.positions[t.position][prompt]
-        else:
-            position = t.position
-        ident = dict(
-            site=t.site,
-            layer=t.layer,
-            layers=f"{t.layers[0]}:{t.layers[1]}",
-            head=t.head,
-            position=position,
-            window=t.window,
+    """All patched rows at once, target-major (``vals[c]`` is [n_targets, n_rows])."""
+    n, m = len(prompt), len(targets)
+    rep = lambda xs: np.repeat(np.asarray(xs), n)  # noqa: E731
+    position = (
+        np.concatenate(
+            [
+                prompts.positions[t.position][prompt]
+                if isinstance(t.position, str)
+                else np.full(n, t.position)
+                for t in targets
+            ]
         )
+        if m
+        else np.zeros(0, np.int64)
+    )
+    cols: dict[str, Any] = {
+        "run": np.full(n * m, "patched", dtype=object),
+        "target": rep([t.id for t in targets]).astype(np.int64),
+        "site": rep([t.site for t in targets]).astype(object),
+        "layer": rep([t.layer for t in targets]).astype(np.int64),
+        "layers": rep([f"{t.layers[0]}:{t.layers[1]}" for t in targets]).astype(object),
+        "head": rep([t.head for t in targets]).astype(np.int64),
+        "position": position.astype(np.int64),
+        "window": rep([t.window for t in targets]).astype(np.int64),
+        "prompt": np.tile(np.asarray(prompt, np.int64), m),
+        "sample": np.tile(np.asarray(sample, np.int64), m),
+    }
+    for c in ("logit_ans", "logit_wrong", "prob_ans", "prob_wrong", "kl"):
+        cols[c] = np.asarray(vals[c], dtype=np.float64).reshape(-1)
+    return pd.DataFrame(cols)
+
+
+def _rows(
+    run: str, spec: SweepSpec, prompt: np.ndarray, sample: np.ndarray, vals: dict[str, Any]
+) -> pd.DataFrame:
+    """Clean or corrupted rows (target -1) of the raw frame."""
+    n = len(prompt)
     cols: dict[str, Any] = {
         "run": np.full(n, run, dtype=object),
-        "target": np.full(n, target, dtype=np.int64),
+        "target": np.full(n, -1, dtype=np.int64),
+        "site": np.full(n, spec.site, dtype=object),
+        "layer": np.full(n, -1, dtype=np.int64),
+        "layers": np.full(n, "", dtype=object),
+        "head": np.full(n, -1, dtype=np.int64),
+        "position": np.full(n, -1, dtype=np.int64),
+        "window": np.full(n, spec.window, dtype=np.int64),
+        "prompt": np.asarray(prompt, dtype=np.int64),
+        "sample": np.asarray(sample, dtype=np.int64),
     }
-    for c in ("site", "layer", "layers", "head", "position", "window"):
-        v = ident[c]
-        cols[c] = (
-            np.full(n, v, dtype=object if isinstance(v, str) else np.int64)
-            if np.isscalar(v)
-            else np.asarray(v)
-        )
-    cols["prompt"] = np.asarray(prompt, dtype=np.int64)
-    cols["sample"] = np.asarray(sample, dtype=np.int64)
     for c in ("logit_ans", "logit_wrong", "prob_ans", "prob_wrong", "kl"):
         cols[c] = np.asarray(vals[c], dtype=np.float64)
     return pd.DataFrame(cols)
