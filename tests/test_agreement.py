@@ -112,8 +112,15 @@ def test_plots_are_kept_apart_and_unmatched_components_refused():
 
 def test_figure_writes_png_and_pdf(tmp_path):
     x, e = orthonormal_pair(24, seed=5)
-    ex = pd.concat([frame(x, "exact"), frame(x, "exact", "kl")])
-    at = pd.concat([frame(x + 0.3 * e, "attribution"), frame(2 * x, "attribution", "kl")])
+    ex = pd.concat([frame(x, "exact"), frame(x, "exact", "kl"), frame(x, "exact").assign(window=3)])
+    at = pd.concat(
+        [
+            frame(x + 0.3 * e, "attribution"),
+            frame(2 * x, "attribution", "kl"),
+            frame(x, "attribution").assign(window=3),
+        ]
+    )
+    assert len(agreement_table(ex, at)) == 3
     out = agreement_figure(ex, at, [tmp_path / "a.png", tmp_path / "a.pdf"], title="synthetic")
     assert [p.suffix for p in out] == [".png", ".pdf"]
     assert all(p.stat().st_size > 1000 for p in out)

@@ -164,31 +164,41 @@ def agreement_figure(
     k: float = 2.0,
     title: str = "",
 ) -> list[Path]:
-    """Scatter of exact (x) against attribution (y) effects, one panel per (corruption, metric).
+    """Scatter of exact (x) against attribution (y) effects: one row of panels per sweep, one column per metric.
 
-    Components detected by both methods are filled, by one method only outlined; the dashed line is
-    y = x. Panels carry their Spearman correlation.
+    A sweep is one (corruption, site, window, position mode). Components detected by both methods
+    are filled, by one method only outlined; the dashed line is y = x. Panels carry their
+    Spearman correlation.
     """
     from patchbench.analysis.style import corruption_label, metric_label, new_figure, save_figure
 
     pairs = paired(exact, attribution, k=k)
-    panels = sorted({(str(c), str(m)) for c, m in zip(pairs["corruption"], pairs["metric"], strict=True)})
-    if not panels:
+    if pairs.empty:
         raise ValueError("no plots to draw: the paired frames are empty")
+    if "positions" not in pairs.columns:
+        pairs = pairs.assign(positions="")
+    row_keys = ["corruption", "site", "window", "positions"]
+    rows = sorted({tuple(r) for r in pairs[row_keys].astype(str).itertuples(index=False)})
     order = {m: i for i, m in enumerate(METRICS)}
-    metrics = sorted({m for _, m in panels}, key=lambda m: (order.get(m, len(order)), m))
-    corrs = sorted({c for c, _ in panels})
-    fig, axes = new_figure(len(corrs), len(metrics), panel=(2.8, 2.6))
-    for i, corr in enumerate(corrs):
+    metrics = sorted(set(pairs["metric"]), key=lambda m: (order.get(m, len(order)), m))
+    fig, axes = new_figure(len(rows), len(metrics), panel=(2.8, 2.6))
+    keyed = pairs.assign(**{c: pairs[c].astype(str) for c in row_keys})
+    for i, (corr, site, window, positions) in enumerate(rows):
+        sweep = (
+            f"{site}"
+            + (f"@{positions}" if positions not in ("", "all") else "")
+            + (f" w{window}" if window != "1" else "")
+        )
         for j, metric in enumerate(metrics):
             ax = axes[i, j]
-            g = pairs[(pairs["corruption"] == corr) & (pairs["metric"] == metric)]
+            sel = (keyed["corruption"] == corr) & (keyed["site"] == site) & (keyed["window"] == window)
+            g = pairs[sel & (keyed["positions"] == positions) & (keyed["metric"] == metric)]
             if g.empty:
                 ax.set_axis_off()
                 continue
             x, y = g["effect_exact"].to_numpy(float), g["effect_attribution"].to_numpy(float)
-            both = (g["detected_exact"] != "") & (g["detected_attribution"] != "")
-            one = (g["detected_exact"] != "") ^ (g["detected_attribution"] != "")
+            both = ((g["detected_exact"] != "") & (g["detected_attribution"] != "")).to_numpy()
+            one = ((g["detected_exact"] != "") ^ (g["detected_attribution"] != "")).to_numpy()
             ax.scatter(x[~(both | one)], y[~(both | one)], s=8, color="0.6", lw=0, label="not detected")
             ax.scatter(
                 x[one], y[one], s=18, facecolors="none", edgecolors="#d62728", lw=0.8, label="one method"
@@ -198,7 +208,9 @@ def agreement_figure(
             hi = np.nanmax(np.concatenate([x, y]))
             ax.plot([lo, hi], [lo, hi], ls="--", lw=0.7, color="0.3")
             rho = _corr(spearmanr, x, y)
-            ax.set_title(f"{corruption_label(corr)}, {metric_label(metric)}: ρ = {rho:.2f}")
+            ax.set_title(
+                f"{corruption_label(corr)} {sweep}, {metric_label(metric)}: ρ = {rho:.2f}", fontsize=7
+            )
             ax.set_xlabel("exact effect")
             ax.set_ylabel("attribution estimate")
     axes[0, 0].legend(loc="best", frameon=False)
