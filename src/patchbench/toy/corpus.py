@@ -32,7 +32,15 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-__all__ = ["CorpusSpec", "HeldOut", "ToyVocab", "generate_corpus", "make_heldout", "write_corpus", "read_corpus"]
+__all__ = [
+    "CorpusSpec",
+    "HeldOut",
+    "ToyVocab",
+    "generate_corpus",
+    "make_heldout",
+    "write_corpus",
+    "read_corpus",
+]
 
 DOC_SEPARATOR = "<|endoftext|>"
 
@@ -59,7 +67,9 @@ class CorpusSpec:
     def __post_init__(self) -> None:
         unknown = set(self.mix) - set(GENERATORS)
         if unknown:
-            raise ValueError(f"corpus mix names unknown document kinds {sorted(unknown)}; known: {sorted(GENERATORS)}")
+            raise ValueError(
+                f"corpus mix names unknown document kinds {sorted(unknown)}; known: {sorted(GENERATORS)}"
+            )
         if self.n_docs <= 0 or sum(self.mix.values()) <= 0:
             raise ValueError("corpus needs n_docs > 0 and a mix with positive weights")
         if not 0 <= self.heldout_fraction < 1:
@@ -176,7 +186,8 @@ class _DocMaker:
         self.doc_held = set(held.doc_pairs)
         self.arith_held = set(held.arith)
         self.arith_train = {
-            op: [(x, y) for x, y in arith_pairs(vocab, op) if (op, x, y) not in self.arith_held] for op in ARITH_OPS
+            op: [(x, y) for x, y in arith_pairs(vocab, op) if (op, x, y) not in self.arith_held]
+            for op in ARITH_OPS
         }
         ioi = vocab.ioi
         self.ioi_templates = (
@@ -192,7 +203,14 @@ class _DocMaker:
         self.abc_templates = ioi.get("abc_templates", []) + ioi.get("bac_templates", [])
         self.rel_templates = vocab.material["relation_templates"]
         self.fact_train = [
-            (f, [t for t in self.rel_templates[f["relation_id"]] if t != held.fact_templates[int(f["known_id"])]])
+            (
+                f,
+                [
+                    t
+                    for t in self.rel_templates[f["relation_id"]]
+                    if t != held.fact_templates[int(f["known_id"])]
+                ],
+            )
             for f in vocab.facts
         ]
 
@@ -239,7 +257,8 @@ class _DocMaker:
         start = r.randint(0, n_args - 2)
         stop = r.randint(start + 2, n_args)
         params = "".join(
-            f"\n    :param {a}: {' '.join(r.choice(nouns) for _ in range(r.randint(1, 2)))}" for a in args[start:stop]
+            f"\n    :param {a}: {' '.join(r.choice(nouns) for _ in range(r.randint(1, 2)))}"
+            for a in args[start:stop]
         )
         return f'\ndef {fname}({sig}):\n    """{desc}\n{params}\n    """'
 
@@ -319,7 +338,11 @@ def vocabulary_texts(vocab: ToyVocab) -> list[str]:
     ioi = vocab.ioi
     for key in ("names", "places", "objects", "animals"):
         words += ioi.get(key, [])
-    words += vocab.gt_nouns["nouns"] + vocab.doc_words["variable_names"] + vocab.doc_words["common_single_token_nouns"]
+    words += (
+        vocab.gt_nouns["nouns"]
+        + vocab.doc_words["variable_names"]
+        + vocab.doc_words["common_single_token_nouns"]
+    )
     for f in vocab.facts:
         words += f["subject"].split() + [f["attribute"]]
     texts = [w for w in words] + [" " + w for w in words]

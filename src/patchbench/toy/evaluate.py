@@ -61,7 +61,9 @@ def heldout_prompts(vocab: ToyVocab, held: HeldOut, n_per_task: int, seed: int) 
             a, b = b, a
         t = rng.choice(templates)
         text = t.replace("[A]", a).replace("[B]", b)
-        text = text.replace("[PLACE]", rng.choice(ioi["places"])).replace("[OBJECT]", rng.choice(ioi["objects"]))
+        text = text.replace("[PLACE]", rng.choice(ioi["places"])).replace(
+            "[OBJECT]", rng.choice(ioi["objects"])
+        )
         prompt, last = text.rsplit(" ", 1)
         assert last == a, (text, a)
         out.append(EvalPrompt("ioi", prompt, " " + a, bos=False))
@@ -117,7 +119,9 @@ def evaluate_model(model: HookedTransformer, prompts: list[EvalPrompt], batch_si
         rows.append(([bos_id] if p.bos else []) + ids)
         ans = tok(p.answer, add_special_tokens=False)["input_ids"]
         if len(ans) != 1:
-            raise ValueError(f"{p.task} answer {p.answer!r} is {len(ans)} tokens; toy answers must be one token")
+            raise ValueError(
+                f"{p.task} answer {p.answer!r} is {len(ans)} tokens; toy answers must be one token"
+            )
         answer_ids.append(ans[0])
     results: dict[str, list[float]] = {}
     extra: dict[str, list[float]] = {}

@@ -52,7 +52,9 @@ class ModelSpec:
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if self.n_layers < 1 or self.n_ctx < 8:
-            raise ValueError(f"toy model needs n_layers >= 1 and n_ctx >= 8, got {self.n_layers}, {self.n_ctx}")
+            raise ValueError(
+                f"toy model needs n_layers >= 1 and n_ctx >= 8, got {self.n_layers}, {self.n_ctx}"
+            )
 
 
 def hooked_config(spec: ModelSpec, d_vocab: int, seed: int, model_name: str) -> dict:
@@ -79,7 +81,9 @@ def hooked_config(spec: ModelSpec, d_vocab: int, seed: int, model_name: str) -> 
     return kw
 
 
-def _hooked(cfg_kwargs: dict, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> HookedTransformer:
+def _hooked(
+    cfg_kwargs: dict, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> HookedTransformer:
     cfg = HookedTransformerConfig(**cfg_kwargs, device=str(device), dtype=dtype)
     with warnings.catch_warnings():
         # TransformerLens 3.x announces its 4.0 replacement on every construction.
@@ -101,10 +105,14 @@ def save_toy(model: HookedTransformer, cfg_kwargs: dict, model_dir: Path) -> Non
     save_file(state, str(model_dir / "model.safetensors"), metadata={"format": "pt", "patchbench": "toy"})
 
 
-def load_toy(model_dir: Path | str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> HookedTransformer:
+def load_toy(
+    model_dir: Path | str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> HookedTransformer:
     """The trained toy model in ``model_dir``, in eval mode, with ``model.tokenizer`` set."""
     model_dir = Path(model_dir)
-    missing = [f for f in ("config.json", "model.safetensors", "tokenizer.json") if not (model_dir / f).exists()]
+    missing = [
+        f for f in ("config.json", "model.safetensors", "tokenizer.json") if not (model_dir / f).exists()
+    ]
     if missing:
         raise FileNotFoundError(
             f"toy model directory {model_dir} lacks {missing}; train it with the workflow's toy_train rule "
@@ -117,7 +125,9 @@ def load_toy(model_dir: Path | str, device: str | torch.device = "cpu", dtype: t
     expected = set(model.state_dict())
     absent = {k for k in expected if k not in state and not k.endswith(("IGNORE", "mask"))}
     if absent:
-        raise ValueError(f"{model_dir}/model.safetensors lacks parameters {sorted(absent)[:5]}; retrain the model.")
+        raise ValueError(
+            f"{model_dir}/model.safetensors lacks parameters {sorted(absent)[:5]}; retrain the model."
+        )
     model.set_tokenizer(load_tokenizer(model_dir), default_padding_side="right")
     model.to(device)
     model.eval()

@@ -28,12 +28,28 @@ __all__ = ["DEFAULT_MODELS", "ToySettings", "ToyModelSettings"]
 
 DEFAULT_MODELS: dict[str, dict[str, Any]] = {
     "toy-gpt2": {
-        "n_layers": 6, "d_model": 128, "n_heads": 4, "d_mlp": 512, "n_ctx": 64,
-        "steps": 1000, "batch_size": 32, "lr": 3e-3, "seed": 0, "threads": 1,
+        "n_layers": 6,
+        "d_model": 128,
+        "n_heads": 4,
+        "d_mlp": 512,
+        "n_ctx": 64,
+        "steps": 1000,
+        "batch_size": 32,
+        "lr": 3e-3,
+        "seed": 0,
+        "threads": 1,
     },
     "toy-attn-only": {
-        "n_layers": 4, "d_model": 128, "n_heads": 4, "attn_only": True, "n_ctx": 64,
-        "steps": 2000, "batch_size": 32, "lr": 3e-3, "seed": 0, "threads": 1,
+        "n_layers": 4,
+        "d_model": 128,
+        "n_heads": 4,
+        "attn_only": True,
+        "n_ctx": 64,
+        "steps": 2000,
+        "batch_size": 32,
+        "lr": 3e-3,
+        "seed": 0,
+        "threads": 1,
     },
 }
 
@@ -58,7 +74,9 @@ class ToySettings:
         toy = dict(toy or {})
         unknown = set(toy) - {"data_dir", "corpus", "eval", "models"}
         if unknown:
-            raise ValueError(f"unknown keys under `toy:` {sorted(unknown)}; known: data_dir, corpus, eval, models")
+            raise ValueError(
+                f"unknown keys under `toy:` {sorted(unknown)}; known: data_dir, corpus, eval, models"
+            )
         corpus_cfg = dict(toy.get("corpus", {}))
         corpus_known = {f.name for f in fields(CorpusSpec)}
         bad = set(corpus_cfg) - corpus_known

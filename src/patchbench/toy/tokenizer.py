@@ -10,7 +10,7 @@ exactly those while staying tiny and fully predictable:
   what the greater-than task needs (answers are the no-space tokens ``"00"`` ... ``"99"``);
 - punctuation runs and whitespace runs are tokens of their own (GPT-2's regex rules).
 
-The vocabulary is every pre-token of the training corpus plus the numbers 0-199 (with and
+The vocabulary is every pre-token of the training corpus plus the numbers 0-299 (with and
 without a leading space; larger ones only if the corpus has them) and ``"00"``-``"99"``, so every task answer exists even if the corpus
 happens to miss one. Unknown words map to ``<|unk|>``. Built with the Hugging Face
 ``tokenizers`` library and saved as ``tokenizer.json``; ``load_tokenizer`` returns a
@@ -71,12 +71,14 @@ def pretokenize(text: str) -> list[str]:
     return [piece for piece, _ in _pre_tokenizer().pre_tokenize_str(text)]
 
 
-MAX_NUMBER_TOKEN = 199  # 0..199 are single tokens with and without a leading space
+MAX_NUMBER_TOKEN = 299  # 0..299 are single tokens with and without a leading space (Stolfo max_n 250 fits)
 
 
 def _number_tokens() -> list[str]:
     nums = [str(i) for i in range(MAX_NUMBER_TOKEN + 1)]
-    return nums + [" " + n for n in nums] + [f"{i:02d}" for i in range(100)] + [f" {i:02d}" for i in range(100)]
+    return (
+        nums + [" " + n for n in nums] + [f"{i:02d}" for i in range(100)] + [f" {i:02d}" for i in range(100)]
+    )
 
 
 def build_tokenizer(texts: Iterable[str], extra_texts: Iterable[str] = (), min_count: int = 1) -> Tokenizer:
@@ -105,7 +107,12 @@ def build_tokenizer(texts: Iterable[str], extra_texts: Iterable[str] = (), min_c
     tok.pre_tokenizer = _pre_tokenizer()
     tok.decoder = decoders.Fuse()
     tok.add_special_tokens(SPECIALS)
-    log.info("toy tokenizer: %d tokens (%d distinct corpus pieces, %d from the word lists only)", len(vocab), len(counts), len(extra))
+    log.info(
+        "toy tokenizer: %d tokens (%d distinct corpus pieces, %d from the word lists only)",
+        len(vocab),
+        len(counts),
+        len(extra),
+    )
     return tok
 
 

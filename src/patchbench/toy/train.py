@@ -124,19 +124,32 @@ def train_toy(
     )
     log.info(
         "%s: %d docs packed into %d rows of %d tokens (%.0f%% real tokens)",
-        model_name, len(enc), len(tokens), model_spec.n_ctx, 100 * mask.float().mean().item(),
+        model_name,
+        len(enc),
+        len(tokens),
+        model_spec.n_ctx,
+        100 * mask.float().mean().item(),
     )
     cfg_kwargs = hooked_config(model_spec, tokenizer.get_vocab_size(), train_spec.seed, model_name)
     model = build_model(cfg_kwargs)
     _initialise(model, train_spec)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
-    log.info("%s: %d parameters, config %s, training %s", model_name, n_params, asdict(model_spec), asdict(train_spec))
+    log.info(
+        "%s: %d parameters, config %s, training %s",
+        model_name,
+        n_params,
+        asdict(model_spec),
+        asdict(train_spec),
+    )
 
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": train_spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        [
+            {"params": decay, "weight_decay": train_spec.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
         lr=train_spec.lr,
         betas=(0.9, 0.98),
     )
@@ -145,7 +158,9 @@ def train_toy(
     cursor = 0
     curve: list[tuple[int, float]] = []
     t0 = time.perf_counter()
-    bar = tqdm(range(train_spec.steps), desc=f"train {model_name}", unit="step", file=progress_file, mininterval=10)
+    bar = tqdm(
+        range(train_spec.steps), desc=f"train {model_name}", unit="step", file=progress_file, mininterval=10
+    )
     for step in bar:
         if cursor + train_spec.batch_size > len(order):
             order, cursor = rng.permutation(len(tokens)), 0
@@ -156,7 +171,9 @@ def train_toy(
             g["lr"] = _lr_at(step, train_spec)
         logits = model(x, return_type="logits")
         target = x[:, 1:].masked_fill(~m[:, 1:], -100)
-        loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
+        loss = F.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -184,5 +201,11 @@ def train_toy(
         "wall_s": wall,
         "threads": train_spec.threads,
     }
-    log.info("%s: trained in %.1f s, loss %.3f -> %.3f", model_name, wall, summary["first_loss"], summary["final_loss"])
+    log.info(
+        "%s: trained in %.1f s, loss %.3f -> %.3f",
+        model_name,
+        wall,
+        summary["first_loss"],
+        summary["final_loss"],
+    )
     return summary

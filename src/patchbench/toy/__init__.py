@@ -1,0 +1,7 @@
+"""The toy suite: a project-authored corpus, its tokenizer and two small HookedTransformers.
+
+Modules: ``authoring`` (the vocabulary in ``data/toy``), ``corpus`` (training documents and
+held-out combinations), ``tokenizer`` (word-level, GPT-2-like segmentation), ``model``
+(architecture, checkpoint format, ``load_toy``), ``train`` (training loop), ``evaluate``
+(held-out accuracy per task), ``settings`` (the ``toy:`` config section).
+"""

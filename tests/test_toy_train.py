@@ -1,0 +1,90 @@
+"""Toy training: a tiny model trains in seconds and its loss falls; same seed, same weights; load_toy."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from patchbench.toy.corpus import CorpusSpec, ToyVocab, generate_corpus, vocabulary_texts
+from patchbench.toy.model import ModelSpec, load_toy
+from patchbench.toy.settings import DEFAULT_MODELS, ToySettings
+from patchbench.toy.tokenizer import build_tokenizer, save_tokenizer
+from patchbench.toy.train import TrainSpec, pack_documents, train_toy
+
+TINY = ModelSpec(n_layers=2, d_model=32, n_heads=2, d_mlp=64, n_ctx=64)
+
+
+@pytest.fixture(scope="module")
+def corpus(root):
+    vocab = ToyVocab.load(root / "data" / "toy")
+    docs, held = generate_corpus(vocab, CorpusSpec(n_docs=1500, seed=0))
+    return docs, build_tokenizer(docs, vocabulary_texts(vocab))
+
+
+def test_pack_documents_rows_and_mask():
+    docs = [[5, 6, 7], [8, 9], [10] * 10, [11] * 70]
+    tokens, mask = pack_documents(docs, n_ctx=8, bos_id=0, pad_id=1, seed=0, bos_dropout=0.0)
+    assert tokens.shape[1] == 8
+    assert tokens[0, :7].tolist() == [0, 5, 6, 7, 0, 8, 9] and tokens[0, 7] == 1
+    assert (mask == (tokens != 1)).all()
+    assert (tokens[:, 0] == 0).all()  # no BOS dropout: every row starts with BOS
+    assert all(len(r[r != 1]) <= 8 for r in tokens)  # over-long documents are truncated
+    dropped, _ = pack_documents(docs, n_ctx=8, bos_id=0, pad_id=1, seed=0, bos_dropout=1.0)
+    assert (dropped[:, 0] != 0).all()
+
+
+def test_tiny_training_loss_falls_within_a_minute(corpus, tmp_path):
+    docs, tok = corpus
+    t0 = time.perf_counter()
+    summary = train_toy(
+        docs, tok, TINY, TrainSpec(steps=60, batch_size=16, lr=1e-2, warmup=5), tmp_path, "tiny"
+    )
+    assert time.perf_counter() - t0 < 60
+    curve = np.loadtxt(tmp_path / "training_curve.csv", delimiter=",", skiprows=1)
+    assert curve.shape == (60, 2)
+    assert curve[-10:, 1].mean() < curve[:5, 1].mean() - 1.5, curve[:, 1]
+    assert summary["final_loss"] < summary["first_loss"]
+
+
+def test_same_seed_same_weights_other_seed_other_weights(corpus, tmp_path):
+    docs, tok = corpus
+    states = []
+    for run, seed in (("a", 0), ("b", 0), ("c", 1)):
+        train_toy(docs, tok, TINY, TrainSpec(steps=3, batch_size=8, seed=seed), tmp_path / run, run)
+        from safetensors.torch import load_file
+
+        states.append(load_file(str(tmp_path / run / "model.safetensors")))
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    assert not torch.equal(states[0]["embed.W_E"], states[2]["embed.W_E"])
+
+
+def test_load_toy_gives_a_hooked_transformer_with_tokenizer(corpus, tmp_path):
+    docs, tok = corpus
+    save_tokenizer(tok, tmp_path)
+    spec = ModelSpec(n_layers=2, d_model=32, n_heads=2, attn_only=True, n_ctx=64)
+    train_toy(docs, tok, spec, TrainSpec(steps=2, batch_size=4), tmp_path, "tiny-attn")
+    model = load_toy(tmp_path)
+    assert model.cfg.n_layers == 2 and model.cfg.attn_only and model.cfg.d_vocab == tok.get_vocab_size()
+    assert model.tokenizer.bos_token_id == tok.token_to_id("<|endoftext|>")
+    toks = model.to_tokens("Then, Ada and Basil walked to the cafe.")
+    assert toks[0, 0].item() == model.tokenizer.bos_token_id
+    assert model.to_tokens(" Ada", prepend_bos=False).shape == (1, 1)
+    logits = model(toks)
+    assert logits.shape == (1, toks.shape[1], model.cfg.d_vocab) and torch.isfinite(logits).all()
+    with pytest.raises(FileNotFoundError, match="toy_train"):
+        load_toy(tmp_path / "missing")
+
+
+def test_settings_merge_defaults_and_reject_unknown_keys():
+    s = ToySettings.from_config({"models": {"toy-gpt2": {"steps": 5}}})
+    assert s.models["toy-gpt2"].train.steps == 5
+    assert s.models["toy-gpt2"].model.n_layers == DEFAULT_MODELS["toy-gpt2"]["n_layers"] >= 6
+    assert s.models["toy-attn-only"].model.attn_only and s.models["toy-attn-only"].model.n_layers == 4
+    with pytest.raises(ValueError, match="unknown keys"):
+        ToySettings.from_config({"models": {"toy-gpt2": {"stepz": 5}}})
+    with pytest.raises(ValueError, match="no settings"):
+        ToySettings.from_config({"models": {"toy-new": {}}})
