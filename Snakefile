@@ -10,7 +10,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/demo.yaml"
+# The embedded default, unless the command line names config files: those replace it rather
+# than being merged into it (a merge would silently keep the demo's models and experiments).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/demo.yaml"
 
 
 include: "workflow/rules/common.smk"
