@@ -172,6 +172,14 @@ def all_accuracy():
     )
 
 
+def toy_accuracy_targets():
+    """The toy models' held-out accuracy table, when the config trains toy models."""
+    toy = [e for e in config["models"].values() if e.get("source") == "toy"]
+    if toy and all(e.get("init", "trained") == "trained" for e in toy):
+        return [R("toy", "accuracy.csv"), R("toy", "accuracy.md")]
+    return []
+
+
 def all_targets():
-    """Everything `rule all` builds: effects of every experiment plus the analysis outputs."""
-    return all_effects() + all_accuracy() + analysis_targets()
+    """Everything `rule all` builds: effects of every experiment, accuracies, the analysis outputs."""
+    return all_effects() + all_accuracy() + toy_accuracy_targets() + analysis_targets()
