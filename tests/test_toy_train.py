@@ -36,6 +36,24 @@ def test_pack_documents_rows_and_mask():
     assert (dropped[:, 0] != 0).all()
 
 
+def test_pack_documents_fills_earlier_gaps_first_fit():
+    # [0,5,5,5,5] leaves 3 free; the 7-token piece needs a new row; the short one goes back into row 0
+    docs = [[5] * 4, [6] * 6, [7]]
+    tokens, mask = pack_documents(docs, n_ctx=8, bos_id=0, pad_id=1, seed=0, bos_dropout=0.0)
+    assert tokens.shape == (2, 8)
+    assert tokens[0, :7].tolist() == [0, 5, 5, 5, 5, 0, 7]
+    assert tokens[1, :7].tolist() == [0] + [6] * 6
+    # every token of every document is kept exactly once
+    assert sorted(tokens[mask].tolist()) == sorted([0, 0, 0] + [5] * 4 + [6] * 6 + [7])
+
+
+def test_pack_documents_is_dense_on_the_toy_corpus(corpus):
+    docs, tok = corpus
+    ids = [e.ids for e in tok.encode_batch(docs)]
+    _, mask = pack_documents(ids, n_ctx=64, bos_id=0, pad_id=1, seed=0)
+    assert mask.float().mean() > 0.93
+
+
 def test_tiny_training_loss_falls_within_a_minute(corpus, tmp_path):
     docs, tok = corpus
     t0 = time.perf_counter()
