@@ -23,6 +23,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/prompts.smk"
 include: "workflow/rules/sweep.smk"
 include: "workflow/rules/analysis.smk"
+include: "workflow/rules/attribution.smk"
 
 
 rule all:

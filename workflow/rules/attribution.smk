@@ -12,7 +12,7 @@ tasks whose agreement `agreement_targets()` asks for.
 """
 
 
-ATTRIB = config.get("attribution", {})
+ATTRIB = config["attribution"]  # defaults from the schema
 
 
 def attrib_raw_path(model, task, corruption, site, position, window):
@@ -73,7 +73,7 @@ rule attribution_sweep:
 
 rule agreement:
     input:
-        exact=lambda w: [effects_path(*c) for c in cells_of(w.model, w.task)],
+        exact=lambda w: [exact_effects_path(*c) for c in cells_of(w.model, w.task)],
         attribution=lambda w: [attrib_effects_path(*c) for c in cells_of(w.model, w.task)],
     output:
         csv=R("tables/agreement_{model}_{task}.csv"),

@@ -107,8 +107,15 @@ def sweep_path(model, task, corruption, site, position, window):
     return R("sweeps", model, task, corruption, f"{site}-{position}_w{window}.parquet")
 
 
-def effects_path(model, task, corruption, site, position, window):
+def exact_effects_path(model, task, corruption, site, position, window):
     return R("effects", model, task, corruption, f"{site}-{position}_w{window}.parquet")
+
+
+def effects_path(model, task, corruption, site, position, window):
+    """The effects the tables and figures are drawn from: exact, or attribution (`engine.method`)."""
+    if config["engine"]["method"] == "attribution":
+        return R("attrib", model, task, corruption, f"{site}-{position}_w{window}.parquet")
+    return exact_effects_path(model, task, corruption, site, position, window)
 
 
 def experiment_cells(name):
@@ -182,4 +189,4 @@ def toy_accuracy_targets():
 
 def all_targets():
     """Everything `rule all` builds: effects of every experiment, accuracies, the analysis outputs."""
-    return all_effects() + all_accuracy() + toy_accuracy_targets() + analysis_targets()
+    return all_effects() + all_accuracy() + toy_accuracy_targets() + analysis_targets() + agreement_targets()

@@ -63,10 +63,10 @@ ROWS_APPENDIX: tuple[tuple[str, str], ...] = (
 def _head_plot(
     effects: pd.DataFrame, model: str | None, task: str | None, site: str = "attn_head"
 ) -> tuple[pd.DataFrame, str]:
-    """One model's exact, single-window head effects of ``task``; checks one row per component."""
+    """One model's single-window head effects of ``task`` (exact or attribution); one row per component."""
     df = validate_effects(effects)
     df, model = one_model(df, model)
-    df = select(df, task=task, site=site, method="exact", window=1)
+    df = select(df, task=task, site=site, window=1)  # one method per call (the dup check below)
     dup = df.duplicated(["corruption", "metric", "component"])
     if dup.any():
         ex = df.loc[dup, ["corruption", "metric", "component"]].iloc[0].to_dict()
@@ -151,7 +151,7 @@ def table2(
     """
     df = validate_effects(effects)
     df, model = one_model(df, model)
-    df = select(df, task=task, site="attn_head", method="exact", window=1)
+    df = select(df, task=task, site="attn_head", window=1)
     rows = _rows(ROWS_APPENDIX)
     for row, (corr, metric) in zip(rows, ROWS_APPENDIX, strict=True):
         plot = select(df, corruption=corr, metric=metric)
