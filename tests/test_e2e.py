@@ -52,7 +52,7 @@ def test_sweeps_hold_raw_outputs_for_every_head_and_metric(tiny_run):
     for corruption, samples in (("str", 1), ("gn", 2)):
         raw = read_frame(results / "sweeps" / "tiny-gpt2" / "ioi" / corruption / "attn_head-all_w1.parquet")
         patched = raw[raw["run"] == "patched"]
-        assert set(zip(patched["layer"], patched["head"])) == {(0, 0), (0, 1), (1, 0), (1, 1)}
+        assert set(zip(patched["layer"], patched["head"], strict=True)) == {(0, 0), (0, 1), (1, 0), (1, 1)}
         n_prompts = raw["prompt"].nunique()
         assert n_prompts >= 3
         assert len(patched) == 4 * n_prompts * samples

@@ -65,7 +65,7 @@ def test_missing_toy_model_names_the_fix(tmp_path):
 
 def test_unknown_dtype_is_refused():
     with pytest.raises(ValueError, match="unknown dtype 'fp8'"):
-        ModelSpec(name="gpt2", dtype="fp8").torch_dtype
+        _ = ModelSpec(name="gpt2", dtype="fp8").torch_dtype
 
 
 def _run_offline(code: str, hub: Path) -> subprocess.CompletedProcess:

@@ -101,6 +101,11 @@ def _per_row(pat: pd.DataFrame, clean: pd.DataFrame, corr: pd.DataFrame) -> pd.D
     return df
 
 
+def metrics_for(task: str) -> tuple[str, ...]:
+    """The metrics a task's sweeps report: the paper's three, plus Stolfo et al.'s for arithmetic."""
+    return ("prob", "logit_diff", "kl") + (("stolfo",) if task.startswith("arithmetic") else ())
+
+
 def effects(
     raw: pd.DataFrame,
     metrics: Sequence[str] = ("prob", "logit_diff", "kl"),

@@ -127,7 +127,10 @@ def _load_hub(spec: ModelSpec, device: str):
 
 def _load_local(spec: ModelSpec, device: str):
     from transformer_lens import HookedTransformer
-    from transformer_lens.loading_from_pretrained import get_pretrained_model_config, get_pretrained_state_dict
+    from transformer_lens.loading_from_pretrained import (
+        get_pretrained_model_config,
+        get_pretrained_state_dict,
+    )
     from transformers import AutoModelForCausalLM
 
     path = Path(spec.path or "")

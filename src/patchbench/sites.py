@@ -30,6 +30,7 @@ Layers and heads are 0-indexed; heads are named ``L.H``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -125,6 +126,28 @@ class SweepSpec:
         if isinstance(d.get("noise"), dict):
             d["noise"] = NoiseSpec(**d["noise"])
         return cls(**d)
+
+
+def sweep_spec_for(
+    corruption: str,
+    site: str,
+    position: str,
+    window: int | str,
+    *,
+    heads: Sequence[Sequence[int]] | None = None,
+    noise: dict[str, Any] | NoiseSpec | None = None,
+    memory_budget_mb: int = 1024,
+) -> SweepSpec:
+    """The SweepSpec of one grid cell of the workflow (wildcards + the experiment's heads + config)."""
+    return SweepSpec(
+        corruption=corruption,  # type: ignore[arg-type]
+        site=site,  # type: ignore[arg-type]
+        position=position,
+        window=int(window),
+        heads=tuple(tuple(h) for h in heads) if heads else None,  # type: ignore[misc]
+        noise=NoiseSpec(**noise) if isinstance(noise, dict) else (noise or NoiseSpec()),
+        memory_budget_mb=memory_budget_mb,
+    )
 
 
 def window_layers(layer: int, window: int, n_layers: int) -> tuple[int, int]:

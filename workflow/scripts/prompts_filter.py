@@ -4,8 +4,8 @@ import json
 
 from patchbench.filtering import filter_correct
 from patchbench.models import ModelSpec, load_model
-from patchbench.tasks import load_prompts
 from patchbench.runlog import rule_log
+from patchbench.tasks import load_prompts
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 with rule_log(sm.log[0]) as log:
