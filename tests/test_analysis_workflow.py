@@ -25,7 +25,7 @@ def test_named_targets_build_tables_and_figures(tmp_path):
     (tmp_path / "Snakefile").write_text(
         'configfile: "config/demo.yaml"\n\n\ninclude: "workflow/rules/common.smk"\ninclude: "workflow/rules/analysis.smk"\n'
     )
-    model = "toy-gpt2"
+    model = "toy-attn-only"  # the demo runs its head experiments on it
     for task, df in (
         ("ioi", head_effects(model, "ioi", _signed_det(PAPER_TABLE5, "negative", "positive"))),
         (
