@@ -85,7 +85,7 @@ def test_large_stand_ins_load_through_the_hub_path(tmp_path, mirror, gpt2_tokeni
         + """
         import torch
         from patchbench.models import ModelSpec, load_model, load_tokenizer
-        from patchbench.standins import offline_repo_listing
+        from patchbench.models import offline_repo_listing
         for name, hub, dtype in [("gpt2-xl", "gpt2-xl", "float32"), ("gpt-j-6b", "EleutherAI/gpt-j-6B", "float16"),
                                  ("attn-only-4l", "attn-only-4l", "float32")]:
             spec = ModelSpec(name=name, source="hub", hub_name=hub, dtype=dtype, device="cpu")
@@ -145,6 +145,7 @@ def _slice_targets(cfg: dict, results: Path, figures: Path) -> list[str]:
     return out
 
 
+@pytest.mark.standins_e2e  # ~10 min on 2 cores: opt-in, `python3 -m pytest -m standins_e2e`
 def test_ioi_and_greater_than_slices_run_end_to_end_on_the_gpt2_stand_in(gpt2_hub, mirror, tmp_path):
     cfg = yaml.safe_load((ROOT / "config" / "standins.yaml").read_text())
     assert cfg["models"]["gpt2"] == {**cfg["models"]["gpt2"], "source": "hub", "hub_name": "gpt2"}

@@ -20,14 +20,25 @@ where it looked and how to fix it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
-__all__ = ["ModelSpec", "ModelNotFoundError", "load_model", "load_tokenizer", "resolve_device", "DTYPES"]
+__all__ = [
+    "ModelSpec",
+    "ModelNotFoundError",
+    "load_model",
+    "load_tokenizer",
+    "resolve_device",
+    "offline_repo_listing",
+    "DTYPES",
+]
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +120,38 @@ def _hub_cache_dir() -> str:
     return str(constants.HF_HUB_CACHE)
 
 
+@contextlib.contextmanager
+def offline_repo_listing() -> Iterator[None]:
+    """Make ``HfApi.list_repo_files`` answer from the local cache while it is active.
+
+    TransformerLens lists a repo's files to find attn-only-4l's ``model_final.pth``; the hub
+    client has no offline path for that call. Inside this block the listing is the files of the
+    cached snapshot (``snapshot_download(..., local_files_only=True)``).
+    """
+    from huggingface_hub import HfApi, snapshot_download
+
+    original = HfApi.list_repo_files
+
+    def listing(self, repo_id, *, revision=None, repo_type=None, token=None):
+        root = Path(snapshot_download(repo_id, revision=revision, repo_type=repo_type, local_files_only=True))
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+    HfApi.list_repo_files = listing
+    try:
+        yield
+    finally:
+        HfApi.list_repo_files = original
+
+
+
 def _load_hub(spec: ModelSpec, device: str):
     from transformer_lens import HookedTransformer
 
     name = spec.hub_name or spec.name
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
     try:
-        return HookedTransformer.from_pretrained(name, device=device, dtype=spec.torch_dtype)
+        with offline_repo_listing() if offline else contextlib.nullcontext():
+            return HookedTransformer.from_pretrained(name, device=device, dtype=spec.torch_dtype)
     except (OSError, ValueError) as err:  # hub errors surface as OSError subclasses; unknown names as ValueError
         raise ModelNotFoundError(
             f"model {spec.name!r}: could not load {name!r} from the Hugging Face hub or its cache "

@@ -46,7 +46,7 @@ class PromptSetError(ValueError):
 
 
 def _as_int_lists(rows: Sequence[Sequence[int]]) -> list[np.ndarray]:
-    return [np.asarray(r, dtype=np.int64).reshape(-1) for r in rows]
+    return [np.array(r, dtype=np.int64).reshape(-1) for r in rows]  # copies: parquet arrays are read-only
 
 
 @dataclass(frozen=True, eq=False)

@@ -23,8 +23,8 @@ padding), so the same files serve.
 ``attn-only-4l`` (TransformerLens's own format, ``NeelNanda/Attn_Only_4L512W_C4_Code``) is seeded
 too: a TransformerLens ``config.json`` + ``model_final.pth`` and a 48262-token stand-in of its
 digit-splitting tokenizer (GPT-2's BPE cut to 48261 tokens). TransformerLens finds that file with
-``HfApi.list_repo_files``, which has no offline mode: :func:`offline_repo_listing` supplies one
-(a context manager to wrap the load in).
+``HfApi.list_repo_files``, which has no offline mode: ``patchbench.models.load_model`` answers it
+from the cache when ``HF_HUB_OFFLINE`` is set (``offline_repo_listing``).
 
 Weights are seeded (``seed``), so two seedings give identical files. A snapshot carries
 ``patchbench-standin.json`` (the spec it was built from); seeding skips models whose snapshot
@@ -34,17 +34,18 @@ already matches.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import logging
 import shutil
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from patchbench.models import offline_repo_listing
 
 __all__ = [
     "COMMIT",
@@ -312,29 +313,6 @@ def seed_hub_cache(
             spec = spec.with_layers(layers[name])
         out[name] = seed_standin(cache, spec, tokenizer_dir, seed)
     return out
-
-
-@contextlib.contextmanager
-def offline_repo_listing() -> Iterator[None]:
-    """Make ``HfApi.list_repo_files`` answer from the local cache while it is active.
-
-    TransformerLens lists a repo's files to find attn-only-4l's ``model_final.pth``; the hub
-    client has no offline path for that call. Inside this block the listing is the files of the
-    cached snapshot (``snapshot_download(..., local_files_only=True)``).
-    """
-    from huggingface_hub import HfApi, snapshot_download
-
-    original = HfApi.list_repo_files
-
-    def listing(self, repo_id, *, revision=None, repo_type=None, token=None):
-        root = Path(snapshot_download(repo_id, revision=revision, repo_type=repo_type, local_files_only=True))
-        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
-
-    HfApi.list_repo_files = listing
-    try:
-        yield
-    finally:
-        HfApi.list_repo_files = original
 
 
 def main(argv: Sequence[str] | None = None) -> int:

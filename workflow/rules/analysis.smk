@@ -110,7 +110,7 @@ def _recovery_paths(model):
 def _classes_input(wildcards):
     """Table 1's head classes: the published GPT-2-small lists or this model's classifier output."""
     if _is_gpt2_small(wildcards.model):
-        return "data/ioi_heads_gpt2_small.json"
+        return str(Path(workflow.basedir, "data", "ioi_heads_gpt2_small.json"))
     return R("analysis", "ioi_classes", f"{wildcards.model}.csv")
 
 
