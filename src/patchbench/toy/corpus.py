@@ -53,12 +53,12 @@ class CorpusSpec:
     seed: int = 0
     mix: dict[str, float] = field(
         default_factory=lambda: {
-            "ioi": 0.40,
-            "greater_than": 0.10,
-            "docstring": 0.15,
-            "arithmetic": 0.20,
-            "factual": 0.10,
-            "filler": 0.05,
+            "ioi": 0.37,
+            "greater_than": 0.07,
+            "docstring": 0.17,
+            "arithmetic": 0.25,
+            "factual": 0.12,
+            "filler": 0.02,
         }
     )
     heldout_fraction: float = 0.15

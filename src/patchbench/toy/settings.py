@@ -7,8 +7,8 @@ Every key is optional; ``DEFAULT_MODELS`` gives the two models of the demo. Layo
       corpus: {n_docs: 60000, seed: 0, heldout_fraction: 0.15}
       eval: {n_prompts: 200, seed: 0}     # held-out prompts per task for accuracy.json
       models:
-        toy-gpt2: {n_layers: 6, d_model: 128, n_heads: 4, d_mlp: 512, n_ctx: 64,
-                   steps: 1000, batch_size: 32, lr: 0.003, seed: 0, threads: 1}
+        toy-gpt2: {n_layers: 6, d_model: 128, n_heads: 4, d_mlp: 256, n_ctx: 64, steps: 1600,
+                   batch_size: 24, lr: 0.006, warmup: 100, weight_decay: 0.05, seed: 0, threads: 1}
         toy-attn-only: {n_layers: 4, d_model: 128, n_heads: 4, attn_only: true, ...}
 
 A model's entry is merged over its default (so ``toy-gpt2: {steps: 50}`` only shortens the
@@ -31,11 +31,13 @@ DEFAULT_MODELS: dict[str, dict[str, Any]] = {
         "n_layers": 6,
         "d_model": 128,
         "n_heads": 4,
-        "d_mlp": 512,
+        "d_mlp": 256,
         "n_ctx": 64,
-        "steps": 1000,
-        "batch_size": 32,
-        "lr": 3e-3,
+        "steps": 1600,
+        "batch_size": 24,
+        "lr": 6e-3,
+        "warmup": 100,
+        "weight_decay": 0.05,
         "seed": 0,
         "threads": 1,
     },

@@ -70,7 +70,7 @@ def pack_documents(
     First fit: each document (with its leading ``<|endoftext|>``) goes into the oldest of the last
     ``open_rows`` rows that still has room for it, else it starts a new row (where, with
     probability ``bos_dropout``, it loses its ``<|endoftext|>``). The toy documents are short, so
-    this fills about 97% of the tokens instead of the ~80% of next-fit packing.
+    this fills about 96% of the tokens instead of the ~80% of next-fit packing.
     """
     rng = np.random.default_rng(seed)
     rows: list[list[int]] = []
