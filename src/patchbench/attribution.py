@@ -66,7 +66,7 @@ from tqdm.auto import tqdm
 
 from patchbench.corruption import corrupted_tokens, embedding_sigma, noise_tensor
 from patchbench.metrics import METRICS
-from patchbench.patching import RAW_COLUMNS, clean_cache
+from patchbench.patching import RAW_COLUMNS, clean_cache, embed_input, run_blocks, unembed_at
 from patchbench.prompts import PromptSet, PromptSetError
 from patchbench.sites import PatchTarget, SweepSpec, enumerate_targets
 
@@ -136,8 +136,6 @@ def _forward(model, tokens, noise, hooks: Sequence[str], answer_pos: torch.Tenso
 
     Returns the answer-position logits and the hooked activations, still attached to the graph.
     """
-    from transformer_lens.utilities import apply_softcap
-
     store: dict[str, torch.Tensor] = {}
 
     def keep(act, hook):
@@ -145,20 +143,10 @@ def _forward(model, tokens, noise, hooks: Sequence[str], answer_pos: torch.Tenso
         return act
 
     with model.hooks(fwd_hooks=[(h, keep) for h in hooks]):
-        x = model.hook_embed(model.embed(tokens))
-        if noise is not None:
-            x = x + noise.to(device=x.device, dtype=x.dtype)
-        resid, sf = model.get_residual(
-            x, 0, attention_mask=None, tokens=tokens, return_shortformer_pos_embed=True
-        )
+        resid, sf = embed_input(model, tokens, noise)
         # a leaf that requires grad: gradients reach every hook whatever the parameters' requires_grad
-        resid = resid.detach().requires_grad_(True)
-        for block in model.blocks:
-            resid = block(resid, shortformer_pos_embed=sf, attention_mask=None)
-    x = resid[torch.arange(resid.shape[0], device=resid.device), answer_pos][:, None]
-    if model.cfg.normalization_type is not None:
-        x = model.ln_final(x)
-    logits = apply_softcap(model.unembed(x)[:, 0], model.cfg.output_logits_soft_cap)
+        resid = run_blocks(model, resid.detach().requires_grad_(True), 0, sf)
+    logits = unembed_at(model, resid, answer_pos)
     missing = [h for h in hooks if h not in store]
     if missing:
         raise RuntimeError(

@@ -70,6 +70,9 @@ __all__ = [
     "PatternCapture",
     "write_raw",
     "read_raw",
+    "embed_input",
+    "run_blocks",
+    "unembed_at",
 ]
 # write_raw / read_raw: patchbench.frames's write_frame / read_frame (metadata in attrs['patchbench'])
 
@@ -113,7 +116,7 @@ class SanityError(RuntimeError):
 # forward pieces (the same functions serve the clean, corrupted and patched runs)
 
 
-def _embed(model, tokens: torch.Tensor, noise: torch.Tensor | None):
+def embed_input(model, tokens: torch.Tensor, noise: torch.Tensor | None):
     """Residual stream entering block 0 (and the shortformer positional embedding, if any)."""
     x = model.hook_embed(model.embed(tokens))
     if noise is not None:
@@ -122,7 +125,8 @@ def _embed(model, tokens: torch.Tensor, noise: torch.Tensor | None):
     return resid, sf
 
 
-def _run_blocks(model, resid, start: int, sf, keep: list | None = None):
+def run_blocks(model, resid, start: int, sf, keep: list | None = None):
+    """Blocks ``start``..L-1 on ``resid`` (their hooks fire); ``keep`` collects each block's input."""
     for i in range(start, model.cfg.n_layers):
         if keep is not None:
             keep.append(resid)
@@ -130,7 +134,7 @@ def _run_blocks(model, resid, start: int, sf, keep: list | None = None):
     return resid
 
 
-def _unembed_at(model, resid: torch.Tensor, pos: torch.Tensor) -> Float[torch.Tensor, "batch d_vocab"]:
+def unembed_at(model, resid: torch.Tensor, pos: torch.Tensor) -> Float[torch.Tensor, "batch d_vocab"]:
     """Logits at one position per row: ``ln_final`` + unembed on ``resid[b, pos[b]]`` only."""
     from transformer_lens.utilities import apply_softcap
 
@@ -219,10 +223,10 @@ def clean_cache(
     with torch.no_grad(), model.hooks(fwd_hooks=[(k, grab) for k in names]):
         for a in range(0, n, step):
             tok = tokens[a : a + step].to(dev)
-            resid, sf = _embed(model, tok, None)
-            resid = _run_blocks(model, resid, 0, sf)
+            resid, sf = embed_input(model, tok, None)
+            resid = run_blocks(model, resid, 0, sf)
             pos = _t(prompts.answer_pos[a : a + step], resid.device)
-            logits.append(_unembed_at(model, resid, pos).to(torch.promote_types(model.cfg.dtype, torch.float32)).cpu())
+            logits.append(unembed_at(model, resid, pos).to(torch.promote_types(model.cfg.dtype, torch.float32)).cpu())
     out = {k: torch.cat(v).contiguous() for k, v in store.items()}
     out[ANSWER_LOGITS] = torch.cat(logits).contiguous()
     out[TOKENS] = tokens.contiguous()
@@ -397,12 +401,12 @@ def _patched_logits(
     resid = resid.repeat(m, 1, 1) if m > 1 else resid
     sf = None if block.sf is None else (block.sf.repeat(m, 1, 1) if m > 1 else block.sf)
     with model.hooks(fwd_hooks=hooks):
-        resid = _run_blocks(model, resid, start, sf)
+        resid = run_blocks(model, resid, start, sf)
     silent = [k for k, v in fired.items() if v != 1]
     if silent:
         raise SanityError(f"patch hooks {silent} fired {[fired[k] for k in silent]} times instead of once")
     pos = block.answer_pos.repeat(m) if m > 1 else block.answer_pos
-    return _unembed_at(model, resid, pos)
+    return unembed_at(model, resid, pos)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -493,13 +497,13 @@ def _prepare_block(model, prompts, spec, index, prompt_rows, sample_rows, tokens
         store[hook.name] = act.detach().clone()
 
     with model.hooks(fwd_hooks=[(k, grab) for k in capture]):
-        resid, b.sf = _embed(model, tok, noise)
+        resid, b.sf = embed_input(model, tok, noise)
         keep: list[torch.Tensor] = []
-        resid = _run_blocks(model, resid, 0, b.sf, keep)
+        resid = run_blocks(model, resid, 0, b.sf, keep)
     b.resid = keep
     b.corrupted_acts = store
     b.answer_pos = _t(prompts.answer_pos[prompt_rows], dev)
-    b.corrupted_logits = _unembed_at(model, resid, b.answer_pos)
+    b.corrupted_logits = unembed_at(model, resid, b.answer_pos)
     b.ans_idx, b.ans_mask = _padded(prompts.answers, prompt_rows, dev)
     b.wrong_idx, b.wrong_mask = _padded(prompts.wrong, prompt_rows, dev)
     cl = clean[ANSWER_LOGITS]
@@ -835,15 +839,15 @@ def capture_patterns(
     with torch.no_grad(), model.hooks(fwd_hooks=[(nm, grab) for nm in names]):
         for a in range(0, len(prompts), step):
             tok = tok_clean[a : a + step].to(dev)
-            resid, sf = _embed(model, tok, None)
-            _run_blocks(model, resid, 0, sf)
+            resid, sf = embed_input(model, tok, None)
+            run_blocks(model, resid, 0, sf)
             out["clean"].append(collect())
         for a in range(0, len(prompt_rows), step):
             pr, sa = prompt_rows[a : a + step], sample_rows[a : a + step]
             tok = tok_corr[_t(pr)].to(dev)
             nz = noise_tensor(prompts, pr, sa, model.cfg.d_model, std, noise.seed, max_len) if corruption == "gn" else None
-            resid, sf = _embed(model, tok, nz)
-            _run_blocks(model, resid, 0, sf)
+            resid, sf = embed_input(model, tok, nz)
+            run_blocks(model, resid, 0, sf)
             out["corrupted"].append(collect())
             if target is not None:
                 block = _Block(index=-1, prompt=pr, sample=sa)
@@ -854,8 +858,8 @@ def capture_patterns(
                     mask = _build_mask(model, [target], name, block, prompts, max_len).to(dev)[0]
                     hooks.append((name, lambda act, hook, mask=mask, s=src[name]: torch.where(mask, s, act)))
                 with model.hooks(fwd_hooks=hooks):
-                    resid, sf = _embed(model, tok, nz)
-                    _run_blocks(model, resid, 0, sf)
+                    resid, sf = embed_input(model, tok, nz)
+                    run_blocks(model, resid, 0, sf)
                 out["patched"].append(collect())
     return PatternCapture(
         heads=heads,
