@@ -12,6 +12,17 @@ ROOT = Path(__file__).resolve().parents[1]
 MIRROR = Path(os.environ.get("PATCHBENCH_MIRROR", ROOT.parent / "shared" / "data"))
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: one intra-op thread avoids thread contention on a 2-core machine."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-import torch
 
 from patchbench import cli
 from patchbench.frames import read_frame
@@ -12,13 +11,7 @@ from patchbench.metrics import effects
 from patchbench.patching import run_sweep
 from patchbench.sites import SweepSpec
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

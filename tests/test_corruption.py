@@ -19,13 +19,7 @@ from patchbench.patching import run_sweep
 from patchbench.prompts import PromptSet, PromptSetError
 from patchbench.sites import SweepSpec
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

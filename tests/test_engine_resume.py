@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 from patchbench.corruption import NoiseSpec
 from patchbench.patching import run_sweep
@@ -50,12 +49,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
