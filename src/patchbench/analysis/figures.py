@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from patchbench.analysis.frames import FrameError, select, validate_effects
 from patchbench.analysis.positions import ROME_CATEGORIES
@@ -256,6 +257,8 @@ def fig_head_heatmaps(
             )
             _mark_detected(ax, plot, "head", "layer")
             ax.set_title(f"{corr}, {metric_label(metric)}")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # heads and layers are integers
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel("head")
             ax.set_ylabel("layer")
             ax.grid(False)
