@@ -42,3 +42,11 @@ rule filter_correct:
         gpu=lambda w: model_resources(w.model, "gpu", 0),
     script:
         "../scripts/prompts_filter.py"
+
+
+rule all_prompts:
+    """Target: every configured task's prompt set for every model that runs it (before filtering)."""
+    input:
+        sorted(
+            {prompts_path(m, e["task"], unfiltered=True) for e in EXPERIMENTS.values() for m in e["models"]}
+        ),
