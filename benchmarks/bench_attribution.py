@@ -21,70 +21,13 @@ import time
 
 import numpy as np
 import torch
+from bench_patching import build  # noqa: E402  (sibling script: benchmarks/ is sys.path[0])
 from scipy.stats import spearmanr
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from patchbench.attribution import attribution_effects, run_attribution
 from patchbench.metrics import effects
 from patchbench.patching import clean_cache, run_sweep
-from patchbench.prompts import PromptSet
 from patchbench.sites import SweepSpec
-
-
-def build_model(small: bool, seed: int, device: str = "cpu") -> HookedTransformer:
-    if small:
-        cfg = HookedTransformerConfig(
-            n_layers=4,
-            n_heads=4,
-            d_model=128,
-            d_head=32,
-            d_mlp=512,
-            d_vocab=1000,
-            n_ctx=64,
-            act_fn="gelu_new",
-            normalization_type="LN",
-            seed=seed,
-            dtype=torch.float32,
-            device=device,
-        )
-    else:
-        cfg = HookedTransformerConfig(
-            n_layers=12,
-            n_heads=12,
-            d_model=768,
-            d_head=64,
-            d_mlp=3072,
-            d_vocab=50257,
-            n_ctx=1024,
-            act_fn="gelu_new",
-            normalization_type="LN",
-            seed=seed,
-            dtype=torch.float32,
-            device=device,
-        )
-    model = HookedTransformer(cfg)
-    model.eval()
-    return model
-
-
-def build_prompts(n: int, seq_len: int, vocab: int, seed: int) -> PromptSet:
-    rng = np.random.default_rng(seed)
-    clean = rng.integers(1, vocab, (n, seq_len))
-    corrupted = clean.copy()
-    pos = rng.integers(1, seq_len - 1, n)
-    corrupted[np.arange(n), pos] = (clean[np.arange(n), pos] + rng.integers(1, vocab - 1, n)) % (
-        vocab - 1
-    ) + 1
-    return PromptSet(
-        task="bench",
-        clean=list(clean),
-        corrupted=list(corrupted),
-        answer_pos=np.full(n, seq_len - 1),
-        answers=[[int(a)] for a in rng.integers(1, vocab, n)],
-        wrong=[[int(w)] for w in rng.integers(1, vocab, n)],
-        noise_positions=[[int(p)] for p in pos],
-        positions={"X": pos},
-    )
 
 
 def main() -> None:
@@ -105,9 +48,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
-    model = build_model(args.small, args.seed, args.device)
+    # the same random model and prompts as the exact engine's benchmark
+    model, prompts = build(args.small, args.device, args.prompts, args.seq_len, args.seed)
     cfg = model.cfg
-    prompts = build_prompts(args.prompts, args.seq_len, cfg.d_vocab, args.seed)
     spec = SweepSpec("str", "attn_head", position=args.position, memory_budget_mb=args.memory_budget_mb)
     shape = f"{cfg.n_layers}L x {cfg.n_heads}H, d_model {cfg.d_model}, vocab {cfg.d_vocab}"
     print(
