@@ -106,3 +106,21 @@ def test_settings_merge_defaults_and_reject_unknown_keys():
         ToySettings.from_config({"models": {"toy-gpt2": {"stepz": 5}}})
     with pytest.raises(ValueError, match="no settings"):
         ToySettings.from_config({"models": {"toy-new": {}}})
+
+
+def test_each_model_has_its_own_corpus_mix_with_documented_precedence():
+    s = ToySettings.from_config({"corpus": {"n_docs": 500}})
+    gpt2, attn = s.models["toy-gpt2"].corpus, s.models["toy-attn-only"].corpus
+    assert gpt2.mix == DEFAULT_MODELS["toy-gpt2"]["mix"] and attn.mix == DEFAULT_MODELS["toy-attn-only"]["mix"]
+    assert gpt2.n_docs == attn.n_docs == 500  # suite-level keys reach every model's corpus
+    # toy.corpus.mix, when given, replaces the built-in per-model mixes ...
+    suite_mix = {"ioi": 1.0}
+    s = ToySettings.from_config({"corpus": {"mix": suite_mix}, "models": {"toy-gpt2": {"mix": {"factual": 1.0}}}})
+    assert s.models["toy-attn-only"].corpus.mix == suite_mix
+    # ... and a model's own entry wins over both
+    assert s.models["toy-gpt2"].corpus.mix == {"factual": 1.0}
+    # the held-out combinations are the suite's: same seed and fraction for every model
+    assert {(m.corpus.seed, m.corpus.heldout_fraction) for m in s.models.values()} == {(0, 0.15)}
+    assert s.corpus_for("not-a-toy-model") == s.corpus
+    with pytest.raises(ValueError, match="unknown document kinds"):
+        ToySettings.from_config({"models": {"toy-gpt2": {"mix": {"poetry": 1.0}}}})

@@ -1,4 +1,4 @@
-"""Toy suite: corpus -> tokenizer -> trained HookedTransformers under <results_dir>/models/{model}/.
+"""Toy suite: corpora -> tokenizer -> trained HookedTransformers under <results_dir>/models/{model}/.
 
 Settings: the `toy:` config section (patchbench.toy.settings; every key optional). A toy model
 is any `models.<name>` entry with `source: toy`; its training settings come from
@@ -7,6 +7,7 @@ is any `models.<name>` entry with `source: toy`; its training settings come from
 
 import re
 
+from patchbench.tasks import TASKS
 from patchbench.toy.settings import ToySettings
 
 TOY_CFG = config.get("toy", {}) or {}
@@ -27,21 +28,45 @@ TOY_DATA_FILES = [
 TOY_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
+def patched_families(model):
+    """Task families (ioi, greater_than, ...) the configured experiments patch ``model`` on."""
+    return sorted(
+        {TASKS[c[1]].family for n in EXPERIMENTS for c in experiment_cells(n) if c[0] == model and c[1] in TASKS}
+    )
+
+
 def toy_threads(wildcards):
     return TOY.models[wildcards.model].train.threads if wildcards.model in TOY.models else 1
 
 
-rule toy_corpus:
-    """Project-authored training corpus (documents joined by <|endoftext|>) and held-out sets."""
+rule toy_heldout:
+    """The combinations every toy corpus leaves out (held-out accuracy is measured on them)."""
     input:
         TOY_DATA_FILES,
     output:
-        corpus=R("toy", "corpus.txt"),
         heldout=R("toy", "heldout.json"),
     params:
         toy=TOY_CFG,
     log:
-        LOG("toy", "corpus.log"),
+        LOG("toy", "heldout.log"),
+    localrule: True
+    script:
+        "../scripts/toy_heldout.py"
+
+
+rule toy_corpus:
+    """One toy model's project-authored training corpus: documents joined by <|endoftext|>, in
+    the model's mix of document kinds, none of them using a held-out combination."""
+    input:
+        TOY_DATA_FILES,
+    output:
+        corpus=R("toy", "corpus", "{model}.txt"),
+    wildcard_constraints:
+        model="|".join(re.escape(m) for m in TOY_MODELS) or "__no_toy_model__",
+    params:
+        toy=TOY_CFG,
+    log:
+        LOG("toy", "{model}.corpus.log"),
     threads: 1
     resources:
         mem_mb=1000,
@@ -51,10 +76,10 @@ rule toy_corpus:
 
 
 rule toy_tokenizer:
-    """Word-level tokenizer with GPT-2-like segmentation, built from the corpus."""
+    """Word-level tokenizer with GPT-2-like segmentation, built from every toy model's corpus."""
     input:
         TOY_DATA_FILES,
-        corpus=R("toy", "corpus.txt"),
+        corpora=[R("toy", "corpus", f"{m}.txt") for m in TOY_MODELS],
     output:
         tokenizer=R("toy", "tokenizer", "tokenizer.json"),
         config=R("toy", "tokenizer", "tokenizer_config.json"),
@@ -89,7 +114,7 @@ rule toy_model_tokenizer:
 rule toy_train:
     """Train one toy model (deterministic given its seed and thread count)."""
     input:
-        corpus=R("toy", "corpus.txt"),
+        corpus=R("toy", "corpus", "{model}.txt"),
         tokenizer=R("models", "{model}", "tokenizer.json"),
     output:
         weights=R("models", "{model}", "model.safetensors"),
@@ -143,6 +168,8 @@ rule toy_accuracy_table:
     output:
         csv=R("toy", "accuracy.csv"),
         md=R("toy", "accuracy.md"),
+    params:
+        patched={m: patched_families(m) for m in TOY_MODELS},
     log:
         LOG("toy", "accuracy_table.log"),
     localrule: True

@@ -1,4 +1,4 @@
-"""Snakemake wrapper: write the toy training corpus and its held-out combinations."""
+"""Snakemake wrapper: write one toy model's training corpus (its own mix of document kinds)."""
 
 import logging
 
@@ -7,7 +7,7 @@ from patchbench.toy.settings import ToySettings
 
 logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 settings = ToySettings.from_config(snakemake.params.toy)
-vocab = ToyVocab.load(settings.data_dir)
-docs, held = generate_corpus(vocab, settings.corpus)
-write_corpus(docs, held, snakemake.output.corpus, snakemake.output.heldout)
-logging.info("wrote %d documents to %s", len(docs), snakemake.output.corpus)
+spec = settings.corpus_for(snakemake.wildcards.model)
+docs, _ = generate_corpus(ToyVocab.load(settings.data_dir), spec)
+write_corpus(docs, snakemake.output.corpus)
+logging.info("wrote %d documents (mix %s) to %s", len(docs), spec.mix, snakemake.output.corpus)

@@ -318,12 +318,11 @@ def generate_corpus(vocab: ToyVocab, spec: CorpusSpec) -> tuple[list[str], HeldO
     return docs, held
 
 
-def write_corpus(docs: list[str], held: HeldOut, corpus_path: Path, heldout_path: Path) -> None:
-    """Documents joined by ``<|endoftext|>`` (GPT-2 style), and the held-out sets as JSON."""
+def write_corpus(docs: list[str], corpus_path: Path) -> None:
+    """Documents joined by ``<|endoftext|>`` (GPT-2 style)."""
     corpus_path = Path(corpus_path)
     corpus_path.parent.mkdir(parents=True, exist_ok=True)
     corpus_path.write_text(DOC_SEPARATOR.join(docs))
-    Path(heldout_path).write_text(held.to_json() + "\n")
 
 
 def read_corpus(corpus_path: Path) -> list[str]:

@@ -156,9 +156,13 @@ def evaluate_model(model: HookedTransformer, prompts: list[EvalPrompt], batch_si
     return out
 
 
-def accuracy_table(accuracy_files: list, summary_files: list | None = None):
+def accuracy_table(
+    accuracy_files: list, summary_files: list | None = None, patched: dict[str, list[str]] | None = None
+):
     """Long table (model, task, metric, score, goal, met, n) of accuracy.json files, plus the
-    training wall time and final loss of each model when its train_summary.json is given."""
+    training wall time and final loss of each model when its train_summary.json is given, and,
+    with ``patched`` (model -> task families the workflow's experiments run on it), whether the
+    workflow patches the model on that task: the score that its experiments rest on."""
     import json
     from pathlib import Path
 
@@ -182,6 +186,7 @@ def accuracy_table(accuracy_files: list, summary_files: list | None = None):
                     "goal": r.get("goal"),
                     "met": r.get("met"),
                     "n": r["n"],
+                    **({"patched": task in patched.get(acc["model"], [])} if patched is not None else {}),
                     "train_wall_s": round(s["wall_s"], 1) if s else None,
                     "final_loss": round(s["final_loss"], 3) if s else None,
                 }
