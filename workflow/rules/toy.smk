@@ -166,7 +166,7 @@ rule toy_accuracy_table:
         accuracy=[R("models", m, "accuracy.json") for m in TOY_MODELS],
         summary=[R("models", m, "train_summary.json") for m in TOY_MODELS],
     output:
-        csv=R("toy", "accuracy.csv"),
+        csv=report(R("toy", "accuracy.csv"), caption="../report/toy_accuracy.rst", category="Toy models"),
         md=R("toy", "accuracy.md"),
     params:
         patched={m: patched_families(m) for m in TOY_MODELS},

@@ -64,18 +64,19 @@ DEFAULT_MODELS: dict[str, dict[str, Any]] = {
         "n_heads": 4,
         "attn_only": True,
         "n_ctx": 64,
-        "steps": 1800,
+        "steps": 2000,  # IOI 0.39-0.50 at 1400-1800 steps with lr 3e-3; 1.00 at 2000
         "batch_size": 32,
         "lr": 3e-3,
         "seed": 0,
         "threads": 1,
+        # docstring 0.62 held-out; with 0.4 docstring / 0.4 IOI and no other kinds it was 0.35
         "mix": {
-            "ioi": 0.4,
-            "greater_than": 0.12,
-            "docstring": 0.4,
-            "arithmetic": 0.02,
-            "factual": 0.03,
-            "filler": 0.03,
+            "ioi": 0.35,
+            "greater_than": 0.1,
+            "docstring": 0.3,
+            "arithmetic": 0.1,
+            "factual": 0.1,
+            "filler": 0.05,
         },
     },
 }
