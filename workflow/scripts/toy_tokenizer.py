@@ -1,4 +1,4 @@
-"""Snakemake wrapper: build the toy tokenizer from every toy model's corpus (shared by every toy model)."""
+"""Snakemake wrapper: build the one toy tokenizer, shared by every toy model, from all their corpora."""
 
 import logging
 from pathlib import Path
