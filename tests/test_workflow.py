@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -69,3 +70,24 @@ def test_windows_on_a_head_site_are_refused(tmp_path):
     res = snakemake("-n", "--configfile", str(bad))
     assert res.returncode != 0
     assert "windows [1, 3] only apply to site mlp" in res.stdout + res.stderr
+
+
+def test_attribution_windows_restrict_the_agreement_to_those_cells(tmp_path):
+    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    results = tmp_path / "results"
+
+    def planned_attribution(windows):
+        cfg["attribution"] = {"windows": windows} if windows else {}
+        path = tmp_path / "cfg.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        res = snakemake("-n", "--configfile", str(path), "--config", f"results_dir={results}")
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        attrib = f"{results}/attrib/toy-gpt2/factual/"
+        found = re.findall(re.escape(attrib) + r"\S+?\.raw\.parquet", res.stdout + res.stderr)
+        return sorted({Path(p).name for p in found})
+
+    every = planned_attribution(None)
+    single = planned_attribution([1])
+    assert {n.split("_w")[1] for n in every} == {"1.raw.parquet", "3.raw.parquet", "5.raw.parquet"}
+    assert single and all(n.endswith("_w1.raw.parquet") for n in single)
+    assert set(single) < set(every)

@@ -8,7 +8,8 @@ with the exact ones of the same cells, per (model, task).
 Config (all optional; defaults in brackets): attribution.qk_fix [false] applies AtP*'s QK fix to
 whole-head sweeps (attn_head, position all); attribution.k [2.0] the detection threshold in SDs;
 attribution.top [5] disagreeing components listed per plot; attribution.tasks [ioi, factual] the
-tasks whose agreement `agreement_targets()` asks for.
+tasks whose agreement `agreement_targets()` asks for; attribution.windows [all] the window sizes
+whose cells enter it.
 """
 
 
@@ -24,9 +25,15 @@ def attrib_effects_path(model, task, corruption, site, position, window):
 
 
 def cells_of(model, task):
-    """Every configured sweep cell of (model, task)."""
+    """Every configured sweep cell of (model, task) whose window is in attribution.windows (when set)."""
+    windows = ATTRIB.get("windows")
     return sorted(
-        {c for n in EXPERIMENTS for c in experiment_cells(n) if c[0] == model and c[1] == task}
+        {
+            c
+            for n in EXPERIMENTS
+            for c in experiment_cells(n)
+            if c[0] == model and c[1] == task and (windows is None or c[5] in windows)
+        }
     )
 
 
