@@ -30,9 +30,7 @@ TOY_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_token
 
 def patched_families(model):
     """Task families (ioi, greater_than, ...) the configured experiments patch ``model`` on."""
-    return sorted(
-        {TASKS[c[1]].family for n in EXPERIMENTS for c in experiment_cells(n) if c[0] == model and c[1] in TASKS}
-    )
+    return sorted({TASKS[c[1]].family for n in EXPERIMENTS for c in experiment_cells(n) if c[0] == model})
 
 
 def toy_threads(wildcards):
