@@ -48,7 +48,7 @@ def test_dry_run_plans_every_target_without_network(configfile, tmp_path):
     cfg = yaml.safe_load((ROOT / configfile).read_text())
     for path in effects_paths(cfg, results):
         assert path in plan, f"{path} is not planned"
-    for rule in ("prompts", "filter_correct", "clean_cache", "sweep", "effects"):
+    for rule in ("prompts", "filter_correct", "clean_cache", "effects", *(f"sweep_{e}" for e in cfg["experiments"])):
         assert f"rule {rule}:" in plan or f"localrule {rule}:" in plan
 
 
@@ -91,3 +91,28 @@ def test_attribution_windows_restrict_the_agreement_to_those_cells(tmp_path):
     assert {n.split("_w")[1] for n in every} == {"1.raw.parquet", "3.raw.parquet", "5.raw.parquet"}
     assert single and all(n.endswith("_w1.raw.parquet") for n in single)
     assert set(single) < set(every)
+
+
+def test_two_experiments_sweeping_the_same_cell_are_refused(tmp_path):
+    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    cfg["experiments"]["factual_again"] = dict(cfg["experiments"]["factual_mlp_last"], windows=[5])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    res = snakemake("-n", "--configfile", str(bad))
+    assert res.returncode != 0
+    out = res.stdout + res.stderr
+    assert "both sweep factual str mlp-subject_last window 5 on toy-gpt2" in out
+    assert "'factual_mlp_last'" in out and "'factual_again'" in out
+
+
+def test_one_sweep_job_runs_all_cells_of_an_experiment_on_a_model(tmp_path):
+    results = tmp_path / "results"
+    res = snakemake("-n", "--configfile", "config/demo.yaml", "--config", f"results_dir={results}", "--", "all")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    plan = res.stdout + res.stderr
+    jobs = re.findall(r"^rule (sweep_factual_mlp_all):\n\s+input: .*\n\s+output: (.*)\n\s+log: (.*)", plan, flags=re.M)
+    assert len(jobs) == 1, jobs
+    outputs, logs = jobs[0][1].split(", "), jobs[0][2].split(", ")
+    cells = {f"{c}/mlp-each_w{w}" for c in ("str", "gn") for w in (1, 3, 5)}
+    assert {o.split("factual/")[1].removesuffix(".parquet") for o in outputs} == cells
+    assert {p.split("factual/")[1].removesuffix(".log") for p in logs} == cells

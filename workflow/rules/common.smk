@@ -36,6 +36,19 @@ def _check_references(cfg):
             )
         if exp["site"] == "head_v" and not exp.get("heads"):
             raise ConfigError(f"experiment {name!r}: site head_v needs `heads: [[layer, head], ...]`")
+    owner = {}
+    for name, exp in cfg["experiments"].items():
+        for m in exp["models"]:
+            for c in exp.get("corruptions", ["str", "gn"]):
+                for w in exp.get("windows", [1]):
+                    cell = (m, exp["task"], c, exp["site"], exp.get("position", "all"), w)
+                    if cell in owner:
+                        raise ConfigError(
+                            f"experiments {owner[cell]!r} and {name!r} both sweep {exp['task']} {c} "
+                            f"{exp['site']}-{exp.get('position', 'all')} window {w} on {m}; they would write "
+                            "the same file: keep that cell in one of them"
+                        )
+                    owner[cell] = name
 
 
 _check_references(config)

@@ -1,4 +1,8 @@
-"""Run one sweep of the grid: one corruption, one site, one position rule, one window (rule ``sweep``)."""
+"""Run every sweep cell of one experiment on one model (rules ``sweep_<experiment>``).
+
+The model, prompts and clean cache load once; each cell (corruption x window) then writes its own
+raw frame and log, and resumes from its own ``<cell>.chunks`` directory after a kill.
+"""
 
 from pathlib import Path
 
@@ -12,19 +16,23 @@ from patchbench.runlog import rule_log
 from patchbench.sites import sweep_spec_for
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
-w = sm.wildcards
+exp, name = sm.params.experiment, sm.wildcards.model
+site, position = exp["site"], exp.get("position", "all")
 with rule_log(sm.log[0]) as log:
-    spec = ModelSpec.from_config(w.model, sm.params.model, sm.params.results_dir)
+    spec = ModelSpec.from_config(name, sm.params.model, sm.params.results_dir)
     model = load_model(spec)
     prompts = PromptSet.from_parquet(sm.input.prompts, d_vocab=model.cfg.d_vocab)
-    sweep = sweep_spec_for(
-        w.corruption, w.site, w.position, w.window, heads=sm.params.experiment.get("heads"),
-        noise=sm.params.noise, memory_budget_mb=spec.memory_budget_mb,
-    )
     clean = load_file(sm.input.cache, device=resolve_device(spec.device))
-    raw = run_sweep(model, prompts, sweep, clean, logger=log, checkpoint_dir=Path(sm.params.checkpoint_dir))
-    meta = dict(raw.attrs.get("patchbench", {}))
-    meta.update(model=w.model, task=w.task, corruption=w.corruption, site=w.site, position=w.position,
-                window=int(w.window), method="exact")
-    write_frame(raw, sm.output[0], meta)
-    log.info("wrote %d rows to %s", len(raw), sm.output[0])
+    log.info("%s loaded once for %d sweep cells of %s", name, len(sm.params.cells), exp["task"])
+for (corruption, window), out, log_path in zip(sm.params.cells, sm.output, sm.log, strict=True):
+    with rule_log(log_path) as log:
+        sweep = sweep_spec_for(
+            corruption, site, position, window, heads=exp.get("heads"),
+            noise=sm.params.noise, memory_budget_mb=spec.memory_budget_mb,
+        )
+        raw = run_sweep(model, prompts, sweep, clean, logger=log, checkpoint_dir=Path(out).with_suffix(".chunks"))
+        meta = dict(raw.attrs.get("patchbench", {}))
+        meta.update(model=name, task=exp["task"], corruption=corruption, site=site, position=position,
+                    window=int(window), method="exact")
+        write_frame(raw, out, meta)
+        log.info("wrote %d rows to %s", len(raw), out)

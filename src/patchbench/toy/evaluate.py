@@ -25,10 +25,13 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from transformer_lens import HookedTransformer
+
+if TYPE_CHECKING:  # the accuracy-table job needs no TransformerLens
+    from transformer_lens import HookedTransformer
 
 from patchbench.toy.corpus import ARITH_OPS, HeldOut, ToyVocab, arith_pairs, arith_result
 

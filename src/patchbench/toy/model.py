@@ -20,41 +20,19 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+from patchbench.toy.settings import ModelSpec
 from patchbench.toy.tokenizer import load_tokenizer
 
 __all__ = ["ModelSpec", "build_model", "hooked_config", "save_toy", "load_toy"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Architecture of a toy model (the ``toy.models.<name>`` keys of the config, minus training)."""
-
-    n_layers: int = 6
-    d_model: int = 128
-    n_heads: int = 4
-    d_mlp: int = 512
-    n_ctx: int = 64
-    attn_only: bool = False
-    act_fn: str = "gelu"
-    normalization_type: str | None = "LN"
-    positional_embedding_type: str = "standard"
-
-    def __post_init__(self) -> None:
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
-        if self.n_layers < 1 or self.n_ctx < 8:
-            raise ValueError(
-                f"toy model needs n_layers >= 1 and n_ctx >= 8, got {self.n_layers}, {self.n_ctx}"
-            )
 
 
 def hooked_config(spec: ModelSpec, d_vocab: int, seed: int, model_name: str) -> dict:

@@ -25,10 +25,8 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from patchbench.toy.corpus import CorpusSpec
-from patchbench.toy.model import ModelSpec
-from patchbench.toy.train import TrainSpec
 
-__all__ = ["DEFAULT_MODELS", "ToySettings", "ToyModelSettings"]
+__all__ = ["DEFAULT_MODELS", "ModelSpec", "ToyModelSettings", "ToySettings", "TrainSpec"]
 
 CORPUS_KEYS = ("mix", "n_docs")  # corpus keys a model entry may set for its own corpus
 
@@ -83,6 +81,50 @@ DEFAULT_MODELS: dict[str, dict[str, Any]] = {
 
 
 @dataclass(frozen=True)
+class ModelSpec:
+    """Architecture of a toy model (the ``toy.models.<name>`` keys of the config, minus training)."""
+
+    n_layers: int = 6
+    d_model: int = 128
+    n_heads: int = 4
+    d_mlp: int = 512
+    n_ctx: int = 64
+    attn_only: bool = False
+    act_fn: str = "gelu"
+    normalization_type: str | None = "LN"
+    positional_embedding_type: str = "standard"
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if self.n_layers < 1 or self.n_ctx < 8:
+            raise ValueError(
+                f"toy model needs n_layers >= 1 and n_ctx >= 8, got {self.n_layers}, {self.n_ctx}"
+            )
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Optimisation settings (the training keys of ``toy.models.<name>`` in the config)."""
+
+    steps: int = 800
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    warmup: int = 40
+    min_lr_ratio: float = 0.1
+    seed: int = 0
+    threads: int = 1
+    bos_dropout: float = 0.5
+    init_std: float = 0.02  # std of every weight matrix at initialisation (GPT-2's 0.02)
+    scale_init: bool = True  # scale W_O and W_out by 1/sqrt(2 n_layers) (GPT-2's residual scaling)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError(f"toy training needs steps >= 1, batch_size >= 1 and lr > 0, got {self}")
+
+
+@dataclass(frozen=True)
 class ToyModelSettings:
     name: str
     model: ModelSpec
@@ -125,7 +167,6 @@ class ToySettings:
             eval_seed=int(ev.get("seed", 0)),
             models=models,
         )
-
 
     def corpus_for(self, model: str) -> CorpusSpec:
         """The training corpus of ``model`` (the suite's corpus for a model with no toy settings,

@@ -26,9 +26,12 @@ import logging
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
+
+if TYPE_CHECKING:  # transformers takes seconds to import; the corpus / tokenizer jobs do not need it
+    from transformers import PreTrainedTokenizerFast
 
 __all__ = [
     "BOS",
@@ -147,6 +150,8 @@ def load_tokenizer(model_dir: Path | str) -> PreTrainedTokenizerFast:
             f"no toy tokenizer at {file}; build it with the workflow's toy_tokenizer rule "
             "(snakemake ... results/models/<model>/tokenizer.json)."
         )
+    from transformers import PreTrainedTokenizerFast
+
     specials = {"bos_token": BOS, "eos_token": BOS, "pad_token": PAD, "unk_token": UNK}
     if path.is_dir() and (path / "tokenizer_config.json").exists():
         return PreTrainedTokenizerFast.from_pretrained(str(path), **specials)

@@ -18,7 +18,7 @@ import csv
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -28,32 +28,12 @@ from jaxtyping import Bool, Int
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
-from patchbench.toy.model import ModelSpec, build_model, hooked_config, save_toy
+from patchbench.toy.model import build_model, hooked_config, save_toy
+from patchbench.toy.settings import ModelSpec, TrainSpec
 
 __all__ = ["TrainSpec", "pack_documents", "train_toy"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainSpec:
-    """Optimisation settings (the training keys of ``toy.models.<name>`` in the config)."""
-
-    steps: int = 800
-    batch_size: int = 32
-    lr: float = 3e-3
-    weight_decay: float = 0.01
-    warmup: int = 40
-    min_lr_ratio: float = 0.1
-    seed: int = 0
-    threads: int = 1
-    bos_dropout: float = 0.5
-    init_std: float = 0.02  # std of every weight matrix at initialisation (GPT-2's 0.02)
-    scale_init: bool = True  # scale W_O and W_out by 1/sqrt(2 n_layers) (GPT-2's residual scaling)
-
-    def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError(f"toy training needs steps >= 1, batch_size >= 1 and lr > 0, got {self}")
 
 
 def pack_documents(
