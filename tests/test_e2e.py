@@ -27,7 +27,7 @@ def tiny_run(tmp_path_factory):
         sys.executable, "-m", "snakemake", "--cores", "2", "--nolock",
         "--configfile", "tests/configs/tiny.yaml",
         "--config", f"results_dir={results}", f"figures_dir={figures}",
-        "--", "table5", "fig_ioi_heads",
+        "--", "table5", "fig_ioi_heads", "agreement_all",
     ]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900,
                          env=dict(os.environ, HF_HUB_OFFLINE="1"))
@@ -63,3 +63,17 @@ def test_sweeps_hold_raw_outputs_for_every_head_and_metric(tiny_run):
         assert set(eff["detected"]) <= {"", "positive", "negative"}
     log = (results / "logs" / "sweeps" / "tiny-gpt2" / "ioi" / "gn" / "attn_head-all_w1.log").read_text()
     assert "sanity" in log.lower()
+
+
+@pytest.mark.slow
+def test_one_attribution_job_writes_each_cell_with_its_own_log(tiny_run):
+    results, _ = tiny_run
+    for corruption in ("str", "gn"):
+        cell = Path("tiny-gpt2") / "ioi" / corruption / "attn_head-all_w1"
+        eff = read_frame(results / "attrib" / cell.with_suffix(".parquet"))
+        assert set(eff["method"]) == {"attribution"} and set(eff["corruption"]) == {corruption}
+        assert eff.groupby("metric")["component"].nunique().eq(4).all()
+        raw = read_frame(results / "attrib" / f"{cell}.raw.parquet")
+        assert raw.attrs["patchbench"]["corruption"] == corruption
+        assert f"attribution {corruption} attn_head w1" in (results / "logs" / "attrib" / cell.with_suffix(".log")).read_text()
+    assert (results / "tables" / "agreement_tiny-gpt2_ioi.csv").exists()

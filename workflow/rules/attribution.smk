@@ -1,8 +1,9 @@
 """Attribution patching beside exact patching: one attribution sweep per grid cell, and their agreement.
 
-`attribution_sweep` estimates every effect of a sweep from one forward and a few backward passes
-(patchbench.attribution) and writes the raw frame (`.raw.parquet`, the engine's raw schema) and its
-effects with detection (the effects schema, method = attribution). `agreement` pairs those effects
+`attribution_<experiment>` estimates every effect of an experiment's sweeps on one model from one
+forward and a few backward passes each (patchbench.attribution), and writes per cell the raw frame
+(`.raw.parquet`, the engine's raw schema) and its effects with detection (the effects schema,
+method = attribution); like the exact sweeps, one job per (model, experiment). `agreement` pairs those effects
 with the exact ones of the same cells, per (model, task).
 
 Config (all optional; defaults in brackets): attribution.qk_fix [false] applies AtP*'s QK fix to
@@ -52,30 +53,54 @@ def agreement_targets():
     return out
 
 
-rule attribution_sweep:
-    input:
-        prompts=R("prompts/{model}/{task}.parquet"),
-        cache=R("cache/{model}/{task}.clean.safetensors"),
-        weights=weight_files,
-    output:
-        raw=R("attrib/{model}/{task}/{corruption}/{site}-{position}_w{window}.raw.parquet"),
-        effects=R("attrib/{model}/{task}/{corruption}/{site}-{position}_w{window}.parquet"),
-    log:
-        LOG("attrib/{model}/{task}/{corruption}/{site}-{position}_w{window}.log"),
-    params:
-        model=lambda w: config["models"][w.model],
-        results_dir=RESULTS,
-        experiment=find_experiment,
-        noise=config["noise"],
-        qk_fix=ATTRIB.get("qk_fix", False),
-        k=ATTRIB.get("k", 2.0),
-    threads: lambda w: model_resources(w.model, "threads", 2)
-    resources:
-        mem_mb=lambda w: model_resources(w.model, "mem_mb", 4000),
-        runtime=lambda w: model_resources(w.model, "runtime", 30),
-        gpu=lambda w: model_resources(w.model, "gpu", 0),
-    script:
-        "../scripts/attribution_sweep.py"
+def attribution_grid(name):
+    """(corruption, window) of experiment ``name`` that attribution estimates: the windows of
+    attribution.windows, or every window when attribution replaces exact patching (engine.method)."""
+    windows = ATTRIB.get("windows")
+    every = windows is None or config["engine"]["method"] == "attribution"
+    return [(c, w) for c, w in experiment_grid(name) if every or w in windows]
+
+
+def _attribution_rule(name):
+    """The rule that estimates experiment ``name``'s cells by attribution for one model."""
+    exp = EXPERIMENTS[name]
+    cells = attribution_grid(name)
+    task, site, position = exp["task"], exp["site"], exp.get("position", "all")
+
+    rule:
+        name:
+            f"attribution_{name}"
+        input:
+            prompts=R("prompts", "{model}", f"{task}.parquet"),
+            cache=R("cache", "{model}", f"{task}.clean.safetensors"),
+            weights=weight_files,
+        output:
+            raw=[attrib_raw_path("{model}", task, c, site, position, w) for c, w in cells],
+            effects=[attrib_effects_path("{model}", task, c, site, position, w) for c, w in cells],
+        log:
+            [LOG("attrib", "{model}", task, c, f"{site}-{position}_w{w}.log") for c, w in cells],
+        wildcard_constraints:
+            model=experiment_models_regex(name),
+        params:
+            model=lambda w: config["models"][w.model],
+            results_dir=RESULTS,
+            experiment=exp,
+            cells=cells,
+            noise=config["noise"],
+            qk_fix=ATTRIB.get("qk_fix", False),
+            k=ATTRIB.get("k", 2.0),
+        threads: lambda w: model_resources(w.model, "threads", 2)
+        resources:
+            mem_mb=lambda w: model_resources(w.model, "mem_mb", 4000),
+            runtime=lambda w: model_resources(w.model, "runtime", 30) * len(cells),
+            gpu=lambda w: model_resources(w.model, "gpu", 0),
+        script:
+            "../scripts/attribution_sweep.py"
+
+
+for _name in EXPERIMENTS:
+    if attribution_grid(_name):
+        _attribution_rule(_name)
 
 
 rule agreement:

@@ -1,6 +1,7 @@
 """Shared helpers: config validation and the one place where output paths are spelled."""
 
 import json
+import re
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -131,14 +132,24 @@ def effects_path(model, task, corruption, site, position, window):
     return exact_effects_path(model, task, corruption, site, position, window)
 
 
+def experiment_grid(name):
+    """(corruption, window) of every sweep an experiment runs on each of its models."""
+    exp = EXPERIMENTS[name]
+    return [(c, w) for c in exp.get("corruptions", ["str", "gn"]) for w in exp.get("windows", [1])]
+
+
+def experiment_models_regex(name):
+    """A wildcard constraint that matches exactly the models of experiment ``name``."""
+    return "|".join(re.escape(m) for m in EXPERIMENTS[name]["models"])
+
+
 def experiment_cells(name):
     """(model, task, corruption, site, position, window) of every sweep an experiment runs."""
     exp = EXPERIMENTS[name]
     return [
         (m, exp["task"], c, exp["site"], exp.get("position", "all"), w)
         for m in exp["models"]
-        for c in exp.get("corruptions", ["str", "gn"])
-        for w in exp.get("windows", [1])
+        for c, w in experiment_grid(name)
     ]
 
 
@@ -153,22 +164,6 @@ def experiments_of(task=None, site=None):
         for n, e in EXPERIMENTS.items()
         if (task is None or e["task"] == task) and (site is None or e["site"] == site)
     ]
-
-
-def find_experiment(wildcards):
-    """The experiment that asks for this sweep (its heads / settings parameterise the engine)."""
-    for name in EXPERIMENTS:
-        for cell in experiment_cells(name):
-            if cell == (
-                wildcards.model,
-                wildcards.task,
-                wildcards.corruption,
-                wildcards.site,
-                wildcards.position,
-                int(wildcards.window),
-            ):
-                return EXPERIMENTS[name]
-    return {}
 
 
 def sites_for(model, task):

@@ -7,8 +7,6 @@ clean cache load once, and each cell still writes its own raw frame, log and res
 experiment gets its own rule, `sweep_<experiment>`.
 """
 
-import re
-
 
 rule clean_cache:
     input:
@@ -34,9 +32,8 @@ rule clean_cache:
 def _sweep_rule(name):
     """The rule that runs experiment ``name``'s sweep cells for one model (wildcard ``model``)."""
     exp = EXPERIMENTS[name]
-    cells = [(c, w) for c in exp.get("corruptions", ["str", "gn"]) for w in exp.get("windows", [1])]
+    cells = experiment_grid(name)
     task, site, position = exp["task"], exp["site"], exp.get("position", "all")
-    cell_name = lambda c, w: (c, f"{site}-{position}_w{w}")
 
     rule:
         name:
@@ -46,11 +43,11 @@ def _sweep_rule(name):
             cache=R("cache", "{model}", f"{task}.clean.safetensors"),
             weights=weight_files,
         output:
-            [R("sweeps", "{model}", task, c, f"{stem}.parquet") for c, stem in (cell_name(*x) for x in cells)],
+            [sweep_path("{model}", task, c, site, position, w) for c, w in cells],
         log:
-            [LOG("sweeps", "{model}", task, c, f"{stem}.log") for c, stem in (cell_name(*x) for x in cells)],
+            [LOG("sweeps", "{model}", task, c, f"{site}-{position}_w{w}.log") for c, w in cells],
         wildcard_constraints:
-            model="|".join(re.escape(m) for m in exp["models"]),
+            model=experiment_models_regex(name),
         params:
             model=lambda w: config["models"][w.model],
             results_dir=RESULTS,

@@ -1,4 +1,8 @@
-"""Attribution sweep of one grid cell: raw frame + effects with detection (rule ``attribution_sweep``)."""
+"""Attribution sweeps of one experiment on one model (rules ``attribution_<experiment>``).
+
+Per cell (corruption x window): the raw frame and its effects with detection. The model, prompts
+and clean cache load once.
+"""
 
 from safetensors.torch import load_file
 
@@ -12,39 +16,33 @@ from patchbench.runlog import rule_log
 from patchbench.sites import sweep_spec_for
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
-w = sm.wildcards
+exp, name = sm.params.experiment, sm.wildcards.model
+task, site, position = exp["task"], exp["site"], exp.get("position", "all")
+metrics = metrics_for(task)
+qk_fix = bool(sm.params.qk_fix) and site == "attn_head" and position == "all"
 with rule_log(sm.log[0]) as log:
-    spec = ModelSpec.from_config(w.model, sm.params.model, sm.params.results_dir)
+    spec = ModelSpec.from_config(name, sm.params.model, sm.params.results_dir)
     model = load_model(spec)
     prompts = PromptSet.from_parquet(sm.input.prompts, d_vocab=model.cfg.d_vocab)
-    sweep = sweep_spec_for(
-        w.corruption, w.site, w.position, w.window, heads=sm.params.experiment.get("heads"),
-        noise=sm.params.noise, memory_budget_mb=spec.memory_budget_mb,
-    )
-    metrics = metrics_for(w.task)
-    qk_fix = bool(sm.params.qk_fix) and w.site == "attn_head" and w.position == "all"
     clean = load_file(sm.input.cache, device=resolve_device(spec.device))
-    raw = run_attribution(model, prompts, sweep, clean, metrics=metrics, qk_fix=qk_fix, logger=log)
-    meta = dict(raw.attrs.get("patchbench", {}))
-    meta.update(
-        model=w.model,
-        task=w.task,
-        corruption=w.corruption,
-        site=w.site,
-        position=w.position,
-        window=int(w.window),
-        method="attribution",
-    )
-    write_frame(raw, sm.output.raw, meta)
-    eff = effects(
-        raw, metrics=metrics, model=w.model, task=w.task, corruption=w.corruption, method="attribution"
-    )
-    eff = detect(eff, float(sm.params.k))
-    write_frame(eff, sm.output.effects, {**meta, **eff.attrs.get("patchbench", {}), "method": "attribution"})
-    log.info(
-        "attribution %s: %d components x %d metrics; detected: %s",
-        w,
-        eff["component"].nunique(),
-        len(metrics),
-        eff.loc[eff["detected"] != "", ["metric", "component", "detected"]].to_dict("records"),
-    )
+    log.info("%s loaded once for %d attribution cells of %s", name, len(sm.params.cells), task)
+cells = zip(sm.params.cells, sm.output.raw, sm.output.effects, sm.log, strict=True)
+for (corruption, window), raw_path, effects_path, log_path in cells:
+    with rule_log(log_path) as log:
+        sweep = sweep_spec_for(
+            corruption, site, position, window, heads=exp.get("heads"),
+            noise=sm.params.noise, memory_budget_mb=spec.memory_budget_mb,
+        )
+        raw = run_attribution(model, prompts, sweep, clean, metrics=metrics, qk_fix=qk_fix, logger=log)
+        meta = dict(raw.attrs.get("patchbench", {}))
+        meta.update(model=name, task=task, corruption=corruption, site=site, position=position,
+                    window=int(window), method="attribution")
+        write_frame(raw, raw_path, meta)
+        eff = effects(raw, metrics=metrics, model=name, task=task, corruption=corruption, method="attribution")
+        eff = detect(eff, float(sm.params.k))
+        write_frame(eff, effects_path, {**meta, **eff.attrs.get("patchbench", {}), "method": "attribution"})
+        log.info(
+            "attribution %s %s w%s: %d components x %d metrics; detected: %s", corruption, site, window,
+            eff["component"].nunique(), len(metrics),
+            eff.loc[eff["detected"] != "", ["metric", "component", "detected"]].to_dict("records"),
+        )

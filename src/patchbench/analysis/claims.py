@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from patchbench.analysis.frames import select, validate_effects, validate_sweep
-from patchbench.analysis.style import corruption_label, metric_label
+from patchbench.analysis.labels import corruption_label, metric_label
 from patchbench.analysis.windows import summed_single_layers
 
 __all__ = [

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from patchbench.analysis.style import corruption_label
+from patchbench.analysis.labels import corruption_label
 
 __all__ = [
     "EFFECTS_COLUMNS",

@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from patchbench.analysis.frames import FrameError
-from patchbench.analysis.style import corruption_label
+from patchbench.analysis.labels import corruption_label
 
 __all__ = [
     "ATTENTION_COLUMNS",

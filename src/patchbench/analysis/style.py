@@ -1,8 +1,8 @@
 """One figure style for every patchbench plot, and the writer that saves PNG + PDF together.
 
 All figures go through :func:`new_figure` / :func:`save_figure` so they share fonts, colours,
-sizes and the non-interactive Agg backend (the workflow runs headless). Labels for corruptions
-and metrics live here too, so tables and figures spell them the same way.
+sizes and the non-interactive Agg backend (the workflow runs headless). The labels of corruptions
+and metrics come from :mod:`patchbench.analysis.labels`, so tables and figures spell them the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from patchbench.analysis.labels import METRIC_LABELS, corruption_label, metric_label  # noqa: E402
+
 __all__ = [
     "CORRUPTION_COLORS",
     "METRIC_LABELS",
@@ -30,14 +32,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Display names of the effects frame's ``metric`` values, as the paper writes them.
-METRIC_LABELS: dict[str, str] = {
-    "prob": "Probability",
-    "logit_diff": "Logit difference",
-    "kl": "KL divergence",
-    "stolfo": "Stolfo et al. (2)",
-}
-
 #: One colour per corruption, used by every line plot.
 CORRUPTION_COLORS: dict[str, str] = {"STR": "#1f77b4", "GN": "#d62728", "clean": "#2ca02c"}
 
@@ -45,17 +39,6 @@ CORRUPTION_COLORS: dict[str, str] = {"STR": "#1f77b4", "GN": "#d62728", "clean":
 DIVERGING_CMAP = "RdBu_r"
 
 DPI = 150
-
-
-def corruption_label(corruption: str) -> str:
-    """``str`` / ``STR`` -> ``STR``; ``gn`` -> ``GN``; anything else unchanged."""
-    up = str(corruption).upper()
-    return up if up in {"STR", "GN"} else str(corruption)
-
-
-def metric_label(metric: str) -> str:
-    """The paper's name of an effects-frame metric (unknown metrics pass through)."""
-    return METRIC_LABELS.get(metric, metric)
 
 
 def apply_style() -> None:

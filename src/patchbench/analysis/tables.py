@@ -28,7 +28,7 @@ import pandas as pd
 
 from patchbench.analysis.frames import FrameError, detected_heads, one_model, select, validate_effects
 from patchbench.analysis.ioi_classes import CLASS_LABELS, CLASSES
-from patchbench.analysis.style import metric_label
+from patchbench.analysis.labels import metric_label
 
 __all__ = [
     "NOT_RUN",
