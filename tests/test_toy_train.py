@@ -77,6 +77,8 @@ def test_same_seed_same_weights_other_seed_other_weights(corpus, tmp_path):
         states.append(load_file(str(tmp_path / run / "model.safetensors")))
     assert states[0].keys() == states[1].keys()
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    # byte-identical files, not only equal tensors (the safetensors header included)
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
     assert not torch.equal(states[0]["embed.W_E"], states[2]["embed.W_E"])
 
 

@@ -116,3 +116,21 @@ def test_one_sweep_job_runs_all_cells_of_an_experiment_on_a_model(tmp_path):
     cells = {f"{c}/mlp-each_w{w}" for c in ("str", "gn") for w in (1, 3, 5)}
     assert {o.split("factual/")[1].removesuffix(".parquet") for o in outputs} == cells
     assert {p.split("factual/")[1].removesuffix(".log") for p in logs} == cells
+
+
+def test_chains_of_every_position_sweeps_are_scheduled_first(tmp_path):
+    res = snakemake("-n", "--configfile", "config/demo.yaml", "--config", f"results_dir={tmp_path}", "--", "all")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    jobs = re.split(r"\n(?=\[\w{3} \w{3} )", res.stdout + res.stderr)
+
+    def priority(rule, wildcards):
+        [job] = [j for j in jobs if re.search(rf"^(local)?rule {rule}:", j, flags=re.M) and wildcards in j]
+        found = re.search(r"priority: (\d+)", job)
+        return int(found.group(1)) if found else 0
+
+    for rule in ("prompts", "filter_correct", "clean_cache"):  # docstring sweeps one target per (head, position)
+        assert priority(rule, "model=toy-attn-only, task=docstring") == 10
+        assert priority(rule, "model=toy-attn-only, task=ioi\n") == 0
+    assert priority("sweep_docstring_heads", "model=toy-attn-only") == 10
+    assert priority("sweep_ioi_heads", "model=toy-attn-only") == 0
+    assert priority("toy_train", "model=toy-gpt2") == 50

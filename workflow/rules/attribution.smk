@@ -1,10 +1,10 @@
-"""Attribution patching beside exact patching: one attribution sweep per grid cell, and their agreement.
+"""Attribution patching beside exact patching: attribution sweeps of every grid cell, and their agreement.
 
 `attribution_<experiment>` estimates every effect of an experiment's sweeps on one model from one
 forward and a few backward passes each (patchbench.attribution), and writes per cell the raw frame
 (`.raw.parquet`, the engine's raw schema) and its effects with detection (the effects schema,
-method = attribution); like the exact sweeps, one job per (model, experiment). `agreement` pairs those effects
-with the exact ones of the same cells, per (model, task).
+method = attribution); like the exact sweeps, it is one job per (model, experiment). `agreement`
+pairs those effects with the exact ones of the same cells, per (model, task).
 
 Config (all optional; defaults in brackets): attribution.qk_fix [false] applies AtP*'s QK fix to
 whole-head sweeps (attn_head, position all); attribution.k [2.0] the detection threshold in SDs;

@@ -37,19 +37,6 @@ def _check_references(cfg):
             )
         if exp["site"] == "head_v" and not exp.get("heads"):
             raise ConfigError(f"experiment {name!r}: site head_v needs `heads: [[layer, head], ...]`")
-    owner = {}
-    for name, exp in cfg["experiments"].items():
-        for m in exp["models"]:
-            for c in exp.get("corruptions", ["str", "gn"]):
-                for w in exp.get("windows", [1]):
-                    cell = (m, exp["task"], c, exp["site"], exp.get("position", "all"), w)
-                    if cell in owner:
-                        raise ConfigError(
-                            f"experiments {owner[cell]!r} and {name!r} both sweep {exp['task']} {c} "
-                            f"{exp['site']}-{exp.get('position', 'all')} window {w} on {m}; they would write "
-                            "the same file: keep that cell in one of them"
-                        )
-                    owner[cell] = name
 
 
 _check_references(config)
@@ -157,6 +144,23 @@ def experiment_effects(name):
     return [effects_path(*cell) for cell in experiment_cells(name)]
 
 
+def _check_unique_cells():
+    """Each sweep cell belongs to one experiment: two would write (and configure) the same file."""
+    owner = {}
+    for name in EXPERIMENTS:
+        for cell in experiment_cells(name):
+            m, task, c, site, position, w = cell
+            if cell in owner:
+                raise ConfigError(
+                    f"experiments {owner[cell]!r} and {name!r} both sweep {task} {c} {site}-{position} "
+                    f"window {w} on {m}; they would write the same file: keep that cell in one of them"
+                )
+            owner[cell] = name
+
+
+_check_unique_cells()
+
+
 def experiments_of(task=None, site=None):
     """Names of the configured experiments, optionally restricted to a task / site."""
     return [
@@ -164,6 +168,17 @@ def experiments_of(task=None, site=None):
         for n, e in EXPERIMENTS.items()
         if (task is None or e["task"] == task) and (site is None or e["site"] == site)
     ]
+
+
+def long_sweep_priority(model, task):
+    """Scheduling priority of a (model, task)'s prompts, filter, cache and sweep jobs: 10 when an
+    experiment sweeps it at every position separately (the longest sweeps: one target per position
+    and component), else 0. Those chains then start first and do not end up running alone at the
+    end of a run while the other cores idle. Toy training (priority 50) still goes before them."""
+    each = any(
+        c[0] == model and c[1] == task and c[4] == "each" for n in EXPERIMENTS for c in experiment_cells(n)
+    )
+    return 10 if each else 0
 
 
 def sites_for(model, task):

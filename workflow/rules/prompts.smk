@@ -9,6 +9,7 @@ rule prompts:
         R("prompts/{model}/{task}.all.parquet"),
     log:
         LOG("prompts/{model}/{task}.all.log"),
+    priority: lambda w: long_sweep_priority(w.model, w.task)
     params:
         model=lambda w: config["models"][w.model],
         task=lambda w: config["tasks"][w.task],
@@ -30,6 +31,7 @@ rule filter_correct:
         accuracy=R("prompts/{model}/{task}.accuracy.json"),
     log:
         LOG("prompts/{model}/{task}.filter.log"),
+    priority: lambda w: long_sweep_priority(w.model, w.task)
     params:
         model=lambda w: config["models"][w.model],
         results_dir=RESULTS,

@@ -1,4 +1,4 @@
-"""Patching: one clean-activation cache per (model, task), one sweep job per (model, experiment), then effects.
+"""Patching: a clean-activation cache per (model, task), a sweep job per (model, experiment), effects.
 
 A sweep job runs every cell (corruption x window) of one experiment on one model: the model and the
 clean cache load once, and each cell still writes its own raw frame, log and resumable chunks
@@ -16,6 +16,7 @@ rule clean_cache:
         R("cache/{model}/{task}.clean.safetensors"),
     log:
         LOG("cache/{model}/{task}.log"),
+    priority: lambda w: long_sweep_priority(w.model, w.task)
     params:
         model=lambda w: config["models"][w.model],
         results_dir=RESULTS,
@@ -48,6 +49,7 @@ def _sweep_rule(name):
             [LOG("sweeps", "{model}", task, c, f"{site}-{position}_w{w}.log") for c, w in cells],
         wildcard_constraints:
             model=experiment_models_regex(name),
+        priority: lambda w: long_sweep_priority(w.model, task)
         params:
             model=lambda w: config["models"][w.model],
             results_dir=RESULTS,

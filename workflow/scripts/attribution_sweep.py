@@ -38,7 +38,8 @@ for (corruption, window), raw_path, effects_path, log_path in cells:
         meta.update(model=name, task=task, corruption=corruption, site=site, position=position,
                     window=int(window), method="attribution")
         write_frame(raw, raw_path, meta)
-        eff = effects(raw, metrics=metrics, model=name, task=task, corruption=corruption, method="attribution")
+        eff = effects(raw, metrics=metrics, model=name, task=task, corruption=corruption,
+                      method="attribution")
         eff = detect(eff, float(sm.params.k))
         write_frame(eff, effects_path, {**meta, **eff.attrs.get("patchbench", {}), "method": "attribution"})
         log.info(

@@ -30,7 +30,8 @@ for (corruption, window), out, log_path in zip(sm.params.cells, sm.output, sm.lo
             corruption, site, position, window, heads=exp.get("heads"),
             noise=sm.params.noise, memory_budget_mb=spec.memory_budget_mb,
         )
-        raw = run_sweep(model, prompts, sweep, clean, logger=log, checkpoint_dir=Path(out).with_suffix(".chunks"))
+        chunks = Path(out).with_suffix(".chunks")
+        raw = run_sweep(model, prompts, sweep, clean, logger=log, checkpoint_dir=chunks)
         meta = dict(raw.attrs.get("patchbench", {}))
         meta.update(model=name, task=exp["task"], corruption=corruption, site=site, position=position,
                     window=int(window), method="exact")

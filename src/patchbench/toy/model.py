@@ -80,7 +80,9 @@ def save_toy(model: HookedTransformer, cfg_kwargs: dict, model_dir: Path) -> Non
     model_dir.mkdir(parents=True, exist_ok=True)
     (model_dir / "config.json").write_text(json.dumps(cfg_kwargs, indent=1) + "\n")
     state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(model_dir / "model.safetensors"), metadata={"format": "pt", "patchbench": "toy"})
+    # one metadata key only: safetensors writes a metadata map in random key order, and the file
+    # must be byte-identical across reruns
+    save_file(state, str(model_dir / "model.safetensors"), metadata={"format": "pt"})
 
 
 def load_toy(
