@@ -2,6 +2,8 @@
 
 Modules: ``authoring`` (the vocabulary in ``data/toy``), ``corpus`` (training documents and
 held-out combinations), ``tokenizer`` (word-level, GPT-2-like segmentation), ``model``
-(architecture, checkpoint format, ``load_toy``), ``train`` (training loop), ``evaluate``
-(held-out accuracy per task), ``settings`` (the ``toy:`` config section).
+(building the HookedTransformer, checkpoint format, ``load_toy``), ``train`` (training loop),
+``evaluate`` (held-out accuracy per task), ``settings`` (the ``toy:`` config section: the
+``ModelSpec`` / ``TrainSpec`` specs and each model's corpus; it imports no torch, so the corpus
+and tokenizer jobs start fast).
 """
