@@ -80,7 +80,7 @@ def _attribution_rule(name):
         log:
             [LOG("attrib", "{model}", task, c, f"{site}-{position}_w{w}.log") for c, w in cells],
         wildcard_constraints:
-            model=experiment_models_regex(name),
+            model=one_of(exp["models"]),
         params:
             model=lambda w: config["models"][w.model],
             results_dir=RESULTS,

@@ -125,9 +125,9 @@ def experiment_grid(name):
     return [(c, w) for c in exp.get("corruptions", ["str", "gn"]) for w in exp.get("windows", [1])]
 
 
-def experiment_models_regex(name):
-    """A wildcard constraint that matches exactly the models of experiment ``name``."""
-    return "|".join(re.escape(m) for m in EXPERIMENTS[name]["models"])
+def one_of(names):
+    """A wildcard constraint that matches exactly ``names`` (nothing when there are none)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
 
 
 def experiment_cells(name):

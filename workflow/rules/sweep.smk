@@ -48,7 +48,7 @@ def _sweep_rule(name):
         log:
             [LOG("sweeps", "{model}", task, c, f"{site}-{position}_w{w}.log") for c, w in cells],
         wildcard_constraints:
-            model=experiment_models_regex(name),
+            model=one_of(exp["models"]),
         priority: lambda w: long_sweep_priority(w.model, task)
         params:
             model=lambda w: config["models"][w.model],

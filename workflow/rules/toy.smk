@@ -5,8 +5,6 @@ is any `models.<name>` entry with `source: toy`; its training settings come from
 `toy.models.<name>` merged over the package defaults (toy-gpt2, toy-attn-only).
 """
 
-import re
-
 from patchbench.tasks import TASKS
 from patchbench.toy.settings import ToySettings
 
@@ -60,7 +58,7 @@ rule toy_corpus:
     output:
         corpus=R("toy", "corpus", "{model}.txt"),
     wildcard_constraints:
-        model="|".join(re.escape(m) for m in TOY_MODELS) or "__no_toy_model__",
+        model=one_of(TOY_MODELS),
     params:
         toy=TOY_CFG,
     log:
@@ -101,7 +99,7 @@ rule toy_model_tokenizer:
     output:
         [R("models", "{model}", f) for f in TOY_TOKENIZER_FILES],
     wildcard_constraints:
-        model="|".join(re.escape(m) for m in TOY_MODELS) or "__no_toy_model__",
+        model=one_of(TOY_MODELS),
     log:
         LOG("toy", "{model}.tokenizer.log"),
     localrule: True
@@ -121,7 +119,7 @@ rule toy_train:
         summary=R("models", "{model}", "train_summary.json"),
         train_log=R("models", "{model}", "train.log"),
     wildcard_constraints:
-        model="|".join(re.escape(m) for m in TOY_MODELS) or "__no_toy_model__",
+        model=one_of(TOY_MODELS),
     params:
         toy=TOY_CFG,
     log:
@@ -146,7 +144,7 @@ rule toy_accuracy:
     output:
         accuracy=R("models", "{model}", "accuracy.json"),
     wildcard_constraints:
-        model="|".join(re.escape(m) for m in TOY_MODELS) or "__no_toy_model__",
+        model=one_of(TOY_MODELS),
     params:
         toy=TOY_CFG,
     log:
