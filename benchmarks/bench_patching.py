@@ -32,8 +32,9 @@ import torch  # noqa: E402
 from transformer_lens import HookedTransformer, HookedTransformerConfig  # noqa: E402
 from transformer_lens import patching as tlp  # noqa: E402
 
+from patchbench.engine.cache import clean_cache  # noqa: E402
+from patchbench.engine.sweep import run_sweep  # noqa: E402
 from patchbench.metrics import effects  # noqa: E402
-from patchbench.patching import clean_cache, run_sweep  # noqa: E402
 from patchbench.prompts import PromptSet  # noqa: E402
 from patchbench.sites import SweepSpec, window_layers  # noqa: E402
 

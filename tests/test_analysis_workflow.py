@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from patchbench.frames import write_frame
+from patchbench.rawframe import write_frame
 from test_analysis_tables import PAPER_TABLE3, PAPER_TABLE5, _signed_det, head_effects  # noqa: I001
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +35,9 @@ def test_named_targets_build_tables_and_figures(tmp_path):
     ):
         for c in ("str", "gn"):
             path = tmp_path / f"results/effects/{model}/{task}/{c}/attn_head-all_w1.parquet"
-            write_frame(df[df["corruption"] == c], path, {"model": model, "task": task, "corruption": c})
+            part = df[df["corruption"] == c].copy()
+            part.attrs["patchbench"] = {"model": model, "task": task, "corruption": c}
+            write_frame(part, path)
     cmd = [
         sys.executable,
         "-m",

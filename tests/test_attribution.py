@@ -21,10 +21,11 @@ from patchbench.analysis.tables import head_detections
 from patchbench.attribution import attribution_effects, grad_columns, run_attribution, site_gradients
 from patchbench.corruption import NoiseSpec
 from patchbench.detection import detect
-from patchbench.frames import read_frame, write_frame
+from patchbench.engine.cache import clean_cache
+from patchbench.engine.sweep import run_sweep
 from patchbench.metrics import effects
-from patchbench.patching import clean_cache, read_raw, run_sweep, write_raw
 from patchbench.prompts import PromptSet
+from patchbench.rawframe import read_frame, write_frame
 from patchbench.sites import SweepSpec
 
 N_LAYERS, N_HEADS, D_MODEL, VOCAB = 3, 4, 32, 60
@@ -204,8 +205,8 @@ def test_rows_round_trip_through_effects_detection_and_tables(model, prompts, tm
     raw = run_attribution(
         model, prompts, spec, cache, metrics=("prob", "logit_diff", "kl", "stolfo"), progress=False
     )
-    write_raw(raw, tmp_path / "raw.parquet")
-    back = read_raw(tmp_path / "raw.parquet")
+    write_frame(raw, tmp_path / "raw.parquet")
+    back = read_frame(tmp_path / "raw.parquet")
     pd.testing.assert_frame_equal(back, raw.reset_index(drop=True), check_like=False)
     eff = detect(attribution_effects(back, model="tiny-model"))
     assert set(eff["method"]) == {"attribution"}

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 from patchbench import cli
-from patchbench.frames import read_frame
+from patchbench.engine.sweep import run_sweep
 from patchbench.metrics import effects
-from patchbench.patching import run_sweep
+from patchbench.rawframe import read_frame
 from patchbench.sites import SweepSpec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -12,7 +12,7 @@ from snakemake.utils import validate
 
 @pytest.fixture(scope="module")
 def schema(root):
-    return str(root / "workflow" / "schemas" / "config.schema.yaml")
+    return str(root / "src" / "patchbench" / "schemas" / "config.schema.yaml")
 
 
 @pytest.fixture(params=["demo.yaml", "config.yaml"])

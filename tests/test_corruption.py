@@ -15,7 +15,7 @@ from patchbench.corruption import (
     noise_seed,
     noise_tensor,
 )
-from patchbench.patching import run_sweep
+from patchbench.engine.sweep import run_sweep
 from patchbench.prompts import PromptSet, PromptSetError
 from patchbench.sites import SweepSpec
 

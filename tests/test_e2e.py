@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from patchbench.frames import read_frame
+from patchbench.rawframe import read_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from patchbench.corruption import NoiseSpec
-from patchbench.patching import run_sweep
+from patchbench.engine.sweep import run_sweep
 from patchbench.sites import SweepSpec
 
 TESTS = Path(__file__).parent
@@ -31,19 +31,19 @@ SCRIPT = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     torch.set_num_threads(1)
     from test_patching import make_model, make_prompts
-    from patchbench import patching
+    from patchbench.engine import patch, sweep
     from patchbench.corruption import NoiseSpec
     from patchbench.sites import SweepSpec
 
-    real = patching._patched_logits
+    real = patch.patched_logits
     def slow(*a, **k):  # give the parent time to kill us part-way
         out = real(*a, **k)
         time.sleep(0.15)
         return out
-    patching._patched_logits = slow
+    patch.patched_logits = slow
     model = make_model()
     spec = SweepSpec("gn", "attn_head", layers=(0, 2), noise=NoiseSpec(n_samples=2), memory_budget_mb=1)
-    patching.run_sweep(model, make_prompts(model=model), spec, progress=False, checkpoint_dir={ckpt!r})
+    sweep.run_sweep(model, make_prompts(model=model), spec, progress=False, checkpoint_dir={ckpt!r})
     print("FINISHED")
     """
 )

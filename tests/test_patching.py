@@ -14,10 +14,14 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens import patching as tlp
 
-from patchbench import patching
+from patchbench import rawframe
 from patchbench.corruption import NoiseSpec, embedding_sigma, noise_tensor
+from patchbench.engine import patch
+from patchbench.engine.cache import clean_cache
+from patchbench.engine.patch import SanityError
+from patchbench.engine.patterns import capture_patterns
+from patchbench.engine.sweep import run_sweep
 from patchbench.metrics import effects
-from patchbench.patching import SanityError, capture_patterns, clean_cache, run_sweep
 from patchbench.prompts import PromptSet
 from patchbench.sites import SweepSpec, enumerate_targets
 
@@ -272,8 +276,8 @@ def test_gn_same_noise_in_corrupted_and_patched_runs(model, prompts):
 
 
 def test_noop_patch_is_caught(model, prompts, monkeypatch):
-    real = patching._build_mask
-    monkeypatch.setattr(patching, "_build_mask", lambda *a, **k: torch.zeros_like(real(*a, **k)))
+    real = patch.build_mask
+    monkeypatch.setattr(patch, "build_mask", lambda *a, **k: torch.zeros_like(real(*a, **k)))
     with pytest.raises(SanityError, match="layer 0"):
         run_sweep(model, prompts, SweepSpec("str", "mlp"), progress=False)
 
@@ -313,13 +317,13 @@ def test_absent_named_position_is_refused(model, prompts):
 
 def test_raw_frame_schema_and_io(model, prompts, tmp_path):
     raw = run_sweep(model, prompts, SweepSpec("str", "attn_head", layers=(1,)), progress=False)
-    assert list(raw.columns) == list(patching.RAW_COLUMNS)
+    assert list(raw.columns) == list(rawframe.RAW_COLUMNS)
     assert set(raw.run) == {"clean", "corrupted", "patched"}
     assert (raw[raw.run != "patched"].target == -1).all()
     assert sorted(raw[raw.run == "patched"]["head"].unique()) == list(range(N_HEADS))
     path = tmp_path / "raw.parquet"
-    patching.write_raw(raw, path)
-    back = patching.read_raw(path)
+    rawframe.write_frame(raw, path)
+    back = rawframe.read_frame(path)
     pd.testing.assert_frame_equal(raw, back)
     assert back.attrs["patchbench"]["spec"]["site"] == "attn_head"
     assert back.attrs["patchbench"]["sanity"]["passed"] is True

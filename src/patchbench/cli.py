@@ -8,7 +8,7 @@
 model of this repository or a ``save_pretrained`` directory), loaded by
 :func:`patchbench.models.load_model`. The raw frame and the effects frame (with the paper's 2-SD
 detection) are written with their metadata, exactly as the workflow's ``sweep`` and ``effects``
-rules write them.
+rules write them. Option defaults are the config schema's (:func:`patchbench.config.default`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ __all__ = ["main", "build_parser", "load_model_for_cli"]
 log = logging.getLogger("patchbench.cli")
 
 
-def load_model_for_cli(name_or_path: str, dtype: str = "float32", device: str = "auto"):
+def load_model_for_cli(name_or_path: str, dtype: str, device: str):
     """The one place the CLI obtains a model (a hub name or a local directory)."""
     from patchbench.models import ModelSpec, load_model
 
@@ -45,6 +45,9 @@ def _ints(text: str | None) -> tuple[int, ...] | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from patchbench.config import default
+    from patchbench.detection import PAPER_K
+
     ap = argparse.ArgumentParser(prog="patchbench", description="Activation patching done right (Zhang & Nanda 2024).")
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -53,17 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--prompts", required=True, type=Path, help="PromptSet parquet (built by the workflow's prompts rule)")
     sw.add_argument("--corruption", required=True, choices=["str", "gn"])
     sw.add_argument("--site", required=True, choices=["attn_head", "head_v", "mlp", "resid_pre"])
-    sw.add_argument("--position", default="all", help="all | each | a named position of the PromptSet (END, S2, ...)")
-    sw.add_argument("--window", type=int, default=1, help="mlp only: sliding-window size")
+    sw.add_argument("--position", default=default("experiment.position"),
+                    help="all | each | a named position of the PromptSet (END, S2, ...)")  # fmt: skip
+    sw.add_argument("--window", type=int, default=default("experiment.windows")[0], help="mlp only: sliding-window size")
     sw.add_argument("--heads", type=str, default=None, help="restrict to heads L.H,L.H (head_v: patched together)")
     sw.add_argument("--layers", type=str, default=None, help="restrict to layers, e.g. 0,1,2")
-    sw.add_argument("--nu", type=float, default=3.0, help="GN: noise std = nu * sigma")
-    sw.add_argument("--samples", type=int, default=1, help="GN: noise samples per prompt")
-    sw.add_argument("--seed", type=int, default=0, help="GN: noise seed")
+    sw.add_argument("--nu", type=float, default=default("noise.nu"), help="GN: noise std = nu * sigma")
+    sw.add_argument("--samples", type=int, default=default("noise.n_samples"), help="GN: noise samples per prompt")
+    sw.add_argument("--seed", type=int, default=default("noise.seed"), help="GN: noise seed")
     sw.add_argument("--sigma", type=float, default=None, help="GN: fixed sigma (default: from the data)")
-    sw.add_argument("--memory-budget-mb", type=int, default=1024)
-    sw.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    sw.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda[:i]")
+    sw.add_argument("--memory-budget-mb", type=int, default=default("model.memory_budget_mb"))
+    sw.add_argument("--dtype", default=default("model.dtype"), choices=["float32", "float16", "bfloat16"])
+    sw.add_argument("--device", default=default("model.device"), help="auto (CUDA when available) | cpu | cuda[:i]")
     sw.add_argument("--clean-cache", type=Path, default=None, help="safetensors clean cache to reuse")
     sw.add_argument("--checkpoint-dir", type=Path, default=None, help="resume from / write finished chunks here")
     sw.add_argument("--out", required=True, type=Path, help="raw frame (parquet)")
@@ -75,32 +79,28 @@ def build_parser() -> argparse.ArgumentParser:
     ef.add_argument("raw", type=Path)
     ef.add_argument("--out", required=True, type=Path)
     ef.add_argument("--metrics", default=None, help="comma-separated metrics (default by task)")
-    ef.add_argument("--k", type=float, default=2.0, help="detection threshold in SDs")
+    ef.add_argument("--k", type=float, default=PAPER_K, help="detection threshold in SDs (the paper's: 2)")
     return ap
 
 
-def _default_metrics(task: str) -> tuple[str, ...]:
-    return ("prob", "logit_diff", "kl") + (("stolfo",) if task.startswith("arithmetic") else ())
-
-
-def _write_effects(raw, out: Path, metrics: str | None, k: float = 2.0) -> None:
+def _write_effects(raw, out: Path, metrics: str | None, k: float) -> None:
     from patchbench.detection import detect
-    from patchbench.frames import write_frame
-    from patchbench.metrics import effects
+    from patchbench.metrics import effects, metrics_for
+    from patchbench.rawframe import metadata, write_frame
 
-    meta = raw.attrs.get("patchbench", {})
-    ms = tuple(metrics.split(",")) if metrics else _default_metrics(str(meta.get("task", "")))
+    ms = tuple(metrics.split(",")) if metrics else metrics_for(str(metadata(raw).get("task", "")))
     eff = detect(effects(raw, metrics=ms), k=k)
-    write_frame(eff, out, eff.attrs.get("patchbench", meta))
+    write_frame(eff, out)
     found = eff.loc[eff["detected"] != "", ["metric", "component", "detected"]]
     log.info("effects: %d components x %d metrics -> %s; detected %d", eff["component"].nunique(), len(ms), out, len(found))
 
 
 def _sweep(args: argparse.Namespace) -> None:
     from patchbench.corruption import NoiseSpec
-    from patchbench.frames import write_frame
-    from patchbench.patching import run_sweep
+    from patchbench.detection import PAPER_K
+    from patchbench.engine.sweep import run_sweep
     from patchbench.prompts import PromptSet
+    from patchbench.rawframe import write_frame
     from patchbench.sites import SweepSpec
 
     model = load_model_for_cli(args.model, dtype=args.dtype, device=args.device)
@@ -116,15 +116,12 @@ def _sweep(args: argparse.Namespace) -> None:
         from safetensors.torch import load_file
 
         clean = load_file(str(args.clean_cache), device=str(model.cfg.device))
-    raw = run_sweep(model, prompts, spec, clean, progress=not args.no_progress, logger=log,
-                    checkpoint_dir=args.checkpoint_dir)
-    meta = dict(raw.attrs["patchbench"])
-    meta.update(model=args.model, site=args.site, position=args.position, window=args.window, method="exact")
-    raw.attrs["patchbench"] = meta
-    write_frame(raw, args.out, meta)
+    raw = run_sweep(model, prompts, spec, clean, name=args.model, progress=not args.no_progress, logger=log,
+                    checkpoint_dir=args.checkpoint_dir)  # fmt: skip
+    write_frame(raw, args.out)
     log.info("wrote %d rows to %s", len(raw), args.out)
     if args.effects is not None:
-        _write_effects(raw, args.effects, args.metrics)
+        _write_effects(raw, args.effects, args.metrics, PAPER_K)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -135,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sweep":
             _sweep(args)
         elif args.command == "effects":
-            from patchbench.frames import read_frame
+            from patchbench.rawframe import read_frame
 
             _write_effects(read_frame(args.raw), args.out, args.metrics, args.k)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:

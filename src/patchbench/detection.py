@@ -12,13 +12,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["PLOT_KEYS", "detect"]
+__all__ = ["PAPER_K", "PLOT_KEYS", "detect"]
+
+#: The paper's threshold: more than 2 SDs from the mean effect of the plot.
+PAPER_K = 2.0
 
 #: Columns that identify one plot; ``positions`` (the sweep's position mode) is used when present.
 PLOT_KEYS = ("model", "task", "corruption", "site", "window", "method", "metric")
 
 
-def detect(effects: pd.DataFrame, k: float = 2.0, *, ddof: int = 0) -> pd.DataFrame:
+def detect(effects: pd.DataFrame, k: float = PAPER_K, *, ddof: int = 0) -> pd.DataFrame:
     """A copy of ``effects`` with ``detected`` in {``positive``, ``negative``, ``""``} per plot.
 
     ``ddof`` is the SD's delta degrees of freedom over components (0: population SD, numpy's

@@ -29,21 +29,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["METRICS", "EFFECT_COLUMNS", "effects", "baselines", "components"]
+from patchbench.rawframe import EFFECTS_COLUMNS, VALUE_COLUMNS, metadata
+
+__all__ = ["METRICS", "baselines", "components", "effects", "metrics_for"]
 
 METRICS = ("prob", "logit_diff", "kl", "stolfo")
-EFFECT_COLUMNS = [
-    "model", "task", "corruption", "site", "window", "method", "component", "layer", "head", "position",
-    "metric", "effect", "effect_sd", "n_prompts", "detected", "positions",
-]
-
-
-def _meta(raw: pd.DataFrame) -> dict[str, Any]:
-    return dict(raw.attrs.get("patchbench", {}) or {})
 
 
 def _split(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    missing = {"run", "target", "prompt", "sample", "logit_ans", "logit_wrong", "prob_ans", "prob_wrong", "kl"} - set(raw.columns)
+    missing = {"run", "target", "prompt", "sample", *VALUE_COLUMNS} - set(raw.columns)
     if missing:
         raise KeyError(f"not a raw sweep frame: columns {sorted(missing)} are missing")
     clean = raw[raw["run"] == "clean"]
@@ -70,7 +64,7 @@ def baselines(raw: pd.DataFrame) -> dict[str, float]:
 
 def components(raw: pd.DataFrame) -> pd.DataFrame:
     """One row per patch target: target, site, layer, head, position, window, component name."""
-    meta = _meta(raw)
+    meta = metadata(raw)
     pat = raw[raw["run"] == "patched"]
     pos_mode = str(meta.get("spec", {}).get("position", "all"))
     names = {int(k): v for k, v in (meta.get("components") or {}).items()}
@@ -93,7 +87,7 @@ def components(raw: pd.DataFrame) -> pd.DataFrame:
 
 
 def _per_row(pat: pd.DataFrame, clean: pd.DataFrame, corr: pd.DataFrame) -> pd.DataFrame:
-    c = corr.set_index(["prompt", "sample"])[["logit_ans", "logit_wrong", "prob_ans", "prob_wrong", "kl"]]
+    c = corr.set_index(["prompt", "sample"])[list(VALUE_COLUMNS)]
     cl = clean.set_index("prompt")[["logit_ans", "logit_wrong", "prob_ans", "prob_wrong"]]
     df = pat.join(c.add_suffix("_c"), on=["prompt", "sample"]).join(cl.add_suffix("_cl"), on="prompt")
     if df[["logit_ans_c", "logit_ans_cl"]].isna().any().any():
@@ -114,21 +108,24 @@ def effects(
     model: str | None = None,
     task: str | None = None,
     corruption: str | None = None,
-    method: str = "exact",
+    method: str | None = None,
 ) -> pd.DataFrame:
-    """The effects frame of ``docs/architecture.md`` (``detected`` empty; fill it with ``detection.detect``).
+    """The effects frame of :mod:`patchbench.rawframe` (``detected`` empty; fill it with ``detection.detect``).
 
     With ``per_prompt=True`` there is one row per (component, metric, prompt) with a ``prompt``
     column; ``logit_diff`` is then normalised per prompt, (LD_pt,i − LD_*,i) / (LD_cl,i − LD_*,i).
-    Model, task and corruption default to the frame's metadata (``raw.attrs['patchbench']``).
+    Model, task, corruption and method default to the frame's metadata (``raw.attrs['patchbench']``;
+    a frame without a method is exact patching's). The result's metadata is the raw frame's plus
+    the metrics, the logit-difference denominator and the clean / corrupted baselines.
     """
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ValueError(f"unknown metrics {unknown}; choose from {METRICS}")
-    meta = _meta(raw)
+    meta = metadata(raw)
     model = model if model is not None else str(meta.get("model", ""))
     task = task if task is not None else str(meta.get("task", ""))
     corruption = corruption if corruption is not None else str(meta.get("corruption", ""))
+    method = method if method is not None else str(meta.get("method", "exact"))
     pos_mode = str(meta.get("spec", {}).get("position", "all"))
     clean, corr, pat = _split(raw)
     comps = components(raw).set_index("target")
@@ -187,7 +184,7 @@ def effects(
                 "detected": "",
             }))
     out = pd.concat(rows, ignore_index=True)
-    cols = EFFECT_COLUMNS + (["prompt"] if per_prompt else [])
+    cols = [*EFFECTS_COLUMNS, *(["prompt"] if per_prompt else [])]
     out = out[cols].astype({"window": "int64", "layer": "int64", "head": "int64", "position": "int64",
                             "n_prompts": "int64", "effect": "float64", "effect_sd": "float64"})
     out.attrs["patchbench"] = {**meta, "metrics": list(metrics), "per_prompt": per_prompt,

@@ -30,6 +30,8 @@ from typing import Any, Literal
 
 import torch
 
+from patchbench.config import default, validate_entry
+
 __all__ = [
     "ModelSpec",
     "ModelNotFoundError",
@@ -61,31 +63,38 @@ class ModelSpec:
     """How to obtain one model. Built from a ``models.<name>`` config entry with :meth:`from_config`."""
 
     name: str
-    source: Literal["hub", "local", "toy"] = "hub"
+    source: Literal["hub", "local", "toy"] = default("model.source")
     hub_name: str | None = None
     path: str | None = None
-    dtype: str = "float32"
-    device: str = "auto"
-    memory_budget_mb: int = 1024
-    init: Literal["trained", "random"] = "trained"
+    dtype: str = default("model.dtype")
+    device: str = default("model.device")
+    memory_budget_mb: int = default("model.memory_budget_mb")
+    init: Literal["trained", "random"] = default("model.init")
     arch: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     @classmethod
-    def from_config(cls, name: str, entry: dict[str, Any], results_dir: str | Path = "results") -> ModelSpec:
-        source = entry.get("source", "hub")
-        path = entry.get("path")
+    def from_config(cls, name: str, entry: dict[str, Any], results_dir: str | Path) -> ModelSpec:
+        """The spec of ``models.<name>`` (checked against the schema, defaults filled in).
+
+        The two derived defaults are decided here: ``hub_name`` null means the model's key, and a toy
+        model's ``path`` null means its directory under ``results_dir`` (:meth:`Layout.model_dir`).
+        """
+        from patchbench.layout import Layout
+
+        entry = validate_entry("model", entry)
+        source, path = entry["source"], entry["path"]
         if source == "toy" and path is None:
-            path = str(Path(results_dir) / "models" / name)
+            path = Layout(str(results_dir)).model_dir(name)
         return cls(
             name=name,
             source=source,
-            hub_name=entry.get("hub_name", name if source == "hub" else None),
+            hub_name=entry["hub_name"] or (name if source == "hub" else None),
             path=path,
-            dtype=entry.get("dtype", "float32"),
-            device=entry.get("device", "auto"),
-            memory_budget_mb=int(entry.get("memory_budget_mb", 1024)),
-            init=entry.get("init", "trained"),
-            arch=dict(entry.get("arch", {})),
+            dtype=entry["dtype"],
+            device=entry["device"],
+            memory_budget_mb=int(entry["memory_budget_mb"]),
+            init=entry["init"],
+            arch=dict(entry["arch"]),
         )
 
     @classmethod

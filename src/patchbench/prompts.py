@@ -145,6 +145,27 @@ class PromptSet:
                             "was the PromptSet built with another tokenizer?"
                         )
 
+    def named_position(self, name: str) -> np.ndarray:
+        """Each prompt's index of the named position ``name`` (``positions[name]``).
+
+        Refuses a name the PromptSet does not have, and prompts where it is absent (-1): patching or
+        reading there would silently do nothing.
+        """
+        if name not in self.positions:
+            raise PromptSetError(
+                f"{self.task}: no named position {name!r}; this PromptSet has {sorted(self.positions)} "
+                "(or use position='all' / 'each')"
+            )
+        pos = self.positions[name]
+        absent = np.flatnonzero(pos < 0)
+        if absent.size:
+            raise PromptSetError(
+                f"{self.task}: position {name!r} is absent (-1) in prompts {absent[:10].tolist()}"
+                f"{' ...' if absent.size > 10 else ''}; patching there would be a silent no-op. "
+                "Fix: subset the PromptSet to prompts that have it (PromptSet.subset)."
+            )
+        return pos
+
     # ------------------------------------------------------------------ tensors
     @property
     def lengths(self) -> np.ndarray:

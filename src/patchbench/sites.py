@@ -34,14 +34,17 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from patchbench.config import default
 from patchbench.corruption import NoiseSpec
 
 __all__ = [
     "SITES",
     "HOOKS",
+    "WINDOW_SITES",
     "SweepSpec",
     "PatchTarget",
     "HookPatch",
+    "check_windows",
     "window_layers",
     "enumerate_targets",
     "hook_name",
@@ -49,6 +52,8 @@ __all__ = [
 
 SITES = ("attn_head", "head_v", "mlp", "resid_pre")
 CORRUPTIONS = ("str", "gn")
+#: Sites with a sliding window of layers (ROME's causal tracing patches MLP windows).
+WINDOW_SITES = ("mlp",)
 
 #: TransformerLens hook-point template of each site.
 HOOKS = {
@@ -58,6 +63,21 @@ HOOKS = {
     "resid_pre": "blocks.{layer}.hook_resid_pre",
 }
 HEAD_SITES = ("attn_head", "head_v")
+
+
+def check_windows(site: str, windows: Sequence[int]) -> None:
+    """The one rule for window sizes: at least 1, and above 1 only on :data:`WINDOW_SITES`.
+
+    Raises ValueError naming the windows and the fix; the config check and :class:`SweepSpec` both call it.
+    """
+    windows = [int(w) for w in windows]
+    if any(w < 1 for w in windows):
+        raise ValueError(f"window sizes must be >= 1, got {windows}")
+    if site not in WINDOW_SITES and any(w != 1 for w in windows):
+        raise ValueError(
+            f"windows {windows} only apply to site {' / '.join(WINDOW_SITES)}: a window is only defined for "
+            f"the {' / '.join(WINDOW_SITES)} site (ROME's sliding window), not for {site!r}; use window 1"
+        )
 
 
 def hook_name(site: str, layer: int) -> str:
@@ -71,12 +91,12 @@ class SweepSpec:
 
     corruption: Literal["str", "gn"]
     site: Literal["attn_head", "head_v", "mlp", "resid_pre"]
-    position: str = "all"
+    position: str = default("experiment.position")
     window: int = 1
     heads: tuple[tuple[int, int], ...] | None = None
     layers: tuple[int, ...] | None = None
     noise: NoiseSpec = field(default_factory=NoiseSpec)
-    memory_budget_mb: int = 1024
+    memory_budget_mb: int = default("model.memory_budget_mb")
 
     def __post_init__(self) -> None:
         if self.corruption not in CORRUPTIONS:
@@ -85,13 +105,10 @@ class SweepSpec:
             raise ValueError(f"SweepSpec: unknown site {self.site!r}; use one of {SITES}")
         if not isinstance(self.position, str) or not self.position:
             raise ValueError(f"SweepSpec: position must be 'all', 'each' or a named position, got {self.position!r}")
-        if self.window < 1:
-            raise ValueError(f"SweepSpec: window must be >= 1, got {self.window}")
-        if self.window != 1 and self.site != "mlp":
-            raise ValueError(
-                f"SweepSpec: a window ({self.window}) is only defined for the mlp site (ROME's sliding window), "
-                f"not for {self.site!r}; use window=1"
-            )
+        try:
+            check_windows(self.site, [self.window])
+        except ValueError as err:
+            raise ValueError(f"SweepSpec: {err}") from None
         if self.heads is not None:
             if self.site not in HEAD_SITES:
                 raise ValueError(f"SweepSpec: heads are only meaningful for {HEAD_SITES}, not {self.site!r}")
@@ -126,28 +143,6 @@ class SweepSpec:
         if isinstance(d.get("noise"), dict):
             d["noise"] = NoiseSpec(**d["noise"])
         return cls(**d)
-
-
-def sweep_spec_for(
-    corruption: str,
-    site: str,
-    position: str,
-    window: int | str,
-    *,
-    heads: Sequence[Sequence[int]] | None = None,
-    noise: dict[str, Any] | NoiseSpec | None = None,
-    memory_budget_mb: int = 1024,
-) -> SweepSpec:
-    """The SweepSpec of one grid cell of the workflow (wildcards + the experiment's heads + config)."""
-    return SweepSpec(
-        corruption=corruption,  # type: ignore[arg-type]
-        site=site,  # type: ignore[arg-type]
-        position=position,
-        window=int(window),
-        heads=tuple(tuple(h) for h in heads) if heads else None,  # type: ignore[misc]
-        noise=NoiseSpec(**noise) if isinstance(noise, dict) else (noise or NoiseSpec()),
-        memory_budget_mb=memory_budget_mb,
-    )
 
 
 def window_layers(layer: int, window: int, n_layers: int) -> tuple[int, int]:
