@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import PAPER_TABLE3, PAPER_TABLE5, head_effects, signed_detections
 from patchbench.rawframe import write_frame
-from test_analysis_tables import PAPER_TABLE3, PAPER_TABLE5, _signed_det, head_effects  # noqa: I001
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,10 +27,10 @@ def test_named_targets_build_tables_and_figures(tmp_path):
     )
     model = "toy-attn-only"  # the demo runs its head experiments on it
     for task, df in (
-        ("ioi", head_effects(model, "ioi", _signed_det(PAPER_TABLE5, "negative", "positive"))),
+        ("ioi", head_effects(model, "ioi", signed_detections(PAPER_TABLE5, "negative", "positive"))),
         (
             "greater_than",
-            head_effects(model, "greater_than", _signed_det(PAPER_TABLE3, "positive", "negative")),
+            head_effects(model, "greater_than", signed_detections(PAPER_TABLE3, "positive", "negative")),
         ),
     ):
         for c in ("str", "gn"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from conftest import make_model, make_prompts
 from patchbench import cli
 from patchbench.engine.sweep import run_sweep
 from patchbench.metrics import effects
@@ -16,7 +17,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture
 def setup(tmp_path, monkeypatch):
-    from test_patching import make_model, make_prompts
 
     model = make_model()
     prompts = make_prompts(model=model)

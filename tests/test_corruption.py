@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import make_model, make_prompts
 from patchbench.corruption import (
     NoiseSpec,
     corrupted_tokens,
@@ -24,14 +25,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def model():
-    from test_patching import make_model
 
     return make_model()
 
 
 @pytest.fixture(scope="module")
 def prompts(model):
-    from test_patching import make_prompts
 
     return make_prompts(model=model)
 

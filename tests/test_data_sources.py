@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
+from conftest import snakemake
 from patchbench import upstream as ds
 from patchbench.data_sources import MissingDataError, require_data_file
 from patchbench.upstream import SOURCES, ChecksumError, extract_assignments, fetch_source, sha256_bytes
@@ -138,10 +137,7 @@ def test_missing_file_offline_error_names_both_ways(tmp_path):
 
 def test_data_rules_match_the_sources(root, tmp_path):
     """The generated data rules: one per source, each writing exactly its mirror file, with a log."""
-    res = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--nolock", "--config", f"data_mirror={tmp_path}", "--", "data_mirror"],
-        cwd=root, capture_output=True, text=True, timeout=600, env=dict(os.environ, HF_HUB_OFFLINE="1"),
-    )  # fmt: skip
+    res = snakemake("-n", "--config", f"data_mirror={tmp_path}", "--", "data_mirror", cwd=root)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     rules = {}
     for name, output, log in re.findall(r"^rule (data_\w+):\n\s+output: (\S+)\n\s+log: (\S+)", res.stdout, flags=re.M):

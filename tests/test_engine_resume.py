@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import make_model, make_prompts
 from patchbench.corruption import NoiseSpec
 from patchbench.engine.sweep import run_sweep
 from patchbench.sites import SweepSpec
@@ -30,7 +31,7 @@ SCRIPT = textwrap.dedent(
     import torch
     sys.path.insert(0, {tests!r})
     torch.set_num_threads(1)
-    from test_patching import make_model, make_prompts
+    from conftest import make_model, make_prompts
     from patchbench.engine import patch, sweep
     from patchbench.corruption import NoiseSpec
     from patchbench.sites import SweepSpec
@@ -53,7 +54,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
-    from test_patching import make_model, make_prompts
 
     ckpt = tmp_path / "chunks"
     script = tmp_path / "run.py"

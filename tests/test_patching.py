@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens import patching as tlp
 
+from conftest import D_MODEL, N_HEADS, N_LAYERS, make_model, make_prompts
 from patchbench import rawframe
 from patchbench.corruption import NoiseSpec, embedding_sigma, noise_tensor
 from patchbench.engine import patch
@@ -24,54 +24,6 @@ from patchbench.engine.sweep import run_sweep
 from patchbench.metrics import effects
 from patchbench.prompts import PromptSet
 from patchbench.sites import SweepSpec, enumerate_targets
-
-N_LAYERS, N_HEADS, D_MODEL, VOCAB = 3, 4, 64, 100
-
-
-def make_model(dtype=torch.float64, seed: int = 0) -> HookedTransformer:
-    cfg = HookedTransformerConfig(
-        n_layers=N_LAYERS, n_heads=N_HEADS, d_model=D_MODEL, d_head=16, d_mlp=128, d_vocab=VOCAB, n_ctx=32,
-        act_fn="gelu", seed=seed, dtype=dtype, initializer_range=0.2,
-    )
-    model = HookedTransformer(cfg)
-    model.eval()
-    return model
-
-
-def make_prompts(n: int = 4, seed: int = 0, model: HookedTransformer | None = None) -> PromptSet:
-    """Random prompts of lengths 6 and 5 (right-padded), one token replaced at named position X.
-
-    With ``model``, the answer is the model's top clean prediction and the wrong answer its top
-    corrupted one, so that LD_clean - LD_corrupted is well away from 0 (the normalisation then
-    does not amplify rounding).
-    """
-    rng = np.random.default_rng(seed)
-    clean, corrupted, pos_x, noise = [], [], [], []
-    for i in range(n):
-        length = 6 if i % 2 == 0 else 5
-        c = rng.integers(1, VOCAB, length)
-        k = c.copy()
-        x = 1 + (i % 3)
-        k[x] = (c[x] + 1 + rng.integers(0, VOCAB - 2)) % (VOCAB - 1) + 1
-        clean.append(c)
-        corrupted.append(k)
-        pos_x.append(x)
-        noise.append([x, x + 1] if i % 2 else [x])
-    ans = [[int(a)] for a in rng.integers(1, VOCAB, n)]
-    wrong = [[int(a)] for a in rng.integers(1, VOCAB, n)]
-    if model is not None:
-        with torch.no_grad():
-            for i in range(n):
-                lc = model(torch.as_tensor(clean[i])[None])[0, -1]
-                lk = model(torch.as_tensor(corrupted[i])[None])[0, -1]
-                ans[i] = [int(lc.argmax())]
-                order = lk.argsort(descending=True)
-                wrong[i] = [int(order[0]) if int(order[0]) != ans[i][0] else int(order[1])]
-    return PromptSet(
-        task="toytask", clean=clean, corrupted=corrupted, answer_pos=[len(c) - 1 for c in clean], answers=ans,
-        wrong=wrong, noise_positions=noise, positions={"X": np.array(pos_x)}, pad_id=0,
-    )
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -88,7 +88,7 @@ def _write_effects(raw, out: Path, metrics: str | None, k: float) -> None:
     from patchbench.metrics import effects, metrics_for
     from patchbench.rawframe import metadata, write_frame
 
-    ms = tuple(metrics.split(",")) if metrics else metrics_for(str(metadata(raw).get("task", "")))
+    ms = tuple(metrics.split(",")) if metrics else metrics_for(metadata(raw)["task"])
     eff = detect(effects(raw, metrics=ms), k=k)
     write_frame(eff, out)
     found = eff.loc[eff["detected"] != "", ["metric", "component", "detected"]]

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from patchbench.rawframe import EFFECTS_COLUMNS, VALUE_COLUMNS, metadata
+from patchbench.rawframe import EFFECTS_COLUMNS, VALUE_COLUMNS, metadata, position_mode
 
 __all__ = ["METRICS", "baselines", "components", "effects", "metrics_for"]
 
@@ -66,7 +66,7 @@ def components(raw: pd.DataFrame) -> pd.DataFrame:
     """One row per patch target: target, site, layer, head, position, window, component name."""
     meta = metadata(raw)
     pat = raw[raw["run"] == "patched"]
-    pos_mode = str(meta.get("spec", {}).get("position", "all"))
+    pos_mode = position_mode(meta)
     names = {int(k): v for k, v in (meta.get("components") or {}).items()}
     rows = []
     for t, g in pat.groupby("target", sort=True):
@@ -126,7 +126,7 @@ def effects(
     task = task if task is not None else str(meta.get("task", ""))
     corruption = corruption if corruption is not None else str(meta.get("corruption", ""))
     method = method if method is not None else str(meta.get("method", "exact"))
-    pos_mode = str(meta.get("spec", {}).get("position", "all"))
+    pos_mode = position_mode(meta)
     clean, corr, pat = _split(raw)
     comps = components(raw).set_index("target")
     df = _per_row(pat, clean, corr)

@@ -30,6 +30,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from patchbench.config import default
+
 __all__ = [
     "EFFECTS_COLUMNS",
     "OPTIONAL_EFFECTS_COLUMNS",
@@ -40,6 +42,7 @@ __all__ = [
     "baseline_rows",
     "metadata",
     "patched_rows",
+    "position_mode",
     "raw_metadata",
     "read_frame",
     "write_frame",
@@ -194,6 +197,12 @@ def raw_metadata(
 def metadata(frame: pd.DataFrame) -> dict[str, Any]:
     """A copy of a frame's metadata (``attrs['patchbench']``; empty when it has none)."""
     return dict(frame.attrs.get("patchbench", {}) or {})
+
+
+def position_mode(meta: Mapping[str, Any]) -> str:
+    """The sweep's position mode (``all``, ``each`` or a name) recorded in a raw frame's metadata;
+    the SweepSpec default for a frame that records no spec (hand-made frames)."""
+    return str(meta.get("spec", {}).get("position", default("experiment.position")))
 
 
 # ---------------------------------------------------------------------------------------------
