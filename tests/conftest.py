@@ -78,11 +78,12 @@ def snakemake(*args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.Co
 N_LAYERS, N_HEADS, D_MODEL, VOCAB = 3, 4, 64, 100
 
 
-def make_model(dtype=torch.float64, seed: int = 0) -> HookedTransformer:
-    cfg = HookedTransformerConfig(
-        n_layers=N_LAYERS, n_heads=N_HEADS, d_model=D_MODEL, d_head=16, d_mlp=128, d_vocab=VOCAB, n_ctx=32,
-        act_fn="gelu", seed=seed, dtype=dtype, initializer_range=0.2,
-    )
+def make_model(dtype=torch.float64, seed: int = 0, **shape) -> HookedTransformer:
+    """A random model in eval mode: 3 layers, 4 heads, d_model 64, vocab 100 unless ``shape`` says otherwise."""
+    dims = dict(n_layers=N_LAYERS, n_heads=N_HEADS, d_model=D_MODEL, d_head=16, d_mlp=128, d_vocab=VOCAB)
+    dims.update(n_ctx=32, initializer_range=0.2)
+    dims.update(shape)
+    cfg = HookedTransformerConfig(**dims, act_fn="gelu", seed=seed, dtype=dtype)
     model = HookedTransformer(cfg)
     model.eval()
     return model
@@ -118,9 +119,28 @@ def make_prompts(n: int = 4, seed: int = 0, model: HookedTransformer | None = No
                 order = lk.argsort(descending=True)
                 wrong[i] = [int(order[0]) if int(order[0]) != ans[i][0] else int(order[1])]
     return PromptSet(
-        task="toytask", clean=clean, corrupted=corrupted, answer_pos=[len(c) - 1 for c in clean], answers=ans,
-        wrong=wrong, noise_positions=noise, positions={"X": np.array(pos_x)}, pad_id=0,
+        task="toytask",
+        clean=clean,
+        corrupted=corrupted,
+        answer_pos=[len(c) - 1 for c in clean],
+        answers=ans,
+        wrong=wrong,
+        noise_positions=noise,
+        positions={"X": np.array(pos_x)},
+        pad_id=0,
     )
+
+
+@pytest.fixture(scope="module")
+def model() -> HookedTransformer:
+    """The tiny random model of :func:`make_model` (modules that need another model override it)."""
+    return make_model()
+
+
+@pytest.fixture(scope="module")
+def prompts(model) -> PromptSet:
+    """:func:`make_prompts` answered by ``model``."""
+    return make_prompts(model=model)
 
 
 # ----------------------------------------------------------------------------- an IOI-shaped model and prompts
@@ -254,6 +274,9 @@ def head_effects(model, task, det, n_layers=12, n_heads=12, positions=(-1,), shu
 
 def signed_detections(paper, first, second, pos=-1):
     return {
-        (c, PAPER_METRIC_NAMES[m]): {first: [(*h, pos) for h in parse_heads(a)], second: [(*h, pos) for h in parse_heads(b)]}
+        (c, PAPER_METRIC_NAMES[m]): {
+            first: [(*h, pos) for h in parse_heads(a)],
+            second: [(*h, pos) for h in parse_heads(b)],
+        }
         for (c, m), (a, b) in paper.items()
     }

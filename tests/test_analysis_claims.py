@@ -116,28 +116,18 @@ def test_last_middle_ratio_per_metric_and_corruption():
     for corr, (prob_last, ld_last) in {"str": (6.0, 2.0), "gn": (1.0, 3.0)}.items():
         for metric, last in (("prob", prob_last), ("logit_diff", ld_last)):
             for layer in range(4):
-                rows.append(
-                    dict(
-                        model="m",
-                        corruption=corr,
-                        window=1,
-                        layer=layer,
-                        category="Last subject token",
-                        metric=metric,
-                        effect=last / 4,
+                for category, effect in (("Last subject token", last / 4), ("Middle subject tokens", 0.5)):
+                    rows.append(
+                        dict(
+                            model="m",
+                            corruption=corr,
+                            window=1,
+                            layer=layer,
+                            category=category,
+                            metric=metric,
+                            effect=effect,
+                        )
                     )
-                )
-                rows.append(
-                    dict(
-                        model="m",
-                        corruption=corr,
-                        window=1,
-                        layer=layer,
-                        category="Middle subject tokens",
-                        metric=metric,
-                        effect=0.5,
-                    )
-                )
     got = _by_quantity(claims_last_middle(pd.DataFrame(rows)))
     assert got["m, STR, 1: Probability last / middle subject-token ratio"]["value"] == pytest.approx(3.0)
     assert got["m, STR, 1: Logit difference last / middle subject-token ratio"]["value"] == pytest.approx(1.0)

@@ -95,11 +95,15 @@ def test_factual_mlp_last_and_sliding_vs_summed(tmp_path, drawn):
 def test_arithmetic_curves_one_row_per_operator(tmp_path, drawn):
     parts = []
     for task, scale in (("arithmetic_add", 1.0), ("arithmetic_mul", 2.0)):
-        curves = {(c, m, 1): bump(h * scale) for c, h in (("str", 0.5), ("gn", 0.2)) for m in ("prob", "stolfo")}
+        curves = {
+            (c, m, 1): bump(h * scale) for c, h in (("str", 0.5), ("gn", 0.2)) for m in ("prob", "stolfo")
+        }
         parts.append(layer_effects(curves, model="gpt-j-6b", task=task))
     _check(figures.fig_arithmetic_mlp(pd.concat(parts), _outs(tmp_path, "ar")), tmp_path, "ar")
     panels = _panels(drawn[0])
-    assert set(panels) == {f"{m}, {op}" for m in ("Probability", "Stolfo et al. (2)") for op in ("addition", "multiplication")}
+    assert set(panels) == {
+        f"{m}, {op}" for m in ("Probability", "Stolfo et al. (2)") for op in ("addition", "multiplication")
+    }
     np.testing.assert_allclose(_lines(panels["Stolfo et al. (2), multiplication"])["STR"][1], bump(1.0))
     np.testing.assert_allclose(_lines(panels["Probability, addition"])["GN"][1], bump(0.2))
 
@@ -151,7 +155,9 @@ def test_mlp_positions_heatmap(tmp_path, drawn):
                                          effect=float(np.sin(layer + k)), n_prompts=10))  # fmt: skip
     _check(figures.fig_mlp_positions(pd.DataFrame(rows), _outs(tmp_path, "pos")), tmp_path, "pos")
     panels = _panels(drawn[0])
-    assert set(panels) == {f"{c}, {m}, window 1" for c in ("STR", "GN") for m in ("Logit difference", "Probability")}
+    assert set(panels) == {
+        f"{c}, {m}, window 1" for c in ("STR", "GN") for m in ("Logit difference", "Probability")
+    }
     ax = panels["STR, Logit difference, window 1"]
     assert [t.get_text() for t in ax.get_yticklabels()] == list(ROME_CATEGORIES)
     expected = np.sin(np.arange(12)[None, :] + np.arange(len(ROME_CATEGORIES))[:, None])  # category x layer
@@ -165,8 +171,14 @@ def test_nm_attention_figure(tmp_path, drawn):
     )
     _check(figures.fig_nm_attention(nm_attention_frame(), rec, _outs(tmp_path, "nm")), tmp_path, "nm")
     panels = _panels(drawn[0])
-    unpatched, recovery, patched = (panels[t] for t in (
-        "(a) unpatched runs", "(b) S-inhibition values restored", "(c) S-inhibition values restored"))  # fmt: skip
+    unpatched, recovery, patched = (
+        panels[t]
+        for t in (
+            "(a) unpatched runs",
+            "(b) S-inhibition values restored",
+            "(c) S-inhibition values restored",
+        )
+    )
     # (a): bars grouped by run (clean, STR, GN), one bar colour per target (IO, S1, other)
     assert [t.get_text() for t in unpatched.get_xticklabels()] == ["clean", "STR", "GN"]
     heights = [round(b.get_height(), 6) for b in unpatched.patches]

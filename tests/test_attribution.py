@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens import HookedTransformer
 
+from conftest import make_model as make_conftest_model
 from patchbench.analysis.frames import select, validate_effects
 from patchbench.analysis.tables import head_detections
 from patchbench.attribution import attribution_effects, grad_columns, run_attribution, site_gradients
@@ -33,22 +34,10 @@ KEYS = ["run", "target", "prompt", "sample"]
 
 
 def make_model() -> HookedTransformer:
-    cfg = HookedTransformerConfig(
-        n_layers=N_LAYERS,
-        n_heads=N_HEADS,
-        d_model=D_MODEL,
-        d_head=8,
-        d_mlp=64,
-        d_vocab=VOCAB,
-        n_ctx=16,
-        act_fn="gelu",
-        seed=1,
-        dtype=torch.float64,
-        initializer_range=0.3,
+    shape = dict(
+        n_layers=N_LAYERS, n_heads=N_HEADS, d_model=D_MODEL, d_head=8, d_mlp=64, d_vocab=VOCAB, n_ctx=16
     )
-    model = HookedTransformer(cfg)
-    model.eval()
-    return model
+    return make_conftest_model(seed=1, initializer_range=0.3, **shape)
 
 
 def make_prompts(n: int = 4, seed: int = 0) -> PromptSet:

@@ -42,11 +42,17 @@ def test_a_cell_owns_its_files(demo):
     at = cell.as_method("attribution")
     assert at.raw_path == str(base / "attrib/toy-gpt2/factual/gn/mlp-subject_last_w3.raw.parquet")
     assert at.effects_path == str(base / "attrib/toy-gpt2/factual/gn/mlp-subject_last_w3.parquet")
-    assert at.log_path == at.effects_log_path == str(base / "logs/attrib/toy-gpt2/factual/gn/mlp-subject_last_w3.log")
+    assert (
+        at.log_path
+        == at.effects_log_path
+        == str(base / "logs/attrib/toy-gpt2/factual/gn/mlp-subject_last_w3.log")
+    )
     assert cell.reported() == cell  # engine.method: exact
     assert cell.label == "factual gn mlp-subject_last window 3 on toy-gpt2"
     pattern = Cell.pattern(Layout("R"))
-    assert pattern.raw_path == str(Path("R/sweeps/{model}/{task}/{corruption}/{site}-{position}_w{window}.parquet"))
+    assert pattern.raw_path == str(
+        Path("R/sweeps/{model}/{task}/{corruption}/{site}-{position}_w{window}.parquet")
+    )
     one = experiment_cells(demo, "factual_mlp_last", model="{model}")[0]
     assert one.raw_path == str(base / "sweeps/{model}/factual/str/mlp-subject_last_w1.parquet")
 
@@ -61,8 +67,15 @@ def test_a_cell_builds_what_the_engine_runs(demo):
     assert spec.noise.n_samples == 4 and spec.n_samples == 4 and spec.memory_budget_mb == 64
     assert cell.model_spec.path == str(Path("results", "models", "toy-gpt2"))
     assert cell.metrics == ("prob", "logit_diff", "kl")
-    assert cell.identity == {"model": "toy-gpt2", "task": "factual", "corruption": "gn", "site": "mlp",
-                             "position": "subject_last", "window": 5, "method": "exact"}  # fmt: skip
+    assert cell.identity == {
+        "model": "toy-gpt2",
+        "task": "factual",
+        "corruption": "gn",
+        "site": "mlp",
+        "position": "subject_last",
+        "window": 5,
+        "method": "exact",
+    }
 
 
 def _fingerprint(cfg, experiment="factual_mlp_last", i=0, **extra):

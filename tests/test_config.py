@@ -32,7 +32,12 @@ def test_loader_fills_the_same_defaults_as_snakemake(name):
 def test_every_default_comes_from_the_schema():
     cfg = validate_config(copy.deepcopy(MINIMAL))
     exp = cfg["experiments"]["e"]
-    assert (exp["position"], exp["windows"], exp["corruptions"], exp["heads"]) == ("all", [1], ["str", "gn"], None)
+    assert (exp["position"], exp["windows"], exp["corruptions"], exp["heads"]) == (
+        "all",
+        [1],
+        ["str", "gn"],
+        None,
+    )
     assert cfg["attribution"]["windows"] is None and cfg["attribution"]["k"] == 2.0
     model = cfg["models"]["m"]
     assert model["resources"] == {"mem_mb": 4000, "runtime": 30, "gpu": 0, "threads": 2}
@@ -61,11 +66,23 @@ def test_derived_model_defaults_are_decided_by_the_model_spec():
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda c: c["experiments"]["e"].__setitem__("site", "heads"), r"experiments\.e\.site.*'heads' is not one of"),
-        (lambda c: c["tasks"]["ioi"].__setitem__("n_prompts", 0), r"tasks\.ioi\.n_prompts.*less than the minimum"),
+        (
+            lambda c: c["experiments"]["e"].__setitem__("site", "heads"),
+            r"experiments\.e\.site.*'heads' is not one of",
+        ),
+        (
+            lambda c: c["tasks"]["ioi"].__setitem__("n_prompts", 0),
+            r"tasks\.ioi\.n_prompts.*less than the minimum",
+        ),
         (lambda c: c.__setitem__("nosie", {}), r"'nosie' was unexpected"),
-        (lambda c: c["experiments"]["e"].__setitem__("models", ["m2"]), r"experiment 'e': unknown model 'm2'"),
-        (lambda c: c["experiments"]["e"].__setitem__("task", "factual"), r"task 'factual' has no entry under `tasks:`"),
+        (
+            lambda c: c["experiments"]["e"].__setitem__("models", ["m2"]),
+            r"experiment 'e': unknown model 'm2'",
+        ),
+        (
+            lambda c: c["experiments"]["e"].__setitem__("task", "factual"),
+            r"task 'factual' has no entry under `tasks:`",
+        ),
     ],
 )
 def test_bad_configs_name_the_key(mutate, message):

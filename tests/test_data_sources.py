@@ -140,8 +140,12 @@ def test_data_rules_match_the_sources(root, tmp_path):
     res = snakemake("-n", "--config", f"data_mirror={tmp_path}", "--", "data_mirror", cwd=root)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     rules = {}
-    for name, output, log in re.findall(r"^rule (data_\w+):\n\s+output: (\S+)\n\s+log: (\S+)", res.stdout, flags=re.M):
+    for name, output, log in re.findall(
+        r"^rule (data_\w+):\n\s+output: (\S+)\n\s+log: (\S+)", res.stdout, flags=re.M
+    ):
         relpath = os.path.relpath(output, tmp_path)
         rules[name] = relpath
-        assert f"python -m patchbench.upstream {relpath} {output} > {log}" in res.stdout  # writes exactly that file
+        assert (
+            f"python -m patchbench.upstream {relpath} {output} > {log}" in res.stdout
+        )  # writes exactly that file
     assert rules == {s.rule: s.relpath for s in SOURCES.values()}

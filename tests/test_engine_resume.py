@@ -83,7 +83,9 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
     n_chunks = full.attrs["patchbench"]["chunks_computed"]
     assert 4 <= len(finished) < n_chunks, "the kill happened part-way"
     assert resumed.attrs["patchbench"]["chunks_computed"] == n_chunks - len(finished)
-    assert {p.name: p.stat().st_mtime_ns for p in ckpt.glob("chunk-*.parquet") if p.name in finished} == finished
+    assert {
+        p.name: p.stat().st_mtime_ns for p in ckpt.glob("chunk-*.parquet") if p.name in finished
+    } == finished
     assert len(list(ckpt.glob("chunk-*.parquet"))) == n_chunks
     pd.testing.assert_frame_equal(resumed, full, check_exact=True)
     for c in ("logit_ans", "logit_wrong", "prob_ans", "prob_wrong", "kl"):
@@ -91,5 +93,10 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
 
     # a checkpoint directory of another sweep is refused, not silently mixed in
     with pytest.raises(ValueError, match="another sweep"):
-        run_sweep(model, prompts, SweepSpec("str", "attn_head", memory_budget_mb=1), progress=False,
-                  checkpoint_dir=ckpt)
+        run_sweep(
+            model,
+            prompts,
+            SweepSpec("str", "attn_head", memory_budget_mb=1),
+            progress=False,
+            checkpoint_dir=ckpt,
+        )

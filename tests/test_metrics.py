@@ -12,13 +12,43 @@ import torch
 from patchbench.engine.readout import AnswerIds, answer_values
 from patchbench.metrics import baselines, effects
 
-COLS = ["run", "target", "site", "layer", "layers", "head", "position", "window", "prompt", "sample",
-        "logit_ans", "logit_wrong", "prob_ans", "prob_wrong", "kl"]
+COLS = [
+    "run",
+    "target",
+    "site",
+    "layer",
+    "layers",
+    "head",
+    "position",
+    "window",
+    "prompt",
+    "sample",
+    "logit_ans",
+    "logit_wrong",
+    "prob_ans",
+    "prob_wrong",
+    "kl",
+]
 
 
 def row(run, target, prompt, la, lw, pa, pw, kl, sample=0, layer=-1, head=-1):
-    return [run, target, "attn_head", layer, "" if target < 0 else f"{layer}:{layer + 1}", head, -1, 1, prompt,
-            sample, la, lw, pa, pw, kl]
+    return [
+        run,
+        target,
+        "attn_head",
+        layer,
+        "" if target < 0 else f"{layer}:{layer + 1}",
+        head,
+        -1,
+        1,
+        prompt,
+        sample,
+        la,
+        lw,
+        pa,
+        pw,
+        kl,
+    ]
 
 
 @pytest.fixture
@@ -83,7 +113,11 @@ def test_noise_samples_are_averaged_per_prompt(raw):
 
 def test_baselines_and_errors(raw):
     b = baselines(raw)
-    assert b["clean_logit_diff"] == 3 and b["corrupted_logit_diff"] == -1 and b["corrupted_kl"] == pytest.approx(0.8)
+    assert (
+        b["clean_logit_diff"] == 3
+        and b["corrupted_logit_diff"] == -1
+        and b["corrupted_kl"] == pytest.approx(0.8)
+    )
     with pytest.raises(ValueError, match="unknown metrics"):
         effects(raw, ["accuracy"])
     with pytest.raises(ValueError, match="no clean or no corrupted"):

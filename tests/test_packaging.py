@@ -53,7 +53,7 @@ def test_ci_runs_exactly_the_readme_test_command(root):
     ci = (root / ".ci" / "run").read_text()
     assert "\npython3 -m pytest\n" in readme
     assert "\npython3 -m pytest\n" in ci
-    assert "torch==2.13.0 -e \".[dev]\"" in ci
+    assert 'torch==2.13.0 -e ".[dev]"' in ci
     assert '"$rc" -eq 5' in ci, ".ci/run must turn pytest's exit code 5 (no tests) into a failure"
 
 

@@ -7,6 +7,8 @@ corrupted gaps, which the normalisation amplifies). Prompts have two lengths (ri
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,20 +24,9 @@ from patchbench.engine.patch import SanityError
 from patchbench.engine.patterns import capture_patterns
 from patchbench.engine.sweep import run_sweep
 from patchbench.metrics import effects
-from patchbench.prompts import PromptSet
 from patchbench.sites import SweepSpec, enumerate_targets
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def model():
-    return make_model()
-
-
-@pytest.fixture(scope="module")
-def prompts(model):
-    return make_prompts(model=model)
 
 
 # ------------------------------------------------------------------------------ TL reference
@@ -59,8 +50,9 @@ def tl_setup(model, prompts, corruption, noise_spec: NoiseSpec | None = None):
     model.reset_hooks(including_permanent=True)
     if corruption == "gn":
         std = noise_spec.nu * embedding_sigma(model, prompts)
-        nz = noise_tensor(prompts, np.arange(len(prompts)), np.zeros(len(prompts), np.int64), D_MODEL, std,
-                          noise_spec.seed).to(model.cfg.dtype)
+        nz = noise_tensor(
+            prompts, np.arange(len(prompts)), np.zeros(len(prompts), np.int64), D_MODEL, std, noise_spec.seed
+        ).to(model.cfg.dtype)
         model.add_hook("hook_embed", lambda act, hook: act + nz, is_permanent=True)
         kt = ct
     else:
@@ -122,7 +114,13 @@ def test_float32_model_matches_transformer_lens_logits():
     with torch.no_grad():
         ref = tlp.get_act_patch_attn_head_out_all_pos(model, kt, cache, mean_ld)
     p = raw[raw.run == "patched"]
-    mine = (p.logit_ans - p.logit_wrong).groupby([p["layer"], p["head"]]).mean().to_numpy().reshape(N_LAYERS, N_HEADS)
+    mine = (
+        (p.logit_ans - p.logit_wrong)
+        .groupby([p["layer"], p["head"]])
+        .mean()
+        .to_numpy()
+        .reshape(N_LAYERS, N_HEADS)
+    )
     assert np.abs(mine - ref.numpy()).max() < 1e-5
 
 
@@ -174,10 +172,13 @@ def test_head_v_heads_patched_together_match_manual_hooks(model, prompts):
             act = act.clone()
             act[:, :, hs] = c[:, :, hs]
             return act
+
         return f
 
-    hooks = {"blocks.0.attn.hook_v": (cache["blocks.0.attn.hook_v"], put([1])),
-             "blocks.1.attn.hook_v": (cache["blocks.1.attn.hook_v"], put([2, 3]))}
+    hooks = {
+        "blocks.0.attn.hook_v": (cache["blocks.0.attn.hook_v"], put([1])),
+        "blocks.1.attn.hook_v": (cache["blocks.1.attn.hook_v"], put([2, 3])),
+    }
     logits = manual_patch(model, prompts.tokens("clean"), hooks, prompts.answer_pos, noise=nz)
     ref = logits.gather(1, torch.tensor([[w[0]] for w in prompts.wrong]))[:, 0]
     assert np.abs(p.sort_values("prompt")["logit_wrong"].to_numpy() - ref.numpy()).max() < 1e-9
@@ -211,8 +212,12 @@ def test_chunking_equals_one_batch(model, prompts):
 
 def test_gn_same_noise_in_corrupted_and_patched_runs(model, prompts):
     """Patching positions after a prompt's answer_pos cannot change it: those rows equal the corrupted run."""
-    raw = run_sweep(model, prompts, SweepSpec("gn", "resid_pre", position="each", noise=NoiseSpec(n_samples=2)),
-                    progress=False)
+    raw = run_sweep(
+        model,
+        prompts,
+        SweepSpec("gn", "resid_pre", position="each", noise=NoiseSpec(n_samples=2)),
+        progress=False,
+    )
     corr = raw[raw.run == "corrupted"].set_index(["prompt", "sample"])
     # the two noise samples are different draws
     assert not np.allclose(corr.xs(0, level="sample")["logit_ans"], corr.xs(1, level="sample")["logit_ans"])
@@ -222,8 +227,12 @@ def test_gn_same_noise_in_corrupted_and_patched_runs(model, prompts):
     ref = corr.loc[list(zip(p.prompt, p["sample"], strict=True)), "logit_ans"].to_numpy()
     assert np.abs(p["logit_ans"].to_numpy() - ref).max() < 1e-12
     # ...while patching the noised position at layer 0 does change it
-    x = raw[(raw.run == "patched") & (raw.layer == 0) & (raw.position == int(prompts.noise_positions[0][0]))
-            & (raw.prompt == 0)]
+    x = raw[
+        (raw.run == "patched")
+        & (raw.layer == 0)
+        & (raw.position == int(prompts.noise_positions[0][0]))
+        & (raw.prompt == 0)
+    ]
     assert np.abs(x["logit_ans"].to_numpy() - corr.loc[0, "logit_ans"].to_numpy()).min() > 1e-6
 
 
@@ -235,8 +244,7 @@ def test_noop_patch_is_caught(model, prompts, monkeypatch):
 
 
 def test_identical_corruption_is_refused(model, prompts):
-    same = PromptSet(task="same", clean=prompts.clean, corrupted=prompts.clean, answer_pos=prompts.answer_pos,
-                     answers=prompts.answers, wrong=prompts.wrong, noise_positions=prompts.noise_positions)
+    same = dataclasses.replace(prompts, task="same", corrupted=prompts.clean)
     with pytest.raises(SanityError, match="does nothing"):
         run_sweep(model, same, SweepSpec("str", "mlp"), progress=False)
 
@@ -258,9 +266,7 @@ def test_clean_cache_is_reused_and_checked(model, prompts):
 def test_absent_named_position_is_refused(model, prompts):
     pos = prompts.positions["X"].copy()
     pos[1] = -1
-    bad = PromptSet(task="t", clean=prompts.clean, corrupted=prompts.corrupted, answer_pos=prompts.answer_pos,
-                    answers=prompts.answers, wrong=prompts.wrong, noise_positions=prompts.noise_positions,
-                    positions={"X": pos})
+    bad = dataclasses.replace(prompts, task="t", positions={"X": pos})
     with pytest.raises(ValueError, match=r"absent.*\[1\]"):
         run_sweep(model, bad, SweepSpec("str", "mlp", position="X"), progress=False)
     with pytest.raises(ValueError, match="no named position 'Y'"):

@@ -27,12 +27,16 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _values(n_targets, n_rows, offset=0.0):
-    return {c: offset + k + np.arange(n_targets * n_rows, dtype=float).reshape(n_targets, n_rows)
-            for k, c in enumerate(VALUE_COLUMNS)}  # fmt: skip
+    return {
+        c: offset + k + np.arange(n_targets * n_rows, dtype=float).reshape(n_targets, n_rows)
+        for k, c in enumerate(VALUE_COLUMNS)
+    }
 
 
 def test_rows_and_order():
-    targets = enumerate_targets(SweepSpec("str", "mlp", position="X", window=3), n_layers=3, n_heads=2, max_len=6)
+    targets = enumerate_targets(
+        SweepSpec("str", "mlp", position="X", window=3), n_layers=3, n_heads=2, max_len=6
+    )
     prompt, sample = np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1])
     positions = np.array([[2, 2, 4, 4]] * len(targets))
     pat = patched_rows(targets, prompt, sample, _values(len(targets), 4), positions)
@@ -42,7 +46,9 @@ def test_rows_and_order():
     assert pat["position"].tolist()[:4] == [2, 2, 4, 4] and pat["kl"].tolist()[4] == 4 + 4
     base = baseline_rows("corrupted", "mlp", 3, prompt, sample, {c: v[0] for c, v in _values(1, 4).items()})
     assert (base[["target", "layer", "head", "position"]] == -1).all().all() and set(base["layers"]) == {""}
-    clean = baseline_rows("clean", "mlp", 3, np.array([0, 1]), np.zeros(2, int), {c: np.zeros(2) for c in VALUE_COLUMNS})
+    clean = baseline_rows(
+        "clean", "mlp", 3, np.array([0, 1]), np.zeros(2, int), {c: np.zeros(2) for c in VALUE_COLUMNS}
+    )
     raw = assemble_raw([pat.iloc[::-1], base, clean], {"task": "t", "spec": {"position": "X"}})
     assert raw["run"].tolist() == ["clean"] * 2 + ["corrupted"] * 4 + ["patched"] * 12
     assert raw.loc[raw["run"] == "patched", "target"].is_monotonic_increasing
@@ -56,8 +62,14 @@ def test_both_engines_write_one_metadata_layout(tmp_path):
     spec = SweepSpec("gn", "attn_head", layers=(2,))
     exact = run_sweep(model, prompts, spec, name="tiny", progress=False)
     approx = run_attribution(model, prompts, spec, name="tiny", progress=False)
-    identity = {"model": "tiny", "task": "toytask", "corruption": "gn", "site": "attn_head", "position": "all",
-                "window": 1}  # fmt: skip
+    identity = {
+        "model": "tiny",
+        "task": "toytask",
+        "corruption": "gn",
+        "site": "attn_head",
+        "position": "all",
+        "window": 1,
+    }
     for raw, method in ((exact, "exact"), (approx, "attribution")):
         meta = raw.attrs["patchbench"]
         assert {k: meta[k] for k in identity} == identity and meta["method"] == method

@@ -51,10 +51,13 @@ def test_toy_data_is_well_formed(root):
     for long, short in zip(ioi["baba_long_templates"], ioi["baba_templates"], strict=True):
         assert long.startswith("Then in the evening, ") and long.endswith(short.split(", ", 1)[-1]), long
     words = {
-        "names": ioi["names"], "places": ioi["places"], "objects": ioi["objects"], "animals": ioi["animals"],
+        "names": ioi["names"],
+        "places": ioi["places"],
+        "objects": ioi["objects"],
+        "animals": ioi["animals"],
         "nouns": load("greater-than/greaterthan_nouns.json")["nouns"],
         **load("docstring/docstring_words.json"),
-    }  # fmt: skip
+    }
     for kind, ws in words.items():
         assert ws and len(set(ws)) == len(ws), f"{kind}: empty or repeated"
         assert all(w.isalpha() for w in ws), f"{kind}: {[w for w in ws if not w.isalpha()]}"

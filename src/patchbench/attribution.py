@@ -66,8 +66,8 @@ from jaxtyping import Float
 from tqdm.auto import tqdm
 
 from patchbench.corruption import corrupted_tokens, noise_scale, noise_tensor
-from patchbench.engine.cache import ANSWER_LOGITS, TOKENS, clean_cache
-from patchbench.engine.forward import attention_scale, embed_input, hooked, run_blocks, unembed_at
+from patchbench.engine.cache import ANSWER_LOGITS, TOKENS, clean_cache, clean_rows
+from patchbench.engine.forward import attention_scale, embed_input, hooked, model_name, run_blocks, unembed_at
 from patchbench.engine.patch import target_positions
 from patchbench.engine.readout import AnswerIds, answer_values
 from patchbench.metrics import METRICS
@@ -298,19 +298,6 @@ def _rows_per_block(model, max_len: int, budget_mb: int, extra_hook_elems: int) 
     return max(1, int(budget_mb * 2**20 // per_row))
 
 
-
-
-def _rows_per_block(model, max_len: int, budget_mb: int, extra_hook_elems: int) -> int:
-    cfg = model.cfg
-    e = torch.tensor([], dtype=cfg.dtype).element_size()
-    d_mlp = cfg.d_mlp or 0
-    per_layer = max_len * (
-        10 * cfg.d_model + 4 * d_mlp + 4 * cfg.n_heads * max_len + 6 * cfg.n_heads * cfg.d_head
-    )
-    per_row = (cfg.n_layers * per_layer + extra_hook_elems) * e * 2 + cfg.d_vocab_out * 8 * 4
-    return max(1, int(budget_mb * 2**20 // per_row))
-
-
 @dataclass(frozen=True)
 class _Setup:
     """What every block of one attribution sweep shares."""
@@ -355,8 +342,21 @@ def _setup(model, prompts: PromptSet, spec: SweepSpec, clean, cols: list[str], q
     if not torch.equal(clean[TOKENS], prompts.tokens("clean")):
         raise ValueError(f"the clean cache was built from other prompts than {prompts.task!r}; rebuild it")
     sigma, std = noise_scale(model, prompts, spec.corruption, spec.noise)
-    setup = _Setup(prompts, spec, cols, tokens, max_len, targets, site_hooks, hooks, clean_needed, layers,
-                   clean, std, qk_fix)  # fmt: skip
+    setup = _Setup(
+        prompts,
+        spec,
+        cols,
+        tokens,
+        max_len,
+        targets,
+        site_hooks,
+        hooks,
+        clean_needed,
+        layers,
+        clean,
+        std,
+        qk_fix,
+    )
     return setup, sigma
 
 
@@ -376,25 +376,38 @@ def _block(model, s: _Setup, pr: np.ndarray, sa: np.ndarray, batched: bool):
     est: dict[str, np.ndarray] = {}
     with torch.enable_grad():
         logits, acts = _forward(model, tok, noise, s.hooks, apos)
-        outs = _outputs(logits, clean_logp, AnswerIds.of(prompts.answers, pr, dev), AnswerIds.of(prompts.wrong, pr, dev))
+        outs = _outputs(
+            logits, clean_logp, AnswerIds.of(prompts.answers, pr, dev), AnswerIds.of(prompts.wrong, pr, dev)
+        )
         grad_hooks = [h for h in s.hooks if not h.endswith(("hook_q", "hook_k", "hook_attn_scores"))]
         all_grads = _backward(outs, s.cols, [acts[h] for h in grad_hooks], batched=batched)
         for c, gs in zip(s.cols, all_grads, strict=True):
-            grads = {h: (torch.zeros_like(acts[h]) if g is None else g) for h, g in zip(grad_hooks, gs, strict=True)}
+            grads = {
+                h: (torch.zeros_like(acts[h]) if g is None else g)
+                for h, g in zip(grad_hooks, gs, strict=True)
+            }
             if s.qk_fix:
                 per_layer = {
                     lay: _qk_fixed_heads(
-                        model, lay, acts, grads,
+                        model,
+                        lay,
+                        acts,
+                        grads,
                         {h: clean[h][idx].to(dev) for h in s.clean_needed if f"blocks.{lay}." in h},
                     )
                     for lay in s.layers
-                }  # fmt: skip
-                per_pos = {f"blocks.{lay}.attn.hook_z": v.detach().cpu().numpy()[:, None, :] for lay, v in per_layer.items()}
+                }
+                per_pos = {
+                    f"blocks.{lay}.attn.hook_z": v.detach().cpu().numpy()[:, None, :]
+                    for lay, v in per_layer.items()
+                }
             else:
                 per_pos = {}
                 for h in s.site_hooks:
                     delta = clean[h][idx].to(device=dev, dtype=dtype) - acts[h].detach()
-                    per_pos[h] = _reduce((delta.double() * grads[h].double()), h.endswith(("hook_z", "hook_v")))
+                    per_pos[h] = _reduce(
+                        (delta.double() * grads[h].double()), h.endswith(("hook_z", "hook_v"))
+                    )
                     per_pos[h] = per_pos[h].cpu().numpy()
             est[c] = _target_estimates(s.targets, per_pos, prompts, pr)
             del gs, grads
@@ -402,7 +415,9 @@ def _block(model, s: _Setup, pr: np.ndarray, sa: np.ndarray, batched: bool):
     return corr, est
 
 
-def _patched_values(corr: dict[str, np.ndarray], est: dict[str, np.ndarray], n_targets: int) -> dict[str, np.ndarray]:
+def _patched_values(
+    corr: dict[str, np.ndarray], est: dict[str, np.ndarray], n_targets: int
+) -> dict[str, np.ndarray]:
     """Patched rows' value columns, ``[n_targets, rows]``: corrupted value + estimated change; NaN
     where no requested metric needs the column (LD's change is booked on ``logit_ans``)."""
     n_rows = len(corr["kl"])
@@ -447,10 +462,10 @@ def run_attribution(
     step = _rows_per_block(model, s.max_len, spec.memory_budget_mb, 0)
     step = max(k, step - step % k)
     log_.info(
-        "attribution %s/%s/%s pos=%s w=%d: %d targets x %d rows, %d backward pass(es) %s, blocks of %d rows%s",
-        prompts.task, spec.corruption, spec.site, spec.position, spec.window, len(s.targets), len(all_prompt),
-        len(cols), cols, step, ", AtP* QK fix" if qk_fix else "",
-    )  # fmt: skip
+        "attribution %s/%s: %d targets x %d rows, %d backward pass(es) %s, blocks of %d rows%s",
+        *(prompts.task, spec.label, len(s.targets), len(all_prompt), len(cols), cols, step),
+        ", AtP* QK fix" if qk_fix else "",
+    )
 
     base_parts: list[pd.DataFrame] = []
     est_parts: list[dict[str, np.ndarray]] = []  # per block: column -> [n_targets, R]
@@ -468,25 +483,15 @@ def run_attribution(
     corr_all = {c: np.concatenate([p[c] for p in corr_parts]) for c in corr_parts[0]}
     est_all = {c: np.concatenate([p[c] for p in est_parts], axis=1) for c in cols}
     vals = _patched_values(corr_all, est_all, len(s.targets))
-    patched = patched_rows(s.targets, all_prompt, all_sample, vals, target_positions(s.targets, prompts, all_prompt))
+    patched = patched_rows(
+        s.targets, all_prompt, all_sample, vals, target_positions(s.targets, prompts, all_prompt)
+    )
 
-    dev = model.cfg.device
-    cl_logits = s.clean[ANSWER_LOGITS].to(dev).double()
-    allp = np.arange(len(prompts), dtype=np.int64)
-    cl_out = answer_values(
-        cl_logits, torch.log_softmax(cl_logits, -1), AnswerIds.of(prompts.answers, allp, dev),
-        AnswerIds.of(prompts.wrong, allp, dev),
-    )  # fmt: skip
-    clean_rows = baseline_rows(
-        "clean", spec.site, spec.window, allp, np.zeros(len(prompts), np.int64),
-        {kk: v.cpu().numpy() for kk, v in cl_out.items()},
-    )  # fmt: skip
+    facts = dict(metrics=list(metrics), grad_columns=cols, qk_fix=qk_fix)
     meta = raw_metadata(
-        model=name or str(model.cfg.model_name), prompts=prompts, spec=spec, method="attribution",
-        targets=s.targets, sigma=sigma, noise_std=s.std if spec.corruption == "gn" else None,
-        metrics=list(metrics), grad_columns=cols, qk_fix=qk_fix,
-    )  # fmt: skip
-    return assemble_raw([clean_rows, *base_parts, patched], meta)
+        name or model_name(model), prompts, spec, "attribution", s.targets, sigma, s.std, **facts
+    )
+    return assemble_raw([clean_rows(s.clean, prompts, spec, model.cfg.device), *base_parts, patched], meta)
 
 
 def site_gradients(
@@ -516,7 +521,10 @@ def site_gradients(
         )
         clean_logp = torch.log_softmax(clean[ANSWER_LOGITS].to(dev).double(), -1)
         outs = _outputs(
-            logits, clean_logp, AnswerIds.of(prompts.answers, rows, dev), AnswerIds.of(prompts.wrong, rows, dev)
+            logits,
+            clean_logp,
+            AnswerIds.of(prompts.answers, rows, dev),
+            AnswerIds.of(prompts.wrong, rows, dev),
         )
         if output not in outs:
             raise ValueError(f"unknown output {output!r}; choose from {sorted(outs)}")

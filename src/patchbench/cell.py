@@ -70,7 +70,9 @@ class Cell:
     @property
     def label(self) -> str:
         """``task corruption site-position window w on model`` (messages, logs)."""
-        return f"{self.task} {self.corruption} {self.site}-{self.position} window {self.window} on {self.model}"
+        return (
+            f"{self.task} {self.corruption} {self.site}-{self.position} window {self.window} on {self.model}"
+        )
 
     def as_method(self, method: Method) -> Cell:
         """The same cell estimated by another method (exact patching or attribution)."""
@@ -83,18 +85,32 @@ class Cell:
     # ------------------------------------------------------------------ files
     def _file(self, kind: str, suffix: str, *, log: bool = False) -> str:
         return self.layout.cell_file(
-            kind, self.model, self.task, self.corruption, self.site, self.position, self.window, suffix, log=log
+            kind,
+            self.model,
+            self.task,
+            self.corruption,
+            self.site,
+            self.position,
+            self.window,
+            suffix,
+            log=log,
         )  # type: ignore[arg-type]
 
     @property
     def raw_path(self) -> str:
         """The raw frame: ``sweeps/…parquet`` (exact) or ``attrib/…raw.parquet`` (attribution)."""
-        return self._file("sweeps", ".parquet") if self.method == "exact" else self._file("attrib", ".raw.parquet")
+        return (
+            self._file("sweeps", ".parquet")
+            if self.method == "exact"
+            else self._file("attrib", ".raw.parquet")
+        )
 
     @property
     def effects_path(self) -> str:
         """The effects frame with detections: ``effects/…parquet`` (exact) or ``attrib/…parquet``."""
-        return self._file("effects", ".parquet") if self.method == "exact" else self._file("attrib", ".parquet")
+        return (
+            self._file("effects", ".parquet") if self.method == "exact" else self._file("attrib", ".parquet")
+        )
 
     @property
     def chunks_dir(self) -> str:
@@ -148,7 +164,11 @@ class Cell:
         """Whether attribution applies AtP*'s QK fix: ``attribution.qk_fix``, on whole-head sweeps only."""
         from patchbench.attribution import qk_fix_applies
 
-        return self.method == "attribution" and bool(self.config["attribution"]["qk_fix"]) and qk_fix_applies(self)
+        return (
+            self.method == "attribution"
+            and bool(self.config["attribution"]["qk_fix"])
+            and qk_fix_applies(self)
+        )
 
     @property
     def detection_k(self) -> float:
@@ -221,7 +241,18 @@ def experiment_cells(config: Mapping[str, Any], name: str, *, model: str | None 
         raise ConfigError(f"experiment {name!r}: site head_v needs `heads: [[layer, head], ...]`")
     layout = Layout.of(config)
     return [
-        Cell(m, exp["task"], c, exp["site"], exp["position"], int(w), _heads(exp["heads"]), "exact", layout, config)
+        Cell(
+            m,
+            exp["task"],
+            c,
+            exp["site"],
+            exp["position"],
+            int(w),
+            _heads(exp["heads"]),
+            "exact",
+            layout,
+            config,
+        )
         for m in ([model] if model is not None else exp["models"])
         for c in exp["corruptions"]
         for w in exp["windows"]

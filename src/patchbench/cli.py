@@ -37,7 +37,9 @@ def _heads(text: str | None) -> tuple[tuple[int, int], ...] | None:
     try:
         return tuple((int(a), int(b)) for a, b in (h.split(".") for h in text.split(",")))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--heads expects L.H,L.H,... (e.g. 7.3,7.9), got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"--heads expects L.H,L.H,... (e.g. 7.3,7.9), got {text!r}"
+        ) from None
 
 
 def _ints(text: str | None) -> tuple[int, ...] | None:
@@ -48,28 +50,47 @@ def build_parser() -> argparse.ArgumentParser:
     from patchbench.config import default
     from patchbench.detection import PAPER_K
 
-    ap = argparse.ArgumentParser(prog="patchbench", description="Activation patching done right (Zhang & Nanda 2024).")
+    ap = argparse.ArgumentParser(
+        prog="patchbench", description="Activation patching done right (Zhang & Nanda 2024)."
+    )
     sub = ap.add_subparsers(dest="command", required=True)
 
     sw = sub.add_parser("sweep", help="run one patching sweep and write its raw frame (and effects)")
-    sw.add_argument("--model", required=True, help="hub name (gpt2, attn-only-4l, ...) or a local model directory")
-    sw.add_argument("--prompts", required=True, type=Path, help="PromptSet parquet (built by the workflow's prompts rule)")
+    sw.add_argument(
+        "--model", required=True, help="hub name (gpt2, attn-only-4l, ...) or a local model directory"
+    )
+    sw.add_argument(
+        "--prompts", required=True, type=Path, help="PromptSet parquet (built by the workflow's prompts rule)"
+    )
     sw.add_argument("--corruption", required=True, choices=["str", "gn"])
     sw.add_argument("--site", required=True, choices=["attn_head", "head_v", "mlp", "resid_pre"])
-    sw.add_argument("--position", default=default("experiment.position"),
-                    help="all | each | a named position of the PromptSet (END, S2, ...)")  # fmt: skip
-    sw.add_argument("--window", type=int, default=default("experiment.windows")[0], help="mlp only: sliding-window size")
-    sw.add_argument("--heads", type=str, default=None, help="restrict to heads L.H,L.H (head_v: patched together)")
+    sw.add_argument(
+        "--position",
+        default=default("experiment.position"),
+        help="all | each | a named position of the PromptSet (END, S2, ...)",
+    )
+    sw.add_argument(
+        "--window", type=int, default=default("experiment.windows")[0], help="mlp only: sliding-window size"
+    )
+    sw.add_argument(
+        "--heads", type=str, default=None, help="restrict to heads L.H,L.H (head_v: patched together)"
+    )
     sw.add_argument("--layers", type=str, default=None, help="restrict to layers, e.g. 0,1,2")
     sw.add_argument("--nu", type=float, default=default("noise.nu"), help="GN: noise std = nu * sigma")
-    sw.add_argument("--samples", type=int, default=default("noise.n_samples"), help="GN: noise samples per prompt")
+    sw.add_argument(
+        "--samples", type=int, default=default("noise.n_samples"), help="GN: noise samples per prompt"
+    )
     sw.add_argument("--seed", type=int, default=default("noise.seed"), help="GN: noise seed")
     sw.add_argument("--sigma", type=float, default=None, help="GN: fixed sigma (default: from the data)")
     sw.add_argument("--memory-budget-mb", type=int, default=default("model.memory_budget_mb"))
     sw.add_argument("--dtype", default=default("model.dtype"), choices=["float32", "float16", "bfloat16"])
-    sw.add_argument("--device", default=default("model.device"), help="auto (CUDA when available) | cpu | cuda[:i]")
+    sw.add_argument(
+        "--device", default=default("model.device"), help="auto (CUDA when available) | cpu | cuda[:i]"
+    )
     sw.add_argument("--clean-cache", type=Path, default=None, help="safetensors clean cache to reuse")
-    sw.add_argument("--checkpoint-dir", type=Path, default=None, help="resume from / write finished chunks here")
+    sw.add_argument(
+        "--checkpoint-dir", type=Path, default=None, help="resume from / write finished chunks here"
+    )
     sw.add_argument("--out", required=True, type=Path, help="raw frame (parquet)")
     sw.add_argument("--effects", type=Path, default=None, help="also write the effects frame (parquet)")
     sw.add_argument("--metrics", default=None, help="comma-separated metrics for --effects (default by task)")
@@ -92,7 +113,13 @@ def _write_effects(raw, out: Path, metrics: str | None, k: float) -> None:
     eff = detect(effects(raw, metrics=ms), k=k)
     write_frame(eff, out)
     found = eff.loc[eff["detected"] != "", ["metric", "component", "detected"]]
-    log.info("effects: %d components x %d metrics -> %s; detected %d", eff["component"].nunique(), len(ms), out, len(found))
+    log.info(
+        "effects: %d components x %d metrics -> %s; detected %d",
+        eff["component"].nunique(),
+        len(ms),
+        out,
+        len(found),
+    )
 
 
 def _sweep(args: argparse.Namespace) -> None:
@@ -106,8 +133,12 @@ def _sweep(args: argparse.Namespace) -> None:
     model = load_model_for_cli(args.model, dtype=args.dtype, device=args.device)
     prompts = PromptSet.from_parquet(args.prompts, d_vocab=model.cfg.d_vocab)
     spec = SweepSpec(
-        corruption=args.corruption, site=args.site, position=args.position, window=args.window,
-        heads=_heads(args.heads), layers=_ints(args.layers),
+        corruption=args.corruption,
+        site=args.site,
+        position=args.position,
+        window=args.window,
+        heads=_heads(args.heads),
+        layers=_ints(args.layers),
         noise=NoiseSpec(nu=args.nu, n_samples=args.samples, seed=args.seed, sigma=args.sigma),
         memory_budget_mb=args.memory_budget_mb,
     )
@@ -116,8 +147,16 @@ def _sweep(args: argparse.Namespace) -> None:
         from safetensors.torch import load_file
 
         clean = load_file(str(args.clean_cache), device=str(model.cfg.device))
-    raw = run_sweep(model, prompts, spec, clean, name=args.model, progress=not args.no_progress, logger=log,
-                    checkpoint_dir=args.checkpoint_dir)  # fmt: skip
+    raw = run_sweep(
+        model,
+        prompts,
+        spec,
+        clean,
+        name=args.model,
+        progress=not args.no_progress,
+        logger=log,
+        checkpoint_dir=args.checkpoint_dir,
+    )
     write_frame(raw, args.out)
     log.info("wrote %d rows to %s", len(raw), args.out)
     if args.effects is not None:

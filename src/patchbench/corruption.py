@@ -75,7 +75,9 @@ def embedding_sigma(model, prompts: PromptSet, source: str = "auto") -> float:
         source = "meta" if col is not None else "noise_positions"
     if source == "meta":
         if col is None:
-            raise PromptSetError(f"{prompts.task}: sigma source 'meta' needs a meta column {SIGMA_META_COLUMNS}")
+            raise PromptSetError(
+                f"{prompts.task}: sigma source 'meta' needs a meta column {SIGMA_META_COLUMNS}"
+            )
         ids = [np.asarray(v, dtype=np.int64).reshape(-1) for v in prompts.meta[col]]
     elif source == "noise_positions":
         ids = [prompts.clean[i][prompts.noise_positions[i]] for i in range(len(prompts))]
@@ -105,10 +107,15 @@ def noise_scale(model, prompts: PromptSet, corruption: str, noise: NoiseSpec) ->
 
 def noise_seed(seed: int, prompt: int, sample: int) -> int:
     """The generator seed of one (prompt, sample): independent of batching and prompt order."""
-    return int(np.random.SeedSequence([int(seed), int(prompt), int(sample)]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    return int(
+        np.random.SeedSequence([int(seed), int(prompt), int(sample)]).generate_state(1, dtype=np.uint64)[0]
+        >> 1
+    )
 
 
-def draw_noise(n_positions: int, d_model: int, std: float, seed: int, prompt: int, sample: int) -> torch.Tensor:
+def draw_noise(
+    n_positions: int, d_model: int, std: float, seed: int, prompt: int, sample: int
+) -> torch.Tensor:
     """Noise for one (prompt, sample): ``std * N(0, 1)`` of shape (n_positions, d_model), float32 CPU."""
     g = torch.Generator(device="cpu").manual_seed(noise_seed(seed, prompt, sample))
     return torch.randn(n_positions, d_model, generator=g, dtype=torch.float32) * std
@@ -129,7 +136,9 @@ def noise_tensor(
     for r, (p, s) in enumerate(zip(rows_prompt, rows_sample, strict=True)):
         pos = prompts.noise_positions[int(p)]
         if len(pos):
-            out[r, torch.from_numpy(np.array(pos, dtype=np.int64))] = draw_noise(len(pos), d_model, std, seed, int(p), int(s))
+            out[r, torch.from_numpy(np.array(pos, dtype=np.int64))] = draw_noise(
+                len(pos), d_model, std, seed, int(p), int(s)
+            )
     return out
 
 

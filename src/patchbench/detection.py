@@ -28,7 +28,9 @@ def detect(effects: pd.DataFrame, k: float = PAPER_K, *, ddof: int = 0) -> pd.Da
     default; the paper does not say). Plots with fewer than two components detect nothing.
     """
     if "prompt" in effects.columns:
-        raise ValueError("detect() needs dataset-mean effects; got a per-prompt frame (effects(per_prompt=True))")
+        raise ValueError(
+            "detect() needs dataset-mean effects; got a per-prompt frame (effects(per_prompt=True))"
+        )
     missing = [c for c in (*PLOT_KEYS, "effect") if c not in effects.columns]
     if missing:
         raise KeyError(f"not an effects frame: columns {missing} are missing")

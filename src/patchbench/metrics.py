@@ -76,13 +76,26 @@ def components(raw: pd.DataFrame) -> pd.DataFrame:
         if int(t) in names:
             comp = names[int(t)]
         else:
-            comp = f"{int(first['layer'])}.{int(first['head'])}" if first["head"] >= 0 else f"{int(first['layer'])}"
+            comp = (
+                f"{int(first['layer'])}.{int(first['head'])}"
+                if first["head"] >= 0
+                else f"{int(first['layer'])}"
+            )
             if pos_mode not in ("all", "each"):
                 comp += f"@{pos_mode}"
             elif position != -1:
                 comp += f"@{position}"
-        rows.append(dict(target=int(t), site=first["site"], layer=int(first["layer"]), head=int(first["head"]),
-                         position=position, window=int(first["window"]), component=comp))
+        rows.append(
+            dict(
+                target=int(t),
+                site=first["site"],
+                layer=int(first["layer"]),
+                head=int(first["head"]),
+                position=position,
+                window=int(first["window"]),
+                component=comp,
+            )
+        )
     return pd.DataFrame(rows, columns=["target", "site", "layer", "head", "position", "window", "component"])
 
 
@@ -134,7 +147,9 @@ def effects(
     ld_pt = df["logit_ans"] - df["logit_wrong"]
     ld_c = df["logit_ans_c"] - df["logit_wrong_c"]
     ld_cl = df["logit_ans_cl"] - df["logit_wrong_cl"]
-    denom = float((clean["logit_ans"] - clean["logit_wrong"]).mean() - (corr["logit_ans"] - corr["logit_wrong"]).mean())
+    denom = float(
+        (clean["logit_ans"] - clean["logit_wrong"]).mean() - (corr["logit_ans"] - corr["logit_wrong"]).mean()
+    )
     vals: dict[str, pd.Series] = {}
     for m in metrics:
         if m == "prob":
@@ -142,19 +157,28 @@ def effects(
         elif m == "kl":
             vals[m] = df["kl_c"] - df["kl"]
         elif m == "stolfo":
-            vals[m] = 0.5 * ((df["prob_ans"] - df["prob_ans_c"]) / df["prob_ans_c"]
-                             + (df["prob_wrong_c"] - df["prob_wrong"]) / df["prob_wrong"])
+            vals[m] = 0.5 * (
+                (df["prob_ans"] - df["prob_ans_c"]) / df["prob_ans_c"]
+                + (df["prob_wrong_c"] - df["prob_wrong"]) / df["prob_wrong"]
+            )
         elif m == "logit_diff":
             # per-prompt form: numerator now, divided after averaging samples (below)
             vals[m] = ld_pt - ld_c
-    keyed = pd.DataFrame({"target": df["target"].to_numpy(), "prompt": df["prompt"].to_numpy(),
-                          **{m: v.to_numpy() for m, v in vals.items()}})
+    keyed = pd.DataFrame(
+        {
+            "target": df["target"].to_numpy(),
+            "prompt": df["prompt"].to_numpy(),
+            **{m: v.to_numpy() for m, v in vals.items()},
+        }
+    )
     per_p = keyed.groupby(["target", "prompt"], sort=True).mean()
     if "logit_diff" in metrics:
         if per_prompt:
             d = pd.DataFrame({"prompt": df["prompt"].to_numpy(), "d": (ld_cl - ld_c).to_numpy()})
             den_p = d.groupby("prompt")["d"].mean()
-            per_p["logit_diff"] = per_p["logit_diff"] / den_p.reindex(per_p.index.get_level_values("prompt")).to_numpy()
+            per_p["logit_diff"] = (
+                per_p["logit_diff"] / den_p.reindex(per_p.index.get_level_values("prompt")).to_numpy()
+            )
         else:
             per_p["logit_diff"] = per_p["logit_diff"] / denom
 
@@ -163,39 +187,78 @@ def effects(
         sizes = keyed.groupby(["target", "prompt"], sort=True).size()
         sd_s = keyed.groupby(["target", "prompt"], sort=True).std(ddof=1) if sizes.max() > 1 else None
         if sd_s is not None and "logit_diff" in metrics:
-            sd_s["logit_diff"] = sd_s["logit_diff"] / den_p.reindex(sd_s.index.get_level_values("prompt")).abs().to_numpy()
+            sd_s["logit_diff"] = (
+                sd_s["logit_diff"] / den_p.reindex(sd_s.index.get_level_values("prompt")).abs().to_numpy()
+            )
         for m in metrics:
             sub = per_p[m].reset_index()
             c = comps.loc[sub["target"]].reset_index(drop=True)
-            rows.append(pd.DataFrame({
-                **_ident(c, model, task, corruption, method, pos_mode), "metric": m,
-                "effect": sub[m].to_numpy(),
-                "effect_sd": np.nan if sd_s is None else sd_s[m].to_numpy(),
-                "n_prompts": 1, "detected": "", "prompt": sub["prompt"].to_numpy(),
-            }))
+            rows.append(
+                pd.DataFrame(
+                    {
+                        **_ident(c, model, task, corruption, method, pos_mode),
+                        "metric": m,
+                        "effect": sub[m].to_numpy(),
+                        "effect_sd": np.nan if sd_s is None else sd_s[m].to_numpy(),
+                        "n_prompts": 1,
+                        "detected": "",
+                        "prompt": sub["prompt"].to_numpy(),
+                    }
+                )
+            )
     else:
         g = per_p.groupby(level="target", sort=True)
         mean, sd, n = g.mean(), g.std(ddof=1), g.size()
         c = comps.loc[mean.index].reset_index(drop=True)
         for m in metrics:
-            rows.append(pd.DataFrame({
-                **_ident(c, model, task, corruption, method, pos_mode), "metric": m,
-                "effect": mean[m].to_numpy(), "effect_sd": sd[m].to_numpy(), "n_prompts": n.to_numpy(),
-                "detected": "",
-            }))
+            rows.append(
+                pd.DataFrame(
+                    {
+                        **_ident(c, model, task, corruption, method, pos_mode),
+                        "metric": m,
+                        "effect": mean[m].to_numpy(),
+                        "effect_sd": sd[m].to_numpy(),
+                        "n_prompts": n.to_numpy(),
+                        "detected": "",
+                    }
+                )
+            )
     out = pd.concat(rows, ignore_index=True)
     cols = [*EFFECTS_COLUMNS, *(["prompt"] if per_prompt else [])]
-    out = out[cols].astype({"window": "int64", "layer": "int64", "head": "int64", "position": "int64",
-                            "n_prompts": "int64", "effect": "float64", "effect_sd": "float64"})
-    out.attrs["patchbench"] = {**meta, "metrics": list(metrics), "per_prompt": per_prompt,
-                               "logit_diff_denominator": denom, **baselines(raw)}
+    out = out[cols].astype(
+        {
+            "window": "int64",
+            "layer": "int64",
+            "head": "int64",
+            "position": "int64",
+            "n_prompts": "int64",
+            "effect": "float64",
+            "effect_sd": "float64",
+        }
+    )
+    out.attrs["patchbench"] = {
+        **meta,
+        "metrics": list(metrics),
+        "per_prompt": per_prompt,
+        "logit_diff_denominator": denom,
+        **baselines(raw),
+    }
     return out
 
 
-def _ident(c: pd.DataFrame, model: str, task: str, corruption: str, method: str, pos_mode: str) -> dict[str, Any]:
+def _ident(
+    c: pd.DataFrame, model: str, task: str, corruption: str, method: str, pos_mode: str
+) -> dict[str, Any]:
     return {
-        "model": model, "task": task, "corruption": corruption, "site": c["site"].to_numpy(),
-        "window": c["window"].to_numpy(), "method": method, "component": c["component"].to_numpy(),
-        "layer": c["layer"].to_numpy(), "head": c["head"].to_numpy(), "position": c["position"].to_numpy(),
+        "model": model,
+        "task": task,
+        "corruption": corruption,
+        "site": c["site"].to_numpy(),
+        "window": c["window"].to_numpy(),
+        "method": method,
+        "component": c["component"].to_numpy(),
+        "layer": c["layer"].to_numpy(),
+        "head": c["head"].to_numpy(),
+        "position": c["position"].to_numpy(),
         "positions": pos_mode,
     }

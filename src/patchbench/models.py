@@ -111,7 +111,9 @@ class ModelSpec:
         try:
             return DTYPES[self.dtype]
         except KeyError:
-            raise ValueError(f"model {self.name}: unknown dtype {self.dtype!r}; use one of {sorted(DTYPES)}") from None
+            raise ValueError(
+                f"model {self.name}: unknown dtype {self.dtype!r}; use one of {sorted(DTYPES)}"
+            ) from None
 
 
 def resolve_device(device: str) -> str:
@@ -119,7 +121,9 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"config asks for device {device!r} but no CUDA device is visible; use 'auto' or 'cpu'")
+        raise RuntimeError(
+            f"config asks for device {device!r} but no CUDA device is visible; use 'auto' or 'cpu'"
+        )
     return device
 
 
@@ -152,7 +156,6 @@ def offline_repo_listing() -> Iterator[None]:
         HfApi.list_repo_files = original
 
 
-
 def _load_hub(spec: ModelSpec, device: str):
     from transformer_lens import HookedTransformer
 
@@ -161,7 +164,10 @@ def _load_hub(spec: ModelSpec, device: str):
     try:
         with offline_repo_listing() if offline else contextlib.nullcontext():
             return HookedTransformer.from_pretrained(name, device=device, dtype=spec.torch_dtype)
-    except (OSError, ValueError) as err:  # hub errors surface as OSError subclasses; unknown names as ValueError
+    except (
+        OSError,
+        ValueError,
+    ) as err:  # hub errors surface as OSError subclasses; unknown names as ValueError
         raise ModelNotFoundError(
             f"model {spec.name!r}: could not load {name!r} from the Hugging Face hub or its cache "
             f"(looked in HF_HUB_CACHE={_hub_cache_dir()}): {type(err).__name__}: {err}. "
@@ -227,7 +233,11 @@ def _random_toy(spec: ModelSpec, device: str):
     tokenizer = load_tokenizer(spec)
     arch = {k: v for k, v in spec.arch.items() if k != "seed"}
     cfg = HookedTransformerConfig(
-        **arch, d_vocab=len(tokenizer), seed=int(spec.arch.get("seed", 0)), device=device, dtype=spec.torch_dtype
+        **arch,
+        d_vocab=len(tokenizer),
+        seed=int(spec.arch.get("seed", 0)),
+        device=device,
+        dtype=spec.torch_dtype,
     )
     return HookedTransformer(cfg, tokenizer=tokenizer)
 

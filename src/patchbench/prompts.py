@@ -132,13 +132,19 @@ class PromptSet:
                     )
             bad = [p for p in self.noise_positions[i] if not 0 <= p < length]
             if bad:
-                raise PromptSetError(f"{self._where(i)}: noise positions {bad} are outside the prompt (length {length})")
+                raise PromptSetError(
+                    f"{self._where(i)}: noise positions {bad} are outside the prompt (length {length})"
+                )
             if len(self.answers[i]) == 0:
                 raise PromptSetError(f"{self._where(i)}: no answer token")
             if len(self.wrong[i]) == 0:
                 raise PromptSetError(f"{self._where(i)}: no wrong-answer token")
             if d_vocab is not None:
-                for col, ids in (("answers", self.answers[i]), ("wrong", self.wrong[i]), ("clean", self.clean[i])):
+                for col, ids in (
+                    ("answers", self.answers[i]),
+                    ("wrong", self.wrong[i]),
+                    ("clean", self.clean[i]),
+                ):
                     if ids.size and (ids.min() < 0 or ids.max() >= d_vocab):
                         raise PromptSetError(
                             f"{self._where(i)}: {col} has token ids outside the model's vocabulary (d_vocab={d_vocab}); "
@@ -223,7 +229,12 @@ class PromptSet:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         table = pa.Table.from_pandas(self.to_frame(), preserve_index=False)
-        extra = {"task": self.task, "variant": self.variant, "tokenizer": self.tokenizer, "pad_id": str(self.pad_id)}
+        extra = {
+            "task": self.task,
+            "variant": self.variant,
+            "tokenizer": self.tokenizer,
+            "pad_id": str(self.pad_id),
+        }
         meta = dict(table.schema.metadata or {})
         meta[b"patchbench"] = json.dumps(extra).encode()
         pq.write_table(table.replace_schema_metadata(meta), path)
@@ -232,7 +243,9 @@ class PromptSet:
     def from_parquet(cls, path: str | Path, d_vocab: int | None = None) -> PromptSet:
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"PromptSet {path} does not exist; build it with the workflow's prompts rule.")
+            raise FileNotFoundError(
+                f"PromptSet {path} does not exist; build it with the workflow's prompts rule."
+            )
         table = pq.read_table(path)
         extra = json.loads((table.schema.metadata or {}).get(b"patchbench", b"{}"))
         df = table.to_pandas()

@@ -75,9 +75,23 @@ RUNS: tuple[str, ...] = ("clean", "corrupted", "patched")
 
 #: The effects frame's columns, in order (``prompt`` is appended for per-prompt effects).
 EFFECTS_COLUMNS: tuple[str, ...] = (
-    "model", "task", "corruption", "site", "window", "method", "component", "layer", "head", "position",
-    "metric", "effect", "effect_sd", "n_prompts", "detected", "positions",
-)  # fmt: skip
+    "model",
+    "task",
+    "corruption",
+    "site",
+    "window",
+    "method",
+    "component",
+    "layer",
+    "head",
+    "position",
+    "metric",
+    "effect",
+    "effect_sd",
+    "n_prompts",
+    "detected",
+    "positions",
+)
 #: Effects columns a reader may do without (frames built before the column existed, synthetic frames).
 OPTIONAL_EFFECTS_COLUMNS: tuple[str, ...] = ("positions",)
 
@@ -102,9 +116,18 @@ def baseline_rows(
     """Clean or corrupted rows (target -1, no layer / head / position) with their value columns."""
     n = len(prompt)
     fields = dict(
-        run=run, target=-1, site=site, layer=-1, layers="", head=-1, position=-1, window=window,
-        prompt=prompt, sample=sample, **{c: values[c] for c in VALUE_COLUMNS},
-    )  # fmt: skip
+        run=run,
+        target=-1,
+        site=site,
+        layer=-1,
+        layers="",
+        head=-1,
+        position=-1,
+        window=window,
+        prompt=prompt,
+        sample=sample,
+        **{c: values[c] for c in VALUE_COLUMNS},
+    )
     return pd.DataFrame({c: _column(fields[c], n, dt) for c, dt in RAW_COLUMNS.items()})
 
 
@@ -159,21 +182,21 @@ def assemble_raw(parts: Sequence[pd.DataFrame], meta: Mapping[str, Any]) -> pd.D
 
 
 def raw_metadata(
-    *,
     model: str,
     prompts: Any,
     spec: Any,
     method: str,
     targets: Sequence[Any],
     sigma: float | None,
-    noise_std: float | None,
+    noise_std: float,
     **engine: Any,
 ) -> dict[str, Any]:
     """A raw frame's metadata: the cell's identity, the SweepSpec and the engine's own facts.
 
     ``model`` is the model's name as configured; ``prompts`` the PromptSet (task, variant);
     ``spec`` the SweepSpec (its corruption, site, position and window are the identity's);
-    ``engine`` the engine's facts (plan, sanity checks, the metrics it differentiated, ...).
+    ``sigma`` and ``noise_std`` GN's (:func:`patchbench.corruption.noise_scale`; recorded for GN
+    only); ``engine`` the engine's facts (plan, sanity checks, the metrics it differentiated, ...).
     """
     return {
         "model": model,
@@ -186,7 +209,7 @@ def raw_metadata(
         "method": method,
         "spec": spec.to_dict(),
         "sigma": sigma,
-        "noise_std": noise_std,
+        "noise_std": noise_std if spec.corruption == "gn" else None,
         "n_targets": len(targets),
         "n_prompts": len(prompts),
         "components": {int(t.id): t.component for t in targets},

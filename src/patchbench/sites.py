@@ -104,7 +104,9 @@ class SweepSpec:
         if self.site not in SITES:
             raise ValueError(f"SweepSpec: unknown site {self.site!r}; use one of {SITES}")
         if not isinstance(self.position, str) or not self.position:
-            raise ValueError(f"SweepSpec: position must be 'all', 'each' or a named position, got {self.position!r}")
+            raise ValueError(
+                f"SweepSpec: position must be 'all', 'each' or a named position, got {self.position!r}"
+            )
         try:
             check_windows(self.site, [self.window])
         except ValueError as err:
@@ -121,6 +123,11 @@ class SweepSpec:
             object.__setattr__(self, "noise", NoiseSpec(**self.noise))
         if self.memory_budget_mb <= 0:
             raise ValueError(f"SweepSpec: memory_budget_mb must be positive, got {self.memory_budget_mb}")
+
+    @property
+    def label(self) -> str:
+        """``corruption/site pos=position w=window`` (log messages)."""
+        return f"{self.corruption}/{self.site} pos={self.position} w={self.window}"
 
     @property
     def n_samples(self) -> int:
@@ -213,10 +220,17 @@ def enumerate_targets(spec: SweepSpec, n_layers: int, n_heads: int, max_len: int
     if spec.heads is not None:
         bad_h = [h for h in spec.heads if not (0 <= h[0] < n_layers and 0 <= h[1] < n_heads)]
         if bad_h:
-            raise ValueError(f"SweepSpec.heads {bad_h} are outside the model ({n_layers} layers x {n_heads} heads)")
+            raise ValueError(
+                f"SweepSpec.heads {bad_h} are outside the model ({n_layers} layers x {n_heads} heads)"
+            )
 
     raw: list[dict[str, Any]] = []
     site = spec.site
+
+    def add(layer: int, layers: tuple[int, int], head: int, pos, window: int, parts, name: str) -> None:
+        target = dict(layer=layer, layers=layers, head=head, position=pos, window=window, patches=parts)
+        raw.append(dict(site=site, **target, component=name + _pos_suffix(pos)))
+
     if site == "head_v" and spec.heads is not None:
         # One target: all chosen heads together (S-inhibition heads' values, paper §3.2).
         by_layer: dict[int, list[int]] = {}
@@ -226,23 +240,23 @@ def enumerate_targets(spec: SweepSpec, n_layers: int, n_heads: int, max_len: int
         name = "+".join(f"{lay}.{h}" for lay, h in spec.heads)
         for pos in positions:
             parts = tuple(
-                HookPatch(hook_name(site, lay), lay, tuple(sorted(hs)), pos) for lay, hs in sorted(by_layer.items())
+                HookPatch(hook_name(site, lay), lay, tuple(sorted(hs)), pos)
+                for lay, hs in sorted(by_layer.items())
             )
-            raw.append(dict(site=site, layer=lo, layers=(lo, hi), head=-1, position=pos, window=1,
-                            patches=parts, component=name + _pos_suffix(pos)))
+            add(lo, (lo, hi), -1, pos, 1, parts, name)
     elif site in HEAD_SITES:
-        pairs = [(lay, h) for lay in layers for h in range(n_heads)] if spec.heads is None else list(spec.heads)
+        pairs = (
+            [(lay, h) for lay in layers for h in range(n_heads)] if spec.heads is None else list(spec.heads)
+        )
         for lay, h in pairs:
             for pos in positions:
-                raw.append(dict(site=site, layer=lay, layers=(lay, lay + 1), head=h, position=pos, window=1,
-                                patches=(HookPatch(hook_name(site, lay), lay, (h,), pos),),
-                                component=f"{lay}.{h}" + _pos_suffix(pos)))
+                parts = (HookPatch(hook_name(site, lay), lay, (h,), pos),)
+                add(lay, (lay, lay + 1), h, pos, 1, parts, f"{lay}.{h}")
     else:
         for lay in layers:
             a, b = window_layers(lay, spec.window, n_layers) if site == "mlp" else (lay, lay + 1)
             for pos in positions:
                 parts = tuple(HookPatch(hook_name(site, x), x, None, pos) for x in range(a, b))
-                raw.append(dict(site=site, layer=lay, layers=(a, b), head=-1, position=pos, window=spec.window,
-                                patches=parts, component=f"{lay}" + _pos_suffix(pos)))
+                add(lay, (a, b), -1, pos, spec.window, parts, f"{lay}")
     raw.sort(key=lambda r: min(p.layer for p in r["patches"]))  # stable: keeps head / position order
     return [PatchTarget(id=i, **r) for i, r in enumerate(raw)]

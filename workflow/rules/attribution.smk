@@ -67,7 +67,7 @@ def _attribution_rule(name):
         resources:
             **model_job_resources(len(patterns)),
         script:
-            "../scripts/attribution_sweep.py"
+            "../scripts/sweep.py"
 
 
 for _name in EXPERIMENTS:

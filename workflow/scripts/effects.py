@@ -11,5 +11,9 @@ with rule_log(sm.log[0]) as log:
     metrics = metrics_for(metadata(raw)["task"])
     eff = detect(effects(raw, metrics=metrics))
     write_frame(eff, sm.output[0])
-    log.info("%d components x %d metrics; detected: %s", eff["component"].nunique(), len(metrics),
-             eff.loc[eff["detected"] != "", ["metric", "component", "detected"]].to_dict("records"))  # fmt: skip
+    log.info(
+        "%d components x %d metrics; detected: %s",
+        eff["component"].nunique(),
+        len(metrics),
+        eff.loc[eff["detected"] != "", ["metric", "component", "detected"]].to_dict("records"),
+    )

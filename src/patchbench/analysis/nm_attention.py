@@ -103,8 +103,10 @@ def nm_attention_frames(
         prompt, _ = cap.rows("clean" if run == "clean" else "corrupted")
         rows = torch.arange(len(prompt))
         end = torch.as_tensor(prompts.named_position("END")[prompt])
-        att = {t: float(pattern[rows, :, end, torch.as_tensor(prompts.named_position(t)[prompt])].mean())
-               for t in ("IO", "S1")}  # fmt: skip
+        att = {
+            t: float(pattern[rows, :, end, torch.as_tensor(prompts.named_position(t)[prompt])].mean())
+            for t in ("IO", "S1")
+        }
         att["other"] = 1.0 - (att["IO"] + att["S1"])
         return float(ld.mean()), att
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import numpy as np
+import pandas as pd
 import torch
 
 from patchbench.engine.forward import (
@@ -25,11 +27,12 @@ from patchbench.engine.forward import (
     site_heads,
     unembed_at,
 )
-from patchbench.engine.readout import index_tensor
+from patchbench.engine.readout import AnswerIds, answer_values, index_tensor
 from patchbench.prompts import PromptSet
+from patchbench.rawframe import baseline_rows
 from patchbench.sites import SITES, SweepSpec, enumerate_targets, hook_name
 
-__all__ = ["ANSWER_LOGITS", "RESID0", "TOKENS", "check_cache", "clean_cache", "required_hooks"]
+__all__ = ["ANSWER_LOGITS", "RESID0", "TOKENS", "check_cache", "clean_cache", "clean_rows", "required_hooks"]
 
 ANSWER_LOGITS = "answer_logits"
 TOKENS = "tokens"
@@ -108,3 +111,13 @@ def check_cache(clean: dict[str, torch.Tensor], prompts: PromptSet, names: Itera
         raise ValueError(
             f"the clean cache was built from other prompts than {prompts.task!r}; rebuild it from this PromptSet"
         )
+
+
+def clean_rows(clean: dict[str, torch.Tensor], prompts: PromptSet, spec: SweepSpec, device) -> pd.DataFrame:
+    """The raw frame's clean rows (one per prompt), from the cache's answer logits: both engines' clean run."""
+    rows = np.arange(len(prompts), dtype=np.int64)
+    logits = clean[ANSWER_LOGITS].to(device)
+    clean_logp = torch.log_softmax(logits.double(), dim=-1)
+    answers, wrong = AnswerIds.of(prompts.answers, rows, device), AnswerIds.of(prompts.wrong, rows, device)
+    values = {k: v.cpu().numpy() for k, v in answer_values(logits, clean_logp, answers, wrong).items()}
+    return baseline_rows("clean", spec.site, spec.window, rows, np.zeros(len(rows), np.int64), values)

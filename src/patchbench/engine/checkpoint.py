@@ -29,8 +29,18 @@ def sweep_fingerprint(model, prompts: PromptSet, spec: SweepSpec, sigma: float |
     """16 hex digits naming one sweep: spec, sigma, plan, model shape and weights, clean and corrupted ids."""
     h = hashlib.sha256()
     cfg = model.cfg
-    h.update(json.dumps({"spec": spec.to_dict(), "sigma": sigma, "plan": plan, "cfg": str(cfg.model_name),
-                         "shape": [cfg.n_layers, cfg.d_model, cfg.d_vocab]}, sort_keys=True).encode())  # fmt: skip
+    h.update(
+        json.dumps(
+            {
+                "spec": spec.to_dict(),
+                "sigma": sigma,
+                "plan": plan,
+                "cfg": str(cfg.model_name),
+                "shape": [cfg.n_layers, cfg.d_model, cfg.d_vocab],
+            },
+            sort_keys=True,
+        ).encode()
+    )
     h.update(prompts.tokens("clean").numpy().tobytes())
     h.update(prompts.tokens("corrupted").numpy().tobytes())
     for s in parameter_digest(model):
@@ -47,7 +57,9 @@ def _write_atomic(df: pd.DataFrame, path: Path) -> None:
 class Checkpoint:
     """The checkpoint directory of one sweep (created, or checked to belong to the same sweep)."""
 
-    def __init__(self, directory: str | Path, fingerprint: str, spec: SweepSpec, plan: dict[str, Any]) -> None:
+    def __init__(
+        self, directory: str | Path, fingerprint: str, spec: SweepSpec, plan: dict[str, Any]
+    ) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         manifest = self.dir / "manifest.json"

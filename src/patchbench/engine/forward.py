@@ -23,6 +23,7 @@ __all__ = [
     "embed_input",
     "has_hook",
     "hooked",
+    "model_name",
     "parameter_digest",
     "pattern_hook",
     "rows_per_forward",
@@ -31,6 +32,11 @@ __all__ = [
     "token_embeddings",
     "unembed_at",
 ]
+
+
+def model_name(model) -> str:
+    """The name the model was built or loaded under."""
+    return str(model.cfg.model_name)
 
 
 def token_embeddings(model, ids: Int[np.ndarray, " n"]) -> Float[torch.Tensor, "1 n d_model"]:
@@ -48,7 +54,9 @@ def embed_input(
     x = model.hook_embed(model.embed(tokens))
     if noise is not None:
         x = x + noise.to(device=x.device, dtype=x.dtype)
-    resid, sf = model.get_residual(x, 0, attention_mask=None, tokens=tokens, return_shortformer_pos_embed=True)
+    resid, sf = model.get_residual(
+        x, 0, attention_mask=None, tokens=tokens, return_shortformer_pos_embed=True
+    )
     return resid, sf
 
 
@@ -113,7 +121,9 @@ def bytes_per_row(model, max_len: int, n_hook_elems: int = 0) -> int:
     cfg = model.cfg
     e = torch.tensor([], dtype=cfg.dtype).element_size()
     d_mlp = cfg.d_mlp or 0
-    acts = max_len * (6 * cfg.d_model + 3 * d_mlp + 3 * cfg.n_heads * max_len + 4 * cfg.n_heads * cfg.d_head) * e
+    acts = (
+        max_len * (6 * cfg.d_model + 3 * d_mlp + 3 * cfg.n_heads * max_len + 4 * cfg.n_heads * cfg.d_head) * e
+    )
     return acts + 4 * cfg.d_vocab_out * 8 + n_hook_elems * e
 
 

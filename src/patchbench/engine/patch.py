@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from patchbench.engine.forward import hooked, run_blocks, site_heads, unembed_at
-from patchbench.engine.readout import AnswerIds, index_tensor
+from patchbench.engine.readout import AnswerIds, answer_values, index_tensor
 from patchbench.prompts import PromptSet
 from patchbench.sites import PatchTarget
 
@@ -46,6 +46,11 @@ class Block:
 
     def __len__(self) -> int:
         return len(self.prompt)
+
+    def values(self, logits: torch.Tensor, reps: int = 1) -> dict[str, np.ndarray]:
+        """The raw value columns of ``reps`` target-major copies of the block's rows, from their logits."""
+        vals = answer_values(logits, self.clean_logp, self.answers, self.wrong, reps)
+        return {k: v.cpu().numpy() for k, v in vals.items()}
 
 
 def target_positions(targets: Sequence[PatchTarget], prompts: PromptSet, rows: np.ndarray) -> np.ndarray:
@@ -101,7 +106,9 @@ def build_mask(
     return mask
 
 
-def sources(clean: dict[str, torch.Tensor], names: Iterable[str], block: Block, dtype) -> dict[str, torch.Tensor]:
+def sources(
+    clean: dict[str, torch.Tensor], names: Iterable[str], block: Block, dtype
+) -> dict[str, torch.Tensor]:
     """The clean activations of the block's prompts at ``names``, on the block's device and in ``dtype``."""
     idx = index_tensor(block.prompt)
     dev = block.resid[0].device

@@ -75,8 +75,19 @@ class PatternCapture:
             s = index_tensor(prompts.named_position(src)[pr])
             vals = pat[torch.arange(len(pr)), :, d, s].numpy()  # [rows, n_heads]
             for j, (lay, h) in enumerate(self.heads):
-                frames.append(pd.DataFrame({"run": run, "prompt": pr, "sample": sa, "head": f"{lay}.{h}",
-                                            "dest": dest, "src": src, "attention": vals[:, j]}))  # fmt: skip
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            "run": run,
+                            "prompt": pr,
+                            "sample": sa,
+                            "head": f"{lay}.{h}",
+                            "dest": dest,
+                            "src": src,
+                            "attention": vals[:, j],
+                        }
+                    )
+                )
         return pd.concat(frames, ignore_index=True)
 
 
@@ -144,7 +155,11 @@ def capture_patterns(
         for a in range(0, len(prompt_rows), step):
             pr, sa = prompt_rows[a : a + step], sample_rows[a : a + step]
             tok = tok_corr[index_tensor(pr)].to(dev)
-            nz = noise_tensor(prompts, pr, sa, model.cfg.d_model, std, noise.seed, max_len) if corruption == "gn" else None
+            nz = (
+                noise_tensor(prompts, pr, sa, model.cfg.d_model, std, noise.seed, max_len)
+                if corruption == "gn"
+                else None
+            )
             forward("corrupted", tok, nz, pr)
             if target is not None:
                 block = Block(index=-1, prompt=pr, sample=sa)

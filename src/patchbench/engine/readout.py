@@ -50,7 +50,9 @@ class AnswerIds:
         return AnswerIds(self.idx.repeat(reps, 1), self.mask.repeat(reps, 1))
 
 
-def summed_logits(logits: Float[torch.Tensor, "rows d_vocab"], ids: AnswerIds) -> Float[torch.Tensor, " rows"]:
+def summed_logits(
+    logits: Float[torch.Tensor, "rows d_vocab"], ids: AnswerIds
+) -> Float[torch.Tensor, " rows"]:
     """Σ logit over each row's ids (float64): ``logit_ans`` / ``logit_wrong``; their difference is LD."""
     return (logits.double().gather(1, ids.idx) * ids.mask).sum(1)
 

@@ -19,7 +19,7 @@ import torch
 
 from patchbench.engine.cache import ANSWER_LOGITS, RESID0
 from patchbench.engine.patch import Block, SanityError, patched_logits, sources
-from patchbench.engine.readout import answer_values, index_tensor
+from patchbench.engine.readout import index_tensor
 from patchbench.prompts import PromptSet
 from patchbench.sites import HookPatch, PatchTarget, SweepSpec
 
@@ -42,11 +42,6 @@ def self_patch_targets(targets: list[PatchTarget]) -> list[PatchTarget]:
     return [earlier[-1], last] if earlier else [last]
 
 
-def _values(block: Block, logits: torch.Tensor) -> dict[str, np.ndarray]:
-    vals = answer_values(logits, block.clean_logp, block.answers, block.wrong)
-    return {k: v.cpu().numpy() for k, v in vals.items()}
-
-
 def check_identities(
     model,
     prompts: PromptSet,
@@ -59,9 +54,9 @@ def check_identities(
 ) -> dict[str, Any]:
     """Both identities on ``block`` (which holds the corrupted activations of :func:`self_patch_targets`)."""
     atol, rtol = tolerance(model.cfg.dtype)
-    corr = _values(block, block.corrupted_logits)
+    corr = block.values(block.corrupted_logits)
     cl_logits = clean[ANSWER_LOGITS]
-    cl = _values(block, cl_logits[index_tensor(block.prompt, cl_logits.device)].to(block.resid[0].device))
+    cl = block.values(cl_logits[index_tensor(block.prompt, cl_logits.device)].to(block.resid[0].device))
     ld = lambda c: c["logit_ans"] - c["logit_wrong"]  # noqa: E731
 
     def gap(a, b):
@@ -81,23 +76,38 @@ def check_identities(
     ok = True
     for t in chosen:
         src = {k: block.corrupted_acts[k] for k in t.hooks}
-        got = _values(block, patched_logits(model, [t], block, src, prompts, max_len))
+        got = block.values(patched_logits(model, [t], block, src, prompts, max_len))
         d, good = gap(got, corr)
         worst, ok = max(worst, d), ok and good
     res["self_patch_maxdiff"] = worst
     res["self_patch_targets"] = [t.component for t in chosen]
     # 2. clean residual at layer 0, all positions
-    t0 = PatchTarget(id=-2, site="resid_pre", layer=0, layers=(0, 1), head=-1, position=-1, window=1,
-                     patches=(HookPatch(RESID0, 0, None, -1),), component="0")  # fmt: skip
+    t0 = PatchTarget(
+        id=-2,
+        site="resid_pre",
+        layer=0,
+        layers=(0, 1),
+        head=-1,
+        position=-1,
+        window=1,
+        patches=(HookPatch(RESID0, 0, None, -1),),
+        component="0",
+    )
     src = sources(clean, [RESID0], block, model.cfg.dtype)
-    got = _values(block, patched_logits(model, [t0], block, src, prompts, max_len))
+    got = block.values(patched_logits(model, [t0], block, src, prompts, max_len))
     d0, good0 = gap(got, cl)
     res["clean_resid0_maxdiff"] = d0
     res["passed"] = bool(ok and good0)
     log.info(
         "sanity %s/%s/%s: self-patch maxdiff %.3g, clean resid_pre[0] maxdiff %.3g (atol %g, rtol %g)",
-        prompts.task, spec.corruption, spec.site, worst, d0, atol, rtol,
-    )  # fmt: skip
+        prompts.task,
+        spec.corruption,
+        spec.site,
+        worst,
+        d0,
+        atol,
+        rtol,
+    )
     if not ok:
         raise SanityError(
             f"patching {res['self_patch_targets']} with the corrupted run's own activations moved the output by "

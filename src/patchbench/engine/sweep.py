@@ -24,11 +24,19 @@ from tqdm.auto import tqdm
 
 from patchbench.corruption import corrupted_tokens, noise_scale, noise_tensor
 from patchbench.engine import patch
-from patchbench.engine.cache import ANSWER_LOGITS, RESID0, check_cache, clean_cache
+from patchbench.engine.cache import ANSWER_LOGITS, RESID0, check_cache, clean_cache, clean_rows
 from patchbench.engine.checkpoint import Checkpoint, sweep_fingerprint
-from patchbench.engine.forward import bytes_per_row, embed_input, hooked, run_blocks, site_heads, unembed_at
+from patchbench.engine.forward import (
+    bytes_per_row,
+    embed_input,
+    hooked,
+    model_name,
+    run_blocks,
+    site_heads,
+    unembed_at,
+)
 from patchbench.engine.patch import Block
-from patchbench.engine.readout import AnswerIds, answer_values, index_tensor
+from patchbench.engine.readout import AnswerIds, index_tensor
 from patchbench.engine.sanity import check_identities, self_patch_targets
 from patchbench.prompts import PromptSet
 from patchbench.rawframe import assemble_raw, baseline_rows, patched_rows, raw_metadata
@@ -43,13 +51,17 @@ log = logging.getLogger(__name__)
 # the plan: prompt blocks and target chunks
 
 
-def plan_batches(spec: SweepSpec, targets: list[PatchTarget], model, n_rows: int, max_len: int) -> dict[str, int]:
+def plan_batches(
+    spec: SweepSpec, targets: list[PatchTarget], model, n_rows: int, max_len: int
+) -> dict[str, int]:
     """Rows per prompt block and targets per chunk that fit the memory budget (deterministic)."""
     cfg = model.cfg
     e = torch.tensor([], dtype=cfg.dtype).element_size()
     budget = spec.memory_budget_mb * 2**20
     cache_row = cfg.n_layers * max_len * cfg.d_model * e
-    per_row = bytes_per_row(model, max_len, n_hook_elems=2 * max_len * max(cfg.d_model, cfg.n_heads * cfg.d_head))
+    per_row = bytes_per_row(
+        model, max_len, n_hook_elems=2 * max_len * max(cfg.d_model, cfg.n_heads * cfg.d_head)
+    )
     rows_block = int(max(1, min(n_rows, (budget // 4) // (cache_row + per_row))))
     per_chunk = int(max(1, (budget - rows_block * cache_row) // (rows_block * per_row)))
     return {"rows_per_block": rows_block, "targets_per_chunk": per_chunk}
@@ -94,7 +106,9 @@ def prepare_block(model, s: _Setup, index: int, rows: slice, capture: list[str])
     tok = s.tokens[index_tensor(prompt_rows)].to(dev)
     noise = None
     if s.spec.corruption == "gn":
-        noise = noise_tensor(s.prompts, prompt_rows, sample_rows, model.cfg.d_model, s.std, s.spec.noise.seed, s.max_len)
+        noise = noise_tensor(
+            s.prompts, prompt_rows, sample_rows, model.cfg.d_model, s.std, s.spec.noise.seed, s.max_len
+        )
     store: dict[str, torch.Tensor] = {}
 
     def grab(act, hook):
@@ -115,31 +129,14 @@ def prepare_block(model, s: _Setup, index: int, rows: slice, capture: list[str])
     return b
 
 
-def _values(block: Block, logits: torch.Tensor, reps: int = 1) -> dict[str, np.ndarray]:
-    vals = answer_values(logits, block.clean_logp, block.answers, block.wrong, reps)
-    return {k: v.cpu().numpy() for k, v in vals.items()}
-
-
 def _chunk_rows(model, s: _Setup, chunk: list[PatchTarget], block: Block, srcs: dict) -> pd.DataFrame:
     """The patched rows of one chunk of targets on one block."""
     hooks = list(dict.fromkeys(h for t in chunk for h in t.hooks))
     logits = patch.patched_logits(model, chunk, block, {h: srcs[h] for h in hooks}, s.prompts, s.max_len)
-    vals = _values(block, logits, len(chunk))
+    vals = block.values(logits, len(chunk))
     per_target = {k: v.reshape(len(chunk), len(block)) for k, v in vals.items()}
     positions = patch.target_positions(chunk, s.prompts, block.prompt)
     return patched_rows(chunk, block.prompt, block.sample, per_target, positions)
-
-
-def _clean_rows(model, s: _Setup) -> pd.DataFrame:
-    """One clean row per prompt, from the clean cache's answer logits."""
-    dev = model.cfg.device
-    allp = np.arange(len(s.prompts), dtype=np.int64)
-    cl_logits = s.clean[ANSWER_LOGITS].to(dev)
-    block = Block(index=-1, prompt=allp, sample=np.zeros(len(allp), np.int64))
-    block.answers = AnswerIds.of(s.prompts.answers, allp, dev)
-    block.wrong = AnswerIds.of(s.prompts.wrong, allp, dev)
-    block.clean_logp = torch.log_softmax(cl_logits.double(), dim=-1)
-    return baseline_rows("clean", s.spec.site, s.spec.window, block.prompt, block.sample, _values(block, cl_logits))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,10 +162,17 @@ def _setup(model, prompts: PromptSet, spec: SweepSpec, clean: dict | None) -> tu
     sigma, std = noise_scale(model, prompts, spec.corruption, spec.noise)
     k = spec.n_samples
     s = _Setup(
-        prompts=prompts, spec=spec, tokens=tokens, max_len=max_len, targets=targets, chunks=[], clean=clean,
-        std=std, row_prompt=np.repeat(np.arange(len(prompts), dtype=np.int64), k),
+        prompts=prompts,
+        spec=spec,
+        tokens=tokens,
+        max_len=max_len,
+        targets=targets,
+        chunks=[],
+        clean=clean,
+        std=std,
+        row_prompt=np.repeat(np.arange(len(prompts), dtype=np.int64), k),
         row_sample=np.tile(np.arange(k, dtype=np.int64), len(prompts)),
-    )  # fmt: skip
+    )
     return s, sigma
 
 
@@ -191,7 +195,13 @@ def run_sweep(
     log_ = logger or log
     s, sigma = _setup(model, prompts, spec, clean)
     if spec.corruption == "gn":
-        log_.info("GN: sigma %.6g, nu %g -> noise std %.6g, %d sample(s)", sigma, spec.noise.nu, s.std, spec.n_samples)
+        log_.info(
+            "GN: sigma %.6g, nu %g -> noise std %.6g, %d sample(s)",
+            sigma,
+            spec.noise.nu,
+            s.std,
+            spec.n_samples,
+        )
     k = spec.n_samples
     plan = plan_batches(spec, s.targets, model, len(s.row_prompt), s.max_len)
     rows_block = plan["rows_per_block"]
@@ -200,10 +210,9 @@ def run_sweep(
     s = replace(s, chunks=chunk_targets(s.targets, plan["targets_per_chunk"]))
     n_blocks = math.ceil(len(s.row_prompt) / rows_block)
     log_.info(
-        "sweep %s/%s/%s pos=%s w=%d: %d targets x %d prompts x %d sample(s); %d block(s) of %d rows, %d chunk(s)/block",
-        prompts.task, spec.corruption, spec.site, spec.position, spec.window, len(s.targets), len(prompts), k,
-        n_blocks, rows_block, len(s.chunks),
-    )  # fmt: skip
+        "sweep %s/%s: %d targets x %d prompts x %d sample(s); %d block(s) of %d rows, %d chunk(s)/block",
+        *(prompts.task, spec.label, len(s.targets), len(prompts), k, n_blocks, rows_block, len(s.chunks)),
+    )
     ckpt = None
     if checkpoint_dir is not None:
         ckpt = Checkpoint(checkpoint_dir, sweep_fingerprint(model, prompts, spec, sigma, plan), spec, plan)
@@ -222,11 +231,19 @@ def run_sweep(
                 capture = [h for t in self_patch_targets(s.targets) for h in t.hooks] if bi == 0 else []
                 block = prepare_block(model, s, bi, rows, capture)
                 if bi == 0:
-                    sanity = check_identities(model, prompts, spec, s.targets, block, s.clean, s.max_len, log_)
+                    sanity = check_identities(
+                        model, prompts, spec, s.targets, block, s.clean, s.max_len, log_
+                    )
                     block.corrupted_acts = {}
             if base is None:
-                base = baseline_rows("corrupted", spec.site, spec.window, block.prompt, block.sample,
-                                     _values(block, block.corrupted_logits))  # fmt: skip
+                base = baseline_rows(
+                    "corrupted",
+                    spec.site,
+                    spec.window,
+                    block.prompt,
+                    block.sample,
+                    block.values(block.corrupted_logits),
+                )
                 if ckpt:
                     ckpt.save(base, ckpt.base_path(bi))
             parts.append(base)
@@ -250,11 +267,8 @@ def run_sweep(
             del block
     bar.close()
 
-    meta = raw_metadata(
-        model=name or str(model.cfg.model_name), prompts=prompts, spec=spec, method="exact", targets=s.targets,
-        sigma=sigma, noise_std=s.std if spec.corruption == "gn" else None,
-        plan=plan, chunks_computed=computed, sanity=sanity,
-    )  # fmt: skip
-    raw = assemble_raw([_clean_rows(model, s), *parts], meta)
+    facts = dict(plan=plan, chunks_computed=computed, sanity=sanity)
+    meta = raw_metadata(name or model_name(model), prompts, spec, "exact", s.targets, sigma, s.std, **facts)
+    raw = assemble_raw([clean_rows(s.clean, prompts, spec, model.cfg.device), *parts], meta)
     log_.info("sweep done: %d rows, %d chunk(s) computed", len(raw), computed)
     return raw

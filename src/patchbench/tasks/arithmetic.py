@@ -153,14 +153,11 @@ def build_arithmetic(
             }
         )
     name = {v: k for k, v in OPERATORS.items()}[op]
-    variant = (
-        f"shots={n_shots},max_n={max_n},result_max={result_max},template={template_index},shared_shots={shared_shots}"
-    )
+    variant = f"shots={n_shots},max_n={max_n},result_max={result_max},template={template_index},shared_shots={shared_shots}"
     return prompt_set(
         f"arithmetic_{name}", tokenizer, clean=clean, corrupted=corrupted, answers=answers, wrong=wrong,
         noise=noise, positions=pos, meta=meta, variant=variant,
     )  # fmt: skip
-
 
 
 def _locate(tokenizer, prefix: list[int], few_shots: str, template: str, x: int, y: int):

@@ -157,6 +157,5 @@ def build_docstring(
     )  # fmt: skip
 
 
-
 def _single(tokenizer, words: list[str]) -> list[str]:
     return [w for w in words if single_token_id(tokenizer, " " + w) is not None]

@@ -217,4 +217,3 @@ def build_factual(
         "factual", tokenizer, clean=clean, corrupted=corrupted, answers=answers, wrong=wrong, noise=noise,
         positions=pos, meta=meta, variant=f"match={match},same_relation={same_relation},bos={prepend_bos}",
     )  # fmt: skip
-

@@ -189,4 +189,3 @@ def build_greater_than(
         "greater_than", tokenizer, clean=clean, corrupted=corrupted, answers=answers, wrong=wrong, noise=noise,
         positions={"YY": pos_yy, "END": pos_end}, meta=meta, variant=f"years={years},bos={bos}",
     )  # fmt: skip
-
