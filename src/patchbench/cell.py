@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from patchbench.config import ConfigError
 from patchbench.corruption import NoiseSpec
-from patchbench.layout import Layout
+from patchbench.layout import CellKind, Layout
 from patchbench.sites import SweepSpec, check_windows
 
 __all__ = ["Cell", "Method", "attribution_cells", "cells_of", "experiment_cells"]
@@ -83,27 +83,15 @@ class Cell:
         return self.as_method(self.config["engine"]["method"])
 
     # ------------------------------------------------------------------ files
-    def _file(self, kind: str, suffix: str, *, log: bool = False) -> str:
-        return self.layout.cell_file(
-            kind,
-            self.model,
-            self.task,
-            self.corruption,
-            self.site,
-            self.position,
-            self.window,
-            suffix,
-            log=log,
-        )  # type: ignore[arg-type]
+    def _file(self, kind: CellKind, suffix: str, *, log: bool = False) -> str:
+        where = (self.model, self.task, self.corruption, self.site, self.position, self.window)
+        return self.layout.cell_file(kind, *where, suffix, log=log)
 
     @property
     def raw_path(self) -> str:
         """The raw frame: ``sweeps/…parquet`` (exact) or ``attrib/…raw.parquet`` (attribution)."""
-        return (
-            self._file("sweeps", ".parquet")
-            if self.method == "exact"
-            else self._file("attrib", ".raw.parquet")
-        )
+        exact = self.method == "exact"
+        return self._file("sweeps", ".parquet") if exact else self._file("attrib", ".raw.parquet")
 
     @property
     def effects_path(self) -> str:

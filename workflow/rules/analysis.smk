@@ -90,38 +90,32 @@ TABLES = {
     "table4": (IOI_S1IO, {}),
     "table5": (IOI, {}),
 }
-#: figure -> (the models it covers, its inputs, caption file, report subcategory)
+#: figure -> (the models it covers, its inputs, report subcategory, caption file in workflow/report/)
 FIGURES = {
-    "fig_ioi_heads": (_models(IOI), {"effects": _effects(IOI)}, "fig_heads", "Head patching"),
-    "fig_ioi_s1io_heads": (_models(IOI_S1IO), {"effects": _effects(IOI_S1IO)}, "fig_heads", "Head patching"),
-    "fig_ioi_abc_heads": (_models(IOI_ABC), {"effects": _effects(IOI_ABC)}, "fig_heads", "Head patching"),
-    "fig_greater_than_heads": (
-        _models(GREATER_THAN), {"effects": _effects(GREATER_THAN)}, "fig_heads", "Head patching"
-    ),
+    "fig_ioi_heads": (_models(IOI), {"effects": _effects(IOI)}, "Head patching", "fig_heads"),
+    "fig_ioi_s1io_heads": (_models(IOI_S1IO), {"effects": _effects(IOI_S1IO)}, "Head patching", "fig_heads"),
+    "fig_ioi_abc_heads": (_models(IOI_ABC), {"effects": _effects(IOI_ABC)}, "Head patching", "fig_heads"),
+    "fig_greater_than_heads": (_models(GREATER_THAN), {"effects": _effects(GREATER_THAN)}, "Head patching", "fig_heads"),
     "fig_docstring_heads": (
         _models(DOCSTRING),
         {"effects": _effects(DOCSTRING), "prompts": LAYOUT.prompts("{model}", "docstring")},
-        "fig_docstring_heads",
         "Head patching",
+        "fig_docstring_heads",
     ),
-    "fig_arithmetic_mlp": (_models(ARITHMETIC), {"effects": _effects(ARITHMETIC)}, "fig_arithmetic_mlp", "MLP patching"),
-    "fig_factual_mlp_last": (
-        _models(FACTUAL_LAST), {"effects": _effects(FACTUAL_LAST)}, "fig_factual_mlp_last", "MLP patching"
-    ),
-    "fig_sliding_vs_summed": (
-        SLIDING_MODELS, {"effects": _effects(FACTUAL_LAST)}, "fig_sliding_vs_summed", "Sliding window"
-    ),
+    "fig_arithmetic_mlp": (_models(ARITHMETIC), {"effects": _effects(ARITHMETIC)}, "MLP patching", "fig_arithmetic_mlp"),
+    "fig_factual_mlp_last": (_models(FACTUAL_LAST), {"effects": _effects(FACTUAL_LAST)}, "MLP patching", "fig_factual_mlp_last"),
+    "fig_sliding_vs_summed": (SLIDING_MODELS, {"effects": _effects(FACTUAL_LAST)}, "Sliding window", "fig_sliding_vs_summed"),
     "fig_factual_mlp_all": (
         _models(FACTUAL_ALL),
         {"categories": LAYOUT.analysis("factual_categories", "{model}")},
-        "fig_factual_mlp_all",
         "MLP patching",
+        "fig_factual_mlp_all",
     ),
     "fig_nm_attention": (
         _models(IOI),
         {"attention": LAYOUT.analysis("nm_attention", "{model}"), "recovery": lambda w: _recovery_paths(w.model)},
-        "fig_nm_attention",
         "IOI name movers",
+        "fig_nm_attention",
     ),
 }
 TABLE_EXTS = ("csv", "md", "tex")
@@ -226,7 +220,7 @@ def _table_rule(name):
 
 def _figure_rule(name):
     """The rule that draws figure ``name`` (PNG and PDF) for one model."""
-    _, inputs, caption, subcategory = FIGURES[name]
+    _, inputs, subcategory, caption = FIGURES[name]
     stem, short = f"{name}_{{model}}", name.removeprefix("fig_")
 
     rule:

@@ -98,17 +98,15 @@ def nm_attention_frames(
 
     def summary(cap, run: str) -> tuple[float, dict[str, float]]:
         """Mean LD over the run's rows, and the mean NM attention from END to IO / S1 / the rest."""
-        pattern = cap.corrupted if run == "unpatched" else getattr(cap, run)
-        ld = cap.logit_diff["corrupted" if run == "unpatched" else run]
-        prompt, _ = cap.rows("clean" if run == "clean" else "corrupted")
-        rows = torch.arange(len(prompt))
+        prompt, _ = cap.rows(run)
+        pattern, rows = getattr(cap, run), torch.arange(len(prompt))
         end = torch.as_tensor(prompts.named_position("END")[prompt])
         att = {
             t: float(pattern[rows, :, end, torch.as_tensor(prompts.named_position(t)[prompt])].mean())
             for t in ("IO", "S1")
         }
         att["other"] = 1.0 - (att["IO"] + att["S1"])
-        return float(ld.mean()), att
+        return float(cap.logit_diff[run].mean()), att
 
     att_rows, rec_rows = [], []
     clean = None
@@ -119,8 +117,8 @@ def nm_attention_frames(
         if clean is None:
             clean = summary(cap, "clean")
             att_rows += [(model_name, "clean", False, t, clean[1][t]) for t in TARGETS]
-        (ld_c, att_c) = summary(cap, "unpatched")
-        (ld_p, att_p) = summary(cap, "patched") if patch is not None else (ld_c, att_c)
+        ld_c, att_c = summary(cap, "corrupted")
+        ld_p, att_p = summary(cap, "patched") if patch is not None else (ld_c, att_c)
         att_rows += [(model_name, label, False, t, att_c[t]) for t in TARGETS]
         att_rows += [(model_name, label, True, t, att_p[t]) for t in TARGETS]
         denom = clean[0] - ld_c
