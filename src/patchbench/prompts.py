@@ -1,7 +1,7 @@
 """The PromptSet: one task's clean prompts, their STR corruptions and everything patching needs.
 
 A PromptSet is the contract between the task generators (``patchbench.tasks``) and the engine
-(``patchbench.patching``). It is model-agnostic apart from the tokenizer it was built with, and
+(``patchbench.engine``). It is model-agnostic apart from the tokenizer it was built with, and
 it round-trips through Parquet, one row per prompt:
 
 ==================  ==============  ==========================================================

@@ -4,7 +4,7 @@ A sweep is described by a :class:`SweepSpec` (corruption, site, position mode, w
 layers, noise, memory budget). :func:`enumerate_targets` turns it into a list of
 :class:`PatchTarget`, each one patched run per prompt. A target is nothing but a set of
 ``(hook point, head selection, position selection)`` triples: the engine
-(:mod:`patchbench.patching`) builds one boolean mask per hook point from them and replaces the
+(:mod:`patchbench.engine.patch`) builds one boolean mask per hook point from them and replaces the
 masked part of the activation with the clean activation (``torch.where``), so a single code path
 serves every site:
 
