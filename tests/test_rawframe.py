@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from conftest import make_model, make_prompts
@@ -78,6 +79,8 @@ def test_both_engines_write_one_metadata_layout(tmp_path):
         back = read_frame(tmp_path / f"{method}.parquet")
         pd.testing.assert_frame_equal(back, raw)
         assert back.attrs["patchbench"] == json.loads(json.dumps(meta, default=str))  # JSON: int keys -> str
+        pandas_meta = json.loads(pq.read_schema(tmp_path / f"{method}.parquet").metadata[b"pandas"])
+        assert not pandas_meta.get("attributes"), "the metadata is stored once, under the patchbench key"
     shared = ["run", "target", "site", "layer", "layers", "head", "position", "window", "prompt", "sample"]
     pd.testing.assert_frame_equal(exact[shared], approx[shared])
     base = exact["run"] != "patched"

@@ -233,10 +233,16 @@ def position_mode(meta: Mapping[str, Any]) -> str:
 
 
 def write_frame(df: pd.DataFrame, path: str | Path) -> None:
-    """Write ``df`` atomically (temp file + rename) with its metadata ``df.attrs['patchbench']``."""
+    """Write ``df`` atomically (temp file + rename) with its metadata ``df.attrs['patchbench']``.
+
+    The metadata is stored once, under the file's ``patchbench`` key (pandas would keep a second
+    copy of ``df.attrs`` in its own key).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
+    frame = df.reset_index(drop=True)
+    frame.attrs = {}
+    table = pa.Table.from_pandas(frame, preserve_index=False)
     schema_meta = dict(table.schema.metadata or {})
     schema_meta[KEY] = json.dumps(metadata(df), default=str, sort_keys=True).encode()
     tmp = path.with_name(path.name + ".tmp")
