@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from patchbench.cell import Cell, attribution_cells, cells_of, experiment_cells
+from patchbench.cell import Cell, agreement_cells, attribution_cells, cells_of, experiment_cells
 from patchbench.config import ConfigError, load_config
 from patchbench.layout import Layout
 
@@ -123,6 +123,13 @@ def test_attribution_cells_follow_attribution_windows_and_engine_method(demo):
     cells = attribution_cells(cfg, "factual_mlp_last")
     assert len(cells) == 6 and {c.method for c in cells} == {"attribution"}
     assert cells_of(cfg)["factual_mlp_last"][0].reported().effects_path == cells[0].effects_path
+    # the agreement keeps to attribution.windows even when every window is estimated
+    cfg["attribution"]["windows"] = [3]
+    agreed = agreement_cells(cfg, "toy-gpt2", "factual")
+    assert [(c.corruption, c.position, c.window) for c in agreed] == [
+        (c, p, 3) for c in ("gn", "str") for p in ("each", "subject_last")
+    ]
+    assert agreement_cells(cfg, "toy-attn-only", "factual") == []
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,7 @@ from patchbench.corruption import NoiseSpec
 from patchbench.layout import CellKind, Layout
 from patchbench.sites import SweepSpec, check_windows
 
-__all__ = ["Cell", "Method", "attribution_cells", "cells_of", "experiment_cells"]
+__all__ = ["Cell", "Method", "agreement_cells", "attribution_cells", "cells_of", "experiment_cells"]
 
 Method = Literal["exact", "attribution"]
 Heads = tuple[tuple[int, int], ...]
@@ -247,19 +247,32 @@ def experiment_cells(config: Mapping[str, Any], name: str, *, model: str | None 
     ]
 
 
+def _in_agreement(config: Mapping[str, Any], cell: Cell) -> bool:
+    """Whether a cell's window enters the exact-vs-attribution agreement (``attribution.windows``)."""
+    windows = config["attribution"]["windows"]
+    return windows is None or cell.window in windows
+
+
 def attribution_cells(config: Mapping[str, Any], name: str, *, model: str | None = None) -> list[Cell]:
     """The cells of experiment ``name`` that attribution patching estimates (``method='attribution'``).
 
-    Those of ``attribution.windows`` (null: every window); every cell when attribution replaces
-    exact patching for the tables (``engine.method: attribution``).
+    Those that enter the agreement (``attribution.windows``; null: every window); every cell when
+    attribution replaces exact patching for the tables (``engine.method: attribution``).
     """
-    windows = config["attribution"]["windows"]
-    every = windows is None or config["engine"]["method"] == "attribution"
-    return [
-        c.as_method("attribution")
-        for c in experiment_cells(config, name, model=model)
-        if every or c.window in windows
+    every = config["engine"]["method"] == "attribution"
+    cells = experiment_cells(config, name, model=model)
+    return [c.as_method("attribution") for c in cells if every or _in_agreement(config, c)]
+
+
+def agreement_cells(config: Mapping[str, Any], model: str, task: str) -> list[Cell]:
+    """The attribution cells of (model, task) whose agreement with exact patching is reported."""
+    cells = [
+        c
+        for name in config["experiments"]
+        for c in attribution_cells(config, name, model=model)
+        if c.task == task and model in config["experiments"][name]["models"] and _in_agreement(config, c)
     ]
+    return sorted(cells, key=lambda c: (c.corruption, c.site, c.position, c.window))
 
 
 def cells_of(config: Mapping[str, Any]) -> dict[str, list[Cell]]:

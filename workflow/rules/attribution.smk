@@ -17,20 +17,6 @@ disagreeing components listed per plot; attribution.tasks the tasks whose agreem
 ATTRIB = config["attribution"]
 
 
-def agreement_cells(model, task):
-    """The attribution cells of (model, task) whose agreement with exact patching is reported."""
-    windows = ATTRIB["windows"]
-    return sorted(
-        (
-            c
-            for name in EXPERIMENTS
-            for c in attribution_cells(config, name)
-            if c.model == model and c.task == task and (windows is None or c.window in windows)
-        ),
-        key=lambda c: (c.model, c.task, c.corruption, c.site, c.position, c.window),
-    )
-
-
 def agreement_targets():
     """Agreement tables and figures for every configured model of attribution.tasks."""
     out = []
@@ -77,8 +63,8 @@ for _name in EXPERIMENTS:
 
 rule agreement:
     input:
-        exact=lambda w: [c.as_method("exact").effects_path for c in agreement_cells(w.model, w.task)],
-        attribution=lambda w: [c.effects_path for c in agreement_cells(w.model, w.task)],
+        exact=lambda w: [c.as_method("exact").effects_path for c in agreement_cells(config, w.model, w.task)],
+        attribution=lambda w: [c.effects_path for c in agreement_cells(config, w.model, w.task)],
     output:
         csv=LAYOUT.table("agreement_{model}_{task}", "csv"),
         md=LAYOUT.table("agreement_{model}_{task}", "md"),

@@ -9,7 +9,7 @@ the same sub-path as the output under ``<results_dir>/logs``).
 import re
 from pathlib import Path
 
-from patchbench.cell import Cell, attribution_cells, cells_of, experiment_cells
+from patchbench.cell import Cell, agreement_cells, attribution_cells, cells_of, experiment_cells
 from patchbench.config import validate_config
 from patchbench.layout import Layout
 from patchbench.models import ModelSpec
