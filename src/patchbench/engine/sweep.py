@@ -176,6 +176,37 @@ def _setup(model, prompts: PromptSet, spec: SweepSpec, clean: dict | None) -> tu
     return s, sigma
 
 
+def _plan(model, s: _Setup) -> tuple[_Setup, dict[str, int]]:
+    """The batching plan (whole prompts per block) and the setup with its target chunks."""
+    k = s.spec.n_samples
+    plan = plan_batches(s.spec, s.targets, model, len(s.row_prompt), s.max_len)
+    plan["rows_per_block"] = max(k, plan["rows_per_block"] - plan["rows_per_block"] % k)
+    return replace(s, chunks=chunk_targets(s.targets, plan["targets_per_chunk"])), plan
+
+
+def _patched_parts(model, s: _Setup, bi: int, block: Block | None, done: list, ckpt, bar) -> tuple[list, int]:
+    """The patched rows of every target chunk on block ``bi`` (finished chunks from ``done``), and how
+    many chunks were computed. Clean sources are kept only while a later chunk still needs them."""
+    parts, computed = [], 0
+    src_cache: dict[str, torch.Tensor] = {}
+    for ci, chunk in enumerate(s.chunks):
+        df = done[ci]
+        if df is None:
+            hooks = list(dict.fromkeys(h for t in chunk for h in t.hooks))
+            missing = [h for h in hooks if h not in src_cache]
+            src_cache.update(patch.sources(s.clean, missing, block, model.cfg.dtype))
+            df = _chunk_rows(model, s, chunk, block, src_cache)
+            if ckpt:
+                ckpt.save(df, ckpt.chunk_path(bi, ci))
+            computed += 1
+            keep = {h for c in s.chunks[ci + 1 :] for t in c for h in t.hooks}
+            for h in [h for h in src_cache if h not in keep]:
+                del src_cache[h]
+        parts.append(df)
+        bar.update(1)
+    return parts, computed
+
+
 def run_sweep(
     model,
     prompts: PromptSet,
@@ -202,16 +233,21 @@ def run_sweep(
             s.std,
             spec.n_samples,
         )
-    k = spec.n_samples
-    plan = plan_batches(spec, s.targets, model, len(s.row_prompt), s.max_len)
+    s, plan = _plan(model, s)
     rows_block = plan["rows_per_block"]
-    rows_block = max(k, rows_block - rows_block % k)  # whole prompts per block
-    plan["rows_per_block"] = rows_block
-    s = replace(s, chunks=chunk_targets(s.targets, plan["targets_per_chunk"]))
     n_blocks = math.ceil(len(s.row_prompt) / rows_block)
     log_.info(
         "sweep %s/%s: %d targets x %d prompts x %d sample(s); %d block(s) of %d rows, %d chunk(s)/block",
-        *(prompts.task, spec.label, len(s.targets), len(prompts), k, n_blocks, rows_block, len(s.chunks)),
+        *(
+            prompts.task,
+            spec.label,
+            len(s.targets),
+            len(prompts),
+            spec.n_samples,
+            n_blocks,
+            rows_block,
+            len(s.chunks),
+        ),
     )
     ckpt = None
     if checkpoint_dir is not None:
@@ -223,47 +259,25 @@ def run_sweep(
     bar = tqdm(total=n_blocks * len(s.chunks), desc=f"{spec.site} sweep", disable=not progress, unit="chunk")
     with torch.no_grad():
         for bi in range(n_blocks):
-            rows = slice(bi * rows_block, (bi + 1) * rows_block)
             done = [ckpt.load(ckpt.chunk_path(bi, ci)) if ckpt else None for ci in range(len(s.chunks))]
             base = ckpt.load(ckpt.base_path(bi)) if ckpt else None
             block = None
             if bi == 0 or base is None or any(d is None for d in done):
                 capture = [h for t in self_patch_targets(s.targets) for h in t.hooks] if bi == 0 else []
-                block = prepare_block(model, s, bi, rows, capture)
+                block = prepare_block(model, s, bi, slice(bi * rows_block, (bi + 1) * rows_block), capture)
                 if bi == 0:
                     sanity = check_identities(
                         model, prompts, spec, s.targets, block, s.clean, s.max_len, log_
                     )
                     block.corrupted_acts = {}
             if base is None:
-                base = baseline_rows(
-                    "corrupted",
-                    spec.site,
-                    spec.window,
-                    block.prompt,
-                    block.sample,
-                    block.values(block.corrupted_logits),
-                )
+                values = block.values(block.corrupted_logits)
+                base = baseline_rows("corrupted", spec.site, spec.window, block.prompt, block.sample, values)
                 if ckpt:
                     ckpt.save(base, ckpt.base_path(bi))
-            parts.append(base)
-            src_cache: dict[str, torch.Tensor] = {}
-            for ci, chunk in enumerate(s.chunks):
-                df = done[ci]
-                if df is None:
-                    hooks = list(dict.fromkeys(h for t in chunk for h in t.hooks))
-                    missing = [h for h in hooks if h not in src_cache]
-                    src_cache.update(patch.sources(s.clean, missing, block, model.cfg.dtype))
-                    df = _chunk_rows(model, s, chunk, block, src_cache)
-                    if ckpt:
-                        ckpt.save(df, ckpt.chunk_path(bi, ci))
-                    computed += 1
-                    # sources of layers no later chunk starts below are no longer needed
-                    keep = {h for c in s.chunks[ci + 1 :] for t in c for h in t.hooks}
-                    for h in [h for h in src_cache if h not in keep]:
-                        del src_cache[h]
-                parts.append(df)
-                bar.update(1)
+            patched, n = _patched_parts(model, s, bi, block, done, ckpt, bar)
+            parts += [base, *patched]
+            computed += n
             del block
     bar.close()
 
