@@ -137,7 +137,8 @@ class KVCapture:
         if not 0 < p <= n:
             raise ValueError(f"prefix length {p} is outside 1..{n} (the captured run's length)")
         return PrefixKV(
-            {i: k[..., :p, :] for i, k in self.keys.items()}, {i: v[..., :p, :] for i, v in self.values.items()}
+            {i: k[..., :p, :] for i, k in self.keys.items()},
+            {i: v[..., :p, :] for i, v in self.values.items()},
         )
 
 
@@ -171,7 +172,9 @@ class PrefixKV:
         if m == 1:
             return PrefixKV(self.keys, self.values)
         rep = lambda t: t.repeat(m, *([1] * (t.dim() - 1)))  # noqa: E731
-        return PrefixKV({i: rep(k) for i, k in self.keys.items()}, {i: rep(v) for i, v in self.values.items()})
+        return PrefixKV(
+            {i: rep(k) for i, k in self.keys.items()}, {i: rep(v) for i, v in self.values.items()}
+        )
 
     def reset(self) -> None:
         self.calls.clear()
@@ -180,7 +183,9 @@ class PrefixKV:
     def update(self, k: torch.Tensor, v: torch.Tensor, layer_idx: int, *args: Any, **kwargs: Any):
         layer = int(layer_idx)
         if layer not in self.keys:
-            raise ModelInterfaceError(f"PrefixKV has no keys for layer {layer} (it holds {sorted(self.keys)})")
+            raise ModelInterfaceError(
+                f"PrefixKV has no keys for layer {layer} (it holds {sorted(self.keys)})"
+            )
         pk, pv = self.keys[layer], self.values[layer]
         if pk.shape[0] != k.shape[0] or pk.shape[1] != k.shape[1] or pk.shape[-1] != k.shape[-1]:
             raise ModelInterfaceError(
@@ -214,7 +219,11 @@ class LM:
         self.bridge = bridge
         self._raw_embed = raw_embed
         cfg = bridge.cfg
-        hf_cfg = getattr(getattr(bridge, "original_model", None), "config", None) if route == "transformers" else None
+        hf_cfg = (
+            getattr(getattr(bridge, "original_model", None), "config", None)
+            if route == "transformers"
+            else None
+        )
         self._rotary = self._find_rotary(bridge) if route == "transformers" else None
         positional = str(getattr(cfg, "positional_embedding_type", "standard") or "standard")
         self._window, self._sliding = _sliding_layers(hf_cfg, int(cfg.n_layers))
@@ -348,7 +357,9 @@ class LM:
         bsz, q_len = resid.shape[0], resid.shape[1]
         if past is not None:
             if past.batch != bsz:
-                raise ModelInterfaceError(f"prefix batch {past.batch} != suffix batch {bsz}; use PrefixKV.repeat")
+                raise ModelInterfaceError(
+                    f"prefix batch {past.batch} != suffix batch {bsz}; use PrefixKV.repeat"
+                )
             past.reset()
         if capture is not None:
             capture.calls.clear()
@@ -382,7 +393,9 @@ class LM:
             if past is not None:
                 want = {i: offset + q_len for i in range(start, stop)}
                 if past.seen_lengths != want:
-                    raise ModelInterfaceError(f"attention saw key lengths {past.seen_lengths}, expected {want}")
+                    raise ModelInterfaceError(
+                        f"attention saw key lengths {past.seen_lengths}, expected {want}"
+                    )
         return resid
 
     def unembed_at(
@@ -391,7 +404,9 @@ class LM:
         """Logits at one position per row: final norm + unembedding (+ soft-cap) of ``resid[b, pos[b]]``."""
         pos = pos.to(resid.device)
         if pos.shape != (resid.shape[0],):
-            raise ValueError(f"pos must have one entry per row ({resid.shape[0]}), got shape {tuple(pos.shape)}")
+            raise ValueError(
+                f"pos must have one entry per row ({resid.shape[0]}), got shape {tuple(pos.shape)}"
+            )
         x = resid[torch.arange(resid.shape[0], device=resid.device), pos][:, None]
         logits = self.bridge.unembed(self.bridge.ln_final(x))[:, 0]
         cap = self.shape.logit_softcap
@@ -474,18 +489,26 @@ class LM:
             seen.setdefault(name, []).append(tuple(act.shape))
 
         layers = sorted({0, s.n_layers - 1})
-        names = [self.hook_name(site, lay) for site in ("attn_head", "head_v", "mlp", "resid_pre") for lay in layers]
+        names = [
+            self.hook_name(site, lay)
+            for site in ("attn_head", "head_v", "mlp", "resid_pre")
+            for lay in layers
+        ]
         names = [n for n in names if self.has_hook(n)]
         with torch.no_grad(), self.hooks([(n, rec) for n in names]):
             self.run_blocks(self.embed(tokens), 0)
         for n in names:
             shapes = seen.get(n, [])
             if len(shapes) != 1:
-                raise ModelInterfaceError(f"hook {n} fired {len(shapes)} times in one forward (expected once)")
+                raise ModelInterfaceError(
+                    f"hook {n} fired {len(shapes)} times in one forward (expected once)"
+                )
             if n.endswith(("hook_z", "hook_v")):
                 heads = self.site_heads("head_v" if n.endswith("hook_v") else "attn_head")
                 if shapes[0][2:] != (heads, s.d_head):
-                    raise ModelInterfaceError(f"hook {n} has shape {shapes[0]}, expected [batch, pos, {heads}, {s.d_head}]")
+                    raise ModelInterfaceError(
+                        f"hook {n} has shape {shapes[0]}, expected [batch, pos, {heads}, {s.d_head}]"
+                    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -539,7 +562,9 @@ def load_transformers(
     """
     from transformer_lens.model_bridge import TransformerBridge
 
-    bridge = TransformerBridge.boot_transformers(name_or_path, device=device, dtype=dtype, tokenizer=tokenizer)
+    bridge = TransformerBridge.boot_transformers(
+        name_or_path, device=device, dtype=dtype, tokenizer=tokenizer
+    )
     return _finish(bridge, "transformers", processing, check)
 
 
@@ -599,7 +624,9 @@ def load_native(
             converted["unembed.bias"] = torch.zeros(cfg.d_vocab, dtype=dtype)
         result = bridge.load_state_dict(converted, strict=True)
         if result.missing_keys or result.unexpected_keys:
-            raise ModelInterfaceError(f"native weights: missing {result.missing_keys}, unexpected {result.unexpected_keys}")
+            raise ModelInterfaceError(
+                f"native weights: missing {result.missing_keys}, unexpected {result.unexpected_keys}"
+            )
         bridge.to(device)
     return _finish(bridge, "native", processing, check)
 
@@ -608,4 +635,3 @@ def _tl_version() -> str:
     from importlib.metadata import version
 
     return version("transformer-lens")
-
