@@ -78,6 +78,11 @@ SITE_HOOKS: dict[str, str] = {
     "pattern": "blocks.{layer}.attn.hook_pattern",
 }
 
+#: Block keyword arguments the interface's key/value cache travels under: transformers >= 5.24
+#: decoder layers hand ``cache`` to Hugging Face attention (GPT-J), TransformerLens's own attention
+#: reads ``layer_past`` (it ignores ``cache``, and the layers rename ``past_key_values`` to ``cache``).
+_CACHE_KWARGS = ("cache", "layer_past")
+
 HookFn = Callable[[torch.Tensor, str], "torch.Tensor | None"]
 
 
@@ -205,7 +210,9 @@ class _Tol:
 
     @classmethod
     def of(cls, dtype: torch.dtype) -> _Tol:
-        return cls({torch.float64: 1e-9, torch.float32: 1e-4}.get(dtype, 3e-2))
+        # float64: 1e-7, not rounding level, because some Hugging Face attentions (GPT-J's) compute
+        # their scores in float32 whatever the model dtype; every trap this guards is >= 1e-3.
+        return cls({torch.float64: 1e-7, torch.float32: 1e-4}.get(dtype, 3e-2))
 
 
 class LM:
@@ -370,11 +377,8 @@ class LM:
         if self.shape.positional == "rotary":
             kw["position_ids"] = pos
         if cache is not None:
-            # Both argument names: transformers >= 5.24 decoder layers hand ``cache`` to Hugging Face
-            # attention (GPT-J), while TransformerLens's own attention reads ``layer_past``. The
-            # per-layer call count below fails loudly if neither reaches the attention.
-            kw["cache"] = cache
-            kw["layer_past"] = cache
+            # The per-layer call count below fails loudly if the cache does not reach the attention.
+            kw.update(dict.fromkeys(_CACHE_KWARGS, cache))
         for i in range(start, stop):
             if keep is not None:
                 keep.append(resid)
