@@ -13,8 +13,8 @@ import warnings
 
 import pytest
 import torch
-from lm_models import SHAPES, ht_forward, ht_state_dict, save_hf, write_legacy_repo
 
+from lm_models import SHAPES, ht_forward, ht_state_dict, save_hf, write_legacy_repo
 from patchbench import lm as lm_mod
 from patchbench.lm import KVCapture, ModelInterfaceError, load_legacy, load_native, load_transformers
 
