@@ -180,7 +180,7 @@ def interface_logits(lm: LM, tokens, patches, clean, noise, answer_pos, start: i
     with torch.no_grad():
         keep: list[torch.Tensor] = []
         cap = KVCapture() if suffix else None
-        lm.run_blocks(lm.embed(tokens, noise), 0, keep=keep, capture=cap)
+        corrupted = lm.unembed_at(lm.run_blocks(lm.embed(tokens, noise), 0, keep=keep, capture=cap), answer_pos)
         p = 0
         if suffix:
             p = min(x.position for x in patches)  # type: ignore[type-var]
@@ -191,7 +191,10 @@ def interface_logits(lm: LM, tokens, patches, clean, noise, answer_pos, start: i
         ]  # fmt: skip
         with lm.hooks(hooks):
             out = lm.run_blocks(resid, start, past=cap.prefix(p) if cap is not None else None)
-        return lm.unembed_at(out, answer_pos - p)
+        # a row whose answer comes before the patched position is the corrupted run (causality)
+        before = answer_pos < p
+        patched = lm.unembed_at(out, torch.where(before, 0, answer_pos - p))
+        return torch.where(before[:, None], corrupted, patched)
 
 
 def ht_forward(sd: dict[str, torch.Tensor], cfg: dict, tokens: torch.Tensor) -> torch.Tensor:

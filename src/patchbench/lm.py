@@ -411,6 +411,10 @@ class LM:
             raise ValueError(
                 f"pos must have one entry per row ({resid.shape[0]}), got shape {tuple(pos.shape)}"
             )
+        if bool(((pos < 0) | (pos >= resid.shape[1])).any()):
+            # negative indices would silently read another position (a suffix run starting after a
+            # short prompt's answer): the caller must take those rows from the unpatched run
+            raise ValueError(f"positions {pos.tolist()} are outside this residual's {resid.shape[1]} positions")
         x = resid[torch.arange(resid.shape[0], device=resid.device), pos][:, None]
         logits = self.bridge.unembed(self.bridge.ln_final(x))[:, 0]
         cap = self.shape.logit_softcap
