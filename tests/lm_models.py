@@ -111,7 +111,7 @@ def ht_state_dict(cfg: dict, seed: int = SEED, scale: float = 0.2) -> dict[str, 
     return sd
 
 
-def write_legacy_repo(directory: Path, cfg: dict, seed: int = SEED) -> Path:
+def write_legacy_repo(directory: Path, cfg: dict, seed: int = SEED, scale: float = 0.2) -> Path:
     """A TransformerLens-format repository snapshot (TL ``config.json`` + ``model_final.pth``)."""
     directory.mkdir(parents=True, exist_ok=True)
     tl_cfg = {k: v for k, v in cfg.items() if k not in ("normalization_type", "positional_embedding_type")}
@@ -120,7 +120,7 @@ def write_legacy_repo(directory: Path, cfg: dict, seed: int = SEED) -> Path:
         "shortformer_pos": cfg.get("positional_embedding_type") == "shortformer",
     }
     (directory / "config.json").write_text(json.dumps(tl_cfg))
-    sd = ht_state_dict(cfg, seed)
+    sd = ht_state_dict(cfg, seed, scale)
     if cfg.get("normalization_type") == "LN" and cfg.get("act_fn") == "solu_ln":
         for i in range(cfg["n_layers"]):
             if not cfg.get("attn_only", False):

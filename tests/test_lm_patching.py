@@ -70,7 +70,7 @@ def model(request, tmp_path_factory, gpt2_tokenizer):
     elif name == "attn-only-4l":
         import huggingface_hub
 
-        repo = write_legacy_repo(root / "repo", ATTN_ONLY_4L)
+        repo = write_legacy_repo(root / "repo", ATTN_ONLY_4L, scale=0.05)
         with pytest.MonkeyPatch.context() as mp:  # the legacy loader's two hub calls, answered locally
             mp.setattr(huggingface_hub, "hf_hub_download", lambda repo_id, filename, **kw: str(repo / filename))
             mp.setattr(huggingface_hub.HfApi, "list_repo_files", lambda self, repo_id, **kw: ["model_final.pth"])
@@ -143,6 +143,7 @@ def test_every_site_equals_the_full_recompute(model, corruption):
         suffix = lm.shape.kv_reuse and all(p.position is not None for p in patches)
         got = interface_logits(lm, run.corrupted, patches, clean, run.noise, ANSWER_POS, start, suffix)
         worst[label] = (float((got - ref).abs().max()), float((ref - corrupted).abs().max()))
+    print(f"\n{name}/{corruption} maxdiff " + " ".join(f"{k}={v[0]:.1e}" for k, v in worst.items()))
     bad = {k: v for k, v in worst.items() if not v[0] < TOL}
     assert not bad, f"{name}/{corruption}: interface vs full recompute (maxdiff, effect) {bad}"
     # a patch that silently does nothing cannot pass: every target moves the logits
