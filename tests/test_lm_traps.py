@@ -314,3 +314,35 @@ def test_legacy_route_refuses_shortformer_loudly(legacy_hub, gpt2_tokenizer):
     repos["NeelNanda/Short_2L"] = write_legacy_repo(root / "short", {**LEGACY, "positional_embedding_type": "shortformer"})
     with pytest.raises(ModelInterfaceError, match="[Ss]hortformer"):
         load_legacy("NeelNanda/Short_2L", tokenizer=gpt2_tokenizer)
+
+
+# ------------------------------------------------------------------------------ the hub route, offline
+
+
+def test_hub_route_loads_gpt2_by_name_from_an_offline_cache(tmp_path, mirror):
+    """``load_transformers("gpt2")`` through a seeded hub cache with HF_HUB_OFFLINE=1 (no network)."""
+    import os
+    import subprocess
+    import sys
+
+    from patchbench.standins import seed_hub_cache
+
+    hub = tmp_path / "hub"
+    seed_hub_cache(hub, mirror / "gpt2-tokenizer", ["gpt2"], layers={"gpt2": 2})
+    code = (
+        "import torch\n"
+        "from patchbench.lm import load_transformers\n"
+        "lm = load_transformers('gpt2')\n"
+        "s = lm.shape\n"
+        "print('OK', s.architecture, s.n_layers, s.n_heads, s.d_model, s.d_vocab, lm.tokenizer(' Mary')['input_ids'],"
+        " lm.self_check())\n"
+    )
+    env = dict(os.environ, HF_HUB_CACHE=str(hub), HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf-home"))
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "OK GPT2LMHeadModel 2 12 768 50257 [5335]" in res.stdout, res.stdout
+
+
+def test_widths_for_memory_planning(tiny):
+    s = tiny["llama"].shape
+    assert (s.d_model, s.d_mlp, s.d_vocab) == (64, 128, 1000) and s.n_ctx > 0

@@ -101,7 +101,9 @@ class LMShape:
     n_kv_heads: int  # key-value heads: n_heads unless the model uses grouped-query attention
     d_head: int
     d_model: int
+    d_mlp: int  # 0 for attention-only models
     d_vocab: int
+    n_ctx: int
     dtype: torch.dtype
     device: str
     positional: str  # standard | rotary | ...
@@ -244,7 +246,9 @@ class LM:
             n_kv_heads=int(getattr(cfg, "n_key_value_heads", None) or n_heads),
             d_head=int(cfg.d_head),
             d_model=int(cfg.d_model),
+            d_mlp=0 if getattr(cfg, "attn_only", False) else int(getattr(cfg, "d_mlp", None) or 0),
             d_vocab=int(cfg.d_vocab),
+            n_ctx=int(getattr(cfg, "n_ctx", 0) or 0),
             dtype=cfg.dtype,
             device=str(next(bridge.parameters()).device),
             positional=positional,
