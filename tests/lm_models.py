@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,9 @@ import torch
 from patchbench.lm import LM, KVCapture
 
 SEED = 0
-TOKENIZER_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gpt2-tokenizer"
+# the offline data mirror, found as conftest.py finds it
+MIRROR = Path(os.environ.get("PATCHBENCH_MIRROR", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+TOKENIZER_DIR = MIRROR / "gpt2-tokenizer"
 
 #: transformers config kwargs of each stand-in. Paper shapes keep the real widths, heads,
 #: head size, vocabulary and positional scheme; depth is cut to what a 2-core CI machine holds.
