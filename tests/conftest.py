@@ -9,15 +9,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+from patchbench.lm import LM, load_native
 from patchbench.prompts import PromptSet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,18 +77,16 @@ def snakemake(*args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.Co
 N_LAYERS, N_HEADS, D_MODEL, VOCAB = 3, 4, 64, 100
 
 
-def make_model(dtype=torch.float64, seed: int = 0, **shape) -> HookedTransformer:
-    """A random model in eval mode: 3 layers, 4 heads, d_model 64, vocab 100 unless ``shape`` says otherwise."""
+def make_model(dtype=torch.float64, seed: int = 0, **shape) -> LM:
+    """A random model (native route, seeded): 3 layers, 4 heads, d_model 64, vocab 100 unless ``shape``
+    says otherwise; LayerNorm, GELU MLPs, standard positions."""
     dims = dict(n_layers=N_LAYERS, n_heads=N_HEADS, d_model=D_MODEL, d_head=16, d_mlp=128, d_vocab=VOCAB)
-    dims.update(n_ctx=32, initializer_range=0.2)
+    dims.update(n_ctx=32, initializer_range=0.2, act_fn="gelu", normalization_type="LN")
     dims.update(shape)
-    cfg = HookedTransformerConfig(**dims, act_fn="gelu", seed=seed, dtype=dtype)
-    model = HookedTransformer(cfg)
-    model.eval()
-    return model
+    return load_native({**dims, "seed": seed, "model_name": "tiny"}, dtype=dtype)
 
 
-def make_prompts(n: int = 4, seed: int = 0, model: HookedTransformer | None = None) -> PromptSet:
+def make_prompts(n: int = 4, seed: int = 0, model: LM | None = None) -> PromptSet:
     """Random prompts of lengths 6 and 5 (right-padded), one token replaced at named position X.
 
     With ``model``, the answer is the model's top clean prediction and the wrong answer its top
@@ -113,8 +110,8 @@ def make_prompts(n: int = 4, seed: int = 0, model: HookedTransformer | None = No
     if model is not None:
         with torch.no_grad():
             for i in range(n):
-                lc = model(torch.as_tensor(clean[i])[None])[0, -1]
-                lk = model(torch.as_tensor(corrupted[i])[None])[0, -1]
+                lc = model.logits(torch.as_tensor(clean[i])[None])[0, -1]
+                lk = model.logits(torch.as_tensor(corrupted[i])[None])[0, -1]
                 ans[i] = [int(lc.argmax())]
                 order = lk.argsort(descending=True)
                 wrong[i] = [int(order[0]) if int(order[0]) != ans[i][0] else int(order[1])]
@@ -132,7 +129,7 @@ def make_prompts(n: int = 4, seed: int = 0, model: HookedTransformer | None = No
 
 
 @pytest.fixture(scope="module")
-def model() -> HookedTransformer:
+def model() -> LM:
     """The tiny random model of :func:`make_model` (modules that need another model override it)."""
     return make_model()
 
@@ -145,21 +142,17 @@ def prompts(model) -> PromptSet:
 
 # ----------------------------------------------------------------------------- an IOI-shaped model and prompts
 # ----------------------------------------------------------------------------- statistics
-def tiny_ioi_model():
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    cfg = HookedTransformerConfig(
-        n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, d_vocab=40, n_ctx=16,
-        act_fn="gelu", normalization_type="LN", seed=0, device="cpu",
+def tiny_ioi_model() -> LM:
+    model = make_model(
+        torch.float32, n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, d_vocab=40, n_ctx=16,
+        initializer_range=0.8 / 32**0.5,
     )  # fmt: skip
-    with warnings.catch_warnings():  # TL 3.9 deprecates HookedTransformer in favour of 4.x's bridge
-        warnings.simplefilter("ignore", DeprecationWarning)
-        model = HookedTransformer(cfg)
-    with torch.no_grad():  # TL initialises LN weights to 1 and biases to 0: make them matter
-        model.ln_final.w.copy_(1.0 + 0.5 * torch.randn(32))
-        model.ln_final.b.copy_(0.3 * torch.randn(32))
-        model.b_U.copy_(0.3 * torch.randn(40))
-    model.eval()
+    g = torch.Generator().manual_seed(0)
+    state = model.ht_state_dict()  # initialised LN weights are 1 and biases 0: make them matter
+    state["ln_final.w"] = 1.0 + 0.5 * torch.randn(32, generator=g)
+    state["ln_final.b"] = 0.3 * torch.randn(32, generator=g)
+    state["unembed.b_U"] = 0.3 * torch.randn(40, generator=g)
+    model.load_ht_state_dict(state)
     return model
 
 

@@ -111,22 +111,24 @@ def test_classifier_inputs_attention_and_dla_match_an_independent_computation():
     # the unembedding bias add up to the model's own logit difference.
     exp = np.zeros((2, 4))
     total_dla = np.zeros(len(ps))
+    w = model.ht_state_dict()  # the weights, and TransformerLens's own cache of a full forward
     for i in range(len(ps)):
         toks = torch.as_tensor(ps.clean[i])[None]
-        logits, cache = model.run_with_cache(toks)
+        with torch.no_grad():
+            logits, cache = model.bridge.run_with_cache(toks)
         e, a, b = ps.positions["END"][i], int(ps.answers[i][0]), int(ps.wrong[i][0])
         for layer in range(2):
             exp[layer] += cache["pattern", layer][0, :, e, ps.positions["IO"][i]].numpy()
         ld = (logits[0, e, a] - logits[0, e, b]).item()
         resid = cache["resid_post", 1][0, e]
         heads = sum(
-            torch.einsum("hd,hdm->m", cache["z", layer][0, e], model.W_O[layer]) for layer in range(2)
+            torch.einsum("hd,hdm->m", cache["z", layer][0, e], w[f"blocks.{layer}.attn.W_O"]) for layer in range(2)
         )
         rest = resid - heads
         scale = cache["ln_final.hook_scale"][0, e]
-        d = model.W_U[:, a] - model.W_U[:, b]
-        rest_dla = (((rest - rest.mean()) / scale) * model.ln_final.w) @ d
-        bias = model.ln_final.b @ d + model.b_U[a] - model.b_U[b]
+        d = w["unembed.W_U"][:, a] - w["unembed.W_U"][:, b]
+        rest_dla = (((rest - rest.mean()) / scale) * w["ln_final.w"]) @ d
+        bias = w["ln_final.b"] @ d + w["unembed.b_U"][a] - w["unembed.b_U"][b]
         total_dla[i] = ld - (rest_dla + bias).item()
     np.testing.assert_allclose(stats["end_to_io"].to_numpy(), (exp / len(ps)).ravel(), atol=1e-6)
     # stats hold per-head means; their sum over heads is the mean head contribution

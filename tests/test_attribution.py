@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from transformer_lens import HookedTransformer
 
 from conftest import make_model as make_conftest_model
 from patchbench.analysis.frames import select, validate_effects
@@ -24,6 +23,7 @@ from patchbench.corruption import NoiseSpec
 from patchbench.detection import detect
 from patchbench.engine.cache import clean_cache
 from patchbench.engine.sweep import run_sweep
+from patchbench.lm import LM
 from patchbench.metrics import effects
 from patchbench.prompts import PromptSet
 from patchbench.rawframe import read_frame, write_frame
@@ -33,7 +33,7 @@ N_LAYERS, N_HEADS, D_MODEL, VOCAB = 3, 4, 32, 60
 KEYS = ["run", "target", "prompt", "sample"]
 
 
-def make_model() -> HookedTransformer:
+def make_model() -> LM:
     shape = dict(
         n_layers=N_LAYERS, n_heads=N_HEADS, d_model=D_MODEL, d_head=8, d_mlp=64, d_vocab=VOCAB, n_ctx=16
     )
@@ -118,7 +118,8 @@ def test_finite_difference_convergence(model, prompts, site, position):
     """
     variants = [False, True] if (site, position) == ("attn_head", "all") else [False]
     errs: dict = {}
-    for nu in (0.3, 0.03):
+    nus = (0.3, 0.03, 0.003)
+    for nu in nus:
         spec = SweepSpec("gn", site, position=position, noise=NoiseSpec(nu=nu, seed=1))
         ex = run_sweep(model, prompts, spec, progress=False)
         for qk in variants:
@@ -128,9 +129,9 @@ def test_finite_difference_convergence(model, prompts, site, position):
             errs[nu, qk] = {c: rel_err(deltas(ex, c), deltas(at, c)) for c in ("ld", "prob_ans")}
     for qk in variants:
         for c in ("ld", "prob_ans"):
-            small, big = errs[0.03, qk][c], errs[0.3, qk][c]
-            assert small < 0.4 * big, (qk, c, errs)
-            assert small < (0.1 if qk else 0.05), (qk, c, errs)
+            for big, small in zip(nus, nus[1:]):  # ten times less noise, at least 2.5 times less error
+                assert errs[small, qk][c] < 0.4 * errs[big, qk][c], (qk, c, errs)
+            assert errs[nus[-1], qk][c] < (0.1 if qk else 0.05), (qk, c, errs)
 
 
 def test_window_is_the_sum_of_single_layer_estimates(model, prompts):
@@ -172,9 +173,16 @@ def test_requested_metrics_only(model, prompts):
     np.testing.assert_array_equal(pat["logit_wrong"].to_numpy(), corr.reindex(pat["prompt"]).to_numpy())
     eff = attribution_effects(raw)
     assert set(eff["metric"]) == {"logit_diff"} and eff["effect"].notna().all()
-    # resid_pre at layer 0, all positions, restores the whole run: to first order too for a big patch
-    # it is at least the right sign
-    assert eff.loc[eff["component"] == "0", "effect"].iloc[0] > 0
+    # resid_pre at layer 0, all positions: the estimated LD change is (clean - corrupted residual) . dLD/dresid
+    spec = SweepSpec("str", "resid_pre", layers=(0,))
+    hook = "blocks.0.hook_resid_pre"
+    grad = site_gradients(model, prompts, spec, "ld")[hook]
+    with torch.no_grad():
+        delta = model.embed(prompts.tokens("clean")) - model.embed(prompts.tokens("corrupted"))
+    by_hand = (delta * grad).sum((1, 2)).numpy()
+    est = deltas(raw, "ld")[(raw[raw["run"] == "patched"].sort_values(["target", "prompt"])["layer"] == 0).to_numpy()]
+    np.testing.assert_allclose(est, by_hand, rtol=1e-9, atol=1e-12)
+    assert np.abs(by_hand).max() > 1e-3
 
 
 def test_refusals(model, prompts):

@@ -1,4 +1,5 @@
-"""GN follows ROME: sigma from the key tokens' embeddings, noise std = nu * sigma, seeded per (prompt, sample)."""
+"""GN follows ROME: sigma from the key tokens' own embeddings (ROME's ``collect_embedding_std``), noise
+std = nu * sigma, seeded per (prompt, sample), in the model's dtype."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def test_sigma_by_hand(model, prompts):
     ids = [int(prompts.clean[i][p]) for i in range(len(prompts)) for p in prompts.noise_positions[i]]
-    w = model.W_E.detach().double()[ids]
+    w = model.ht_state_dict()["embed.W_E"].double()[ids]
     by_hand = float(np.std(w.numpy(), ddof=1))
     assert embedding_sigma(model, prompts) == pytest.approx(by_hand, rel=1e-12)
     # prompts with two key tokens contribute both (duplicates counted)
@@ -36,7 +37,7 @@ def test_sigma_by_hand(model, prompts):
 def test_sigma_from_meta_ids(model, prompts):
     meta = pd.DataFrame({"subject_ids": [[3, 4], [5], [3], [7, 8, 9]]})
     ps = dataclasses.replace(prompts, task="f", meta=meta)
-    by_hand = float(model.W_E.detach().double()[[3, 4, 5, 3, 7, 8, 9]].std())
+    by_hand = float(model.ht_state_dict()["embed.W_E"].double()[[3, 4, 5, 3, 7, 8, 9]].std())
     assert embedding_sigma(model, ps) == pytest.approx(by_hand, rel=1e-12)
     assert embedding_sigma(model, ps, source="noise_positions") == pytest.approx(
         embedding_sigma(model, prompts)
@@ -55,29 +56,38 @@ def test_noise_scale_is_three_sigma(model, prompts):
 def test_noise_added_by_the_corrupted_run_is_nu_sigma(model, prompts):
     """The GN run's residual entering block 0 differs from the clean run's by exactly the drawn noise."""
     rec = []
-    model.add_hook(
-        "blocks.0.hook_resid_pre", lambda act, hook: rec.append(act.detach().clone()), is_permanent=True
-    )
-    try:
+    with model.hooks([("blocks.0.hook_resid_pre", lambda act, name: rec.append(act.detach().clone()))]):
         raw = run_sweep(
             model,
             prompts,
             SweepSpec("gn", "mlp", layers=(2,), noise=NoiseSpec(nu=3.0, seed=5)),
             progress=False,
         )
-    finally:
-        model.reset_hooks(including_permanent=True)
     sigma = raw.attrs["patchbench"]["sigma"]
     assert sigma == pytest.approx(embedding_sigma(model, prompts))
     assert raw.attrs["patchbench"]["noise_std"] == pytest.approx(3.0 * sigma)
     clean, corrupted = rec[0], rec[1]  # the clean-cache run, then the corrupted run
-    nz = noise_tensor(prompts, np.arange(len(prompts)), np.zeros(len(prompts), np.int64), 64, 3.0 * sigma, 5)
+    rows = np.arange(len(prompts))
+    nz = noise_tensor(prompts, rows, np.zeros_like(rows), 64, 3.0 * sigma, 5, dtype=torch.float64)
+    assert nz.dtype == model.shape.dtype == torch.float64  # noise in the model's dtype
     mask = prompts.noise_mask()
     assert (nz[~mask] == 0).all() and (nz[mask] != 0).all()
-    assert torch.allclose(corrupted - clean, nz.double(), atol=1e-12)
+    assert torch.allclose(corrupted - clean, nz, atol=1e-12)
     for i in range(len(prompts)):
         pos = prompts.noise_positions[i]
-        assert torch.equal(nz[i, torch.as_tensor(pos)], draw_noise(len(pos), 64, 3.0 * sigma, 5, i, 0))
+        want = draw_noise(len(pos), 64, 3.0 * sigma, 5, i, 0, torch.float64)
+        assert torch.equal(nz[i, torch.as_tensor(pos)], want)
+
+
+def test_noise_is_drawn_in_the_models_dtype():
+    """float64 models get a float64 draw; float32 and half-precision models the float32 draw, rounded."""
+    g = lambda: torch.Generator().manual_seed(noise_seed(1, 2, 3))  # noqa: E731
+    f64 = draw_noise(5, 8, 2.0, 1, 2, 3, torch.float64)
+    assert f64.dtype == torch.float64 and torch.equal(f64, torch.randn(5, 8, generator=g(), dtype=torch.float64) * 2.0)
+    f32 = draw_noise(5, 8, 2.0, 1, 2, 3)
+    assert f32.dtype == torch.float32 and torch.equal(f32, torch.randn(5, 8, generator=g()) * 2.0)
+    assert torch.equal(draw_noise(5, 8, 2.0, 1, 2, 3, torch.bfloat16), f32.to(torch.bfloat16))
+    assert (f64 - f32.double()).abs().max() > 0.1  # another draw, not a cast of the float32 one
 
 
 def test_noise_is_independent_of_batching_and_order(prompts):

@@ -1,4 +1,4 @@
-"""The correctness filter on a small random HookedTransformer with GPT-2's vocabulary."""
+"""The correctness filter on a small random model (native route) with GPT-2's vocabulary."""
 
 from __future__ import annotations
 
@@ -12,24 +12,13 @@ from patchbench.tasks import build_task
 
 @pytest.fixture(scope="module")
 def model(gpt2_tokenizer):
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from patchbench.lm import load_native
 
-    cfg = HookedTransformerConfig(
-        n_layers=1,
-        d_model=16,
-        n_ctx=64,
-        d_head=8,
-        n_heads=2,
-        d_mlp=32,
-        act_fn="gelu",
-        d_vocab=50257,
-        normalization_type="LN",
-        seed=0,
-        device="cpu",
-    )
-    m = HookedTransformer(cfg, tokenizer=gpt2_tokenizer)
-    m.eval()
-    return m
+    cfg = dict(
+        n_layers=1, d_model=16, n_ctx=64, d_head=8, n_heads=2, d_mlp=32, act_fn="gelu", d_vocab=50257,
+        normalization_type="LN", seed=0,
+    )  # fmt: skip
+    return load_native(cfg, tokenizer=gpt2_tokenizer)
 
 
 @pytest.fixture(scope="module")
@@ -38,16 +27,19 @@ def ioi(gpt2_tokenizer, mirror):
 
 
 def _with_bias(model, token_ids, value):
-    saved = model.unembed.b_U.detach().clone()
-    with torch.no_grad():
-        model.unembed.b_U[torch.as_tensor(token_ids)] += value
+    """Add ``value`` to the unembedding bias of ``token_ids``; returns the weights to restore."""
+    saved = model.ht_state_dict()
+    state = {k: v.clone() for k, v in saved.items()}
+    state["unembed.b_U"][torch.as_tensor(token_ids)] += value
+    model.load_ht_state_dict(state)
     return saved
 
 
 def test_answer_logits_match_a_full_forward_pass(model, ioi):
     got = answer_logits(model, ioi, batch_size=7)
     for i in (0, 13, 39):
-        full = model(torch.as_tensor(ioi.clean[i]).unsqueeze(0))[0, ioi.answer_pos[i]]
+        with torch.no_grad():  # the library's own forward, one prompt at a time, no padding
+            full = model.bridge(torch.as_tensor(ioi.clean[i]).unsqueeze(0))[0, ioi.answer_pos[i]]
         torch.testing.assert_close(got[i], full, rtol=1e-4, atol=1e-4)
 
 
@@ -57,7 +49,7 @@ def test_keeps_exactly_the_prompts_whose_top1_is_the_answer(model, ioi):
     try:
         kept, stats = filter_correct(model, ioi, batch_size=16)
     finally:
-        model.unembed.b_U.data.copy_(saved)
+        model.load_ht_state_dict(saved)
     expect = [i for i in range(len(ioi)) if int(ioi.answers[i][0]) == target]
     assert kept.meta["text"].tolist() == [ioi.meta["text"][i] for i in expect]
     assert stats["n_total"] == 40 and stats["n_correct"] == len(expect)
@@ -84,12 +76,12 @@ def test_greater_than_any_larger_year_counts(model, gpt2_tokenizer, mirror):
     try:
         kept, stats = filter_correct(model, gt)
     finally:
-        model.unembed.b_U.data.copy_(saved)
+        model.load_ht_state_dict(saved)
     assert len(kept) == 30 and stats["accuracy"] == 1.0
     zero_zero = gpt2_tokenizer.encode("00")
     saved = _with_bias(model, zero_zero, 100.0)  # "00" is never larger
     try:
         kept, stats = filter_correct(model, gt)
     finally:
-        model.unembed.b_U.data.copy_(saved)
+        model.load_ht_state_dict(saved)
     assert len(kept) == 0 and stats["n_correct"] == 0 and stats["mean_logit_diff"] < 0

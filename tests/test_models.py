@@ -1,8 +1,10 @@
-"""Model loading: local save_pretrained directories, the hub path through a seeded offline cache,
-and the errors a missing model gives."""
+"""Model loading through the model interface (TransformerLens 4's bridge): local save_pretrained
+directories written by transformers 5, the hub path through a seeded offline cache, dtypes, and
+the errors a missing model gives."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -25,7 +27,7 @@ def gpt2_small_dir(tmp_path_factory, mirror) -> Path:
 
     d = tmp_path_factory.mktemp("gpt2-standin")
     torch.manual_seed(0)
-    GPT2LMHeadModel(GPT2Config(n_ctx=1024)).save_pretrained(d)
+    GPT2LMHeadModel(GPT2Config()).save_pretrained(d)  # transformers 5: config.json has no n_ctx
     for f in TOKENIZER_FILES:
         shutil.copy(mirror / "gpt2-tokenizer" / f, d / f)
     return d
@@ -34,30 +36,34 @@ def gpt2_small_dir(tmp_path_factory, mirror) -> Path:
 def test_local_directory_matches_huggingface(gpt2_small_dir):
     from transformers import GPT2LMHeadModel
 
+    assert "n_ctx" not in json.loads((gpt2_small_dir / "config.json").read_text())
     spec = ModelSpec.from_name(str(gpt2_small_dir), device="cpu")
     assert spec.source == "local"
     model = load_model(spec)
-    assert (model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_model, model.cfg.d_vocab) == (
-        12,
-        12,
-        768,
-        50257,
-    )
-    tokens = model.tokenizer(
+    s = model.shape
+    assert (s.n_layers, s.n_heads, s.d_model, s.d_vocab, s.n_ctx) == (12, 12, 768, 50257, 1024)  # n_ctx: n_positions
+    assert (s.route, s.processed, s.positional) == ("transformers", True, "standard")
+    tokens = load_tokenizer(spec)(
         "When Mary and John went to the store, John gave a drink to", return_tensors="pt"
     )["input_ids"]
-    assert tokens[0, :3].tolist() == [
-        50256,
-        2215,
-        5335,
-    ]  # BOS, "When", " Mary" under the real GPT-2 tokenizer
+    assert tokens[0, :2].tolist() == [2215, 5335]  # "When", " Mary" under the real GPT-2 tokenizer
     hf = GPT2LMHeadModel.from_pretrained(gpt2_small_dir).eval()
     with torch.no_grad():
-        ours = model(tokens).log_softmax(-1)
+        ours = model.logits(tokens).log_softmax(-1)
         theirs = hf(tokens).logits.log_softmax(-1)
     # TransformerLens centres the unembedding, which shifts raw logits by a per-position constant:
     # log-probabilities (and every logit difference) are what must agree.
     assert (ours - theirs).abs().max().item() < 1e-4
+
+
+def test_float64_is_an_accepted_dtype(gpt2_small_dir):
+    from patchbench.config import validate_entry
+
+    assert validate_entry("model", {"source": "local", "path": "x", "dtype": "float64"})["dtype"] == "float64"
+    spec = ModelSpec.from_name(str(gpt2_small_dir), device="cpu", dtype="float64")
+    assert spec.torch_dtype == torch.float64
+    model = load_model(spec)
+    assert model.shape.dtype == torch.float64 and next(model.parameters()).dtype == torch.float64
 
 
 def test_missing_local_directory_names_the_path(tmp_path):
@@ -124,7 +130,7 @@ def test_hub_path_loads_gpt2_from_a_seeded_offline_cache(tmp_path, mirror):
         spec = ModelSpec(name="gpt2", source="hub", hub_name="gpt2", device="cpu")
         m = load_model(spec)
         tok = load_tokenizer(spec)
-        print("OK", m.cfg.n_layers, m.cfg.d_vocab, tok(" Mary")["input_ids"])
+        print("OK", m.shape.n_layers, m.shape.d_vocab, tok(" Mary")["input_ids"])
         """,
         hub,
     )

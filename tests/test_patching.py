@@ -3,6 +3,9 @@
 A small random model (3 layers, 4 heads, d_model 64, vocab 100, MLPs) in float64, so that 1e-5
 agreement on the normalised logit difference is a real test (random models have tiny clean -
 corrupted gaps, which the normalisation amplifies). Prompts have two lengths (right padding).
+The references are TransformerLens 4's own ``patching`` functions and hooks, run on the model's
+``TransformerBridge`` in compatibility mode (``model.bridge``): the library's full forward, not
+the engine's block-by-block pieces.
 """
 
 from __future__ import annotations
@@ -44,21 +47,21 @@ def tl_setup(model, prompts, corruption, noise_spec: NoiseSpec | None = None):
         last = logits[torch.arange(len(prompts)), apos]
         return (last.gather(1, ans[:, None]) - last.gather(1, wr[:, None])).mean()
 
+    tl = model.bridge
     with torch.no_grad():
-        _, cache = model.run_with_cache(ct)
-        lc = ld(model(ct))
-    model.reset_hooks(including_permanent=True)
+        _, cache = tl.run_with_cache(ct)
+        lc = ld(tl(ct))
+    tl.reset_hooks(including_permanent=True)
     if corruption == "gn":
         std = noise_spec.nu * embedding_sigma(model, prompts)
-        nz = noise_tensor(
-            prompts, np.arange(len(prompts)), np.zeros(len(prompts), np.int64), D_MODEL, std, noise_spec.seed
-        ).to(model.cfg.dtype)
-        model.add_hook("hook_embed", lambda act, hook: act + nz, is_permanent=True)
+        rows = np.arange(len(prompts))
+        nz = noise_tensor(prompts, rows, np.zeros_like(rows), D_MODEL, std, noise_spec.seed, dtype=model.shape.dtype)
+        tl.add_hook("hook_embed", lambda act, hook: act + nz, is_permanent=True)
         kt = ct
     else:
         kt = prompts.tokens("corrupted")
     with torch.no_grad():
-        lk = ld(model(kt))
+        lk = ld(tl(kt))
     metric = lambda logits: (ld(logits) - lk) / (lc - lk)  # noqa: E731
     return kt, cache, metric
 
@@ -83,9 +86,9 @@ def test_equals_transformer_lens(model, prompts, corruption, site, position):
     kt, cache, metric = tl_setup(model, prompts, corruption)
     try:
         with torch.no_grad():
-            ref = func(model, kt, cache, metric).double()
+            ref = func(model.bridge, kt, cache, metric).double()
     finally:
-        model.reset_hooks(including_permanent=True)
+        model.bridge.reset_hooks(including_permanent=True)
     assert ref.abs().max() > 1e-3  # the comparison is not between two all-zero arrays
     mine = torch.full_like(ref, float("nan"))
     for _, row in eff.iterrows():
@@ -112,7 +115,7 @@ def test_float32_model_matches_transformer_lens_logits():
         return (last.gather(1, ans[:, None]) - last.gather(1, wr[:, None])).mean()
 
     with torch.no_grad():
-        ref = tlp.get_act_patch_attn_head_out_all_pos(model, kt, cache, mean_ld)
+        ref = tlp.get_act_patch_attn_head_out_all_pos(model.bridge, kt, cache, mean_ld)
     p = raw[raw.run == "patched"]
     mine = (
         (p.logit_ans - p.logit_wrong)
@@ -133,7 +136,7 @@ def manual_patch(model, tokens, hooks_clean, apos, noise=None):
     if noise is not None:
         hooks.append(("hook_embed", lambda act, hook: act + noise.to(act.dtype)))
     with torch.no_grad():
-        logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
+        logits = model.bridge.run_with_hooks(tokens, fwd_hooks=hooks)
     return logits[torch.arange(len(tokens)), torch.as_tensor(apos)]
 
 
@@ -141,7 +144,7 @@ def test_mlp_window_and_named_position_match_manual_hooks(model, prompts):
     """Window 3 at the last layer (truncated to [1, 3)) at the named position X, STR."""
     L = N_LAYERS
     raw = run_sweep(model, prompts, SweepSpec("str", "mlp", position="X", window=3), progress=False)
-    _, cache = model.run_with_cache(prompts.tokens("clean"))
+    _, cache = model.bridge.run_with_cache(prompts.tokens("clean"))
     x = torch.as_tensor(prompts.positions["X"])
     rows = torch.arange(len(prompts))
 
@@ -163,9 +166,10 @@ def test_head_v_heads_patched_together_match_manual_hooks(model, prompts):
     raw = run_sweep(model, prompts, SweepSpec("gn", "head_v", heads=heads), progress=False)
     p = raw[raw.run == "patched"]
     assert p["target"].nunique() == 1 and (p["layers"] == "0:2").all()
-    _, cache = model.run_with_cache(prompts.tokens("clean"))
+    _, cache = model.bridge.run_with_cache(prompts.tokens("clean"))
     std = 3.0 * embedding_sigma(model, prompts)
-    nz = noise_tensor(prompts, np.arange(len(prompts)), np.zeros(len(prompts), np.int64), D_MODEL, std, 0)
+    rows = np.arange(len(prompts))
+    nz = noise_tensor(prompts, rows, np.zeros_like(rows), D_MODEL, std, 0, dtype=model.shape.dtype)
 
     def put(hs):
         def f(act, c):
@@ -291,9 +295,9 @@ def test_capture_patterns(model, prompts):
     heads = ((2, 0), (1, 3))
     si = SweepSpec("str", "head_v", heads=((1, 2), (1, 0)))
     cap = capture_patterns(model, prompts, heads, "str", si)
-    _, cache = model.run_with_cache(prompts.tokens("clean"))
+    _, cache = model.bridge.run_with_cache(prompts.tokens("clean"))
     assert torch.allclose(cap.clean[:, 0], cache["blocks.2.attn.hook_pattern"][:, 0].float(), atol=1e-6)
-    _, kc = model.run_with_cache(prompts.tokens("corrupted"))
+    _, kc = model.bridge.run_with_cache(prompts.tokens("corrupted"))
     assert torch.allclose(cap.corrupted[:, 1], kc["blocks.1.attn.hook_pattern"][:, 3].float(), atol=1e-6)
     # patching layer-1 values changes layer-2 patterns but cannot change layer-1 patterns
     assert (cap.patched[:, 0] - cap.corrupted[:, 0]).abs().max() > 1e-6

@@ -67,13 +67,13 @@ from tqdm.auto import tqdm
 
 from patchbench.corruption import corrupted_tokens, noise_scale, noise_tensor
 from patchbench.engine.cache import ANSWER_LOGITS, TOKENS, clean_cache, clean_rows
-from patchbench.engine.forward import attention_scale, embed_input, hooked, model_name, run_blocks, unembed_at
 from patchbench.engine.patch import target_positions
 from patchbench.engine.readout import AnswerIds, answer_values
+from patchbench.lm import LM
 from patchbench.metrics import METRICS
 from patchbench.prompts import PromptSet
 from patchbench.rawframe import VALUE_COLUMNS, assemble_raw, baseline_rows, patched_rows, raw_metadata
-from patchbench.sites import PatchTarget, SweepSpec, enumerate_targets
+from patchbench.sites import PatchTarget, SweepSpec, enumerate_targets, head_axis
 
 __all__ = [
     "GRAD_COLUMNS",
@@ -121,22 +121,22 @@ def _outputs(
     return out
 
 
-def _forward(model, tokens, noise, hooks: Sequence[str], answer_pos: torch.Tensor):
+def _forward(model: LM, tokens, noise, hooks: Sequence[str], answer_pos: torch.Tensor):
     """Corrupted forward (the engine's: embed, GN noise on hook_embed, blocks, answer-position unembed).
 
     Returns the answer-position logits and the hooked activations, still attached to the graph.
     """
     store: dict[str, torch.Tensor] = {}
 
-    def keep(act, hook):
-        store[hook.name] = act
+    def keep(act: torch.Tensor, name: str) -> torch.Tensor:
+        store[name] = act
         return act
 
-    with hooked(model, [(h, keep) for h in hooks]):
-        resid, sf = embed_input(model, tokens, noise)
+    with model.hooks([(h, keep) for h in hooks]):
+        resid = model.embed(tokens, noise)
         # a leaf that requires grad: gradients reach every hook whatever the parameters' requires_grad
-        resid = run_blocks(model, resid.detach().requires_grad_(True), 0, sf)
-    logits = unembed_at(model, resid, answer_pos)
+        resid = model.run_blocks(resid.detach().requires_grad_(True), 0)
+    logits = model.unembed_at(resid, answer_pos)
     missing = [h for h in hooks if h not in store]
     if missing:
         raise RuntimeError(
@@ -196,7 +196,7 @@ def _target_estimates(
 
 def _qk_fix_hooks(layers: Sequence[int]) -> list[str]:
     return [
-        f"blocks.{lay}.attn.hook_{n}" for lay in layers for n in ("q", "k", "v", "attn_scores", "pattern")
+        f"blocks.{lay}.attn.hook_{n}" for lay in layers for n in ("q", "k", "v", "pattern")
     ]
 
 
@@ -205,29 +205,44 @@ def qk_fix_applies(spec: SweepSpec) -> bool:
     return spec.site == "attn_head" and spec.position == "all"
 
 
-def _check_qk_fix(model, spec: SweepSpec) -> None:
-    cfg = model.cfg
+def _check_qk_fix(model: LM, spec: SweepSpec) -> None:
+    shape = model.shape
     if not qk_fix_applies(spec):
         raise ValueError(
             f"qk_fix applies to site='attn_head' with position='all' (AtP* nodes are a head's queries, keys and "
             f"values at every position), not site={spec.site!r} position={spec.position!r}; use qk_fix=False"
         )
     bad = []
-    if cfg.positional_embedding_type in ("rotary", "alibi", "relative_positional_bias"):
-        bad.append(f"positional_embedding_type={cfg.positional_embedding_type}")
-    if getattr(cfg, "attn_scores_soft_cap", -1) not in (None, -1, -1.0) and cfg.attn_scores_soft_cap > 0:
-        bad.append("attn_scores_soft_cap")
-    kv = getattr(cfg, "n_key_value_heads", None)
-    if kv and kv != cfg.n_heads:
+    if shape.positional != "standard":
+        bad.append(f"{shape.positional} positional embeddings")
+    if shape.grouped_query:
         bad.append("grouped-query attention")
-    if getattr(cfg, "use_attention_sinks", False):
-        bad.append("attention sinks")
+    if shape.sliding_window is not None:
+        bad.append("sliding-window attention")
     if bad:
         raise ValueError(f"qk_fix supports plain dot-product attention only; this model has {', '.join(bad)}")
 
 
+def _scores(layer: int, q: torch.Tensor, k: torch.Tensor, pattern: torch.Tensor, scale: float) -> torch.Tensor:
+    """Layer ``layer``'s attention scores ``q . k / scale`` under the causal mask (-inf above the
+    diagonal), [R, H, T, S], rebuilt from ``hook_q`` / ``hook_k``: the bridge's ``hook_attn_scores``
+    fires after the softmax on some attentions (the native one's, GPT-J's). Refused unless their
+    softmax is the model's own ``hook_pattern`` (another scaling, soft-capping, rotary keys or a
+    mask of its own would make AtP*'s query and key terms silently wrong)."""
+    n = q.shape[1]
+    future = torch.ones(n, n, dtype=torch.bool, device=q.device).triu(1)
+    scores = (torch.einsum("rthd,rshd->rhts", q, k) / scale).masked_fill(future, -math.inf)
+    gap = float((torch.softmax(scores, dim=-1) - pattern).abs().max())
+    if not gap <= 1e-4:
+        raise ValueError(
+            f"qk_fix: layer {layer}'s attention pattern is not softmax(q . k / {scale:g}) under a causal mask "
+            f"(max gap {gap:.3g}); this model's attention is not plain dot-product attention. Use qk_fix=False"
+        )
+    return scores
+
+
 def _qk_fixed_heads(
-    model,
+    model: LM,
     layer: int,
     acts: dict[str, torch.Tensor],
     grads: dict[str, torch.Tensor],
@@ -237,11 +252,11 @@ def _qk_fixed_heads(
     pre = f"blocks.{layer}.attn."
     q, k, v = (acts[pre + f"hook_{n}"].detach().double() for n in ("q", "k", "v"))  # [R, P, H, dh]
     qc, kc, vc = (clean[pre + f"hook_{n}"].double() for n in ("q", "k", "v"))
-    scores = acts[pre + "hook_attn_scores"].detach().double()  # [R, H, T, S], masked with -inf
-    pattern = acts[pre + "hook_pattern"].detach().double()
+    pattern = acts[pre + "hook_pattern"].detach().double()  # [R, H, T, S]
     g_a = grads[pre + "hook_pattern"].double()  # [R, H, T, S]
     g_v = grads[pre + "hook_v"].double()  # [R, P, H, dh]
-    scale = attention_scale(model, layer)
+    scale = model.attn_scale(layer)
+    scores = _scores(layer, q, k, pattern, scale)  # masked with -inf
     value = ((vc - v) * g_v).sum((1, 3))  # [R, H]
     # queries: each query position t patched alone -> exact softmax of the patched score row
     d_sq = torch.einsum("rthd,rshd->rhts", qc - q, k) / scale
@@ -287,14 +302,11 @@ def _backward(
     return [tuple(None if g is None else g[i] for g in gs) for i in range(len(cols))]
 
 
-def _rows_per_block(model, max_len: int, budget_mb: int, extra_hook_elems: int) -> int:
-    cfg = model.cfg
-    e = torch.tensor([], dtype=cfg.dtype).element_size()
-    d_mlp = cfg.d_mlp or 0
-    per_layer = max_len * (
-        10 * cfg.d_model + 4 * d_mlp + 4 * cfg.n_heads * max_len + 6 * cfg.n_heads * cfg.d_head
-    )
-    per_row = (cfg.n_layers * per_layer + extra_hook_elems) * e * 2 + cfg.d_vocab_out * 8 * 4
+def _rows_per_block(model: LM, max_len: int, budget_mb: int, extra_hook_elems: int) -> int:
+    s = model.shape
+    e = torch.tensor([], dtype=s.dtype).element_size()
+    per_layer = max_len * (10 * s.d_model + 4 * s.d_mlp + 4 * s.n_heads * max_len + 6 * s.n_heads * s.d_head)
+    per_row = (s.n_layers * per_layer + extra_hook_elems) * e * 2 + s.d_vocab * 8 * 4
     return max(1, int(budget_mb * 2**20 // per_row))
 
 
@@ -317,11 +329,11 @@ class _Setup:
     qk_fix: bool
 
 
-def _setup(model, prompts: PromptSet, spec: SweepSpec, clean, cols: list[str], qk_fix: bool):
-    prompts.validate(model.cfg.d_vocab)
+def _setup(model: LM, prompts: PromptSet, spec: SweepSpec, clean, cols: list[str], qk_fix: bool):
+    prompts.validate(model.shape.d_vocab)
     tokens = corrupted_tokens(prompts, spec.corruption)
     max_len = tokens.shape[1]
-    targets = enumerate_targets(spec, model.cfg.n_layers, model.cfg.n_heads, max_len)
+    targets = enumerate_targets(spec, model.shape.n_layers, model.site_heads(spec.site), max_len)
     if spec.position not in ("all", "each"):
         prompts.named_position(spec.position)  # raises naming the problem before any compute
     site_hooks = list(dict.fromkeys(h for t in targets for h in t.hooks))
@@ -360,14 +372,14 @@ def _setup(model, prompts: PromptSet, spec: SweepSpec, clean, cols: list[str], q
     return setup, sigma
 
 
-def _block(model, s: _Setup, pr: np.ndarray, sa: np.ndarray, batched: bool):
+def _block(model: LM, s: _Setup, pr: np.ndarray, sa: np.ndarray, batched: bool):
     """One block of rows: the corrupted outputs and, per differentiated output, ``[n_targets, R]`` estimates."""
-    dev, dtype = model.cfg.device, model.cfg.dtype
+    dev, dtype = model.shape.device, model.shape.dtype
     spec, prompts, clean = s.spec, s.prompts, s.clean
     idx = torch.as_tensor(pr)
     tok = s.tokens[idx].to(dev)
     noise = (
-        noise_tensor(prompts, pr, sa, model.cfg.d_model, s.std, spec.noise.seed, s.max_len)
+        noise_tensor(prompts, pr, sa, model.shape.d_model, s.std, spec.noise.seed, s.max_len, dtype=dtype)
         if spec.corruption == "gn"
         else None
     )
@@ -379,9 +391,12 @@ def _block(model, s: _Setup, pr: np.ndarray, sa: np.ndarray, batched: bool):
         outs = _outputs(
             logits, clean_logp, AnswerIds.of(prompts.answers, pr, dev), AnswerIds.of(prompts.wrong, pr, dev)
         )
-        grad_hooks = [h for h in s.hooks if not h.endswith(("hook_q", "hook_k", "hook_attn_scores"))]
+        grad_hooks = [h for h in s.hooks if not h.endswith(("hook_q", "hook_k"))]
         all_grads = _backward(outs, s.cols, [acts[h] for h in grad_hooks], batched=batched)
         for c, gs in zip(s.cols, all_grads, strict=True):
+            unused = [h for h, g in zip(grad_hooks, gs, strict=True) if g is None and h.endswith("hook_pattern")]
+            if unused:  # a pattern hook that fires after the fact: its gradient would silently be zero
+                raise ValueError(f"qk_fix: {unused} do not reach the output on this model; use qk_fix=False")
             grads = {
                 h: (torch.zeros_like(acts[h]) if g is None else g)
                 for h, g in zip(grad_hooks, gs, strict=True)
@@ -432,7 +447,7 @@ def _patched_values(
 
 
 def run_attribution(
-    model,
+    model: LM,
     prompts: PromptSet,
     spec: SweepSpec,
     clean: dict[str, torch.Tensor] | None = None,
@@ -449,7 +464,7 @@ def run_attribution(
     Same targets (ids, components), rows and metadata layout as :func:`patchbench.engine.sweep.run_sweep`
     for ``spec``; ``attrs['patchbench']['method'] == 'attribution'``. ``clean`` is a cache from
     :func:`patchbench.engine.cache.clean_cache`; hooks it lacks are computed here. ``name`` is the
-    model's name in the metadata (default ``model.cfg.model_name``).
+    model's name in the metadata (default ``model.name``).
     ``batched_backward`` differentiates all outputs in one vmapped backward pass (about twice as
     fast as one pass per output on CPU for three outputs; same numbers).
     """
@@ -487,15 +502,13 @@ def run_attribution(
         s.targets, all_prompt, all_sample, vals, target_positions(s.targets, prompts, all_prompt)
     )
 
-    facts = dict(metrics=list(metrics), grad_columns=cols, qk_fix=qk_fix)
-    meta = raw_metadata(
-        name or model_name(model), prompts, spec, "attribution", s.targets, sigma, s.std, **facts
-    )
-    return assemble_raw([clean_rows(s.clean, prompts, spec, model.cfg.device), *base_parts, patched], meta)
+    facts = dict(metrics=list(metrics), grad_columns=cols, qk_fix=qk_fix, head_axis=head_axis(spec.site, model.shape))
+    meta = raw_metadata(name or model.name, prompts, spec, "attribution", s.targets, sigma, s.std, **facts)
+    return assemble_raw([clean_rows(s.clean, prompts, spec, model.shape.device), *base_parts, patched], meta)
 
 
 def site_gradients(
-    model, prompts: PromptSet, spec: SweepSpec, output: str = "ld"
+    model: LM, prompts: PromptSet, spec: SweepSpec, output: str = "ld"
 ) -> dict[str, Float[torch.Tensor, "rows ..."]]:
     """Gradient of one output (``ld``, ``logit_ans``, ``prob_ans``, ``prob_wrong``, ``kl``) at every hook of ``spec``.
 
@@ -504,13 +517,16 @@ def site_gradients(
     """
     tokens = corrupted_tokens(prompts, spec.corruption)
     max_len = tokens.shape[1]
-    targets = enumerate_targets(spec, model.cfg.n_layers, model.cfg.n_heads, max_len)
+    targets = enumerate_targets(spec, model.shape.n_layers, model.site_heads(spec.site), max_len)
     hooks = list(dict.fromkeys(h for t in targets for h in t.hooks))
-    dev = model.cfg.device
+    dev = model.shape.device
     rows = np.arange(len(prompts), dtype=np.int64)
     _, std = noise_scale(model, prompts, spec.corruption, spec.noise)
     noise = (
-        noise_tensor(prompts, rows, np.zeros_like(rows), model.cfg.d_model, std, spec.noise.seed, max_len)
+        noise_tensor(
+            prompts, rows, np.zeros_like(rows), model.shape.d_model, std, spec.noise.seed, max_len,
+            dtype=model.shape.dtype,
+        )  # fmt: skip
         if spec.corruption == "gn"
         else None
     )

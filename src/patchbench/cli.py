@@ -25,7 +25,7 @@ log = logging.getLogger("patchbench.cli")
 
 
 def load_model_for_cli(name_or_path: str, dtype: str, device: str):
-    """The one place the CLI obtains a model (a hub name or a local directory)."""
+    """The one place the CLI obtains a model (a hub name or a local directory), as a :class:`patchbench.lm.LM`."""
     from patchbench.models import ModelSpec, load_model
 
     return load_model(ModelSpec.from_name(name_or_path, dtype=dtype, device=device))
@@ -49,6 +49,7 @@ def _ints(text: str | None) -> tuple[int, ...] | None:
 def build_parser() -> argparse.ArgumentParser:
     from patchbench.config import default
     from patchbench.detection import PAPER_K
+    from patchbench.models import DTYPES
 
     ap = argparse.ArgumentParser(
         prog="patchbench", description="Activation patching done right (Zhang & Nanda 2024)."
@@ -83,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--seed", type=int, default=default("noise.seed"), help="GN: noise seed")
     sw.add_argument("--sigma", type=float, default=None, help="GN: fixed sigma (default: from the data)")
     sw.add_argument("--memory-budget-mb", type=int, default=default("model.memory_budget_mb"))
-    sw.add_argument("--dtype", default=default("model.dtype"), choices=["float32", "float16", "bfloat16"])
+    sw.add_argument("--dtype", default=default("model.dtype"), choices=sorted(DTYPES))
     sw.add_argument(
         "--device", default=default("model.device"), help="auto (CUDA when available) | cpu | cuda[:i]"
     )
@@ -131,7 +132,7 @@ def _sweep(args: argparse.Namespace) -> None:
     from patchbench.sites import SweepSpec
 
     model = load_model_for_cli(args.model, dtype=args.dtype, device=args.device)
-    prompts = PromptSet.from_parquet(args.prompts, d_vocab=model.cfg.d_vocab)
+    prompts = PromptSet.from_parquet(args.prompts, d_vocab=model.shape.d_vocab)
     spec = SweepSpec(
         corruption=args.corruption,
         site=args.site,
@@ -146,7 +147,7 @@ def _sweep(args: argparse.Namespace) -> None:
     if args.clean_cache is not None:
         from safetensors.torch import load_file
 
-        clean = load_file(str(args.clean_cache), device=str(model.cfg.device))
+        clean = load_file(str(args.clean_cache), device=model.shape.device)
     raw = run_sweep(
         model,
         prompts,

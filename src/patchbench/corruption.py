@@ -7,11 +7,14 @@ refused (by :class:`~patchbench.prompts.PromptSet` itself, naming the prompt).
 **GN** runs the model on the *clean* prompts and adds noise ~ N(0, (nu * sigma)^2) to the token
 embeddings (the output of ``hook_embed``, before positional embeddings) at the prompt's
 ``noise_positions``. As in ROME's ``collect_embedding_std``, sigma is one scalar: ``.std()`` over
-all elements of the token embeddings (rows of W_E) of the key tokens over the dataset; nu = 3
-multiplies the standard deviation, not the variance. Each (prompt, sample) draws its noise from
-its own seeded ``torch.Generator`` on the CPU, so the draw does not depend on batching, chunking,
-device or the order prompts are processed in, and the corrupted run and every patched run of a
-prompt see the identical noise. GN reuses STR's wrong answer r' for the logit difference.
+all elements of the model's own token embeddings (its embedding layer's output, before
+TransformerLens's weight processing, which centres W_E: :meth:`patchbench.lm.LM.raw_token_embeddings`)
+of the key tokens over the dataset; nu = 3 multiplies the standard deviation, not the variance.
+Each (prompt, sample) draws its noise from its own seeded ``torch.Generator`` on the CPU, so the
+draw does not depend on batching, chunking, device or the order prompts are processed in, and the
+corrupted run and every patched run of a prompt see the identical noise. The draw is float32
+(float64 for a float64 model) and reaches the model in its own dtype. GN reuses STR's wrong
+answer r' for the logit difference.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import torch
 from jaxtyping import Float, Int
 
 from patchbench.config import default
-from patchbench.engine.forward import token_embeddings
+from patchbench.lm import LM
 from patchbench.prompts import PromptSet, PromptSetError
 
 __all__ = [
@@ -32,6 +35,7 @@ __all__ = [
     "corrupted_tokens",
     "draw_noise",
     "embedding_sigma",
+    "noise_dtype",
     "noise_scale",
     "noise_seed",
     "noise_tensor",
@@ -61,14 +65,15 @@ class NoiseSpec:
 SIGMA_META_COLUMNS = ("sigma_ids", "subject_ids")
 
 
-def embedding_sigma(model, prompts: PromptSet, source: str = "auto") -> float:
+def embedding_sigma(model: LM, prompts: PromptSet, source: str = "auto") -> float:
     """ROME's sigma: std of all elements of the token embeddings of the key tokens over the dataset.
 
     ``source="noise_positions"``: the clean tokens at each prompt's ``noise_positions`` (duplicates
     counted, as ROME counts every subject token of every prompt). ``source="meta"``: the ids in
     the first of the meta columns :data:`SIGMA_META_COLUMNS` (e.g. the subject tokenised alone).
-    ``"auto"`` (default) uses ``meta`` when such a column exists. Token embeddings are
-    ``model.embed`` (rows of W_E, no positional embedding); the SD is torch's (unbiased).
+    ``"auto"`` (default) uses ``meta`` when such a column exists. Token embeddings are the model's
+    own embedding layer on the ids, unprocessed (:meth:`~patchbench.lm.LM.raw_token_embeddings`;
+    no positional embedding); the SD is torch's (unbiased), in float64.
     """
     col = next((c for c in SIGMA_META_COLUMNS if c in prompts.meta.columns), None)
     if source == "auto":
@@ -89,14 +94,13 @@ def embedding_sigma(model, prompts: PromptSet, source: str = "auto") -> float:
             f"{prompts.task}: no key tokens (noise_positions / {col}) in any prompt, so GN has nothing to "
             "corrupt and sigma is undefined; the task generator must set noise_positions (the key tokens)"
         )
-    with torch.no_grad():
-        emb = token_embeddings(model, flat)
+    emb = model.raw_token_embeddings(torch.from_numpy(flat))
     if emb.numel() < 2:
         raise PromptSetError(f"{prompts.task}: sigma needs at least two embedding elements")
     return float(emb.double().std())
 
 
-def noise_scale(model, prompts: PromptSet, corruption: str, noise: NoiseSpec) -> tuple[float | None, float]:
+def noise_scale(model: LM, prompts: PromptSet, corruption: str, noise: NoiseSpec) -> tuple[float | None, float]:
     """``(sigma, std)`` of a run's noise: GN's sigma (``noise.sigma`` when fixed, else
     :func:`embedding_sigma`) and std = nu * sigma; ``(None, 0.0)`` for STR, which adds none."""
     if corruption != "gn":
@@ -113,12 +117,26 @@ def noise_seed(seed: int, prompt: int, sample: int) -> int:
     )
 
 
+def noise_dtype(model_dtype: torch.dtype) -> torch.dtype:
+    """The dtype GN's noise is drawn in: float64 for a float64 model, else float32 (a half-precision
+    model gets the float32 draw rounded to its dtype)."""
+    return torch.float64 if model_dtype == torch.float64 else torch.float32
+
+
 def draw_noise(
-    n_positions: int, d_model: int, std: float, seed: int, prompt: int, sample: int
+    n_positions: int,
+    d_model: int,
+    std: float,
+    seed: int,
+    prompt: int,
+    sample: int,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Noise for one (prompt, sample): ``std * N(0, 1)`` of shape (n_positions, d_model), float32 CPU."""
+    """Noise for one (prompt, sample): ``std * N(0, 1)`` of shape (n_positions, d_model) on the CPU,
+    drawn in :func:`noise_dtype` of ``dtype`` and returned in ``dtype``."""
     g = torch.Generator(device="cpu").manual_seed(noise_seed(seed, prompt, sample))
-    return torch.randn(n_positions, d_model, generator=g, dtype=torch.float32) * std
+    draw = noise_dtype(dtype)
+    return (torch.randn(n_positions, d_model, generator=g, dtype=draw) * std).to(dtype)
 
 
 def noise_tensor(
@@ -129,15 +147,17 @@ def noise_tensor(
     std: float,
     seed: int,
     max_len: int | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> Float[torch.Tensor, "rows max_len d_model"]:
-    """Dense noise to add to ``hook_embed`` for the given (prompt, sample) rows (zero off the key tokens)."""
+    """Dense noise to add to ``hook_embed`` for the given (prompt, sample) rows (zero off the key
+    tokens), in the model's ``dtype`` (see :func:`draw_noise`)."""
     max_len = int(prompts.lengths.max()) if max_len is None else max_len
-    out = torch.zeros(len(rows_prompt), max_len, d_model, dtype=torch.float32)
+    out = torch.zeros(len(rows_prompt), max_len, d_model, dtype=dtype)
     for r, (p, s) in enumerate(zip(rows_prompt, rows_sample, strict=True)):
         pos = prompts.noise_positions[int(p)]
         if len(pos):
             out[r, torch.from_numpy(np.array(pos, dtype=np.int64))] = draw_noise(
-                len(pos), d_model, std, seed, int(p), int(s)
+                len(pos), d_model, std, seed, int(p), int(s), dtype
             )
     return out
 

@@ -17,6 +17,7 @@ import torch
 from jaxtyping import Float
 from tqdm.auto import tqdm
 
+from patchbench.lm import LM
 from patchbench.prompts import PromptSet
 
 __all__ = ["answer_logits", "filter_correct"]
@@ -24,26 +25,16 @@ __all__ = ["answer_logits", "filter_correct"]
 log = logging.getLogger(__name__)
 
 
-def _device(model) -> torch.device:
-    cfg = getattr(model, "cfg", None)
-    if cfg is not None and getattr(cfg, "device", None) is not None:
-        return torch.device(cfg.device)
-    try:
-        return next(model.parameters()).device
-    except (AttributeError, StopIteration):
-        return torch.device("cpu")
-
-
-@torch.inference_mode()
+@torch.no_grad()
 def answer_logits(
-    model, prompts: PromptSet, batch_size: int = 64
+    model: LM, prompts: PromptSet, batch_size: int = 64
 ) -> Float[torch.Tensor, "n_prompts d_vocab"]:
-    """Next-token logits at ``answer_pos`` of every clean prompt (float32, on the CPU).
+    """Next-token logits at ``answer_pos`` of every clean prompt (float32, on the CPU), computed as the
+    engine's clean run computes them (embed, every block, unembedding at ``answer_pos``).
 
     Prompts are right-padded; causal attention makes the padding invisible at ``answer_pos``.
-    ``model(tokens)`` must return logits (TransformerLens) or an object with ``.logits`` (HF).
     """
-    device = _device(model)
+    device = model.shape.device
     tokens = prompts.tokens("clean")
     out = []
     starts = range(0, len(prompts), batch_size)
@@ -51,20 +42,16 @@ def answer_logits(
         idx = torch.arange(start, min(start + batch_size, len(prompts)))
         lengths = torch.as_tensor(prompts.lengths[idx.numpy()])
         batch = tokens[idx, : int(lengths.max())].to(device)
-        logits = model(batch)
-        logits = getattr(logits, "logits", logits)
-        pos = torch.as_tensor(prompts.answer_pos[idx.numpy()], device=logits.device)
-        out.append(logits[torch.arange(len(idx), device=logits.device), pos].float().cpu())
+        pos = torch.as_tensor(prompts.answer_pos[idx.numpy()], device=device)
+        out.append(model.unembed_at(model.run_blocks(model.embed(batch), 0), pos).float().cpu())
     return torch.cat(out)
 
 
-def filter_correct(model, prompts: PromptSet, batch_size: int = 64) -> tuple[PromptSet, dict]:
+def filter_correct(model: LM, prompts: PromptSet, batch_size: int = 64) -> tuple[PromptSet, dict]:
     """The prompts whose top-1 next token is an answer, and the accuracy statistics."""
     if len(prompts) == 0:
         raise ValueError(f"{prompts.task}: empty PromptSet, nothing to filter")
-    d_vocab = getattr(getattr(model, "cfg", None), "d_vocab", None)
-    if d_vocab is not None:
-        prompts.validate(int(d_vocab))
+    prompts.validate(model.shape.d_vocab)
     logits = answer_logits(model, prompts, batch_size)
     probs = logits.softmax(-1)
     top1 = logits.argmax(-1).numpy()

@@ -61,9 +61,13 @@ __all__ = [
     "KVCapture",
     "PrefixKV",
     "ModelInterfaceError",
-    "load_transformers",
+    "hub_tokenizer_name",
+    "is_legacy",
+    "load_hub",
     "load_legacy",
     "load_native",
+    "load_transformers",
+    "official_name",
 ]
 
 Route = Literal["transformers", "legacy", "native"]
@@ -224,8 +228,11 @@ class LM:
     TransformerLens object is ``self.bridge``; nothing outside this module should need it.
     """
 
-    def __init__(self, bridge: Any, route: Route, raw_embed: torch.nn.Module, processed: bool) -> None:
+    def __init__(
+        self, bridge: Any, route: Route, raw_embed: torch.nn.Module, processed: bool, name: str = ""
+    ) -> None:
         self.bridge = bridge
+        self.name = name or str(getattr(bridge.cfg, "model_name", "") or route)
         self._raw_embed = raw_embed
         cfg = bridge.cfg
         hf_cfg = (
@@ -420,11 +427,19 @@ class LM:
             # short prompt's answer): the caller must take those rows from the unpatched run
             raise ValueError(f"positions {pos.tolist()} are outside this residual's {resid.shape[1]} positions")
         x = resid[torch.arange(resid.shape[0], device=resid.device), pos][:, None]
-        logits = self.bridge.unembed(self.bridge.ln_final(x))[:, 0]
+        return self._unembed(x)[:, 0]
+
+    def _unembed(self, x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_vocab"]:
+        logits = self.bridge.unembed(self.bridge.ln_final(x))
         cap = self.shape.logit_softcap
         if cap is not None:
             logits = cap * torch.tanh(logits / cap)
         return logits
+
+    def logits(self, tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, "batch pos d_vocab"]:
+        """Logits at every position of a plain forward, through the same pieces as the engine's runs
+        (differentiable: the toy training loop uses it)."""
+        return self._unembed(self.run_blocks(self.embed(tokens), 0))
 
     def raw_token_embeddings(self, ids: Int[torch.Tensor, " n"]) -> Float[torch.Tensor, "n d_model"]:
         """The model's own embedding layer on ``ids``, before any weight processing (ROME's sigma source).
@@ -434,6 +449,82 @@ class LM:
         """
         with torch.no_grad():
             return self._raw_embed(ids.to("cpu")[None])[0]
+
+    # ------------------------------------------------------------------------------ weights
+
+    def parameters(self) -> Iterator[torch.nn.Parameter]:
+        """The model's parameters (as loaded and processed)."""
+        return self.bridge.parameters()
+
+    def train(self, mode: bool = True) -> LM:
+        """Training (``True``) or evaluation mode of the underlying module; returns ``self``."""
+        self.bridge.train(mode)
+        return self
+
+    @property
+    def W_U(self) -> Float[torch.Tensor, "d_model d_vocab"]:
+        """The unembedding matrix :meth:`unembed_at` applies (after the final norm)."""
+        return self.bridge.W_U
+
+    def W_O(self, layer: int) -> Float[torch.Tensor, "n_heads d_head d_model"]:
+        """Layer ``layer``'s per-head output matrices (``hook_z`` @ W_O is each head's write to the residual)."""
+        self.hook_name("attn_head", layer)  # range check
+        return self.bridge.blocks[layer].attn.W_O
+
+    def attn_scale(self, layer: int) -> float:
+        """The divisor of layer ``layer``'s attention scores (``hook_attn_scores`` = q . k / it)."""
+        self.hook_name("attn_head", layer)
+        cfg = self.bridge.cfg
+        if not getattr(cfg, "use_attn_scale", True):
+            return 1.0
+        scale = float(getattr(cfg, "attn_scale", -1.0) or -1.0)
+        return scale if scale > 0 else float(self.shape.d_head) ** 0.5
+
+    def final_norm_linear(
+        self, x: Float[torch.Tensor, "... d_model"], resid: Float[torch.Tensor, "... d_model"]
+    ) -> Float[torch.Tensor, "... d_model"]:
+        """The final norm's linear part at ``resid``, applied to ``x``: its scale frozen to ``resid``'s
+        and its bias removed. A residual component ``x`` of ``resid`` contributes
+        ``final_norm_linear(x, resid) @ W_U`` to the logits (direct logit attribution)."""
+        got: dict[str, torch.Tensor] = {}
+
+        def grab(act: torch.Tensor, hook: Any) -> None:
+            got["scale"] = act
+
+        def frozen(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            return torch.broadcast_to(got["scale"], act.shape)
+
+        ln = self.bridge.ln_final
+        with self.bridge.hooks(fwd_hooks=[("ln_final.hook_scale", grab)]):
+            ln(resid)
+        if "scale" not in got:
+            raise ModelInterfaceError(f"{self.shape.architecture}: the final norm has no hook_scale")
+        with self.bridge.hooks(fwd_hooks=[("ln_final.hook_scale", frozen)]):
+            return ln(x) - ln(torch.zeros_like(x))
+
+    def ht_state_dict(self) -> dict[str, torch.Tensor]:
+        """A copy of the weights in HookedTransformer's format (``embed.W_E``, ``blocks.0.attn.W_Q``
+        [n_heads, d_model, d_head], ...): the inverse of ``convert_tl_checkpoint``. Native route only
+        (the project's own models keep this format on disk)."""
+        if self.shape.route != "native":
+            raise ModelInterfaceError("ht_state_dict: only native models keep HookedTransformer-format weights")
+        return {  # copies: editing them does not touch the model
+            _ht_key(k): _to_ht(k, v.detach().clone(), self.bridge.cfg) for k, v in self.bridge.state_dict().items()
+        }
+
+    def ht_named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        """The trainable parameters under their HookedTransformer names (native route only)."""
+        if self.shape.route != "native":
+            raise ModelInterfaceError("ht_named_parameters: only native models have HookedTransformer names")
+        params = {id(p) for p in self.bridge.parameters()}
+        state = self.bridge.state_dict(keep_vars=True)
+        return [(_ht_key(k), v) for k, v in state.items() if id(v) in params]
+
+    def load_ht_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """Load HookedTransformer-format weights into a native model (strict: every weight, nothing else)."""
+        if self.shape.route != "native":
+            raise ModelInterfaceError("load_ht_state_dict: only native models take HookedTransformer-format weights")
+        _load_ht(self.bridge, state_dict, self.shape.dtype)
 
     # ------------------------------------------------------------------------------ masks
 
@@ -545,14 +636,14 @@ def _sliding_layers(hf_cfg: Any, n_layers: int) -> tuple[int | None, list[bool]]
     return (int(window), sliding) if any(sliding) else (None, sliding)
 
 
-def _finish(bridge: Any, route: Route, processing: bool, check: bool) -> LM:
+def _finish(bridge: Any, route: Route, processing: bool, check: bool, name: str) -> LM:
     """Copy the raw embedding layer, switch to compatibility mode, wrap and (optionally) self-check."""
     raw_embed = copy.deepcopy(bridge.embed.original_component).to("cpu").eval()
     for p in raw_embed.parameters():
         p.requires_grad_(False)
     bridge.enable_compatibility_mode(disable_warnings=True, no_processing=not processing)
     bridge.eval()
-    lm = LM(bridge, route, raw_embed, processing)
+    lm = LM(bridge, route, raw_embed, processing, name)
     if check:
         lm.self_check()
     return lm
@@ -577,7 +668,7 @@ def load_transformers(
     bridge = TransformerBridge.boot_transformers(
         name_or_path, device=device, dtype=dtype, tokenizer=tokenizer
     )
-    return _finish(bridge, "transformers", processing, check)
+    return _finish(bridge, "transformers", processing, check, name_or_path)
 
 
 def load_legacy(
@@ -595,11 +686,58 @@ def load_legacy(
     try:
         bridge = boot_tl_legacy(repo_id, device=device, dtype=dtype, tokenizer=tokenizer)
     except NotImplementedError as err:
-        raise ModelInterfaceError(
-            f"{repo_id}: TransformerLens {_tl_version()} cannot build this legacy model ({err}). "
-            "Shortformer positional embeddings have no TransformerBridge implementation."
-        ) from err
-    return _finish(bridge, "legacy", processing, check)
+        raise ModelInterfaceError(f"{repo_id}: {_SHORTFORMER}") from err
+    return _finish(bridge, "legacy", processing, check, repo_id)
+
+
+def official_name(name: str) -> str:
+    """The official Hugging Face name of a TransformerLens alias (``attn-only-4l``,
+    ``gpt2-small``, ...); any other name unchanged."""
+    from transformer_lens.supported_models import get_official_model_name
+
+    try:
+        return get_official_model_name(name)
+    except ValueError:
+        return name
+
+
+def is_legacy(repo_id: str) -> bool:
+    """Whether a hub repository is in TransformerLens's own format (``NeelNanda/...``; the legacy route)."""
+    from transformer_lens.model_bridge.sources.tl_legacy import TL_LEGACY_PREFIXES
+
+    return repo_id.startswith(TL_LEGACY_PREFIXES)
+
+
+def load_hub(
+    name: str,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+    tokenizer: Any = None,
+    processing: bool = True,
+    check: bool = True,
+) -> LM:
+    """A hub model by name: TransformerLens aliases resolved, then the legacy route for
+    TransformerLens-format repositories and ``boot_transformers`` for everything else."""
+    repo = official_name(name)
+    load = load_legacy if is_legacy(repo) else load_transformers
+    lm = load(repo, dtype=dtype, device=device, tokenizer=tokenizer, processing=processing, check=check)
+    lm.name = name
+    return lm
+
+
+def hub_tokenizer_name(name: str) -> str:
+    """Where a hub model's tokenizer lives: a TransformerLens-format repository names it in its
+    ``config.json`` (``tokenizer_name``); a Hugging Face repository holds its own."""
+    repo = official_name(name)
+    if not is_legacy(repo):
+        return repo
+    import json
+
+    from huggingface_hub import hf_hub_download
+
+    with open(hf_hub_download(repo, "config.json")) as f:
+        return json.load(f).get("tokenizer_name") or repo
 
 
 def load_native(
@@ -621,26 +759,91 @@ def load_native(
     """
     from transformer_lens import TransformerBridgeConfig
     from transformer_lens.model_bridge import TransformerBridge
-    from transformer_lens.utilities.tl_checkpoint_conversion import convert_tl_checkpoint
 
     if config.get("positional_embedding_type", "standard") == "shortformer":
-        raise ModelInterfaceError(
-            "shortformer positional embeddings have no TransformerBridge implementation "
-            f"(TransformerLens {_tl_version()}); use 'standard' or 'rotary'"
-        )
+        raise ModelInterfaceError(f"{config.get('model_name', 'native model')}: {_SHORTFORMER}")
     cfg = TransformerBridgeConfig(**{**dict(config), "architecture": "TransformerLensNative", "dtype": dtype})
     bridge = TransformerBridge.boot_native(cfg, tokenizer=tokenizer, device=device, dtype=dtype)
+    _unembed_bias_parameter(bridge)
     if state_dict is not None:
-        converted = convert_tl_checkpoint({k: v.to(dtype) for k, v in state_dict.items()}, cfg)
-        if "unembed.bias" not in converted:
-            converted["unembed.bias"] = torch.zeros(cfg.d_vocab, dtype=dtype)
-        result = bridge.load_state_dict(converted, strict=True)
-        if result.missing_keys or result.unexpected_keys:
-            raise ModelInterfaceError(
-                f"native weights: missing {result.missing_keys}, unexpected {result.unexpected_keys}"
-            )
+        _load_ht(bridge, state_dict, dtype)
         bridge.to(device)
-    return _finish(bridge, "native", processing, check)
+    return _finish(bridge, "native", processing, check, str(config.get("model_name", "") or "native"))
+
+
+_SHORTFORMER = (
+    "its config asks for shortformer positional embeddings (shortformer_pos: true), which TransformerLens 4 "
+    "does not implement, so it cannot be run exactly. Fix: if it is a patchbench stand-in seeded before "
+    "TransformerLens 4, seed it again (python -m patchbench.standins --cache <your HF_HUB_CACHE>): stand-ins now "
+    "use standard positions, as the real attn-only-4l does. A model really trained with shortformer positions "
+    "needs TransformerLens 3.9 and a patchbench release before issue #16."
+)
+
+
+def _unembed_bias_parameter(bridge: Any) -> None:
+    """Give a native model a trainable unembedding bias (HookedTransformer's ``b_U``).
+
+    The native model's head has no bias; the bridge adds a fixed zero buffer in its place. Made a
+    parameter, ``b_U`` loads, trains and saves as it did in a HookedTransformer.
+    """
+    head = bridge.unembed.original_component
+    bias = head._buffers.pop("bias", None)
+    if bias is not None:
+        head.bias = torch.nn.Parameter(bias)
+
+
+#: HookedTransformer-format weights that are buffers, not weights (dropped on loading).
+_HT_BUFFERS = (".mask", ".IGNORE")
+
+
+def _load_ht(bridge: Any, state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype) -> None:
+    from transformer_lens.utilities.tl_checkpoint_conversion import convert_tl_checkpoint
+
+    sd = {k: v.to(dtype) for k, v in state_dict.items() if not k.endswith(_HT_BUFFERS)}
+    converted = convert_tl_checkpoint(sd, bridge.cfg)
+    if "unembed.bias" not in converted:
+        converted["unembed.bias"] = torch.zeros(bridge.cfg.d_vocab, dtype=dtype)
+    device = next(bridge.parameters()).device
+    result = bridge.load_state_dict({k: v.to(device) for k, v in converted.items()}, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ModelInterfaceError(
+            f"HookedTransformer-format weights do not fit this model: missing {result.missing_keys}, "
+            f"unexpected {result.unexpected_keys}"
+        )
+
+
+#: native module name -> HookedTransformer names of its (weight, bias)
+_HT_NAMES = {
+    "q": ("W_Q", "b_Q"), "k": ("W_K", "b_K"), "v": ("W_V", "b_V"), "o": ("W_O", "b_O"),
+    "in": ("W_in", "b_in"), "out": ("W_out", "b_out"), "gate": ("W_gate", "b_gate"),
+    "embed": ("W_E", None), "pos_embed": ("W_pos", None), "unembed": ("W_U", "b_U"),
+}  # fmt: skip
+
+
+def _ht_key(key: str) -> str:
+    """The HookedTransformer name of a native bridge's state-dict key (``convert_tl_checkpoint`` reversed)."""
+    head, _, leaf = key.rpartition(".")
+    parent, _, module = head.rpartition(".")
+    weight, bias = _HT_NAMES.get(module, ("w", "b"))
+    name = weight if leaf == "weight" else bias
+    if name is None:
+        raise ModelInterfaceError(f"no HookedTransformer name for the native weight {key!r}")
+    return f"{head if module in ('embed', 'pos_embed', 'unembed') or name in ('w', 'b') else parent}.{name}"
+
+
+def _to_ht(key: str, t: torch.Tensor, cfg: Any) -> torch.Tensor:
+    """A native bridge tensor in HookedTransformer's layout (per-head axes split out, matrices [in, out])."""
+    head, _, leaf = key.rpartition(".")
+    module = head.rpartition(".")[2]
+    if module in ("q", "k", "v"):
+        heads = cfg.n_heads if module == "q" else (getattr(cfg, "n_key_value_heads", None) or cfg.n_heads)
+        t = t.reshape(heads, cfg.d_head, *t.shape[1:])
+        return t.permute(0, 2, 1).contiguous() if leaf == "weight" else t
+    if module == "o" and leaf == "weight":  # [d_model, (h dh)] -> [h, dh, d_model]
+        return t.reshape(t.shape[0], cfg.n_heads, cfg.d_head).permute(1, 2, 0).contiguous()
+    if leaf == "weight" and module in ("in", "out", "gate", "unembed"):
+        return t.T.contiguous()
+    return t
 
 
 def _tl_version() -> str:

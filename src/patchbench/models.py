@@ -1,21 +1,22 @@
-"""Model loading: the only module that knows how a model becomes a ``HookedTransformer``.
+"""Model loading: every model the pipeline patches becomes a :class:`patchbench.lm.LM`.
 
 Three sources, chosen per model in config (``models.<name>.source``):
 
-* ``hub``: a TransformerLens / Hugging Face hub name (``gpt2``, ``gpt2-large``, ``gpt2-xl``,
-  ``EleutherAI/gpt-j-6B``, ``attn-only-4l``) through ``HookedTransformer.from_pretrained``.
-  Needs network or a warm Hugging Face cache (``HF_HUB_CACHE`` / ``HF_HOME``).
+* ``hub``: a Hugging Face hub name (``gpt2``, ``gpt2-large``, ``gpt2-xl``, ``EleutherAI/gpt-j-6B``,
+  ``meta-llama/...``; TransformerLens's old aliases such as ``attn-only-4l`` are resolved to their
+  official names) through TransformerLens 4's ``TransformerBridge``: ``boot_transformers``, or the
+  legacy route for TransformerLens-format repositories (``NeelNanda/...``: attn-only-4l). Weights
+  get HookedTransformer's processing (what ``HookedTransformer.from_pretrained`` did). Needs
+  network or a warm Hugging Face cache (``HF_HUB_CACHE`` / ``HF_HOME``).
 * ``local``: a Hugging Face directory in ``save_pretrained`` layout (``config.json`` + weights +
-  tokenizer files), converted with TransformerLens's own config and weight conversion
-  (``get_pretrained_model_config`` / ``get_pretrained_state_dict``), so the weights are processed
-  exactly as ``from_pretrained`` processes the hub's.
+  tokenizer files), loaded through ``boot_transformers`` exactly as the hub's are.
 * ``toy``: the small models this repository trains itself (``patchbench.toy``), read from their
-  directory under ``results/models/``; ``init: random`` gives an untrained model of the same
-  architecture (for tests and dry runs).
+  directory under ``results/models/`` through the native route, unprocessed; ``init: random``
+  gives an untrained model of the same architecture (for tests and dry runs).
 
-Everything TransformerLens-specific stays here, so a later move of TransformerLens versions is
-one file. A model that cannot be found raises :class:`ModelNotFoundError`, naming the model,
-where it looked and how to fix it.
+:mod:`patchbench.lm` is the one module that touches TransformerLens; this one decides which of its
+routes a config entry takes. A model that cannot be found raises :class:`ModelNotFoundError`,
+naming the model, where it looked and how to fix it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any, Literal
 import torch
 
 from patchbench.config import default, validate_entry
+from patchbench.lm import LM
 
 __all__ = [
     "ModelSpec",
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
+    "float64": torch.float64,
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,
 }
@@ -156,18 +159,18 @@ def offline_repo_listing() -> Iterator[None]:
         HfApi.list_repo_files = original
 
 
-def _load_hub(spec: ModelSpec, device: str):
-    from transformer_lens import HookedTransformer
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def _load_hub(spec: ModelSpec, device: str) -> LM:
+    from patchbench.lm import load_hub
 
     name = spec.hub_name or spec.name
-    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
     try:
-        with offline_repo_listing() if offline else contextlib.nullcontext():
-            return HookedTransformer.from_pretrained(name, device=device, dtype=spec.torch_dtype)
-    except (
-        OSError,
-        ValueError,
-    ) as err:  # hub errors surface as OSError subclasses; unknown names as ValueError
+        with offline_repo_listing() if _offline() else contextlib.nullcontext():
+            return load_hub(name, dtype=spec.torch_dtype, device=device, tokenizer=load_tokenizer(spec))
+    except (OSError, ValueError) as err:  # hub errors surface as OSError subclasses; unknown names as ValueError
         raise ModelNotFoundError(
             f"model {spec.name!r}: could not load {name!r} from the Hugging Face hub or its cache "
             f"(looked in HF_HUB_CACHE={_hub_cache_dir()}): {type(err).__name__}: {err}. "
@@ -177,13 +180,8 @@ def _load_hub(spec: ModelSpec, device: str):
         ) from err
 
 
-def _load_local(spec: ModelSpec, device: str):
-    from transformer_lens import HookedTransformer
-    from transformer_lens.loading_from_pretrained import (
-        get_pretrained_model_config,
-        get_pretrained_state_dict,
-    )
-    from transformers import AutoModelForCausalLM
+def _load_local(spec: ModelSpec, device: str) -> LM:
+    from patchbench.lm import load_transformers
 
     path = Path(spec.path or "")
     if not (path / "config.json").is_file():
@@ -192,18 +190,18 @@ def _load_local(spec: ModelSpec, device: str):
             "Fix: save one there with `model.save_pretrained(path)` and `tokenizer.save_pretrained(path)`, "
             "or correct `path:` in the config."
         )
-    hf_model = AutoModelForCausalLM.from_pretrained(str(path), dtype=spec.torch_dtype)
-    cfg = get_pretrained_model_config(str(path), device=device, dtype=spec.torch_dtype, fold_ln=True)
-    state_dict = get_pretrained_state_dict(str(path), cfg, hf_model=hf_model, dtype=spec.torch_dtype)
-    del hf_model
-    model = HookedTransformer(cfg, tokenizer=load_tokenizer(spec), move_to_device=False)
-    model.load_and_process_state_dict(
-        state_dict, fold_ln=True, center_writing_weights=True, center_unembed=True, fold_value_biases=True
-    )
-    return model.to(device)
+    try:
+        return load_transformers(
+            str(path), dtype=spec.torch_dtype, device=device, tokenizer=load_tokenizer(spec)
+        )
+    except OSError as err:
+        raise ModelNotFoundError(
+            f"model {spec.name!r}: the directory {path.resolve()} has a config.json but its weights could not be "
+            f"read ({type(err).__name__}: {err}). Fix: save the model again with `model.save_pretrained(path)`."
+        ) from err
 
 
-def _load_toy(spec: ModelSpec, device: str):
+def _load_toy(spec: ModelSpec, device: str) -> LM:
     path = Path(spec.path or "")
     if spec.init == "random":
         return _random_toy(spec, device)
@@ -226,31 +224,31 @@ def _is_toy_dir(path: Path) -> bool:
     return cfg.is_file() and "d_model" in json.loads(cfg.read_text())
 
 
-def _random_toy(spec: ModelSpec, device: str):
+def _random_toy(spec: ModelSpec, device: str) -> LM:
     """An untrained model of the configured toy architecture, seeded (``arch.seed``, default 0)."""
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from patchbench.lm import load_native
 
     tokenizer = load_tokenizer(spec)
-    arch = {k: v for k, v in spec.arch.items() if k != "seed"}
-    cfg = HookedTransformerConfig(
-        **arch,
-        d_vocab=len(tokenizer),
-        seed=int(spec.arch.get("seed", 0)),
-        device=device,
-        dtype=spec.torch_dtype,
-    )
-    return HookedTransformer(cfg, tokenizer=tokenizer)
+    fields = {**spec.arch, "d_vocab": len(tokenizer), "seed": int(spec.arch.get("seed", 0))}
+    fields.setdefault("model_name", spec.name)
+    return load_native(fields, dtype=spec.torch_dtype, device=device, tokenizer=tokenizer)
 
 
-def load_model(spec: ModelSpec):
-    """Load ``spec`` as a ``HookedTransformer`` in eval mode on its configured device and dtype."""
+def load_model(spec: ModelSpec) -> LM:
+    """Load ``spec`` as an :class:`~patchbench.lm.LM` in eval mode on its configured device and dtype
+    (self-checked against the model's own forward at load)."""
     device = resolve_device(spec.device)
     loader = {"hub": _load_hub, "local": _load_local, "toy": _load_toy}.get(spec.source)
     if loader is None:
         raise ValueError(f"model {spec.name!r}: unknown source {spec.source!r}; use hub, local or toy")
     log.info("loading model %s (%s) on %s as %s", spec.name, spec.source, device, spec.dtype)
+    _ = spec.torch_dtype  # an unknown dtype is refused before anything loads
     model = loader(spec, device)
-    model.eval()
+    log.info(
+        "%s: %s via the %s route, %d layers x %d heads (%d key-value heads), %s positions, weights %s",
+        spec.name, model.shape.architecture, model.shape.route, model.shape.n_layers, model.shape.n_heads,
+        model.shape.n_kv_heads, model.shape.positional, "processed" if model.shape.processed else "unprocessed",
+    )  # fmt: skip
     return model
 
 
@@ -264,10 +262,10 @@ def load_tokenizer(spec: ModelSpec):
         return load_toy_tokenizer(Path(spec.path or ""))
     where = spec.path if spec.source == "local" else (spec.hub_name or spec.name)
     if spec.source == "hub":
-        from transformer_lens.loading_from_pretrained import get_pretrained_model_config
+        from patchbench.lm import hub_tokenizer_name
 
         try:
-            where = get_pretrained_model_config(where).tokenizer_name or where
+            where = hub_tokenizer_name(where)
         except (OSError, ValueError) as err:
             raise ModelNotFoundError(
                 f"model {spec.name!r}: no config for {where!r} in the hub or its cache "

@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 from patchbench.config import default
 from patchbench.corruption import NoiseSpec
+from patchbench.lm import SITE_HOOKS, LMShape
 
 __all__ = [
     "SITES",
@@ -47,6 +48,7 @@ __all__ = [
     "check_windows",
     "window_layers",
     "enumerate_targets",
+    "head_axis",
     "hook_name",
 ]
 
@@ -55,13 +57,8 @@ CORRUPTIONS = ("str", "gn")
 #: Sites with a sliding window of layers (ROME's causal tracing patches MLP windows).
 WINDOW_SITES = ("mlp",)
 
-#: TransformerLens hook-point template of each site.
-HOOKS = {
-    "attn_head": "blocks.{layer}.attn.hook_z",
-    "head_v": "blocks.{layer}.attn.hook_v",
-    "mlp": "blocks.{layer}.hook_mlp_out",
-    "resid_pre": "blocks.{layer}.hook_resid_pre",
-}
+#: Hook-point template of each site (the model interface's names).
+HOOKS = {site: SITE_HOOKS[site] for site in SITES}
 HEAD_SITES = ("attn_head", "head_v")
 
 
@@ -83,6 +80,25 @@ def check_windows(site: str, windows: Sequence[int]) -> None:
 def hook_name(site: str, layer: int) -> str:
     """The TransformerLens hook point of ``site`` at ``layer``."""
     return HOOKS[site].format(layer=layer)
+
+
+def head_axis(site: str, shape: LMShape) -> dict[str, Any] | None:
+    """What the head index of a ``site`` sweep names on a model (None for sites without heads).
+
+    ``head_v`` patches the values of **key-value heads**: on a grouped-query model one key-value
+    head feeds ``n_heads / n_kv_heads`` query heads, so head ``L.h`` of a head_v sweep is
+    key-value head h (query heads ``h * group .. (h + 1) * group - 1``). Recorded in every head
+    sweep's metadata and log line.
+    """
+    if site not in HEAD_SITES:
+        return None
+    kv = site == "head_v"
+    n = shape.n_kv_heads if kv else shape.n_heads
+    return {
+        "heads": "key-value" if kv and shape.grouped_query else "query",
+        "n_heads": n,
+        "query_heads_per_head": shape.n_heads // n,
+    }
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Random-weight stand-ins of the paper's models, seeded into a Hugging Face hub cache.
 
-The paper suite loads GPT-2 small / large / XL and GPT-J 6B by hub name through
-``HookedTransformer.from_pretrained``. To run that exact code path without network, GPUs or
+The paper suite loads GPT-2 small / large / XL and GPT-J 6B by hub name through TransformerLens's
+``TransformerBridge`` (:func:`patchbench.models.load_model`). To run that exact code path without network, GPUs or
 the real weights (CI, a laptop), this module writes a *hub cache* in which every paper model is
 a randomly initialised model of the same architecture: GPT-2 small at full size; GPT-2 large /
 XL and GPT-J with their real widths, heads, vocabularies and positional schemes but fewer
@@ -21,10 +21,13 @@ mirror's ``gpt2-tokenizer``). GPT-J's real tokenizer is GPT-2's BPE (its 50400-r
 padding), so the same files serve.
 
 ``attn-only-4l`` (TransformerLens's own format, ``NeelNanda/Attn_Only_4L512W_C4_Code``) is seeded
-too: a TransformerLens ``config.json`` + ``model_final.pth`` and a 48262-token stand-in of its
-digit-splitting tokenizer (GPT-2's BPE cut to 48261 tokens). TransformerLens finds that file with
-``HfApi.list_repo_files``, which has no offline mode: ``patchbench.models.load_model`` answers it
-from the cache when ``HF_HUB_OFFLINE`` is set (``offline_repo_listing``).
+too: a TransformerLens ``config.json`` + ``model_final.pth`` (HookedTransformer-format weights) and
+a 48262-token stand-in of its digit-splitting tokenizer (GPT-2's BPE cut to 48261 tokens).
+TransformerLens finds that file with ``HfApi.list_repo_files``, which has no offline mode:
+``patchbench.models.load_model`` answers it from the cache when ``HF_HUB_OFFLINE`` is set
+(``offline_repo_listing``). Its positional embeddings are standard (``shortformer_pos: false``):
+TransformerLens 4 has no shortformer implementation, and a third-party probe of the real repository
+found standard positions (unverified here, offline).
 
 Weights are seeded (``seed``), so two seedings give identical files. A snapshot carries
 ``patchbench-standin.json`` (the spec it was built from); seeding skips models whose snapshot
@@ -70,7 +73,7 @@ class StandinSpec:
     """One paper model's stand-in: the hub repo it impersonates and the architecture to build.
 
     ``arch`` is ``transformers`` config kwargs for ``kind`` ``gpt2`` / ``gptj`` and
-    ``HookedTransformerConfig`` kwargs for ``kind`` ``tl`` (attn-only-4l). ``real_layers`` is
+    TransformerLens config fields for ``kind`` ``tl`` (attn-only-4l). ``real_layers`` is
     the real model's depth, for the record; ``arch`` holds the stand-in's.
     """
 
@@ -142,7 +145,7 @@ STANDINS: dict[str, StandinSpec] = {
                 "act_fn": "solu_ln",
                 "attn_only": True,
                 "normalization_type": "LN",
-                "positional_embedding_type": "shortformer",
+                "positional_embedding_type": "standard",
             },
             4,
         ),
@@ -241,11 +244,11 @@ def _digits_tokenizer(tokenizer_dir: Path, snap: Path, n_vocab: int) -> None:
 
 def _save_tl(spec: StandinSpec, cache: Path, snap: Path, tokenizer_dir: Path, seed: int) -> None:
     import torch
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    cfg = HookedTransformerConfig(**spec.arch, seed=seed, device="cpu")
-    model = HookedTransformer(cfg)
-    torch.save(model.state_dict(), snap / "model_final.pth")
+    from patchbench.lm import load_native
+
+    model = load_native({**spec.arch, "seed": seed}, check=False)  # seeded random weights
+    torch.save(model.ht_state_dict(), snap / "model_final.pth")
     # TransformerLens's own config format, as the real repo has it.
     tl_cfg = {
         **{k: v for k, v in spec.arch.items() if k != "positional_embedding_type"},

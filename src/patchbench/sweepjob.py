@@ -36,7 +36,7 @@ def load_job(
         )
     spec = cells[0].model_spec
     model = load_model(spec)
-    prompts = PromptSet.from_parquet(prompts_path, d_vocab=model.cfg.d_vocab)
+    prompts = PromptSet.from_parquet(prompts_path, d_vocab=model.shape.d_vocab)
     clean = load_file(str(cache_path), device=resolve_device(spec.device))
     log.info("%s loaded once for %d %s cells of %s", spec.name, len(cells), cells[0].method, cells[0].task)
     return model, prompts, clean

@@ -9,7 +9,7 @@ sm = snakemake  # noqa: F821  (injected by Snakemake)
 with rule_log(sm.log[0]) as log:
     spec = sm.params.model
     model = load_model(spec)
-    prompts = PromptSet.from_parquet(sm.input.prompts, d_vocab=model.cfg.d_vocab)
+    prompts = PromptSet.from_parquet(sm.input.prompts, d_vocab=model.shape.d_vocab)
     stats = classifier_inputs(model, prompts)
     classes = classify_heads(stats)
     stats.to_csv(sm.output.stats, index=False)

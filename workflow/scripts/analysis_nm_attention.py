@@ -23,7 +23,7 @@ with rule_log(sm.log[0]) as log:
         att, rec = pd.DataFrame(columns=list(ATTENTION_COLUMNS)), pd.DataFrame(columns=list(RECOVERY_COLUMNS))
     else:
         model = load_model(spec)
-        prompts = PromptSet.from_parquet(sm.input.prompts, d_vocab=model.cfg.d_vocab)
+        prompts = PromptSet.from_parquet(sm.input.prompts, d_vocab=model.shape.d_vocab)
         noise = NoiseSpec(**sm.params.noise)
         att, rec = nm_attention_frames(model, prompts, spec.name, nm_heads=nm, si_heads=si, noise=noise)
     att.to_parquet(sm.output.attention, index=False)

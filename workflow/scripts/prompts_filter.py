@@ -11,7 +11,7 @@ sm = snakemake  # noqa: F821  (injected by Snakemake)
 with rule_log(sm.log[0]) as log:
     spec = sm.params.model
     model = load_model(spec)
-    prompts = load_prompts(sm.input.prompts, d_vocab=model.cfg.d_vocab)
+    prompts = load_prompts(sm.input.prompts, d_vocab=model.shape.d_vocab)
     kept, stats = filter_correct(model, prompts)
     if not sm.params.enabled:
         kept = prompts

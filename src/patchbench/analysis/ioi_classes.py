@@ -17,14 +17,15 @@ duplicate_token        S2  -> S1  >= ``attention``              (none)
 induction              S2  -> S1+1 >= ``attention``             (none)
 =====================  =======================================  ===============================
 
-DLA is the head's output at END, passed through the final LayerNorm (centred, divided by the
-run's own final-LN scale, times the LN weight when the model has one) and projected on
+DLA is the head's output at END, passed through the final norm's linear part (centred for a
+LayerNorm, divided by the run's own final-norm scale, times the norm weight:
+:meth:`patchbench.lm.LM.final_norm_linear`) and projected on
 ``W_U[:, IO] - W_U[:, S]``: the head's direct contribution to the IOI logit difference. The DLA
 threshold is relative to the largest |DLA| of any head, so it carries across model sizes.
 Defaults (:class:`Thresholds`): attention 0.3, DLA 0.2. A head may satisfy several rules and then
 belongs to several classes (so do a few of Wang et al.'s heads).
 
-:func:`classifier_inputs` computes the per-head statistics from a ``HookedTransformer`` and an IOI
+:func:`classifier_inputs` computes the per-head statistics from a model (:class:`patchbench.lm.LM`) and an IOI
 ``PromptSet`` (named positions IO, S1, S2, END); :func:`classify_heads` applies the rules. Both are
 separate so that the rules are testable on synthetic statistics without a model.
 """
@@ -39,8 +40,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from jaxtyping import Float
 from tqdm.auto import tqdm
+
+from patchbench.lm import LM
 
 __all__ = [
     "CLASSES",
@@ -203,50 +205,41 @@ def _named_positions(prompts) -> dict[str, torch.Tensor]:
     return pos
 
 
-def _ln_final_map(model, x: Float[torch.Tensor, "... d_model"], scale: Float[torch.Tensor, "... 1"]):
-    """Linear part of the final LayerNorm of this run: centre (if LN), divide by the scale, times w."""
-    norm = getattr(model.cfg, "normalization_type", None)
-    if norm in ("LN", "LNPre"):
-        x = x - x.mean(-1, keepdim=True)
-    x = x / scale
-    w = getattr(model.ln_final, "w", None)
-    if isinstance(w, torch.Tensor):
-        x = x * w
-    return x
-
-
 @torch.no_grad()
-def classifier_inputs(model, prompts, batch_size: int = 32) -> pd.DataFrame:
+def classifier_inputs(model: LM, prompts, batch_size: int = 32) -> pd.DataFrame:
     """Per-head statistics on the clean IOI prompts (columns :data:`HEAD_STAT_COLUMNS`).
 
-    Runs ``model.run_with_cache`` on the clean prompts in batches and averages over prompts:
+    Runs the clean prompts in batches through the model interface and averages over prompts:
     attention probabilities END->IO, END->S1, END->S2, S2->S1, S2->(S1+1), and each head's direct
-    logit attribution to IO - S at END (``z @ W_O`` through the final LayerNorm, see the module
-    docstring). IO and S are the prompt's ``answers[0]`` and ``wrong[0]``.
-
-    ``model`` is a TransformerLens ``HookedTransformer``; ``prompts`` a ``patchbench.prompts.PromptSet``.
+    logit attribution to IO - S at END (``z @ W_O`` through the final norm's linear part at the
+    run's own residual, see the module docstring). IO and S are the prompt's ``answers[0]`` and
+    ``wrong[0]``; ``prompts`` is a ``patchbench.prompts.PromptSet``.
     """
     pos = _named_positions(prompts)
-    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    device = model.cfg.device
+    n_layers, n_heads = model.shape.n_layers, model.shape.n_heads
+    device = model.shape.device
     tokens = prompts.tokens("clean")
     io_tok = torch.as_tensor([int(a[0]) for a in prompts.answers])
     s_tok = torch.as_tensor([int(w[0]) for w in prompts.wrong])
     s1_next = pos["S1"] + 1
     sums = {k: torch.zeros(n_layers, n_heads, dtype=torch.float64) for k in HEAD_STAT_COLUMNS[2:]}
-    names = {"hook_scale", "hook_z", "hook_pattern"}
+    names = [model.hook_name(site, layer) for layer in range(n_layers) for site in ("pattern", "attn_head")]
     n = len(prompts)
+    cache: dict[str, torch.Tensor] = {}
+
+    def grab(act: torch.Tensor, name: str) -> None:
+        cache[name] = act
+
     for start in tqdm(range(0, n, batch_size), desc="IOI head statistics", disable=n <= batch_size):
         sl = slice(start, min(start + batch_size, n))
         batch = torch.arange(sl.stop - sl.start)
-        _, cache = model.run_with_cache(
-            tokens[sl].to(device), names_filter=lambda name: name.split(".")[-1] in names
-        )
+        with model.hooks([(name, grab) for name in names]):
+            resid = model.run_blocks(model.embed(tokens[sl].to(device)), 0)
         end = pos["END"][sl].to(device)
         direction = model.W_U[:, io_tok[sl].to(device)] - model.W_U[:, s_tok[sl].to(device)]  # d_model batch
-        scale = cache["ln_final.hook_scale"][batch, end]  # batch 1
+        resid_end = resid[batch, end][:, None, :]  # batch 1 d_model
         for layer in range(n_layers):
-            pattern = cache["pattern", layer]  # batch head q k
+            pattern = cache[model.hook_name("pattern", layer)]  # batch head q k
             for key, q, k in (
                 ("end_to_io", pos["END"], pos["IO"]),
                 ("end_to_s1", pos["END"], pos["S1"]),
@@ -256,9 +249,9 @@ def classifier_inputs(model, prompts, batch_size: int = 32) -> pd.DataFrame:
             ):
                 vals = pattern[batch, :, q[sl].to(device), k[sl].to(device)]  # batch head
                 sums[key][layer] += vals.sum(0).double().cpu()
-            z = cache["z", layer][batch, end]  # batch head d_head
-            result = torch.einsum("bhd,hdm->bhm", z, model.W_O[layer])  # batch head d_model
-            mapped = _ln_final_map(model, result, scale[:, None, :])
+            z = cache[model.hook_name("attn_head", layer)][batch, end]  # batch head d_head
+            result = torch.einsum("bhd,hdm->bhm", z, model.W_O(layer))  # batch head d_model
+            mapped = model.final_norm_linear(result, resid_end)
             dla = torch.einsum("bhm,mb->bh", mapped, direction)
             sums["dla"][layer] += dla.sum(0).double().cpu()
     layers, heads = np.meshgrid(np.arange(n_layers), np.arange(n_heads), indexing="ij")

@@ -18,7 +18,7 @@ claims):
   ``logit_diff`` = (LD_pt - LD_*) / (LD_cl - LD_*) over dataset means (the effects frame of the
   ``head_v`` sweep has the same columns and can be passed instead).
 
-:func:`nm_attention_frames` computes both from a ``HookedTransformer`` and the IOI ``PromptSet``
+:func:`nm_attention_frames` computes both from a model (:class:`patchbench.lm.LM`) and the IOI ``PromptSet``
 through the engine's pattern capture (:mod:`patchbench.engine.patterns`: the same forward, patch
 and seeded GN draw as the sweeps, one draw shared by the corrupted and patched run).
 """

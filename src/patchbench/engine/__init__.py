@@ -26,10 +26,14 @@ they carry exactly the corrupted run's noise draw. Every sweep checks two identi
 block of prompts (:mod:`.sanity`); with a checkpoint directory it resumes from its finished chunks
 (:mod:`.checkpoint`), bitwise identically.
 
+The engine runs the model through the pieces of the model interface, :class:`patchbench.lm.LM`
+(embed with the noise point, blocks ``L..`` on a residual stream with hooks, final norm and
+unembedding at one position): the interface is the only code that touches TransformerLens.
+
 Modules, one job each (import them directly; this package imports nothing eagerly):
 
 ==============  ==========================================================================
-``forward``     the forward pass in pieces: the only module that calls into the model
+``budget``      how many rows of a forward fit the memory budget
 ``readout``     a run's raw value columns from its answer-position logits
 ``cache``       the clean cache (clean activations, answer logits, tokens)
 ``patch``       the generic patch: masks, clean sources, one patched forward per target chunk
@@ -39,6 +43,6 @@ Modules, one job each (import them directly; this package imports nothing eagerl
 ``patterns``    attention patterns of chosen heads in the clean / corrupted / patched runs (§3.2)
 ==============  ==========================================================================
 
-Attribution patching (:mod:`patchbench.attribution`) reuses ``forward``, ``readout``, ``cache``
+Attribution patching (:mod:`patchbench.attribution`) reuses ``budget``, ``readout``, ``cache``
 and ``patch``; both engines' frames are built by :mod:`patchbench.rawframe`.
 """

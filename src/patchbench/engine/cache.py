@@ -18,16 +18,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from patchbench.engine.forward import (
-    embed_input,
-    has_hook,
-    hooked,
-    rows_per_forward,
-    run_blocks,
-    site_heads,
-    unembed_at,
-)
+from patchbench.engine.budget import rows_per_forward
 from patchbench.engine.readout import AnswerIds, answer_values, index_tensor
+from patchbench.lm import LM
 from patchbench.prompts import PromptSet
 from patchbench.rawframe import baseline_rows
 from patchbench.sites import SITES, SweepSpec, enumerate_targets, hook_name
@@ -39,7 +32,7 @@ TOKENS = "tokens"
 RESID0 = "blocks.0.hook_resid_pre"
 
 
-def required_hooks(model, spec_or_hooks: SweepSpec | Sequence[SweepSpec | str] | str) -> list[str]:
+def required_hooks(model: LM, spec_or_hooks: SweepSpec | Sequence[SweepSpec | str] | str) -> list[str]:
     """Hook points whose clean activations sweeps need, plus layer 0's residual (for the sanity check).
 
     Items may be SweepSpecs (their targets' hooks), site names (``attn_head``, ``head_v``, ``mlp``,
@@ -50,11 +43,11 @@ def required_hooks(model, spec_or_hooks: SweepSpec | Sequence[SweepSpec | str] |
     names: dict[str, None] = {RESID0: None}
     for item in spec_or_hooks:
         if isinstance(item, SweepSpec):
-            for t in enumerate_targets(item, model.cfg.n_layers, site_heads(model, item.site), 1):
+            for t in enumerate_targets(item, model.shape.n_layers, model.site_heads(item.site), 1):
                 names.update(dict.fromkeys(t.hooks))
         elif item in SITES:
-            names.update(dict.fromkeys(hook_name(item, lay) for lay in range(model.cfg.n_layers)))
-        elif has_hook(model, item):
+            names.update(dict.fromkeys(hook_name(item, lay) for lay in range(model.shape.n_layers)))
+        elif model.has_hook(item):
             names[str(item)] = None
         else:
             raise ValueError(f"{item!r} is neither a SweepSpec, a site {SITES} nor a hook point of the model")
@@ -62,7 +55,7 @@ def required_hooks(model, spec_or_hooks: SweepSpec | Sequence[SweepSpec | str] |
 
 
 def clean_cache(
-    model,
+    model: LM,
     prompts: PromptSet,
     spec_or_hooks: SweepSpec | Sequence[SweepSpec | str] | str,
     *,
@@ -72,26 +65,25 @@ def clean_cache(
 
     See the module docstring for the keys; ``spec_or_hooks`` as in :func:`required_hooks`.
     """
-    prompts.validate(model.cfg.d_vocab)
+    prompts.validate(model.shape.d_vocab)
     names = required_hooks(model, spec_or_hooks)
     tokens = prompts.tokens("clean")
     n, max_len = tokens.shape
     store: dict[str, list[torch.Tensor]] = {k: [] for k in names}
     logits: list[torch.Tensor] = []
 
-    def grab(act, hook):
-        store[hook.name].append(act.detach().to("cpu"))
+    def grab(act: torch.Tensor, name: str) -> None:
+        store[name].append(act.detach().to("cpu"))
 
-    step = rows_per_forward(model, max_len, memory_budget_mb)
-    dev = model.cfg.device
-    out_dtype = torch.promote_types(model.cfg.dtype, torch.float32)
-    with torch.no_grad(), hooked(model, [(k, grab) for k in names]):
+    step = rows_per_forward(model.shape, max_len, memory_budget_mb)
+    dev = model.shape.device
+    out_dtype = torch.promote_types(model.shape.dtype, torch.float32)
+    with torch.no_grad(), model.hooks([(k, grab) for k in names]):
         for a in range(0, n, step):
             tok = tokens[a : a + step].to(dev)
-            resid, sf = embed_input(model, tok, None)
-            resid = run_blocks(model, resid, 0, sf)
+            resid = model.run_blocks(model.embed(tok), 0)
             pos = index_tensor(prompts.answer_pos[a : a + step], resid.device)
-            logits.append(unembed_at(model, resid, pos).to(out_dtype).cpu())
+            logits.append(model.unembed_at(resid, pos).to(out_dtype).cpu())
     out = {k: torch.cat(v).contiguous() for k, v in store.items()}
     out[ANSWER_LOGITS] = torch.cat(logits).contiguous()
     out[TOKENS] = tokens.contiguous()

@@ -17,26 +17,33 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
-from patchbench.engine.forward import parameter_digest
+from patchbench.lm import LM
 from patchbench.prompts import PromptSet
 from patchbench.sites import SweepSpec
 
 __all__ = ["Checkpoint", "sweep_fingerprint"]
 
 
-def sweep_fingerprint(model, prompts: PromptSet, spec: SweepSpec, sigma: float | None, plan: dict) -> str:
+def parameter_digest(model: LM, n: int = 4) -> list[float]:
+    """Sums of the first ``n`` parameter tensors: a cheap check that two runs use the same weights."""
+    with torch.no_grad():
+        return [float(p.double().sum().item()) for p in list(model.parameters())[:n]]
+
+
+def sweep_fingerprint(model: LM, prompts: PromptSet, spec: SweepSpec, sigma: float | None, plan: dict) -> str:
     """16 hex digits naming one sweep: spec, sigma, plan, model shape and weights, clean and corrupted ids."""
     h = hashlib.sha256()
-    cfg = model.cfg
+    shape = model.shape
     h.update(
         json.dumps(
             {
                 "spec": spec.to_dict(),
                 "sigma": sigma,
                 "plan": plan,
-                "cfg": str(cfg.model_name),
-                "shape": [cfg.n_layers, cfg.d_model, cfg.d_vocab],
+                "cfg": model.name,
+                "shape": [shape.n_layers, shape.d_model, shape.d_vocab],
             },
             sort_keys=True,
         ).encode()

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from patchbench.engine.forward import hooked, run_blocks, site_heads, unembed_at
 from patchbench.engine.readout import AnswerIds, answer_values, index_tensor
+from patchbench.lm import LM
 from patchbench.prompts import PromptSet
 from patchbench.sites import PatchTarget
 
@@ -36,7 +36,6 @@ class Block:
     prompt: np.ndarray  # [R]
     sample: np.ndarray  # [R]
     resid: list[torch.Tensor] = field(default_factory=list)  # resid_pre per layer, [R, P, d]
-    sf: torch.Tensor | None = None
     answer_pos: torch.Tensor | None = None
     answers: AnswerIds | None = None
     wrong: AnswerIds | None = None
@@ -66,7 +65,7 @@ def _is_head_hook(name: str) -> bool:
 
 
 def build_mask(
-    model,
+    model: LM,
     chunk: Sequence[PatchTarget],
     hook: str,
     block: Block,
@@ -76,7 +75,7 @@ def build_mask(
     """Boolean mask [m, R, P, (H,) 1]: True where target j patches row r of ``hook``."""
     m, r = len(chunk), len(block)
     if _is_head_hook(hook):
-        n_h = site_heads(model, "head_v" if hook.endswith("hook_v") else "attn_head")
+        n_h = model.site_heads("head_v" if hook.endswith("hook_v") else "attn_head")
         mask = torch.zeros(m, r, max_len, n_h, 1, dtype=torch.bool)
     else:
         mask = torch.zeros(m, r, max_len, 1, dtype=torch.bool)
@@ -116,7 +115,7 @@ def sources(
 
 
 def patched_logits(
-    model,
+    model: LM,
     chunk: Sequence[PatchTarget],
     block: Block,
     srcs: dict[str, torch.Tensor],
@@ -138,19 +137,18 @@ def patched_logits(
         mask = build_mask(model, chunk, name, block, prompts, max_len).to(dev)
         src = srcs[name].unsqueeze(0)
 
-        def fn(act, hook, mask=mask, src=src):
-            fired[hook.name] += 1
+        def fn(act: torch.Tensor, name: str, mask=mask, src=src) -> torch.Tensor:
+            fired[name] += 1
             a = act.reshape(m, r, *act.shape[1:])
             return torch.where(mask, src, a).reshape(act.shape)
 
         hooks.append((name, fn))
     resid = block.resid[start]
     resid = resid.repeat(m, 1, 1) if m > 1 else resid
-    sf = None if block.sf is None else (block.sf.repeat(m, 1, 1) if m > 1 else block.sf)
-    with hooked(model, hooks):
-        resid = run_blocks(model, resid, start, sf)
+    with model.hooks(hooks):
+        resid = model.run_blocks(resid, start)
     silent = [k for k, v in fired.items() if v != 1]
     if silent:
         raise SanityError(f"patch hooks {silent} fired {[fired[k] for k in silent]} times instead of once")
     pos = block.answer_pos.repeat(m) if m > 1 else block.answer_pos
-    return unembed_at(model, resid, pos)
+    return model.unembed_at(resid, pos)

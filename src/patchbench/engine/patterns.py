@@ -21,17 +21,10 @@ from jaxtyping import Float
 
 from patchbench.corruption import NoiseSpec, corrupted_tokens, noise_scale, noise_tensor
 from patchbench.engine.cache import clean_cache
-from patchbench.engine.forward import (
-    embed_input,
-    hooked,
-    pattern_hook,
-    rows_per_forward,
-    run_blocks,
-    site_heads,
-    unembed_at,
-)
+from patchbench.engine.budget import rows_per_forward
 from patchbench.engine.patch import Block, build_mask, sources
 from patchbench.engine.readout import AnswerIds, index_tensor, summed_logits
+from patchbench.lm import LM
 from patchbench.prompts import PromptSet
 from patchbench.sites import SweepSpec, enumerate_targets
 
@@ -92,7 +85,7 @@ class PatternCapture:
 
 
 def capture_patterns(
-    model,
+    model: LM,
     prompts: PromptSet,
     heads: Sequence[tuple[int, int]],
     corruption: str,
@@ -120,35 +113,34 @@ def capture_patterns(
     _, std = noise_scale(model, prompts, corruption, noise)
     target = None
     if patch_spec is not None:
-        ts = enumerate_targets(patch_spec, model.cfg.n_layers, site_heads(model, patch_spec.site), max_len)
+        ts = enumerate_targets(patch_spec, model.shape.n_layers, model.site_heads(patch_spec.site), max_len)
         if len(ts) != 1:
             raise ValueError(f"capture_patterns needs a patch_spec with exactly one target, got {len(ts)}")
         target = ts[0]
         if clean is None:
             clean = clean_cache(model, prompts, list(target.hooks), memory_budget_mb=memory_budget_mb)
-    names = [pattern_hook(lay) for lay in sorted({lay for lay, _ in heads})]
+    names = [model.hook_name("pattern", lay) for lay in sorted({lay for lay, _ in heads})]
     store: dict[str, torch.Tensor] = {}
 
-    def grab(act, hook):
-        store[hook.name] = act.detach().float().cpu()
+    def grab(act: torch.Tensor, name: str) -> None:
+        store[name] = act.detach().float().cpu()
 
-    dev = model.cfg.device
+    dev = model.shape.device
     out: dict[str, list[torch.Tensor]] = {r: [] for r in RUNS}
     lds: dict[str, list[np.ndarray]] = {r: [] for r in RUNS}
 
     def forward(run: str, tok: torch.Tensor, nz, rows: np.ndarray, patch_hooks=()) -> None:
-        with hooked(model, patch_hooks):
-            resid, sf = embed_input(model, tok, nz)
-            resid = run_blocks(model, resid, 0, sf)
-        out[run].append(torch.stack([store[pattern_hook(lay)][:, h] for lay, h in heads], dim=1))
-        logits = unembed_at(model, resid, index_tensor(prompts.answer_pos[rows], resid.device))
+        with model.hooks(patch_hooks):
+            resid = model.run_blocks(model.embed(tok, nz), 0)
+        out[run].append(torch.stack([store[model.hook_name("pattern", lay)][:, h] for lay, h in heads], dim=1))
+        logits = model.unembed_at(resid, index_tensor(prompts.answer_pos[rows], resid.device))
         ans, wrong = AnswerIds.of(prompts.answers, rows, dev), AnswerIds.of(prompts.wrong, rows, dev)
         lds[run].append((summed_logits(logits, ans) - summed_logits(logits, wrong)).cpu().numpy())
 
     prompt_rows = np.repeat(np.arange(len(prompts), dtype=np.int64), k)
     sample_rows = np.tile(np.arange(k, dtype=np.int64), len(prompts))
-    step = batch_size or max(k, rows_per_forward(model, max_len, memory_budget_mb))
-    with torch.no_grad(), hooked(model, [(nm, grab) for nm in names]):
+    step = batch_size or max(k, rows_per_forward(model.shape, max_len, memory_budget_mb))
+    with torch.no_grad(), model.hooks([(nm, grab) for nm in names]):
         for a in range(0, len(prompts), step):
             rows = np.arange(a, min(a + step, len(prompts)))
             forward("clean", tok_clean[a : a + step].to(dev), None, rows)
@@ -156,7 +148,7 @@ def capture_patterns(
             pr, sa = prompt_rows[a : a + step], sample_rows[a : a + step]
             tok = tok_corr[index_tensor(pr)].to(dev)
             nz = (
-                noise_tensor(prompts, pr, sa, model.cfg.d_model, std, noise.seed, max_len)
+                noise_tensor(prompts, pr, sa, model.shape.d_model, std, noise.seed, max_len, dtype=model.shape.dtype)
                 if corruption == "gn"
                 else None
             )
@@ -164,11 +156,11 @@ def capture_patterns(
             if target is not None:
                 block = Block(index=-1, prompt=pr, sample=sa)
                 block.resid = [tok]  # device holder for sources()
-                src = sources(clean, target.hooks, block, model.cfg.dtype)
+                src = sources(clean, target.hooks, block, model.shape.dtype)
                 hooks = []
                 for name in target.hooks:
                     mask = build_mask(model, [target], name, block, prompts, max_len).to(dev)[0]
-                    hooks.append((name, lambda act, hook, mask=mask, s=src[name]: torch.where(mask, s, act)))
+                    hooks.append((name, lambda act, nm, mask=mask, s=src[name]: torch.where(mask, s, act)))
                 forward("patched", tok, nz, pr, hooks)
     return PatternCapture(
         heads=heads,

@@ -20,6 +20,7 @@ import torch
 from patchbench.engine.cache import ANSWER_LOGITS, RESID0
 from patchbench.engine.patch import Block, SanityError, patched_logits, sources
 from patchbench.engine.readout import index_tensor
+from patchbench.lm import LM
 from patchbench.prompts import PromptSet
 from patchbench.sites import HookPatch, PatchTarget, SweepSpec
 
@@ -43,7 +44,7 @@ def self_patch_targets(targets: list[PatchTarget]) -> list[PatchTarget]:
 
 
 def check_identities(
-    model,
+    model: LM,
     prompts: PromptSet,
     spec: SweepSpec,
     targets: list[PatchTarget],
@@ -53,7 +54,7 @@ def check_identities(
     log: logging.Logger,
 ) -> dict[str, Any]:
     """Both identities on ``block`` (which holds the corrupted activations of :func:`self_patch_targets`)."""
-    atol, rtol = tolerance(model.cfg.dtype)
+    atol, rtol = tolerance(model.shape.dtype)
     corr = block.values(block.corrupted_logits)
     cl_logits = clean[ANSWER_LOGITS]
     cl = block.values(cl_logits[index_tensor(block.prompt, cl_logits.device)].to(block.resid[0].device))
@@ -93,7 +94,7 @@ def check_identities(
         patches=(HookPatch(RESID0, 0, None, -1),),
         component="0",
     )
-    src = sources(clean, [RESID0], block, model.cfg.dtype)
+    src = sources(clean, [RESID0], block, model.shape.dtype)
     got = block.values(patched_logits(model, [t0], block, src, prompts, max_len))
     d0, good0 = gap(got, cl)
     res["clean_resid0_maxdiff"] = d0

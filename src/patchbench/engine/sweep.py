@@ -26,21 +26,14 @@ from patchbench.corruption import corrupted_tokens, noise_scale, noise_tensor
 from patchbench.engine import patch
 from patchbench.engine.cache import ANSWER_LOGITS, RESID0, check_cache, clean_cache, clean_rows
 from patchbench.engine.checkpoint import Checkpoint, sweep_fingerprint
-from patchbench.engine.forward import (
-    bytes_per_row,
-    embed_input,
-    hooked,
-    model_name,
-    run_blocks,
-    site_heads,
-    unembed_at,
-)
+from patchbench.engine.budget import bytes_per_row
 from patchbench.engine.patch import Block
 from patchbench.engine.readout import AnswerIds, index_tensor
 from patchbench.engine.sanity import check_identities, self_patch_targets
+from patchbench.lm import LM
 from patchbench.prompts import PromptSet
 from patchbench.rawframe import assemble_raw, baseline_rows, patched_rows, raw_metadata
-from patchbench.sites import PatchTarget, SweepSpec, enumerate_targets
+from patchbench.sites import PatchTarget, SweepSpec, enumerate_targets, head_axis
 
 __all__ = ["run_sweep"]
 
@@ -52,15 +45,15 @@ log = logging.getLogger(__name__)
 
 
 def plan_batches(
-    spec: SweepSpec, targets: list[PatchTarget], model, n_rows: int, max_len: int
+    spec: SweepSpec, targets: list[PatchTarget], model: LM, n_rows: int, max_len: int
 ) -> dict[str, int]:
     """Rows per prompt block and targets per chunk that fit the memory budget (deterministic)."""
-    cfg = model.cfg
-    e = torch.tensor([], dtype=cfg.dtype).element_size()
+    shape = model.shape
+    e = torch.tensor([], dtype=shape.dtype).element_size()
     budget = spec.memory_budget_mb * 2**20
-    cache_row = cfg.n_layers * max_len * cfg.d_model * e
+    cache_row = shape.n_layers * max_len * shape.d_model * e
     per_row = bytes_per_row(
-        model, max_len, n_hook_elems=2 * max_len * max(cfg.d_model, cfg.n_heads * cfg.d_head)
+        shape, max_len, n_hook_elems=2 * max_len * max(shape.d_model, shape.n_heads * shape.d_head)
     )
     rows_block = int(max(1, min(n_rows, (budget // 4) // (cache_row + per_row))))
     per_chunk = int(max(1, (budget - rows_block * cache_row) // (rows_block * per_row)))
@@ -98,30 +91,30 @@ class _Setup:
 # one block of rows
 
 
-def prepare_block(model, s: _Setup, index: int, rows: slice, capture: list[str]) -> Block:
+def prepare_block(model: LM, s: _Setup, index: int, rows: slice, capture: list[str]) -> Block:
     """Run the corrupted forward for a block of rows and cache what its patched runs need."""
-    dev = model.cfg.device
+    dev = model.shape.device
     prompt_rows, sample_rows = s.row_prompt[rows], s.row_sample[rows]
     b = Block(index=index, prompt=prompt_rows, sample=sample_rows)
     tok = s.tokens[index_tensor(prompt_rows)].to(dev)
     noise = None
     if s.spec.corruption == "gn":
         noise = noise_tensor(
-            s.prompts, prompt_rows, sample_rows, model.cfg.d_model, s.std, s.spec.noise.seed, s.max_len
-        )
+            s.prompts, prompt_rows, sample_rows, model.shape.d_model, s.std, s.spec.noise.seed, s.max_len,
+            dtype=model.shape.dtype,
+        )  # fmt: skip
     store: dict[str, torch.Tensor] = {}
 
-    def grab(act, hook):
-        store[hook.name] = act.detach().clone()
+    def grab(act: torch.Tensor, name: str) -> None:
+        store[name] = act.detach().clone()
 
-    with hooked(model, [(k, grab) for k in capture]):
-        resid, b.sf = embed_input(model, tok, noise)
+    with model.hooks([(k, grab) for k in capture]):
         keep: list[torch.Tensor] = []
-        resid = run_blocks(model, resid, 0, b.sf, keep)
+        resid = model.run_blocks(model.embed(tok, noise), 0, keep=keep)
     b.resid = keep
     b.corrupted_acts = store
     b.answer_pos = index_tensor(s.prompts.answer_pos[prompt_rows], dev)
-    b.corrupted_logits = unembed_at(model, resid, b.answer_pos)
+    b.corrupted_logits = model.unembed_at(resid, b.answer_pos)
     b.answers = AnswerIds.of(s.prompts.answers, prompt_rows, dev)
     b.wrong = AnswerIds.of(s.prompts.wrong, prompt_rows, dev)
     cl = s.clean[ANSWER_LOGITS]
@@ -129,7 +122,7 @@ def prepare_block(model, s: _Setup, index: int, rows: slice, capture: list[str])
     return b
 
 
-def _chunk_rows(model, s: _Setup, chunk: list[PatchTarget], block: Block, srcs: dict) -> pd.DataFrame:
+def _chunk_rows(model: LM, s: _Setup, chunk: list[PatchTarget], block: Block, srcs: dict) -> pd.DataFrame:
     """The patched rows of one chunk of targets on one block."""
     hooks = list(dict.fromkeys(h for t in chunk for h in t.hooks))
     logits = patch.patched_logits(model, chunk, block, {h: srcs[h] for h in hooks}, s.prompts, s.max_len)
@@ -143,16 +136,13 @@ def _chunk_rows(model, s: _Setup, chunk: list[PatchTarget], block: Block, srcs: 
 # the sweep
 
 
-def _setup(model, prompts: PromptSet, spec: SweepSpec, clean: dict | None) -> tuple[_Setup, float | None]:
-    if (getattr(model.cfg, "n_devices", 1) or 1) > 1:
-        raise NotImplementedError(
-            f"model {model.cfg.model_name} is split over {model.cfg.n_devices} devices; the engine patches on one "
-            "device. Load it with n_devices=1 (a larger GPU, or float16 / bfloat16)."
-        )
-    prompts.validate(model.cfg.d_vocab)
+def _setup(
+    model: LM, prompts: PromptSet, spec: SweepSpec, clean: dict | None
+) -> tuple[_Setup, float | None]:
+    prompts.validate(model.shape.d_vocab)
     tokens = corrupted_tokens(prompts, spec.corruption)
     max_len = tokens.shape[1]
-    targets = enumerate_targets(spec, model.cfg.n_layers, site_heads(model, spec.site), max_len)
+    targets = enumerate_targets(spec, model.shape.n_layers, model.site_heads(spec.site), max_len)
     if spec.position not in ("all", "each"):
         prompts.named_position(spec.position)  # raises naming the problem before any compute
     names = [*dict.fromkeys(h for t in targets for h in t.hooks), RESID0]
@@ -176,7 +166,7 @@ def _setup(model, prompts: PromptSet, spec: SweepSpec, clean: dict | None) -> tu
     return s, sigma
 
 
-def _plan(model, s: _Setup) -> tuple[_Setup, dict[str, int]]:
+def _plan(model: LM, s: _Setup) -> tuple[_Setup, dict[str, int]]:
     """The batching plan (whole prompts per block) and the setup with its target chunks."""
     k = s.spec.n_samples
     plan = plan_batches(s.spec, s.targets, model, len(s.row_prompt), s.max_len)
@@ -184,7 +174,7 @@ def _plan(model, s: _Setup) -> tuple[_Setup, dict[str, int]]:
     return replace(s, chunks=chunk_targets(s.targets, plan["targets_per_chunk"])), plan
 
 
-def _patched_parts(model, s: _Setup, bi: int, block: Block | None, done: list, ckpt, bar) -> tuple[list, int]:
+def _patched_parts(model: LM, s: _Setup, bi: int, block: Block | None, done: list, ckpt, bar) -> tuple[list, int]:
     """The patched rows of every target chunk on block ``bi`` (finished chunks from ``done``), and how
     many chunks were computed. Clean sources are kept only while a later chunk still needs them."""
     parts, computed = [], 0
@@ -194,7 +184,7 @@ def _patched_parts(model, s: _Setup, bi: int, block: Block | None, done: list, c
         if df is None:
             hooks = list(dict.fromkeys(h for t in chunk for h in t.hooks))
             missing = [h for h in hooks if h not in src_cache]
-            src_cache.update(patch.sources(s.clean, missing, block, model.cfg.dtype))
+            src_cache.update(patch.sources(s.clean, missing, block, model.shape.dtype))
             df = _chunk_rows(model, s, chunk, block, src_cache)
             if ckpt:
                 ckpt.save(df, ckpt.chunk_path(bi, ci))
@@ -208,7 +198,7 @@ def _patched_parts(model, s: _Setup, bi: int, block: Block | None, done: list, c
 
 
 def run_sweep(
-    model,
+    model: LM,
     prompts: PromptSet,
     spec: SweepSpec,
     clean: dict[str, torch.Tensor] | None = None,
@@ -221,7 +211,9 @@ def run_sweep(
     """Run one sweep; returns the raw frame of :mod:`patchbench.rawframe` (metadata in ``.attrs['patchbench']``).
 
     ``clean`` is a cache from :func:`patchbench.engine.cache.clean_cache` (computed here when None);
-    ``name`` is the model's name in the frame's metadata (default ``model.cfg.model_name``).
+    ``name`` is the model's name in the frame's metadata (default ``model.name``). A head sweep's
+    metadata (``head_axis``) and log say whether its heads are query or key-value heads
+    (:func:`patchbench.sites.head_axis`).
     """
     log_ = logger or log
     s, sigma = _setup(model, prompts, spec, clean)
@@ -233,6 +225,13 @@ def run_sweep(
             s.std,
             spec.n_samples,
         )
+    axis = head_axis(spec.site, model.shape)
+    if axis is not None and axis["heads"] == "key-value":
+        log_.info(
+            "%s on a grouped-query model: head L.h is key-value head h (%d of them per layer), shared by %d "
+            "query heads; patching its values changes all of them",
+            spec.site, axis["n_heads"], axis["query_heads_per_head"],
+        )  # fmt: skip
     s, plan = _plan(model, s)
     rows_block = plan["rows_per_block"]
     n_blocks = math.ceil(len(s.row_prompt) / rows_block)
@@ -281,8 +280,8 @@ def run_sweep(
             del block
     bar.close()
 
-    facts = dict(plan=plan, chunks_computed=computed, sanity=sanity)
-    meta = raw_metadata(name or model_name(model), prompts, spec, "exact", s.targets, sigma, s.std, **facts)
-    raw = assemble_raw([clean_rows(s.clean, prompts, spec, model.cfg.device), *parts], meta)
+    facts = dict(plan=plan, chunks_computed=computed, sanity=sanity, head_axis=axis)
+    meta = raw_metadata(name or model.name, prompts, spec, "exact", s.targets, sigma, s.std, **facts)
+    raw = assemble_raw([clean_rows(s.clean, prompts, spec, model.shape.device), *parts], meta)
     log_.info("sweep done: %d rows, %d chunk(s) computed", len(raw), computed)
     return raw

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:  # the accuracy-table job needs no TransformerLens
-    from transformer_lens import HookedTransformer
+    from patchbench.lm import LM
 
 from patchbench.toy.corpus import ARITH_OPS, HeldOut, ToyVocab, arith_pairs, arith_result
 
@@ -107,7 +107,7 @@ def heldout_prompts(vocab: ToyVocab, held: HeldOut, n_per_task: int, seed: int) 
 
 
 @torch.no_grad()
-def evaluate_model(model: HookedTransformer, prompts: list[EvalPrompt], batch_size: int = 64) -> dict:
+def evaluate_model(model: LM, prompts: list[EvalPrompt], batch_size: int = 64) -> dict:
     """Held-out scores per task (see the module docstring), plus the number of prompts."""
     tok = model.tokenizer
     vocab = tok.get_vocab()
@@ -134,7 +134,7 @@ def evaluate_model(model: HookedTransformer, prompts: list[EvalPrompt], batch_si
         x = torch.full((len(chunk), length), pad_id, dtype=torch.long)
         for i, r in enumerate(chunk):
             x[i, : len(r)] = torch.tensor(r)
-        logits = model(x, return_type="logits")
+        logits = model.logits(x)
         for i, r in enumerate(chunk):
             p = prompts[start + i]
             last = logits[i, len(r) - 1]

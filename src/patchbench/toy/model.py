@@ -3,30 +3,33 @@
 A toy model directory (``results/models/{model}/``) holds:
 
 ====================  ==================================================================
-config.json           keyword arguments of ``HookedTransformerConfig`` (JSON-able subset)
-model.safetensors     the HookedTransformer state dict
+config.json           HookedTransformerConfig keyword arguments (JSON-able subset); the same
+                      names are TransformerBridgeConfig fields
+model.safetensors     the weights in HookedTransformer's format (``embed.W_E``, ``blocks.0.attn.W_Q``
+                      [n_heads, d_model, d_head], ...; models trained under TransformerLens 3.9 load
+                      unchanged)
 tokenizer.json        the toy tokenizer (plus tokenizer_config.json, special_tokens_map.json)
 training_curve.csv    step, loss (written by ``patchbench.toy.train``)
 accuracy.json         held-out accuracy per task (``patchbench.toy.evaluate``)
 ====================  ==================================================================
 
 ``load_toy`` is the one entry point the rest of the package uses (``patchbench.models`` calls it
-for ``source: toy``): it rebuilds the HookedTransformer, loads the weights and attaches the
-tokenizer, so the engine treats a toy model exactly like GPT-2.
+for ``source: toy``): it builds the model through the native route of :mod:`patchbench.lm`
+(unprocessed, as trained), loads the weights and attaches the tokenizer, so the engine treats a
+toy model exactly like GPT-2.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import warnings
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+from patchbench.lm import LM, ModelInterfaceError, load_native
 from patchbench.toy.settings import ModelSpec
 from patchbench.toy.tokenizer import load_tokenizer
 
@@ -36,7 +39,8 @@ log = logging.getLogger(__name__)
 
 
 def hooked_config(spec: ModelSpec, d_vocab: int, seed: int, model_name: str) -> dict:
-    """``HookedTransformerConfig`` keyword arguments for ``spec`` (written to config.json)."""
+    """The model's config (HookedTransformerConfig keyword arguments, TransformerBridgeConfig fields;
+    written to config.json)."""
     kw = {
         "model_name": model_name,
         "n_layers": spec.n_layers,
@@ -59,36 +63,24 @@ def hooked_config(spec: ModelSpec, d_vocab: int, seed: int, model_name: str) -> 
     return kw
 
 
-def _hooked(
-    cfg_kwargs: dict, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
-) -> HookedTransformer:
-    cfg = HookedTransformerConfig(**cfg_kwargs, device=str(device), dtype=dtype)
-    with warnings.catch_warnings():
-        # TransformerLens 3.x announces its 4.0 replacement on every construction.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return HookedTransformer(cfg)
+def build_model(cfg_kwargs: dict) -> LM:
+    """A freshly initialised toy model (initialisation seeded by ``cfg_kwargs['seed']``), for training."""
+    return load_native(cfg_kwargs, check=False)
 
 
-def build_model(cfg_kwargs: dict) -> HookedTransformer:
-    """A freshly initialised toy model (initialisation seeded by ``cfg_kwargs['seed']``)."""
-    return _hooked(cfg_kwargs)
-
-
-def save_toy(model: HookedTransformer, cfg_kwargs: dict, model_dir: Path) -> None:
+def save_toy(model: LM, cfg_kwargs: dict, model_dir: Path) -> None:
     """Write config.json and model.safetensors (the tokenizer files are written separately)."""
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     (model_dir / "config.json").write_text(json.dumps(cfg_kwargs, indent=1) + "\n")
-    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.ht_state_dict().items()}
     # one metadata key only: safetensors writes a metadata map in random key order, and the file
     # must be byte-identical across reruns
     save_file(state, str(model_dir / "model.safetensors"), metadata={"format": "pt"})
 
 
-def load_toy(
-    model_dir: Path | str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
-) -> HookedTransformer:
-    """The trained toy model in ``model_dir``, in eval mode, with ``model.tokenizer`` set."""
+def load_toy(model_dir: Path | str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> LM:
+    """The trained toy model in ``model_dir``, in eval mode, with its tokenizer."""
     model_dir = Path(model_dir)
     missing = [
         f for f in ("config.json", "model.safetensors", "tokenizer.json") if not (model_dir / f).exists()
@@ -99,19 +91,15 @@ def load_toy(
             f"(snakemake --cores 2 {model_dir}/model.safetensors)."
         )
     cfg_kwargs = json.loads((model_dir / "config.json").read_text())
-    model = _hooked(cfg_kwargs, device=device, dtype=dtype)
     state = load_file(str(model_dir / "model.safetensors"))
-    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False)
-    expected = set(model.state_dict())
-    absent = {k for k in expected if k not in state and not k.endswith(("IGNORE", "mask"))}
-    if absent:
-        raise ValueError(
-            f"{model_dir}/model.safetensors lacks parameters {sorted(absent)[:5]}; retrain the model."
+    try:
+        return load_native(
+            cfg_kwargs, state, dtype=dtype, device=str(device), tokenizer=load_tokenizer(model_dir)
         )
-    model.set_tokenizer(load_tokenizer(model_dir), default_padding_side="right")
-    model.to(device)
-    model.eval()
-    return model
+    except (ValueError, ModelInterfaceError) as err:  # weights missing, unknown or of the wrong shape
+        raise ValueError(
+            f"{model_dir}/model.safetensors does not fit its config.json ({err}); retrain the model."
+        ) from err
 
 
 def spec_from_dict(d: dict) -> ModelSpec:

@@ -28,6 +28,7 @@ from jaxtyping import Bool, Int
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
+from patchbench.lm import LM
 from patchbench.toy.model import build_model, hooked_config, save_toy
 from patchbench.toy.settings import ModelSpec, TrainSpec
 
@@ -83,17 +84,21 @@ def _lr_at(step: int, spec: TrainSpec) -> float:
 
 
 @torch.no_grad()
-def _initialise(model, spec: TrainSpec) -> None:
+def _initialise(model: LM, spec: TrainSpec) -> None:
     """GPT-2 style initialisation: N(0, init_std) weights (TransformerLens's default is
     0.8/sqrt(d_model)), residual-writing matrices scaled down by depth. Found to learn the
-    toy tasks faster (IOI on the 4-layer attention-only model: 0.89 -> 0.99 held-out)."""
-    scale = 1 / math.sqrt(2 * model.cfg.n_layers) if spec.scale_init else 1.0
-    for name, p in model.named_parameters():
+    toy tasks faster (IOI on the 4-layer attention-only model: 0.89 -> 0.99 held-out).
+    Weights are named and shaped as in a HookedTransformer (so ``b_Q`` [n_heads, d_head] counts
+    as a matrix, as it did when the toys were HookedTransformers)."""
+    scale = 1 / math.sqrt(2 * model.shape.n_layers) if spec.scale_init else 1.0
+    state = model.ht_state_dict()
+    for name, p in state.items():
         if p.ndim < 2:
             continue
         p.normal_(0.0, spec.init_std)
         if name.endswith(("attn.W_O", "mlp.W_out")):
             p.mul_(scale)
+    model.load_ht_state_dict(state)
 
 
 def train_toy(
@@ -132,6 +137,7 @@ def train_toy(
     _initialise(model, train_spec)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
+    matrix = {k for k, v in model.ht_state_dict().items() if v.ndim >= 2}  # HookedTransformer shapes
     log.info(
         "%s: %d parameters, config %s, training %s",
         model_name,
@@ -140,8 +146,8 @@ def train_toy(
         asdict(train_spec),
     )
 
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    decay = [p for n, p in model.ht_named_parameters() if n in matrix]
+    no_decay = [p for n, p in model.ht_named_parameters() if n not in matrix]
     opt = torch.optim.AdamW(
         [
             {"params": decay, "weight_decay": train_spec.weight_decay},
@@ -166,7 +172,7 @@ def train_toy(
         x, m = tokens[idx], mask[idx]
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, train_spec)
-        logits = model(x, return_type="logits")
+        logits = model.logits(x)
         target = x[:, 1:].masked_fill(~m[:, 1:], -100)
         loss = F.cross_entropy(
             logits[:, :-1].reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100
@@ -181,7 +187,7 @@ def train_toy(
             bar.set_postfix(loss=f"{loss_value:.3f}")
             log.info("%s step %d loss %.4f (%.1f s)", model_name, step, loss_value, time.perf_counter() - t0)
     wall = time.perf_counter() - t0
-    model.eval()
+    model.train(False)
     out_dir = Path(out_dir)
     save_toy(model, cfg_kwargs, out_dir)
     with open(out_dir / "training_curve.csv", "w", newline="") as f:
