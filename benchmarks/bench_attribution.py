@@ -51,7 +51,7 @@ def main() -> None:
 
     # the same random model and prompts as the exact engine's benchmark
     model, prompts = build(args.small, args.device, args.prompts, args.seq_len, args.seed)
-    cfg = model.cfg
+    cfg = model.shape
     spec = SweepSpec("str", "attn_head", position=args.position, memory_budget_mb=args.memory_budget_mb)
     shape = f"{cfg.n_layers}L x {cfg.n_heads}H, d_model {cfg.d_model}, vocab {cfg.d_vocab}"
     print(

@@ -1,7 +1,9 @@
 """Benchmark: patchbench's engine against TransformerLens's patching, same process, same inputs.
 
 A GPT-2-small-shaped model with random weights (12 layers, 12 heads, d_model 768, d_vocab 50257,
-n_ctx 1024), 20 prompts of 15 tokens (STR: one token replaced). Two comparisons:
+n_ctx 1024; TransformerLens 4's native model through :func:`patchbench.lm.load_native`), 20 prompts
+of 15 tokens (STR: one token replaced). TransformerLens runs on the same model's bridge
+(``model.bridge``, compatibility mode). Two comparisons:
 
 1. every attention head's output over all positions: TransformerLens
    ``get_act_patch_attn_head_out_all_pos`` vs a patchbench ``attn_head`` sweep;
@@ -29,11 +31,11 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # TransformerLens's per-patch progre
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from transformer_lens import HookedTransformer, HookedTransformerConfig  # noqa: E402
 from transformer_lens import patching as tlp  # noqa: E402
 
 from patchbench.engine.cache import clean_cache  # noqa: E402
 from patchbench.engine.sweep import run_sweep  # noqa: E402
+from patchbench.lm import load_native  # noqa: E402
 from patchbench.metrics import effects  # noqa: E402
 from patchbench.prompts import PromptSet  # noqa: E402
 from patchbench.sites import SweepSpec, window_layers  # noqa: E402
@@ -100,20 +102,17 @@ def build(small: bool, device: str, n_prompts: int, seq_len: int, seed: int):
         shape = dict(n_layers=4, n_heads=4, d_model=128, d_head=32, d_mlp=512, d_vocab=5000, n_ctx=64)
     else:
         shape = dict(n_layers=12, n_heads=12, d_model=768, d_head=64, d_mlp=3072, d_vocab=50257, n_ctx=1024)
-    cfg = HookedTransformerConfig(
-        **shape, act_fn="gelu_new", normalization_type="LN", seed=seed, device=device
-    )
-    model = HookedTransformer(cfg)
-    model.eval()
+    model = load_native({**shape, "act_fn": "gelu_new", "normalization_type": "LN", "seed": seed}, device=device)
+    d_vocab = model.shape.d_vocab
     rng = np.random.default_rng(seed)
-    clean = rng.integers(0, cfg.d_vocab, (n_prompts, seq_len))
+    clean = rng.integers(0, d_vocab, (n_prompts, seq_len))
     corrupted = clean.copy()
     swap = seq_len // 3
-    corrupted[:, swap] = (clean[:, swap] + 1 + rng.integers(0, cfg.d_vocab - 1, n_prompts)) % cfg.d_vocab
+    corrupted[:, swap] = (clean[:, swap] + 1 + rng.integers(0, d_vocab - 1, n_prompts)) % d_vocab
     # answers: the model's own top clean / corrupted tokens, so LD_clean - LD_corrupted is well away from 0
     with torch.no_grad():
-        lc = model(torch.as_tensor(clean, device=device))[:, -1]
-        lk = model(torch.as_tensor(corrupted, device=device))[:, -1]
+        lc = model.logits(torch.as_tensor(clean, device=device))[:, -1]
+        lk = model.logits(torch.as_tensor(corrupted, device=device))[:, -1]
     ans = lc.argmax(-1).cpu()
     top2 = lk.topk(2, dim=-1).indices.cpu()
     wrong = torch.where(top2[:, 0] == ans, top2[:, 1], top2[:, 0])
@@ -143,13 +142,14 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_grad_enabled(False)
     dev = args.device
     model, prompts = build(args.small, dev, args.prompts, args.seq_len, args.seed)
-    L, H = model.cfg.n_layers, model.cfg.n_heads
+    tl = model.bridge  # TransformerLens's side: the same weights, the library's own forward and patching
+    L, H = model.shape.n_layers, model.shape.n_heads
     print(
         f"device {dev} ({torch.cuda.get_device_name() if dev.startswith('cuda') else f'{torch.get_num_threads()} threads'}), "
         f"torch {torch.__version__}"
     )
     print(
-        f"model: {L} layers x {H} heads, d_model {model.cfg.d_model}, d_vocab {model.cfg.d_vocab}; "
+        f"model: {L} layers x {H} heads, d_model {model.shape.d_model}, d_vocab {model.shape.d_vocab}; "
         f"{len(prompts)} prompts x {args.seq_len} tokens"
     )
 
@@ -164,19 +164,19 @@ def main(argv: list[str] | None = None) -> None:
 
     # Clean activations are computed once, outside the timings, for both (TransformerLens's ActivationCache,
     # patchbench's clean_cache): the clean run is shared by every sweep of a (model, task).
-    _, cache = model.run_with_cache(ct)
+    _, cache = tl.run_with_cache(ct)
     (clean, t_clean, _) = timed(lambda: clean_cache(model, prompts, ["attn_head", "mlp"]), dev)
-    lc, lk = ld(model(ct)), ld(model(kt))
+    lc, lk = ld(tl(ct)), ld(tl(kt))
 
     def metric(logits):
         return (ld(logits) - lk) / (lc - lk)
 
     # warm-up (allocator, kernels) for both sides
-    model(kt)
+    tl(kt)
     run_sweep(model, prompts.subset([0, 1]), SweepSpec("str", "attn_head", layers=(L - 1,)), progress=False)
 
     # ---------------------------------------------------------------- head sweep
-    ref, t_tl, m_tl = timed(lambda: tlp.get_act_patch_attn_head_out_all_pos(model, kt, cache, metric), dev)
+    ref, t_tl, m_tl = timed(lambda: tlp.get_act_patch_attn_head_out_all_pos(tl, kt, cache, metric), dev)
     spec = SweepSpec("str", "attn_head", memory_budget_mb=args.memory_budget_mb)
     raw, t_pb, m_pb = timed(lambda: run_sweep(model, prompts, spec, clean, progress=False), dev)
     eff = effects(raw, ["logit_diff"])
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
                     act[:, last] = cache[hook.name][:, last]
                     return act
 
-                logits = model.run_with_hooks(
+                logits = tl.run_with_hooks(
                     kt, fwd_hooks=[(f"blocks.{i}.hook_mlp_out", put) for i in range(a, b)]
                 )
                 out[lay] = metric(logits).item()

@@ -222,3 +222,54 @@ def ht_forward(sd: dict[str, torch.Tensor], cfg: dict, tokens: torch.Tensor) -> 
             h = ln(x, sd[p + "ln2.w"], sd[p + "ln2.b"])
             x = x + F.gelu(h @ sd[p + "mlp.W_in"] + sd[p + "mlp.b_in"]) @ sd[p + "mlp.W_out"] + sd[p + "mlp.b_out"]
     return ln(x, sd["ln_final.w"], sd["ln_final.b"]) @ sd["unembed.W_U"] + sd["unembed.b_U"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the engine's sweeps against a full recompute
+
+
+def reference_sweep(lm: LM, prompts, spec, std: float) -> dict[int, torch.Tensor]:
+    """Answer-position logits of every target of ``spec``, one full forward per target with
+    TransformerLens's own hooks (``bridge.run_with_hooks``): GN noise (``std``, the sweep's draw) at
+    ``hook_embed``, the clean activations (TransformerLens's own cache of the clean prompts) written
+    at each part's hook, heads and position. Target id -> [n_prompts, d_vocab]."""
+    import numpy as np
+
+    from patchbench.corruption import corrupted_tokens, noise_tensor
+    from patchbench.sites import enumerate_targets
+
+    tokens = corrupted_tokens(prompts, spec.corruption)
+    rows = np.arange(len(prompts))
+    targets = enumerate_targets(spec, lm.shape.n_layers, lm.site_heads(spec.site), tokens.shape[1])
+    names = sorted({h for t in targets for h in t.hooks})
+    with torch.no_grad():
+        _, cache = lm.bridge.run_with_cache(prompts.tokens("clean"), names_filter=lambda n: n in names)
+    base = []
+    if spec.corruption == "gn":
+        noise = noise_tensor(prompts, rows, np.zeros_like(rows), lm.shape.d_model, std, spec.noise.seed,
+                             tokens.shape[1], dtype=lm.shape.dtype)  # fmt: skip
+        base.append(("hook_embed", lambda act, hook: act + noise))
+    answer = torch.as_tensor(prompts.answer_pos)
+
+    def put(part):
+        def fn(act, hook):
+            act = act.clone()
+            for r in rows:
+                pos = part.position
+                pos = slice(None) if pos == -1 else int(prompts.named_position(pos)[r]) if isinstance(pos, str) else pos
+                heads = slice(None) if part.heads is None else list(part.heads)
+                if act.dim() == 4:
+                    act[r, pos, heads] = cache[part.hook][r, pos, heads]
+                else:
+                    act[r, pos] = cache[part.hook][r, pos]
+            return act
+
+        return fn
+
+    out = {}
+    with torch.no_grad():
+        for t in [None, *targets]:
+            hooks = base + ([] if t is None else [(p.hook, put(p)) for p in t.patches])
+            logits = lm.bridge.run_with_hooks(tokens, fwd_hooks=hooks)
+            out[-1 if t is None else t.id] = logits[rows, answer]
+    return out

@@ -30,19 +30,14 @@ from lm_models import (
     ht_state_dict,
     interface_logits,
     reference_logits,
+    reference_sweep,
     save_hf,
     write_legacy_repo,
 )
 
 from patchbench.lm import LM, load_legacy, load_native, load_transformers
 
-pytestmark = [
-    pytest.mark.usefixtures("one_torch_thread"),
-    pytest.mark.skipif(
-        int(__import__("importlib.metadata").metadata.version("transformer-lens").split(".")[0]) < 4,
-        reason="the model interface targets TransformerLens 4; .ci/run runs these tests in its TransformerLens 4 venv",
-    ),
-]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TOL = 1e-5
 HF_MODELS = ["gpt2-small", "gpt2-large", "gpt2-xl", "gpt-j", "llama", "qwen2", "gemma2"]
@@ -178,3 +173,89 @@ def clean_activations_with_noise(lm: LM, tokens, noise, names) -> dict[str, torc
     with torch.no_grad(), lm.hooks([(n, lambda act, nm: store.__setitem__(nm, act.clone())) for n in names]):
         lm.run_blocks(lm.embed(tokens, noise), 0)
     return store
+
+
+# ------------------------------------------------------------------------------ the real engine
+
+
+def engine_prompts(lm: LM):
+    """Three prompts (the last one shorter, right-padded) with a named position KEY and GN key tokens."""
+    from patchbench.prompts import PromptSet
+
+    g = torch.Generator().manual_seed(5)
+    vocab = min(lm.shape.d_vocab, 1000)
+    clean = [torch.randint(1, vocab, (n,), generator=g).numpy() for n in (LENGTH, LENGTH, ANSWER_POS[-1] + 1)]
+    corrupted = [c.copy() for c in clean]
+    for c in corrupted:
+        c[KEY] = 1 + (c[KEY] + 7) % (vocab - 1)
+    pick = lambda: [[int(x)] for x in torch.randint(1, vocab, (3,), generator=g)]  # noqa: E731
+    return PromptSet(
+        task="standin", clean=clean, corrupted=corrupted, answer_pos=ANSWER_POS.numpy(), answers=pick(),
+        wrong=pick(), noise_positions=[[KEY - 1, KEY]] * 3, positions={"KEY": torch.full((3,), KEY).numpy()},
+    )  # fmt: skip
+
+
+def engine_specs(lm: LM, corruption: str):
+    """Every site and position mode the engine has, cut to a few layers and heads per model."""
+    from patchbench.sites import SweepSpec
+
+    s = lm.shape
+    a, last = (s.n_layers - 1) // 2, s.n_layers - 1
+    specs = [
+        SweepSpec(corruption, "attn_head", layers=(a,)),
+        SweepSpec(corruption, "attn_head", position="KEY", heads=((a, 0), (a, s.n_heads - 1))),
+        SweepSpec(corruption, "head_v", layers=(a,)),
+        SweepSpec(corruption, "head_v", position="each", heads=((last, 0), (last, s.n_kv_heads - 1))),
+        SweepSpec(corruption, "resid_pre", position="each", layers=(a,)),
+    ]
+    if s.d_mlp:
+        specs += [SweepSpec(corruption, "mlp", window=3), SweepSpec(corruption, "mlp", position="KEY")]
+    return specs
+
+
+@pytest.mark.parametrize("corruption", ["str", "gn"])
+def test_run_sweep_equals_the_full_recompute(model, corruption, caplog):
+    """The engine itself (``run_sweep``: prefix reuse, batching, the generic patch, its sanity
+    identities) on every stand-in: every target's answer logits within 1e-5 of one full forward per
+    target with TransformerLens's own hooks; head_v on grouped-query models patches key-value heads."""
+    import logging
+
+    from patchbench.engine.sweep import run_sweep
+
+    name, lm = model
+    prompts = engine_prompts(lm)
+    worst, effect = {}, {}
+    for spec in engine_specs(lm, corruption):
+        with caplog.at_level(logging.INFO, logger="patchbench.engine.sweep"):
+            caplog.clear()
+            raw = run_sweep(lm, prompts, spec, progress=False)
+        meta = raw.attrs["patchbench"]
+        assert meta["sanity"]["passed"], meta["sanity"]  # run_sweep raises before this on a failure
+        ref = reference_sweep(lm, prompts, spec, meta["noise_std"] or 0.0)
+        ans = torch.tensor([a[0] for a in prompts.answers])
+        wr = torch.tensor([w[0] for w in prompts.wrong])
+        gaps = []
+        for (run, target), rows in raw[raw.run != "clean"].groupby(["run", "target"]):
+            rows = rows.sort_values("prompt")
+            logits = ref[int(target)]
+            want = torch.stack([logits[torch.arange(3), ans], logits[torch.arange(3), wr]], 1).double()
+            got = torch.as_tensor(rows[["logit_ans", "logit_wrong"]].to_numpy())
+            gaps.append(float((got - want).abs().max()))
+        label = f"{spec.site}-{spec.position}" + (f"-w{spec.window}" if spec.window > 1 else "")
+        worst[label] = max(gaps)
+        effect[label] = max(float((ref[t] - ref[-1]).abs().max()) for t in ref if t != -1)
+        if spec.site == "head_v":
+            kv = lm.shape.grouped_query
+            assert meta["head_axis"] == {
+                "heads": "key-value" if kv else "query",
+                "n_heads": lm.shape.n_kv_heads,
+                "query_heads_per_head": lm.shape.n_heads // lm.shape.n_kv_heads,
+            }
+            assert ("key-value head" in caplog.text) == kv
+            if spec.position == "all":
+                assert sorted(raw[raw.run == "patched"]["head"].unique()) == list(range(lm.shape.n_kv_heads))
+    print(f"\n{name}/{corruption} run_sweep maxdiff " + " ".join(f"{k}={v:.1e}" for k, v in worst.items()))
+    bad = {k: v for k, v in worst.items() if not v < TOL}
+    assert not bad, f"{name}/{corruption}: run_sweep vs full recompute {bad}"
+    inert = {k: v for k, v in effect.items() if not v > 100 * TOL}
+    assert not inert, f"{name}/{corruption}: sweeps without effect {inert}"

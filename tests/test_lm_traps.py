@@ -18,14 +18,7 @@ from lm_models import SHAPES, ht_forward, ht_state_dict, save_hf, write_legacy_r
 from patchbench import lm as lm_mod
 from patchbench.lm import KVCapture, ModelInterfaceError, load_legacy, load_native, load_transformers
 
-tl = pytest.importorskip("transformer_lens")
-pytestmark = [
-    pytest.mark.usefixtures("one_torch_thread"),
-    pytest.mark.skipif(
-        int(__import__("importlib.metadata").metadata.version("transformer-lens").split(".")[0]) < 4,
-        reason="the model interface targets TransformerLens 4; .ci/run runs these tests in its TransformerLens 4 venv",
-    ),
-]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = {
     "gpt2-small": dict(n_layer=3, n_embd=64, n_head=4, vocab_size=1000, n_positions=64),
@@ -309,10 +302,11 @@ def test_legacy_route_loads_a_transformerlens_format_repo(legacy_hub, gpt2_token
 
 
 def test_legacy_route_refuses_shortformer_loudly(legacy_hub, gpt2_tokenizer):
-    """TransformerLens 4.3 has no shortformer implementation (the attn-only-4l stand-in is shortformer)."""
+    """TransformerLens 4.3 has no shortformer implementation: a shortformer config (e.g. an attn-only-4l
+    stand-in seeded before TransformerLens 4) is refused, naming the fix."""
     repos, root = legacy_hub
     repos["NeelNanda/Short_2L"] = write_legacy_repo(root / "short", {**LEGACY, "positional_embedding_type": "shortformer"})
-    with pytest.raises(ModelInterfaceError, match="[Ss]hortformer"):
+    with pytest.raises(ModelInterfaceError, match=r"NeelNanda/Short_2L.*shortformer.*Fix:.*python -m patchbench\.standins"):
         load_legacy("NeelNanda/Short_2L", tokenizer=gpt2_tokenizer)
 
 

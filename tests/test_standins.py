@@ -1,5 +1,5 @@
 """The paper suite on stand-ins: random-weight models of the paper's architectures, loaded by hub
-name through ``HookedTransformer.from_pretrained`` from a seeded offline hub cache.
+name through the model interface (TransformerLens 4's bridge) from a seeded offline hub cache.
 
 * The stand-in config (``config/standins.yaml``) runs the IOI and greater-than slices end to end
   (prompts, filter, clean cache, STR and GN sweeps of every GPT-2 head, effects) offline.
@@ -93,10 +93,10 @@ def test_large_stand_ins_load_through_the_hub_path(tmp_path, mirror, gpt2_tokeni
                 model, tok = load_model(spec), load_tokenizer(spec)
             ids = tok(PROMPT, return_tensors="pt")["input_ids"]
             with torch.no_grad():
-                logits = model(ids)
-            c = model.cfg
+                logits = model.logits(ids)
+            c = model.shape
             print("OK", name, c.n_layers, c.d_model, c.n_heads, c.d_vocab, str(c.dtype).split(".")[-1],
-                  c.positional_embedding_type, ids.shape[1], bool(torch.isfinite(logits).all()), flush=True)
+                  c.positional, c.route, ids.shape[1], bool(torch.isfinite(logits).all()), flush=True)
     """
     )
     t0 = time.perf_counter()
@@ -122,10 +122,11 @@ def test_large_stand_ins_load_through_the_hub_path(tmp_path, mirror, gpt2_tokeni
     n_digits = str(len(pieces))
     assert int(n_digits) > int(n_gpt2)
     assert lines == [
-        ["attn-only-4l", "4", "512", "8", "48262", "float32", "shortformer", n_digits, "True"],
+        ["attn-only-4l", "4", "512", "8", "48262", "float32", "standard", "legacy", n_digits, "True"],
         ["gpt-j-6b", str(STANDINS["EleutherAI/gpt-j-6B"].n_layers), "4096", "16", "50400", "float16", "rotary",
+         "transformers", n_gpt2, "True"],
+        ["gpt2-xl", str(STANDINS["gpt2-xl"].n_layers), "1600", "25", "50257", "float32", "standard", "transformers",
          n_gpt2, "True"],
-        ["gpt2-xl", str(STANDINS["gpt2-xl"].n_layers), "1600", "25", "50257", "float32", "standard", n_gpt2, "True"],
     ]  # fmt: skip
 
 
@@ -145,7 +146,7 @@ def _slice_targets(cfg: dict, results: Path, figures: Path) -> list[str]:
     return out
 
 
-@pytest.mark.standins_e2e  # ~10 min on 2 cores: opt-in, `python3 -m pytest -m standins_e2e`
+@pytest.mark.standins_e2e  # the paper suite's path end to end, in the default suite (see its printed wall time)
 def test_ioi_and_greater_than_slices_run_end_to_end_on_the_gpt2_stand_in(gpt2_hub, mirror, tmp_path):
     cfg = yaml.safe_load((ROOT / "config" / "standins.yaml").read_text())
     assert cfg["models"]["gpt2"] == {**cfg["models"]["gpt2"], "source": "hub", "hub_name": "gpt2"}

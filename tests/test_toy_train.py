@@ -84,21 +84,63 @@ def test_same_seed_same_weights_other_seed_other_weights(corpus, tmp_path):
     assert not torch.equal(states[0]["embed.W_E"], states[2]["embed.W_E"])
 
 
-def test_load_toy_gives_a_hooked_transformer_with_tokenizer(corpus, tmp_path):
+def test_load_toy_gives_a_native_model_with_tokenizer(corpus, tmp_path):
     docs, tok = corpus
     save_tokenizer(tok, tmp_path)
     spec = ModelSpec(n_layers=2, d_model=32, n_heads=2, attn_only=True, n_ctx=64)
     train_toy(docs, tok, spec, TrainSpec(steps=2, batch_size=4), tmp_path, "tiny-attn")
     model = load_toy(tmp_path)
-    assert model.cfg.n_layers == 2 and model.cfg.attn_only and model.cfg.d_vocab == tok.get_vocab_size()
+    s = model.shape
+    assert (s.route, s.processed, s.n_layers, s.d_mlp, s.d_vocab) == ("native", False, 2, 0, tok.get_vocab_size())
     assert model.tokenizer.bos_token_id == tok.token_to_id("<|endoftext|>")
-    toks = model.to_tokens("Then, Ada and Basil walked to the cafe.")
-    assert toks[0, 0].item() == model.tokenizer.bos_token_id
-    assert model.to_tokens(" Ada", prepend_bos=False).shape == (1, 1)
-    logits = model(toks)
-    assert logits.shape == (1, toks.shape[1], model.cfg.d_vocab) and torch.isfinite(logits).all()
+    toks = torch.tensor([[model.tokenizer.bos_token_id, *tok.encode("Then, Ada and Basil walked to the cafe.").ids]])
+    logits = model.logits(toks)
+    assert logits.shape == (1, toks.shape[1], s.d_vocab) and torch.isfinite(logits).all()
+    # the saved file is the trained weights, in HookedTransformer's format, unprocessed
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tmp_path / "model.safetensors"))
+    assert saved["blocks.0.attn.W_Q"].shape == (2, 32, 16) and "unembed.b_U" in saved
+    assert all(torch.equal(saved[k], v) for k, v in model.ht_state_dict().items())
     with pytest.raises(FileNotFoundError, match="toy_train"):
         load_toy(tmp_path / "missing")
+
+
+def test_training_updates_every_weight_the_hookedtransformer_trained(corpus, tmp_path):
+    """Every HookedTransformer weight is trained (b_U included: the native head has no bias of its own)."""
+    docs, tok = corpus
+    train_toy(docs, tok, TINY, TrainSpec(steps=3, batch_size=4, seed=2), tmp_path / "t", "t")
+    from safetensors.torch import load_file
+
+    from patchbench.toy.model import build_model, hooked_config
+
+    trained = load_file(str(tmp_path / "t" / "model.safetensors"))
+    expected = {k for k in build_model(hooked_config(TINY, tok.get_vocab_size(), 2, "t")).ht_state_dict()}
+    assert set(trained) == expected and "unembed.b_U" in expected
+    assert trained["unembed.b_U"].abs().max() > 0  # initialised at 0, moved by training
+
+
+def test_a_model_trained_under_transformerlens_3_9_loads_unchanged(corpus, tmp_path):
+    """HookedTransformer-format checkpoints (buffers ``mask`` / ``IGNORE`` included) load; a weight of the
+    wrong shape for the config is refused naming the file."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    docs, tok = corpus
+    save_tokenizer(tok, tmp_path)
+    train_toy(docs, tok, TINY, TrainSpec(steps=1, batch_size=4), tmp_path, "tiny")
+    state = load_file(str(tmp_path / "model.safetensors"))
+    n_ctx = TINY.n_ctx
+    old = {**state, **{f"blocks.{i}.attn.mask": torch.ones(n_ctx, n_ctx).tril().bool() for i in range(2)}}
+    old |= {f"blocks.{i}.attn.IGNORE": torch.tensor(-1e5) for i in range(2)}
+    save_file(old, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    back = load_toy(tmp_path).ht_state_dict()
+    assert all(torch.equal(back[k], state[k]) for k in state)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, "n_heads": 4, "d_head": 8}))
+    with pytest.raises(ValueError, match=r"model\.safetensors does not fit its config\.json"):
+        load_toy(tmp_path)
 
 
 def test_settings_merge_defaults_and_reject_unknown_keys():
@@ -132,3 +174,22 @@ def test_each_model_has_its_own_corpus_mix_with_documented_precedence():
     assert s.corpus_for("not-a-toy-model") == s.corpus
     with pytest.raises(ValueError, match="unknown document kinds"):
         ToySettings.from_config({"models": {"toy-gpt2": {"mix": {"poetry": 1.0}}}})
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_checkpoint_written_under_transformerlens_3_9_gives_its_logits_exactly(root, dtype):
+    """tests/data/tl39-toy was written by a HookedTransformer under TransformerLens 3.9 (its make.py):
+    the native route runs those weights to the bit, in float32 and float64."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from patchbench.lm import load_native
+
+    d = root / "tests" / "data" / "tl39-toy"
+    ref = load_file(str(d / "reference.safetensors"))
+    model = load_native(json.loads((d / "config.json").read_text()), load_file(str(d / "model.safetensors")), dtype=dtype)
+    with torch.no_grad():
+        got = model.logits(ref["tokens"])
+    want = ref[f"logits_{str(dtype).split('.')[-1]}"]
+    assert got.dtype == want.dtype and torch.equal(got, want), (got - want).abs().max()
