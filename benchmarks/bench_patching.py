@@ -102,7 +102,9 @@ def build(small: bool, device: str, n_prompts: int, seq_len: int, seed: int):
         shape = dict(n_layers=4, n_heads=4, d_model=128, d_head=32, d_mlp=512, d_vocab=5000, n_ctx=64)
     else:
         shape = dict(n_layers=12, n_heads=12, d_model=768, d_head=64, d_mlp=3072, d_vocab=50257, n_ctx=1024)
-    model = load_native({**shape, "act_fn": "gelu_new", "normalization_type": "LN", "seed": seed}, device=device)
+    model = load_native(
+        {**shape, "act_fn": "gelu_new", "normalization_type": "LN", "seed": seed}, device=device
+    )
     d_vocab = model.shape.d_vocab
     rng = np.random.default_rng(seed)
     clean = rng.integers(0, d_vocab, (n_prompts, seq_len))

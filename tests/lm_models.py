@@ -25,7 +25,9 @@ from patchbench.lm import LM, KVCapture
 
 SEED = 0
 # the offline data mirror, found as conftest.py finds it
-MIRROR = Path(os.environ.get("PATCHBENCH_MIRROR", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+MIRROR = Path(
+    os.environ.get("PATCHBENCH_MIRROR", Path(__file__).resolve().parents[1].parent / "shared" / "data")
+)
 TOKENIZER_DIR = MIRROR / "gpt2-tokenizer"
 
 #: transformers config kwargs of each stand-in. Paper shapes keep the real widths, heads,
@@ -110,7 +112,12 @@ def ht_state_dict(cfg: dict, seed: int = SEED, scale: float = 0.2) -> dict[str, 
             m = cfg["d_mlp"]
             if cfg.get("normalization_type", "LN") == "LN":
                 sd |= {p + "ln2.w": 1 + r(d), p + "ln2.b": r(d)}
-            sd |= {p + "mlp.W_in": r(d, m), p + "mlp.b_in": r(m), p + "mlp.W_out": r(m, d), p + "mlp.b_out": r(d)}
+            sd |= {
+                p + "mlp.W_in": r(d, m),
+                p + "mlp.b_in": r(m),
+                p + "mlp.W_out": r(m, d),
+                p + "mlp.b_out": r(d),
+            }
     return sd
 
 
@@ -177,13 +184,17 @@ def reference_logits(lm: LM, tokens, patches, clean, noise, answer_pos) -> torch
     return logits[torch.arange(len(tokens)), answer_pos]
 
 
-def interface_logits(lm: LM, tokens, patches, clean, noise, answer_pos, start: int, suffix: bool) -> torch.Tensor:
+def interface_logits(
+    lm: LM, tokens, patches, clean, noise, answer_pos, start: int, suffix: bool
+) -> torch.Tensor:
     """The engine's way: start at layer ``start`` on the cached corrupted residual; with ``suffix``,
     run only positions >= the patch position on the corrupted run's keys and values."""
     with torch.no_grad():
         keep: list[torch.Tensor] = []
         cap = KVCapture() if suffix else None
-        corrupted = lm.unembed_at(lm.run_blocks(lm.embed(tokens, noise), 0, keep=keep, capture=cap), answer_pos)
+        corrupted = lm.unembed_at(
+            lm.run_blocks(lm.embed(tokens, noise), 0, keep=keep, capture=cap), answer_pos
+        )
         p = 0
         if suffix:
             p = min(x.position for x in patches)  # type: ignore[type-var]
@@ -214,13 +225,19 @@ def ht_forward(sd: dict[str, torch.Tensor], cfg: dict, tokens: torch.Tensor) -> 
     for i in range(cfg["n_layers"]):
         p = f"blocks.{i}."
         h = ln(x, sd[p + "ln1.w"], sd[p + "ln1.b"])
-        q, k, v = (torch.einsum("bpd,hde->bphe", h, sd[p + f"attn.W_{w}"]) + sd[p + f"attn.b_{w}"] for w in "QKV")
+        q, k, v = (
+            torch.einsum("bpd,hde->bphe", h, sd[p + f"attn.W_{w}"]) + sd[p + f"attn.b_{w}"] for w in "QKV"
+        )
         scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / cfg["d_head"] ** 0.5
         z = torch.einsum("bhqk,bkhe->bqhe", scores.masked_fill(future, float("-inf")).softmax(-1), v)
         x = x + torch.einsum("bqhe,hed->bqd", z, sd[p + "attn.W_O"]) + sd[p + "attn.b_O"]
         if not cfg.get("attn_only", False):
             h = ln(x, sd[p + "ln2.w"], sd[p + "ln2.b"])
-            x = x + F.gelu(h @ sd[p + "mlp.W_in"] + sd[p + "mlp.b_in"]) @ sd[p + "mlp.W_out"] + sd[p + "mlp.b_out"]
+            x = (
+                x
+                + F.gelu(h @ sd[p + "mlp.W_in"] + sd[p + "mlp.b_in"]) @ sd[p + "mlp.W_out"]
+                + sd[p + "mlp.b_out"]
+            )
     return ln(x, sd["ln_final.w"], sd["ln_final.b"]) @ sd["unembed.W_U"] + sd["unembed.b_U"]
 
 
@@ -256,7 +273,13 @@ def reference_sweep(lm: LM, prompts, spec, std: float) -> dict[int, torch.Tensor
             act = act.clone()
             for r in rows:
                 pos = part.position
-                pos = slice(None) if pos == -1 else int(prompts.named_position(pos)[r]) if isinstance(pos, str) else pos
+                pos = (
+                    slice(None)
+                    if pos == -1
+                    else int(prompts.named_position(pos)[r])
+                    if isinstance(pos, str)
+                    else pos
+                )
                 heads = slice(None) if part.heads is None else list(part.heads)
                 if act.dim() == 4:
                     act[r, pos, heads] = cache[part.hook][r, pos, heads]

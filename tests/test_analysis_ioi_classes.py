@@ -122,7 +122,8 @@ def test_classifier_inputs_attention_and_dla_match_an_independent_computation():
         ld = (logits[0, e, a] - logits[0, e, b]).item()
         resid = cache["resid_post", 1][0, e]
         heads = sum(
-            torch.einsum("hd,hdm->m", cache["z", layer][0, e], w[f"blocks.{layer}.attn.W_O"]) for layer in range(2)
+            torch.einsum("hd,hdm->m", cache["z", layer][0, e], w[f"blocks.{layer}.attn.W_O"])
+            for layer in range(2)
         )
         rest = resid - heads
         scale = cache["ln_final.hook_scale"][0, e]

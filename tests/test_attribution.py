@@ -129,7 +129,9 @@ def test_finite_difference_convergence(model, prompts, site, position):
             errs[nu, qk] = {c: rel_err(deltas(ex, c), deltas(at, c)) for c in ("ld", "prob_ans")}
     for qk in variants:
         for c in ("ld", "prob_ans"):
-            for big, small in zip(nus, nus[1:]):  # ten times less noise, at least 2.5 times less error
+            for big, small in zip(
+                nus, nus[1:], strict=False
+            ):  # ten times less noise, at least 2.5 times less error
                 assert errs[small, qk][c] < 0.4 * errs[big, qk][c], (qk, c, errs)
             assert errs[nus[-1], qk][c] < (0.1 if qk else 0.05), (qk, c, errs)
 
@@ -180,7 +182,9 @@ def test_requested_metrics_only(model, prompts):
     with torch.no_grad():
         delta = model.embed(prompts.tokens("clean")) - model.embed(prompts.tokens("corrupted"))
     by_hand = (delta * grad).sum((1, 2)).numpy()
-    est = deltas(raw, "ld")[(raw[raw["run"] == "patched"].sort_values(["target", "prompt"])["layer"] == 0).to_numpy()]
+    est = deltas(raw, "ld")[
+        (raw[raw["run"] == "patched"].sort_values(["target", "prompt"])["layer"] == 0).to_numpy()
+    ]
     np.testing.assert_allclose(est, by_hand, rtol=1e-9, atol=1e-12)
     assert np.abs(by_hand).max() > 1e-3
 

@@ -83,7 +83,9 @@ def test_noise_is_drawn_in_the_models_dtype():
     """float64 models get a float64 draw; float32 and half-precision models the float32 draw, rounded."""
     g = lambda: torch.Generator().manual_seed(noise_seed(1, 2, 3))  # noqa: E731
     f64 = draw_noise(5, 8, 2.0, 1, 2, 3, torch.float64)
-    assert f64.dtype == torch.float64 and torch.equal(f64, torch.randn(5, 8, generator=g(), dtype=torch.float64) * 2.0)
+    assert f64.dtype == torch.float64 and torch.equal(
+        f64, torch.randn(5, 8, generator=g(), dtype=torch.float64) * 2.0
+    )
     f32 = draw_noise(5, 8, 2.0, 1, 2, 3)
     assert f32.dtype == torch.float32 and torch.equal(f32, torch.randn(5, 8, generator=g()) * 2.0)
     assert torch.equal(draw_noise(5, 8, 2.0, 1, 2, 3, torch.bfloat16), f32.to(torch.bfloat16))
@@ -124,3 +126,47 @@ def test_noise_spec_validation():
         NoiseSpec(n_samples=0)
     with pytest.raises(ValueError, match="nu"):
         NoiseSpec(nu=-1)
+
+
+def test_sigma_is_romes_collect_embedding_std_on_a_gpt2_saved_by_transformers(tmp_path, gpt2_tokenizer):
+    """GN's sigma against ROME's own formula (``experiments/causal_trace.py``)::
+
+        for s in subjects:  # the subject tokenised alone
+            with nethook.Trace(model, "transformer.wte") as t: model(**make_inputs(tok, [s]))
+            alldata.append(t.output[0])
+        noise_level = torch.cat(alldata).std().item()
+
+    on a random GPT-2 written by transformers' ``save_pretrained`` and loaded through patchbench's
+    local route (where TransformerLens's weight processing centres W_E in place)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from patchbench.models import ModelSpec, load_model
+
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(n_layer=2)).save_pretrained(tmp_path)  # GPT-2 small's width and vocabulary
+    gpt2_tokenizer.save_pretrained(tmp_path)
+    subjects = ["Danielle Darrieux", "Edwin of Northumbria", "Toko Yasuda", "Autonomous University of Madrid"]
+    ids = [gpt2_tokenizer(s)["input_ids"] for s in subjects]
+    hf = GPT2LMHeadModel.from_pretrained(tmp_path).eval()
+    alldata = []
+    hook = hf.transformer.wte.register_forward_hook(lambda mod, inp, out: alldata.append(out[0]))
+    with torch.no_grad():
+        for i in ids:
+            hf(input_ids=torch.tensor([i]))
+    hook.remove()
+    rome = torch.cat(alldata).std().item()
+
+    lm = load_model(ModelSpec.from_name(str(tmp_path), device="cpu"))
+    ps = PromptSet(
+        task="factual", clean=[np.array([*i, 13]) for i in ids], corrupted=[np.array([*i, 13]) for i in ids],
+        answer_pos=[len(i) for i in ids], answers=[[1]] * 4, wrong=[[2]] * 4,
+        noise_positions=[list(range(len(i))) for i in ids], meta=pd.DataFrame({"subject_ids": ids}),
+    )  # fmt: skip
+    sigma = embedding_sigma(lm, ps)
+    flat = torch.tensor([t for i in ids for t in i])
+    processed = float(lm.bridge.W_E.detach()[flat].double().std())  # what TransformerLens 3.9's W_E gave
+    print(
+        f"\nsigma {sigma:.9f}  ROME collect_embedding_std {rome:.9f}  (processed, centred W_E: {processed:.9f})"
+    )
+    assert sigma == pytest.approx(rome, rel=1e-6)
+    assert abs(processed - rome) / rome > 1e-4  # the centred W_E would be measurably off

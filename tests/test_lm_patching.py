@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+
 from lm_models import (
     Patch,
     clean_activations,
@@ -34,7 +35,6 @@ from lm_models import (
     save_hf,
     write_legacy_repo,
 )
-
 from patchbench.lm import LM, load_legacy, load_native, load_transformers
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -43,8 +43,19 @@ TOL = 1e-5
 HF_MODELS = ["gpt2-small", "gpt2-large", "gpt2-xl", "gpt-j", "llama", "qwen2", "gemma2"]
 # attn-only-4l's shape (TransformerLens format). TransformerLens 4.3 has no shortformer positional
 # embeddings, so this stand-in uses standard ones (see docs/model-interface.md).
-ATTN_ONLY_4L = dict(n_layers=4, d_model=512, d_head=64, n_heads=8, d_mlp=2048, n_ctx=1024, d_vocab=48262,
-                    act_fn="solu_ln", attn_only=True, normalization_type="LN", positional_embedding_type="standard")
+ATTN_ONLY_4L = dict(
+    n_layers=4,
+    d_model=512,
+    d_head=64,
+    n_heads=8,
+    d_mlp=2048,
+    n_ctx=1024,
+    d_vocab=48262,
+    act_fn="solu_ln",
+    attn_only=True,
+    normalization_type="LN",
+    positional_embedding_type="standard",
+)
 TOYS = {
     "toy": dict(n_layers=4, d_model=128, n_heads=4, d_head=32, d_mlp=256, n_ctx=64, d_vocab=300, act_fn="gelu",
                 normalization_type="LN", positional_embedding_type="standard", attn_only=False),
@@ -67,8 +78,12 @@ def model(request, tmp_path_factory, gpt2_tokenizer):
 
         repo = write_legacy_repo(root / "repo", ATTN_ONLY_4L, scale=0.05)
         with pytest.MonkeyPatch.context() as mp:  # the legacy loader's two hub calls, answered locally
-            mp.setattr(huggingface_hub, "hf_hub_download", lambda repo_id, filename, **kw: str(repo / filename))
-            mp.setattr(huggingface_hub.HfApi, "list_repo_files", lambda self, repo_id, **kw: ["model_final.pth"])
+            mp.setattr(
+                huggingface_hub, "hf_hub_download", lambda repo_id, filename, **kw: str(repo / filename)
+            )
+            mp.setattr(
+                huggingface_hub.HfApi, "list_repo_files", lambda self, repo_id, **kw: ["model_final.pth"]
+            )
             lm = load_legacy("NeelNanda/Attn_Only_4L512W_C4_Code", tokenizer=gpt2_tokenizer)
     else:
         lm = load_native(TOYS[name], ht_state_dict(TOYS[name], scale=0.1))
@@ -235,7 +250,7 @@ def test_run_sweep_equals_the_full_recompute(model, corruption, caplog):
         ans = torch.tensor([a[0] for a in prompts.answers])
         wr = torch.tensor([w[0] for w in prompts.wrong])
         gaps = []
-        for (run, target), rows in raw[raw.run != "clean"].groupby(["run", "target"]):
+        for (_, target), rows in raw[raw.run != "clean"].groupby(["run", "target"]):
             rows = rows.sort_values("prompt")
             logits = ref[int(target)]
             want = torch.stack([logits[torch.arange(3), ans], logits[torch.arange(3), wr]], 1).double()

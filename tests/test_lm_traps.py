@@ -50,7 +50,9 @@ def tiny(tiny_dirs) -> dict:
 
 
 def tokens_for(lm, batch=2, length=10, seed=1):
-    return torch.randint(1, min(lm.shape.d_vocab, 1000), (batch, length), generator=torch.Generator().manual_seed(seed))
+    return torch.randint(
+        1, min(lm.shape.d_vocab, 1000), (batch, length), generator=torch.Generator().manual_seed(seed)
+    )
 
 
 # ------------------------------------------------------------------------------ shapes and routes
@@ -67,7 +69,9 @@ def test_shapes_read_from_the_bridge(tiny):
         "gemma2": (3, 4, 2, 16, "rotary"),
     }
     assert tiny["gemma2"].shape.sliding_window == 4 and tiny["gemma2"].shape.logit_softcap == 30.0
-    assert all(m.shape.kv_reuse and m.shape.processed and m.shape.dtype == torch.float64 for m in tiny.values())
+    assert all(
+        m.shape.kv_reuse and m.shape.processed and m.shape.dtype == torch.float64 for m in tiny.values()
+    )
     assert tiny["llama"].site_heads("head_v") == 2 and tiny["llama"].site_heads("attn_head") == 4
 
 
@@ -258,7 +262,9 @@ def test_native_route_runs_hookedtransformer_weights_exactly():
     tok = torch.randint(0, 50, (3, 9), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         want = ht_forward(sd, NATIVE, tok)
-        got = torch.stack([lm.unembed_at(lm.run_blocks(lm.embed(tok), 0), torch.full((3,), p)) for p in range(9)], 1)
+        got = torch.stack(
+            [lm.unembed_at(lm.run_blocks(lm.embed(tok), 0), torch.full((3,), p)) for p in range(9)], 1
+        )
     assert (got - want).abs().max() < 1e-12
     assert torch.equal(lm.raw_token_embeddings(torch.tensor([4, 9])), sd["embed.W_E"][[4, 9]])
     with pytest.raises(ModelInterfaceError, match="no key/value cache"):
@@ -305,8 +311,12 @@ def test_legacy_route_refuses_shortformer_loudly(legacy_hub, gpt2_tokenizer):
     """TransformerLens 4.3 has no shortformer implementation: a shortformer config (e.g. an attn-only-4l
     stand-in seeded before TransformerLens 4) is refused, naming the fix."""
     repos, root = legacy_hub
-    repos["NeelNanda/Short_2L"] = write_legacy_repo(root / "short", {**LEGACY, "positional_embedding_type": "shortformer"})
-    with pytest.raises(ModelInterfaceError, match=r"NeelNanda/Short_2L.*shortformer.*Fix:.*python -m patchbench\.standins"):
+    repos["NeelNanda/Short_2L"] = write_legacy_repo(
+        root / "short", {**LEGACY, "positional_embedding_type": "shortformer"}
+    )
+    with pytest.raises(
+        ModelInterfaceError, match=r"NeelNanda/Short_2L.*shortformer.*Fix:.*python -m patchbench\.standins"
+    ):
         load_legacy("NeelNanda/Short_2L", tokenizer=gpt2_tokenizer)
 
 

@@ -41,7 +41,13 @@ def test_local_directory_matches_huggingface(gpt2_small_dir):
     assert spec.source == "local"
     model = load_model(spec)
     s = model.shape
-    assert (s.n_layers, s.n_heads, s.d_model, s.d_vocab, s.n_ctx) == (12, 12, 768, 50257, 1024)  # n_ctx: n_positions
+    assert (s.n_layers, s.n_heads, s.d_model, s.d_vocab, s.n_ctx) == (
+        12,
+        12,
+        768,
+        50257,
+        1024,
+    )  # n_ctx: n_positions
     assert (s.route, s.processed, s.positional) == ("transformers", True, "standard")
     tokens = load_tokenizer(spec)(
         "When Mary and John went to the store, John gave a drink to", return_tensors="pt"

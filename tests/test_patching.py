@@ -55,7 +55,9 @@ def tl_setup(model, prompts, corruption, noise_spec: NoiseSpec | None = None):
     if corruption == "gn":
         std = noise_spec.nu * embedding_sigma(model, prompts)
         rows = np.arange(len(prompts))
-        nz = noise_tensor(prompts, rows, np.zeros_like(rows), D_MODEL, std, noise_spec.seed, dtype=model.shape.dtype)
+        nz = noise_tensor(
+            prompts, rows, np.zeros_like(rows), D_MODEL, std, noise_spec.seed, dtype=model.shape.dtype
+        )
         tl.add_hook("hook_embed", lambda act, hook: act + nz, is_permanent=True)
         kt = ct
     else:

@@ -91,9 +91,17 @@ def test_load_toy_gives_a_native_model_with_tokenizer(corpus, tmp_path):
     train_toy(docs, tok, spec, TrainSpec(steps=2, batch_size=4), tmp_path, "tiny-attn")
     model = load_toy(tmp_path)
     s = model.shape
-    assert (s.route, s.processed, s.n_layers, s.d_mlp, s.d_vocab) == ("native", False, 2, 0, tok.get_vocab_size())
+    assert (s.route, s.processed, s.n_layers, s.d_mlp, s.d_vocab) == (
+        "native",
+        False,
+        2,
+        0,
+        tok.get_vocab_size(),
+    )
     assert model.tokenizer.bos_token_id == tok.token_to_id("<|endoftext|>")
-    toks = torch.tensor([[model.tokenizer.bos_token_id, *tok.encode("Then, Ada and Basil walked to the cafe.").ids]])
+    toks = torch.tensor(
+        [[model.tokenizer.bos_token_id, *tok.encode("Then, Ada and Basil walked to the cafe.").ids]]
+    )
     logits = model.logits(toks)
     assert logits.shape == (1, toks.shape[1], s.d_vocab) and torch.isfinite(logits).all()
     # the saved file is the trained weights, in HookedTransformer's format, unprocessed
@@ -188,7 +196,9 @@ def test_a_checkpoint_written_under_transformerlens_3_9_gives_its_logits_exactly
 
     d = root / "tests" / "data" / "tl39-toy"
     ref = load_file(str(d / "reference.safetensors"))
-    model = load_native(json.loads((d / "config.json").read_text()), load_file(str(d / "model.safetensors")), dtype=dtype)
+    model = load_native(
+        json.loads((d / "config.json").read_text()), load_file(str(d / "model.safetensors")), dtype=dtype
+    )
     with torch.no_grad():
         got = model.logits(ref["tokens"])
     want = ref[f"logits_{str(dtype).split('.')[-1]}"]

@@ -195,9 +195,7 @@ def _target_estimates(
 
 
 def _qk_fix_hooks(layers: Sequence[int]) -> list[str]:
-    return [
-        f"blocks.{lay}.attn.hook_{n}" for lay in layers for n in ("q", "k", "v", "pattern")
-    ]
+    return [f"blocks.{lay}.attn.hook_{n}" for lay in layers for n in ("q", "k", "v", "pattern")]
 
 
 def qk_fix_applies(spec: SweepSpec) -> bool:
@@ -223,7 +221,9 @@ def _check_qk_fix(model: LM, spec: SweepSpec) -> None:
         raise ValueError(f"qk_fix supports plain dot-product attention only; this model has {', '.join(bad)}")
 
 
-def _scores(layer: int, q: torch.Tensor, k: torch.Tensor, pattern: torch.Tensor, scale: float) -> torch.Tensor:
+def _scores(
+    layer: int, q: torch.Tensor, k: torch.Tensor, pattern: torch.Tensor, scale: float
+) -> torch.Tensor:
     """Layer ``layer``'s attention scores ``q . k / scale`` under the causal mask (-inf above the
     diagonal), [R, H, T, S], rebuilt from ``hook_q`` / ``hook_k``: the bridge's ``hook_attn_scores``
     fires after the softmax on some attentions (the native one's, GPT-J's). Refused unless their
@@ -394,7 +394,9 @@ def _block(model: LM, s: _Setup, pr: np.ndarray, sa: np.ndarray, batched: bool):
         grad_hooks = [h for h in s.hooks if not h.endswith(("hook_q", "hook_k"))]
         all_grads = _backward(outs, s.cols, [acts[h] for h in grad_hooks], batched=batched)
         for c, gs in zip(s.cols, all_grads, strict=True):
-            unused = [h for h, g in zip(grad_hooks, gs, strict=True) if g is None and h.endswith("hook_pattern")]
+            unused = [
+                h for h, g in zip(grad_hooks, gs, strict=True) if g is None and h.endswith("hook_pattern")
+            ]
             if unused:  # a pattern hook that fires after the fact: its gradient would silently be zero
                 raise ValueError(f"qk_fix: {unused} do not reach the output on this model; use qk_fix=False")
             grads = {
@@ -502,7 +504,9 @@ def run_attribution(
         s.targets, all_prompt, all_sample, vals, target_positions(s.targets, prompts, all_prompt)
     )
 
-    facts = dict(metrics=list(metrics), grad_columns=cols, qk_fix=qk_fix, head_axis=head_axis(spec.site, model.shape))
+    facts = dict(
+        metrics=list(metrics), grad_columns=cols, qk_fix=qk_fix, head_axis=head_axis(spec.site, model.shape)
+    )
     meta = raw_metadata(name or model.name, prompts, spec, "attribution", s.targets, sigma, s.std, **facts)
     return assemble_raw([clean_rows(s.clean, prompts, spec, model.shape.device), *base_parts, patched], meta)
 
@@ -524,7 +528,13 @@ def site_gradients(
     _, std = noise_scale(model, prompts, spec.corruption, spec.noise)
     noise = (
         noise_tensor(
-            prompts, rows, np.zeros_like(rows), model.shape.d_model, std, spec.noise.seed, max_len,
+            prompts,
+            rows,
+            np.zeros_like(rows),
+            model.shape.d_model,
+            std,
+            spec.noise.seed,
+            max_len,
             dtype=model.shape.dtype,
         )  # fmt: skip
         if spec.corruption == "gn"

@@ -100,7 +100,9 @@ def embedding_sigma(model: LM, prompts: PromptSet, source: str = "auto") -> floa
     return float(emb.double().std())
 
 
-def noise_scale(model: LM, prompts: PromptSet, corruption: str, noise: NoiseSpec) -> tuple[float | None, float]:
+def noise_scale(
+    model: LM, prompts: PromptSet, corruption: str, noise: NoiseSpec
+) -> tuple[float | None, float]:
     """``(sigma, std)`` of a run's noise: GN's sigma (``noise.sigma`` when fixed, else
     :func:`embedding_sigma`) and std = nu * sigma; ``(None, 0.0)`` for STR, which adds none."""
     if corruption != "gn":

@@ -425,11 +425,15 @@ class LM:
         if bool(((pos < 0) | (pos >= resid.shape[1])).any()):
             # negative indices would silently read another position (a suffix run starting after a
             # short prompt's answer): the caller must take those rows from the unpatched run
-            raise ValueError(f"positions {pos.tolist()} are outside this residual's {resid.shape[1]} positions")
+            raise ValueError(
+                f"positions {pos.tolist()} are outside this residual's {resid.shape[1]} positions"
+            )
         x = resid[torch.arange(resid.shape[0], device=resid.device), pos][:, None]
         return self._unembed(x)[:, 0]
 
-    def _unembed(self, x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_vocab"]:
+    def _unembed(
+        self, x: Float[torch.Tensor, "batch pos d_model"]
+    ) -> Float[torch.Tensor, "batch pos d_vocab"]:
         logits = self.bridge.unembed(self.bridge.ln_final(x))
         cap = self.shape.logit_softcap
         if cap is not None:
@@ -507,9 +511,12 @@ class LM:
         [n_heads, d_model, d_head], ...): the inverse of ``convert_tl_checkpoint``. Native route only
         (the project's own models keep this format on disk)."""
         if self.shape.route != "native":
-            raise ModelInterfaceError("ht_state_dict: only native models keep HookedTransformer-format weights")
+            raise ModelInterfaceError(
+                "ht_state_dict: only native models keep HookedTransformer-format weights"
+            )
         return {  # copies: editing them does not touch the model
-            _ht_key(k): _to_ht(k, v.detach().clone(), self.bridge.cfg) for k, v in self.bridge.state_dict().items()
+            _ht_key(k): _to_ht(k, v.detach().clone(), self.bridge.cfg)
+            for k, v in self.bridge.state_dict().items()
         }
 
     def ht_named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
@@ -523,7 +530,9 @@ class LM:
     def load_ht_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         """Load HookedTransformer-format weights into a native model (strict: every weight, nothing else)."""
         if self.shape.route != "native":
-            raise ModelInterfaceError("load_ht_state_dict: only native models take HookedTransformer-format weights")
+            raise ModelInterfaceError(
+                "load_ht_state_dict: only native models take HookedTransformer-format weights"
+            )
         _load_ht(self.bridge, state_dict, self.shape.dtype)
 
     # ------------------------------------------------------------------------------ masks

@@ -170,7 +170,10 @@ def _load_hub(spec: ModelSpec, device: str) -> LM:
     try:
         with offline_repo_listing() if _offline() else contextlib.nullcontext():
             return load_hub(name, dtype=spec.torch_dtype, device=device, tokenizer=load_tokenizer(spec))
-    except (OSError, ValueError) as err:  # hub errors surface as OSError subclasses; unknown names as ValueError
+    except (
+        OSError,
+        ValueError,
+    ) as err:  # hub errors surface as OSError subclasses; unknown names as ValueError
         raise ModelNotFoundError(
             f"model {spec.name!r}: could not load {name!r} from the Hugging Face hub or its cache "
             f"(looked in HF_HUB_CACHE={_hub_cache_dir()}): {type(err).__name__}: {err}. "

@@ -20,8 +20,8 @@ import torch
 from jaxtyping import Float
 
 from patchbench.corruption import NoiseSpec, corrupted_tokens, noise_scale, noise_tensor
-from patchbench.engine.cache import clean_cache
 from patchbench.engine.budget import rows_per_forward
+from patchbench.engine.cache import clean_cache
 from patchbench.engine.patch import Block, build_mask, sources
 from patchbench.engine.readout import AnswerIds, index_tensor, summed_logits
 from patchbench.lm import LM
@@ -132,7 +132,9 @@ def capture_patterns(
     def forward(run: str, tok: torch.Tensor, nz, rows: np.ndarray, patch_hooks=()) -> None:
         with model.hooks(patch_hooks):
             resid = model.run_blocks(model.embed(tok, nz), 0)
-        out[run].append(torch.stack([store[model.hook_name("pattern", lay)][:, h] for lay, h in heads], dim=1))
+        out[run].append(
+            torch.stack([store[model.hook_name("pattern", lay)][:, h] for lay, h in heads], dim=1)
+        )
         logits = model.unembed_at(resid, index_tensor(prompts.answer_pos[rows], resid.device))
         ans, wrong = AnswerIds.of(prompts.answers, rows, dev), AnswerIds.of(prompts.wrong, rows, dev)
         lds[run].append((summed_logits(logits, ans) - summed_logits(logits, wrong)).cpu().numpy())
@@ -148,7 +150,9 @@ def capture_patterns(
             pr, sa = prompt_rows[a : a + step], sample_rows[a : a + step]
             tok = tok_corr[index_tensor(pr)].to(dev)
             nz = (
-                noise_tensor(prompts, pr, sa, model.shape.d_model, std, noise.seed, max_len, dtype=model.shape.dtype)
+                noise_tensor(
+                    prompts, pr, sa, model.shape.d_model, std, noise.seed, max_len, dtype=model.shape.dtype
+                )
                 if corruption == "gn"
                 else None
             )

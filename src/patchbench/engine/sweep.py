@@ -24,9 +24,9 @@ from tqdm.auto import tqdm
 
 from patchbench.corruption import corrupted_tokens, noise_scale, noise_tensor
 from patchbench.engine import patch
+from patchbench.engine.budget import bytes_per_row
 from patchbench.engine.cache import ANSWER_LOGITS, RESID0, check_cache, clean_cache, clean_rows
 from patchbench.engine.checkpoint import Checkpoint, sweep_fingerprint
-from patchbench.engine.budget import bytes_per_row
 from patchbench.engine.patch import Block
 from patchbench.engine.readout import AnswerIds, index_tensor
 from patchbench.engine.sanity import check_identities, self_patch_targets
@@ -136,9 +136,7 @@ def _chunk_rows(model: LM, s: _Setup, chunk: list[PatchTarget], block: Block, sr
 # the sweep
 
 
-def _setup(
-    model: LM, prompts: PromptSet, spec: SweepSpec, clean: dict | None
-) -> tuple[_Setup, float | None]:
+def _setup(model: LM, prompts: PromptSet, spec: SweepSpec, clean: dict | None) -> tuple[_Setup, float | None]:
     prompts.validate(model.shape.d_vocab)
     tokens = corrupted_tokens(prompts, spec.corruption)
     max_len = tokens.shape[1]
@@ -174,7 +172,9 @@ def _plan(model: LM, s: _Setup) -> tuple[_Setup, dict[str, int]]:
     return replace(s, chunks=chunk_targets(s.targets, plan["targets_per_chunk"])), plan
 
 
-def _patched_parts(model: LM, s: _Setup, bi: int, block: Block | None, done: list, ckpt, bar) -> tuple[list, int]:
+def _patched_parts(
+    model: LM, s: _Setup, bi: int, block: Block | None, done: list, ckpt, bar
+) -> tuple[list, int]:
     """The patched rows of every target chunk on block ``bi`` (finished chunks from ``done``), and how
     many chunks were computed. Clean sources are kept only while a later chunk still needs them."""
     parts, computed = [], 0
