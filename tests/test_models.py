@@ -115,7 +115,7 @@ def test_hub_model_missing_from_cache_names_the_cache(tmp_path):
 
 
 def test_hub_path_loads_gpt2_from_a_seeded_offline_cache(tmp_path, mirror):
-    """The paper suite's real loading path (HookedTransformer.from_pretrained('gpt2')), offline."""
+    """The paper suite's real loading path (the hub route: `load_model` of `gpt2` by name), offline."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     commit = "0123456789abcdef0123456789abcdef01234567"

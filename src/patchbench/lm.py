@@ -41,6 +41,12 @@ fails loudly if one comes back:
   each hook function with the name it was registered under;
 * final logit soft-capping (Gemma 2) is not part of the bridge's ``unembed``: :meth:`LM.unembed_at`
   applies it.
+
+Beyond the engine's five pieces, :class:`LM` gives the few weights the analyses read (``W_U``,
+``W_O(layer)``, the final norm's linear part for direct logit attribution, the attention scale
+for AtP*'s QK fix) and, for the project's own (native) models, their weights in
+HookedTransformer's format (:meth:`LM.ht_state_dict`, :meth:`LM.load_ht_state_dict`), which is
+how toy checkpoints are stored and trained.
 """
 
 from __future__ import annotations
@@ -476,7 +482,7 @@ class LM:
         return self.bridge.blocks[layer].attn.W_O
 
     def attn_scale(self, layer: int) -> float:
-        """The divisor of layer ``layer``'s attention scores (``hook_attn_scores`` = q . k / it)."""
+        """The divisor of layer ``layer``'s attention scores (scores = q . k / it, before the softmax)."""
         self.hook_name("attn_head", layer)
         cfg = self.bridge.cfg
         if not getattr(cfg, "use_attn_scale", True):
@@ -717,20 +723,13 @@ def is_legacy(repo_id: str) -> bool:
     return repo_id.startswith(TL_LEGACY_PREFIXES)
 
 
-def load_hub(
-    name: str,
-    *,
-    dtype: torch.dtype = torch.float32,
-    device: str = "cpu",
-    tokenizer: Any = None,
-    processing: bool = True,
-    check: bool = True,
-) -> LM:
+def load_hub(name: str, **options: Any) -> LM:
     """A hub model by name: TransformerLens aliases resolved, then the legacy route for
-    TransformerLens-format repositories and ``boot_transformers`` for everything else."""
+    TransformerLens-format repositories and ``boot_transformers`` for everything else.
+    ``options`` are :func:`load_transformers`'s (``dtype``, ``device``, ``tokenizer``, ``processing``,
+    ``check``)."""
     repo = official_name(name)
-    load = load_legacy if is_legacy(repo) else load_transformers
-    lm = load(repo, dtype=dtype, device=device, tokenizer=tokenizer, processing=processing, check=check)
+    lm = (load_legacy if is_legacy(repo) else load_transformers)(repo, **options)
     lm.name = name
     return lm
 
@@ -784,7 +783,7 @@ _SHORTFORMER = (
     "its config asks for shortformer positional embeddings (shortformer_pos: true), which TransformerLens 4 "
     "does not implement, so it cannot be run exactly. Fix: if it is a patchbench stand-in seeded before "
     "TransformerLens 4, seed it again (python -m patchbench.standins --cache <your HF_HUB_CACHE>): stand-ins now "
-    "use standard positions, as the real attn-only-4l does. A model really trained with shortformer positions "
+    "use standard positions (a third-party probe found the real attn-only-4l's positions standard). A model really trained with shortformer positions "
     "needs TransformerLens 3.9 and a patchbench release before issue #16."
 )
 
@@ -853,9 +852,3 @@ def _to_ht(key: str, t: torch.Tensor, cfg: Any) -> torch.Tensor:
     if leaf == "weight" and module in ("in", "out", "gate", "unembed"):
         return t.T.contiguous()
     return t
-
-
-def _tl_version() -> str:
-    from importlib.metadata import version
-
-    return version("transformer-lens")

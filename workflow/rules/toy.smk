@@ -1,4 +1,4 @@
-"""Toy suite: corpora -> tokenizer -> trained HookedTransformers under <results_dir>/models/{model}/.
+"""Toy suite: corpora -> tokenizer -> trained toy models (TransformerLens native) under <results_dir>/models/{model}/.
 
 Settings: the `toy:` config section (patchbench.toy.settings; every key optional). A toy model
 is any `models.<name>` entry with `source: toy`; its training settings come from
