@@ -235,6 +235,7 @@ def test_run_sweep_equals_the_full_recompute(model, corruption, caplog):
     target with TransformerLens's own hooks; head_v on grouped-query models patches key-value heads."""
     import logging
 
+    from patchbench.attribution import run_attribution
     from patchbench.engine.sweep import run_sweep
 
     name, lm = model
@@ -269,6 +270,13 @@ def test_run_sweep_equals_the_full_recompute(model, corruption, caplog):
             assert ("key-value head" in caplog.text) == kv
             if spec.position == "all":
                 assert sorted(raw[raw.run == "patched"]["head"].unique()) == list(range(lm.shape.n_kv_heads))
+                # attribution patching estimates the same targets (key-value heads) and says so too
+                with caplog.at_level(logging.INFO, logger="patchbench.attribution"):
+                    caplog.clear()
+                    at = run_attribution(lm, prompts, spec, metrics=("logit_diff",), progress=False)
+                assert at.attrs["patchbench"]["components"] == meta["components"]
+                assert at.attrs["patchbench"]["head_axis"] == meta["head_axis"]
+                assert ("key-value head" in caplog.text) == kv
     print(f"\n{name}/{corruption} run_sweep maxdiff " + " ".join(f"{k}={v:.1e}" for k, v in worst.items()))
     bad = {k: v for k, v in worst.items() if not v < TOL}
     assert not bad, f"{name}/{corruption}: run_sweep vs full recompute {bad}"

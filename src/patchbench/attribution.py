@@ -473,6 +473,7 @@ def run_attribution(
     log_ = logger or log
     cols = grad_columns(metrics)
     s, sigma = _setup(model, prompts, spec, clean, cols, qk_fix)
+    axis = head_axis(spec.site, model.shape, log_)
     k = spec.n_samples
     all_prompt = np.repeat(np.arange(len(prompts), dtype=np.int64), k)
     all_sample = np.tile(np.arange(k, dtype=np.int64), len(prompts))
@@ -504,9 +505,7 @@ def run_attribution(
         s.targets, all_prompt, all_sample, vals, target_positions(s.targets, prompts, all_prompt)
     )
 
-    facts = dict(
-        metrics=list(metrics), grad_columns=cols, qk_fix=qk_fix, head_axis=head_axis(spec.site, model.shape)
-    )
+    facts = dict(metrics=list(metrics), grad_columns=cols, qk_fix=qk_fix, head_axis=axis)
     meta = raw_metadata(name or model.name, prompts, spec, "attribution", s.targets, sigma, s.std, **facts)
     return assemble_raw([clean_rows(s.clean, prompts, spec, model.shape.device), *base_parts, patched], meta)
 

@@ -29,6 +29,7 @@ Layers and heads are 0-indexed; heads are named ``L.H``.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -82,23 +83,27 @@ def hook_name(site: str, layer: int) -> str:
     return HOOKS[site].format(layer=layer)
 
 
-def head_axis(site: str, shape: LMShape) -> dict[str, Any] | None:
+def head_axis(site: str, shape: LMShape, log: logging.Logger | None = None) -> dict[str, Any] | None:
     """What the head index of a ``site`` sweep names on a model (None for sites without heads).
 
     ``head_v`` patches the values of **key-value heads**: on a grouped-query model one key-value
     head feeds ``n_heads / n_kv_heads`` query heads, so head ``L.h`` of a head_v sweep is
-    key-value head h (query heads ``h * group .. (h + 1) * group - 1``). Recorded in every head
-    sweep's metadata and log line.
+    key-value head h (query heads ``h * group .. (h + 1) * group - 1``). Both engines record this
+    in every head sweep's metadata; with ``log``, a key-value sweep also says so there.
     """
     if site not in HEAD_SITES:
         return None
     kv = site == "head_v"
     n = shape.n_kv_heads if kv else shape.n_heads
-    return {
-        "heads": "key-value" if kv and shape.grouped_query else "query",
-        "n_heads": n,
-        "query_heads_per_head": shape.n_heads // n,
-    }
+    axis = {"heads": "key-value" if kv and shape.grouped_query else "query", "n_heads": n,
+            "query_heads_per_head": shape.n_heads // n}  # fmt: skip
+    if log is not None and axis["heads"] == "key-value":
+        log.info(
+            "%s on a grouped-query model: head L.h is key-value head h (%d of them per layer), shared by %d "
+            "query heads; patching its values changes all of them",
+            site, n, axis["query_heads_per_head"],
+        )  # fmt: skip
+    return axis
 
 
 @dataclass(frozen=True)

@@ -225,13 +225,7 @@ def run_sweep(
             s.std,
             spec.n_samples,
         )
-    axis = head_axis(spec.site, model.shape)
-    if axis is not None and axis["heads"] == "key-value":
-        log_.info(
-            "%s on a grouped-query model: head L.h is key-value head h (%d of them per layer), shared by %d "
-            "query heads; patching its values changes all of them",
-            spec.site, axis["n_heads"], axis["query_heads_per_head"],
-        )  # fmt: skip
+    axis = head_axis(spec.site, model.shape, log_)
     s, plan = _plan(model, s)
     rows_block = plan["rows_per_block"]
     n_blocks = math.ceil(len(s.row_prompt) / rows_block)
