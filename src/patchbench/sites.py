@@ -65,10 +65,13 @@ HOOKS = {
 HEAD_SITES = ("attn_head", "head_v")
 
 
-def check_windows(site: str, windows: Sequence[int]) -> None:
-    """The one rule for window sizes: at least 1, and above 1 only on :data:`WINDOW_SITES`.
+def check_windows(site: str, windows: Sequence[int], n_layers: int | None = None) -> None:
+    """The one rule for window sizes: at least 1, above 1 only on :data:`WINDOW_SITES`, and (given the
+    model's ``n_layers``) at most the number of layers.
 
-    Raises ValueError naming the windows and the fix; the config check and :class:`SweepSpec` both call it.
+    Raises ValueError naming the windows and the fix. :class:`SweepSpec`, the config check and the
+    pre-flight checks (:mod:`patchbench.preflight`, with the model's ``n_layers``) call it;
+    :func:`enumerate_targets` itself clips any window at the model's edges.
     """
     windows = [int(w) for w in windows]
     if any(w < 1 for w in windows):
@@ -77,6 +80,12 @@ def check_windows(site: str, windows: Sequence[int]) -> None:
         raise ValueError(
             f"windows {windows} only apply to site {' / '.join(WINDOW_SITES)}: a window is only defined for "
             f"the {' / '.join(WINDOW_SITES)} site (ROME's sliding window), not for {site!r}; use window 1"
+        )
+    big = [w for w in windows if n_layers is not None and w > n_layers]
+    if big:
+        raise ValueError(
+            f"window {big[0]} is larger than the model ({n_layers} layers): its targets would patch (almost) "
+            f"every layer at once and still be labelled w{big[0]}. Fix: use windows of at most {n_layers}"
         )
 
 
