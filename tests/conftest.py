@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,17 @@ from patchbench.prompts import PromptSet
 ROOT = Path(__file__).resolve().parents[1]
 # CI and developers keep the offline data mirror beside the checkout (../shared/data).
 MIRROR = Path(os.environ.get("PATCHBENCH_MIRROR", ROOT.parent / "shared" / "data"))
+
+
+#: Outcomes of tests/test_bad_inputs.py (clear / unclear / traceback / silent), summarised at the end.
+BAD_INPUTS: Counter[str] = Counter()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if BAD_INPUTS:
+        kinds = ("clear", "unclear", "traceback", "silent")
+        counts = " / ".join(f"{BAD_INPUTS[k]} {k}" for k in kinds)
+        terminalreporter.write_line(f"bad-input suite: {sum(BAD_INPUTS.values())} tried: {counts}")
 
 
 @pytest.fixture(scope="module")

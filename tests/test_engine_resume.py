@@ -101,7 +101,9 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path, caplog):
         mixed = run_sweep(model, prompts, other, progress=False, checkpoint_dir=ckpt)
     assert "another sweep" in caplog.text and "discarding" in caplog.text
     fresh = run_sweep(model, prompts, other, progress=False)
-    assert mixed.attrs["patchbench_run"]["chunks_computed"] == fresh.attrs["patchbench_run"]["chunks_computed"]
+    assert (
+        mixed.attrs["patchbench_run"]["chunks_computed"] == fresh.attrs["patchbench_run"]["chunks_computed"]
+    )
     pd.testing.assert_frame_equal(mixed, fresh, check_exact=True)
 
 
@@ -112,7 +114,10 @@ def _changed(model, prompts, what):
     import torch
 
     def other(ids, avoid):  # another token id, never the prompt's other answer
-        return [[next(x for x in range(1, 100) if x not in (int(i[0]), int(a[0])))] for i, a in zip(ids, avoid)]
+        return [
+            [next(x for x in range(1, 100) if x not in (int(i[0]), int(a[0])))]
+            for i, a in zip(ids, avoid, strict=True)
+        ]
 
     if what == "answers":
         return model, dataclasses.replace(prompts, answers=other(prompts.answers, prompts.wrong))
@@ -122,7 +127,9 @@ def _changed(model, prompts, what):
         return model, dataclasses.replace(prompts, noise_positions=[[0] for _ in prompts.noise_positions])
     changed = make_model()
     with torch.no_grad():
-        changed.blocks[2].attn.W_O[1, 3, 5] += 0.5  # one weight deep in the model (not in the first four tensors)
+        changed.blocks[2].attn.W_O[1, 3, 5] += (
+            0.5  # one weight deep in the model (not in the first four tensors)
+        )
     return changed, prompts
 
 

@@ -38,12 +38,10 @@ def model_spec_for_cli(name_or_path: str, dtype: str, device: str):
     from patchbench.preflight import check_model_dir
 
     path = Path(name_or_path).expanduser()
-    looks_local = path.exists() or name_or_path.startswith(("/", ".", "~"))
-    spec = ModelSpec.from_name(str(path) if looks_local else name_or_path, dtype=dtype, device=device)
-    if looks_local and spec.source == "hub":  # from_name found no directory there
-        spec = ModelSpec(name=path.name, source="local", path=str(path), dtype=dtype, device=device)
-    check_model_dir(spec)
-    return spec
+    if not (path.exists() or name_or_path.startswith(("/", ".", "~"))):
+        return ModelSpec.from_name(name_or_path, dtype=dtype, device=device)
+    check_model_dir(ModelSpec(name=path.name, source="local", path=str(path), dtype=dtype, device=device))
+    return ModelSpec.from_name(str(path), dtype=dtype, device=device)
 
 
 def _heads(text: str) -> tuple[tuple[int, int], ...]:

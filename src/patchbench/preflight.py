@@ -184,7 +184,8 @@ def config_dims(config: Mapping[str, Any], name: str) -> ModelDims | None:
     """A model's shape from what can be read without loading it, or None (a hub model).
 
     A toy model trained here: its ``toy.models`` settings; a toy ``init: random`` model: its
-    ``arch``; a model with a directory: the directory's ``config.json``.
+    ``arch``; a model with a directory: the directory's ``config.json``; a hub model: the
+    ``config.json`` of its repository in the local Hugging Face cache, when it is there.
     """
     entry = config["models"][name]
     if entry["source"] == "toy" and entry["init"] == "random":
@@ -200,7 +201,20 @@ def config_dims(config: Mapping[str, Any], name: str) -> ModelDims | None:
         m = toy.model
         return ModelDims(m.n_layers, m.n_heads, m.n_ctx, None, f"toy.models.{name}")
     spec = _model_spec(config, name)
+    if spec.source == "hub":
+        return _cached_hub_dims(spec.hub_name or spec.name)
     return _dir_dims(Path(spec.path)) if spec.path else None
+
+
+def _cached_hub_dims(repo: str) -> ModelDims | None:
+    """A hub model's shape from the ``config.json`` in the local Hugging Face cache (no network), if there."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo, "config.json")
+    except Exception:  # noqa: BLE001  (not a repository name, no cache: the job checks the loaded model)
+        return None
+    return _dir_dims(Path(found).parent) if isinstance(found, str) else None
 
 
 def _dir_dims(path: Path) -> ModelDims | None:

@@ -47,6 +47,13 @@ from patchbench.errors import InputError, MissingInputError
 __all__ = ["PromptSet", "PromptSetError"]
 
 
+#: The fix of a prompt that breaks the contract.
+_FIX = (
+    "Fix: rebuild the prompt set with its task's generator (the workflow's prompts rule), or drop the prompt "
+    "(PromptSet.subset)"
+)
+
+
 class PromptSetError(InputError, ValueError):
     """A PromptSet violates its contract (the message names the prompt, the problem and the fix)."""
 
@@ -118,10 +125,12 @@ class PromptSet:
             ("meta", self.meta),
         ):
             if len(col) != n:
-                raise PromptSetError(f"{self.task}: column {name!r} has {len(col)} rows, clean has {n}")
+                raise PromptSetError(
+                    f"{self.task}: column {name!r} has {len(col)} rows, clean has {n}. {_FIX}"
+                )
         for k, v in self.positions.items():
             if len(v) != n:
-                raise PromptSetError(f"{self.task}: position {k!r} has {len(v)} rows, clean has {n}")
+                raise PromptSetError(f"{self.task}: position {k!r} has {len(v)} rows, clean has {n}. {_FIX}")
         if d_vocab is not None and n == 0:
             raise PromptSetError(
                 f"{self.task}: the prompt set is empty, there is nothing to patch. Fix: generate more prompts "
@@ -131,12 +140,12 @@ class PromptSet:
         for i in range(n):
             length = len(self.clean[i])
             if length == 0:
-                raise PromptSetError(f"{self._where(i)}: empty prompt")
+                raise PromptSetError(f"{self._where(i)}: empty prompt. {_FIX}")
             if len(self.corrupted[i]) != length:
                 raise PromptSetError(
                     f"{self._where(i)}: clean has {length} tokens but the corrupted prompt has "
                     f"{len(self.corrupted[i])}; STR needs prompt pairs of equal token length. "
-                    "Choose a replacement that tokenises to the same number of tokens, or drop the pair."
+                    "Fix: choose a replacement that tokenises to the same number of tokens, or drop the pair."
                 )
             if n_ctx is not None and length > n_ctx:
                 raise PromptSetError(
@@ -145,22 +154,22 @@ class PromptSet:
                 )
             if not 0 <= self.answer_pos[i] < length:
                 raise PromptSetError(
-                    f"{self._where(i)}: answer_pos {self.answer_pos[i]} is outside the prompt (length {length})"
+                    f"{self._where(i)}: answer_pos {self.answer_pos[i]} is outside the prompt (length {length}). {_FIX}"
                 )
             for k, v in self.positions.items():
                 if v[i] != -1 and not 0 <= v[i] < length:
                     raise PromptSetError(
-                        f"{self._where(i)}: position {k}={v[i]} is outside the prompt (length {length})"
+                        f"{self._where(i)}: position {k}={v[i]} is outside the prompt (length {length}). {_FIX}"
                     )
-            bad = [p for p in self.noise_positions[i] if not 0 <= p < length]
+            bad = [int(p) for p in self.noise_positions[i] if not 0 <= p < length]
             if bad:
                 raise PromptSetError(
-                    f"{self._where(i)}: noise positions {bad} are outside the prompt (length {length})"
+                    f"{self._where(i)}: noise positions {bad} are outside the prompt (length {length}). {_FIX}"
                 )
             if len(self.answers[i]) == 0:
-                raise PromptSetError(f"{self._where(i)}: no answer token")
+                raise PromptSetError(f"{self._where(i)}: no answer token. {_FIX}")
             if len(self.wrong[i]) == 0:
-                raise PromptSetError(f"{self._where(i)}: no wrong-answer token")
+                raise PromptSetError(f"{self._where(i)}: no wrong-answer token. {_FIX}")
             both = np.intersect1d(self.answers[i], self.wrong[i])
             if both.size:
                 raise PromptSetError(

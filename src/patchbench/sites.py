@@ -144,7 +144,10 @@ class SweepSpec:
         return self.noise.n_samples if self.corruption == "gn" else 1
 
     def to_dict(self) -> dict[str, Any]:
+        """The spec as JSON-ready facts (frame metadata, fingerprints); ``noise`` is None for STR,
+        which draws no noise, so that an STR sweep's facts do not change with the noise settings."""
         d = asdict(self)
+        d["noise"] = d["noise"] if self.corruption == "gn" else None
         d["heads"] = None if self.heads is None else [list(h) for h in self.heads]
         d["layers"] = None if self.layers is None else list(self.layers)
         return d
@@ -158,6 +161,8 @@ class SweepSpec:
             d["layers"] = tuple(d["layers"])
         if isinstance(d.get("noise"), dict):
             d["noise"] = NoiseSpec(**d["noise"])
+        elif "noise" in d and d["noise"] is None:  # an STR spec: no noise settings
+            del d["noise"]
         return cls(**d)
 
 
