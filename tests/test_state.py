@@ -1,7 +1,8 @@
 """State that cannot go stale, at the level of Snakemake (issue #14).
 
 Each test runs the real workflow in its own copy of the project (its own ``.snakemake``: locks,
-incomplete markers, params), on a tiny config with a sweep long enough to kill part-way:
+incomplete markers, params), on a tiny config with a sweep long enough to kill part-way
+(``conftest.tiny_config``); the uninterrupted run is the session's ``tiny_workflow``:
 
 * a run killed with SIGKILL while a sweep job is running (Snakemake and its job, the whole process
   group) resumes with the one command the README documents, recomputes only the unfinished
@@ -25,8 +26,8 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
+from conftest import run_workflow, tiny_config, workflow_copy, workflow_env
 from patchbench.rawframe import read_frame
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,37 +41,6 @@ def resume_command() -> str:
     text = (ROOT / "README.md").read_text()
     section = text.split("## After a crash or a kill: resume", 1)[1]
     return re.search(r"```bash\n(snakemake --unlock[^\n]*)\n```", section).group(1)
-
-
-def make_project(where: Path, nu: float = 3.0) -> Path:
-    """A copy of the workflow whose embedded config is tests/configs/tiny.yaml plus a GN sweep of the
-    residual stream at every position, in chunks of a few targets (a 16 MB memory budget)."""
-    for part in ("Snakefile", "workflow", "profiles", "data/toy"):
-        src, dst = ROOT / part, where / part
-        shutil.copytree(src, dst) if src.is_dir() else shutil.copy2(src, dst)
-    cfg = yaml.safe_load((ROOT / "tests" / "configs" / "tiny.yaml").read_text())
-    cfg["noise"]["nu"] = nu
-    cfg["models"]["tiny-gpt2"]["memory_budget_mb"] = 16
-    cfg["tasks"]["ioi"]["n_prompts"] = 16
-    cfg["experiments"]["ioi_resid_each"] = dict(
-        task="ioi", models=["tiny-gpt2"], site="resid_pre", position="each", corruptions=["gn"]
-    )
-    (where / "config").mkdir()
-    (where / "config" / "demo.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return where
-
-
-def env() -> dict[str, str]:
-    path = os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH")) if p)
-    return dict(os.environ, PYTHONPATH=path, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-
-
-def run(project: Path, command: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    res = subprocess.run(
-        ["bash", "-c", command], cwd=project, env=env(), capture_output=True, text=True, timeout=timeout
-    )
-    assert res.returncode == 0, f"{command} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
-    return res
 
 
 def outputs(project: Path) -> dict[str, tuple[str, int]]:
@@ -89,20 +59,18 @@ def chunks(project: Path) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> Path:
-    """The tiny workflow run once, start to end."""
-    project = make_project(tmp_path_factory.mktemp("uninterrupted"))
-    run(project, "python3 -m snakemake --cores 2")
-    return project
+def uninterrupted(tiny_workflow) -> Path:
+    """The tiny workflow run once, start to end (shared with tests/test_e2e.py; read only here)."""
+    return tiny_workflow
 
 
 def test_a_killed_run_resumes_with_the_documented_command_byte_identical(uninterrupted, tmp_path):
-    project = make_project(tmp_path)
+    project = workflow_copy(tmp_path / "project", tiny_config())
     log = open(tmp_path / "killed.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "snakemake", "--cores", "2"],
         cwd=project,
-        env=env(),
+        env=workflow_env(),
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group: Snakemake and its jobs are killed together
@@ -128,7 +96,7 @@ def test_a_killed_run_resumes_with_the_documented_command_byte_identical(uninter
 
     command = resume_command()
     assert command == "snakemake --unlock && snakemake --cores 2 --rerun-incomplete"
-    run(project, command.replace("snakemake", "python3 -m snakemake"))
+    run_workflow(project, command.replace("snakemake", f"{sys.executable} -m snakemake"))
 
     sweep_log = (
         (project / "results" / "logs" / GN_EACH.relative_to("results")).with_suffix(".log").read_text()
@@ -150,7 +118,7 @@ def test_a_config_change_leaves_no_output_at_the_old_value(uninterrupted, tmp_pa
     before = outputs(project)
     config = project / "config" / "demo.yaml"
     config.write_text(config.read_text().replace("nu: 3.0", "nu: 2.0"))
-    run(project, "python3 -m snakemake --cores 2")
+    run_workflow(project, f"{sys.executable} -m snakemake --cores 2")
     after = outputs(project)
     assert sorted(after) == sorted(before)
     rewritten = {k for k in after if after[k][1] != before[k][1]}
@@ -178,5 +146,5 @@ def test_a_config_change_leaves_no_output_at_the_old_value(uninterrupted, tmp_pa
         text = log.read_text()
         assert "holds another sweep" in text and not re.search(r" 0 of \d+ chunk\(s\) computed", text), log
 
-    again = run(project, "python3 -m snakemake --cores 2 -n")
+    again = run_workflow(project, f"{sys.executable} -m snakemake --cores 2 -n")
     assert "Nothing to be done" in again.stdout + again.stderr
