@@ -108,6 +108,7 @@ def workflow_copy(where: Path, config: dict) -> Path:
 
     import yaml
 
+    where.mkdir(parents=True, exist_ok=True)
     for part in ("Snakefile", "workflow", "profiles", "data/toy"):
         src, dst = ROOT / part, where / part
         shutil.copytree(src, dst) if src.is_dir() else shutil.copy2(src, dst)

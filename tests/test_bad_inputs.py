@@ -517,6 +517,11 @@ def test_bad_prompt_set_is_refused_before_the_sweep(case, edit, expect, cli_env,
 
 
 # ============================================================================= damaged caches and checkpoints
+def warned(outcome: Outcome, caplog) -> Outcome:
+    """A run that went through: its warnings are what the user sees (a damaged file recomputed)."""
+    return Outcome("warned", caplog.text) if outcome.kind == "silent" else outcome
+
+
 def test_a_damaged_clean_cache_is_recomputed_with_a_warning(cli_env, tmp_path, capsys, caplog):
     model, prompts, path, _ = cli_env
     from patchbench.engine.cache import cache_fingerprint, clean_cache, save_cache
@@ -525,8 +530,10 @@ def test_a_damaged_clean_cache_is_recomputed_with_a_warning(cli_env, tmp_path, c
     save_cache(clean_cache(model, prompts, "attn_head"), cache, cache_fingerprint(model, prompts))
     cache.write_bytes(cache.read_bytes()[:300])
     outcome = run_cli(sweep_args(path, tmp_path / "a.parquet", "--clean-cache", str(cache)), capsys)
-    warned = Outcome("refused", caplog.text) if outcome.kind == "silent" else outcome
-    check(warned, (f"clean cache {cache} is not this job's", "unreadable", "computing the clean run here"))
+    check(
+        warned(outcome, caplog),
+        (f"clean cache {cache} is not this job's", "unreadable", "computing the clean run here"),
+    )
 
 
 def test_a_clean_cache_of_other_prompts_is_recomputed_with_a_warning(cli_env, tmp_path, capsys, caplog):
@@ -537,8 +544,10 @@ def test_a_clean_cache_of_other_prompts_is_recomputed_with_a_warning(cli_env, tm
     cache = tmp_path / "cache.safetensors"
     save_cache(clean_cache(model, other, "attn_head"), cache, cache_fingerprint(model, other))
     outcome = run_cli(sweep_args(path, tmp_path / "a.parquet", "--clean-cache", str(cache)), capsys)
-    warned = Outcome("refused", caplog.text) if outcome.kind == "silent" else outcome
-    check(warned, (f"clean cache {cache} is not this job's", "fingerprint", "computing the clean run here"))
+    check(
+        warned(outcome, caplog),
+        (f"clean cache {cache} is not this job's", "fingerprint", "computing the clean run here"),
+    )
 
 
 def test_a_garbage_checkpoint_chunk_is_recomputed_with_a_warning(cli_env, tmp_path, capsys, caplog):
@@ -551,8 +560,7 @@ def test_a_garbage_checkpoint_chunk_is_recomputed_with_a_warning(cli_env, tmp_pa
     chunk.write_bytes(b"garbage")
     outcome = run_cli(args, capsys)
     assert (tmp_path / "a.parquet").read_bytes() == first
-    warned = Outcome("refused", caplog.text) if outcome.kind == "silent" else outcome
-    check(warned, (f"discarding checkpoint chunk {chunk}", "unreadable", "recomputing it"))
+    check(warned(outcome, caplog), (f"discarding checkpoint chunk {chunk}", "unreadable", "recomputing it"))
 
 
 def test_the_suite_covers_at_least_sixty_bad_inputs():

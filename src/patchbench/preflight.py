@@ -109,6 +109,16 @@ def _check_toy_settings(config: Mapping[str, Any]) -> None:
         ) from None
 
 
+#: JSON Schema types of the Python types a task generator's options are annotated with.
+_JSON_TYPES: dict[Any, str] = {
+    str: "string",
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    type(None): "null",
+}
+
+
 def task_options_schema(task: str) -> dict[str, Any]:
     """The JSON schema of ``tasks.<task>.options``: the keyword-only parameters of the task's generator
     (those its registry entry does not fix), typed by their annotations; no other key is allowed."""
@@ -120,9 +130,8 @@ def task_options_schema(task: str) -> dict[str, Any]:
     for p in inspect.signature(info.builder).parameters.values():
         if p.kind is not p.KEYWORD_ONLY or p.name in info.options:
             continue
-        types = {str: "string", bool: "boolean", int: "integer", float: "number", type(None): "null"}
         args = typing.get_args(hints.get(p.name)) or (hints.get(p.name),)
-        allowed = [types[a] for a in args if a in types]
+        allowed = [_JSON_TYPES[a] for a in args if a in _JSON_TYPES]
         props[p.name] = {"type": allowed} if allowed else {}
     return {"type": "object", "additionalProperties": False, "properties": props}
 
