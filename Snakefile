@@ -7,14 +7,23 @@
 
 from snakemake.utils import min_version
 
+from patchbench.config import read_yaml
+from patchbench.errors import refusing
+
 min_version("9.0")
 
 
 # The embedded default, unless the command line names config files: those replace it rather
 # than being merged into it (a merge would silently keep the demo's models and experiments).
+# It is read strictly first, so that a YAML error names its line (Snakemake's loader does not).
 if not workflow.overwrite_configfiles:
+    with refusing("patchbench"):
+        read_yaml("config/demo.yaml")
 
     configfile: "config/demo.yaml"
+
+
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,17 @@ from patchbench.prompts import PromptSet
 ROOT = Path(__file__).resolve().parents[1]
 # CI and developers keep the offline data mirror beside the checkout (../shared/data).
 MIRROR = Path(os.environ.get("PATCHBENCH_MIRROR", ROOT.parent / "shared" / "data"))
+
+
+#: Outcomes of tests/test_bad_inputs.py (clear / unclear / traceback / silent), summarised at the end.
+BAD_INPUTS: Counter[str] = Counter()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if BAD_INPUTS:
+        kinds = ("clear", "unclear", "traceback", "silent")
+        counts = " / ".join(f"{BAD_INPUTS[k]} {k}" for k in kinds)
+        terminalreporter.write_line(f"bad-input suite: {sum(BAD_INPUTS.values())} tried: {counts}")
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +82,66 @@ def snakemake(*args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.Co
         text=True,
         timeout=timeout,
     )
+
+
+# ----------------------------------------------------------------------------- the tiny workflow in its own directory
+def tiny_config(nu: float = 3.0) -> dict:
+    """tests/configs/tiny.yaml plus a GN sweep of the residual stream at every position in chunks of a few
+    targets (a 16 MB memory budget): long enough to kill part-way (tests/test_state.py)."""
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "tests" / "configs" / "tiny.yaml").read_text())
+    cfg["noise"]["nu"] = nu
+    cfg["models"]["tiny-gpt2"]["memory_budget_mb"] = 16
+    cfg["tasks"]["ioi"]["n_prompts"] = 16
+    cfg["experiments"]["ioi_resid_each"] = dict(
+        task="ioi", models=["tiny-gpt2"], site="resid_pre", position="each", corruptions=["gn"]
+    )
+    return cfg
+
+
+def workflow_copy(where: Path, config: dict) -> Path:
+    """A copy of the workflow (its own ``.snakemake``: locks, incomplete markers, params) whose embedded
+    default config is ``config``."""
+    import shutil
+
+    import yaml
+
+    where.mkdir(parents=True, exist_ok=True)
+    for part in ("Snakefile", "workflow", "profiles", "data/toy"):
+        src, dst = ROOT / part, where / part
+        shutil.copytree(src, dst) if src.is_dir() else shutil.copy2(src, dst)
+    (where / "config").mkdir()
+    (where / "config" / "demo.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return where
+
+
+def workflow_env() -> dict[str, str]:
+    """The environment of a workflow run: this checkout's package first, offline."""
+    path = os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH")) if p)
+    return dict(os.environ, PYTHONPATH=path, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+
+
+def run_workflow(project: Path, command: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run a shell ``command`` in ``project``; it must succeed."""
+    res = subprocess.run(
+        ["bash", "-c", command],
+        cwd=project,
+        env=workflow_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert res.returncode == 0, f"{command} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    return res
+
+
+@pytest.fixture(scope="session")
+def tiny_workflow(tmp_path_factory) -> Path:
+    """The tiny workflow (:func:`tiny_config`) run once, start to end, in its own directory."""
+    project = workflow_copy(tmp_path_factory.mktemp("tiny-workflow"), tiny_config())
+    run_workflow(project, f"{sys.executable} -m snakemake --cores 2")
+    return project
 
 
 # ----------------------------------------------------------------------------- a tiny model and prompts

@@ -6,9 +6,6 @@ head -> effects + detection -> Table 5 (CSV / Markdown) and the head heatmaps (P
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -20,31 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny")
-    results, figures = out / "results", out / "figures"
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--cores",
-        "2",
-        "--nolock",
-        "--configfile",
-        "tests/configs/tiny.yaml",
-        "--config",
-        f"results_dir={results}",
-        f"figures_dir={figures}",
-        "--",
-        "table5",
-        "fig_ioi_heads",
-        "agreement_all",
-    ]
-    res = subprocess.run(
-        cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=dict(os.environ, HF_HUB_OFFLINE="1")
-    )
-    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
-    return results, figures
+def tiny_run(tiny_workflow):
+    """The session's tiny workflow run (conftest.tiny_workflow: tests/configs/tiny.yaml, every target)."""
+    return tiny_workflow / "results", tiny_workflow / "figures"
 
 
 @pytest.mark.slow
@@ -92,3 +67,17 @@ def test_one_attribution_job_writes_each_cell_with_its_own_log(tiny_run):
             in (results / "logs" / "attrib" / cell.with_suffix(".log")).read_text()
         )
     assert (results / "tables" / "agreement_tiny-gpt2_ioi.csv").exists()
+
+
+@pytest.mark.slow
+def test_the_report_shows_the_configured_title_and_suite(tiny_workflow, tmp_path):
+    """``report.title`` and ``suite`` are read: they head Snakemake's HTML report (workflow/report/workflow.rst)."""
+    import sys
+
+    from conftest import run_workflow
+
+    report = tmp_path / "report.html"
+    title = "--config 'report={title: Tiny slice title}'"
+    run_workflow(tiny_workflow, f"{sys.executable} -m snakemake --cores 1 --report {report} {title}")
+    html = report.read_text()
+    assert "Tiny slice title</h1>" in html and 'Suite <tt class=\\"docutils literal\\">tiny</tt>' in html

@@ -96,7 +96,9 @@ def test_equals_transformer_lens(model, prompts, corruption, site, position):
     for _, row in eff.iterrows():
         mine[tuple(int(row[a]) for a in axes)] = row["effect"]
     assert not mine.isnan().any(), "every TransformerLens entry has a patchbench target"
-    print(f"\n{site}/{position}/{corruption}: max |patchbench - TransformerLens| {float((mine - ref).abs().max()):.1e}")
+    print(
+        f"\n{site}/{position}/{corruption}: max |patchbench - TransformerLens| {float((mine - ref).abs().max()):.1e}"
+    )
     assert (mine - ref).abs().max() < 1e-5
     # float64: the sanity identities hold to rounding
     s = raw.attrs["patchbench"]["sanity"]

@@ -19,8 +19,6 @@ path differently.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,6 +26,7 @@ from typing import Any, Literal
 
 from patchbench.config import ConfigError
 from patchbench.corruption import NoiseSpec
+from patchbench.fingerprint import FORMAT_VERSION, digest
 from patchbench.layout import CellKind, Layout
 from patchbench.sites import SweepSpec, check_windows
 
@@ -159,6 +158,11 @@ class Cell:
         )
 
     @property
+    def check_identities(self) -> bool:
+        """Whether the exact sweep checks the sanity identities: ``engine.check_identities``."""
+        return bool(self.config["engine"]["check_identities"])
+
+    @property
     def detection_k(self) -> float:
         """The detection threshold (SDs) of an attribution cell's effects: ``attribution.k``."""
         return float(self.config["attribution"]["k"])
@@ -168,6 +172,7 @@ class Cell:
         """Everything the config knows that determines this cell's numbers (see :meth:`fingerprint`)."""
         cfg = self.config
         facts: dict[str, Any] = {
+            "format": FORMAT_VERSION,
             "cell": {**self.identity, "heads": None if self.heads is None else [list(h) for h in self.heads]},
             "model": {k: v for k, v in cfg["models"][self.model].items() if k != "resources"},
             "task": cfg["tasks"][self.task],
@@ -181,20 +186,23 @@ class Cell:
         return facts
 
     def fingerprint(self, **extra: Any) -> str:
-        """A stable hash (16 hex digits of sha256) of what determines the cell's numbers.
+        """A stable hash (16 hex digits of sha256, :func:`patchbench.fingerprint.digest`) of what
+        determines the cell's numbers, as far as the config knows it.
 
-        Covered, from the config: the cell's fields (``identity`` and ``heads``); the model's entry
-        without its ``resources`` (source, name, path, dtype, device, memory budget, init, arch);
-        the task's entry; ``data_dir``, ``filter_correct`` and ``min_prompts`` (which prompts are
-        patched); the engine settings other than ``engine.method`` (which picks the tables'
-        method, not this cell's numbers); the noise settings for GN cells; ``attribution.qk_fix``
-        and ``attribution.k`` for attribution cells. Not covered, because the config does not know
-        them: the prompt ids and the model weights. Pass such facts as ``extra`` (JSON-serialisable
-        keyword arguments; issue #14 adds them); they join the hash under their names.
+        Covered, from the config: the engine's format version; the cell's fields (``identity``
+        and ``heads``); the model's entry without its ``resources`` (source, name, path, dtype,
+        device, memory budget, init, arch); the task's entry; ``data_dir``, ``filter_correct`` and
+        ``min_prompts`` (which prompts are patched); the engine settings other than
+        ``engine.method`` (which picks the tables' method, not this cell's numbers); the noise
+        settings for GN cells; ``attribution.qk_fix`` and ``attribution.k`` for attribution cells.
+        It is a param of the cell's Snakemake rule (``common.smk``), so a config change reruns
+        exactly the jobs of the cells it changes, and everything downstream of them. The prompt ids
+        and the model weights, which the config does not know, reach Snakemake as the rule's file
+        inputs and the engine through its checkpoint fingerprint
+        (:func:`patchbench.engine.checkpoint.sweep_fingerprint`); ``extra`` (JSON-serialisable
+        keyword arguments) joins the hash under its names.
         """
-        facts = {**self.fingerprint_facts(), **extra}
-        blob = json.dumps(facts, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return digest({**self.fingerprint_facts(), **extra})
 
     # ------------------------------------------------------------------ wildcard patterns
     @classmethod

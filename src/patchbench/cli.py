@@ -26,30 +26,94 @@ log = logging.getLogger("patchbench.cli")
 
 def load_model_for_cli(name_or_path: str, dtype: str, device: str):
     """The one place the CLI obtains a model (a hub name or a local directory), as a :class:`patchbench.lm.LM`."""
-    from patchbench.models import ModelSpec, load_model
+    from patchbench.models import load_model
 
-    return load_model(ModelSpec.from_name(name_or_path, dtype=dtype, device=device))
+    return load_model(model_spec_for_cli(name_or_path, dtype=dtype, device=device))
 
 
-def _heads(text: str | None) -> tuple[tuple[int, int], ...] | None:
-    if not text:
-        return None
+def model_spec_for_cli(name_or_path: str, dtype: str, device: str):
+    """The ModelSpec of ``--model``: a local directory (checked by :func:`patchbench.preflight.check_model_dir`)
+    when it names one or looks like a path, else a hub name."""
+    from patchbench.models import ModelSpec
+    from patchbench.preflight import check_model_dir
+
+    path = Path(name_or_path).expanduser()
+    if not (path.exists() or name_or_path.startswith(("/", ".", "~"))):
+        return ModelSpec.from_name(name_or_path, dtype=dtype, device=device)
+    check_model_dir(ModelSpec(name=path.name, source="local", path=str(path), dtype=dtype, device=device))
+    return ModelSpec.from_name(str(path), dtype=dtype, device=device)
+
+
+def _heads(text: str) -> tuple[tuple[int, int], ...]:
     try:
-        return tuple((int(a), int(b)) for a, b in (h.split(".") for h in text.split(",")))
+        heads = tuple((int(a), int(b)) for a, b in (h.split(".") for h in text.split(",")))
     except ValueError:
+        heads = ()
+    if not heads or any(a < 0 or b < 0 for a, b in heads):
+        raise argparse.ArgumentTypeError(f"expects L.H,L.H,... (e.g. 7.3,7.9), got {text!r}")
+    return heads
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        out = ()
+    if not out or min(out) < 0:
         raise argparse.ArgumentTypeError(
-            f"--heads expects L.H,L.H,... (e.g. 7.3,7.9), got {text!r}"
-        ) from None
+            f"expects comma-separated layer indices >= 0 (e.g. 0,1,2), got {text!r}"
+        )
+    return out
 
 
-def _ints(text: str | None) -> tuple[int, ...] | None:
-    return None if not text else tuple(int(x) for x in text.split(","))
+def _schema_node(key: str) -> dict:
+    """The config schema's rule for ``key``: a dotted path from the top level or an entry kind
+    (``noise.nu``, ``model.dtype``); ``items`` steps into an array's items."""
+    from patchbench.config import schema
+
+    head, *rest = key.split(".")
+    root = schema()
+    node = root["$defs"][head] if head in root["$defs"] else root["properties"][head]
+    for part in rest:
+        node = node["items"] if part == "items" else node["properties"][part]
+    return node
+
+
+def _schema_value(key: str, kind: type):
+    """An argparse type: ``kind(text)`` checked against the config schema's rule for ``key``."""
+
+    def parse(text: str):
+        from jsonschema import Draft202012Validator
+
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expects {kind.__name__}, got {text!r}") from None
+        rule = {k: v for k, v in _schema_node(key).items() if k != "default"}
+        error = next(Draft202012Validator(rule).iter_errors(value), None)
+        if error is not None:
+            raise argparse.ArgumentTypeError(
+                f"{error.message} (the rule of config key {key}, config/README.md)"
+            )
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def _nonnegative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expects a number >= 0, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     from patchbench.config import default
     from patchbench.detection import PAPER_K
-    from patchbench.models import DTYPES
 
     ap = argparse.ArgumentParser(
         prog="patchbench", description="Activation patching done right (Zhang & Nanda 2024)."
@@ -63,30 +127,55 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument(
         "--prompts", required=True, type=Path, help="PromptSet parquet (built by the workflow's prompts rule)"
     )
-    sw.add_argument("--corruption", required=True, choices=["str", "gn"])
-    sw.add_argument("--site", required=True, choices=["attn_head", "head_v", "mlp", "resid_pre"])
+    sw.add_argument(
+        "--corruption", required=True, choices=_schema_node("experiment.corruptions.items")["enum"]
+    )
+    sw.add_argument("--site", required=True, choices=_schema_node("experiment.site")["enum"])
     sw.add_argument(
         "--position",
         default=default("experiment.position"),
+        type=_schema_value("experiment.position", str),
         help="all | each | a named position of the PromptSet (END, S2, ...)",
     )
     sw.add_argument(
-        "--window", type=int, default=default("experiment.windows")[0], help="mlp only: sliding-window size"
+        "--window",
+        type=_schema_value("experiment.windows.items", int),
+        default=default("experiment.windows")[0],
+        help="mlp only: sliding-window size",
     )
     sw.add_argument(
-        "--heads", type=str, default=None, help="restrict to heads L.H,L.H (head_v: patched together)"
+        "--heads", type=_heads, default=None, help="restrict to heads L.H,L.H (head_v: patched together)"
     )
-    sw.add_argument("--layers", type=str, default=None, help="restrict to layers, e.g. 0,1,2")
-    sw.add_argument("--nu", type=float, default=default("noise.nu"), help="GN: noise std = nu * sigma")
+    sw.add_argument("--layers", type=_ints, default=None, help="restrict to layers, e.g. 0,1,2")
     sw.add_argument(
-        "--samples", type=int, default=default("noise.n_samples"), help="GN: noise samples per prompt"
+        "--nu",
+        type=_schema_value("noise.nu", float),
+        default=default("noise.nu"),
+        help="GN: noise std = nu * sigma",
     )
-    sw.add_argument("--seed", type=int, default=default("noise.seed"), help="GN: noise seed")
-    sw.add_argument("--sigma", type=float, default=None, help="GN: fixed sigma (default: from the data)")
-    sw.add_argument("--memory-budget-mb", type=int, default=default("model.memory_budget_mb"))
-    sw.add_argument("--dtype", default=default("model.dtype"), choices=sorted(DTYPES))
     sw.add_argument(
-        "--device", default=default("model.device"), help="auto (CUDA when available) | cpu | cuda[:i]"
+        "--samples",
+        type=_schema_value("noise.n_samples", int),
+        default=default("noise.n_samples"),
+        help="GN: noise samples per prompt",
+    )
+    sw.add_argument(
+        "--seed", type=_schema_value("noise.seed", int), default=default("noise.seed"), help="GN: noise seed"
+    )
+    sw.add_argument(
+        "--sigma", type=_nonnegative, default=None, help="GN: fixed sigma (default: from the data)"
+    )
+    sw.add_argument(
+        "--memory-budget-mb",
+        type=_schema_value("model.memory_budget_mb", int),
+        default=default("model.memory_budget_mb"),
+    )
+    sw.add_argument("--dtype", default=default("model.dtype"), choices=_schema_node("model.dtype")["enum"])
+    sw.add_argument(
+        "--device",
+        type=_schema_value("model.device", str),
+        default=default("model.device"),
+        help="auto (CUDA when available) | cpu | cuda[:i]",
     )
     sw.add_argument("--clean-cache", type=Path, default=None, help="safetensors clean cache to reuse")
     sw.add_argument(
@@ -101,16 +190,27 @@ def build_parser() -> argparse.ArgumentParser:
     ef.add_argument("raw", type=Path)
     ef.add_argument("--out", required=True, type=Path)
     ef.add_argument("--metrics", default=None, help="comma-separated metrics (default by task)")
-    ef.add_argument("--k", type=float, default=PAPER_K, help="detection threshold in SDs (the paper's: 2)")
+    ef.add_argument(
+        "--k",
+        type=_schema_value("attribution.k", float),
+        default=PAPER_K,
+        help="detection threshold in SDs (the paper's: 2)",
+    )
     return ap
 
 
-def _write_effects(raw, out: Path, metrics: str | None, k: float) -> None:
+def _metrics(text: str | None) -> tuple[str, ...] | None:
+    from patchbench.preflight import check_metrics
+
+    return None if text is None else check_metrics(text.split(","), "--metrics")
+
+
+def _write_effects(raw, out: Path, metrics: tuple[str, ...] | None, k: float) -> None:
     from patchbench.detection import detect
     from patchbench.metrics import effects, metrics_for
     from patchbench.rawframe import metadata, write_frame
 
-    ms = tuple(metrics.split(",")) if metrics else metrics_for(metadata(raw)["task"])
+    ms = metrics or metrics_for(metadata(raw)["task"])
     eff = detect(effects(raw, metrics=ms), k=k)
     write_frame(eff, out)
     found = eff.loc[eff["detected"] != "", ["metric", "component", "detected"]]
@@ -124,30 +224,51 @@ def _write_effects(raw, out: Path, metrics: str | None, k: float) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> None:
+    """Check every argument and file, load the model, check the prompts and the sweep against it, then sweep."""
     from patchbench.corruption import NoiseSpec
     from patchbench.detection import PAPER_K
+    from patchbench.engine.cache import required_hooks, usable_cache
     from patchbench.engine.sweep import run_sweep
+    from patchbench.errors import InputError, MissingInputError
+    from patchbench.preflight import check_output_path, check_spec
     from patchbench.prompts import PromptSet
     from patchbench.rawframe import write_frame
     from patchbench.sites import SweepSpec
 
+    check_output_path(args.out, "--out")
+    if args.effects is not None:
+        check_output_path(args.effects, "--effects")
+    metrics = _metrics(args.metrics)
+    if args.checkpoint_dir is not None and args.checkpoint_dir.exists() and not args.checkpoint_dir.is_dir():
+        raise InputError.of(
+            f"--checkpoint-dir {args.checkpoint_dir}", "is a file", "name a directory (new or of this sweep)"
+        )
+    if args.clean_cache is not None and not args.clean_cache.is_file():
+        raise MissingInputError.of(
+            f"--clean-cache {args.clean_cache}",
+            "does not exist or is not a file",
+            "give a cache file or leave the flag out",
+        )
+    try:
+        spec = SweepSpec(
+            corruption=args.corruption,
+            site=args.site,
+            position=args.position,
+            window=args.window,
+            heads=args.heads,
+            layers=args.layers,
+            noise=NoiseSpec(nu=args.nu, n_samples=args.samples, seed=args.seed, sigma=args.sigma),
+            memory_budget_mb=args.memory_budget_mb,
+        )
+    except ValueError as err:
+        raise InputError(f"the sweep's flags do not fit together: {err}") from None
+    prompts = PromptSet.from_parquet(args.prompts)
     model = load_model_for_cli(args.model, dtype=args.dtype, device=args.device)
-    prompts = PromptSet.from_parquet(args.prompts, d_vocab=model.shape.d_vocab)
-    spec = SweepSpec(
-        corruption=args.corruption,
-        site=args.site,
-        position=args.position,
-        window=args.window,
-        heads=_heads(args.heads),
-        layers=_ints(args.layers),
-        noise=NoiseSpec(nu=args.nu, n_samples=args.samples, seed=args.seed, sigma=args.sigma),
-        memory_budget_mb=args.memory_budget_mb,
-    )
+    check_spec(spec, model, prompts, f"--model {args.model}")
     clean = None
     if args.clean_cache is not None:
-        from safetensors.torch import load_file
-
-        clean = load_file(str(args.clean_cache), device=model.shape.device)
+        names = required_hooks(model, spec)
+        clean = usable_cache(args.clean_cache, model, prompts, names, spec.memory_budget_mb, log)
     raw = run_sweep(
         model,
         prompts,
@@ -161,21 +282,28 @@ def _sweep(args: argparse.Namespace) -> None:
     write_frame(raw, args.out)
     log.info("wrote %d rows to %s", len(raw), args.out)
     if args.effects is not None:
-        _write_effects(raw, args.effects, args.metrics, PAPER_K)
+        _write_effects(raw, args.effects, metrics, PAPER_K)
+
+
+def _effects(args: argparse.Namespace) -> None:
+    from patchbench.preflight import check_output_path
+    from patchbench.rawframe import read_frame
+
+    check_output_path(args.out, "--out")
+    metrics = _metrics(args.metrics)
+    _write_effects(read_frame(args.raw), args.out, metrics, args.k)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; a bad input is one message on stderr and exit status 2 (argparse's too)."""
+    from patchbench.errors import InputError
+
     args = build_parser().parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        if args.command == "sweep":
-            _sweep(args)
-        elif args.command == "effects":
-            from patchbench.rawframe import read_frame
-
-            _write_effects(read_frame(args.raw), args.out, args.metrics, args.k)
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
+        {"sweep": _sweep, "effects": _effects}[args.command](args)
+    except (InputError, FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
         print(f"patchbench {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

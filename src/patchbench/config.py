@@ -24,13 +24,24 @@ from typing import Any
 
 import yaml
 
-__all__ = ["SCHEMA", "ConfigError", "default", "load_config", "schema", "validate_config", "validate_entry"]
+from patchbench.errors import InputError, MissingInputError
+
+__all__ = [
+    "SCHEMA",
+    "ConfigError",
+    "default",
+    "load_config",
+    "read_yaml",
+    "schema",
+    "validate_config",
+    "validate_entry",
+]
 
 #: The config schema (JSON Schema 2020-12 in YAML), shipped inside the package.
 SCHEMA = Path(__file__).parent / "schemas" / "config.schema.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """A config the workflow cannot run: the message names the key, the problem and the fix."""
 
 
@@ -93,12 +104,61 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def load_config(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config and :func:`validate_config` it."""
+class _StrictLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+
+def _mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise ConfigError(
+                f"{key_node.start_mark.name}, line {line}: key {key!r} is given twice in one mapping (first on "
+                f"line {seen[key]}); YAML would silently keep only the last one. Fix: remove or rename one of them"
+            )
+        seen[key] = line
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file's content; a syntax error or a duplicate key is a ConfigError naming the file and line."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist; pass one of config/*.yaml")
-    return validate_config(yaml.safe_load(path.read_text()) or {})
+        raise MissingInputError.of(
+            f"config file {path}",
+            "does not exist" if not path.exists() else "is not a file",
+            "pass one of config/*.yaml",
+        )
+    loader = _StrictLoader(path.read_text())
+    loader.name = str(path)
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        raise ConfigError(
+            f"{where}: YAML syntax error: {err.problem or err}"
+            f"{' (' + err.context + ')' if err.context else ''}. Fix: correct the YAML there (indentation, "
+            "a missing ':' or closing bracket, tabs instead of spaces)"
+        ) from None
+    finally:
+        loader.dispose()
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config (:func:`read_yaml`) and :func:`validate_config` it."""
+    cfg = read_yaml(path)
+    if cfg is not None and not isinstance(cfg, dict):
+        raise ConfigError(
+            f"config file {path}: the top level must be a mapping of keys, got {type(cfg).__name__}"
+        )
+    return validate_config(cfg or {})
 
 
 def _check_references(cfg: Mapping[str, Any]) -> None:

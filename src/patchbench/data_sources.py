@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from patchbench.errors import InputError
 from patchbench.upstream import SOURCES
 
 __all__ = ["MissingDataError", "require_data_file"]
 
 
-class MissingDataError(FileNotFoundError):
+class MissingDataError(InputError, FileNotFoundError):
     """A data file the task needs is not in the data directory."""
 
 

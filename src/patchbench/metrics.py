@@ -29,17 +29,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from patchbench.errors import InputError
 from patchbench.rawframe import EFFECTS_COLUMNS, VALUE_COLUMNS, metadata, position_mode
 
-__all__ = ["METRICS", "baselines", "components", "effects", "metrics_for"]
+__all__ = ["METRICS", "RawFrameError", "baselines", "components", "effects", "metrics_for"]
 
 METRICS = ("prob", "logit_diff", "kl", "stolfo")
+
+
+class RawFrameError(InputError, ValueError):
+    """A frame given as a raw sweep frame is not one."""
 
 
 def _split(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     missing = {"run", "target", "prompt", "sample", *VALUE_COLUMNS} - set(raw.columns)
     if missing:
-        raise KeyError(f"not a raw sweep frame: columns {sorted(missing)} are missing")
+        raise RawFrameError(
+            f"not a raw sweep frame: columns {sorted(missing)} are missing. Fix: pass the raw frame a sweep "
+            "wrote (patchbench sweep --out, the workflow's sweeps/ or attrib/*.raw.parquet), not an effects frame"
+        )
     clean = raw[raw["run"] == "clean"]
     corr = raw[raw["run"] == "corrupted"]
     pat = raw[raw["run"] == "patched"]

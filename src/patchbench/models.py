@@ -32,6 +32,7 @@ from typing import Any, Literal
 import torch
 
 from patchbench.config import default, validate_entry
+from patchbench.errors import InputError
 from patchbench.lm import LM
 
 __all__ = [
@@ -57,7 +58,7 @@ DTYPES: dict[str, torch.dtype] = {
 PAPER_MODELS = ("gpt2", "gpt2-large", "gpt2-xl", "EleutherAI/gpt-j-6B", "attn-only-4l")
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(InputError, FileNotFoundError):
     """A model could not be found where it was looked for (the message says where and the fix)."""
 
 

@@ -21,7 +21,10 @@ meta_<NAME>         any             per-prompt metadata (template, names, text, 
 File-level metadata (Parquet key-value): ``task``, ``variant``, ``tokenizer`` and ``pad_id``.
 
 Rows are validated on load and on construction: equal clean / corrupted lengths, positions
-inside the prompt, non-empty single-token answers. Errors name the prompt and the fix.
+inside the prompt, non-empty answers, no answer id that is also a wrong-answer id (the logit
+difference would be 0 and every normalised effect NaN); on load also no missing (None / NaN) or
+non-integer values. Checked against a model (``validate(d_vocab, n_ctx)``): at least one prompt,
+every id inside the vocabulary, no prompt longer than the context. Errors name the prompt and the fix.
 """
 
 from __future__ import annotations
@@ -38,11 +41,21 @@ import pyarrow.parquet as pq
 import torch
 from jaxtyping import Int
 
+from patchbench.atomic import atomic_path
+from patchbench.errors import InputError, MissingInputError
+
 __all__ = ["PromptSet", "PromptSetError"]
 
 
-class PromptSetError(ValueError):
-    """A PromptSet violates its contract (the message names the prompt and the problem)."""
+#: The fix of a prompt that breaks the contract.
+_FIX = (
+    "Fix: rebuild the prompt set with its task's generator (the workflow's prompts rule), or drop the prompt "
+    "(PromptSet.subset)"
+)
+
+
+class PromptSetError(InputError, ValueError):
+    """A PromptSet violates its contract (the message names the prompt, the problem and the fix)."""
 
 
 def _as_int_lists(rows: Sequence[Sequence[int]]) -> list[np.ndarray]:
@@ -95,8 +108,13 @@ class PromptSet:
             text = f" ({self.meta['text'].iloc[i]!r})"
         return f"{self.task}{'/' + self.variant if self.variant else ''} prompt {i}{text}"
 
-    def validate(self, d_vocab: int | None = None) -> None:
-        """Raise PromptSetError naming the first prompt that breaks the contract."""
+    def validate(self, d_vocab: int | None = None, n_ctx: int | None = None) -> None:
+        """Raise PromptSetError naming the first prompt that breaks the contract.
+
+        With ``d_vocab`` (the set is about to run on a model) the set must hold prompts and every
+        id (clean, corrupted, answers, wrong answers) must be below ``d_vocab``; with ``n_ctx`` no
+        prompt may be longer than the model's context.
+        """
         n = len(self.clean)
         for name, col in (
             ("corrupted", self.corrupted),
@@ -107,48 +125,70 @@ class PromptSet:
             ("meta", self.meta),
         ):
             if len(col) != n:
-                raise PromptSetError(f"{self.task}: column {name!r} has {len(col)} rows, clean has {n}")
+                raise PromptSetError(
+                    f"{self.task}: column {name!r} has {len(col)} rows, clean has {n}. {_FIX}"
+                )
         for k, v in self.positions.items():
             if len(v) != n:
-                raise PromptSetError(f"{self.task}: position {k!r} has {len(v)} rows, clean has {n}")
+                raise PromptSetError(f"{self.task}: position {k!r} has {len(v)} rows, clean has {n}. {_FIX}")
+        if d_vocab is not None and n == 0:
+            raise PromptSetError(
+                f"{self.task}: the prompt set is empty, there is nothing to patch. Fix: generate more prompts "
+                "(tasks.<task>.n_prompts) or, when the correctness filter removed them all, check the model "
+                "or set filter_correct: false"
+            )
         for i in range(n):
             length = len(self.clean[i])
             if length == 0:
-                raise PromptSetError(f"{self._where(i)}: empty prompt")
+                raise PromptSetError(f"{self._where(i)}: empty prompt. {_FIX}")
             if len(self.corrupted[i]) != length:
                 raise PromptSetError(
                     f"{self._where(i)}: clean has {length} tokens but the corrupted prompt has "
                     f"{len(self.corrupted[i])}; STR needs prompt pairs of equal token length. "
-                    "Choose a replacement that tokenises to the same number of tokens, or drop the pair."
+                    "Fix: choose a replacement that tokenises to the same number of tokens, or drop the pair."
+                )
+            if n_ctx is not None and length > n_ctx:
+                raise PromptSetError(
+                    f"{self._where(i)}: {length} tokens, longer than the model's context (n_ctx={n_ctx}). "
+                    "Fix: drop the longer prompts (PromptSet.subset) or use a model with a longer context"
                 )
             if not 0 <= self.answer_pos[i] < length:
                 raise PromptSetError(
-                    f"{self._where(i)}: answer_pos {self.answer_pos[i]} is outside the prompt (length {length})"
+                    f"{self._where(i)}: answer_pos {self.answer_pos[i]} is outside the prompt (length {length}). {_FIX}"
                 )
             for k, v in self.positions.items():
                 if v[i] != -1 and not 0 <= v[i] < length:
                     raise PromptSetError(
-                        f"{self._where(i)}: position {k}={v[i]} is outside the prompt (length {length})"
+                        f"{self._where(i)}: position {k}={v[i]} is outside the prompt (length {length}). {_FIX}"
                     )
-            bad = [p for p in self.noise_positions[i] if not 0 <= p < length]
+            bad = [int(p) for p in self.noise_positions[i] if not 0 <= p < length]
             if bad:
                 raise PromptSetError(
-                    f"{self._where(i)}: noise positions {bad} are outside the prompt (length {length})"
+                    f"{self._where(i)}: noise positions {bad} are outside the prompt (length {length}). {_FIX}"
                 )
             if len(self.answers[i]) == 0:
-                raise PromptSetError(f"{self._where(i)}: no answer token")
+                raise PromptSetError(f"{self._where(i)}: no answer token. {_FIX}")
             if len(self.wrong[i]) == 0:
-                raise PromptSetError(f"{self._where(i)}: no wrong-answer token")
+                raise PromptSetError(f"{self._where(i)}: no wrong-answer token. {_FIX}")
+            both = np.intersect1d(self.answers[i], self.wrong[i])
+            if both.size:
+                raise PromptSetError(
+                    f"{self._where(i)}: token ids {both.tolist()} are both an answer and a wrong answer, so the "
+                    "logit difference is 0 and every normalised effect NaN. Fix: give the prompt a wrong answer "
+                    "that differs from its answer, or drop it"
+                )
             if d_vocab is not None:
                 for col, ids in (
                     ("answers", self.answers[i]),
                     ("wrong", self.wrong[i]),
                     ("clean", self.clean[i]),
+                    ("corrupted", self.corrupted[i]),
                 ):
                     if ids.size and (ids.min() < 0 or ids.max() >= d_vocab):
                         raise PromptSetError(
                             f"{self._where(i)}: {col} has token ids outside the model's vocabulary (d_vocab={d_vocab}); "
-                            "was the PromptSet built with another tokenizer?"
+                            "was the PromptSet built with another tokenizer? Fix: rebuild it with this model's "
+                            "tokenizer (the workflow's prompts rule)"
                         )
 
     def named_position(self, name: str) -> np.ndarray:
@@ -226,8 +266,7 @@ class PromptSet:
         return pd.DataFrame(cols)
 
     def to_parquet(self, path: str | Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Write the set atomically (:mod:`patchbench.atomic`)."""
         table = pa.Table.from_pandas(self.to_frame(), preserve_index=False)
         extra = {
             "task": self.task,
@@ -237,22 +276,40 @@ class PromptSet:
         }
         meta = dict(table.schema.metadata or {})
         meta[b"patchbench"] = json.dumps(extra).encode()
-        pq.write_table(table.replace_schema_metadata(meta), path)
+        with atomic_path(path) as tmp:
+            pq.write_table(table.replace_schema_metadata(meta), tmp)
 
     @classmethod
-    def from_parquet(cls, path: str | Path, d_vocab: int | None = None) -> PromptSet:
+    def from_parquet(
+        cls, path: str | Path, d_vocab: int | None = None, n_ctx: int | None = None
+    ) -> PromptSet:
+        """Read a set written by :meth:`to_parquet`; refuses missing, unreadable or incomplete files
+        (naming the file, the column and the rows), then :meth:`validate` (``d_vocab``, ``n_ctx``)."""
         path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(
-                f"PromptSet {path} does not exist; build it with the workflow's prompts rule."
+        if not path.is_file():
+            raise MissingInputError(
+                f"PromptSet {path} does not exist{' (it is a directory)' if path.is_dir() else ''}; "
+                "build it with the workflow's prompts rule (snakemake <results_dir>/prompts/<model>/<task>.parquet)."
             )
-        table = pq.read_table(path)
-        extra = json.loads((table.schema.metadata or {}).get(b"patchbench", b"{}"))
-        df = table.to_pandas()
-        required = {"clean", "corrupted", "answer_pos", "answers", "wrong", "noise_positions"}
-        missing = required - set(df.columns)
+        try:
+            table = pq.read_table(path)
+            extra = json.loads((table.schema.metadata or {}).get(b"patchbench", b"{}"))
+        except (pa.ArrowException, OSError, ValueError) as err:
+            raise PromptSetError(
+                f"PromptSet {path} is not a readable Parquet file ({type(err).__name__}: {err}). "
+                "Fix: rebuild it (delete it and rerun the workflow's prompts rule)"
+            ) from None
+        required = ("clean", "corrupted", "answer_pos", "answers", "wrong", "noise_positions")
+        missing = sorted(set(required) - set(table.column_names))
         if missing:
-            raise PromptSetError(f"{path}: not a PromptSet, columns {sorted(missing)} are missing")
+            raise PromptSetError(
+                f"{path}: not a PromptSet, columns {missing} are missing. Fix: pass a prompt set built by the "
+                "workflow's prompts rule (PromptSet.to_parquet)"
+            )
+        _check_integer_columns(
+            table, path, [*required, *(c for c in table.column_names if c.startswith("pos_"))]
+        )
+        df = table.to_pandas()
         ps = cls(
             task=extra.get("task", path.stem),
             clean=list(df["clean"]),
@@ -267,6 +324,27 @@ class PromptSet:
             tokenizer=extra.get("tokenizer", ""),
             pad_id=int(extra.get("pad_id", 0)),
         )
-        if d_vocab is not None:
-            ps.validate(d_vocab)
+        if d_vocab is not None or n_ctx is not None:
+            ps.validate(d_vocab, n_ctx)
         return ps
+
+
+def _check_integer_columns(table: pa.Table, path: Path, columns: Sequence[str]) -> None:
+    """Refuse a column (or list column) that holds None / NaN or non-integer values, naming its rows."""
+    for c in columns:
+        typ = table.schema.field(c).type
+        is_list = pa.types.is_list(typ) or pa.types.is_large_list(typ)
+        inner = typ.value_type if is_list else typ
+        cells = [v if is_list else [v] for v in table.column(c).to_pylist()]
+        rows = [i for i, v in enumerate(cells) if v is None or any(x is None or x != x for x in v)]
+        if rows:
+            more = " ..." if len(rows) > 10 else ""
+            problem = f"column {c!r} has missing values (None / NaN) in rows {rows[:10]}{more}"
+        elif not (pa.types.is_integer(inner) or pa.types.is_null(inner)):
+            problem = f"column {c!r} holds {inner} values, not integer token ids / positions"
+        else:
+            continue
+        raise PromptSetError(
+            f"PromptSet {path}: {problem}. Fix: rebuild the prompt set with the workflow's prompts rule, or "
+            "drop those rows (PromptSet.subset) and write it again"
+        )

@@ -20,7 +20,6 @@ It imports no torch, so analysis jobs that only read frames start fast.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from patchbench.atomic import atomic_path
 from patchbench.config import default
+from patchbench.errors import InputError, MissingInputError
 
 __all__ = [
     "EFFECTS_COLUMNS",
@@ -233,29 +234,38 @@ def position_mode(meta: Mapping[str, Any]) -> str:
 
 
 def write_frame(df: pd.DataFrame, path: str | Path) -> None:
-    """Write ``df`` atomically (temp file + rename) with its metadata ``df.attrs['patchbench']``.
+    """Write ``df`` atomically (:mod:`patchbench.atomic`) with its metadata ``df.attrs['patchbench']``.
 
     The metadata is stored once, under the file's ``patchbench`` key (pandas would keep a second
-    copy of ``df.attrs`` in its own key).
+    copy of ``df.attrs`` in its own key); other ``attrs`` (a run's own facts, such as how many
+    chunks it computed) stay out of the file, so equal frames make equal files.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     frame = df.reset_index(drop=True)
     frame.attrs = {}
     table = pa.Table.from_pandas(frame, preserve_index=False)
     schema_meta = dict(table.schema.metadata or {})
     schema_meta[KEY] = json.dumps(metadata(df), default=str, sort_keys=True).encode()
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table.replace_schema_metadata(schema_meta), tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table.replace_schema_metadata(schema_meta), tmp)
 
 
 def read_frame(path: str | Path) -> pd.DataFrame:
-    """Read a frame written by :func:`write_frame`; its metadata is in ``attrs['patchbench']``."""
+    """Read a frame written by :func:`write_frame`; its metadata is in ``attrs['patchbench']``.
+
+    A missing or unreadable file is an :class:`~patchbench.errors.InputError` naming it.
+    """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist; build it with the workflow (snakemake {path})")
-    table = pq.read_table(path)
+    rebuild = f"rebuild it with the workflow (snakemake {path}) or the command that wrote it"
+    if not path.is_file():
+        problem = "a directory, not a frame file" if path.is_dir() else "does not exist"
+        raise MissingInputError.of(str(path), problem, rebuild)
+    try:
+        table = pq.read_table(path)
+        meta = json.loads((table.schema.metadata or {}).get(KEY, b"{}"))
+    except (pa.ArrowException, OSError, ValueError) as err:
+        raise InputError.of(
+            str(path), f"not a readable Parquet frame ({type(err).__name__}: {err})", rebuild
+        ) from None
     df = table.to_pandas()
-    df.attrs["patchbench"] = json.loads((table.schema.metadata or {}).get(KEY, b"{}"))
+    df.attrs["patchbench"] = meta
     return df

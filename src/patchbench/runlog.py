@@ -2,7 +2,10 @@
 
 Scripts run by Snakemake's ``script:`` directive inherit the terminal's stderr; ``rule_log`` sends
 stderr (tqdm progress bars, warnings) and the ``logging`` records of the package to the rule's
-log file, so every long step leaves its progress and numbers behind.
+log file, so every long step leaves its progress and numbers behind. A bad input
+(:class:`~patchbench.errors.InputError`) ends the step with its one message, in the log and on
+the terminal, and exit status 1, without a traceback; any other exception is a bug and is logged
+with its traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from patchbench.errors import InputError, refusing
+
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -22,11 +27,12 @@ def rule_log(path: str | Path | None, level: int = logging.INFO) -> Iterator[log
     root = logging.getLogger()
     if path is None:
         logging.basicConfig(level=level, format=FORMAT)
-        yield logging.getLogger("patchbench")
+        with refusing("patchbench"):
+            yield logging.getLogger("patchbench")
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", buffering=1) as fh:
+    with refusing("patchbench"), open(path, "a", buffering=1) as fh:
         handler = logging.StreamHandler(fh)
         handler.setFormatter(logging.Formatter(FORMAT))
         root.addHandler(handler)
@@ -34,6 +40,9 @@ def rule_log(path: str | Path | None, level: int = logging.INFO) -> Iterator[log
         old_stderr, sys.stderr = sys.stderr, fh
         try:
             yield logging.getLogger("patchbench")
+        except InputError as err:
+            logging.getLogger("patchbench").error("step refused its input: %s", err)
+            raise
         except BaseException:
             logging.getLogger("patchbench").exception("step failed")
             raise

@@ -63,10 +63,13 @@ HOOKS = {site: SITE_HOOKS[site] for site in SITES}
 HEAD_SITES = ("attn_head", "head_v")
 
 
-def check_windows(site: str, windows: Sequence[int]) -> None:
-    """The one rule for window sizes: at least 1, and above 1 only on :data:`WINDOW_SITES`.
+def check_windows(site: str, windows: Sequence[int], n_layers: int | None = None) -> None:
+    """The one rule for window sizes: at least 1, above 1 only on :data:`WINDOW_SITES`, and (given the
+    model's ``n_layers``) at most the number of layers.
 
-    Raises ValueError naming the windows and the fix; the config check and :class:`SweepSpec` both call it.
+    Raises ValueError naming the windows and the fix. :class:`SweepSpec`, the config check and the
+    pre-flight checks (:mod:`patchbench.preflight`, with the model's ``n_layers``) call it;
+    :func:`enumerate_targets` itself clips any window at the model's edges.
     """
     windows = [int(w) for w in windows]
     if any(w < 1 for w in windows):
@@ -75,6 +78,12 @@ def check_windows(site: str, windows: Sequence[int]) -> None:
         raise ValueError(
             f"windows {windows} only apply to site {' / '.join(WINDOW_SITES)}: a window is only defined for "
             f"the {' / '.join(WINDOW_SITES)} site (ROME's sliding window), not for {site!r}; use window 1"
+        )
+    big = [w for w in windows if n_layers is not None and w > n_layers]
+    if big:
+        raise ValueError(
+            f"window {big[0]} is larger than the model ({n_layers} layers): its targets would patch (almost) "
+            f"every layer at once and still be labelled w{big[0]}. Fix: use windows of at most {n_layers}"
         )
 
 
@@ -156,7 +165,10 @@ class SweepSpec:
         return self.noise.n_samples if self.corruption == "gn" else 1
 
     def to_dict(self) -> dict[str, Any]:
+        """The spec as JSON-ready facts (frame metadata, fingerprints); ``noise`` is None for STR,
+        which draws no noise, so that an STR sweep's facts do not change with the noise settings."""
         d = asdict(self)
+        d["noise"] = d["noise"] if self.corruption == "gn" else None
         d["heads"] = None if self.heads is None else [list(h) for h in self.heads]
         d["layers"] = None if self.layers is None else list(self.layers)
         return d
@@ -170,6 +182,8 @@ class SweepSpec:
             d["layers"] = tuple(d["layers"])
         if isinstance(d.get("noise"), dict):
             d["noise"] = NoiseSpec(**d["noise"])
+        elif "noise" in d and d["noise"] is None:  # an STR spec: no noise settings
+            del d["noise"]
         return cls(**d)
 
 

@@ -151,6 +151,7 @@ rule ioi_head_classes:
         LOG("analysis/ioi_head_classes_{model}.log"),
     params:
         model=lambda w: model_spec(w.model),
+        fingerprint=fingerprint(("models", "{model}")),
     threads: model_threads
     resources:
         **model_job_resources(),
@@ -166,6 +167,8 @@ rule factual_categories:
         LAYOUT.analysis("factual_categories", "{model}"),
     log:
         LOG("analysis/factual_categories_{model}.log"),
+    params:
+        fingerprint=fingerprint(),
     resources:
         mem_mb=4000,
     script:
@@ -185,6 +188,7 @@ rule nm_attention:
     params:
         model=lambda w: model_spec(w.model),
         noise=config["noise"],
+        fingerprint=fingerprint(("models", "{model}"), "noise"),
     threads: model_threads
     resources:
         **model_job_resources(),
@@ -214,6 +218,7 @@ def _table_rule(name):
         params:
             table=name,
             published=lambda w: _is_gpt2_small(w.model),
+            fingerprint=fingerprint(),
         script:
             "../scripts/analysis_tables.py"
 
@@ -236,6 +241,7 @@ def _figure_rule(name):
             LOG("analysis", f"{stem}.log"),
         params:
             figure=short,
+            fingerprint=fingerprint(),
         script:
             "../scripts/analysis_figures.py"
 
@@ -290,6 +296,8 @@ rule claims:
         report(LAYOUT.claims(), caption="../report/claims.rst", category="Claims"),
     log:
         LOG("analysis/claims.log"),
+    params:
+        fingerprint=fingerprint(),
     resources:
         mem_mb=4000,
     script:

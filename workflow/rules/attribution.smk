@@ -49,6 +49,7 @@ def _attribution_rule(name):
             model=one_of(exp["models"]),
         params:
             cells=lambda w: attribution_cells(config, name, model=w.model),
+            fingerprint=fingerprint(cells=lambda w: attribution_cells(config, name, model=w.model)),
         threads: model_threads
         resources:
             **model_job_resources(len(patterns)),
@@ -75,6 +76,7 @@ rule agreement:
     params:
         k=ATTRIB["k"],
         top=ATTRIB["top"],
+        fingerprint=fingerprint("attribution"),
     resources:
         mem_mb=2000,
         runtime=10,

@@ -1,22 +1,33 @@
-"""Shared helpers: the validated config, its sweep cells, the output layout and target lists.
+"""Shared helpers: the validated config, its sweep cells, the output layout, target lists, fingerprints.
+
+The config is checked before any rule is defined (patchbench.preflight.check_workflow_config: the
+config files re-read strictly, the schema, task options, model directories, windows and heads
+against the models' shapes); a bad one stops the run here with one message and no traceback.
 
 Paths come from the package: ``LAYOUT`` (patchbench.layout.Layout) spells every output path and
 each sweep cell (patchbench.cell.Cell) owns its files; ``CELL`` is the cell whose fields are
 wildcards, i.e. the patterns of the per-cell rules. Rules spell only their log files (``LOG``,
 the same sub-path as the output under ``<results_dir>/logs``).
+
+Every rule has a ``fingerprint`` param (``fingerprint(...)`` below): the engine's format version,
+the config sections the rule's numbers depend on and the fingerprints of the Cells it computes.
+Snakemake reruns a job when a param changes, so a config change reruns exactly the jobs it
+affects, and every job downstream of them through their inputs.
 """
 
 import re
 from pathlib import Path
 
-from patchbench.cell import Cell, agreement_cells, attribution_cells, cells_of, experiment_cells
-from patchbench.config import validate_config
+from patchbench.cell import Cell, agreement_cells, attribution_cells, experiment_cells
+from patchbench.errors import refusing
+from patchbench.fingerprint import digest
 from patchbench.layout import Layout
 from patchbench.models import ModelSpec
+from patchbench.preflight import check_workflow_config
 
 
-validate_config(config)  # the schema's defaults filled in, references between sections checked
-CELLS = cells_of(config)  # experiment -> its exact sweep cells (per-site rules, one owner per cell)
+with refusing("patchbench"):  # the schema's defaults filled in, everything checkable before a job checked
+    CELLS = check_workflow_config(config, list(dict.fromkeys(map(str, workflow.configfiles))))
 EXPERIMENTS = config["experiments"]
 LAYOUT = Layout.of(config)
 R, F, LOG = LAYOUT.result, LAYOUT.figure, LAYOUT.log
@@ -30,6 +41,26 @@ wildcard_constraints:
     site=r"attn_head|head_v|mlp|resid_pre",
     position=r"[A-Za-z0-9_]+",
     window=r"[0-9]+",
+
+
+def fingerprint(*keys, cells=None):
+    """A rule's ``fingerprint`` param: a function of the job's wildcards hashing the format version,
+    the config sections ``keys`` (a top-level key, or a tuple path whose parts may name wildcards:
+    ``("models", "{model}")``) and, with ``cells`` (wildcards -> Cells), each Cell's fingerprint."""
+
+    def param(wildcards):
+        names = dict(wildcards.items())
+        facts = {}
+        for key in keys:
+            node = config
+            for part in (key,) if isinstance(key, str) else key:
+                node = node[part.format(**names)]
+            facts[str(key)] = node
+        if cells is not None:
+            facts["cells"] = {c.raw_path: c.fingerprint() for c in cells(wildcards)}
+        return digest(facts)
+
+    return param
 
 
 def model_spec(model):

@@ -14,6 +14,7 @@ rule prompts:
         model=lambda w: model_spec(w.model),
         task=lambda w: config["tasks"][w.task],
         data_dir=config["data_dir"],
+        fingerprint=fingerprint(("models", "{model}"), ("tasks", "{task}"), "data_dir"),
     resources:
         mem_mb=2000,
         runtime=20,
@@ -35,6 +36,7 @@ rule filter_correct:
         model=lambda w: model_spec(w.model),
         enabled=config["filter_correct"],
         min_prompts=config["min_prompts"],
+        fingerprint=fingerprint(("models", "{model}"), "filter_correct", "min_prompts"),
     threads: model_threads
     resources:
         **model_job_resources(),

@@ -21,6 +21,7 @@ rule clean_cache:
     params:
         model=lambda w: model_spec(w.model),
         sites=lambda w: sites_for(w.model, w.task),
+        fingerprint=fingerprint(("models", "{model}")),
     threads: model_threads
     resources:
         **model_job_resources(),
@@ -49,6 +50,7 @@ def _sweep_rule(name):
         priority: lambda w: long_sweep_priority(w.model, exp["task"])
         params:
             cells=lambda w: experiment_cells(config, name, model=w.model),
+            fingerprint=fingerprint(cells=lambda w: experiment_cells(config, name, model=w.model)),
         threads: model_threads
         resources:
             **model_job_resources(len(patterns)),
@@ -67,6 +69,8 @@ rule effects:
         CELL.effects_path,
     log:
         CELL.effects_log_path,
+    params:
+        fingerprint=fingerprint(),
     resources:
         mem_mb=2000,
         runtime=10,

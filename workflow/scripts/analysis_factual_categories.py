@@ -4,7 +4,7 @@ import pandas as pd
 
 from patchbench.analysis.positions import categories_from_promptset, category_effects
 from patchbench.prompts import PromptSet
-from patchbench.rawframe import metadata, read_frame
+from patchbench.rawframe import metadata, read_frame, write_frame
 from patchbench.runlog import rule_log
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
@@ -21,4 +21,4 @@ with rule_log(sm.log[0]) as log:
         log.info("%s: %d category effects", path, len(parts[-1]))
     out = pd.concat(parts, ignore_index=True)
     out["category"] = out["category"].astype(str)
-    out.to_parquet(sm.output[0], index=False)
+    write_frame(out, sm.output[0])

@@ -1,6 +1,7 @@
 """IOI head statistics and automatic classes for one model (rule ``ioi_head_classes``)."""
 
 from patchbench.analysis.ioi_classes import classifier_inputs, classify_heads
+from patchbench.atomic import write_text
 from patchbench.models import load_model
 from patchbench.prompts import PromptSet
 from patchbench.runlog import rule_log
@@ -12,8 +13,8 @@ with rule_log(sm.log[0]) as log:
     prompts = PromptSet.from_parquet(sm.input.prompts, d_vocab=model.shape.d_vocab)
     stats = classifier_inputs(model, prompts)
     classes = classify_heads(stats)
-    stats.to_csv(sm.output.stats, index=False)
-    classes.to_csv(sm.output.classes, index=False)
+    write_text(sm.output.stats, stats.to_csv(index=False))
+    write_text(sm.output.classes, classes.to_csv(index=False))
     log.info(
         "%s: IOI head classes %s",
         spec.name,

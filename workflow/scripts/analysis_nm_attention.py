@@ -7,6 +7,7 @@ from patchbench.analysis.nm_attention import ATTENTION_COLUMNS, RECOVERY_COLUMNS
 from patchbench.corruption import NoiseSpec
 from patchbench.models import load_model
 from patchbench.prompts import PromptSet
+from patchbench.rawframe import write_frame
 from patchbench.runlog import rule_log
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
@@ -26,6 +27,6 @@ with rule_log(sm.log[0]) as log:
         prompts = PromptSet.from_parquet(sm.input.prompts, d_vocab=model.shape.d_vocab)
         noise = NoiseSpec(**sm.params.noise)
         att, rec = nm_attention_frames(model, prompts, spec.name, nm_heads=nm, si_heads=si, noise=noise)
-    att.to_parquet(sm.output.attention, index=False)
-    rec.to_parquet(sm.output.recovery, index=False)
+    write_frame(att, sm.output.attention)
+    write_frame(rec, sm.output.recovery)
     log.info("attention:\n%s\nrecovery:\n%s", att.to_string(index=False), rec.to_string(index=False))

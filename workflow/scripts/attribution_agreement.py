@@ -3,6 +3,7 @@
 import pandas as pd
 
 from patchbench.analysis.agreement import agreement_figure, agreement_table
+from patchbench.atomic import write_text
 from patchbench.rawframe import read_frame
 from patchbench.runlog import rule_log
 
@@ -12,15 +13,14 @@ with rule_log(sm.log[0]) as log:
     exact = pd.concat([read_frame(p) for p in sm.input.exact], ignore_index=True)
     attrib = pd.concat([read_frame(p) for p in sm.input.attribution], ignore_index=True)
     table = agreement_table(exact, attrib, k=float(sm.params.k), top=int(sm.params.top))
-    table.to_csv(sm.output.csv, index=False)
+    write_text(sm.output.csv, table.to_csv(index=False))
     shown = table.drop(columns=["model", "task"]).round({"spearman": 3, "pearson": 3, "jaccard": 3})
     caption = (
         f"Exact vs attribution patching, {w.model} / {w.task}: correlations over components, "
         f"2-SD detections (shared = same component, same sign) and the components that disagree most "
         f"(exact vs attribution effect)."
     )
-    with open(sm.output.md, "w") as fh:
-        fh.write(caption + "\n\n" + shown.to_markdown(index=False) + "\n")
+    write_text(sm.output.md, caption + "\n\n" + shown.to_markdown(index=False) + "\n")
     agreement_figure(
         exact,
         attrib,

@@ -3,12 +3,14 @@
 from pathlib import Path
 
 from patchbench.models import load_tokenizer
+from patchbench.preflight import check_model_dir
 from patchbench.runlog import rule_log
 from patchbench.tasks import build_task
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 with rule_log(sm.log[0]) as log:
     spec, task = sm.params.model, sm.params.task
+    check_model_dir(spec, weights=False)
     prompts = build_task(
         sm.wildcards.task,
         load_tokenizer(spec),

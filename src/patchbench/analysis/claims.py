@@ -36,6 +36,7 @@ import pandas as pd
 from patchbench.analysis.frames import select, validate_effects, validate_sweep
 from patchbench.analysis.labels import corruption_label, metric_label
 from patchbench.analysis.windows import summed_single_layers
+from patchbench.atomic import write_text
 
 __all__ = [
     "CLAIM_COLUMNS",
@@ -450,8 +451,7 @@ def build_claims(
 
 def write_claims(claims: pd.DataFrame, path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    claims.to_csv(path, index=False, float_format="%.6g")
+    write_text(path, claims.to_csv(index=False, float_format="%.6g"))
     log.info("wrote %s (%d claims, %d hold, %d not run)", path, len(claims),
              int((claims["holds"] == "yes").sum()), int((claims["status"] == NOT_RUN).sum()))  # fmt: skip
     return path

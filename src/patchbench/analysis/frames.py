@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from patchbench.analysis.labels import corruption_label
+from patchbench.errors import InputError
 from patchbench.rawframe import EFFECTS_COLUMNS, OPTIONAL_EFFECTS_COLUMNS, RAW_COLUMNS
 
 __all__ = [
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 REQUIRED_EFFECTS_COLUMNS = tuple(c for c in EFFECTS_COLUMNS if c not in OPTIONAL_EFFECTS_COLUMNS)
 
 
-class FrameError(ValueError):
+class FrameError(InputError, ValueError):
     """An input frame breaks the contract of docs/architecture.md (the message says how)."""
 
 

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from patchbench.analysis.labels import METRIC_LABELS, corruption_label, metric_label  # noqa: E402
+from patchbench.atomic import atomic_path  # noqa: E402
 
 __all__ = [
     "CORRUPTION_COLORS",
@@ -39,6 +40,9 @@ CORRUPTION_COLORS: dict[str, str] = {"STR": "#1f77b4", "GN": "#d62728", "clean":
 DIVERGING_CMAP = "RdBu_r"
 
 DPI = 150
+
+#: Metadata of the figure files: a PDF's creation date would make every run's file differ.
+FILE_METADATA: dict[str, dict[str, str | None]] = {"pdf": {"CreationDate": None}, "png": {}}
 
 
 def apply_style() -> None:
@@ -71,7 +75,9 @@ def save_figure(fig, outputs: Iterable[str | Path]) -> list[Path]:
     """Save ``fig`` to every path in ``outputs`` (format from the suffix: .png, .pdf) and close it.
 
     The workflow passes the PNG and the PDF of one figure together; a path with another suffix is
-    an error, because the report expects exactly these two formats.
+    an error, because the report expects exactly these two formats. Each file is written
+    atomically (:mod:`patchbench.atomic`) with fixed metadata (:data:`FILE_METADATA`: no creation
+    date), so the same figure is the same bytes in every run.
     """
     written: list[Path] = []
     for out in outputs:
@@ -79,8 +85,9 @@ def save_figure(fig, outputs: Iterable[str | Path]) -> list[Path]:
         if out.suffix not in {".png", ".pdf"}:
             plt.close(fig)
             raise ValueError(f"figure output {out} must end in .png or .pdf")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, format=out.suffix[1:])
+        fmt = out.suffix[1:]
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, format=fmt, metadata=FILE_METADATA[fmt])
         written.append(out)
         log.info("wrote %s", out)
     plt.close(fig)

@@ -29,6 +29,7 @@ import pandas as pd
 from patchbench.analysis.frames import FrameError, detected_heads, one_model, select, validate_effects
 from patchbench.analysis.ioi_classes import CLASS_LABELS, CLASSES
 from patchbench.analysis.labels import metric_label
+from patchbench.atomic import write_text
 
 __all__ = [
     "NOT_RUN",
@@ -201,20 +202,20 @@ def write_table(table: pd.DataFrame, outputs: Iterable[str | Path], caption: str
     written = []
     for out in outputs:
         out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
         if out.suffix == ".csv":
-            table.to_csv(out, index=False)
+            write_text(out, table.to_csv(index=False))
         elif out.suffix == ".md":
             text = table.to_markdown(index=False)
-            out.write_text((f"{caption}\n\n" if caption else "") + text + "\n")
+            write_text(out, (f"{caption}\n\n" if caption else "") + text + "\n")
         elif out.suffix == ".tex":
-            out.write_text(
+            write_text(
+                out,
                 table.to_latex(
                     index=False,
                     escape=True,
                     caption=caption,
                     column_format="ll" + "l" * (len(table.columns) - 2),
-                )
+                ),
             )
         else:
             raise ValueError(f"table output {out} must end in .csv, .md or .tex")

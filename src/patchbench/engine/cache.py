@@ -7,25 +7,48 @@ and GN sweeps of every site it holds. It is a flat dict of CPU tensors (``safete
 * ``answer_logits``, ``[n_prompts, d_vocab]`` at each prompt's ``answer_pos`` (float32 or float64);
 * ``tokens``, the clean ids, so that a cache built from other prompts is refused.
 
-Layer 0's residual stream is always included: the engine's sanity check patches it.
+Layer 0's residual stream is always included: the engine's sanity check patches it. On disk
+(:func:`save_cache`, :func:`load_cache`) the file's metadata holds :func:`cache_fingerprint`
+(the model's weights and the prompts' ids, :mod:`patchbench.fingerprint`); a reader whose model
+or prompts give another fingerprint recomputes the cache instead of trusting the file.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from patchbench.atomic import atomic_path
 from patchbench.engine.budget import rows_per_forward
 from patchbench.engine.readout import AnswerIds, answer_values, index_tensor
+from patchbench.fingerprint import digest, model_digest, prompts_digest
 from patchbench.lm import LM
 from patchbench.prompts import PromptSet
 from patchbench.rawframe import baseline_rows
 from patchbench.sites import SITES, SweepSpec, enumerate_targets, hook_name
 
-__all__ = ["ANSWER_LOGITS", "RESID0", "TOKENS", "check_cache", "clean_cache", "clean_rows", "required_hooks"]
+__all__ = [
+    "ANSWER_LOGITS",
+    "RESID0",
+    "TOKENS",
+    "cache_fingerprint",
+    "check_cache",
+    "clean_cache",
+    "clean_rows",
+    "load_cache",
+    "required_hooks",
+    "save_cache",
+    "usable_cache",
+]
+
+log = logging.getLogger(__name__)
+#: The metadata key of a cache file's fingerprint.
+FINGERPRINT = "patchbench_fingerprint"
 
 ANSWER_LOGITS = "answer_logits"
 TOKENS = "tokens"
@@ -88,6 +111,59 @@ def clean_cache(
     out[ANSWER_LOGITS] = torch.cat(logits).contiguous()
     out[TOKENS] = tokens.contiguous()
     return out
+
+
+def cache_fingerprint(model, prompts: PromptSet) -> str:
+    """What a clean cache's numbers depend on: the model (weights, dtype, architecture) and the prompts."""
+    return digest({"model": model_digest(model), "prompts": prompts_digest(prompts)})
+
+
+def save_cache(cache: dict[str, torch.Tensor], path: str | Path, fingerprint: str) -> None:
+    """Write a cache atomically as safetensors, its fingerprint in the file's metadata."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in cache.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={FINGERPRINT: fingerprint})
+
+
+def load_cache(path: str | Path, device) -> tuple[dict[str, torch.Tensor] | None, str]:
+    """The cache at ``path`` on ``device`` and its fingerprint; ``(None, why)`` when it cannot be read."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt", device=str(device)) as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as err:  # noqa: BLE001  (safetensors' own error or OSError: the file is unusable either way)
+        return None, f"unreadable ({type(err).__name__}: {err})"
+    return tensors, meta.get(FINGERPRINT, "")
+
+
+def usable_cache(
+    path: str | Path,
+    model,
+    prompts: PromptSet,
+    names: Sequence[str],
+    memory_budget_mb: int,
+    logger: logging.Logger | None = None,
+) -> dict[str, torch.Tensor]:
+    """The cache at ``path`` if it was built from this model and these prompts and holds ``names``;
+    otherwise (logged) a cache computed here. Never trusts a stale or damaged file, never fails on one."""
+    log_ = logger or log
+    cache, found = load_cache(path, model.shape.device)
+    want = cache_fingerprint(model, prompts)
+    problem = None
+    if cache is None:
+        problem = found
+    elif found != want:
+        problem = f"fingerprint {found or 'none'}, this model and prompt set give {want}"
+    elif any(k not in cache for k in (*names, ANSWER_LOGITS, TOKENS)):
+        problem = "it lacks hook points this job needs"
+    if problem is None:
+        return cache
+    log_.warning("clean cache %s is not this job's (%s): computing the clean run here", path, problem)
+    return clean_cache(model, prompts, list(names), memory_budget_mb=memory_budget_mb)
 
 
 def check_cache(clean: dict[str, torch.Tensor], prompts: PromptSet, names: Iterable[str]) -> None:

@@ -29,10 +29,11 @@ from patchbench.engine.cache import ANSWER_LOGITS, RESID0, check_cache, clean_ca
 from patchbench.engine.checkpoint import Checkpoint, sweep_fingerprint
 from patchbench.engine.patch import Block
 from patchbench.engine.readout import AnswerIds, index_tensor
-from patchbench.engine.sanity import check_identities, self_patch_targets
+from patchbench.engine.sanity import check_identities as run_identities
+from patchbench.engine.sanity import self_patch_targets
 from patchbench.lm import LM
 from patchbench.prompts import PromptSet
-from patchbench.rawframe import assemble_raw, baseline_rows, patched_rows, raw_metadata
+from patchbench.rawframe import RAW_COLUMNS, assemble_raw, baseline_rows, patched_rows, raw_metadata
 from patchbench.sites import PatchTarget, SweepSpec, enumerate_targets, head_axis
 
 __all__ = ["run_sweep"]
@@ -207,13 +208,18 @@ def run_sweep(
     progress: bool = True,
     logger: logging.Logger | None = None,
     checkpoint_dir: str | Path | None = None,
+    check_identities: bool = True,
 ) -> pd.DataFrame:
     """Run one sweep; returns the raw frame of :mod:`patchbench.rawframe` (metadata in ``.attrs['patchbench']``).
 
     ``clean`` is a cache from :func:`patchbench.engine.cache.clean_cache` (computed here when None);
     ``name`` is the model's name in the frame's metadata (default ``model.name``). A head sweep's
     metadata (``head_axis``) and log say whether its heads are query or key-value heads
-    (:func:`patchbench.sites.head_axis`).
+    (:func:`patchbench.sites.head_axis`). ``check_identities=False`` skips the sanity identities
+    (config ``engine.check_identities``). The metadata holds the sweep's
+    :func:`~patchbench.engine.checkpoint.sweep_fingerprint` and nothing that depends on how the run
+    went (how many chunks came from a checkpoint is logged, and kept in ``attrs['patchbench_run']``),
+    so a resumed sweep writes the same bytes as an uninterrupted one.
     """
     log_ = logger or log
     s, sigma = _setup(model, prompts, spec, clean)
@@ -228,7 +234,8 @@ def run_sweep(
     axis = head_axis(spec.site, model.shape, log_)
     s, plan = _plan(model, s)
     rows_block = plan["rows_per_block"]
-    n_blocks = math.ceil(len(s.row_prompt) / rows_block)
+    n_rows = len(s.row_prompt)
+    n_blocks = math.ceil(n_rows / rows_block)
     log_.info(
         "sweep %s/%s: %d targets x %d prompts x %d sample(s); %d block(s) of %d rows, %d chunk(s)/block",
         *(
@@ -242,26 +249,37 @@ def run_sweep(
             len(s.chunks),
         ),
     )
+    fingerprint = sweep_fingerprint(model, prompts, spec, sigma, plan)
     ckpt = None
     if checkpoint_dir is not None:
-        ckpt = Checkpoint(checkpoint_dir, sweep_fingerprint(model, prompts, spec, sigma, plan), spec, plan)
+        ckpt = Checkpoint(checkpoint_dir, fingerprint, spec, plan, logger=log_)
+    if not check_identities:
+        log_.warning("sanity identities skipped (engine.check_identities is false)")
 
     parts: list[pd.DataFrame] = []
-    sanity: dict[str, Any] = {}
+    sanity: dict[str, Any] = {"skipped": True}
     computed = 0
+    columns = list(RAW_COLUMNS)
     bar = tqdm(total=n_blocks * len(s.chunks), desc=f"{spec.site} sweep", disable=not progress, unit="chunk")
     with torch.no_grad():
         for bi in range(n_blocks):
-            done = [ckpt.load(ckpt.chunk_path(bi, ci)) if ckpt else None for ci in range(len(s.chunks))]
-            base = ckpt.load(ckpt.base_path(bi)) if ckpt else None
+            rows = slice(bi * rows_block, min(n_rows, (bi + 1) * rows_block))
+            size = rows.stop - rows.start
+            done: list[pd.DataFrame | None] = [None] * len(s.chunks)
+            base = None
+            if ckpt:
+                done = [
+                    ckpt.load(ckpt.chunk_path(bi, ci), len(c) * size, columns)
+                    for ci, c in enumerate(s.chunks)
+                ]
+                base = ckpt.load(ckpt.base_path(bi), size, columns)
             block = None
-            if bi == 0 or base is None or any(d is None for d in done):
-                capture = [h for t in self_patch_targets(s.targets) for h in t.hooks] if bi == 0 else []
-                block = prepare_block(model, s, bi, slice(bi * rows_block, (bi + 1) * rows_block), capture)
-                if bi == 0:
-                    sanity = check_identities(
-                        model, prompts, spec, s.targets, block, s.clean, s.max_len, log_
-                    )
+            checks = check_identities and bi == 0
+            if checks or base is None or any(d is None for d in done):
+                capture = [h for t in self_patch_targets(s.targets) for h in t.hooks] if checks else []
+                block = prepare_block(model, s, bi, rows, capture)
+                if checks:
+                    sanity = run_identities(model, prompts, spec, s.targets, block, s.clean, s.max_len, log_)
                     block.corrupted_acts = {}
             if base is None:
                 values = block.values(block.corrupted_logits)
@@ -274,8 +292,9 @@ def run_sweep(
             del block
     bar.close()
 
-    facts = dict(plan=plan, chunks_computed=computed, sanity=sanity, head_axis=axis)
+    facts = dict(plan=plan, sanity=sanity, head_axis=axis, fingerprint=fingerprint)
     meta = raw_metadata(name or model.name, prompts, spec, "exact", s.targets, sigma, s.std, **facts)
     raw = assemble_raw([clean_rows(s.clean, prompts, spec, model.shape.device), *parts], meta)
-    log_.info("sweep done: %d rows, %d chunk(s) computed", len(raw), computed)
+    raw.attrs["patchbench_run"] = {"chunks_computed": computed, "chunks": n_blocks * len(s.chunks)}
+    log_.info("sweep done: %d rows, %d of %d chunk(s) computed", len(raw), computed, n_blocks * len(s.chunks))
     return raw

@@ -19,6 +19,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from patchbench.config import ConfigError
+from patchbench.errors import InputError
 from patchbench.prompts import PromptSet, PromptSetError
 from patchbench.tasks.arithmetic import build_arithmetic
 from patchbench.tasks.common import TaskInfo
@@ -122,11 +124,21 @@ def build_task(
     info = TASKS[name]
     fixed = set(info.options) & set(options)
     if fixed:
-        raise ValueError(
+        raise ConfigError(
             f"task {name!r} fixes the options {sorted(fixed)}; use the task of that variant instead"
         )
+    from patchbench.preflight import check_options  # late: preflight reads this registry
+
+    check_options(name, options)
     n = info.default_n_prompts if n_prompts is None else n_prompts
-    ps = info.builder(tokenizer, data_dir, n, seed, **info.options, **options)
+    try:
+        ps = info.builder(tokenizer, data_dir, n, seed, **info.options, **options)
+    except InputError:
+        raise
+    except ValueError as err:  # a generator refusing an option's value (an unknown bos mode, ...)
+        raise ConfigError(
+            f"task {name!r} with options {options}: {err}. Fix: correct tasks.{name}.options"
+        ) from None
     if ps.task != name:  # e.g. the IOI builder names its variant; the registry name wins
         ps = dataclasses.replace(ps, task=name)
     check_task_contract(ps)

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from patchbench.data_sources import require_data_file
+from patchbench.errors import InputError
 from patchbench.prompts import PromptSet
 
 __all__ = [
@@ -40,7 +41,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class TaskDataError(ValueError):
+class TaskDataError(InputError, ValueError):
     """The task's vocabulary cannot produce the requested prompt set under this tokenizer."""
 
 
