@@ -126,10 +126,9 @@ def _changed(model, prompts, what):
     if what == "positions":
         return model, dataclasses.replace(prompts, noise_positions=[[0] for _ in prompts.noise_positions])
     changed = make_model()
+    deep = [p for n, p in changed.bridge.named_parameters() if n.startswith("layers.2.") and ".attn." in n]
     with torch.no_grad():
-        changed.blocks[2].attn.W_O[1, 3, 5] += (
-            0.5  # one weight deep in the model (not in the first four tensors)
-        )
+        deep[-1].view(-1)[5] += 0.5  # one weight deep in the model (not in the first four tensors)
     return changed, prompts
 
 
