@@ -3,12 +3,15 @@
     patchbench sweep --model gpt2 --prompts results/prompts/gpt2/ioi.parquet \\
         --corruption str --site attn_head --out raw.parquet --effects effects.parquet
     patchbench effects raw.parquet --out effects.parquet [--metrics prob,logit_diff,kl,stolfo]
+    patchbench robustness str_raw.parquet gn_raw.parquet --out robustness/ [--circuit circuit.json]
 
 ``--model`` is a TransformerLens / Hugging Face hub name or a local model directory (a toy
 model of this repository or a ``save_pretrained`` directory), loaded by
 :func:`patchbench.models.load_model`. The raw frame and the effects frame (with the paper's 2-SD
 detection) are written with their metadata, exactly as the workflow's ``sweep`` and ``effects``
-rules write them.
+rules write them. ``robustness`` writes the localization-robustness tables, one-page summary and
+figure of one experiment (its sweeps' raw frames: bootstrap over prompts; or its effects files
+alone: a normal approximation) as the workflow's ``robustness_experiment`` rule does.
 """
 
 from __future__ import annotations
@@ -76,7 +79,59 @@ def build_parser() -> argparse.ArgumentParser:
     ef.add_argument("--out", required=True, type=Path)
     ef.add_argument("--metrics", default=None, help="comma-separated metrics (default by task)")
     ef.add_argument("--k", type=float, default=2.0, help="detection threshold in SDs")
+
+    rb = sub.add_parser("robustness", help="localization robustness of one experiment's cells (tables, summary, figure)")
+    rb.add_argument("frames", nargs="+", type=Path,
+                    help="raw sweep frames (bootstrap) or effects files (normal approximation) of one experiment: "
+                         "one per corruption x window")  # fmt: skip
+    rb.add_argument("--out", required=True, type=Path, help="output directory")
+    rb.add_argument("--name", default=None, help="experiment name in file names and titles (default task_site-positions)")
+    rb.add_argument("--circuit", type=Path, default=None, help="known-circuit JSON to score detections against")
+    rb.add_argument("--metrics", default=None, help="comma-separated metrics (raw frames; default by task)")
+    rb.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples (default 1000)")
+    rb.add_argument("--ci", type=float, default=None, help="confidence level (default 0.95)")
+    rb.add_argument("--seed", type=int, default=None, help="seed of the resamples (default 0)")
+    rb.add_argument("--no-figure", action="store_true", help="tables and summary only")
     return ap
+
+
+def _robustness(args: argparse.Namespace) -> None:
+    from patchbench.analysis.robustness import (
+        RobustnessSettings,
+        bootstrap_grid,
+        normal_grid,
+        read_known_circuit,
+    )
+    from patchbench.analysis.robustness_report import analyse, write_experiment
+    from patchbench.frames import read_frame
+
+    frames = [read_frame(p) for p in args.frames]
+    kinds = {"raw" if "run" in f.columns else "effects" if "effect" in f.columns else "?" for f in frames}
+    if kinds not in ({"raw"}, {"effects"}):
+        raise ValueError(
+            f"{[str(p) for p in args.frames]}: pass raw sweep frames (results/sweeps/...) or effects files "
+            "(results/effects/...) of one experiment, not a mix or other files"
+        )
+    given = {k: v for k, v in (("n_boot", args.n_boot), ("ci", args.ci), ("seed", args.seed)) if v is not None}
+    settings = RobustnessSettings(**given)
+    names = [str(p) for p in args.frames]
+    if kinds == {"raw"}:
+        metrics = tuple(args.metrics.split(",")) if args.metrics else None
+        grid = bootstrap_grid(frames, settings, metrics=metrics, names=names)
+    else:
+        log.warning("effects files only: normal approximation (effect +- SD/sqrt(n), components independent); "
+                    "pass the raw sweep frames for the bootstrap")  # fmt: skip
+        grid = normal_grid(frames, settings, names=names)
+    cell = grid.cells.iloc[0]
+    name = args.name or f"{cell['task']}_{cell['site']}-{cell['positions']}"
+    circuit = read_known_circuit(args.circuit, str(cell["task"])) if args.circuit else None
+    result = analyse(name, grid, circuit)
+    model = str(cell["model"]) or "model"
+    stem = args.out / f"robustness_{name}_{model}"
+    figure = [] if args.no_figure else [stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".pdf")]
+    paths = write_experiment(result, stem, figure)
+    for p in [*paths.values(), *figure]:
+        print(p)
 
 
 def _default_metrics(task: str) -> tuple[str, ...]:
@@ -138,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from patchbench.frames import read_frame
 
             _write_effects(read_frame(args.raw), args.out, args.metrics, args.k)
+        elif args.command == "robustness":
+            _robustness(args)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
         print(f"patchbench {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -5,6 +5,10 @@ position mode; for per-position sweeps every head x position pair of the plot co
 component, as the paper does for docstring), take each component's dataset-mean effect, their
 mean mu and standard deviation s. A component is detected ``positive`` when its effect exceeds
 mu + k·s and ``negative`` (it hurts performance) when it falls below mu − k·s; k = 2.
+
+:func:`detect_signs` is the rule on arrays (its last axis holds the components of one plot, any
+leading axes are independent plots, e.g. bootstrap resamples); :func:`detect` applies it to each
+plot of an effects frame, so the two cannot disagree.
 """
 
 from __future__ import annotations
@@ -12,10 +16,32 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["PLOT_KEYS", "detect"]
+__all__ = ["PLOT_KEYS", "detect", "detect_signs"]
 
 #: Columns that identify one plot; ``positions`` (the sweep's position mode) is used when present.
 PLOT_KEYS = ("model", "task", "corruption", "site", "window", "method", "metric")
+
+
+def detect_signs(effects: np.ndarray, k: float = 2.0, *, ddof: int = 0) -> np.ndarray:
+    """The 2-SD rule on ``effects[..., n_components]``: int8 of the same shape, +1 / -1 / 0.
+
+    Each slice along the last axis is one plot (its components' dataset-mean effects); leading
+    axes are independent plots. +1 = ``positive`` (effect > mu + k·s), -1 = ``negative``
+    (effect < mu - k·s), 0 = not detected. Plots with fewer than two components, or fewer than
+    ``ddof + 1``, detect nothing; a NaN effect makes mu undefined, so its plot detects nothing.
+    """
+    x = np.asarray(effects, dtype=np.float64)
+    if x.ndim == 0:
+        raise ValueError("detect_signs needs an array whose last axis holds the components of a plot")
+    n = x.shape[-1]
+    if n < 2 or n <= ddof:
+        return np.zeros(x.shape, dtype=np.int8)
+    mu = x.mean(axis=-1, keepdims=True)
+    sd = x.std(axis=-1, ddof=ddof, keepdims=True)
+    with np.errstate(invalid="ignore"):
+        pos = x > mu + k * sd
+        neg = x < mu - k * sd
+    return np.where(pos, 1, np.where(neg, -1, 0)).astype(np.int8)
 
 
 def detect(effects: pd.DataFrame, k: float = 2.0, *, ddof: int = 0) -> pd.DataFrame:
@@ -31,14 +57,11 @@ def detect(effects: pd.DataFrame, k: float = 2.0, *, ddof: int = 0) -> pd.DataFr
         raise KeyError(f"not an effects frame: columns {missing} are missing")
     keys = [*PLOT_KEYS, *(["positions"] if "positions" in effects.columns else [])]
     out = effects.copy()
-    eff = out["effect"].astype("float64")
-    grouped = eff.groupby([out[c] for c in keys], sort=False, dropna=False)
-    mu = grouped.transform("mean")
-    sd = grouped.transform(lambda x: float(np.std(x.to_numpy(), ddof=ddof)) if len(x) > ddof else np.nan)
-    size = grouped.transform("size")
-    pos = (eff > mu + k * sd) & (size >= 2)
-    neg = (eff < mu - k * sd) & (size >= 2)
-    out["detected"] = np.where(pos, "positive", np.where(neg, "negative", ""))
+    eff = out["effect"].to_numpy(dtype=np.float64)
+    signs = np.zeros(len(out), dtype=np.int8)
+    for rows in out.groupby(keys, sort=False, dropna=False).indices.values():
+        signs[rows] = detect_signs(eff[rows], k, ddof=ddof)
+    out["detected"] = np.where(signs > 0, "positive", np.where(signs < 0, "negative", ""))
     out.attrs = dict(effects.attrs)
     out.attrs.setdefault("patchbench", {})
     out.attrs["patchbench"] = {**out.attrs["patchbench"], "detection_k": k, "detection_ddof": ddof}

@@ -1,0 +1,419 @@
+"""Robustness reports: per experiment the tables, a one-page summary and recommendations; the report's front page.
+
+:func:`analyse` runs :mod:`patchbench.analysis.robustness` on one experiment's grid and returns a
+:class:`RobustnessResult`; :func:`write_experiment` writes it:
+
+- ``<stem>.csv``          one row per component: verdict, where it is detected, explanations
+- ``<stem>_cells.csv``    one row per component x cell: effect, CI, detection probability, status
+- ``<stem>_pairs.csv``    one row per pair of cells: Jaccard of detections, Spearman of effects
+- ``<stem>_circuit.csv``  precision / recall against the known circuit (header only when none)
+- ``<stem>.md``           the one-page summary: recommendations, findings, agreement, circuit
+- ``<stem>.json``         the headline facts the report's front page lists
+
+:func:`recommendations` turns the numbers into the paper's §6 advice for this model and task;
+:func:`summary_rst` writes the Snakemake report's front page from the experiments' JSON files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from patchbench.analysis import robustness as rb
+from patchbench.analysis.labels import metric_short
+
+__all__ = [
+    "OUTPUT_SUFFIXES",
+    "RobustnessResult",
+    "analyse",
+    "recommendations",
+    "summary_rst",
+    "write_experiment",
+]
+
+log = logging.getLogger(__name__)
+
+#: The files of one experiment: ``<stem><suffix>`` (the workflow's rule and the CLI name them from this).
+OUTPUT_SUFFIXES: dict[str, str] = {
+    "verdicts": ".csv", "cells": "_cells.csv", "pairs": "_pairs.csv", "circuit": "_circuit.csv",
+    "markdown": ".md", "json": ".json",
+}  # fmt: skip
+
+#: At most this many components per list on the report's front page (the tables hold all).
+FRONT_PAGE_ITEMS = 12
+
+
+@dataclass(frozen=True)
+class RobustnessResult:
+    """Everything the robustness analysis says about one experiment on one model."""
+
+    experiment: str
+    grid: rb.GridDraws
+    cells: pd.DataFrame  # cell_summary
+    verdicts: pd.DataFrame
+    pairs: pd.DataFrame
+    explained: pd.DataFrame
+    circuit: pd.DataFrame | None
+    circuit_source: str
+
+    @property
+    def info(self) -> dict:
+        c = self.grid.cells.iloc[0]
+        s = self.grid.settings
+        return {
+            "experiment": self.experiment, "model": str(c["model"]), "task": str(c["task"]), "site": str(c["site"]),
+            "positions": str(c["positions"]), "n_prompts": int(self.grid.cells["n_prompts"].max()),
+            "n_components": len(self.grid.comps), "n_cells": len(self.grid.cells), "n_boot": s.n_boot,
+            "ci": s.ci, "seed": s.seed, "ci_method": str(c["ci_method"]),
+        }  # fmt: skip
+
+
+def analyse(experiment: str, grid: rb.GridDraws, circuit: rb.KnownCircuit | None = None) -> RobustnessResult:
+    """Run every analysis of :mod:`patchbench.analysis.robustness` on one experiment's grid."""
+    cells = rb.cell_summary(grid)
+    explained = rb.explanations(grid, cells)
+    task = str(grid.cells["task"].iloc[0])
+    scores, source = None, ""
+    if circuit is not None and circuit.applies_to(task):
+        try:
+            scores, source = rb.score_circuit(grid, circuit), circuit.source
+        except rb.RobustnessError as err:
+            log.warning("known circuit %s not scored: %s", circuit.source, err)
+    elif circuit is not None:
+        log.info(
+            "known circuit %s is for tasks %s, not %s: not scored",
+            circuit.source,
+            sorted(circuit.tasks),
+            task,
+        )
+    used = circuit if scores is not None else None
+    return RobustnessResult(
+        experiment,
+        grid,
+        cells,
+        rb.verdicts(cells, explained, used),
+        rb.pairwise_agreement(grid),
+        explained,
+        scores,
+        source,
+    )
+
+
+# ----------------------------------------------------------------------------- recommendations
+def _names(df: pd.DataFrame, limit: int | None = None) -> str:
+    names = list(df["component"])
+    more = len(names) - limit if limit is not None and len(names) > limit else 0
+    shown = names[:limit] if limit is not None else names
+    return ", ".join(shown) + (f" and {more} more" if more else "")
+
+
+def _detected_under(res: RobustnessResult, comp: str, axis: str) -> set:
+    c = res.cells
+    rows = c[(c["component"] == comp) & c["status"].isin(["positive", "negative"])]
+    return set(rows[axis])
+
+
+def recommendations(res: RobustnessResult) -> list[str]:
+    """The paper's §6 advice, instantiated with this experiment's findings (plain-text bullets)."""
+    v = res.verdicts
+    found = v[v["verdict"] != "not detected"]
+    out: list[str] = []
+    n = res.info["n_prompts"]
+    counts = found["verdict"].value_counts()
+    robust = found[found["verdict"] == "robust"]
+    out.append(
+        f"{len(found)} of {len(v)} components are detected somewhere in the grid of {len(res.grid.cells)} cells: "
+        f"{len(robust)} robust, {int(counts.filter(like='depends').sum())} depend on the setting, "
+        f"{int(counts.get('unstable', 0))} unstable."
+        + (f" Robust: {_names(robust, 8)}." if len(robust) else " None is robust across the grid.")
+    )
+    ex = res.explained
+    corr_dep = found[found["axes"].str.contains("corruption")]
+    if res.grid.cells["corruption"].nunique() > 1:
+        if len(corr_dep):
+            only = {c: _detected_under(res, c, "corruption") for c in corr_dep["component"]}
+            str_only = [c for c, s in only.items() if s == {"STR"}]
+            gn_only = [c for c, s in only.items() if s == {"GN"}]
+            parts = [f"{len(corr_dep)} finding(s) depend on the corruption"]
+            if str_only:
+                parts.append(f"STR only: {', '.join(str_only[:8])}")
+            if gn_only:
+                parts.append(f"GN only: {', '.join(gn_only[:8])}")
+            sec3 = ex[ex["section"] == "3"]
+            tail = (
+                f" §3 applies to {', '.join(sorted(set(sec3['component']))[:8])} (detected under GN, by no metric under STR)."
+                if len(sec3)
+                else ""
+            )
+            out.append(
+                "Corruption: " + "; ".join(parts) + "." + tail
+                + " The paper recommends STR (in-distribution counterfactuals) and reading GN-only findings with care."
+            )  # fmt: skip
+        else:
+            out.append("Corruption: STR and GN agree on every reliable detection.")
+    metric_dep = found[found["axes"].str.contains("metric")]
+    sec42 = ex[ex["section"] == "4.2"]
+    if len(sec42):
+        p_star = res.grid.cells.set_index(["corruption", "metric", "window"])["p_answer_corrupted"]
+        where = sorted({(r.corruption, r.window) for r in sec42.itertuples()})
+        floors = "; ".join(f"{c} w{w}: P_*(answer) = {p_star[(c, 'prob', w)]:.3g}" for c, w in where)
+        out.append(
+            f"Metric: probability misses the negative component(s) {', '.join(sorted(set(sec42['component'])))} "
+            f"that another metric detects, because the corrupted run leaves almost no probability to lose ({floors}; "
+            "§4.2). Use logit difference, as the paper recommends."
+        )
+    elif len(metric_dep):
+        by = []
+        for c in metric_dep["component"][:8]:
+            ms = sorted(_detected_under(res, c, "metric"), key=lambda m: list(rb.METRICS).index(m))
+            by.append(f"{c} ({'/'.join(metric_short(m) for m in ms) or 'none reliably'})")
+        out.append(
+            f"Metric: {len(metric_dep)} finding(s) depend on the metric: {', '.join(by)}. The paper recommends logit "
+            "difference (it controls for components that boost every answer; probability misses negative ones)."
+        )
+    elif res.grid.cells["metric"].nunique() > 1:
+        out.append("Metric: the metrics agree on every reliable detection.")
+    if res.grid.cells["window"].nunique() > 1:
+        win_dep = found[found["axes"].str.contains("window")]
+        sec5 = ex[ex["section"] == "5"]
+        text = f"Window: {len(win_dep)} finding(s) depend on the window size" + (
+            f" ({_names(win_dep, 8)})." if len(win_dep) else "."
+        )
+        if len(sec5):
+            text += (
+                f" {len(sec5)} sliding-window peak(s) exceed the summed single layers with the interval above 1 (§5): "
+                "read them as joint effects of the window."
+            )
+        out.append(
+            text
+            + " The paper recommends single-layer patching first, windows only when single layers are weak."
+        )
+    unstable = found[found["verdict"] == "unstable"]
+    if len(unstable):
+        out.append(
+            f"Uncertainty: {len(unstable)} component(s) are detected in between "
+            f"{res.grid.settings.unstable:.0%} and {res.grid.settings.robust:.0%} of the bootstrap resamples in some cell "
+            f"({_names(unstable, 8)}): with {n} prompts their detection is a coin toss; report them as tentative or "
+            "add prompts."
+        )
+    if res.circuit is not None and len(res.circuit):
+        allc = res.circuit[res.circuit["class"] == "all"].copy()
+        allc["f1"] = 2 * allc["precision"] * allc["recall"] / (allc["precision"] + allc["recall"])
+        best = allc.sort_values(["f1", "recall"], ascending=False, na_position="last").iloc[0]
+        worst = allc.sort_values(["f1", "recall"], ascending=True, na_position="first").iloc[0]
+        cls = res.circuit[res.circuit["class"] != "all"]
+        never = sorted(set(cls["class"]) - set(cls.loc[cls["recall"] > 0, "class"]))
+        out.append(
+            f"Known circuit ({Path(res.circuit_source).name}, {int(best['size'])} members here): {best['cell']} agrees "
+            f"best (recall {best['recall']:.2f} [{best['recall_low']:.2f}, {best['recall_high']:.2f}], precision "
+            f"{best['precision']:.2f}), {worst['cell']} least (recall {worst['recall']:.2f}, precision "
+            f"{worst['precision']:.2f})." + (f" No cell finds any of: {', '.join(never)}." if never else "")
+        )
+    if len(res.pairs):
+        low = res.pairs.sort_values(["jaccard", "spearman"]).iloc[0]
+        out.append(
+            f"Agreement: the least agreeing cells are {low['cell_a']} and {low['cell_b']} (Jaccard {low['jaccard']:.2f} "
+            f"[{low['jaccard_low']:.2f}, {low['jaccard_high']:.2f}], Spearman {low['spearman']:.2f}); "
+            f"median Jaccard over all pairs {res.pairs['jaccard'].median():.2f}."
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------- files
+def _md_table(df: pd.DataFrame) -> str:
+    return df.to_markdown(index=False, disable_numparse=True) if len(df) else "_(none)_"
+
+
+def _round(df: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    return df.round({c: digits for c in df.columns if df[c].dtype.kind == "f"})
+
+
+def markdown_page(res: RobustnessResult) -> str:
+    """The one-page summary of one experiment (Markdown)."""
+    i = res.info
+    s = res.grid.settings
+    method = (
+        f"{s.n_boot} bootstrap resamples of the prompts (seed {s.seed}; the normalisation recomputed per resample)"
+        if i["ci_method"] == "bootstrap"
+        else f"a normal approximation from the effects frames ({s.n_boot} draws, seed {s.seed}; no raw frames)"
+    )
+    lines = [
+        f"# Localization robustness: {i['experiment']} on {i['model']}",
+        "",
+        f"Task {i['task']}, site {i['site']}, positions {i['positions']}; {i['n_prompts']} prompts, "
+        f"{i['n_components']} components, {i['n_cells']} cells (corruption x metric x window). Intervals: "
+        f"{s.ci:.0%} percentile, from {method}. Detection: the paper's rule (more than {s.k:g} SD from the mean "
+        f"over the plot's components); detection probability = share of resamples that detect it with that sign. "
+        f"Reliable: >= {s.robust:g}; uncertain: between {s.unstable:g} and {s.robust:g}.",
+        "",
+        "## Recommendations",
+        "",
+        *[f"- {r}" for r in recommendations(res)],
+        "",
+        "## Findings",
+        "",
+        "Components detected with probability above "
+        f"{s.unstable:g} in some cell; cells as corruption/metric(/window), sign and detection probability.",
+        "",
+    ]
+    found = res.verdicts[res.verdicts["verdict"] != "not detected"]
+    cols = [
+        "component",
+        "verdict",
+        "detected_in",
+        "uncertain_in",
+        *(["classes"] if res.circuit is not None else []),
+    ]
+    lines += [_md_table(found[cols]), ""]
+    if len(res.explained):
+        lines += ["## The paper's explanations", "", *[f"- {t}" for t in res.explained["text"]], ""]
+    lines += ["## Agreement between cells", ""]
+    pairs = res.pairs.sort_values(["jaccard", "spearman"])
+    shown = pairs if len(pairs) <= 28 else pairs.head(15)
+    if len(pairs) > len(shown):
+        lines += [
+            f"The {len(shown)} least agreeing of {len(pairs)} pairs (all in the `_pairs.csv` table).",
+            "",
+        ]
+    pcols = ["cell_a", "cell_b", "n_a", "n_b", "n_both", "jaccard", "jaccard_low", "jaccard_high", "spearman",
+             "spearman_low", "spearman_high"]  # fmt: skip
+    lines += [_md_table(_round(shown[pcols], 2)), ""]
+    if res.circuit is not None:
+        lines += [f"## Known circuit ({res.circuit_source})", ""]
+        c = res.circuit
+        wide = c.pivot_table(index="cell", columns="class", values="recall", sort=False).round(2)
+        allc = c[c["class"] == "all"].set_index("cell")
+        wide.insert(0, "precision", allc["precision"].round(2))
+        wide.insert(
+            1,
+            "precision CI",
+            [
+                f"[{a:.2f}, {b:.2f}]"
+                for a, b in zip(allc["precision_low"], allc["precision_high"], strict=True)
+            ],
+        )
+        wide.insert(
+            3,
+            "recall CI",
+            [f"[{a:.2f}, {b:.2f}]" for a, b in zip(allc["recall_low"], allc["recall_high"], strict=True)],
+        )
+        wide = wide.rename(columns={"all": "recall (all)"})
+        lines += ["Recall per class (either sign), precision against the whole circuit.", "",
+                  wide.reset_index().to_markdown(index=False, disable_numparse=True), ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+def write_experiment(
+    res: RobustnessResult, stem: str | Path, figure: Sequence[str | Path] = ()
+) -> dict[str, Path]:
+    """Write the experiment's tables, page and JSON next to ``stem`` (``stem`` + suffixes); returns the paths.
+
+    ``figure`` are the figure's paths (PNG, PDF): drawn here too when given.
+    """
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = {k: stem.with_name(stem.name + suffix) for k, suffix in OUTPUT_SUFFIXES.items()}
+    res.verdicts.to_csv(paths["verdicts"], index=False)
+    res.cells.to_csv(paths["cells"], index=False)
+    res.pairs.to_csv(paths["pairs"], index=False)
+    circuit = res.circuit if res.circuit is not None else pd.DataFrame(columns=["cell", *rb.AXES, "class"])
+    circuit.to_csv(paths["circuit"], index=False)
+    paths["markdown"].write_text(markdown_page(res) + "\n")
+    found = res.verdicts[res.verdicts["verdict"] != "not detected"]
+    facts = {
+        **res.info,
+        "counts": {str(k): int(v) for k, v in found["verdict"].value_counts().items()},
+        "robust": found.loc[found["verdict"] == "robust", "component"].tolist(),
+        "fragile": [
+            {
+                "component": r.component,
+                "verdict": r.verdict,
+                "detected_in": r.detected_in,
+                "uncertain_in": r.uncertain_in,
+                "explanation": r.explanation,
+            }
+            for r in found[found["verdict"] != "robust"].itertuples()
+        ],  # fmt: skip
+        "recommendations": recommendations(res),
+        "files": {k: p.name for k, p in paths.items()},
+    }
+    figs = [Path(f) for f in figure]
+    if figs:
+        from patchbench.analysis.robustness_figure import robustness_figure
+
+        i = res.info
+        robustness_figure(
+            res.cells, res.verdicts, figs, title=f"{i['experiment']} on {i['model']} ({i['task']})"
+        )
+        facts["files"]["figure"] = next((f.name for f in figs if f.suffix == ".png"), figs[0].name)
+    paths["json"].write_text(json.dumps(facts, indent=1, default=_json_default) + "\n")
+    log.info("robustness of %s on %s: %s", res.experiment, res.info["model"], facts["counts"])
+    return paths
+
+
+def _json_default(x):
+    if isinstance(x, np.generic):
+        return x.item()
+    raise TypeError(f"not JSON serialisable: {type(x)}")
+
+
+# ----------------------------------------------------------------------------- report front page
+def _rst_literal(text: str) -> str:
+    return f"``{text}``"
+
+
+def _rst_escape(text: str) -> str:
+    """Plain text safe in reStructuredText and in the report's Jinja2 pass."""
+    out = str(text).replace("\\", "\\\\").replace("*", "\\*").replace("`", "'").replace("|", "\\|")
+    return out.replace("{{", "{ {").replace("{%", "{ %").replace("{#", "{ #")
+
+
+def summary_rst(facts: Sequence[dict], title: str = "patchbench report", suite: str = "") -> str:
+    """The Snakemake report's front page: each experiment's robust and fragile findings, with links.
+
+    ``facts`` are the experiments' JSON files (:func:`write_experiment`). Links name report items by
+    file name, so the verdict table and the figure must be registered with ``report()``.
+    """
+    head = title if not suite else f"{title}: {suite} suite"
+    lines = [
+        "=" * len(head), head, "=" * len(head), "",
+        "Localization robustness of every experiment: which components activation patching detects "
+        "whatever the corruption, metric and window (robust), which only under some settings (fragile), "
+        "and what Zhang & Nanda (ICLR 2024) advise for this model and task. Intervals and detection "
+        "probabilities come from a bootstrap over prompts. The paper's tables and figures are under "
+        "Tables and Figures; claims.csv checks its statements on this run.", "",
+    ]  # fmt: skip
+    if not facts:
+        lines += ["No experiment has a robustness report yet: run ``snakemake robustness``.", ""]
+    for f in sorted(facts, key=lambda f: (f["task"], f["experiment"], f["model"])):
+        name = f"{f['experiment']} on {f['model']}"
+        lines += [name, "-" * len(name), ""]
+        lines += [
+            f"Task {_rst_literal(f['task'])}, site {_rst_literal(f['site'])}, positions {_rst_literal(f['positions'])}; "
+            f"{f['n_prompts']} prompts, {f['n_cells']} cells, {f['n_boot']} resamples.",
+            "",
+        ]
+        robust = f["robust"]
+        shown = ", ".join(_rst_literal(c) for c in robust[:FRONT_PAGE_ITEMS])
+        more = f" and {len(robust) - FRONT_PAGE_ITEMS} more" if len(robust) > FRONT_PAGE_ITEMS else ""
+        lines += [f"**Robust** ({len(robust)}): {shown + more if robust else 'none'}.", ""]
+        fragile = f["fragile"]
+        lines += [f"**Fragile** ({len(fragile)}){':' if fragile else ': none.'}", ""]
+        for item in fragile[:FRONT_PAGE_ITEMS]:
+            where = item["detected_in"] or item["uncertain_in"]
+            lines.append(f"- {_rst_literal(item['component'])}: {item['verdict']} ({_rst_escape(where)})")
+        if len(fragile) > FRONT_PAGE_ITEMS:
+            lines.append(f"- and {len(fragile) - FRONT_PAGE_ITEMS} more in the table")
+        lines += ["", "**Recommendations**", ""]
+        lines += [f"- {_rst_escape(r)}" for r in f["recommendations"]]
+        links = [f"`{f['files']['verdicts']}`_"]
+        if "figure" in f["files"]:
+            links.append(f"`{f['files']['figure']}`_")
+        lines += ["", "Table and figure: " + ", ".join(links) + ".", ""]
+    return "\n".join(lines) + "\n"
