@@ -167,7 +167,9 @@ def test_bootstrap_ci_coverage_is_near_nominal():
         grid = rb.bootstrap_grid([raw], settings(seed=rep))
         for lv in levels:
             s = rb.cell_summary(replace(grid, settings=settings(seed=rep, ci=lv)))
-            true = np.array([truth[m][int(c.split(".")[1])] for m, c in zip(s["metric"], s["component"], strict=True)])
+            true = np.array(
+                [truth[m][int(c.split(".")[1])] for m, c in zip(s["metric"], s["component"], strict=True)]
+            )
             hits[lv].append((s["ci_low"].to_numpy() <= true) & (true <= s["ci_high"].to_numpy()))
             if lv == 0.95:
                 estimates.append(s["effect"].to_numpy())
@@ -179,7 +181,9 @@ def test_bootstrap_ci_coverage_is_near_nominal():
         assert abs(coverage - lv) < 0.03
         assert np.all(np.abs(per_metric - lv) < 0.05)
     # mean 95 % width against 2 x 1.96 x the SD of the estimates over the 100 datasets, per metric
-    ratio = (np.mean(widths, axis=0) / (2 * 1.959964 * np.std(estimates, axis=0))).reshape(3, len(a)).mean(axis=1)
+    ratio = (
+        (np.mean(widths, axis=0) / (2 * 1.959964 * np.std(estimates, axis=0))).reshape(3, len(a)).mean(axis=1)
+    )
     print(f"CI width / (2 x 1.96 x sampling SD) per metric: {np.round(ratio, 3)}")
     assert np.all(np.abs(ratio - 1.0) < 0.15)
 
@@ -226,7 +230,8 @@ def test_resamples_are_seeded_and_shared_by_the_cells():
 # ----------------------------------------------------------------------------- verdicts
 def _coords(corruptions=("STR", "GN"), metrics=("prob", "logit_diff", "kl"), windows=(1,)):
     return pd.DataFrame(
-        [(c, m, w) for w in windows for c in corruptions for m in metrics], columns=["corruption", "metric", "window"]
+        [(c, m, w) for w in windows for c in corruptions for m in metrics],
+        columns=["corruption", "metric", "window"],
     )
 
 
@@ -240,7 +245,10 @@ def _coords(corruptions=("STR", "GN"), metrics=("prob", "logit_diff", "kl"), win
         (lambda c, m, w: "positive" if c == "STR" else "negative", "depends on corruption"),
         (lambda c, m, w: "absent" if m == "prob" else "negative", "depends on metric"),
         (lambda c, m, w: "positive" if w == 5 else "absent", "depends on window"),
-        (lambda c, m, w: "positive" if (c, m) == ("STR", "logit_diff") else "absent", "depends on corruption × metric"),
+        (
+            lambda c, m, w: "positive" if (c, m) == ("STR", "logit_diff") else "absent",
+            "depends on corruption × metric",
+        ),
         (lambda c, m, w: "positive" if (c == "GN" and w > 1) else "absent", "depends on corruption × window"),
         (lambda c, m, w: "uncertain" if (c, m, w) == ("GN", "kl", 3) else "positive", "unstable"),
         (lambda c, m, w: "uncertain" if m == "prob" else "absent", "unstable"),
@@ -385,14 +393,20 @@ def test_known_circuit_precision_and_recall_per_class(tmp_path):
     e[names.index("2.4")] = -1.0  # detected negative
     eff = _effects_frame({("str", "logit_diff"): list(e)}, names)
     path = tmp_path / "circuit.json"
-    path.write_text(json.dumps({"tasks": ["ioi"], "classes": {"movers": ["0.0", [1, 2], "1.3"], "negative": ["2.4"]}}))
+    path.write_text(
+        json.dumps({"tasks": ["ioi"], "classes": {"movers": ["0.0", [1, 2], "1.3"], "negative": ["2.4"]}})
+    )
     circuit = rb.read_known_circuit(path)
     assert circuit.applies_to("ioi") and not circuit.applies_to("factual")
     sc = rb.score_circuit(rb.normal_grid([eff], settings()), circuit).set_index("class")
-    assert sc.loc["all", "precision"] == pytest.approx(3 / 4) and sc.loc["all", "recall"] == pytest.approx(3 / 4)
+    assert sc.loc["all", "precision"] == pytest.approx(3 / 4) and sc.loc["all", "recall"] == pytest.approx(
+        3 / 4
+    )
     assert sc.loc["movers", "recall"] == pytest.approx(2 / 3) and sc.loc["negative", "recall"] == 1.0
     assert sc.loc["movers", "found"] == "0.0, 1.2"
-    v = rb.verdicts(rb.cell_summary(rb.normal_grid([eff], settings())), circuit=circuit).set_index("component")
+    v = rb.verdicts(rb.cell_summary(rb.normal_grid([eff], settings())), circuit=circuit).set_index(
+        "component"
+    )
     assert v.loc["1.2", "classes"] == "movers" and v.loc["2.4", "classes"] == "negative"
 
 
