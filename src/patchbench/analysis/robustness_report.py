@@ -370,18 +370,29 @@ def _rst_literal(text: str) -> str:
 
 def _rst_escape(text: str) -> str:
     """Plain text safe in reStructuredText and in the report's Jinja2 pass."""
-    out = str(text).replace("\\", "\\\\").replace("*", "\\*").replace("`", "'").replace("|", "\\|")
+    out = str(text).replace("\\", "\\\\")
+    for ch in "*_|":  # emphasis, references (P_*), substitutions
+        out = out.replace(ch, "\\" + ch)
+    out = out.replace("`", "'")
     return out.replace("{{", "{ {").replace("{%", "{ %").replace("{#", "{ #")
+
+
+def _report_link(name: str) -> str:
+    """A link to report item ``name`` when this report holds it (Jinja2, rendered by Snakemake), else its name."""
+    return f'{{% if "{name}" in report_items %}}`{name}`_{{% else %}}{_rst_literal(name)}{{% endif %}}'
 
 
 def summary_rst(facts: Sequence[dict], title: str = "patchbench report", suite: str = "") -> str:
     """The Snakemake report's front page: each experiment's robust and fragile findings, with links.
 
-    ``facts`` are the experiments' JSON files (:func:`write_experiment`). Links name report items by
-    file name, so the verdict table and the figure must be registered with ``report()``.
+    ``facts`` are the experiments' JSON files (:func:`write_experiment`). The page is a Jinja2
+    template, as Snakemake renders the workflow description (``files``: the report's items): links
+    to the verdict table and the figure (report items, by file name) appear when the report holds
+    them, plain names otherwise (a report of a partial DAG).
     """
-    head = title if not suite else f"{title}: {suite} suite"
+    head = _rst_escape(title if not suite else f"{title}: {suite} suite")
     lines = [
+        '{% set report_items = files | map(attribute="target") | list %}',
         "=" * len(head), head, "=" * len(head), "",
         "Localization robustness of every experiment: which components activation patching detects "
         "whatever the corruption, metric and window (robust), which only under some settings (fragile), "
@@ -392,7 +403,7 @@ def summary_rst(facts: Sequence[dict], title: str = "patchbench report", suite: 
     if not facts:
         lines += ["No experiment has a robustness report yet: run ``snakemake robustness``.", ""]
     for f in sorted(facts, key=lambda f: (f["task"], f["experiment"], f["model"])):
-        name = f"{f['experiment']} on {f['model']}"
+        name = _rst_escape(f"{f['experiment']} on {f['model']}")
         lines += [name, "-" * len(name), ""]
         lines += [
             f"Task {_rst_literal(f['task'])}, site {_rst_literal(f['site'])}, positions {_rst_literal(f['positions'])}; "
@@ -412,8 +423,8 @@ def summary_rst(facts: Sequence[dict], title: str = "patchbench report", suite: 
             lines.append(f"- and {len(fragile) - FRONT_PAGE_ITEMS} more in the table")
         lines += ["", "**Recommendations**", ""]
         lines += [f"- {_rst_escape(r)}" for r in f["recommendations"]]
-        links = [f"`{f['files']['verdicts']}`_"]
+        links = [_report_link(f["files"]["verdicts"])]
         if "figure" in f["files"]:
-            links.append(f"`{f['files']['figure']}`_")
+            links.append(_report_link(f["files"]["figure"]))
         lines += ["", "Table and figure: " + ", ".join(links) + ".", ""]
     return "\n".join(lines) + "\n"
