@@ -394,10 +394,38 @@ def cell_summary(grid: GridDraws) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- verdicts
-def _determined_by(status: pd.Series, coords: pd.DataFrame, axes: Sequence[str]) -> bool:
-    if not axes:
-        return status.nunique() == 1
-    return bool((status.groupby([coords[a] for a in axes]).nunique() <= 1).all())
+STATUS_CODES: dict[str, int] = {"absent": 0, "positive": 1, "negative": 2, "uncertain": 3}
+
+
+def _verdict_codes(codes: np.ndarray, coords: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Verdicts of many components at once: ``codes`` (T, C) status codes over the C cells of ``coords``."""
+    coords = coords.reset_index(drop=True)
+    T = codes.shape[0]
+    verdict = np.full(T, "", dtype=object)
+    axes_out = np.full(T, "", dtype=object)
+    unstable = (codes == STATUS_CODES["uncertain"]).any(axis=1)
+    constant = (codes == codes[:, :1]).all(axis=1)
+    verdict[unstable] = "unstable"
+    absent = ~unstable & constant & (codes[:, 0] == STATUS_CODES["absent"])
+    verdict[absent] = "not detected"
+    verdict[~unstable & constant & ~absent] = "robust"
+    todo = verdict == ""
+    varying = [a for a in AXES if coords[a].nunique() > 1]
+    for size in range(1, len(varying) + 1):
+        for axes in itertools.combinations(varying, size):
+            if not todo.any():
+                break
+            ok = np.ones(T, dtype=bool)
+            for cols in coords.groupby(list(axes), sort=False).indices.values():
+                block = codes[:, cols]
+                ok &= (block == block[:, :1]).all(axis=1)
+            hit = todo & ok
+            verdict[hit] = "depends on " + " × ".join(axes)
+            axes_out[hit] = "+".join(axes)
+            todo &= ~hit
+    if todo.any():
+        raise AssertionError("unreachable: the status is always determined by every varying axis")
+    return verdict, axes_out
 
 
 def verdict_of(status: pd.Series, coords: pd.DataFrame) -> tuple[str, str]:
@@ -405,20 +433,9 @@ def verdict_of(status: pd.Series, coords: pd.DataFrame) -> tuple[str, str]:
 
     ``coords`` has the columns of :data:`AXES`; axes with a single value in the grid are ignored.
     """
-    st = status.reset_index(drop=True)
-    xy = coords.reset_index(drop=True)
-    if (st == "uncertain").any():
-        return "unstable", ""
-    if (st == "absent").all():
-        return "not detected", ""
-    if st.nunique() == 1:
-        return "robust", ""
-    varying = [a for a in AXES if xy[a].nunique() > 1]
-    for size in range(1, len(varying) + 1):
-        for axes in itertools.combinations(varying, size):
-            if _determined_by(st, xy, axes):
-                return "depends on " + " × ".join(axes), "+".join(axes)
-    raise AssertionError("unreachable: the status is always determined by every varying axis")
+    codes = np.array([[STATUS_CODES[x] for x in status]])
+    verdict, axes = _verdict_codes(codes, coords)
+    return str(verdict[0]), str(axes[0])
 
 
 def _cell_list(rows: pd.DataFrame, sign_col: bool = True) -> str:
@@ -442,22 +459,29 @@ def verdicts(
     :func:`explanations`, ``classes`` the known circuit's classes of the component. Sorted by
     verdict (robust, depends on, unstable, not detected), then layer, head, position.
     """
-    coords = summary[list(AXES)]
     notes: dict[str, str] = {}
     if explained is not None and len(explained):
         notes = explained.groupby("component")["text"].apply(lambda t: " ".join(t)).to_dict()
+    cells = summary.drop_duplicates("cell")[["cell", *AXES]].reset_index(drop=True)
+    comps = summary.drop_duplicates("component")[["component", "layer", "head", "position"]]
+    wide = summary.pivot(index="component", columns="cell", values="status").loc[
+        comps["component"], cells["cell"]
+    ]
+    codes = np.vectorize(STATUS_CODES.__getitem__, otypes=[np.int64])(wide.to_numpy())
+    verdict, axes = _verdict_codes(codes, cells[list(AXES)])
+    p_any = (summary["p_positive"] + summary["p_negative"]).groupby(summary["component"]).max()
+    found = set(comps["component"][verdict != "not detected"])
+    listed = {c: g for c, g in summary[summary["component"].isin(found)].groupby("component", sort=False)}
     rows = []
-    for comp, g in summary.groupby("component", sort=False):
-        verdict, axes = verdict_of(g["status"], coords.loc[g.index])
-        first = g.iloc[0]
+    for i, r in enumerate(comps.itertuples(index=False)):
+        g = listed.get(r.component)
         rows.append({
-            "component": comp, "layer": int(first["layer"]), "head": int(first["head"]),
-            "position": int(first["position"]), "verdict": verdict, "axes": axes,
-            "max_p_detect": float((g["p_positive"] + g["p_negative"]).max()),
-            "detected_in": _cell_list(g[g["status"].isin(["positive", "negative"])]),
-            "uncertain_in": _cell_list(g[g["status"] == "uncertain"]),
-            "classes": ", ".join(circuit.classes_of(comp)) if circuit is not None else "",
-            "explanation": notes.get(comp, ""),
+            "component": r.component, "layer": int(r.layer), "head": int(r.head), "position": int(r.position),
+            "verdict": verdict[i], "axes": axes[i], "max_p_detect": float(p_any[r.component]),
+            "detected_in": "" if g is None else _cell_list(g[g["status"].isin(["positive", "negative"])]),
+            "uncertain_in": "" if g is None else _cell_list(g[g["status"] == "uncertain"]),
+            "classes": ", ".join(circuit.classes_of(r.component)) if circuit is not None else "",
+            "explanation": notes.get(r.component, ""),
         })  # fmt: skip
     out = pd.DataFrame(rows, columns=list(VERDICT_COLUMNS))
     rank = out["verdict"].map(lambda v: next(i for i, p in enumerate(VERDICT_ORDER) if v.startswith(p)))

@@ -417,7 +417,11 @@ def summary_rst(facts: Sequence[dict], title: str = "patchbench report", suite: 
         fragile = f["fragile"]
         lines += [f"**Fragile** ({len(fragile)}){':' if fragile else ': none.'}", ""]
         for item in fragile[:FRONT_PAGE_ITEMS]:
-            where = item["detected_in"] or item["uncertain_in"]
+            where = "; ".join(
+                f"{k} {item[c]}"
+                for k, c in (("detected:", "detected_in"), ("uncertain:", "uncertain_in"))
+                if item[c]
+            )
             lines.append(f"- {_rst_literal(item['component'])}: {item['verdict']} ({_rst_escape(where)})")
         if len(fragile) > FRONT_PAGE_ITEMS:
             lines.append(f"- and {len(fragile) - FRONT_PAGE_ITEMS} more in the table")
