@@ -359,6 +359,16 @@ def test_no_section_5_when_the_window_is_the_sum_of_its_layers():
 
 
 # ----------------------------------------------------------------------------- agreement, circuit
+def test_average_ranks_are_scipys():
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 5, size=(3, 7, 40)).astype(float)  # many ties
+    np.testing.assert_allclose(rb.average_ranks(x), rankdata(x, axis=-1))
+    y = rng.normal(size=(2, 9))
+    np.testing.assert_allclose(rb.average_ranks(y), rankdata(y, axis=-1))
+
+
 def _effects_frame(effects_by_cell: dict[tuple[str, str], list[float]], names=None) -> pd.DataFrame:
     rows = []
     for (corr, metric), eff in effects_by_cell.items():

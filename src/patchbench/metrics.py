@@ -77,24 +77,26 @@ def baselines(raw: pd.DataFrame) -> dict[str, float]:
 def components(raw: pd.DataFrame) -> pd.DataFrame:
     """One row per patch target: target, site, layer, head, position, window, component name."""
     meta = _meta(raw)
-    pat = raw[raw["run"] == "patched"]
+    pat = raw.loc[raw["run"] == "patched", ["target", "site", "layer", "head", "position", "window"]]
+    pat.attrs = {}  # slices must not deep-copy the file's metadata
     pos_mode = str(meta.get("spec", {}).get("position", "all"))
     names = {int(k): v for k, v in (meta.get("components") or {}).items()}
+    g = pat.groupby("target", sort=True)
+    first = g.head(1).set_index("target").sort_index()  # the first row of each target
+    single = g["position"].nunique().reindex(first.index).to_numpy() == 1
     rows = []
-    for t, g in pat.groupby("target", sort=True):
-        first = g.iloc[0]
-        positions = g["position"].unique()
-        position = int(positions[0]) if len(positions) == 1 else -1
+    for (t, site, layer, head, pos, window), one in zip(first.itertuples(), single, strict=True):
+        position = int(pos) if one else -1
         if int(t) in names:
             comp = names[int(t)]
         else:
-            comp = f"{int(first['layer'])}.{int(first['head'])}" if first["head"] >= 0 else f"{int(first['layer'])}"
+            comp = f"{int(layer)}.{int(head)}" if head >= 0 else f"{int(layer)}"
             if pos_mode not in ("all", "each"):
                 comp += f"@{pos_mode}"
             elif position != -1:
                 comp += f"@{position}"
-        rows.append(dict(target=int(t), site=first["site"], layer=int(first["layer"]), head=int(first["head"]),
-                         position=position, window=int(first["window"]), component=comp))
+        rows.append(dict(target=int(t), site=site, layer=int(layer), head=int(head),
+                         position=position, window=int(window), component=comp))
     return pd.DataFrame(rows, columns=["target", "site", "layer", "head", "position", "window", "component"])
 
 

@@ -53,12 +53,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 
 from patchbench.analysis.labels import corruption_label, metric_short
 from patchbench.detection import detect_signs
 from patchbench.metrics import METRICS, aggregate, baselines, components, metrics_for, prompt_terms
-from patchbench.sites import window_layers
 
 __all__ = [
     "AXES",
@@ -229,6 +227,12 @@ def _check_cells(cells: pd.DataFrame, what: Sequence[str]) -> None:
         )
 
 
+def _without_attrs(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy(deep=False)
+    out.attrs = {}
+    return out
+
+
 def bootstrap_grid(
     raws: Sequence[pd.DataFrame],
     settings: RobustnessSettings = RobustnessSettings(),
@@ -250,7 +254,8 @@ def bootstrap_grid(
     metas = [_raw_meta(r, w) for r, w in zip(raws, what, strict=True)]
     _one_experiment(metas, what)
     ms = tuple(metrics) if metrics is not None else metrics_for(metas[0]["task"])
-    terms = [prompt_terms(r, ms) for r in raws]
+    bare = [_without_attrs(r) for r in raws]  # slices would deep-copy the metadata
+    terms = [prompt_terms(r, ms) for r in bare]
     comp_frames = [components(r).set_index("target") for r in raws]
     first = comp_frames[0].loc[terms[0].targets]
     comps = _component_frame(first["component"], first["layer"], first["head"], first["position"])
@@ -261,7 +266,7 @@ def bootstrap_grid(
         len(union), np.full(len(union), 1.0 / len(union)), size=settings.n_boot
     )  # (B, P)
     points, draws, rows = [], [], []
-    for raw, t, cf, meta, w in zip(raws, terms, comp_frames, metas, what, strict=True):
+    for raw, t, cf, meta, w in zip(bare, terms, comp_frames, metas, what, strict=True):
         names_t = cf.loc[t.targets, "component"].to_numpy()
         if set(names_t) != set(order):
             extra = sorted(set(names_t) ^ set(order))[:5]
@@ -490,6 +495,26 @@ def verdicts(
 
 
 # ----------------------------------------------------------------------------- agreement
+def average_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n along the last axis, ties sharing their average rank (Spearman's ranks; scipy's
+    ``rankdata(method="average")`` without importing scipy.stats, which costs seconds per job)."""
+    x = np.asarray(x, dtype=np.float64)
+    n = x.shape[-1]
+    flat = x.reshape(-1, n)
+    order = np.argsort(flat, axis=-1, kind="stable")
+    xs = np.take_along_axis(flat, order, axis=-1)
+    same = xs[:, 1:] == xs[:, :-1]  # tie with the right neighbour
+    idx = np.arange(n)
+    starts = np.where(np.concatenate([np.ones((len(flat), 1), bool), ~same], axis=1), idx, 0)
+    ends = np.where(np.concatenate([~same, np.ones((len(flat), 1), bool)], axis=1), idx, n - 1)
+    first = np.maximum.accumulate(starts, axis=-1)  # first index of each value's tie group
+    last = np.minimum.accumulate(ends[:, ::-1], axis=-1)[:, ::-1]  # and its last
+    avg = (first + last) / 2.0 + 1.0
+    ranks = np.empty_like(avg)
+    np.put_along_axis(ranks, order, avg, axis=-1)
+    return ranks.reshape(x.shape)
+
+
 def _pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Pearson correlation along the last axis (NaN where either side is constant)."""
     xc = x - x.mean(axis=-1, keepdims=True)
@@ -526,8 +551,8 @@ def pairwise_agreement(grid: GridDraws) -> pd.DataFrame:
     s = grid.settings
     point_s, draw_s = grid.signs()
     finite = np.isfinite(grid.point).all(axis=0)
-    rank_p = rankdata(grid.point[:, finite], axis=-1)  # (C, T')
-    rank_d = rankdata(grid.draws[:, :, finite], axis=-1)  # (C, B, T')
+    rank_p = average_ranks(grid.point[:, finite])  # (C, T')
+    rank_d = average_ranks(grid.draws[:, :, finite])  # (C, B, T')
     labels = _labels(grid.cells)
     rows = []
     for i, j in itertools.combinations(range(len(grid.cells)), 2):
@@ -601,16 +626,18 @@ def _gn_only(summary: pd.DataFrame) -> list[dict]:
     out = []
     if not {"STR", "GN"} <= set(summary["corruption"]):
         return out
-    for (comp, window), g in summary.groupby(["component", "window"], sort=False):
-        strs, gns = g[g["corruption"] == "STR"], g[g["corruption"] == "GN"]
-        if strs.empty or (strs["detected"] != "").any():
-            continue
-        for r in gns[gns["detected"] != ""].itertuples():
-            s = strs[strs["metric"] == r.metric]
-            s_txt = _ci_text(next(s.itertuples())) if len(s) else "not run"
+    for window, w in summary.groupby("window", sort=False):
+        str_rows = w[w["corruption"] == "STR"]
+        str_any = (str_rows["detected"] != "").groupby(str_rows["component"]).any()
+        quiet = set(str_any.index[~str_any])
+        gn = w[(w["corruption"] == "GN") & (w["detected"] != "") & w["component"].isin(quiet)]
+        by = str_rows.set_index(["component", "metric"])
+        for r in gn.itertuples():
+            key = (r.component, r.metric)
+            s_txt = _ci_text(by.loc[key]) if key in by.index else "not run"
             kind = "a peak" if r.detected == "positive" else "a negative detection (cf. head 0.10 in §3.2)"
             out.append({
-                "component": comp, "section": "3", "corruption": "GN", "metric": r.metric, "window": window,
+                "component": r.component, "section": "3", "corruption": "GN", "metric": r.metric, "window": window,
                 "text": (
                     f"§3 GN only (w{window}): {kind} under GN with {metric_short(r.metric)} "
                     f"({_ci_text(r)}) that STR detects with no metric (STR {metric_short(r.metric)} {s_txt}); "
@@ -622,6 +649,10 @@ def _gn_only(summary: pd.DataFrame) -> list[dict]:
 
 def _summed_matrix(comps: pd.DataFrame, window: int) -> np.ndarray:
     """S (T x T): row i sums the single-layer components over window_layers(layer_i, window) at i's position."""
+    from patchbench.sites import (
+        window_layers,
+    )  # here: patchbench.sites imports torch (slow), heads never need it
+
     n_layers = int(comps["layer"].max()) + 1
     layer = comps["layer"].to_numpy()
     pos = comps["position"].to_numpy()

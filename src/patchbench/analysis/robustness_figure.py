@@ -4,7 +4,7 @@ One row per component detected somewhere (the verdict table's order: robust, dep
 one column per cell (corruption / metric / window). The tile's colour is the signed detection
 probability p(positive) − p(negative) (red: detected positive, blue: negative, white: never).
 Inside each tile a horizontal bar is the effect's confidence interval and the dot its value, on
-the column's own scale; the dashed lines of the column are the detection thresholds μ ± k SD and
+the column's own scale (spanning every component's effect in that cell and its thresholds); the dashed lines of the column are the detection thresholds μ ± k SD and
 the thin solid line is zero, so a bar that crosses a dashed line is a detection the data do not
 settle.
 """
@@ -50,15 +50,15 @@ def robustness_figure(
     get = sub.set_index(["component", "cell"])
     R, C = len(rows), len(order)
     colour = np.full((R, C), np.nan)
-    fig, axes = new_figure(1, 1, panel=(2.6 + 0.85 * C, 1.4 + 0.26 * R))
+    fig, axes = new_figure(1, 1, panel=(2.6 + 0.85 * C, max(2.8, 1.6 + 0.26 * R)))
     ax = axes[0, 0]
     segs, dots, thresh, zeros = [], [], [], []
     for j, cell in enumerate(order):
         col = cells[cells["cell"] == cell]
         first = col.iloc[0]
         shown = sub[sub["cell"] == cell]
-        lo = min(shown["ci_low"].min(), first["threshold_low"], 0.0)
-        hi = max(shown["ci_high"].max(), first["threshold_high"], 0.0)
+        lo = min(shown["ci_low"].min(), col["effect"].min(), first["threshold_low"], 0.0)
+        hi = max(shown["ci_high"].max(), col["effect"].max(), first["threshold_high"], 0.0)
         span = hi - lo if np.isfinite(hi - lo) and hi > lo else 1.0
 
         def x(v, j=j, lo=lo, span=span):
