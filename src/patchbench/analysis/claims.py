@@ -35,6 +35,7 @@ import pandas as pd
 
 from patchbench.analysis.frames import select, validate_effects, validate_sweep
 from patchbench.analysis.labels import corruption_label, metric_label
+from patchbench.analysis.robustness import floor_hides_negatives
 from patchbench.analysis.windows import summed_single_layers
 
 __all__ = [
@@ -251,7 +252,7 @@ def claims_negative_heads(
                 floor = -corrupted_probabilities(raw, cond)[cond]
                 rows.append(_row("4.2", CLAIM_42_FLOOR, f"{cond}: probability floor -P_*(IO)", floor))
                 rows.append(_row("4.2", CLAIM_42_FLOOR, f"{cond}: (floor - threshold) / SD", _ratio(floor - threshold, sd),
-                                 (floor - threshold) > -1.0 * sd,
+                                 floor_hides_negatives(floor, threshold, sd),
                                  rule="holds if the floor lies above, or less than 1 SD below, the threshold"))  # fmt: skip
             else:
                 rows += _missing("4.2", CLAIM_42_FLOOR, f"{cond}: probability floor -P_*(IO)")

@@ -70,6 +70,7 @@ __all__ = [
     "cell_label",
     "cell_summary",
     "explanations",
+    "floor_hides_negatives",
     "normal_grid",
     "pairwise_agreement",
     "read_known_circuit",
@@ -585,6 +586,12 @@ def _ci_text(r) -> str:
     return f"{_fmt(r.effect)} [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]"
 
 
+def floor_hides_negatives(floor: float, threshold: float, sd: float, room: float = 1.0) -> bool:
+    """§4.2: a probability effect cannot fall below the floor −P_*(answer), so the floor hides negative
+    components when it lies above the negative threshold μ − k SD, or less than ``room`` SD below it."""
+    return bool(floor > threshold - room * sd)
+
+
 def _floor_42(summary: pd.DataFrame, cells: pd.DataFrame, s: RobustnessSettings) -> list[dict]:
     """§4.2: probability misses a negative component that the floor −P_*(answer) hides."""
     out = []
@@ -601,7 +608,7 @@ def _floor_42(summary: pd.DataFrame, cells: pd.DataFrame, s: RobustnessSettings)
             continue
         first = prob.iloc[0]
         floor, threshold, sd = -p_star, float(first["threshold_low"]), float(first["sd"])
-        if not floor > threshold - s.floor_room * sd:
+        if not floor_hides_negatives(floor, threshold, sd, s.floor_room):
             continue
         room = "above" if floor > threshold else f"{(threshold - floor) / sd:.2f} SD below"
         for comp, o in others.groupby("component", sort=False):
