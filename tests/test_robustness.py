@@ -210,6 +210,9 @@ def test_detection_probability_follows_the_distance_to_the_threshold():
     assert nulls["p_positive"].max() + nulls["p_negative"].max() <= 0.1
     assert (nulls["status"] == "absent").all()
     assert ((ld["ci_low"] <= ld["effect"]) & (ld["effect"] <= ld["ci_high"])).all()
+    v = rb.verdicts(s).set_index("component")
+    assert v.loc["5.3", "verdict"] == "unstable" and v.loc["5.3", "point_verdict"] != "unstable"
+    assert v.loc["5.2", "verdict"] == v.loc["5.2", "point_verdict"] == "robust"
 
 
 def test_resamples_are_seeded_and_shared_by_the_cells():
@@ -274,8 +277,8 @@ def test_verdicts_end_to_end_on_simulated_sweeps():
     gn_raw = simulate_raw(rng, 120, [*nulls, 0.0, 0.9], noise=0.5, corruption="gn")
     g = rb.bootstrap_grid([str_raw, gn_raw], settings())
     v = rb.verdicts(rb.cell_summary(g)).set_index("component")
-    assert v.loc["5.1", "verdict"] == "robust"
-    assert v.loc["5.0", "verdict"] == "depends on corruption"
+    assert v.loc["5.1", "verdict"] == v.loc["5.1", "point_verdict"] == "robust"
+    assert v.loc["5.0", "verdict"] == v.loc["5.0", "point_verdict"] == "depends on corruption"
     assert v.loc["5.0", "detected_in"] == "STR/P +1.00; STR/LD +1.00; STR/KL +1.00"
     assert (v.loc[[f"{i // 4}.{i % 4}" for i in range(20)], "verdict"] == "not detected").all()
     assert list(v.index[:2]) == ["5.1", "5.0"]  # robust first

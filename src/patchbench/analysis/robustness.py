@@ -90,8 +90,8 @@ CELL_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 #: Columns of :func:`verdicts` (one row per component).
 VERDICT_COLUMNS: tuple[str, ...] = (
-    "component", "layer", "head", "position", "verdict", "axes", "max_p_detect", "detected_in", "uncertain_in",
-    "classes", "explanation",
+    "component", "layer", "head", "position", "verdict", "axes", "point_verdict", "max_p_detect", "detected_in",
+    "uncertain_in", "classes", "explanation",
 )  # fmt: skip
 #: Verdict order in tables and figures.
 VERDICT_ORDER: tuple[str, ...] = ("robust", "depends on", "unstable", "not detected")
@@ -460,8 +460,9 @@ def verdicts(
 ) -> pd.DataFrame:
     """One row per component (:data:`VERDICT_COLUMNS`) from :func:`cell_summary`.
 
-    ``detected_in`` lists the cells where the component is reliably detected (sign and detection
-    probability), ``uncertain_in`` those where it is uncertain; ``explanation`` joins the rows of
+    ``point_verdict`` is what the 2-SD detections at the full data say, without their uncertainty
+    (never ``unstable``). ``detected_in`` lists the cells where the component is reliably detected
+    (sign and detection probability), ``uncertain_in`` those where it is uncertain; ``explanation`` joins the rows of
     :func:`explanations`, ``classes`` the known circuit's classes of the component. Sorted by
     verdict (robust, depends on, unstable, not detected), then layer, head, position.
     """
@@ -475,6 +476,11 @@ def verdicts(
     ]
     codes = np.vectorize(STATUS_CODES.__getitem__, otypes=[np.int64])(wide.to_numpy())
     verdict, axes = _verdict_codes(codes, cells[list(AXES)])
+    point = summary.pivot(index="component", columns="cell", values="detected").loc[
+        comps["component"], cells["cell"]
+    ]
+    point_codes = np.vectorize(lambda d: STATUS_CODES[d or "absent"], otypes=[np.int64])(point.to_numpy())
+    point_verdict, _ = _verdict_codes(point_codes, cells[list(AXES)])
     p_any = (summary["p_positive"] + summary["p_negative"]).groupby(summary["component"]).max()
     found = set(comps["component"][verdict != "not detected"])
     listed = {c: g for c, g in summary[summary["component"].isin(found)].groupby("component", sort=False)}
@@ -483,7 +489,8 @@ def verdicts(
         g = listed.get(r.component)
         rows.append({
             "component": r.component, "layer": int(r.layer), "head": int(r.head), "position": int(r.position),
-            "verdict": verdict[i], "axes": axes[i], "max_p_detect": float(p_any[r.component]),
+            "verdict": verdict[i], "axes": axes[i], "point_verdict": point_verdict[i],
+            "max_p_detect": float(p_any[r.component]),
             "detected_in": "" if g is None else _cell_list(g[g["status"].isin(["positive", "negative"])]),
             "uncertain_in": "" if g is None else _cell_list(g[g["status"] == "uncertain"]),
             "classes": ", ".join(circuit.classes_of(r.component)) if circuit is not None else "",

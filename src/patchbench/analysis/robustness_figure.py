@@ -78,7 +78,7 @@ def robustness_figure(
     im = ax.imshow(
         colour, cmap=DIVERGING_CMAP, vmin=-1, vmax=1, aspect="auto", interpolation="nearest", alpha=0.8
     )
-    ax.add_collection(LineCollection(thresh, colors="0.45", linewidths=0.6, linestyles=(0, (2, 2))))
+    ax.add_collection(LineCollection(thresh, colors="0.25", linewidths=0.8, linestyles=(0, (3, 2))))
     ax.add_collection(LineCollection(zeros, colors="0.6", linewidths=0.5))
     ax.add_collection(LineCollection(segs, colors="black", linewidths=1.3))
     if dots:

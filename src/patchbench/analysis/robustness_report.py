@@ -259,13 +259,15 @@ def markdown_page(res: RobustnessResult) -> str:
         "## Findings",
         "",
         "Components detected with probability above "
-        f"{s.unstable:g} in some cell; cells as corruption/metric(/window), sign and detection probability.",
+        f"{s.unstable:g} in some cell; cells as corruption/metric(/window), sign and detection probability. "
+        "`point_verdict`: what the detections at the full data say, without their uncertainty.",
         "",
     ]
     found = res.verdicts[res.verdicts["verdict"] != "not detected"]
     cols = [
         "component",
         "verdict",
+        "point_verdict",
         "detected_in",
         "uncertain_in",
         *(["classes"] if res.circuit is not None else []),
