@@ -45,6 +45,9 @@ OUTPUT_SUFFIXES: dict[str, str] = {
     "markdown": ".md", "json": ".json",
 }  # fmt: skip
 
+#: The Markdown page tabulates the findings' effects per cell up to this many cells (the CSV holds all).
+MAX_MD_CELLS = 8
+
 #: At most this many components per list on the report's front page (the tables hold all).
 FRONT_PAGE_ITEMS = 12
 
@@ -273,6 +276,19 @@ def markdown_page(res: RobustnessResult) -> str:
         *(["classes"] if res.circuit is not None else []),
     ]
     lines += [_md_table(found[cols]), ""]
+    if len(found):
+        lines += [f"## Effects of the findings ({s.ci:.0%} CI)", ""]
+        if res.cells["cell"].nunique() <= MAX_MD_CELLS:
+            sub = res.cells[res.cells["component"].isin(found["component"])]
+            text = [
+                f"{e:.3g} [{lo:.3g}, {hi:.3g}]"
+                for e, lo, hi in zip(sub["effect"], sub["ci_low"], sub["ci_high"], strict=True)
+            ]
+            wide = sub.assign(text=text).pivot(index="component", columns="cell", values="text")
+            wide = wide.loc[found["component"], list(dict.fromkeys(sub["cell"]))]
+            lines += [_md_table(wide.reset_index()), ""]
+        else:
+            lines += [f"{res.cells['cell'].nunique()} cells: see the `_cells.csv` table and the figure.", ""]
     if len(res.explained):
         lines += ["## The paper's explanations", "", *[f"- {t}" for t in res.explained["text"]], ""]
     lines += ["## Agreement between cells", ""]
