@@ -1,9 +1,11 @@
 """Localization robustness (issue 15): which findings survive the choice of corruption, metric and window.
 
-`robustness_experiment` bootstraps one experiment's raw sweeps on one model (prompts resampled,
-metrics recomputed per resample) and writes its verdict table, cell / pair / circuit tables, a
-one-page Markdown summary, the JSON the front page reads, and the figure
-(`R/tables/robustness_<experiment>_<model>*`, `F/robustness_<experiment>_<model>.png|pdf`).
+`robustness_model_<model>` bootstraps the raw sweeps of every experiment run on one model
+(prompts resampled, metrics recomputed per resample) and writes per experiment its verdict table,
+cell / pair / circuit tables, a one-page Markdown summary, the JSON the front page reads, and the
+figure (`R/tables/robustness_<experiment>_<model>*`, `F/robustness_<experiment>_<model>.png|pdf`).
+One job per model: the work per experiment is a second or two, so starting Python, pandas and
+matplotlib once per model instead of once per experiment is most of the cost saved.
 `robustness_summary` writes the report's front page (`R/robustness/summary.rst`), which the
 Snakefile's `report:` directive shows once it exists.
 
@@ -18,11 +20,13 @@ sweep_path, attrib_raw_path, model_spec, one_of, _is_gpt2_small.
 """
 
 import os
+import re
 
 from patchbench.analysis.robustness_report import OUTPUT_SUFFIXES
 
 
 ROBUSTNESS = config["robustness"]  # defaults from the schema
+as_report = report  # snakemake.io.report; a line may not start with `report` (the global keyword)
 
 
 def robustness_stem(experiment, model):
@@ -72,55 +76,62 @@ def known_circuit_file(model, task):
     return str(beside) if beside is not None and beside.is_file() else None
 
 
-def _circuit_input(wildcards):
-    path = known_circuit_file(wildcards.model, EXPERIMENTS[wildcards.experiment]["task"])
-    return [path] if path else []
-
-
 def robustness_front_page():
     """The report's front page: the generated summary once it exists, else the static page."""
     generated = R("robustness", "summary.rst")
     return os.path.abspath(generated) if os.path.exists(generated) else "workflow/report/workflow.rst"
 
 
-rule robustness_experiment:
-    input:
-        raws=lambda w: robustness_raws(w.experiment, w.model),
-        circuit=_circuit_input,
-    output:
-        verdicts=report(
-            R("tables/robustness_{experiment}_{model}.csv"),
-            caption="../report/robustness_table.rst",
-            category="Robustness",
-            subcategory="{experiment}",
-            labels={"model": "{model}", "experiment": "{experiment}", "output": "table"},
-        ),
-        cells=R("tables/robustness_{experiment}_{model}_cells.csv"),
-        pairs=R("tables/robustness_{experiment}_{model}_pairs.csv"),
-        circuit=R("tables/robustness_{experiment}_{model}_circuit.csv"),
-        markdown=R("tables/robustness_{experiment}_{model}.md"),
-        json=R("tables/robustness_{experiment}_{model}.json"),
-        png=report(
-            F("robustness_{experiment}_{model}.png"),
-            caption="../report/robustness_figure.rst",
-            category="Robustness",
-            subcategory="{experiment}",
-            labels={"model": "{model}", "experiment": "{experiment}", "output": "figure"},
-        ),
-        pdf=F("robustness_{experiment}_{model}.pdf"),
-    log:
-        LOG("robustness/{experiment}_{model}.log"),
-    wildcard_constraints:
-        experiment=one_of(EXPERIMENTS),
-        model=one_of(config["models"]),
-    params:
-        settings=ROBUSTNESS,
-        task=lambda w: EXPERIMENTS[w.experiment]["task"],
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    script:
-        "../scripts/robustness.py"
+def _rule_name(text):
+    return re.sub(r"\W", "_", text)
+
+
+def _robustness_rule(model):
+    """The rule that writes the robustness outputs of every experiment run on ``model``: one job per
+    model, so that Python and matplotlib start once for all its experiments (the demo's budget)."""
+    names = [n for n, e in EXPERIMENTS.items() if model in e["models"]]
+    outputs, plan = [], {}
+    for n in names:
+        stem = robustness_stem(n, model)
+        labels = {"model": model, "experiment": n}
+        files = {k: stem + s for k, s in OUTPUT_SUFFIXES.items()}
+        png, pdf = robustness_figures(n, model)
+        outputs += [
+            as_report(files["verdicts"], caption="../report/robustness_table.rst", category="Robustness",
+                   subcategory=n, labels={**labels, "output": "table"}),
+            *[files[k] for k in OUTPUT_SUFFIXES if k != "verdicts"],
+            as_report(png, caption="../report/robustness_figure.rst", category="Robustness", subcategory=n,
+                   labels={**labels, "output": "figure"}),
+            pdf,
+        ]  # fmt: skip
+        task = EXPERIMENTS[n]["task"]
+        plan[n] = {"raws": robustness_raws(n, model), "task": task, "circuit": known_circuit_file(model, task),
+                   "stem": stem, "figures": [png, pdf]}  # fmt: skip
+    circuits = sorted({c["circuit"] for c in plan.values() if c["circuit"]})
+
+    rule:
+        name:
+            f"robustness_model_{_rule_name(model)}"
+        input:
+            raws=[r for c in plan.values() for r in c["raws"]],
+            circuits=circuits,
+        output:
+            outputs,
+        log:
+            LOG("robustness", f"{model}.log"),
+        params:
+            model=model,
+            plan=plan,
+            settings=ROBUSTNESS,
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        script:
+            "../scripts/robustness.py"
+
+
+for _model in sorted({m for e in EXPERIMENTS.values() for m in e["models"]}):
+    _robustness_rule(_model)
 
 
 rule robustness_summary:

@@ -420,7 +420,7 @@ def summary_rst(facts: Sequence[dict], title: str = "patchbench report", suite: 
     ]  # fmt: skip
     if not facts:
         lines += ["No experiment has a robustness report yet: run ``snakemake robustness``.", ""]
-    for f in sorted(facts, key=lambda f: (f["task"], f["experiment"], f["model"])):
+    for f in facts:  # in the order given: the config's experiment order
         name = _rst_escape(f"{f['experiment']} on {f['model']}")
         lines += [name, "-" * len(name), ""]
         lines += [
