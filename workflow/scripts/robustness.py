@@ -18,5 +18,7 @@ with rule_log(sm.log[0]) as log:
         written = write_experiment(analyse(name, grid, circuit), plan["stem"], plan["figures"])
         missing = {*written.values(), *map(Path, plan["figures"])} - declared
         if missing:
-            raise RuntimeError(f"robustness wrote {sorted(map(str, missing))}, which the rule does not declare")
+            raise RuntimeError(
+                f"robustness wrote {sorted(map(str, missing))}, which the rule does not declare"
+            )
         log.info("%s on %s:\n%s", name, sm.params.model, written["markdown"].read_text())
