@@ -475,3 +475,16 @@ def test_bad_inputs_name_the_problem(tmp_path):
     bad.write_text(json.dumps({"classes": {"x": [[1, 2, 3]]}}))
     with pytest.raises(rb.RobustnessError, match=r"\[layer, head\]"):
         rb.read_known_circuit(bad)
+
+
+def test_recommendations_say_when_the_2sd_rule_cannot_detect_anything():
+    """With n components the largest |z| is sqrt(n - 1): five components can never pass 2 SD."""
+    from patchbench.analysis.robustness_report import analyse, recommendations
+
+    rng = np.random.default_rng(9)
+    for n, possible in ((5, False), (6, True)):
+        a = [0.0] * (n - 1) + [0.9]
+        res = analyse("e", rb.bootstrap_grid([simulate_raw(rng, 60, a, noise=0.2)], settings()))
+        said = any(r.startswith("Detection is impossible") for r in recommendations(res))
+        assert said is not possible
+        assert (res.cells["detected"] != "").any() is possible

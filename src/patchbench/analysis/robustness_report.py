@@ -136,6 +136,13 @@ def recommendations(res: RobustnessResult) -> list[str]:
         f"{int(counts.get('unstable', 0))} unstable."
         + (f" Robust: {_names(robust, 8)}." if len(robust) else " None is robust across the grid.")
     )
+    n_comp, k = len(res.grid.comps), res.grid.settings.k
+    if np.sqrt(max(n_comp - 1, 0)) <= k:
+        out.append(
+            f"Detection is impossible here: with {n_comp} component(s) no effect can lie more than "
+            f"√(n−1) = {np.sqrt(max(n_comp - 1, 0)):.2f} SD from their mean, not more than {k:g}; read the "
+            "effects and their intervals instead (the cells table and the figure)."
+        )
     ex = res.explained
     corr_dep = found[found["axes"].str.contains("corruption")]
     if res.grid.cells["corruption"].nunique() > 1:
@@ -252,7 +259,9 @@ def markdown_page(res: RobustnessResult) -> str:
         f"Task {i['task']}, site {i['site']}, positions {i['positions']}; {i['n_prompts']} prompts, "
         f"{i['n_components']} components, {i['n_cells']} cells (corruption x metric x window). Intervals: "
         f"{s.ci:.0%} percentile, from {method}. Detection: the paper's rule (more than {s.k:g} SD from the mean "
-        f"over the plot's components); detection probability = share of resamples that detect it with that sign. "
+        f"over the plot's components; with {i['n_components']} components no effect can lie more than "
+        f"√(n−1) = {np.sqrt(max(i['n_components'] - 1, 0)):.2f} SD from the mean); detection probability = share of "
+        "resamples that detect it with that sign. "
         f"Reliable: >= {s.robust:g}; uncertain: between {s.unstable:g} and {s.robust:g}.",
         "",
         "## Recommendations",
