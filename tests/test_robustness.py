@@ -487,4 +487,4 @@ def test_recommendations_say_when_the_2sd_rule_cannot_detect_anything():
         res = analyse("e", rb.bootstrap_grid([simulate_raw(rng, 60, a, noise=0.2)], settings()))
         said = any(r.startswith("Detection is impossible") for r in recommendations(res))
         assert said is not possible
-        assert (res.cells["detected"] != "").any() is possible
+        assert bool((res.cells["detected"] != "").any()) is possible
