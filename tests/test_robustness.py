@@ -80,7 +80,10 @@ def simulate_raw(
     df["site"] = site
     df["layer"] = df["layer"].fillna(-1).astype(np.int64)
     df["head"] = df["head"].fillna(-1).astype(np.int64)
-    df["layers"] = ""
+    half = window // 2  # the engine's window span, [l - w//2, l + ceil(w/2)), clipped to the layers
+    top = int(df["layer"].max()) + 1
+    lo, hi = (df["layer"] - half).clip(lower=0), (df["layer"] - half + window).clip(upper=top)
+    df["layers"] = np.where(df["run"] == "patched", lo.astype(str) + ":" + hi.astype(str), "")
     df["position"] = -1
     df["window"] = window
     df["logit_wrong"] = 0.0
@@ -354,6 +357,14 @@ def test_sliding_window_peak_above_the_summed_layers_is_explained_by_section_5()
     sec5 = ex[ex["section"] == "5"]
     assert set(sec5["component"]) == {"6"} and set(sec5["window"]) == {3}
     assert "summed over the same layers" in sec5["text"].iloc[0]
+
+
+def test_summed_layers_are_the_spans_the_engine_patched():
+    """§5 sums over the raw frame's recorded spans; without them, over sites.window_layers: the same."""
+    grid = rb.bootstrap_grid(_window_grid(np.random.default_rng(6), 0.0), settings())
+    recorded = rb._summed_matrix(grid, 3)
+    assert recorded[6].nonzero()[0].tolist() == [5, 6, 7] and recorded[0].nonzero()[0].tolist() == [0, 1]
+    np.testing.assert_array_equal(recorded, rb._summed_matrix(replace(grid, spans=None), 3))
 
 
 def test_no_section_5_when_the_window_is_the_sum_of_its_layers():

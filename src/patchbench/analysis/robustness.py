@@ -137,7 +137,8 @@ class GridDraws:
     ``cells`` has one row per cell (model, task, site, positions, corruption, metric, window,
     n_prompts, p_answer_clean, p_answer_corrupted, ci_method); ``comps`` one row per component
     (component, layer, head, position), in the order of the last axis of ``point`` (C, T) and
-    ``draws`` (C, B, T).
+    ``draws`` (C, B, T). ``spans`` (from raw frames; None from effects frames) holds the layers
+    each target patched, as the engine recorded them: window, component, start, stop (half-open).
     """
 
     cells: pd.DataFrame
@@ -145,6 +146,7 @@ class GridDraws:
     point: np.ndarray
     draws: np.ndarray
     settings: RobustnessSettings
+    spans: pd.DataFrame | None = None
 
     def signs(self) -> tuple[np.ndarray, np.ndarray]:
         """The 2-SD rule's signs: at the full data (C, T) and per resample (C, B, T), int8."""
@@ -234,6 +236,17 @@ def _without_attrs(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _spans(raw: pd.DataFrame, comps: pd.DataFrame, window: int) -> pd.DataFrame:
+    """The layers each target of a raw frame patched (its ``layers`` column, ``a:b``), by component;
+    targets without a readable value are left out."""
+    pat = raw.loc[raw["run"] == "patched", ["target", "layers"]].drop_duplicates("target")
+    ab = pat["layers"].astype(str).str.extract(r"^(\d+):(\d+)$").dropna()
+    return pd.DataFrame({
+        "window": window, "component": comps.loc[pat.loc[ab.index, "target"], "component"].to_numpy(),
+        "start": ab[0].astype(np.int64).to_numpy(), "stop": ab[1].astype(np.int64).to_numpy(),
+    })  # fmt: skip
+
+
 def bootstrap_grid(
     raws: Sequence[pd.DataFrame],
     settings: RobustnessSettings = RobustnessSettings(),
@@ -266,7 +279,7 @@ def bootstrap_grid(
     counts = rng.multinomial(
         len(union), np.full(len(union), 1.0 / len(union)), size=settings.n_boot
     )  # (B, P)
-    points, draws, rows = [], [], []
+    points, draws, rows, spans = [], [], [], []
     for raw, t, cf, meta, w in zip(bare, terms, comp_frames, metas, what, strict=True):
         names_t = cf.loc[t.targets, "component"].to_numpy()
         if set(names_t) != set(order):
@@ -281,6 +294,7 @@ def bootstrap_grid(
         pt = aggregate(t)[:, perm]  # (M, T)
         dr = aggregate(t, counts[:, cols])[:, :, perm]  # (B, M, T)
         base = baselines(raw)
+        spans.append(_spans(raw, cf, meta["window"]))
         for i, m in enumerate(ms):
             points.append(pt[i])
             draws.append(dr[:, i, :])
@@ -294,8 +308,9 @@ def bootstrap_grid(
     _check_cells(cells, what)
     o = _cell_order(cells)
     return GridDraws(
-        cells.iloc[o].reset_index(drop=True), comps, np.stack(points)[o], np.stack(draws)[o], settings
-    )
+        cells.iloc[o].reset_index(drop=True), comps, np.stack(points)[o], np.stack(draws)[o], settings,
+        pd.concat(spans, ignore_index=True).drop_duplicates(["window", "component"]),
+    )  # fmt: skip
 
 
 def normal_grid(
@@ -661,21 +676,30 @@ def _gn_only(summary: pd.DataFrame) -> list[dict]:
     return out
 
 
-def _summed_matrix(comps: pd.DataFrame, window: int) -> np.ndarray:
-    """S (T x T): row i sums the single-layer components over window_layers(layer_i, window) at i's position."""
-    from patchbench.sites import (
-        window_layers,
-    )  # here: patchbench.sites imports torch (slow), heads never need it
+def _summed_matrix(grid: GridDraws, window: int) -> np.ndarray:
+    """S (T x T): row i sums the single-layer components over the layers component i's window patched.
 
-    n_layers = int(comps["layer"].max()) + 1
+    The span comes from the raw frame (the engine's ``layers`` column), or from
+    :func:`patchbench.sites.window_layers` when the frames do not record it (effects frames).
+    """
+    comps = grid.comps
     layer = comps["layer"].to_numpy()
     pos = comps["position"].to_numpy()
     head = comps["head"].to_numpy()
-    S = np.zeros((len(comps), len(comps)))
-    for i in range(len(comps)):
-        a, b = window_layers(int(layer[i]), window, n_layers)
-        S[i] = (layer >= a) & (layer < b) & (pos == pos[i]) & (head == head[i])
-    return S
+    recorded = (
+        None if grid.spans is None else grid.spans[grid.spans["window"] == window].set_index("component")
+    )
+    if recorded is not None and set(comps["component"]) <= set(recorded.index):
+        sp = recorded.loc[comps["component"]]
+        start, stop = sp["start"].to_numpy(), sp["stop"].to_numpy()
+    else:
+        from patchbench.sites import window_layers  # imported here: patchbench.sites imports torch
+
+        n_layers = int(layer.max()) + 1
+        start, stop = np.array([window_layers(int(la), window, n_layers) for la in layer]).T
+    S = (layer[None, :] >= start[:, None]) & (layer[None, :] < stop[:, None])
+    S &= (pos[None, :] == pos[:, None]) & (head[None, :] == head[:, None])
+    return S.astype(np.float64)
 
 
 def _sliding_peaks(grid: GridDraws, summary: pd.DataFrame) -> list[dict]:
@@ -693,7 +717,7 @@ def _sliding_peaks(grid: GridDraws, summary: pd.DataFrame) -> list[dict]:
         i1 = single[0]
         for iw in g.index[g["window"] > 1]:
             w = int(cells.loc[iw, "window"])
-            S = _summed_matrix(grid.comps, w)
+            S = _summed_matrix(grid, w)
             summed_p = S @ grid.point[i1]  # (T,)
             summed_d = grid.draws[i1] @ S.T  # (B, T)
             for p in np.unique(positions):
