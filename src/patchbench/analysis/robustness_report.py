@@ -122,6 +122,17 @@ def _detected_under(res: RobustnessResult, comp: str, axis: str) -> set:
     return set(rows[axis])
 
 
+def _leaning(found: pd.DataFrame, axis: str) -> str:
+    """Unstable components whose detections at the full data would depend on ``axis`` (a sentence or '')."""
+    lean = found[(found["verdict"] == "unstable") & found["point_verdict"].str.contains(axis)]
+    if not len(lean):
+        return ""
+    return (
+        f" At the full data, without their uncertainty, {len(lean)} unstable component(s) would depend on the "
+        f"{axis}: {_names(lean, 8)}."
+    )
+
+
 def recommendations(res: RobustnessResult) -> list[str]:
     """The paper's §6 advice, instantiated with this experiment's findings (plain-text bullets)."""
     v = res.verdicts
@@ -162,11 +173,13 @@ def recommendations(res: RobustnessResult) -> list[str]:
                 else ""
             )
             out.append(
-                "Corruption: " + "; ".join(parts) + "." + tail
+                "Corruption: " + "; ".join(parts) + "." + tail + _leaning(found, "corruption")
                 + " The paper recommends STR (in-distribution counterfactuals) and reading GN-only findings with care."
             )  # fmt: skip
         else:
-            out.append("Corruption: STR and GN agree on every reliable detection.")
+            out.append(
+                "Corruption: STR and GN agree on every reliable detection." + _leaning(found, "corruption")
+            )
     metric_dep = found[found["axes"].str.contains("metric")]
     sec42 = ex[ex["section"] == "4.2"]
     if len(sec42):
@@ -176,7 +189,7 @@ def recommendations(res: RobustnessResult) -> list[str]:
         out.append(
             f"Metric: probability misses the negative component(s) {', '.join(sorted(set(sec42['component'])))} "
             f"that another metric detects, because the corrupted run leaves almost no probability to lose ({floors}; "
-            "§4.2). Use logit difference, as the paper recommends."
+            "§4.2). Use logit difference, as the paper recommends." + _leaning(found, "metric")
         )
     elif len(metric_dep):
         by = []
@@ -184,17 +197,20 @@ def recommendations(res: RobustnessResult) -> list[str]:
             ms = sorted(_detected_under(res, c, "metric"), key=lambda m: list(rb.METRICS).index(m))
             by.append(f"{c} ({'/'.join(metric_short(m) for m in ms) or 'none reliably'})")
         out.append(
-            f"Metric: {len(metric_dep)} finding(s) depend on the metric: {', '.join(by)}. The paper recommends logit "
-            "difference (it controls for components that boost every answer; probability misses negative ones)."
-        )
+            f"Metric: {len(metric_dep)} finding(s) depend on the metric: {', '.join(by)}." + _leaning(found, "metric")
+            + " The paper recommends logit difference (it controls for components that boost every answer; "
+            "probability misses negative ones)."
+        )  # fmt: skip
     elif res.grid.cells["metric"].nunique() > 1:
-        out.append("Metric: the metrics agree on every reliable detection.")
+        out.append("Metric: the metrics agree on every reliable detection." + _leaning(found, "metric"))
     if res.grid.cells["window"].nunique() > 1:
         win_dep = found[found["axes"].str.contains("window")]
         sec5 = ex[ex["section"] == "5"]
-        text = f"Window: {len(win_dep)} finding(s) depend on the window size" + (
-            f" ({_names(win_dep, 8)})." if len(win_dep) else "."
-        )
+        text = (
+            f"Window: {len(win_dep)} finding(s) depend on the window size ({_names(win_dep, 8)})."
+            if len(win_dep)
+            else "Window: no reliable finding depends on the window size."
+        ) + _leaning(found, "window")
         if len(sec5):
             text += (
                 f" {len(sec5)} sliding-window peak(s) exceed the summed single layers with the interval above 1 (§5): "
