@@ -28,7 +28,7 @@ include: "workflow/rules/attribution.smk"
 include: "workflow/rules/robustness.smk"
 
 
-# The report opens on the robustness summary (each experiment's robust and fragile findings).
+# `snakemake --report` opens on the robustness summary (each experiment's robust and fragile findings).
 report: robustness_front_page()
 
 
@@ -36,4 +36,3 @@ rule all:
     default_target: True
     input:
         all_targets(),
-        robustness_targets(),

@@ -25,8 +25,9 @@ from bench_patching import build  # noqa: E402  (sibling script: benchmarks/ is 
 from scipy.stats import spearmanr
 
 from patchbench.attribution import attribution_effects, run_attribution
+from patchbench.engine.cache import clean_cache
+from patchbench.engine.sweep import run_sweep
 from patchbench.metrics import effects
-from patchbench.patching import clean_cache, run_sweep
 from patchbench.sites import SweepSpec
 
 

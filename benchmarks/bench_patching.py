@@ -32,8 +32,9 @@ import torch  # noqa: E402
 from transformer_lens import HookedTransformer, HookedTransformerConfig  # noqa: E402
 from transformer_lens import patching as tlp  # noqa: E402
 
+from patchbench.engine.cache import clean_cache  # noqa: E402
+from patchbench.engine.sweep import run_sweep  # noqa: E402
 from patchbench.metrics import effects  # noqa: E402
-from patchbench.patching import clean_cache, run_sweep  # noqa: E402
 from patchbench.prompts import PromptSet  # noqa: E402
 from patchbench.sites import SweepSpec, window_layers  # noqa: E402
 
@@ -99,7 +100,9 @@ def build(small: bool, device: str, n_prompts: int, seq_len: int, seed: int):
         shape = dict(n_layers=4, n_heads=4, d_model=128, d_head=32, d_mlp=512, d_vocab=5000, n_ctx=64)
     else:
         shape = dict(n_layers=12, n_heads=12, d_model=768, d_head=64, d_mlp=3072, d_vocab=50257, n_ctx=1024)
-    cfg = HookedTransformerConfig(**shape, act_fn="gelu_new", normalization_type="LN", seed=seed, device=device)
+    cfg = HookedTransformerConfig(
+        **shape, act_fn="gelu_new", normalization_type="LN", seed=seed, device=device
+    )
     model = HookedTransformer(cfg)
     model.eval()
     rng = np.random.default_rng(seed)
@@ -115,8 +118,13 @@ def build(small: bool, device: str, n_prompts: int, seq_len: int, seed: int):
     top2 = lk.topk(2, dim=-1).indices.cpu()
     wrong = torch.where(top2[:, 0] == ans, top2[:, 1], top2[:, 0])
     prompts = PromptSet(
-        task="bench", clean=list(clean), corrupted=list(corrupted), answer_pos=np.full(n_prompts, seq_len - 1),
-        answers=[[int(a)] for a in ans], wrong=[[int(w)] for w in wrong], noise_positions=[[swap]] * n_prompts,
+        task="bench",
+        clean=list(clean),
+        corrupted=list(corrupted),
+        answer_pos=np.full(n_prompts, seq_len - 1),
+        answers=[[int(a)] for a in ans],
+        wrong=[[int(w)] for w in wrong],
+        noise_positions=[[swap]] * n_prompts,
         positions={"last": np.full(n_prompts, seq_len - 1)},
     )
     return model, prompts
@@ -136,10 +144,14 @@ def main(argv: list[str] | None = None) -> None:
     dev = args.device
     model, prompts = build(args.small, dev, args.prompts, args.seq_len, args.seed)
     L, H = model.cfg.n_layers, model.cfg.n_heads
-    print(f"device {dev} ({torch.cuda.get_device_name() if dev.startswith('cuda') else f'{torch.get_num_threads()} threads'}), "
-          f"torch {torch.__version__}")
-    print(f"model: {L} layers x {H} heads, d_model {model.cfg.d_model}, d_vocab {model.cfg.d_vocab}; "
-          f"{len(prompts)} prompts x {args.seq_len} tokens")
+    print(
+        f"device {dev} ({torch.cuda.get_device_name() if dev.startswith('cuda') else f'{torch.get_num_threads()} threads'}), "
+        f"torch {torch.__version__}"
+    )
+    print(
+        f"model: {L} layers x {H} heads, d_model {model.cfg.d_model}, d_vocab {model.cfg.d_vocab}; "
+        f"{len(prompts)} prompts x {args.seq_len} tokens"
+    )
 
     ct = prompts.tokens("clean").to(dev)
     kt = prompts.tokens("corrupted").to(dev)
@@ -173,11 +185,15 @@ def main(argv: list[str] | None = None) -> None:
     diff_heads = float(np.abs(mine - ref.double().cpu().numpy()).max())
     plan = raw.attrs["patchbench"]["plan"]
     sanity = raw.attrs["patchbench"]["sanity"]
-    print(f"[clean] patchbench clean_cache (untimed below, like TransformerLens's run_with_cache): {t_clean:.2f} s")
+    print(
+        f"[clean] patchbench clean_cache (untimed below, like TransformerLens's run_with_cache): {t_clean:.2f} s"
+    )
     print(f"[heads] TransformerLens get_act_patch_attn_head_out_all_pos: {t_tl:8.2f} s  peak {m_tl:8.1f} MiB")
     print(f"[heads] patchbench attn_head sweep ({plan}): {t_pb:8.2f} s  peak {m_pb:8.1f} MiB")
-    print(f"[heads] ratio {t_tl / t_pb:.2f}x  max |diff| normalised LD {diff_heads:.2e}  "
-          f"(effects range {ref.min():.3f} .. {ref.max():.3f})")
+    print(
+        f"[heads] ratio {t_tl / t_pb:.2f}x  max |diff| normalised LD {diff_heads:.2e}  "
+        f"(effects range {ref.min():.3f} .. {ref.max():.3f})"
+    )
 
     # ---------------------------------------------------------------- MLP window 5, last position
     if not args.skip_mlp:
@@ -193,7 +209,9 @@ def main(argv: list[str] | None = None) -> None:
                     act[:, last] = cache[hook.name][:, last]
                     return act
 
-                logits = model.run_with_hooks(kt, fwd_hooks=[(f"blocks.{i}.hook_mlp_out", put) for i in range(a, b)])
+                logits = model.run_with_hooks(
+                    kt, fwd_hooks=[(f"blocks.{i}.hook_mlp_out", put) for i in range(a, b)]
+                )
                 out[lay] = metric(logits).item()
             return out
 
@@ -202,11 +220,15 @@ def main(argv: list[str] | None = None) -> None:
         raw_m, t_pbm, m_pbm = timed(lambda: run_sweep(model, prompts, spec_m, clean, progress=False), dev)
         eff_m = effects(raw_m, ["logit_diff"]).sort_values("layer")
         diff_mlp = float(np.abs(eff_m["effect"].to_numpy() - ref_m.double().numpy()).max())
-        print(f"[mlp w={w}] TransformerLens per-layer run_with_hooks loop: {t_tlm:8.2f} s  peak {m_tlm:8.1f} MiB")
+        print(
+            f"[mlp w={w}] TransformerLens per-layer run_with_hooks loop: {t_tlm:8.2f} s  peak {m_tlm:8.1f} MiB"
+        )
         print(f"[mlp w={w}] patchbench mlp sweep: {t_pbm:8.2f} s  peak {m_pbm:8.1f} MiB")
         print(f"[mlp w={w}] ratio {t_tlm / t_pbm:.2f}x  max |diff| normalised LD {diff_mlp:.2e}")
-    print(f"sanity (checked inside the timed sweep): self-patch maxdiff {sanity['self_patch_maxdiff']:.1e}, "
-          f"clean resid_pre[0] maxdiff {sanity['clean_resid0_maxdiff']:.1e}")
+    print(
+        f"sanity (checked inside the timed sweep): self-patch maxdiff {sanity['self_patch_maxdiff']:.1e}, "
+        f"clean resid_pre[0] maxdiff {sanity['clean_resid0_maxdiff']:.1e}"
+    )
     print(f"speedup {t_tl / t_pb:.1f}x maxdiff {diff_heads:.0e}")
 
 

@@ -1,11 +1,24 @@
-"""Shared fixtures: project paths, the mirrored data directory, the real GPT-2 tokenizer."""
+"""Shared fixtures and helpers: project paths, the mirrored data directory, the real GPT-2 tokenizer,
+tiny models and prompt sets, synthetic effects frames, and a Snakemake runner.
+
+Helpers are plain functions and constants: test modules import them (``from conftest import make_model``).
+"""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from patchbench.prompts import PromptSet
 
 ROOT = Path(__file__).resolve().parents[1]
 # CI and developers keep the offline data mirror beside the checkout (../shared/data).
@@ -45,3 +58,225 @@ def gpt2_tokenizer(mirror):
     tok = GPT2TokenizerFast.from_pretrained(str(mirror / "gpt2-tokenizer"))
     tok.pad_token = tok.eos_token
     return tok
+
+
+def snakemake(*args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m snakemake --nolock *args`` offline in ``cwd``; stdout and stderr captured."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--nolock", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+# ----------------------------------------------------------------------------- a tiny model and prompts
+# (random 3-layer model with MLPs, prompts of two lengths: the engine, attribution and CLI tests)
+N_LAYERS, N_HEADS, D_MODEL, VOCAB = 3, 4, 64, 100
+
+
+def make_model(dtype=torch.float64, seed: int = 0, **shape) -> HookedTransformer:
+    """A random model in eval mode: 3 layers, 4 heads, d_model 64, vocab 100 unless ``shape`` says otherwise."""
+    dims = dict(n_layers=N_LAYERS, n_heads=N_HEADS, d_model=D_MODEL, d_head=16, d_mlp=128, d_vocab=VOCAB)
+    dims.update(n_ctx=32, initializer_range=0.2)
+    dims.update(shape)
+    cfg = HookedTransformerConfig(**dims, act_fn="gelu", seed=seed, dtype=dtype)
+    model = HookedTransformer(cfg)
+    model.eval()
+    return model
+
+
+def make_prompts(n: int = 4, seed: int = 0, model: HookedTransformer | None = None) -> PromptSet:
+    """Random prompts of lengths 6 and 5 (right-padded), one token replaced at named position X.
+
+    With ``model``, the answer is the model's top clean prediction and the wrong answer its top
+    corrupted one, so that LD_clean - LD_corrupted is well away from 0 (the normalisation then
+    does not amplify rounding).
+    """
+    rng = np.random.default_rng(seed)
+    clean, corrupted, pos_x, noise = [], [], [], []
+    for i in range(n):
+        length = 6 if i % 2 == 0 else 5
+        c = rng.integers(1, VOCAB, length)
+        k = c.copy()
+        x = 1 + (i % 3)
+        k[x] = (c[x] + 1 + rng.integers(0, VOCAB - 2)) % (VOCAB - 1) + 1
+        clean.append(c)
+        corrupted.append(k)
+        pos_x.append(x)
+        noise.append([x, x + 1] if i % 2 else [x])
+    ans = [[int(a)] for a in rng.integers(1, VOCAB, n)]
+    wrong = [[int(a)] for a in rng.integers(1, VOCAB, n)]
+    if model is not None:
+        with torch.no_grad():
+            for i in range(n):
+                lc = model(torch.as_tensor(clean[i])[None])[0, -1]
+                lk = model(torch.as_tensor(corrupted[i])[None])[0, -1]
+                ans[i] = [int(lc.argmax())]
+                order = lk.argsort(descending=True)
+                wrong[i] = [int(order[0]) if int(order[0]) != ans[i][0] else int(order[1])]
+    return PromptSet(
+        task="toytask",
+        clean=clean,
+        corrupted=corrupted,
+        answer_pos=[len(c) - 1 for c in clean],
+        answers=ans,
+        wrong=wrong,
+        noise_positions=noise,
+        positions={"X": np.array(pos_x)},
+        pad_id=0,
+    )
+
+
+@pytest.fixture(scope="module")
+def model() -> HookedTransformer:
+    """The tiny random model of :func:`make_model` (modules that need another model override it)."""
+    return make_model()
+
+
+@pytest.fixture(scope="module")
+def prompts(model) -> PromptSet:
+    """:func:`make_prompts` answered by ``model``."""
+    return make_prompts(model=model)
+
+
+# ----------------------------------------------------------------------------- an IOI-shaped model and prompts
+# ----------------------------------------------------------------------------- statistics
+def tiny_ioi_model():
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(
+        n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, d_vocab=40, n_ctx=16,
+        act_fn="gelu", normalization_type="LN", seed=0, device="cpu",
+    )  # fmt: skip
+    with warnings.catch_warnings():  # TL 3.9 deprecates HookedTransformer in favour of 4.x's bridge
+        warnings.simplefilter("ignore", DeprecationWarning)
+        model = HookedTransformer(cfg)
+    with torch.no_grad():  # TL initialises LN weights to 1 and biases to 0: make them matter
+        model.ln_final.w.copy_(1.0 + 0.5 * torch.randn(32))
+        model.ln_final.b.copy_(0.3 * torch.randn(32))
+        model.b_U.copy_(0.3 * torch.randn(40))
+    model.eval()
+    return model
+
+
+def ioi_like_prompts(n: int = 6) -> PromptSet:
+    rng = np.random.default_rng(0)
+    clean, answers, wrong, io, s1, s2, end = [], [], [], [], [], [], []
+    for i in range(n):
+        length = 10 + (i % 2)  # two lengths: exercises right padding
+        toks = rng.integers(5, 40, size=length)
+        a, b = 1, 2  # IO and S names
+        p_io, p_s1, p_s2 = (1, 3, 6) if i % 2 == 0 else (3, 1, 7)
+        toks[p_io], toks[p_s1], toks[p_s2] = a, b, b
+        clean.append(toks)
+        answers.append([a])
+        wrong.append([b])
+        io.append(p_io), s1.append(p_s1), s2.append(p_s2), end.append(length - 1)
+    return PromptSet(
+        task="ioi", clean=clean, corrupted=clean, answer_pos=np.array(end), answers=answers, wrong=wrong,
+        noise_positions=[[p] for p in s2],
+        positions={"IO": np.array(io), "S1": np.array(s1), "S2": np.array(s2), "END": np.array(end)},
+    )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- synthetic effects frames
+CURVE_LAYERS = 12
+
+
+def bump(height: float, centre: int = 6) -> np.ndarray:
+    layers = np.arange(CURVE_LAYERS)
+    return height * np.exp(-0.5 * ((layers - centre) / 1.5) ** 2)
+
+
+def layer_effects(
+    curves: dict[tuple[str, str, int], np.ndarray], model="gpt2-xl", task="factual"
+) -> pd.DataFrame:
+    rows = []
+    for (corr, metric, window), eff in curves.items():
+        for layer, e in enumerate(eff):
+            rows.append(dict(
+                model=model, task=task, corruption=corr, site="mlp", window=window, method="exact",
+                component=str(layer), layer=layer, head=-1, position=-1, metric=metric, effect=float(e),
+                effect_sd=0.05, n_prompts=50, detected="",
+            ))  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def nm_attention_frame(clean_io=0.6, str_s1=0.58, gn=(0.3, 0.3), str_pt_io=0.55, gn_pt_io=0.3):
+    rows = []
+
+    def add(corr, patched, io, s1):
+        for tgt, v in (("IO", io), ("S1", s1), ("other", 1 - io - s1)):
+            rows.append(dict(model="gpt2", corruption=corr, patched=patched, target=tgt, attention=v))
+
+    add("clean", False, clean_io, 0.1)
+    add("str", False, 0.1, str_s1)
+    add("gn", False, *gn)
+    add("str", True, str_pt_io, 0.1)
+    add("gn", True, gn_pt_io, 0.3)
+    return pd.DataFrame(rows)
+
+
+PAPER_METRIC_NAMES = {"Logit difference": "logit_diff", "Probability": "prob", "KL divergence": "kl"}
+
+
+# Zhang & Nanda, Table 5 (App. H.2): IOI, S2 corrupted. (corruption, metric) -> (negative, positive)
+PAPER_TABLE5 = {
+    ("STR", "Logit difference"): ("10.7, 11.10", "5.5, 7.9, 8.6, 8.10, 9.9"),
+    ("STR", "Probability"): ("10.7", "5.5, 7.9, 8.6, 8.10, 9.9"),
+    ("STR", "KL divergence"): ("10.7, 11.10", "5.5, 7.9, 8.6, 8.10, 9.9"),
+    ("GN", "Logit difference"): ("10.7, 11.10", "3.0, 5.5, 7.9, 8.6, 8.10, 9.9"),
+    ("GN", "Probability"): ("0.10, 10.7, 11.10", "3.0, 5.5, 7.9, 8.6"),
+    ("GN", "KL divergence"): ("0.10, 10.7, 11.10", "5.5, 7.9, 8.6"),
+}
+
+
+# Table 3 (App. E): greater-than. (corruption, metric) -> (positive, negative)
+PAPER_TABLE3 = {
+    ("STR", "Logit difference"): ("6.9, 7.10, 8.11, 9.1, 10.4", ""),
+    ("STR", "Probability"): ("7.10, 8.11, 9.1", ""),
+    ("STR", "KL divergence"): ("6.9, 7.10, 8.11, 9.1", "10.7"),
+    ("GN", "Logit difference"): ("0.9, 7.10, 8.10, 9.1, 10.4", "6.1, 8.6, 9.5"),
+    ("GN", "Probability"): ("5.5, 6.1, 6.9, 7.10, 7.11, 8.8, 9.1", ""),
+    ("GN", "KL divergence"): ("5.5, 6.1, 6.9, 7.10, 7.11, 8.8, 9.1", "5.9, 7.6"),
+}
+
+
+def parse_heads(cell: str) -> list[tuple[int, int]]:
+    return [tuple(int(x) for x in h.split(".")) for h in cell.split(", ") if h]
+
+
+def head_effects(model, task, det, n_layers=12, n_heads=12, positions=(-1,), shuffle=True, seed=0):
+    """Synthetic effects frame: det[(corruption, metric)] = {"positive": [(l, h, pos)], "negative": [...]}."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for (corr, metric), signs in det.items():
+        pos_set = {tuple(x) for x in signs.get("positive", [])}
+        neg_set = {tuple(x) for x in signs.get("negative", [])}
+        for layer in range(n_layers):
+            for head in range(n_heads):
+                for p in positions:
+                    key = (layer, head, p)
+                    d = "positive" if key in pos_set else "negative" if key in neg_set else ""
+                    eff = {"positive": 1.0, "negative": -1.0, "": rng.normal(0, 0.01)}[d]
+                    rows.append(dict(
+                        model=model, task=task, corruption=corr.lower(), site="attn_head", window=1, method="exact",
+                        component=f"{layer}.{head}" + (f"@{p}" if p >= 0 else ""), layer=layer, head=head, position=p,
+                        metric=metric, effect=eff, effect_sd=0.1, n_prompts=20, detected=d,
+                    ))  # fmt: skip
+    df = pd.DataFrame(rows)
+    return df.sample(frac=1.0, random_state=seed).reset_index(drop=True) if shuffle else df
+
+
+def signed_detections(paper, first, second, pos=-1):
+    return {
+        (c, PAPER_METRIC_NAMES[m]): {
+            first: [(*h, pos) for h in parse_heads(a)],
+            second: [(*h, pos) for h in parse_heads(b)],
+        }
+        for (c, m), (a, b) in paper.items()
+    }

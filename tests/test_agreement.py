@@ -6,8 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from patchbench.agreement import AGREEMENT_COLUMNS, agreement_figure, agreement_table, disagreements, paired
-from patchbench.metrics import EFFECT_COLUMNS
+from patchbench.analysis.agreement import (
+    AGREEMENT_COLUMNS,
+    agreement_figure,
+    agreement_table,
+    disagreements,
+    paired,
+)
+from patchbench.rawframe import EFFECTS_COLUMNS
 
 
 def frame(effect, method: str, metric: str = "logit_diff", corruption: str = "str") -> pd.DataFrame:
@@ -31,7 +37,7 @@ def frame(effect, method: str, metric: str = "logit_diff", corruption: str = "st
             "detected": "",
             "positions": "all",
         }
-    )[EFFECT_COLUMNS]
+    )[list(EFFECTS_COLUMNS)]
 
 
 def orthonormal_pair(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import bump, layer_effects, nm_attention_frame
 from patchbench.analysis.claims import (
     CLAIM_COLUMNS,
     build_claims,
@@ -20,27 +21,6 @@ from patchbench.analysis.claims import (
 from patchbench.analysis.positions import category_effects, rome_position_categories
 from patchbench.analysis.windows import summed_single_layers
 
-N_LAYERS = 12
-
-
-def _bump(height: float, centre: int = 6) -> np.ndarray:
-    layers = np.arange(N_LAYERS)
-    return height * np.exp(-0.5 * ((layers - centre) / 1.5) ** 2)
-
-
-def layer_effects(
-    curves: dict[tuple[str, str, int], np.ndarray], model="gpt2-xl", task="factual"
-) -> pd.DataFrame:
-    rows = []
-    for (corr, metric, window), eff in curves.items():
-        for layer, e in enumerate(eff):
-            rows.append(dict(
-                model=model, task=task, corruption=corr, site="mlp", window=window, method="exact",
-                component=str(layer), layer=layer, head=-1, position=-1, metric=metric, effect=float(e),
-                effect_sd=0.05, n_prompts=50, detected="",
-            ))  # fmt: skip
-    return pd.DataFrame(rows)
-
 
 def _by_quantity(rows) -> dict[str, dict]:
     return {r["quantity"]: r for r in rows}
@@ -50,21 +30,21 @@ def test_gn_twice_as_tall_as_str_gives_ratio_two():
     curves = {}
     for w, (gn, st) in {1: (0.4, 0.2), 5: (0.9, 0.15)}.items():
         for metric in ("prob", "logit_diff"):
-            curves[("gn", metric, w)] = _bump(gn)
-            curves[("str", metric, w)] = _bump(st)
+            curves[("gn", metric, w)] = bump(gn)
+            curves[("str", metric, w)] = bump(st)
     rows = _by_quantity(claims_gn_str_peak(layer_effects(curves)))
     r1 = rows["gpt2-xl, Probability, window 1: GN peak / STR peak"]
     assert r1["value"] == pytest.approx(2.0) and r1["holds"] == "yes" and r1["paper_value"] == "2-5"
     r5 = rows["gpt2-xl, Logit difference, window 5: GN peak / STR peak"]
     assert r5["value"] == pytest.approx(6.0) and r5["holds"] == "yes"
-    low = claims_gn_str_peak(layer_effects({("gn", "prob", 1): _bump(0.1), ("str", "prob", 1): _bump(0.2)}))
+    low = claims_gn_str_peak(layer_effects({("gn", "prob", 1): bump(0.1), ("str", "prob", 1): bump(0.2)}))
     assert low[0]["value"] == pytest.approx(0.5) and low[0]["holds"] == "no"
-    only_str = claims_gn_str_peak(layer_effects({("str", "prob", 1): _bump(0.2)}))
+    only_str = claims_gn_str_peak(layer_effects({("str", "prob", 1): bump(0.2)}))
     assert only_str[0]["status"] == "not run" and only_str[0]["holds"] == ""
 
 
 def test_sliding_vs_summed_ratio_from_known_curves():
-    single = _bump(0.1)
+    single = bump(0.1)
     summed3 = summed_single_layers(layer_effects({("gn", "prob", 1): single}), 3)
     # summed by hand: layer 6 sums layers 5, 6, 7 (window_layers: [l - 1, l + 2))
     assert summed3.set_index("layer").loc[6, "effect"] == pytest.approx(single[5:8].sum())
@@ -136,28 +116,18 @@ def test_last_middle_ratio_per_metric_and_corruption():
     for corr, (prob_last, ld_last) in {"str": (6.0, 2.0), "gn": (1.0, 3.0)}.items():
         for metric, last in (("prob", prob_last), ("logit_diff", ld_last)):
             for layer in range(4):
-                rows.append(
-                    dict(
-                        model="m",
-                        corruption=corr,
-                        window=1,
-                        layer=layer,
-                        category="Last subject token",
-                        metric=metric,
-                        effect=last / 4,
+                for category, effect in (("Last subject token", last / 4), ("Middle subject tokens", 0.5)):
+                    rows.append(
+                        dict(
+                            model="m",
+                            corruption=corr,
+                            window=1,
+                            layer=layer,
+                            category=category,
+                            metric=metric,
+                            effect=effect,
+                        )
                     )
-                )
-                rows.append(
-                    dict(
-                        model="m",
-                        corruption=corr,
-                        window=1,
-                        layer=layer,
-                        category="Middle subject tokens",
-                        metric=metric,
-                        effect=0.5,
-                    )
-                )
     got = _by_quantity(claims_last_middle(pd.DataFrame(rows)))
     assert got["m, STR, 1: Probability last / middle subject-token ratio"]["value"] == pytest.approx(3.0)
     assert got["m, STR, 1: Logit difference last / middle subject-token ratio"]["value"] == pytest.approx(1.0)
@@ -205,26 +175,11 @@ def test_category_effects_from_a_raw_each_position_sweep():
     assert eff.set_index(["metric", "category"])["n_prompts"][("prob", "Middle subject tokens")] == 1
 
 
-def _attention(clean_io=0.6, str_s1=0.58, gn=(0.3, 0.3), str_pt_io=0.55, gn_pt_io=0.3):
-    rows = []
-
-    def add(corr, patched, io, s1):
-        for tgt, v in (("IO", io), ("S1", s1), ("other", 1 - io - s1)):
-            rows.append(dict(model="gpt2", corruption=corr, patched=patched, target=tgt, attention=v))
-
-    add("clean", False, clean_io, 0.1)
-    add("str", False, 0.1, str_s1)
-    add("gn", False, *gn)
-    add("str", True, str_pt_io, 0.1)
-    add("gn", True, gn_pt_io, 0.3)
-    return pd.DataFrame(rows)
-
-
 def test_nm_attention_and_si_recovery():
     rec = pd.DataFrame(
         {"model": "gpt2", "corruption": ["str", "gn"], "metric": "logit_diff", "effect": [0.95, 0.3]}
     )
-    rows = _by_quantity(claims_nm_attention(_attention(), rec))
+    rows = _by_quantity(claims_nm_attention(nm_attention_frame(), rec))
     assert (
         rows["clean: NM attention to IO"]["value"] == pytest.approx(0.6)
         and rows["clean: NM attention to IO"]["holds"] == "yes"
@@ -251,7 +206,7 @@ def test_build_claims_with_nothing_run_writes_a_complete_csv(tmp_path):
     back = pd.read_csv(path, keep_default_na=False)
     assert len(back) == len(claims)
     full = build_claims(
-        factual_last=layer_effects({("gn", "prob", 1): _bump(0.4), ("str", "prob", 1): _bump(0.1)})
+        factual_last=layer_effects({("gn", "prob", 1): bump(0.4), ("str", "prob", 1): bump(0.1)})
     )
     assert full.loc[full["section"] == "3.1", "value"].iloc[0] == pytest.approx(4.0)
 

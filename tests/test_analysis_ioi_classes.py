@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from conftest import ioi_like_prompts, tiny_ioi_model
 from patchbench.analysis.ioi_classes import (
     CLASSES,
     HEAD_STAT_COLUMNS,
@@ -100,49 +100,10 @@ def test_published_gpt2_small_classes_match_the_paper_denominators():
         head_classes_for("toy-2l")
 
 
-# ----------------------------------------------------------------------------- statistics
-def _tiny_model():
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    cfg = HookedTransformerConfig(
-        n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, d_vocab=40, n_ctx=16,
-        act_fn="gelu", normalization_type="LN", seed=0, device="cpu",
-    )  # fmt: skip
-    with warnings.catch_warnings():  # TL 3.9 deprecates HookedTransformer in favour of 4.x's bridge
-        warnings.simplefilter("ignore", DeprecationWarning)
-        model = HookedTransformer(cfg)
-    with torch.no_grad():  # TL initialises LN weights to 1 and biases to 0: make them matter
-        model.ln_final.w.copy_(1.0 + 0.5 * torch.randn(32))
-        model.ln_final.b.copy_(0.3 * torch.randn(32))
-        model.b_U.copy_(0.3 * torch.randn(40))
-    model.eval()
-    return model
-
-
-def _ioi_like_prompts(n: int = 6) -> PromptSet:
-    rng = np.random.default_rng(0)
-    clean, answers, wrong, io, s1, s2, end = [], [], [], [], [], [], []
-    for i in range(n):
-        length = 10 + (i % 2)  # two lengths: exercises right padding
-        toks = rng.integers(5, 40, size=length)
-        a, b = 1, 2  # IO and S names
-        p_io, p_s1, p_s2 = (1, 3, 6) if i % 2 == 0 else (3, 1, 7)
-        toks[p_io], toks[p_s1], toks[p_s2] = a, b, b
-        clean.append(toks)
-        answers.append([a])
-        wrong.append([b])
-        io.append(p_io), s1.append(p_s1), s2.append(p_s2), end.append(length - 1)
-    return PromptSet(
-        task="ioi", clean=clean, corrupted=clean, answer_pos=np.array(end), answers=answers, wrong=wrong,
-        noise_positions=[[p] for p in s2],
-        positions={"IO": np.array(io), "S1": np.array(s1), "S2": np.array(s2), "END": np.array(end)},
-    )  # fmt: skip
-
-
 def test_classifier_inputs_attention_and_dla_match_an_independent_computation():
     torch.manual_seed(0)
-    model = _tiny_model()
-    ps = _ioi_like_prompts()
+    model = tiny_ioi_model()
+    ps = ioi_like_prompts()
     stats = classifier_inputs(model, ps, batch_size=4)  # two batches, the second one partial
     assert list(stats.columns) == list(HEAD_STAT_COLUMNS) and len(stats) == 8
     # recompute prompt by prompt, unpadded: attention END -> IO, and the DLA check: the heads'
@@ -173,9 +134,9 @@ def test_classifier_inputs_attention_and_dla_match_an_independent_computation():
 
 
 def test_classifier_inputs_needs_ioi_positions():
-    ps = _ioi_like_prompts()
+    ps = ioi_like_prompts()
     bad = PromptSet(task="x", clean=ps.clean, corrupted=ps.corrupted, answer_pos=ps.answer_pos,
                     answers=ps.answers, wrong=ps.wrong, noise_positions=ps.noise_positions,
                     positions={"IO": ps.positions["IO"]})  # fmt: skip
     with pytest.raises(ValueError, match="lacks named positions"):
-        classifier_inputs(_tiny_model(), bad)
+        classifier_inputs(tiny_ioi_model(), bad)

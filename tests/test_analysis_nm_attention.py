@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import ioi_like_prompts, tiny_ioi_model
 from patchbench.analysis.nm_attention import ATTENTION_COLUMNS, RECOVERY_COLUMNS, nm_attention_frames
 from patchbench.corruption import NoiseSpec
 from patchbench.prompts import PromptSet
-from test_analysis_ioi_classes import _ioi_like_prompts, _tiny_model  # noqa: I001
 
 
 def _with_str(ps: PromptSet) -> PromptSet:
@@ -24,8 +24,8 @@ def _with_str(ps: PromptSet) -> PromptSet:
 
 def test_nm_attention_frames_on_a_tiny_model():
     torch.manual_seed(0)
-    model = _tiny_model()
-    ps = _with_str(_ioi_like_prompts())
+    model = tiny_ioi_model()
+    ps = _with_str(ioi_like_prompts())
     nm, si = ((1, 0), (1, 2)), ((0, 1), (0, 3))
     att, rec = nm_attention_frames(
         model, ps, "tiny", nm_heads=nm, si_heads=si, noise=NoiseSpec(nu=0.0, sigma=1.0)

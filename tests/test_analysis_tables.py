@@ -6,10 +6,17 @@ a correct table function must print the paper's tables back, cell for cell.
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import (
+    PAPER_METRIC_NAMES,
+    PAPER_TABLE3,
+    PAPER_TABLE5,
+    head_effects,
+    parse_heads,
+    signed_detections,
+)
 from patchbench.analysis.frames import FrameError
 from patchbench.analysis.ioi_classes import published_classes
 from patchbench.analysis.tables import (
@@ -23,26 +30,6 @@ from patchbench.analysis.tables import (
     write_table,
 )
 
-METRICS = {"Logit difference": "logit_diff", "Probability": "prob", "KL divergence": "kl"}
-
-# Zhang & Nanda, Table 5 (App. H.2): IOI, S2 corrupted. (corruption, metric) -> (negative, positive)
-PAPER_TABLE5 = {
-    ("STR", "Logit difference"): ("10.7, 11.10", "5.5, 7.9, 8.6, 8.10, 9.9"),
-    ("STR", "Probability"): ("10.7", "5.5, 7.9, 8.6, 8.10, 9.9"),
-    ("STR", "KL divergence"): ("10.7, 11.10", "5.5, 7.9, 8.6, 8.10, 9.9"),
-    ("GN", "Logit difference"): ("10.7, 11.10", "3.0, 5.5, 7.9, 8.6, 8.10, 9.9"),
-    ("GN", "Probability"): ("0.10, 10.7, 11.10", "3.0, 5.5, 7.9, 8.6"),
-    ("GN", "KL divergence"): ("0.10, 10.7, 11.10", "5.5, 7.9, 8.6"),
-}
-# Table 3 (App. E): greater-than. (corruption, metric) -> (positive, negative)
-PAPER_TABLE3 = {
-    ("STR", "Logit difference"): ("6.9, 7.10, 8.11, 9.1, 10.4", ""),
-    ("STR", "Probability"): ("7.10, 8.11, 9.1", ""),
-    ("STR", "KL divergence"): ("6.9, 7.10, 8.11, 9.1", "10.7"),
-    ("GN", "Logit difference"): ("0.9, 7.10, 8.10, 9.1, 10.4", "6.1, 8.6, 9.5"),
-    ("GN", "Probability"): ("5.5, 6.1, 6.9, 7.10, 7.11, 8.8, 9.1", ""),
-    ("GN", "KL divergence"): ("5.5, 6.1, 6.9, 7.10, 7.11, 8.8, 9.1", "5.9, 7.6"),
-}
 # Table 2 (App. D): docstring. (corruption, metric) -> (at C_def, at the last position)
 PAPER_TABLE2 = {
     ("STR", "Logit difference"): ("0.0, 0.1, 0.5", "2.3, 3.0, 3.5, 3.6"),
@@ -54,41 +41,8 @@ PAPER_TABLE2 = {
 }
 
 
-def _parse(cell: str) -> list[tuple[int, int]]:
-    return [tuple(int(x) for x in h.split(".")) for h in cell.split(", ") if h]
-
-
-def head_effects(model, task, det, n_layers=12, n_heads=12, positions=(-1,), shuffle=True, seed=0):
-    """Synthetic effects frame: det[(corruption, metric)] = {"positive": [(l, h, pos)], "negative": [...]}."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for (corr, metric), signs in det.items():
-        pos_set = {tuple(x) for x in signs.get("positive", [])}
-        neg_set = {tuple(x) for x in signs.get("negative", [])}
-        for layer in range(n_layers):
-            for head in range(n_heads):
-                for p in positions:
-                    key = (layer, head, p)
-                    d = "positive" if key in pos_set else "negative" if key in neg_set else ""
-                    eff = {"positive": 1.0, "negative": -1.0, "": rng.normal(0, 0.01)}[d]
-                    rows.append(dict(
-                        model=model, task=task, corruption=corr.lower(), site="attn_head", window=1, method="exact",
-                        component=f"{layer}.{head}" + (f"@{p}" if p >= 0 else ""), layer=layer, head=head, position=p,
-                        metric=metric, effect=eff, effect_sd=0.1, n_prompts=20, detected=d,
-                    ))  # fmt: skip
-    df = pd.DataFrame(rows)
-    return df.sample(frac=1.0, random_state=seed).reset_index(drop=True) if shuffle else df
-
-
-def _signed_det(paper, first, second, pos=-1):
-    return {
-        (c, METRICS[m]): {first: [(*h, pos) for h in _parse(a)], second: [(*h, pos) for h in _parse(b)]}
-        for (c, m), (a, b) in paper.items()
-    }
-
-
 def test_table5_reproduces_the_papers_layout_and_cells():
-    eff = head_effects("gpt2", "ioi", _signed_det(PAPER_TABLE5, "negative", "positive"))
+    eff = head_effects("gpt2", "ioi", signed_detections(PAPER_TABLE5, "negative", "positive"))
     t = table5(eff)
     assert list(t.columns) == ["Corruption", "Metric", "Negative heads", "Positive heads"]
     assert list(zip(t["Corruption"], t["Metric"], strict=True)) == list(PAPER_TABLE5)  # paper's row order
@@ -97,7 +51,7 @@ def test_table5_reproduces_the_papers_layout_and_cells():
 
 
 def test_table1_counts_published_classes_found():
-    eff = head_effects("gpt2", "ioi", _signed_det(PAPER_TABLE5, "negative", "positive"))
+    eff = head_effects("gpt2", "ioi", signed_detections(PAPER_TABLE5, "negative", "positive"))
     t = table1(eff, published_classes())
     assert list(t.columns) == ["Corruption", "Metric", "NM", "DT", "SI", "Negative NM", "Induction"]
     assert list(zip(t["Corruption"], t["Metric"], strict=True)) == [
@@ -126,7 +80,7 @@ def test_missing_sweep_reads_not_run_and_empty_detection_reads_empty():
 
 
 def test_table3_and_table4_layouts():
-    eff = head_effects("gpt2", "greater_than", _signed_det(PAPER_TABLE3, "positive", "negative"))
+    eff = head_effects("gpt2", "greater_than", signed_detections(PAPER_TABLE3, "positive", "negative"))
     t = table3(eff)
     assert list(t.columns) == ["Corruption", "Metric", "Positive", "Negative"]
     for _, r in t.iterrows():
@@ -152,8 +106,8 @@ def test_table2_splits_docstring_detections_by_position():
     c_def, last = 9, 13
     det = {}
     for (c, m), (at_c, at_last) in PAPER_TABLE2.items():
-        det[(c, METRICS[m])] = {
-            "positive": [(*h, c_def) for h in _parse(at_c)] + [(*h, last) for h in _parse(at_last)],
+        det[(c, PAPER_METRIC_NAMES[m])] = {
+            "positive": [(*h, c_def) for h in parse_heads(at_c)] + [(*h, last) for h in parse_heads(at_last)],
             "negative": [(1, 1, 4)],  # detected elsewhere: in neither column
         }
     eff = head_effects("attn-only-4l", "docstring", det, n_layers=4, n_heads=8, positions=(4, c_def, last))
@@ -166,7 +120,7 @@ def test_table2_splits_docstring_detections_by_position():
 
 
 def test_write_table_writes_csv_markdown_latex(tmp_path):
-    eff = head_effects("gpt2", "ioi", _signed_det(PAPER_TABLE5, "negative", "positive"))
+    eff = head_effects("gpt2", "ioi", signed_detections(PAPER_TABLE5, "negative", "positive"))
     t = table5(eff)
     outs = write_table(t, [tmp_path / "t5.csv", tmp_path / "t5.md", tmp_path / "t5.tex"], caption="Table 5")
     assert [p.suffix for p in outs] == [".csv", ".md", ".tex"]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from patchbench.frames import write_frame
-from test_analysis_tables import PAPER_TABLE3, PAPER_TABLE5, _signed_det, head_effects  # noqa: I001
+from conftest import PAPER_TABLE3, PAPER_TABLE5, head_effects, signed_detections
+from patchbench.rawframe import write_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,15 +27,17 @@ def test_named_targets_build_tables_and_figures(tmp_path):
     )
     model = "toy-attn-only"  # the demo runs its head experiments on it
     for task, df in (
-        ("ioi", head_effects(model, "ioi", _signed_det(PAPER_TABLE5, "negative", "positive"))),
+        ("ioi", head_effects(model, "ioi", signed_detections(PAPER_TABLE5, "negative", "positive"))),
         (
             "greater_than",
-            head_effects(model, "greater_than", _signed_det(PAPER_TABLE3, "positive", "negative")),
+            head_effects(model, "greater_than", signed_detections(PAPER_TABLE3, "positive", "negative")),
         ),
     ):
         for c in ("str", "gn"):
             path = tmp_path / f"results/effects/{model}/{task}/{c}/attn_head-all_w1.parquet"
-            write_frame(df[df["corruption"] == c], path, {"model": model, "task": task, "corruption": c})
+            part = df[df["corruption"] == c].copy()
+            part.attrs["patchbench"] = {"model": model, "task": task, "corruption": c}
+            write_frame(part, path)
     cmd = [
         sys.executable,
         "-m",

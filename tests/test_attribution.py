@@ -14,17 +14,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens import HookedTransformer
 
+from conftest import make_model as make_conftest_model
 from patchbench.analysis.frames import select, validate_effects
 from patchbench.analysis.tables import head_detections
 from patchbench.attribution import attribution_effects, grad_columns, run_attribution, site_gradients
 from patchbench.corruption import NoiseSpec
 from patchbench.detection import detect
-from patchbench.frames import read_frame, write_frame
+from patchbench.engine.cache import clean_cache
+from patchbench.engine.sweep import run_sweep
 from patchbench.metrics import effects
-from patchbench.patching import clean_cache, read_raw, run_sweep, write_raw
 from patchbench.prompts import PromptSet
+from patchbench.rawframe import read_frame, write_frame
 from patchbench.sites import SweepSpec
 
 N_LAYERS, N_HEADS, D_MODEL, VOCAB = 3, 4, 32, 60
@@ -32,22 +34,10 @@ KEYS = ["run", "target", "prompt", "sample"]
 
 
 def make_model() -> HookedTransformer:
-    cfg = HookedTransformerConfig(
-        n_layers=N_LAYERS,
-        n_heads=N_HEADS,
-        d_model=D_MODEL,
-        d_head=8,
-        d_mlp=64,
-        d_vocab=VOCAB,
-        n_ctx=16,
-        act_fn="gelu",
-        seed=1,
-        dtype=torch.float64,
-        initializer_range=0.3,
+    shape = dict(
+        n_layers=N_LAYERS, n_heads=N_HEADS, d_model=D_MODEL, d_head=8, d_mlp=64, d_vocab=VOCAB, n_ctx=16
     )
-    model = HookedTransformer(cfg)
-    model.eval()
-    return model
+    return make_conftest_model(seed=1, initializer_range=0.3, **shape)
 
 
 def make_prompts(n: int = 4, seed: int = 0) -> PromptSet:
@@ -204,8 +194,8 @@ def test_rows_round_trip_through_effects_detection_and_tables(model, prompts, tm
     raw = run_attribution(
         model, prompts, spec, cache, metrics=("prob", "logit_diff", "kl", "stolfo"), progress=False
     )
-    write_raw(raw, tmp_path / "raw.parquet")
-    back = read_raw(tmp_path / "raw.parquet")
+    write_frame(raw, tmp_path / "raw.parquet")
+    back = read_frame(tmp_path / "raw.parquet")
     pd.testing.assert_frame_equal(back, raw.reset_index(drop=True), check_like=False)
     eff = detect(attribution_effects(back, model="tiny-model"))
     assert set(eff["method"]) == {"attribution"}

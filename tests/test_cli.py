@@ -5,10 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from conftest import make_model, make_prompts
 from patchbench import cli
-from patchbench.frames import read_frame
+from patchbench.engine.sweep import run_sweep
 from patchbench.metrics import effects
-from patchbench.patching import run_sweep
+from patchbench.rawframe import read_frame
 from patchbench.sites import SweepSpec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -16,7 +17,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture
 def setup(tmp_path, monkeypatch):
-    from test_patching import make_model, make_prompts
 
     model = make_model()
     prompts = make_prompts(model=model)
@@ -35,9 +35,8 @@ def setup(tmp_path, monkeypatch):
 def test_sweep_command_writes_raw_and_effects(setup, tmp_path):
     model, prompts, path, seen = setup
     raw_p, eff_p = tmp_path / "raw.parquet", tmp_path / "eff.parquet"
-    rc = cli.main(["sweep", "--model", "tiny-dir", "--prompts", str(path), "--corruption", "gn", "--site", "mlp",
-                   "--window", "3", "--position", "X", "--samples", "2", "--out", str(raw_p), "--effects", str(eff_p),
-                   "--no-progress", "--device", "cpu"])
+    args = f"--prompts {path} --corruption gn --site mlp --window 3 --position X --samples 2 --out {raw_p}"
+    rc = cli.main(f"sweep --model tiny-dir {args} --effects {eff_p} --no-progress --device cpu".split())
     assert rc == 0 and seen == {"name": "tiny-dir", "dtype": "float32", "device": "cpu"}
     raw = read_frame(raw_p)
     spec = SweepSpec("gn", "mlp", position="X", window=3, noise=raw.attrs["patchbench"]["spec"]["noise"])
@@ -57,8 +56,8 @@ def test_sweep_command_writes_raw_and_effects(setup, tmp_path):
 def test_effects_command(setup, tmp_path):
     _, _, path, _ = setup
     raw_p, eff_p = tmp_path / "raw.parquet", tmp_path / "eff.parquet"
-    assert cli.main(["sweep", "--model", "m", "--prompts", str(path), "--corruption", "str", "--site", "head_v",
-                     "--heads", "1.2,2.0", "--out", str(raw_p), "--no-progress"]) == 0
+    args = f"--prompts {path} --corruption str --site head_v --heads 1.2,2.0 --out {raw_p} --no-progress"
+    assert cli.main(f"sweep --model m {args}".split()) == 0
     assert cli.main(["effects", str(raw_p), "--out", str(eff_p), "--metrics", "prob,stolfo"]) == 0
     eff = read_frame(eff_p)
     assert list(eff["component"].unique()) == ["1.2+2.0"] and set(eff["metric"]) == {"prob", "stolfo"}
@@ -66,11 +65,13 @@ def test_effects_command(setup, tmp_path):
 
 def test_errors_are_reported_not_raised(setup, tmp_path, capsys):
     _, _, path, _ = setup
-    rc = cli.main(["sweep", "--model", "m", "--prompts", str(tmp_path / "missing.parquet"), "--corruption", "str",
-                   "--site", "mlp", "--out", str(tmp_path / "r.parquet")])
+    rc = cli.main(
+        f"sweep --model m --prompts {tmp_path}/missing.parquet --corruption str --site mlp --out {tmp_path}/r".split()
+    )
     assert rc == 2 and "missing.parquet does not exist" in capsys.readouterr().err
-    rc = cli.main(["sweep", "--model", "m", "--prompts", str(path), "--corruption", "str", "--site", "attn_head",
-                   "--window", "3", "--out", str(tmp_path / "r.parquet")])
+    rc = cli.main(
+        f"sweep --model m --prompts {path} --corruption str --site attn_head --window 3 --out {tmp_path}/r".split()
+    )
     assert rc == 2 and "only defined for the mlp site" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["sweep", "--model", "m"])

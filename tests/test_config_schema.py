@@ -12,7 +12,7 @@ from snakemake.utils import validate
 
 @pytest.fixture(scope="module")
 def schema(root):
-    return str(root / "workflow" / "schemas" / "config.schema.yaml")
+    return str(root / "src" / "patchbench" / "schemas" / "config.schema.yaml")
 
 
 @pytest.fixture(params=["demo.yaml", "config.yaml"])
@@ -50,10 +50,19 @@ def test_minimal_config_gets_every_default(schema):
         (lambda c: c["models"]["toy-gpt2"].__setitem__("dtyp", "float32"), r"'dtyp' was unexpected"),
         (lambda c: c["tasks"].__setitem__("iio", {"n_prompts": 3}), r"'iio' is not one of \['ioi'"),
         (lambda c: c["experiments"]["ioi_heads"].__setitem__("task", "ioi2"), r"'ioi2' is not one of"),
-        (lambda c: c["experiments"]["factual_mlp_last"].__setitem__("windows", [0, 3]), r"0 is less than the minimum of 1"),
-        (lambda c: c["experiments"]["factual_mlp_last"].__setitem__("windows", [3, 3]), r"non-unique elements"),
+        (
+            lambda c: c["experiments"]["factual_mlp_last"].__setitem__("windows", [0, 3]),
+            r"0 is less than the minimum of 1",
+        ),
+        (
+            lambda c: c["experiments"]["factual_mlp_last"].__setitem__("windows", [3, 3]),
+            r"non-unique elements",
+        ),
         (lambda c: c["tasks"]["ioi"].__setitem__("n_prompts", -5), r"-5 is less than the minimum of 1"),
-        (lambda c: c["experiments"]["ioi_heads"].__setitem__("corruptions", ["gaussian"]), r"'gaussian' is not one of \['str', 'gn'\]"),
+        (
+            lambda c: c["experiments"]["ioi_heads"].__setitem__("corruptions", ["gaussian"]),
+            r"'gaussian' is not one of \['str', 'gn'\]",
+        ),
         (lambda c: c["experiments"]["ioi_heads"].__setitem__("site", "heads"), r"'heads' is not one of"),
         (lambda c: c["models"]["toy-gpt2"].__setitem__("device", "gpu"), r"'gpu' does not match"),
         (lambda c: c["noise"].__setitem__("nu", 0), r"less than or equal to the minimum of 0"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,25 +17,11 @@ from patchbench.corruption import (
     noise_seed,
     noise_tensor,
 )
-from patchbench.patching import run_sweep
+from patchbench.engine.sweep import run_sweep
 from patchbench.prompts import PromptSet, PromptSetError
 from patchbench.sites import SweepSpec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def model():
-    from test_patching import make_model
-
-    return make_model()
-
-
-@pytest.fixture(scope="module")
-def prompts(model):
-    from test_patching import make_prompts
-
-    return make_prompts(model=model)
 
 
 def test_sigma_by_hand(model, prompts):
@@ -47,11 +35,12 @@ def test_sigma_by_hand(model, prompts):
 
 def test_sigma_from_meta_ids(model, prompts):
     meta = pd.DataFrame({"subject_ids": [[3, 4], [5], [3], [7, 8, 9]]})
-    ps = PromptSet(task="f", clean=prompts.clean, corrupted=prompts.corrupted, answer_pos=prompts.answer_pos,
-                   answers=prompts.answers, wrong=prompts.wrong, noise_positions=prompts.noise_positions, meta=meta)
+    ps = dataclasses.replace(prompts, task="f", meta=meta)
     by_hand = float(model.W_E.detach().double()[[3, 4, 5, 3, 7, 8, 9]].std())
     assert embedding_sigma(model, ps) == pytest.approx(by_hand, rel=1e-12)
-    assert embedding_sigma(model, ps, source="noise_positions") == pytest.approx(embedding_sigma(model, prompts))
+    assert embedding_sigma(model, ps, source="noise_positions") == pytest.approx(
+        embedding_sigma(model, prompts)
+    )
 
 
 def test_noise_scale_is_three_sigma(model, prompts):
@@ -66,10 +55,16 @@ def test_noise_scale_is_three_sigma(model, prompts):
 def test_noise_added_by_the_corrupted_run_is_nu_sigma(model, prompts):
     """The GN run's residual entering block 0 differs from the clean run's by exactly the drawn noise."""
     rec = []
-    model.add_hook("blocks.0.hook_resid_pre", lambda act, hook: rec.append(act.detach().clone()), is_permanent=True)
+    model.add_hook(
+        "blocks.0.hook_resid_pre", lambda act, hook: rec.append(act.detach().clone()), is_permanent=True
+    )
     try:
-        raw = run_sweep(model, prompts, SweepSpec("gn", "mlp", layers=(2,), noise=NoiseSpec(nu=3.0, seed=5)),
-                        progress=False)
+        raw = run_sweep(
+            model,
+            prompts,
+            SweepSpec("gn", "mlp", layers=(2,), noise=NoiseSpec(nu=3.0, seed=5)),
+            progress=False,
+        )
     finally:
         model.reset_hooks(including_permanent=True)
     sigma = raw.attrs["patchbench"]["sigma"]
@@ -99,8 +94,15 @@ def test_str_refuses_unequal_pairs(prompts):
     bad = [c.copy() for c in prompts.corrupted]
     bad[2] = np.append(bad[2], 5)
     with pytest.raises(PromptSetError, match="prompt 2.*equal token length"):
-        PromptSet(task="t", clean=prompts.clean, corrupted=bad, answer_pos=prompts.answer_pos,
-                  answers=prompts.answers, wrong=prompts.wrong, noise_positions=prompts.noise_positions)
+        PromptSet(
+            task="t",
+            clean=prompts.clean,
+            corrupted=bad,
+            answer_pos=prompts.answer_pos,
+            answers=prompts.answers,
+            wrong=prompts.wrong,
+            noise_positions=prompts.noise_positions,
+        )
     assert torch.equal(corrupted_tokens(prompts, "gn"), prompts.tokens("clean"))
     assert torch.equal(corrupted_tokens(prompts, "str"), prompts.tokens("corrupted"))
     with pytest.raises(ValueError, match="unknown corruption"):

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
 
-from patchbench import data_sources as ds
-from patchbench.data_sources import (
-    SOURCES,
-    ChecksumError,
-    MissingDataError,
-    extract_assignments,
-    fetch_source,
-    require_data_file,
-    sha256_bytes,
-)
+from conftest import snakemake
+from patchbench import upstream as ds
+from patchbench.data_sources import MissingDataError, require_data_file
+from patchbench.upstream import SOURCES, ChecksumError, extract_assignments, fetch_source, sha256_bytes
 
 
 def test_extract_assignments_reads_literals_without_running_code(tmp_path):
@@ -140,14 +135,17 @@ def test_missing_file_offline_error_names_both_ways(tmp_path):
     assert require_data_file(tmp_path.parent, tmp_path.name) == tmp_path
 
 
-def test_data_rules_match_the_sources(root):
-    smk = (root / "workflow" / "rules" / "data.smk").read_text()
+def test_data_rules_match_the_sources(root, tmp_path):
+    """The generated data rules: one per source, each writing exactly its mirror file, with a log."""
+    res = snakemake("-n", "--config", f"data_mirror={tmp_path}", "--", "data_mirror", cwd=root)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     rules = {}
-    for block in re.split(r"^(?=rule )", smk, flags=re.M)[1:]:
-        name = re.match(r"rule (\w+):", block).group(1)
-        relpath = re.search(r'relpath="([^"]+)"', block)
-        if relpath:
-            rules[name] = relpath.group(1)
-            assert f'mirror_file("{relpath.group(1)}")' in block  # writes exactly that mirror file
-            assert "log:" in block
+    for name, output, log in re.findall(
+        r"^rule (data_\w+):\n\s+output: (\S+)\n\s+log: (\S+)", res.stdout, flags=re.M
+    ):
+        relpath = os.path.relpath(output, tmp_path)
+        rules[name] = relpath
+        assert (
+            f"python -m patchbench.upstream {relpath} {output} > {log}" in res.stdout
+        )  # writes exactly that file
     assert rules == {s.rule: s.relpath for s in SOURCES.values()}

@@ -11,12 +11,26 @@ from patchbench.detection import detect
 
 def frame(effects, metric="logit_diff", positions="all", site="attn_head"):
     n = len(effects)
-    return pd.DataFrame({
-        "model": "m", "task": "t", "corruption": "str", "site": site, "window": 1, "method": "exact",
-        "component": [f"0.{i}" for i in range(n)], "layer": 0, "head": list(range(n)), "position": -1,
-        "metric": metric, "effect": effects, "effect_sd": 0.0, "n_prompts": 5, "detected": "",
-        "positions": positions,
-    })
+    return pd.DataFrame(
+        {
+            "model": "m",
+            "task": "t",
+            "corruption": "str",
+            "site": site,
+            "window": 1,
+            "method": "exact",
+            "component": [f"0.{i}" for i in range(n)],
+            "layer": 0,
+            "head": list(range(n)),
+            "position": -1,
+            "metric": metric,
+            "effect": effects,
+            "effect_sd": 0.0,
+            "n_prompts": 5,
+            "detected": "",
+            "positions": positions,
+        }
+    )
 
 
 def test_positive_and_negative():

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from patchbench.frames import read_frame
+from patchbench.rawframe import read_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,13 +24,25 @@ def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny")
     results, figures = out / "results", out / "figures"
     cmd = [
-        sys.executable, "-m", "snakemake", "--cores", "2", "--nolock",
-        "--configfile", "tests/configs/tiny.yaml",
-        "--config", f"results_dir={results}", f"figures_dir={figures}",
-        "--", "table5", "fig_ioi_heads", "agreement_all",
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        "2",
+        "--nolock",
+        "--configfile",
+        "tests/configs/tiny.yaml",
+        "--config",
+        f"results_dir={results}",
+        f"figures_dir={figures}",
+        "--",
+        "table5",
+        "fig_ioi_heads",
+        "agreement_all",
     ]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900,
-                         env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    res = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=dict(os.environ, HF_HUB_OFFLINE="1")
+    )
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     return results, figures
 
@@ -75,5 +87,8 @@ def test_one_attribution_job_writes_each_cell_with_its_own_log(tiny_run):
         assert eff.groupby("metric")["component"].nunique().eq(4).all()
         raw = read_frame(results / "attrib" / f"{cell}.raw.parquet")
         assert raw.attrs["patchbench"]["corruption"] == corruption
-        assert f"attribution {corruption} attn_head w1" in (results / "logs" / "attrib" / cell.with_suffix(".log")).read_text()
+        assert (
+            f"attribution {corruption} attn_head w1"
+            in (results / "logs" / "attrib" / cell.with_suffix(".log")).read_text()
+        )
     assert (results / "tables" / "agreement_tiny-gpt2_ioi.csv").exists()

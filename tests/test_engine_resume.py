@@ -17,8 +17,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import make_model, make_prompts
 from patchbench.corruption import NoiseSpec
-from patchbench.patching import run_sweep
+from patchbench.engine.sweep import run_sweep
 from patchbench.sites import SweepSpec
 
 TESTS = Path(__file__).parent
@@ -30,20 +31,20 @@ SCRIPT = textwrap.dedent(
     import torch
     sys.path.insert(0, {tests!r})
     torch.set_num_threads(1)
-    from test_patching import make_model, make_prompts
-    from patchbench import patching
+    from conftest import make_model, make_prompts
+    from patchbench.engine import patch, sweep
     from patchbench.corruption import NoiseSpec
     from patchbench.sites import SweepSpec
 
-    real = patching._patched_logits
+    real = patch.patched_logits
     def slow(*a, **k):  # give the parent time to kill us part-way
         out = real(*a, **k)
         time.sleep(0.15)
         return out
-    patching._patched_logits = slow
+    patch.patched_logits = slow
     model = make_model()
     spec = SweepSpec("gn", "attn_head", layers=(0, 2), noise=NoiseSpec(n_samples=2), memory_budget_mb=1)
-    patching.run_sweep(model, make_prompts(model=model), spec, progress=False, checkpoint_dir={ckpt!r})
+    sweep.run_sweep(model, make_prompts(model=model), spec, progress=False, checkpoint_dir={ckpt!r})
     print("FINISHED")
     """
 )
@@ -53,7 +54,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
-    from test_patching import make_model, make_prompts
 
     ckpt = tmp_path / "chunks"
     script = tmp_path / "run.py"
@@ -83,7 +83,9 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
     n_chunks = full.attrs["patchbench"]["chunks_computed"]
     assert 4 <= len(finished) < n_chunks, "the kill happened part-way"
     assert resumed.attrs["patchbench"]["chunks_computed"] == n_chunks - len(finished)
-    assert {p.name: p.stat().st_mtime_ns for p in ckpt.glob("chunk-*.parquet") if p.name in finished} == finished
+    assert {
+        p.name: p.stat().st_mtime_ns for p in ckpt.glob("chunk-*.parquet") if p.name in finished
+    } == finished
     assert len(list(ckpt.glob("chunk-*.parquet"))) == n_chunks
     pd.testing.assert_frame_equal(resumed, full, check_exact=True)
     for c in ("logit_ans", "logit_wrong", "prob_ans", "prob_wrong", "kl"):
@@ -91,5 +93,10 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
 
     # a checkpoint directory of another sweep is refused, not silently mixed in
     with pytest.raises(ValueError, match="another sweep"):
-        run_sweep(model, prompts, SweepSpec("str", "attn_head", memory_budget_mb=1), progress=False,
-                  checkpoint_dir=ckpt)
+        run_sweep(
+            model,
+            prompts,
+            SweepSpec("str", "attn_head", memory_budget_mb=1),
+            progress=False,
+            checkpoint_dir=ckpt,
+        )

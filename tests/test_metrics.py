@@ -9,16 +9,46 @@ import pandas as pd
 import pytest
 import torch
 
-from patchbench import patching
+from patchbench.engine.readout import AnswerIds, answer_values
 from patchbench.metrics import baselines, effects
 
-COLS = ["run", "target", "site", "layer", "layers", "head", "position", "window", "prompt", "sample",
-        "logit_ans", "logit_wrong", "prob_ans", "prob_wrong", "kl"]
+COLS = [
+    "run",
+    "target",
+    "site",
+    "layer",
+    "layers",
+    "head",
+    "position",
+    "window",
+    "prompt",
+    "sample",
+    "logit_ans",
+    "logit_wrong",
+    "prob_ans",
+    "prob_wrong",
+    "kl",
+]
 
 
 def row(run, target, prompt, la, lw, pa, pw, kl, sample=0, layer=-1, head=-1):
-    return [run, target, "attn_head", layer, "" if target < 0 else f"{layer}:{layer + 1}", head, -1, 1, prompt,
-            sample, la, lw, pa, pw, kl]
+    return [
+        run,
+        target,
+        "attn_head",
+        layer,
+        "" if target < 0 else f"{layer}:{layer + 1}",
+        head,
+        -1,
+        1,
+        prompt,
+        sample,
+        la,
+        lw,
+        pa,
+        pw,
+        kl,
+    ]
 
 
 @pytest.fixture
@@ -83,7 +113,11 @@ def test_noise_samples_are_averaged_per_prompt(raw):
 
 def test_baselines_and_errors(raw):
     b = baselines(raw)
-    assert b["clean_logit_diff"] == 3 and b["corrupted_logit_diff"] == -1 and b["corrupted_kl"] == pytest.approx(0.8)
+    assert (
+        b["clean_logit_diff"] == 3
+        and b["corrupted_logit_diff"] == -1
+        and b["corrupted_kl"] == pytest.approx(0.8)
+    )
     with pytest.raises(ValueError, match="unknown metrics"):
         effects(raw, ["accuracy"])
     with pytest.raises(ValueError, match="no clean or no corrupted"):
@@ -101,13 +135,16 @@ def test_engine_columns_on_hand_made_logits():
     """Summed answer / wrong logits and probabilities, and KL to the clean distribution, from one logit row."""
     logits = torch.tensor([[2.0, 0.5, -1.0, 0.0, 1.0], [0.0, 0.0, 3.0, -2.0, 1.0]], dtype=torch.float64)
     clean = torch.tensor([[1.0, 1.0, 0.0, 0.0, 0.0], [0.5, -0.5, 2.0, 0.0, 0.0]], dtype=torch.float64)
-    b = patching._Block(index=0, prompt=np.array([0, 1]), sample=np.array([0, 0]))
+    rows = np.array([0, 1])
     answers = [np.array([0, 4]), np.array([2])]  # several answers (greater-than style) are summed
     wrong = [np.array([1]), np.array([3, 4])]
-    b.ans_idx, b.ans_mask = patching._padded(answers, b.prompt, "cpu")
-    b.wrong_idx, b.wrong_mask = patching._padded(wrong, b.prompt, "cpu")
-    b.clean_logp = torch.log_softmax(clean, -1)
-    got = patching._columns(b, logits, 1)
+    ans, wr = AnswerIds.of(answers, rows, "cpu"), AnswerIds.of(wrong, rows, "cpu")
+    clean_logp = torch.log_softmax(clean, -1)
+
+    def columns(lg, reps):
+        return {k: v.numpy() for k, v in answer_values(lg, clean_logp, ans, wr, reps).items()}
+
+    got = columns(logits, 1)
     p = torch.softmax(logits, -1).numpy()
     q = torch.softmax(clean, -1).numpy()
     assert got["logit_ans"] == pytest.approx([2.0 + 1.0, 3.0])
@@ -116,5 +153,5 @@ def test_engine_columns_on_hand_made_logits():
     assert got["prob_wrong"] == pytest.approx([p[0, 1], p[1, 3] + p[1, 4]])
     assert got["kl"] == pytest.approx([(q[i] * np.log(q[i] / p[i])).sum() for i in range(2)])
     # two copies (target-major): KL uses the same clean reference for each copy
-    got2 = patching._columns(b, torch.cat([logits, clean]), 2)
+    got2 = columns(torch.cat([logits, clean]), 2)
     assert got2["kl"][2:] == pytest.approx([0, 0], abs=1e-12)

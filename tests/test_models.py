@@ -37,11 +37,20 @@ def test_local_directory_matches_huggingface(gpt2_small_dir):
     spec = ModelSpec.from_name(str(gpt2_small_dir), device="cpu")
     assert spec.source == "local"
     model = load_model(spec)
-    assert (model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_model, model.cfg.d_vocab) == (12, 12, 768, 50257)
-    tokens = model.tokenizer("When Mary and John went to the store, John gave a drink to", return_tensors="pt")[
-        "input_ids"
-    ]
-    assert tokens[0, :3].tolist() == [50256, 2215, 5335]  # BOS, "When", " Mary" under the real GPT-2 tokenizer
+    assert (model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_model, model.cfg.d_vocab) == (
+        12,
+        12,
+        768,
+        50257,
+    )
+    tokens = model.tokenizer(
+        "When Mary and John went to the store, John gave a drink to", return_tensors="pt"
+    )["input_ids"]
+    assert tokens[0, :3].tolist() == [
+        50256,
+        2215,
+        5335,
+    ]  # BOS, "When", " Mary" under the real GPT-2 tokenizer
     hf = GPT2LMHeadModel.from_pretrained(gpt2_small_dir).eval()
     with torch.no_grad():
         ours = model(tokens).log_softmax(-1)
@@ -70,7 +79,9 @@ def test_unknown_dtype_is_refused():
 
 def _run_offline(code: str, hub: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_HUB_CACHE=str(hub), HF_HUB_OFFLINE="1", HF_HOME=str(hub.parent / "hf-home"))
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True
+    )
 
 
 def test_hub_model_missing_from_cache_names_the_cache(tmp_path):

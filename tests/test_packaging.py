@@ -53,5 +53,16 @@ def test_ci_runs_exactly_the_readme_test_command(root):
     ci = (root / ".ci" / "run").read_text()
     assert "\npython3 -m pytest\n" in readme
     assert "\npython3 -m pytest\n" in ci
-    assert "torch==2.13.0 -e \".[dev]\"" in ci
+    assert 'torch==2.13.0 -e ".[dev]"' in ci
     assert '"$rc" -eq 5' in ci, ".ci/run must turn pytest's exit code 5 (no tests) into a failure"
+
+
+def test_ci_lints_and_the_config_schema_ships_in_the_package(root):
+    from patchbench.config import SCHEMA
+
+    ci = (root / ".ci" / "run").read_text()
+    assert "\npython3 -m ruff check .\n" in ci and "\npython3 -m ruff format --check .\n" in ci
+    assert ci.index("ruff check") < ci.index("python3 -m pytest"), "lint before the long test run"
+    package_data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "schemas/*.yaml" in package_data["patchbench"]
+    assert SCHEMA.is_file() and SCHEMA.is_relative_to(root / "src" / "patchbench")

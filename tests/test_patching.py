@@ -7,79 +7,26 @@ corrupted gaps, which the normalisation amplifies). Prompts have two lengths (ri
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens import patching as tlp
 
-from patchbench import patching
+from conftest import D_MODEL, N_HEADS, N_LAYERS, make_model, make_prompts
+from patchbench import rawframe
 from patchbench.corruption import NoiseSpec, embedding_sigma, noise_tensor
+from patchbench.engine import patch
+from patchbench.engine.cache import clean_cache
+from patchbench.engine.patch import SanityError
+from patchbench.engine.patterns import capture_patterns
+from patchbench.engine.sweep import run_sweep
 from patchbench.metrics import effects
-from patchbench.patching import SanityError, capture_patterns, clean_cache, run_sweep
-from patchbench.prompts import PromptSet
 from patchbench.sites import SweepSpec, enumerate_targets
 
-N_LAYERS, N_HEADS, D_MODEL, VOCAB = 3, 4, 64, 100
-
-
-def make_model(dtype=torch.float64, seed: int = 0) -> HookedTransformer:
-    cfg = HookedTransformerConfig(
-        n_layers=N_LAYERS, n_heads=N_HEADS, d_model=D_MODEL, d_head=16, d_mlp=128, d_vocab=VOCAB, n_ctx=32,
-        act_fn="gelu", seed=seed, dtype=dtype, initializer_range=0.2,
-    )
-    model = HookedTransformer(cfg)
-    model.eval()
-    return model
-
-
-def make_prompts(n: int = 4, seed: int = 0, model: HookedTransformer | None = None) -> PromptSet:
-    """Random prompts of lengths 6 and 5 (right-padded), one token replaced at named position X.
-
-    With ``model``, the answer is the model's top clean prediction and the wrong answer its top
-    corrupted one, so that LD_clean - LD_corrupted is well away from 0 (the normalisation then
-    does not amplify rounding).
-    """
-    rng = np.random.default_rng(seed)
-    clean, corrupted, pos_x, noise = [], [], [], []
-    for i in range(n):
-        length = 6 if i % 2 == 0 else 5
-        c = rng.integers(1, VOCAB, length)
-        k = c.copy()
-        x = 1 + (i % 3)
-        k[x] = (c[x] + 1 + rng.integers(0, VOCAB - 2)) % (VOCAB - 1) + 1
-        clean.append(c)
-        corrupted.append(k)
-        pos_x.append(x)
-        noise.append([x, x + 1] if i % 2 else [x])
-    ans = [[int(a)] for a in rng.integers(1, VOCAB, n)]
-    wrong = [[int(a)] for a in rng.integers(1, VOCAB, n)]
-    if model is not None:
-        with torch.no_grad():
-            for i in range(n):
-                lc = model(torch.as_tensor(clean[i])[None])[0, -1]
-                lk = model(torch.as_tensor(corrupted[i])[None])[0, -1]
-                ans[i] = [int(lc.argmax())]
-                order = lk.argsort(descending=True)
-                wrong[i] = [int(order[0]) if int(order[0]) != ans[i][0] else int(order[1])]
-    return PromptSet(
-        task="toytask", clean=clean, corrupted=corrupted, answer_pos=[len(c) - 1 for c in clean], answers=ans,
-        wrong=wrong, noise_positions=noise, positions={"X": np.array(pos_x)}, pad_id=0,
-    )
-
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def model():
-    return make_model()
-
-
-@pytest.fixture(scope="module")
-def prompts(model):
-    return make_prompts(model=model)
 
 
 # ------------------------------------------------------------------------------ TL reference
@@ -103,8 +50,9 @@ def tl_setup(model, prompts, corruption, noise_spec: NoiseSpec | None = None):
     model.reset_hooks(including_permanent=True)
     if corruption == "gn":
         std = noise_spec.nu * embedding_sigma(model, prompts)
-        nz = noise_tensor(prompts, np.arange(len(prompts)), np.zeros(len(prompts), np.int64), D_MODEL, std,
-                          noise_spec.seed).to(model.cfg.dtype)
+        nz = noise_tensor(
+            prompts, np.arange(len(prompts)), np.zeros(len(prompts), np.int64), D_MODEL, std, noise_spec.seed
+        ).to(model.cfg.dtype)
         model.add_hook("hook_embed", lambda act, hook: act + nz, is_permanent=True)
         kt = ct
     else:
@@ -166,7 +114,13 @@ def test_float32_model_matches_transformer_lens_logits():
     with torch.no_grad():
         ref = tlp.get_act_patch_attn_head_out_all_pos(model, kt, cache, mean_ld)
     p = raw[raw.run == "patched"]
-    mine = (p.logit_ans - p.logit_wrong).groupby([p["layer"], p["head"]]).mean().to_numpy().reshape(N_LAYERS, N_HEADS)
+    mine = (
+        (p.logit_ans - p.logit_wrong)
+        .groupby([p["layer"], p["head"]])
+        .mean()
+        .to_numpy()
+        .reshape(N_LAYERS, N_HEADS)
+    )
     assert np.abs(mine - ref.numpy()).max() < 1e-5
 
 
@@ -218,10 +172,13 @@ def test_head_v_heads_patched_together_match_manual_hooks(model, prompts):
             act = act.clone()
             act[:, :, hs] = c[:, :, hs]
             return act
+
         return f
 
-    hooks = {"blocks.0.attn.hook_v": (cache["blocks.0.attn.hook_v"], put([1])),
-             "blocks.1.attn.hook_v": (cache["blocks.1.attn.hook_v"], put([2, 3]))}
+    hooks = {
+        "blocks.0.attn.hook_v": (cache["blocks.0.attn.hook_v"], put([1])),
+        "blocks.1.attn.hook_v": (cache["blocks.1.attn.hook_v"], put([2, 3])),
+    }
     logits = manual_patch(model, prompts.tokens("clean"), hooks, prompts.answer_pos, noise=nz)
     ref = logits.gather(1, torch.tensor([[w[0]] for w in prompts.wrong]))[:, 0]
     assert np.abs(p.sort_values("prompt")["logit_wrong"].to_numpy() - ref.numpy()).max() < 1e-9
@@ -255,8 +212,12 @@ def test_chunking_equals_one_batch(model, prompts):
 
 def test_gn_same_noise_in_corrupted_and_patched_runs(model, prompts):
     """Patching positions after a prompt's answer_pos cannot change it: those rows equal the corrupted run."""
-    raw = run_sweep(model, prompts, SweepSpec("gn", "resid_pre", position="each", noise=NoiseSpec(n_samples=2)),
-                    progress=False)
+    raw = run_sweep(
+        model,
+        prompts,
+        SweepSpec("gn", "resid_pre", position="each", noise=NoiseSpec(n_samples=2)),
+        progress=False,
+    )
     corr = raw[raw.run == "corrupted"].set_index(["prompt", "sample"])
     # the two noise samples are different draws
     assert not np.allclose(corr.xs(0, level="sample")["logit_ans"], corr.xs(1, level="sample")["logit_ans"])
@@ -266,21 +227,24 @@ def test_gn_same_noise_in_corrupted_and_patched_runs(model, prompts):
     ref = corr.loc[list(zip(p.prompt, p["sample"], strict=True)), "logit_ans"].to_numpy()
     assert np.abs(p["logit_ans"].to_numpy() - ref).max() < 1e-12
     # ...while patching the noised position at layer 0 does change it
-    x = raw[(raw.run == "patched") & (raw.layer == 0) & (raw.position == int(prompts.noise_positions[0][0]))
-            & (raw.prompt == 0)]
+    x = raw[
+        (raw.run == "patched")
+        & (raw.layer == 0)
+        & (raw.position == int(prompts.noise_positions[0][0]))
+        & (raw.prompt == 0)
+    ]
     assert np.abs(x["logit_ans"].to_numpy() - corr.loc[0, "logit_ans"].to_numpy()).min() > 1e-6
 
 
 def test_noop_patch_is_caught(model, prompts, monkeypatch):
-    real = patching._build_mask
-    monkeypatch.setattr(patching, "_build_mask", lambda *a, **k: torch.zeros_like(real(*a, **k)))
+    real = patch.build_mask
+    monkeypatch.setattr(patch, "build_mask", lambda *a, **k: torch.zeros_like(real(*a, **k)))
     with pytest.raises(SanityError, match="layer 0"):
         run_sweep(model, prompts, SweepSpec("str", "mlp"), progress=False)
 
 
 def test_identical_corruption_is_refused(model, prompts):
-    same = PromptSet(task="same", clean=prompts.clean, corrupted=prompts.clean, answer_pos=prompts.answer_pos,
-                     answers=prompts.answers, wrong=prompts.wrong, noise_positions=prompts.noise_positions)
+    same = dataclasses.replace(prompts, task="same", corrupted=prompts.clean)
     with pytest.raises(SanityError, match="does nothing"):
         run_sweep(model, same, SweepSpec("str", "mlp"), progress=False)
 
@@ -302,9 +266,7 @@ def test_clean_cache_is_reused_and_checked(model, prompts):
 def test_absent_named_position_is_refused(model, prompts):
     pos = prompts.positions["X"].copy()
     pos[1] = -1
-    bad = PromptSet(task="t", clean=prompts.clean, corrupted=prompts.corrupted, answer_pos=prompts.answer_pos,
-                    answers=prompts.answers, wrong=prompts.wrong, noise_positions=prompts.noise_positions,
-                    positions={"X": pos})
+    bad = dataclasses.replace(prompts, task="t", positions={"X": pos})
     with pytest.raises(ValueError, match=r"absent.*\[1\]"):
         run_sweep(model, bad, SweepSpec("str", "mlp", position="X"), progress=False)
     with pytest.raises(ValueError, match="no named position 'Y'"):
@@ -313,13 +275,13 @@ def test_absent_named_position_is_refused(model, prompts):
 
 def test_raw_frame_schema_and_io(model, prompts, tmp_path):
     raw = run_sweep(model, prompts, SweepSpec("str", "attn_head", layers=(1,)), progress=False)
-    assert list(raw.columns) == list(patching.RAW_COLUMNS)
+    assert list(raw.columns) == list(rawframe.RAW_COLUMNS)
     assert set(raw.run) == {"clean", "corrupted", "patched"}
     assert (raw[raw.run != "patched"].target == -1).all()
     assert sorted(raw[raw.run == "patched"]["head"].unique()) == list(range(N_HEADS))
     path = tmp_path / "raw.parquet"
-    patching.write_raw(raw, path)
-    back = patching.read_raw(path)
+    rawframe.write_frame(raw, path)
+    back = rawframe.read_frame(path)
     pd.testing.assert_frame_equal(raw, back)
     assert back.attrs["patchbench"]["spec"]["site"] == "attn_head"
     assert back.attrs["patchbench"]["sanity"]["passed"] is True

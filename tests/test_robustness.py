@@ -434,6 +434,62 @@ def test_known_circuit_precision_and_recall_per_class(tmp_path):
     assert v.loc["1.2", "classes"] == "movers" and v.loc["2.4", "classes"] == "negative"
 
 
+#: An organism's circuit.json as issue 13 writes it beside the weights (patchbench.toy.circuit.write_circuit:
+#: ``{**Circuit.to_dict(), "description": ...}``), here the IOI organism's.
+ORGANISM_IOI = {
+    "kind": "ioi",
+    "heads": {
+        "previous_token": ["0.0"], "duplicate_token": ["0.1"], "induction": ["1.0"], "s_inhibition": ["2.0", "2.1"],
+        "name_mover": ["3.0", "3.1"], "negative_name_mover": ["3.2"],
+    },
+    "mlps": {},
+    "description": "imposed in training by patchbench.toy.impose (SIIT-style)",
+}  # fmt: skip
+
+
+def test_an_organisms_circuit_json_is_scored_per_class(tmp_path):
+    names = [f"{la}.{h}" for la in range(4) for h in range(8)]
+    e = np.zeros(len(names))
+    for n in ("2.0", "3.0", "3.1", "1.5"):  # three members and one head outside the circuit
+        e[names.index(n)] = 1.0
+    e[names.index("3.2")] = -1.0  # the negative name mover, detected negative
+    path = tmp_path / "circuit.json"
+    path.write_text(json.dumps(ORGANISM_IOI, indent=1))
+    circuit = rb.read_known_circuit(path)
+    assert circuit.applies_to("ioi") and circuit.applies_to("ioi_s1io") and not circuit.applies_to("factual")
+    assert set(circuit.classes) == set(ORGANISM_IOI["heads"]) and len(circuit.members()) == 8
+    grid = rb.normal_grid([_effects_frame({("str", "logit_diff"): list(e)}, names)], settings())
+    assert (grid.signs()[0] != 0).sum() == 5
+    sc = rb.score_circuit(grid, circuit).set_index("class")
+    assert sc.loc["all", "precision"] == pytest.approx(4 / 5)
+    assert sc.loc["all", "recall"] == pytest.approx(4 / 8)
+    assert sc.loc["name_mover", "recall"] == 1.0 and sc.loc["negative_name_mover", "recall"] == 1.0
+    assert sc.loc["s_inhibition", "recall"] == 0.5 and sc.loc["previous_token", "recall"] == 0.0
+    assert sc.loc["all", "found"] == "2.0, 3.0, 3.1, 3.2"
+
+
+def test_a_factual_organisms_outside_layers_are_no_class(tmp_path):
+    """The factual organism's circuit.json: MLP roles, ``outside`` = layers trained to carry nothing."""
+    path = tmp_path / "circuit.json"
+    path.write_text(json.dumps({"kind": "factual", "heads": {"subject_composition": ["1.2"]},
+                                "mlps": {"subject_enrichment": [3, 4], "outside": [0, 1, 2, *range(5, 16)]}}))  # fmt: skip
+    circuit = rb.read_known_circuit(path)
+    assert circuit.applies_to("factual") and not circuit.applies_to("ioi")
+    assert circuit.classes == {"subject_composition": {"1.2"}, "subject_enrichment": {"3", "4"}}
+    e = np.zeros(16)
+    e[[3, 6]] = 1.0  # one enrichment layer and one outside layer detected
+    rows = [{"model": "m", "task": "factual", "corruption": "str", "site": "mlp", "window": 1, "method": "exact",
+             "component": f"{la}@subject_last", "layer": la, "head": -1, "position": -1, "metric": "logit_diff",
+             "effect": e[la], "effect_sd": 0.0, "n_prompts": 50, "detected": "", "positions": "subject_last"}
+            for la in range(16)]  # fmt: skip
+    sc = rb.score_circuit(rb.normal_grid([pd.DataFrame(rows)], settings()), circuit).set_index("class")
+    assert set(sc.index) == {"all", "subject_enrichment"}  # the heads' class has no member among MLP layers
+    assert sc.loc["all", "precision"] == 0.5 and sc.loc["subject_enrichment", "recall"] == 0.5
+    path.write_text(json.dumps({"kind": "greater_than", "heads": {}}))
+    with pytest.raises(rb.RobustnessError, match="kind 'greater_than'"):
+        rb.read_known_circuit(path)
+
+
 def test_per_position_detections_count_at_the_circuits_granularity(tmp_path):
     names = [f"{la}.{h}@{p}" for la in range(2) for h in range(4) for p in range(3)]
     e = np.zeros(len(names))

@@ -15,10 +15,11 @@ import yaml
 from docutils.core import publish_parts
 from jinja2 import Environment
 
+from patchbench.analysis.report_page import summary_rst
 from patchbench.analysis.robustness import RobustnessSettings
-from patchbench.analysis.robustness_report import summary_rst
 from patchbench.cli import main
-from patchbench.frames import write_frame
+from patchbench.config import schema
+from patchbench.rawframe import write_frame
 from test_robustness import simulate_raw  # noqa: I001
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,14 +39,13 @@ def _write_ioi_sweeps(results: Path, rng_seed: int = 0) -> list[Path]:
     for corruption, a in (("str", a_str), ("gn", a_gn)):
         raw = simulate_raw(rng, 60, a, corruption=corruption, noise=0.3, model=MODEL)
         path = results / "sweeps" / MODEL / "ioi" / corruption / "attn_head-all_w1.parquet"
-        write_frame(raw, path, raw.attrs["patchbench"])
+        write_frame(raw, path)
         paths.append(path)
     return paths
 
 
 def test_schema_defaults_are_the_settings_defaults():
-    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
-    props = schema["properties"]["robustness"]["properties"]
+    props = schema()["properties"]["robustness"]["properties"]
     defaults = RobustnessSettings()
     configurable = {f.name for f in fields(RobustnessSettings)} - {"k"}  # k: the effects rule's 2 SD
     assert set(props) == configurable

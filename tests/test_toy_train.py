@@ -78,7 +78,9 @@ def test_same_seed_same_weights_other_seed_other_weights(corpus, tmp_path):
     assert states[0].keys() == states[1].keys()
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
     # byte-identical files, not only equal tensors (the safetensors header included)
-    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (
+        tmp_path / "b" / "model.safetensors"
+    ).read_bytes()
     assert not torch.equal(states[0]["embed.W_E"], states[2]["embed.W_E"])
 
 
@@ -113,11 +115,15 @@ def test_settings_merge_defaults_and_reject_unknown_keys():
 def test_each_model_has_its_own_corpus_mix_with_documented_precedence():
     s = ToySettings.from_config({"corpus": {"n_docs": 500}})
     gpt2, attn = s.models["toy-gpt2"].corpus, s.models["toy-attn-only"].corpus
-    assert gpt2.mix == DEFAULT_MODELS["toy-gpt2"]["mix"] and attn.mix == DEFAULT_MODELS["toy-attn-only"]["mix"]
+    assert (
+        gpt2.mix == DEFAULT_MODELS["toy-gpt2"]["mix"] and attn.mix == DEFAULT_MODELS["toy-attn-only"]["mix"]
+    )
     assert gpt2.n_docs == attn.n_docs == 500  # suite-level keys reach every model's corpus
     # toy.corpus.mix, when given, replaces the built-in per-model mixes ...
     suite_mix = {"ioi": 1.0}
-    s = ToySettings.from_config({"corpus": {"mix": suite_mix}, "models": {"toy-gpt2": {"mix": {"factual": 1.0}}}})
+    s = ToySettings.from_config(
+        {"corpus": {"mix": suite_mix}, "models": {"toy-gpt2": {"mix": {"factual": 1.0}}}}
+    )
     assert s.models["toy-attn-only"].corpus.mix == suite_mix
     # ... and a model's own entry wins over both
     assert s.models["toy-gpt2"].corpus.mix == {"factual": 1.0}

@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from conftest import snakemake
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def snakemake(*args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", "--nolock", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def effects_paths(cfg: dict, results: Path) -> list[str]:
@@ -33,7 +20,9 @@ def effects_paths(cfg: dict, results: Path) -> list[str]:
             for c in exp.get("corruptions", ["str", "gn"]):
                 for w in exp.get("windows", [1]):
                     pos = exp.get("position", "all")
-                    out.append(str(results / "effects" / m / exp["task"] / c / f"{exp['site']}-{pos}_w{w}.parquet"))
+                    out.append(
+                        str(results / "effects" / m / exp["task"] / c / f"{exp['site']}-{pos}_w{w}.parquet")
+                    )
     return out
 
 
@@ -48,28 +37,35 @@ def test_dry_run_plans_every_target_without_network(configfile, tmp_path):
     cfg = yaml.safe_load((ROOT / configfile).read_text())
     for path in effects_paths(cfg, results):
         assert path in plan, f"{path} is not planned"
-    for rule in ("prompts", "filter_correct", "clean_cache", "effects", *(f"sweep_{e}" for e in cfg["experiments"])):
+    for rule in (
+        "prompts",
+        "filter_correct",
+        "clean_cache",
+        "effects",
+        *(f"sweep_{e}" for e in cfg["experiments"]),
+    ):
         assert f"rule {rule}:" in plan or f"localrule {rule}:" in plan
 
 
-def test_unknown_model_in_an_experiment_is_named(tmp_path):
+def refused(tmp_path, mutate) -> str:
+    """Plan the demo with ``mutate(experiments)`` applied: the run must fail; its output."""
     cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
-    cfg["experiments"]["ioi_heads"]["models"] = ["toy-gtp2"]
+    mutate(cfg["experiments"])
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(cfg))
     res = snakemake("-n", "--configfile", str(bad))
     assert res.returncode != 0
-    assert "experiment 'ioi_heads': unknown model 'toy-gtp2'" in res.stdout + res.stderr
+    return res.stdout + res.stderr
+
+
+def test_unknown_model_in_an_experiment_is_named(tmp_path):
+    out = refused(tmp_path, lambda e: e["ioi_heads"].__setitem__("models", ["toy-gtp2"]))
+    assert "experiment 'ioi_heads': unknown model 'toy-gtp2'" in out
 
 
 def test_windows_on_a_head_site_are_refused(tmp_path):
-    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
-    cfg["experiments"]["ioi_heads"]["windows"] = [1, 3]
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(cfg))
-    res = snakemake("-n", "--configfile", str(bad))
-    assert res.returncode != 0
-    assert "windows [1, 3] only apply to site mlp" in res.stdout + res.stderr
+    out = refused(tmp_path, lambda e: e["ioi_heads"].__setitem__("windows", [1, 3]))
+    assert "windows [1, 3] only apply to site mlp" in out
 
 
 def test_attribution_windows_restrict_the_agreement_to_those_cells(tmp_path):
@@ -94,23 +90,23 @@ def test_attribution_windows_restrict_the_agreement_to_those_cells(tmp_path):
 
 
 def test_two_experiments_sweeping_the_same_cell_are_refused(tmp_path):
-    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
-    cfg["experiments"]["factual_again"] = dict(cfg["experiments"]["factual_mlp_last"], windows=[5])
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(cfg))
-    res = snakemake("-n", "--configfile", str(bad))
-    assert res.returncode != 0
-    out = res.stdout + res.stderr
+    out = refused(
+        tmp_path, lambda e: e.__setitem__("factual_again", dict(e["factual_mlp_last"], windows=[5]))
+    )
     assert "both sweep factual str mlp-subject_last window 5 on toy-gpt2" in out
     assert "'factual_mlp_last'" in out and "'factual_again'" in out
 
 
 def test_one_sweep_job_runs_all_cells_of_an_experiment_on_a_model(tmp_path):
     results = tmp_path / "results"
-    res = snakemake("-n", "--configfile", "config/demo.yaml", "--config", f"results_dir={results}", "--", "all")
+    res = snakemake(
+        "-n", "--configfile", "config/demo.yaml", "--config", f"results_dir={results}", "--", "all"
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     plan = res.stdout + res.stderr
-    jobs = re.findall(r"^rule (sweep_factual_mlp_all):\n\s+input: .*\n\s+output: (.*)\n\s+log: (.*)", plan, flags=re.M)
+    jobs = re.findall(
+        r"^rule (sweep_factual_mlp_all):\n\s+input: .*\n\s+output: (.*)\n\s+log: (.*)", plan, flags=re.M
+    )
     assert len(jobs) == 1, jobs
     outputs, logs = jobs[0][1].split(", "), jobs[0][2].split(", ")
     cells = {f"{c}/mlp-each_w{w}" for c in ("str", "gn") for w in (1, 3, 5)}
@@ -119,7 +115,9 @@ def test_one_sweep_job_runs_all_cells_of_an_experiment_on_a_model(tmp_path):
 
 
 def test_chains_of_every_position_sweeps_are_scheduled_first(tmp_path):
-    res = snakemake("-n", "--configfile", "config/demo.yaml", "--config", f"results_dir={tmp_path}", "--", "all")
+    res = snakemake(
+        "-n", "--configfile", "config/demo.yaml", "--config", f"results_dir={tmp_path}", "--", "all"
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     jobs = re.split(r"\n(?=\[\w{3} \w{3} )", res.stdout + res.stderr)
 
@@ -128,7 +126,11 @@ def test_chains_of_every_position_sweeps_are_scheduled_first(tmp_path):
         found = re.search(r"priority: (\d+)", job)
         return int(found.group(1)) if found else 0
 
-    for rule in ("prompts", "filter_correct", "clean_cache"):  # docstring sweeps one target per (head, position)
+    for rule in (
+        "prompts",
+        "filter_correct",
+        "clean_cache",
+    ):  # docstring sweeps one target per (head, position)
         assert priority(rule, "model=toy-attn-only, task=docstring") == 10
         assert priority(rule, "model=toy-attn-only, task=ioi\n") == 0
     assert priority("sweep_docstring_heads", "model=toy-attn-only") == 10

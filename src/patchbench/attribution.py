@@ -1,6 +1,6 @@
 """Attribution patching: every patch effect of a sweep from one forward and a few backward passes.
 
-Exact activation patching (:mod:`patchbench.patching`) runs a partial forward pass per patch
+Exact activation patching (:mod:`patchbench.engine.sweep`) runs a partial forward pass per patch
 target. Attribution patching (Nanda 2023; Syed et al. 2023; AtP, Kramár et al. 2024) replaces each
 of those runs by a first-order Taylor expansion around the corrupted run::
 
@@ -35,7 +35,7 @@ clean cache and corrupted rows from the attribution's own corrupted forward (com
 the engine computes them), so baselines and normalisation are identical to the exact sweep's.
 
 Known limits of the first-order estimate (measured against exact patching in
-:mod:`patchbench.agreement`):
+:mod:`patchbench.analysis.agreement`):
 
 * **KL** is zero with zero gradient at the clean distribution; near it KL is quadratic and the
   linear estimate of its change is off by up to a factor of two even for tiny corruptions.
@@ -56,6 +56,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -64,18 +65,27 @@ import torch
 from jaxtyping import Float
 from tqdm.auto import tqdm
 
-from patchbench.corruption import corrupted_tokens, embedding_sigma, noise_tensor
+from patchbench.corruption import corrupted_tokens, noise_scale, noise_tensor
+from patchbench.engine.cache import ANSWER_LOGITS, TOKENS, clean_cache, clean_rows
+from patchbench.engine.forward import attention_scale, embed_input, hooked, model_name, run_blocks, unembed_at
+from patchbench.engine.patch import target_positions
+from patchbench.engine.readout import AnswerIds, answer_values
 from patchbench.metrics import METRICS
-from patchbench.patching import RAW_COLUMNS, clean_cache, embed_input, run_blocks, unembed_at
-from patchbench.prompts import PromptSet, PromptSetError
+from patchbench.prompts import PromptSet
+from patchbench.rawframe import VALUE_COLUMNS, assemble_raw, baseline_rows, patched_rows, raw_metadata
 from patchbench.sites import PatchTarget, SweepSpec, enumerate_targets
 
-__all__ = ["GRAD_COLUMNS", "grad_columns", "run_attribution", "attribution_effects", "site_gradients"]
+__all__ = [
+    "GRAD_COLUMNS",
+    "attribution_effects",
+    "grad_columns",
+    "qk_fix_applies",
+    "run_attribution",
+    "site_gradients",
+]
 
 log = logging.getLogger(__name__)
 
-ANSWER_LOGITS = "answer_logits"
-TOKENS = "tokens"
 #: differentiable outputs (one backward pass each) and the metrics that need them
 GRAD_COLUMNS: dict[str, tuple[str, ...]] = {
     "logit_diff": ("ld",),
@@ -99,34 +109,14 @@ def grad_columns(metrics: Sequence[str]) -> list[str]:
 # forward with the activations kept in the graph
 
 
-def _padded(ids: list[np.ndarray], rows: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(ids[int(p)]) for p in rows)
-    idx = torch.zeros(len(rows), width, dtype=torch.long)
-    mask = torch.zeros(len(rows), width, dtype=torch.float64)
-    for r, p in enumerate(rows):
-        a = torch.as_tensor(ids[int(p)].copy())
-        idx[r, : len(a)] = a
-        mask[r, : len(a)] = 1.0
-    return idx.to(device), mask.to(device)
-
-
 def _outputs(
     logits: Float[torch.Tensor, "rows d_vocab"],
     clean_logp: Float[torch.Tensor, "rows d_vocab"],
-    ans: tuple[torch.Tensor, torch.Tensor],
-    wrong: tuple[torch.Tensor, torch.Tensor],
+    answers: AnswerIds,
+    wrong: AnswerIds,
 ) -> dict[str, torch.Tensor]:
-    """The engine's raw columns as differentiable per-row tensors (float64)."""
-    logits = logits.double()
-    logp = torch.log_softmax(logits, dim=-1)
-    (ai, am), (wi, wm) = ans, wrong
-    out = {
-        "logit_ans": (logits.gather(1, ai) * am).sum(1),
-        "logit_wrong": (logits.gather(1, wi) * wm).sum(1),
-        "prob_ans": (logp.gather(1, ai).exp() * am).sum(1),
-        "prob_wrong": (logp.gather(1, wi).exp() * wm).sum(1),
-        "kl": (clean_logp.exp() * (clean_logp - logp)).sum(1),
-    }
+    """The raw value columns (:func:`patchbench.engine.readout.answer_values`) and LD, differentiable."""
+    out = answer_values(logits, clean_logp, answers, wrong)
     out["ld"] = out["logit_ans"] - out["logit_wrong"]
     return out
 
@@ -142,7 +132,7 @@ def _forward(model, tokens, noise, hooks: Sequence[str], answer_pos: torch.Tenso
         store[hook.name] = act
         return act
 
-    with model.hooks(fwd_hooks=[(h, keep) for h in hooks]):
+    with hooked(model, [(h, keep) for h in hooks]):
         resid, sf = embed_input(model, tokens, noise)
         # a leaf that requires grad: gradients reach every hook whatever the parameters' requires_grad
         resid = run_blocks(model, resid.detach().requires_grad_(True), 0, sf)
@@ -176,31 +166,26 @@ def _target_estimates(
     totals = {k: v.sum(1) for k, v in per_pos.items()}  # over positions
     rows = np.arange(r)
     named: dict[str, np.ndarray] = {}
+
+    def heads_sum(v: np.ndarray, heads: tuple[int, ...] | None) -> np.ndarray:
+        if v.ndim == 1:  # a site without heads
+            return v
+        return v[:, list(heads)].sum(-1) if heads is not None else v.sum(-1)
+
     for j, t in enumerate(targets):
         acc = np.zeros(r, dtype=np.float64)
         for p in t.patches:
-            a = per_pos[p.hook]
-            head = a.ndim == 3
             if p.position == -1:
                 v = totals[p.hook]
-                acc += (
-                    v[:, list(p.heads)].sum(-1)
-                    if (head and p.heads is not None)
-                    else (v.sum(-1) if head else v)
-                )
             else:
                 if isinstance(p.position, str):
                     if p.position not in named:
-                        named[p.position] = prompts.positions[p.position][rows_prompt]
+                        named[p.position] = prompts.named_position(p.position)[rows_prompt]
                     pos = named[p.position]
                 else:
                     pos = np.full(r, p.position)
-                v = a[rows, pos]  # [R, H] or [R]
-                acc += (
-                    v[:, list(p.heads)].sum(-1)
-                    if (head and p.heads is not None)
-                    else (v.sum(-1) if head else v)
-                )
+                v = per_pos[p.hook][rows, pos]  # [R, H] or [R]
+            acc += heads_sum(v, p.heads)
         out[j] = acc
     return out
 
@@ -215,9 +200,14 @@ def _qk_fix_hooks(layers: Sequence[int]) -> list[str]:
     ]
 
 
+def qk_fix_applies(spec: SweepSpec) -> bool:
+    """Whether AtP*'s QK fix can estimate ``spec``: whole heads (``attn_head``) at every position."""
+    return spec.site == "attn_head" and spec.position == "all"
+
+
 def _check_qk_fix(model, spec: SweepSpec) -> None:
     cfg = model.cfg
-    if spec.site != "attn_head" or spec.position != "all":
+    if not qk_fix_applies(spec):
         raise ValueError(
             f"qk_fix applies to site='attn_head' with position='all' (AtP* nodes are a head's queries, keys and "
             f"values at every position), not site={spec.site!r} position={spec.position!r}; use qk_fix=False"
@@ -251,7 +241,7 @@ def _qk_fixed_heads(
     pattern = acts[pre + "hook_pattern"].detach().double()
     g_a = grads[pre + "hook_pattern"].double()  # [R, H, T, S]
     g_v = grads[pre + "hook_v"].double()  # [R, P, H, dh]
-    scale = float(model.blocks[layer].attn.attn_scale)
+    scale = attention_scale(model, layer)
     value = ((vc - v) * g_v).sum((1, 3))  # [R, H]
     # queries: each query position t patched alone -> exact softmax of the patched score row
     d_sq = torch.einsum("rthd,rshd->rhts", qc - q, k) / scale
@@ -308,45 +298,32 @@ def _rows_per_block(model, max_len: int, budget_mb: int, extra_hook_elems: int) 
     return max(1, int(budget_mb * 2**20 // per_row))
 
 
-def run_attribution(
-    model,
-    prompts: PromptSet,
-    spec: SweepSpec,
-    clean: dict[str, torch.Tensor] | None = None,
-    *,
-    metrics: Sequence[str] = ("prob", "logit_diff", "kl"),
-    qk_fix: bool = False,
-    batched_backward: bool = True,
-    progress: bool = True,
-    logger: logging.Logger | None = None,
-) -> pd.DataFrame:
-    """An attribution sweep: the raw frame of ``docs/architecture.md`` with first-order ``patched`` rows.
+@dataclass(frozen=True)
+class _Setup:
+    """What every block of one attribution sweep shares."""
 
-    Same targets (ids, components), rows and metadata layout as :func:`patchbench.patching.run_sweep`
-    for ``spec``; ``attrs['patchbench']['method'] == 'attribution'``. ``clean`` is a cache from
-    :func:`patchbench.patching.clean_cache`; hooks it lacks are computed here.
-    ``batched_backward`` differentiates all outputs in one vmapped backward pass (about twice as
-    fast as one pass per output on CPU for three outputs; same numbers).
-    """
-    log_ = logger or log
+    prompts: PromptSet
+    spec: SweepSpec
+    cols: list[str]  # the outputs differentiated
+    tokens: torch.Tensor
+    max_len: int
+    targets: list[PatchTarget]
+    site_hooks: list[str]  # the targets' hook points
+    hooks: list[str]  # the hook points kept in the graph (site hooks, or the QK fix's nodes)
+    clean_needed: list[str]  # clean activations the estimate reads
+    layers: list[int]
+    clean: dict[str, torch.Tensor]
+    std: float
+    qk_fix: bool
+
+
+def _setup(model, prompts: PromptSet, spec: SweepSpec, clean, cols: list[str], qk_fix: bool):
     prompts.validate(model.cfg.d_vocab)
-    cols = grad_columns(metrics)
     tokens = corrupted_tokens(prompts, spec.corruption)
     max_len = tokens.shape[1]
-    n_heads = model.cfg.n_heads
-    targets = enumerate_targets(spec, model.cfg.n_layers, n_heads, max_len)
+    targets = enumerate_targets(spec, model.cfg.n_layers, model.cfg.n_heads, max_len)
     if spec.position not in ("all", "each"):
-        if spec.position not in prompts.positions:
-            raise PromptSetError(
-                f"{prompts.task}: no named position {spec.position!r}; this PromptSet has "
-                f"{sorted(prompts.positions)} (or use position='all' / 'each')"
-            )
-        absent = np.flatnonzero(prompts.positions[spec.position] < 0)
-        if absent.size:
-            raise PromptSetError(
-                f"{prompts.task}: position {spec.position!r} is absent (-1) in prompts {absent[:10].tolist()}; "
-                "subset the PromptSet to prompts that have it (PromptSet.subset)"
-            )
+        prompts.named_position(spec.position)  # raises naming the problem before any compute
     site_hooks = list(dict.fromkeys(h for t in targets for h in t.hooks))
     layers = sorted({p.layer for t in targets for p in t.patches})
     if qk_fix:
@@ -364,31 +341,129 @@ def run_attribution(
         clean = {**extra, **have}
     if not torch.equal(clean[TOKENS], prompts.tokens("clean")):
         raise ValueError(f"the clean cache was built from other prompts than {prompts.task!r}; rebuild it")
+    sigma, std = noise_scale(model, prompts, spec.corruption, spec.noise)
+    setup = _Setup(
+        prompts,
+        spec,
+        cols,
+        tokens,
+        max_len,
+        targets,
+        site_hooks,
+        hooks,
+        clean_needed,
+        layers,
+        clean,
+        std,
+        qk_fix,
+    )
+    return setup, sigma
 
-    sigma = None
-    std = 0.0
-    if spec.corruption == "gn":
-        sigma = spec.noise.sigma if spec.noise.sigma is not None else embedding_sigma(model, prompts)
-        std = spec.noise.nu * sigma
+
+def _block(model, s: _Setup, pr: np.ndarray, sa: np.ndarray, batched: bool):
+    """One block of rows: the corrupted outputs and, per differentiated output, ``[n_targets, R]`` estimates."""
+    dev, dtype = model.cfg.device, model.cfg.dtype
+    spec, prompts, clean = s.spec, s.prompts, s.clean
+    idx = torch.as_tensor(pr)
+    tok = s.tokens[idx].to(dev)
+    noise = (
+        noise_tensor(prompts, pr, sa, model.cfg.d_model, s.std, spec.noise.seed, s.max_len)
+        if spec.corruption == "gn"
+        else None
+    )
+    apos = torch.as_tensor(prompts.answer_pos[pr], device=dev)
+    clean_logp = torch.log_softmax(clean[ANSWER_LOGITS][idx].to(dev).double(), dim=-1)
+    est: dict[str, np.ndarray] = {}
+    with torch.enable_grad():
+        logits, acts = _forward(model, tok, noise, s.hooks, apos)
+        outs = _outputs(
+            logits, clean_logp, AnswerIds.of(prompts.answers, pr, dev), AnswerIds.of(prompts.wrong, pr, dev)
+        )
+        grad_hooks = [h for h in s.hooks if not h.endswith(("hook_q", "hook_k", "hook_attn_scores"))]
+        all_grads = _backward(outs, s.cols, [acts[h] for h in grad_hooks], batched=batched)
+        for c, gs in zip(s.cols, all_grads, strict=True):
+            grads = {
+                h: (torch.zeros_like(acts[h]) if g is None else g)
+                for h, g in zip(grad_hooks, gs, strict=True)
+            }
+            if s.qk_fix:
+                per_layer = {
+                    lay: _qk_fixed_heads(
+                        model,
+                        lay,
+                        acts,
+                        grads,
+                        {h: clean[h][idx].to(dev) for h in s.clean_needed if f"blocks.{lay}." in h},
+                    )
+                    for lay in s.layers
+                }
+                per_pos = {
+                    f"blocks.{lay}.attn.hook_z": v.detach().cpu().numpy()[:, None, :]
+                    for lay, v in per_layer.items()
+                }
+            else:
+                per_pos = {}
+                for h in s.site_hooks:
+                    delta = clean[h][idx].to(device=dev, dtype=dtype) - acts[h].detach()
+                    per_pos[h] = _reduce(
+                        (delta.double() * grads[h].double()), h.endswith(("hook_z", "hook_v"))
+                    )
+                    per_pos[h] = per_pos[h].cpu().numpy()
+            est[c] = _target_estimates(s.targets, per_pos, prompts, pr)
+            del gs, grads
+    corr = {kk: v.detach().cpu().numpy() for kk, v in outs.items()}
+    return corr, est
+
+
+def _patched_values(
+    corr: dict[str, np.ndarray], est: dict[str, np.ndarray], n_targets: int
+) -> dict[str, np.ndarray]:
+    """Patched rows' value columns, ``[n_targets, rows]``: corrupted value + estimated change; NaN
+    where no requested metric needs the column (LD's change is booked on ``logit_ans``)."""
+    n_rows = len(corr["kl"])
+    vals = {c: np.full((n_targets, n_rows), np.nan) for c in VALUE_COLUMNS}
+    if "ld" in est:
+        vals["logit_ans"] = corr["logit_ans"][None] + est["ld"]
+        vals["logit_wrong"] = np.broadcast_to(corr["logit_wrong"][None], vals["logit_ans"].shape).copy()
+    for c in ("prob_ans", "prob_wrong", "kl"):
+        if c in est:
+            vals[c] = corr[c][None] + est[c]
+    return vals
+
+
+def run_attribution(
+    model,
+    prompts: PromptSet,
+    spec: SweepSpec,
+    clean: dict[str, torch.Tensor] | None = None,
+    *,
+    metrics: Sequence[str] = ("prob", "logit_diff", "kl"),
+    qk_fix: bool = False,
+    batched_backward: bool = True,
+    name: str | None = None,
+    progress: bool = True,
+    logger: logging.Logger | None = None,
+) -> pd.DataFrame:
+    """An attribution sweep: the raw frame of :mod:`patchbench.rawframe` with first-order ``patched`` rows.
+
+    Same targets (ids, components), rows and metadata layout as :func:`patchbench.engine.sweep.run_sweep`
+    for ``spec``; ``attrs['patchbench']['method'] == 'attribution'``. ``clean`` is a cache from
+    :func:`patchbench.engine.cache.clean_cache`; hooks it lacks are computed here. ``name`` is the
+    model's name in the metadata (default ``model.cfg.model_name``).
+    ``batched_backward`` differentiates all outputs in one vmapped backward pass (about twice as
+    fast as one pass per output on CPU for three outputs; same numbers).
+    """
+    log_ = logger or log
+    cols = grad_columns(metrics)
+    s, sigma = _setup(model, prompts, spec, clean, cols, qk_fix)
     k = spec.n_samples
     all_prompt = np.repeat(np.arange(len(prompts), dtype=np.int64), k)
     all_sample = np.tile(np.arange(k, dtype=np.int64), len(prompts))
-    step = _rows_per_block(model, max_len, spec.memory_budget_mb, 0)
+    step = _rows_per_block(model, s.max_len, spec.memory_budget_mb, 0)
     step = max(k, step - step % k)
-    dev = model.cfg.device
-    dtype = model.cfg.dtype
     log_.info(
-        "attribution %s/%s/%s pos=%s w=%d: %d targets x %d rows, %d backward pass(es) %s, blocks of %d rows%s",
-        prompts.task,
-        spec.corruption,
-        spec.site,
-        spec.position,
-        spec.window,
-        len(targets),
-        len(all_prompt),
-        len(cols),
-        cols,
-        step,
+        "attribution %s/%s: %d targets x %d rows, %d backward pass(es) %s, blocks of %d rows%s",
+        *(prompts.task, spec.label, len(s.targets), len(all_prompt), len(cols), cols, step),
         ", AtP* QK fix" if qk_fix else "",
     )
 
@@ -398,167 +473,25 @@ def run_attribution(
     bar = tqdm(total=len(all_prompt), desc=f"{spec.site} attribution", disable=not progress, unit="row")
     for a in range(0, len(all_prompt), step):
         pr, sa = all_prompt[a : a + step], all_sample[a : a + step]
-        idx = torch.as_tensor(pr)
-        tok = tokens[idx].to(dev)
-        noise = (
-            noise_tensor(prompts, pr, sa, model.cfg.d_model, std, spec.noise.seed, max_len)
-            if spec.corruption == "gn"
-            else None
-        )
-        apos = torch.as_tensor(prompts.answer_pos[pr], device=dev)
-        clean_logp = torch.log_softmax(clean[ANSWER_LOGITS][idx].to(dev).double(), dim=-1)
-        with torch.enable_grad():
-            logits, acts = _forward(model, tok, noise, hooks, apos)
-            outs = _outputs(
-                logits, clean_logp, _padded(prompts.answers, pr, dev), _padded(prompts.wrong, pr, dev)
-            )
-            grad_hooks = [h for h in hooks if not h.endswith(("hook_q", "hook_k", "hook_attn_scores"))]
-            inputs = [acts[h] for h in grad_hooks]
-            est: dict[str, np.ndarray] = {}
-            all_grads = _backward(outs, cols, inputs, batched=batched_backward)
-            for c, gs in zip(cols, all_grads, strict=True):
-                grads = {
-                    h: (torch.zeros_like(acts[h]) if g is None else g)
-                    for h, g in zip(grad_hooks, gs, strict=True)
-                }
-                if qk_fix:
-                    per_layer = {
-                        lay: _qk_fixed_heads(
-                            model,
-                            lay,
-                            acts,
-                            grads,
-                            {h: clean[h][idx].to(dev) for h in clean_needed if f"blocks.{lay}." in h},
-                        )
-                        for lay in layers
-                    }
-                    per_pos = {
-                        f"blocks.{lay}.attn.hook_z": v.detach().cpu().numpy()[:, None, :]
-                        for lay, v in per_layer.items()
-                    }
-                else:
-                    per_pos = {}
-                    for h in site_hooks:
-                        delta = clean[h][idx].to(device=dev, dtype=dtype) - acts[h].detach()
-                        per_pos[h] = _reduce(
-                            (delta.double() * grads[h].double()), h.endswith(("hook_z", "hook_v"))
-                        )
-                        per_pos[h] = per_pos[h].cpu().numpy()
-                est[c] = _target_estimates(targets, per_pos, prompts, pr)
-                del gs, grads
-        corr = {kk: v.detach().cpu().numpy() for kk, v in outs.items()}
-        del acts, outs, logits
+        corr, est = _block(model, s, pr, sa, batched_backward)
         est_parts.append(est)
         corr_parts.append(corr)
-        base_parts.append(_rows("corrupted", spec, pr, sa, corr))
+        base_parts.append(baseline_rows("corrupted", spec.site, spec.window, pr, sa, corr))
         bar.update(len(pr))
     bar.close()
 
-    # patched rows: corrupted value + estimated change, target-major like the engine
     corr_all = {c: np.concatenate([p[c] for p in corr_parts]) for c in corr_parts[0]}
     est_all = {c: np.concatenate([p[c] for p in est_parts], axis=1) for c in cols}
-    n_rows = len(all_prompt)
-    vals = {
-        c: np.full((len(targets), n_rows), np.nan)
-        for c in ("logit_ans", "logit_wrong", "prob_ans", "prob_wrong", "kl")
-    }
-    if "ld" in est_all:
-        vals["logit_ans"] = corr_all["logit_ans"][None] + est_all["ld"]
-        vals["logit_wrong"] = np.broadcast_to(corr_all["logit_wrong"][None], vals["logit_ans"].shape).copy()
-    for c in ("prob_ans", "prob_wrong", "kl"):
-        if c in est_all:
-            vals[c] = corr_all[c][None] + est_all[c]
-    patched = [_patched_rows(targets, all_prompt, all_sample, vals, prompts)]
-
-    cl_logits = clean[ANSWER_LOGITS].to(dev).double()
-    allp = np.arange(len(prompts), dtype=np.int64)
-    cl_out = _outputs(
-        cl_logits,
-        torch.log_softmax(cl_logits, -1),
-        _padded(prompts.answers, allp, dev),
-        _padded(prompts.wrong, allp, dev),
+    vals = _patched_values(corr_all, est_all, len(s.targets))
+    patched = patched_rows(
+        s.targets, all_prompt, all_sample, vals, target_positions(s.targets, prompts, all_prompt)
     )
-    clean_vals = {kk: v.cpu().numpy() for kk, v in cl_out.items()}
-    clean_rows = _rows("clean", spec, allp, np.zeros(len(prompts), np.int64), clean_vals)
-    raw = pd.concat([clean_rows, *base_parts, *patched], ignore_index=True).astype(RAW_COLUMNS)
-    raw.attrs["patchbench"] = {
-        "model": str(model.cfg.model_name),
-        "task": prompts.task,
-        "variant": prompts.variant,
-        "corruption": spec.corruption,
-        "method": "attribution",
-        "spec": spec.to_dict(),
-        "sigma": sigma,
-        "noise_std": std if spec.corruption == "gn" else None,
-        "n_targets": len(targets),
-        "n_prompts": len(prompts),
-        "metrics": list(metrics),
-        "grad_columns": cols,
-        "qk_fix": qk_fix,
-        "components": {int(t.id): t.component for t in targets},
-    }
-    return raw
 
-
-def _patched_rows(
-    targets: Sequence[PatchTarget],
-    prompt: np.ndarray,
-    sample: np.ndarray,
-    vals: dict[str, np.ndarray],
-    prompts: PromptSet,
-) -> pd.DataFrame:
-    """All patched rows at once, target-major (``vals[c]`` is [n_targets, n_rows])."""
-    n, m = len(prompt), len(targets)
-    rep = lambda xs: np.repeat(np.asarray(xs), n)  # noqa: E731
-    position = (
-        np.concatenate(
-            [
-                prompts.positions[t.position][prompt]
-                if isinstance(t.position, str)
-                else np.full(n, t.position)
-                for t in targets
-            ]
-        )
-        if m
-        else np.zeros(0, np.int64)
+    facts = dict(metrics=list(metrics), grad_columns=cols, qk_fix=qk_fix)
+    meta = raw_metadata(
+        name or model_name(model), prompts, spec, "attribution", s.targets, sigma, s.std, **facts
     )
-    cols: dict[str, Any] = {
-        "run": np.full(n * m, "patched", dtype=object),
-        "target": rep([t.id for t in targets]).astype(np.int64),
-        "site": rep([t.site for t in targets]).astype(object),
-        "layer": rep([t.layer for t in targets]).astype(np.int64),
-        "layers": rep([f"{t.layers[0]}:{t.layers[1]}" for t in targets]).astype(object),
-        "head": rep([t.head for t in targets]).astype(np.int64),
-        "position": position.astype(np.int64),
-        "window": rep([t.window for t in targets]).astype(np.int64),
-        "prompt": np.tile(np.asarray(prompt, np.int64), m),
-        "sample": np.tile(np.asarray(sample, np.int64), m),
-    }
-    for c in ("logit_ans", "logit_wrong", "prob_ans", "prob_wrong", "kl"):
-        cols[c] = np.asarray(vals[c], dtype=np.float64).reshape(-1)
-    return pd.DataFrame(cols)
-
-
-def _rows(
-    run: str, spec: SweepSpec, prompt: np.ndarray, sample: np.ndarray, vals: dict[str, Any]
-) -> pd.DataFrame:
-    """Clean or corrupted rows (target -1) of the raw frame."""
-    n = len(prompt)
-    cols: dict[str, Any] = {
-        "run": np.full(n, run, dtype=object),
-        "target": np.full(n, -1, dtype=np.int64),
-        "site": np.full(n, spec.site, dtype=object),
-        "layer": np.full(n, -1, dtype=np.int64),
-        "layers": np.full(n, "", dtype=object),
-        "head": np.full(n, -1, dtype=np.int64),
-        "position": np.full(n, -1, dtype=np.int64),
-        "window": np.full(n, spec.window, dtype=np.int64),
-        "prompt": np.asarray(prompt, dtype=np.int64),
-        "sample": np.asarray(sample, dtype=np.int64),
-    }
-    for c in ("logit_ans", "logit_wrong", "prob_ans", "prob_wrong", "kl"):
-        cols[c] = np.asarray(vals[c], dtype=np.float64)
-    return pd.DataFrame(cols)
+    return assemble_raw([clean_rows(s.clean, prompts, spec, model.cfg.device), *base_parts, patched], meta)
 
 
 def site_gradients(
@@ -575,18 +508,12 @@ def site_gradients(
     hooks = list(dict.fromkeys(h for t in targets for h in t.hooks))
     dev = model.cfg.device
     rows = np.arange(len(prompts), dtype=np.int64)
-    noise = None
-    if spec.corruption == "gn":
-        sigma = spec.noise.sigma if spec.noise.sigma is not None else embedding_sigma(model, prompts)
-        noise = noise_tensor(
-            prompts,
-            rows,
-            np.zeros_like(rows),
-            model.cfg.d_model,
-            spec.noise.nu * sigma,
-            spec.noise.seed,
-            max_len,
-        )
+    _, std = noise_scale(model, prompts, spec.corruption, spec.noise)
+    noise = (
+        noise_tensor(prompts, rows, np.zeros_like(rows), model.cfg.d_model, std, spec.noise.seed, max_len)
+        if spec.corruption == "gn"
+        else None
+    )
     clean = clean_cache(model, prompts, [])
     with torch.enable_grad():
         logits, acts = _forward(
@@ -594,7 +521,10 @@ def site_gradients(
         )
         clean_logp = torch.log_softmax(clean[ANSWER_LOGITS].to(dev).double(), -1)
         outs = _outputs(
-            logits, clean_logp, _padded(prompts.answers, rows, dev), _padded(prompts.wrong, rows, dev)
+            logits,
+            clean_logp,
+            AnswerIds.of(prompts.answers, rows, dev),
+            AnswerIds.of(prompts.wrong, rows, dev),
         )
         if output not in outs:
             raise ValueError(f"unknown output {output!r}; choose from {sorted(outs)}")
@@ -605,7 +535,7 @@ def site_gradients(
 def attribution_effects(raw: pd.DataFrame, **kwargs: Any) -> pd.DataFrame:
     """:func:`patchbench.metrics.effects` of an attribution raw frame (``method='attribution'``, its metrics)."""
     from patchbench.metrics import effects
+    from patchbench.rawframe import metadata
 
-    meta = raw.attrs.get("patchbench", {})
-    kwargs.setdefault("metrics", tuple(meta.get("metrics", ("prob", "logit_diff", "kl"))))
+    kwargs.setdefault("metrics", tuple(metadata(raw).get("metrics", ("prob", "logit_diff", "kl"))))
     return effects(raw, method="attribution", **kwargs)

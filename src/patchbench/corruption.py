@@ -22,18 +22,29 @@ import numpy as np
 import torch
 from jaxtyping import Float, Int
 
+from patchbench.config import default
+from patchbench.engine.forward import token_embeddings
 from patchbench.prompts import PromptSet, PromptSetError
 
-__all__ = ["NoiseSpec", "SIGMA_META_COLUMNS", "embedding_sigma", "noise_seed", "draw_noise", "noise_tensor", "corrupted_tokens"]
+__all__ = [
+    "NoiseSpec",
+    "SIGMA_META_COLUMNS",
+    "corrupted_tokens",
+    "draw_noise",
+    "embedding_sigma",
+    "noise_scale",
+    "noise_seed",
+    "noise_tensor",
+]
 
 
 @dataclass(frozen=True)
 class NoiseSpec:
     """GN parameters: noise std = ``nu * sigma``; ``sigma=None`` computes sigma from the data."""
 
-    nu: float = 3.0
-    n_samples: int = 1
-    seed: int = 0
+    nu: float = default("noise.nu")
+    n_samples: int = default("noise.n_samples")
+    seed: int = default("noise.seed")
     sigma: float | None = None
 
     def __post_init__(self) -> None:
@@ -64,7 +75,9 @@ def embedding_sigma(model, prompts: PromptSet, source: str = "auto") -> float:
         source = "meta" if col is not None else "noise_positions"
     if source == "meta":
         if col is None:
-            raise PromptSetError(f"{prompts.task}: sigma source 'meta' needs a meta column {SIGMA_META_COLUMNS}")
+            raise PromptSetError(
+                f"{prompts.task}: sigma source 'meta' needs a meta column {SIGMA_META_COLUMNS}"
+            )
         ids = [np.asarray(v, dtype=np.int64).reshape(-1) for v in prompts.meta[col]]
     elif source == "noise_positions":
         ids = [prompts.clean[i][prompts.noise_positions[i]] for i in range(len(prompts))]
@@ -77,18 +90,32 @@ def embedding_sigma(model, prompts: PromptSet, source: str = "auto") -> float:
             "corrupt and sigma is undefined; the task generator must set noise_positions (the key tokens)"
         )
     with torch.no_grad():
-        emb = model.embed(torch.from_numpy(np.array(flat, dtype=np.int64)).to(model.cfg.device)[None])
+        emb = token_embeddings(model, flat)
     if emb.numel() < 2:
         raise PromptSetError(f"{prompts.task}: sigma needs at least two embedding elements")
     return float(emb.double().std())
 
 
+def noise_scale(model, prompts: PromptSet, corruption: str, noise: NoiseSpec) -> tuple[float | None, float]:
+    """``(sigma, std)`` of a run's noise: GN's sigma (``noise.sigma`` when fixed, else
+    :func:`embedding_sigma`) and std = nu * sigma; ``(None, 0.0)`` for STR, which adds none."""
+    if corruption != "gn":
+        return None, 0.0
+    sigma = noise.sigma if noise.sigma is not None else embedding_sigma(model, prompts)
+    return sigma, noise.nu * sigma
+
+
 def noise_seed(seed: int, prompt: int, sample: int) -> int:
     """The generator seed of one (prompt, sample): independent of batching and prompt order."""
-    return int(np.random.SeedSequence([int(seed), int(prompt), int(sample)]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    return int(
+        np.random.SeedSequence([int(seed), int(prompt), int(sample)]).generate_state(1, dtype=np.uint64)[0]
+        >> 1
+    )
 
 
-def draw_noise(n_positions: int, d_model: int, std: float, seed: int, prompt: int, sample: int) -> torch.Tensor:
+def draw_noise(
+    n_positions: int, d_model: int, std: float, seed: int, prompt: int, sample: int
+) -> torch.Tensor:
     """Noise for one (prompt, sample): ``std * N(0, 1)`` of shape (n_positions, d_model), float32 CPU."""
     g = torch.Generator(device="cpu").manual_seed(noise_seed(seed, prompt, sample))
     return torch.randn(n_positions, d_model, generator=g, dtype=torch.float32) * std
@@ -109,7 +136,9 @@ def noise_tensor(
     for r, (p, s) in enumerate(zip(rows_prompt, rows_sample, strict=True)):
         pos = prompts.noise_positions[int(p)]
         if len(pos):
-            out[r, torch.from_numpy(np.array(pos, dtype=np.int64))] = draw_noise(len(pos), d_model, std, seed, int(p), int(s))
+            out[r, torch.from_numpy(np.array(pos, dtype=np.int64))] = draw_noise(
+                len(pos), d_model, std, seed, int(p), int(s)
+            )
     return out
 
 

@@ -6,23 +6,52 @@ component, as the paper does for docstring), take each component's dataset-mean 
 mean mu and standard deviation s. A component is detected ``positive`` when its effect exceeds
 mu + k·s and ``negative`` (it hurts performance) when it falls below mu − k·s; k = 2.
 
-:func:`detect_signs` is the rule on arrays (its last axis holds the components of one plot, any
-leading axes are independent plots, e.g. bootstrap resamples); :func:`detect` applies it to each
-plot of an effects frame, so the two cannot disagree.
+:func:`thresholds` computes mu, s and the two thresholds mu ∓ k·s; :func:`detect_signs` is the rule
+on arrays (its last axis holds the components of one plot, any leading axes are independent plots,
+e.g. bootstrap resamples); :func:`detect` applies it to each plot of an effects frame, so the
+three cannot disagree.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
 
-__all__ = ["PLOT_KEYS", "detect", "detect_signs"]
+__all__ = ["PAPER_K", "PLOT_KEYS", "Thresholds", "detect", "detect_signs", "thresholds"]
+
+#: The paper's threshold: more than 2 SDs from the mean effect of the plot.
+PAPER_K = 2.0
 
 #: Columns that identify one plot; ``positions`` (the sweep's position mode) is used when present.
 PLOT_KEYS = ("model", "task", "corruption", "site", "window", "method", "metric")
 
 
-def detect_signs(effects: np.ndarray, k: float = 2.0, *, ddof: int = 0) -> np.ndarray:
+class Thresholds(NamedTuple):
+    """One plot's mean effect ``mu``, SD ``sd`` over its components and the two thresholds."""
+
+    mu: np.ndarray
+    sd: np.ndarray
+    low: np.ndarray  # mu - k·sd: below it a component is detected negative
+    high: np.ndarray  # mu + k·sd: above it a component is detected positive
+
+
+def thresholds(effects: np.ndarray, k: float = PAPER_K, *, ddof: int = 0) -> Thresholds:
+    """The rule's thresholds over the last axis of ``effects`` (one plot's components; leading axes
+    are independent plots): arrays of the leading shape. NaN where the plot has too few components."""
+    x = np.asarray(effects, dtype=np.float64)
+    if x.ndim == 0:
+        raise ValueError("the 2-SD rule needs an array whose last axis holds the components of a plot")
+    if x.shape[-1] < 2 or x.shape[-1] <= ddof:
+        nan = np.full(x.shape[:-1], np.nan)
+        return Thresholds(nan, nan, nan, nan)
+    mu = x.mean(axis=-1)
+    sd = x.std(axis=-1, ddof=ddof)
+    return Thresholds(mu, sd, mu - k * sd, mu + k * sd)
+
+
+def detect_signs(effects: np.ndarray, k: float = PAPER_K, *, ddof: int = 0) -> np.ndarray:
     """The 2-SD rule on ``effects[..., n_components]``: int8 of the same shape, +1 / -1 / 0.
 
     Each slice along the last axis is one plot (its components' dataset-mean effects); leading
@@ -31,27 +60,23 @@ def detect_signs(effects: np.ndarray, k: float = 2.0, *, ddof: int = 0) -> np.nd
     ``ddof + 1``, detect nothing; a NaN effect makes mu undefined, so its plot detects nothing.
     """
     x = np.asarray(effects, dtype=np.float64)
-    if x.ndim == 0:
-        raise ValueError("detect_signs needs an array whose last axis holds the components of a plot")
-    n = x.shape[-1]
-    if n < 2 or n <= ddof:
-        return np.zeros(x.shape, dtype=np.int8)
-    mu = x.mean(axis=-1, keepdims=True)
-    sd = x.std(axis=-1, ddof=ddof, keepdims=True)
+    t = thresholds(x, k, ddof=ddof)
     with np.errstate(invalid="ignore"):
-        pos = x > mu + k * sd
-        neg = x < mu - k * sd
+        pos = x > t.high[..., None]
+        neg = x < t.low[..., None]
     return np.where(pos, 1, np.where(neg, -1, 0)).astype(np.int8)
 
 
-def detect(effects: pd.DataFrame, k: float = 2.0, *, ddof: int = 0) -> pd.DataFrame:
+def detect(effects: pd.DataFrame, k: float = PAPER_K, *, ddof: int = 0) -> pd.DataFrame:
     """A copy of ``effects`` with ``detected`` in {``positive``, ``negative``, ``""``} per plot.
 
     ``ddof`` is the SD's delta degrees of freedom over components (0: population SD, numpy's
     default; the paper does not say). Plots with fewer than two components detect nothing.
     """
     if "prompt" in effects.columns:
-        raise ValueError("detect() needs dataset-mean effects; got a per-prompt frame (effects(per_prompt=True))")
+        raise ValueError(
+            "detect() needs dataset-mean effects; got a per-prompt frame (effects(per_prompt=True))"
+        )
     missing = [c for c in (*PLOT_KEYS, "effect") if c not in effects.columns]
     if missing:
         raise KeyError(f"not an effects frame: columns {missing} are missing")

@@ -35,21 +35,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["METRICS", "EFFECT_COLUMNS", "PromptTerms", "aggregate", "baselines", "components", "effects", "prompt_terms"]
+from patchbench.rawframe import EFFECTS_COLUMNS, VALUE_COLUMNS, metadata, position_mode
 
-METRICS = ("prob", "logit_diff", "kl", "stolfo")
-EFFECT_COLUMNS = [
-    "model", "task", "corruption", "site", "window", "method", "component", "layer", "head", "position",
-    "metric", "effect", "effect_sd", "n_prompts", "detected", "positions",
+__all__ = [
+    "METRICS",
+    "PromptTerms",
+    "aggregate",
+    "baselines",
+    "components",
+    "effects",
+    "metrics_for",
+    "prompt_terms",
 ]
 
-
-def _meta(raw: pd.DataFrame) -> dict[str, Any]:
-    return dict(raw.attrs.get("patchbench", {}) or {})
+METRICS = ("prob", "logit_diff", "kl", "stolfo")
 
 
 def _split(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    missing = {"run", "target", "prompt", "sample", "logit_ans", "logit_wrong", "prob_ans", "prob_wrong", "kl"} - set(raw.columns)
+    missing = {"run", "target", "prompt", "sample", *VALUE_COLUMNS} - set(raw.columns)
     if missing:
         raise KeyError(f"not a raw sweep frame: columns {sorted(missing)} are missing")
     clean = raw[raw["run"] == "clean"]
@@ -76,10 +79,10 @@ def baselines(raw: pd.DataFrame) -> dict[str, float]:
 
 def components(raw: pd.DataFrame) -> pd.DataFrame:
     """One row per patch target: target, site, layer, head, position, window, component name."""
-    meta = _meta(raw)
+    meta = metadata(raw)
     pat = raw.loc[raw["run"] == "patched", ["target", "site", "layer", "head", "position", "window"]]
     pat.attrs = {}  # slices must not deep-copy the file's metadata
-    pos_mode = str(meta.get("spec", {}).get("position", "all"))
+    pos_mode = position_mode(meta)
     names = {int(k): v for k, v in (meta.get("components") or {}).items()}
     g = pat.groupby("target", sort=True)
     first = g.head(1).set_index("target").sort_index()  # the first row of each target
@@ -95,13 +98,22 @@ def components(raw: pd.DataFrame) -> pd.DataFrame:
                 comp += f"@{pos_mode}"
             elif position != -1:
                 comp += f"@{position}"
-        rows.append(dict(target=int(t), site=site, layer=int(layer), head=int(head),
-                         position=position, window=int(window), component=comp))
+        rows.append(
+            dict(
+                target=int(t),
+                site=site,
+                layer=int(layer),
+                head=int(head),
+                position=position,
+                window=int(window),
+                component=comp,
+            )
+        )
     return pd.DataFrame(rows, columns=["target", "site", "layer", "head", "position", "window", "component"])
 
 
 def _per_row(pat: pd.DataFrame, clean: pd.DataFrame, corr: pd.DataFrame) -> pd.DataFrame:
-    c = corr.set_index(["prompt", "sample"])[["logit_ans", "logit_wrong", "prob_ans", "prob_wrong", "kl"]]
+    c = corr.set_index(["prompt", "sample"])[list(VALUE_COLUMNS)]
     cl = clean.set_index("prompt")[["logit_ans", "logit_wrong", "prob_ans", "prob_wrong"]]
     df = pat.join(c.add_suffix("_c"), on=["prompt", "sample"]).join(cl.add_suffix("_cl"), on="prompt")
     if df[["logit_ans_c", "logit_ans_cl"]].isna().any().any():
@@ -155,13 +167,20 @@ def _numerators(df: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
         elif m == "kl":
             vals[m] = df["kl_c"] - df["kl"]
         elif m == "stolfo":
-            vals[m] = 0.5 * ((df["prob_ans"] - df["prob_ans_c"]) / df["prob_ans_c"]
-                             + (df["prob_wrong_c"] - df["prob_wrong"]) / df["prob_wrong"])
+            vals[m] = 0.5 * (
+                (df["prob_ans"] - df["prob_ans_c"]) / df["prob_ans_c"]
+                + (df["prob_wrong_c"] - df["prob_wrong"]) / df["prob_wrong"]
+            )
         elif m == "logit_diff":
             # per-prompt form: numerator now, divided after averaging samples
             vals[m] = (df["logit_ans"] - df["logit_wrong"]) - (df["logit_ans_c"] - df["logit_wrong_c"])
-    return pd.DataFrame({"target": df["target"].to_numpy(), "prompt": df["prompt"].to_numpy(),
-                         **{m: v.to_numpy() for m, v in vals.items()}})
+    return pd.DataFrame(
+        {
+            "target": df["target"].to_numpy(),
+            "prompt": df["prompt"].to_numpy(),
+            **{m: v.to_numpy() for m, v in vals.items()},
+        }
+    )
 
 
 def _prompt_denominators(clean: pd.DataFrame, corr: pd.DataFrame) -> pd.Series:
@@ -186,15 +205,26 @@ def _terms(per_p: pd.DataFrame, den_p: pd.Series, metrics: Sequence[str]) -> Pro
     return PromptTerms(tuple(metrics), targets, prompts, num, den)
 
 
-def prompt_terms(raw: pd.DataFrame, metrics: Sequence[str] = ("prob", "logit_diff", "kl")) -> PromptTerms:
-    """The per-prompt terms of ``metrics`` in a raw sweep frame (see :class:`PromptTerms`)."""
+def _check_metrics(metrics: Sequence[str]) -> None:
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ValueError(f"unknown metrics {unknown}; choose from {METRICS}")
+
+
+def _prompt_table(raw: pd.DataFrame, metrics: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
+    """Per (target, prompt, sample) numerators, their sample means per (target, prompt), and the
+    per-prompt logit-difference denominators: what both :func:`effects` and :func:`prompt_terms` start from."""
+    _check_metrics(metrics)
     clean, corr, pat = _split(raw)
     keyed = _numerators(_per_row(pat, clean, corr), metrics)
     per_p = keyed.groupby(["target", "prompt"], sort=True).mean()
-    return _terms(per_p, _prompt_denominators(clean, corr), metrics)
+    return keyed, per_p, _prompt_denominators(clean, corr)
+
+
+def prompt_terms(raw: pd.DataFrame, metrics: Sequence[str] = ("prob", "logit_diff", "kl")) -> PromptTerms:
+    """The per-prompt terms of ``metrics`` in a raw sweep frame (see :class:`PromptTerms`)."""
+    _, per_p, den_p = _prompt_table(raw, metrics)
+    return _terms(per_p, den_p, metrics)
 
 
 def effects(
@@ -205,35 +235,33 @@ def effects(
     model: str | None = None,
     task: str | None = None,
     corruption: str | None = None,
-    method: str = "exact",
+    method: str | None = None,
 ) -> pd.DataFrame:
-    """The effects frame of ``docs/architecture.md`` (``detected`` empty; fill it with ``detection.detect``).
+    """The effects frame of :mod:`patchbench.rawframe` (``detected`` empty; fill it with ``detection.detect``).
 
     With ``per_prompt=True`` there is one row per (component, metric, prompt) with a ``prompt``
     column; ``logit_diff`` is then normalised per prompt, (LD_pt,i − LD_*,i) / (LD_cl,i − LD_*,i).
-    Model, task and corruption default to the frame's metadata (``raw.attrs['patchbench']``).
+    Model, task, corruption and method default to the frame's metadata (``raw.attrs['patchbench']``;
+    a frame without a method is exact patching's). The result's metadata is the raw frame's plus
+    the metrics, the logit-difference denominator and the clean / corrupted baselines.
     """
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown:
-        raise ValueError(f"unknown metrics {unknown}; choose from {METRICS}")
-    meta = _meta(raw)
+    meta = metadata(raw)
     model = model if model is not None else str(meta.get("model", ""))
     task = task if task is not None else str(meta.get("task", ""))
     corruption = corruption if corruption is not None else str(meta.get("corruption", ""))
-    pos_mode = str(meta.get("spec", {}).get("position", "all"))
-    clean, corr, pat = _split(raw)
+    method = method if method is not None else str(meta.get("method", "exact"))
+    pos_mode = position_mode(meta)
+    keyed, per_p, den_p = _prompt_table(raw, metrics)
     comps = components(raw).set_index("target")
-    df = _per_row(pat, clean, corr)
-
-    denom = float((clean["logit_ans"] - clean["logit_wrong"]).mean() - (corr["logit_ans"] - corr["logit_wrong"]).mean())
-    keyed = _numerators(df, metrics)
-    per_p = keyed.groupby(["target", "prompt"], sort=True).mean()
-    den_p = _prompt_denominators(clean, corr)
+    base = baselines(raw)
+    denom = base["clean_logit_diff"] - base["corrupted_logit_diff"]
     if not per_prompt:
         mean_effect = aggregate(_terms(per_p, den_p, metrics))  # (M, T): ratio of prompt means
     if "logit_diff" in metrics:
         if per_prompt:
-            per_p["logit_diff"] = per_p["logit_diff"] / den_p.reindex(per_p.index.get_level_values("prompt")).to_numpy()
+            per_p["logit_diff"] = (
+                per_p["logit_diff"] / den_p.reindex(per_p.index.get_level_values("prompt")).to_numpy()
+            )
         else:
             per_p["logit_diff"] = per_p["logit_diff"] / denom
 
@@ -242,39 +270,78 @@ def effects(
         sizes = keyed.groupby(["target", "prompt"], sort=True).size()
         sd_s = keyed.groupby(["target", "prompt"], sort=True).std(ddof=1) if sizes.max() > 1 else None
         if sd_s is not None and "logit_diff" in metrics:
-            sd_s["logit_diff"] = sd_s["logit_diff"] / den_p.reindex(sd_s.index.get_level_values("prompt")).abs().to_numpy()
+            sd_s["logit_diff"] = (
+                sd_s["logit_diff"] / den_p.reindex(sd_s.index.get_level_values("prompt")).abs().to_numpy()
+            )
         for m in metrics:
             sub = per_p[m].reset_index()
             c = comps.loc[sub["target"]].reset_index(drop=True)
-            rows.append(pd.DataFrame({
-                **_ident(c, model, task, corruption, method, pos_mode), "metric": m,
-                "effect": sub[m].to_numpy(),
-                "effect_sd": np.nan if sd_s is None else sd_s[m].to_numpy(),
-                "n_prompts": 1, "detected": "", "prompt": sub["prompt"].to_numpy(),
-            }))
+            rows.append(
+                pd.DataFrame(
+                    {
+                        **_ident(c, model, task, corruption, method, pos_mode),
+                        "metric": m,
+                        "effect": sub[m].to_numpy(),
+                        "effect_sd": np.nan if sd_s is None else sd_s[m].to_numpy(),
+                        "n_prompts": 1,
+                        "detected": "",
+                        "prompt": sub["prompt"].to_numpy(),
+                    }
+                )
+            )
     else:
         g = per_p.groupby(level="target", sort=True)
         sd, n = g.std(ddof=1), g.size()
         c = comps.loc[sd.index].reset_index(drop=True)
         for i, m in enumerate(metrics):
-            rows.append(pd.DataFrame({
-                **_ident(c, model, task, corruption, method, pos_mode), "metric": m,
-                "effect": mean_effect[i], "effect_sd": sd[m].to_numpy(), "n_prompts": n.to_numpy(),
-                "detected": "",
-            }))
+            rows.append(
+                pd.DataFrame(
+                    {
+                        **_ident(c, model, task, corruption, method, pos_mode),
+                        "metric": m,
+                        "effect": mean_effect[i],
+                        "effect_sd": sd[m].to_numpy(),
+                        "n_prompts": n.to_numpy(),
+                        "detected": "",
+                    }
+                )
+            )
     out = pd.concat(rows, ignore_index=True)
-    cols = EFFECT_COLUMNS + (["prompt"] if per_prompt else [])
-    out = out[cols].astype({"window": "int64", "layer": "int64", "head": "int64", "position": "int64",
-                            "n_prompts": "int64", "effect": "float64", "effect_sd": "float64"})
-    out.attrs["patchbench"] = {**meta, "metrics": list(metrics), "per_prompt": per_prompt,
-                               "logit_diff_denominator": denom, **baselines(raw)}
+    cols = [*EFFECTS_COLUMNS, *(["prompt"] if per_prompt else [])]
+    out = out[cols].astype(
+        {
+            "window": "int64",
+            "layer": "int64",
+            "head": "int64",
+            "position": "int64",
+            "n_prompts": "int64",
+            "effect": "float64",
+            "effect_sd": "float64",
+        }
+    )
+    out.attrs["patchbench"] = {
+        **meta,
+        "metrics": list(metrics),
+        "per_prompt": per_prompt,
+        "logit_diff_denominator": denom,
+        **base,
+    }
     return out
 
 
-def _ident(c: pd.DataFrame, model: str, task: str, corruption: str, method: str, pos_mode: str) -> dict[str, Any]:
+def _ident(
+    c: pd.DataFrame, model: str, task: str, corruption: str, method: str, pos_mode: str
+) -> dict[str, Any]:
     return {
-        "model": model, "task": task, "corruption": corruption, "site": c["site"].to_numpy(),
-        "window": c["window"].to_numpy(), "method": method, "component": c["component"].to_numpy(),
-        "layer": c["layer"].to_numpy(), "head": c["head"].to_numpy(), "position": c["position"].to_numpy(),
+        "model": model,
+        "task": task,
+        "corruption": corruption,
+        "site": c["site"].to_numpy(),
+        "window": c["window"].to_numpy(),
+        "method": method,
+        "component": c["component"].to_numpy(),
+        "layer": c["layer"].to_numpy(),
+        "head": c["head"].to_numpy(),
+        "position": c["position"].to_numpy(),
         "positions": pos_mode,
     }

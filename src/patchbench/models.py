@@ -30,6 +30,8 @@ from typing import Any, Literal
 
 import torch
 
+from patchbench.config import default, validate_entry
+
 __all__ = [
     "ModelSpec",
     "ModelNotFoundError",
@@ -61,31 +63,38 @@ class ModelSpec:
     """How to obtain one model. Built from a ``models.<name>`` config entry with :meth:`from_config`."""
 
     name: str
-    source: Literal["hub", "local", "toy"] = "hub"
+    source: Literal["hub", "local", "toy"] = default("model.source")
     hub_name: str | None = None
     path: str | None = None
-    dtype: str = "float32"
-    device: str = "auto"
-    memory_budget_mb: int = 1024
-    init: Literal["trained", "random"] = "trained"
+    dtype: str = default("model.dtype")
+    device: str = default("model.device")
+    memory_budget_mb: int = default("model.memory_budget_mb")
+    init: Literal["trained", "random"] = default("model.init")
     arch: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     @classmethod
-    def from_config(cls, name: str, entry: dict[str, Any], results_dir: str | Path = "results") -> ModelSpec:
-        source = entry.get("source", "hub")
-        path = entry.get("path")
+    def from_config(cls, name: str, entry: dict[str, Any], results_dir: str | Path) -> ModelSpec:
+        """The spec of ``models.<name>`` (checked against the schema, defaults filled in).
+
+        The two derived defaults are decided here: ``hub_name`` null means the model's key, and a toy
+        model's ``path`` null means its directory under ``results_dir`` (:meth:`Layout.model_dir`).
+        """
+        from patchbench.layout import Layout
+
+        entry = validate_entry("model", entry)
+        source, path = entry["source"], entry["path"]
         if source == "toy" and path is None:
-            path = str(Path(results_dir) / "models" / name)
+            path = Layout(str(results_dir)).model_dir(name)
         return cls(
             name=name,
             source=source,
-            hub_name=entry.get("hub_name", name if source == "hub" else None),
+            hub_name=entry["hub_name"] or (name if source == "hub" else None),
             path=path,
-            dtype=entry.get("dtype", "float32"),
-            device=entry.get("device", "auto"),
-            memory_budget_mb=int(entry.get("memory_budget_mb", 1024)),
-            init=entry.get("init", "trained"),
-            arch=dict(entry.get("arch", {})),
+            dtype=entry["dtype"],
+            device=entry["device"],
+            memory_budget_mb=int(entry["memory_budget_mb"]),
+            init=entry["init"],
+            arch=dict(entry["arch"]),
         )
 
     @classmethod
@@ -102,7 +111,9 @@ class ModelSpec:
         try:
             return DTYPES[self.dtype]
         except KeyError:
-            raise ValueError(f"model {self.name}: unknown dtype {self.dtype!r}; use one of {sorted(DTYPES)}") from None
+            raise ValueError(
+                f"model {self.name}: unknown dtype {self.dtype!r}; use one of {sorted(DTYPES)}"
+            ) from None
 
 
 def resolve_device(device: str) -> str:
@@ -110,7 +121,9 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"config asks for device {device!r} but no CUDA device is visible; use 'auto' or 'cpu'")
+        raise RuntimeError(
+            f"config asks for device {device!r} but no CUDA device is visible; use 'auto' or 'cpu'"
+        )
     return device
 
 
@@ -143,7 +156,6 @@ def offline_repo_listing() -> Iterator[None]:
         HfApi.list_repo_files = original
 
 
-
 def _load_hub(spec: ModelSpec, device: str):
     from transformer_lens import HookedTransformer
 
@@ -152,7 +164,10 @@ def _load_hub(spec: ModelSpec, device: str):
     try:
         with offline_repo_listing() if offline else contextlib.nullcontext():
             return HookedTransformer.from_pretrained(name, device=device, dtype=spec.torch_dtype)
-    except (OSError, ValueError) as err:  # hub errors surface as OSError subclasses; unknown names as ValueError
+    except (
+        OSError,
+        ValueError,
+    ) as err:  # hub errors surface as OSError subclasses; unknown names as ValueError
         raise ModelNotFoundError(
             f"model {spec.name!r}: could not load {name!r} from the Hugging Face hub or its cache "
             f"(looked in HF_HUB_CACHE={_hub_cache_dir()}): {type(err).__name__}: {err}. "
@@ -218,7 +233,11 @@ def _random_toy(spec: ModelSpec, device: str):
     tokenizer = load_tokenizer(spec)
     arch = {k: v for k, v in spec.arch.items() if k != "seed"}
     cfg = HookedTransformerConfig(
-        **arch, d_vocab=len(tokenizer), seed=int(spec.arch.get("seed", 0)), device=device, dtype=spec.torch_dtype
+        **arch,
+        d_vocab=len(tokenizer),
+        seed=int(spec.arch.get("seed", 0)),
+        device=device,
+        dtype=spec.torch_dtype,
     )
     return HookedTransformer(cfg, tokenizer=tokenizer)
 

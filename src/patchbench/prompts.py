@@ -1,7 +1,7 @@
 """The PromptSet: one task's clean prompts, their STR corruptions and everything patching needs.
 
 A PromptSet is the contract between the task generators (``patchbench.tasks``) and the engine
-(``patchbench.patching``). It is model-agnostic apart from the tokenizer it was built with, and
+(``patchbench.engine``). It is model-agnostic apart from the tokenizer it was built with, and
 it round-trips through Parquet, one row per prompt:
 
 ==================  ==============  ==========================================================
@@ -132,18 +132,45 @@ class PromptSet:
                     )
             bad = [p for p in self.noise_positions[i] if not 0 <= p < length]
             if bad:
-                raise PromptSetError(f"{self._where(i)}: noise positions {bad} are outside the prompt (length {length})")
+                raise PromptSetError(
+                    f"{self._where(i)}: noise positions {bad} are outside the prompt (length {length})"
+                )
             if len(self.answers[i]) == 0:
                 raise PromptSetError(f"{self._where(i)}: no answer token")
             if len(self.wrong[i]) == 0:
                 raise PromptSetError(f"{self._where(i)}: no wrong-answer token")
             if d_vocab is not None:
-                for col, ids in (("answers", self.answers[i]), ("wrong", self.wrong[i]), ("clean", self.clean[i])):
+                for col, ids in (
+                    ("answers", self.answers[i]),
+                    ("wrong", self.wrong[i]),
+                    ("clean", self.clean[i]),
+                ):
                     if ids.size and (ids.min() < 0 or ids.max() >= d_vocab):
                         raise PromptSetError(
                             f"{self._where(i)}: {col} has token ids outside the model's vocabulary (d_vocab={d_vocab}); "
                             "was the PromptSet built with another tokenizer?"
                         )
+
+    def named_position(self, name: str) -> np.ndarray:
+        """Each prompt's index of the named position ``name`` (``positions[name]``).
+
+        Refuses a name the PromptSet does not have, and prompts where it is absent (-1): patching or
+        reading there would silently do nothing.
+        """
+        if name not in self.positions:
+            raise PromptSetError(
+                f"{self.task}: no named position {name!r}; this PromptSet has {sorted(self.positions)} "
+                "(or use position='all' / 'each')"
+            )
+        pos = self.positions[name]
+        absent = np.flatnonzero(pos < 0)
+        if absent.size:
+            raise PromptSetError(
+                f"{self.task}: position {name!r} is absent (-1) in prompts {absent[:10].tolist()}"
+                f"{' ...' if absent.size > 10 else ''}; patching there would be a silent no-op. "
+                "Fix: subset the PromptSet to prompts that have it (PromptSet.subset)."
+            )
+        return pos
 
     # ------------------------------------------------------------------ tensors
     @property
@@ -202,7 +229,12 @@ class PromptSet:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         table = pa.Table.from_pandas(self.to_frame(), preserve_index=False)
-        extra = {"task": self.task, "variant": self.variant, "tokenizer": self.tokenizer, "pad_id": str(self.pad_id)}
+        extra = {
+            "task": self.task,
+            "variant": self.variant,
+            "tokenizer": self.tokenizer,
+            "pad_id": str(self.pad_id),
+        }
         meta = dict(table.schema.metadata or {})
         meta[b"patchbench"] = json.dumps(extra).encode()
         pq.write_table(table.replace_schema_metadata(meta), path)
@@ -211,7 +243,9 @@ class PromptSet:
     def from_parquet(cls, path: str | Path, d_vocab: int | None = None) -> PromptSet:
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"PromptSet {path} does not exist; build it with the workflow's prompts rule.")
+            raise FileNotFoundError(
+                f"PromptSet {path} does not exist; build it with the workflow's prompts rule."
+            )
         table = pq.read_table(path)
         extra = json.loads((table.schema.metadata or {}).get(b"patchbench", b"{}"))
         df = table.to_pandas()

@@ -4,7 +4,7 @@ A sweep is described by a :class:`SweepSpec` (corruption, site, position mode, w
 layers, noise, memory budget). :func:`enumerate_targets` turns it into a list of
 :class:`PatchTarget`, each one patched run per prompt. A target is nothing but a set of
 ``(hook point, head selection, position selection)`` triples: the engine
-(:mod:`patchbench.patching`) builds one boolean mask per hook point from them and replaces the
+(:mod:`patchbench.engine.patch`) builds one boolean mask per hook point from them and replaces the
 masked part of the activation with the clean activation (``torch.where``), so a single code path
 serves every site:
 
@@ -34,14 +34,17 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from patchbench.config import default
 from patchbench.corruption import NoiseSpec
 
 __all__ = [
     "SITES",
     "HOOKS",
+    "WINDOW_SITES",
     "SweepSpec",
     "PatchTarget",
     "HookPatch",
+    "check_windows",
     "window_layers",
     "enumerate_targets",
     "hook_name",
@@ -49,6 +52,8 @@ __all__ = [
 
 SITES = ("attn_head", "head_v", "mlp", "resid_pre")
 CORRUPTIONS = ("str", "gn")
+#: Sites with a sliding window of layers (ROME's causal tracing patches MLP windows).
+WINDOW_SITES = ("mlp",)
 
 #: TransformerLens hook-point template of each site.
 HOOKS = {
@@ -58,6 +63,21 @@ HOOKS = {
     "resid_pre": "blocks.{layer}.hook_resid_pre",
 }
 HEAD_SITES = ("attn_head", "head_v")
+
+
+def check_windows(site: str, windows: Sequence[int]) -> None:
+    """The one rule for window sizes: at least 1, and above 1 only on :data:`WINDOW_SITES`.
+
+    Raises ValueError naming the windows and the fix; the config check and :class:`SweepSpec` both call it.
+    """
+    windows = [int(w) for w in windows]
+    if any(w < 1 for w in windows):
+        raise ValueError(f"window sizes must be >= 1, got {windows}")
+    if site not in WINDOW_SITES and any(w != 1 for w in windows):
+        raise ValueError(
+            f"windows {windows} only apply to site {' / '.join(WINDOW_SITES)}: a window is only defined for "
+            f"the {' / '.join(WINDOW_SITES)} site (ROME's sliding window), not for {site!r}; use window 1"
+        )
 
 
 def hook_name(site: str, layer: int) -> str:
@@ -71,12 +91,12 @@ class SweepSpec:
 
     corruption: Literal["str", "gn"]
     site: Literal["attn_head", "head_v", "mlp", "resid_pre"]
-    position: str = "all"
+    position: str = default("experiment.position")
     window: int = 1
     heads: tuple[tuple[int, int], ...] | None = None
     layers: tuple[int, ...] | None = None
     noise: NoiseSpec = field(default_factory=NoiseSpec)
-    memory_budget_mb: int = 1024
+    memory_budget_mb: int = default("model.memory_budget_mb")
 
     def __post_init__(self) -> None:
         if self.corruption not in CORRUPTIONS:
@@ -84,14 +104,13 @@ class SweepSpec:
         if self.site not in SITES:
             raise ValueError(f"SweepSpec: unknown site {self.site!r}; use one of {SITES}")
         if not isinstance(self.position, str) or not self.position:
-            raise ValueError(f"SweepSpec: position must be 'all', 'each' or a named position, got {self.position!r}")
-        if self.window < 1:
-            raise ValueError(f"SweepSpec: window must be >= 1, got {self.window}")
-        if self.window != 1 and self.site != "mlp":
             raise ValueError(
-                f"SweepSpec: a window ({self.window}) is only defined for the mlp site (ROME's sliding window), "
-                f"not for {self.site!r}; use window=1"
+                f"SweepSpec: position must be 'all', 'each' or a named position, got {self.position!r}"
             )
+        try:
+            check_windows(self.site, [self.window])
+        except ValueError as err:
+            raise ValueError(f"SweepSpec: {err}") from None
         if self.heads is not None:
             if self.site not in HEAD_SITES:
                 raise ValueError(f"SweepSpec: heads are only meaningful for {HEAD_SITES}, not {self.site!r}")
@@ -104,6 +123,11 @@ class SweepSpec:
             object.__setattr__(self, "noise", NoiseSpec(**self.noise))
         if self.memory_budget_mb <= 0:
             raise ValueError(f"SweepSpec: memory_budget_mb must be positive, got {self.memory_budget_mb}")
+
+    @property
+    def label(self) -> str:
+        """``corruption/site pos=position w=window`` (log messages)."""
+        return f"{self.corruption}/{self.site} pos={self.position} w={self.window}"
 
     @property
     def n_samples(self) -> int:
@@ -126,28 +150,6 @@ class SweepSpec:
         if isinstance(d.get("noise"), dict):
             d["noise"] = NoiseSpec(**d["noise"])
         return cls(**d)
-
-
-def sweep_spec_for(
-    corruption: str,
-    site: str,
-    position: str,
-    window: int | str,
-    *,
-    heads: Sequence[Sequence[int]] | None = None,
-    noise: dict[str, Any] | NoiseSpec | None = None,
-    memory_budget_mb: int = 1024,
-) -> SweepSpec:
-    """The SweepSpec of one grid cell of the workflow (wildcards + the experiment's heads + config)."""
-    return SweepSpec(
-        corruption=corruption,  # type: ignore[arg-type]
-        site=site,  # type: ignore[arg-type]
-        position=position,
-        window=int(window),
-        heads=tuple(tuple(h) for h in heads) if heads else None,  # type: ignore[misc]
-        noise=NoiseSpec(**noise) if isinstance(noise, dict) else (noise or NoiseSpec()),
-        memory_budget_mb=memory_budget_mb,
-    )
 
 
 def window_layers(layer: int, window: int, n_layers: int) -> tuple[int, int]:
@@ -218,10 +220,17 @@ def enumerate_targets(spec: SweepSpec, n_layers: int, n_heads: int, max_len: int
     if spec.heads is not None:
         bad_h = [h for h in spec.heads if not (0 <= h[0] < n_layers and 0 <= h[1] < n_heads)]
         if bad_h:
-            raise ValueError(f"SweepSpec.heads {bad_h} are outside the model ({n_layers} layers x {n_heads} heads)")
+            raise ValueError(
+                f"SweepSpec.heads {bad_h} are outside the model ({n_layers} layers x {n_heads} heads)"
+            )
 
     raw: list[dict[str, Any]] = []
     site = spec.site
+
+    def add(layer: int, layers: tuple[int, int], head: int, pos, window: int, parts, name: str) -> None:
+        target = dict(layer=layer, layers=layers, head=head, position=pos, window=window, patches=parts)
+        raw.append(dict(site=site, **target, component=name + _pos_suffix(pos)))
+
     if site == "head_v" and spec.heads is not None:
         # One target: all chosen heads together (S-inhibition heads' values, paper §3.2).
         by_layer: dict[int, list[int]] = {}
@@ -231,23 +240,23 @@ def enumerate_targets(spec: SweepSpec, n_layers: int, n_heads: int, max_len: int
         name = "+".join(f"{lay}.{h}" for lay, h in spec.heads)
         for pos in positions:
             parts = tuple(
-                HookPatch(hook_name(site, lay), lay, tuple(sorted(hs)), pos) for lay, hs in sorted(by_layer.items())
+                HookPatch(hook_name(site, lay), lay, tuple(sorted(hs)), pos)
+                for lay, hs in sorted(by_layer.items())
             )
-            raw.append(dict(site=site, layer=lo, layers=(lo, hi), head=-1, position=pos, window=1,
-                            patches=parts, component=name + _pos_suffix(pos)))
+            add(lo, (lo, hi), -1, pos, 1, parts, name)
     elif site in HEAD_SITES:
-        pairs = [(lay, h) for lay in layers for h in range(n_heads)] if spec.heads is None else list(spec.heads)
+        pairs = (
+            [(lay, h) for lay in layers for h in range(n_heads)] if spec.heads is None else list(spec.heads)
+        )
         for lay, h in pairs:
             for pos in positions:
-                raw.append(dict(site=site, layer=lay, layers=(lay, lay + 1), head=h, position=pos, window=1,
-                                patches=(HookPatch(hook_name(site, lay), lay, (h,), pos),),
-                                component=f"{lay}.{h}" + _pos_suffix(pos)))
+                parts = (HookPatch(hook_name(site, lay), lay, (h,), pos),)
+                add(lay, (lay, lay + 1), h, pos, 1, parts, f"{lay}.{h}")
     else:
         for lay in layers:
             a, b = window_layers(lay, spec.window, n_layers) if site == "mlp" else (lay, lay + 1)
             for pos in positions:
                 parts = tuple(HookPatch(hook_name(site, x), x, None, pos) for x in range(a, b))
-                raw.append(dict(site=site, layer=lay, layers=(a, b), head=-1, position=pos, window=spec.window,
-                                patches=parts, component=f"{lay}" + _pos_suffix(pos)))
+                add(lay, (a, b), -1, pos, spec.window, parts, f"{lay}")
     raw.sort(key=lambda r: min(p.layer for p in r["patches"]))  # stable: keeps head / position order
     return [PatchTarget(id=i, **r) for i, r in enumerate(raw)]

@@ -6,15 +6,14 @@ rule prompts:
         tokenizer=tokenizer_files,
         data=task_data_files,
     output:
-        R("prompts/{model}/{task}.all.parquet"),
+        LAYOUT.prompts("{model}", "{task}", unfiltered=True),
     log:
         LOG("prompts/{model}/{task}.all.log"),
     priority: lambda w: long_sweep_priority(w.model, w.task)
     params:
-        model=lambda w: config["models"][w.model],
+        model=lambda w: model_spec(w.model),
         task=lambda w: config["tasks"][w.task],
         data_dir=config["data_dir"],
-        results_dir=RESULTS,
     resources:
         mem_mb=2000,
         runtime=20,
@@ -24,24 +23,21 @@ rule prompts:
 
 rule filter_correct:
     input:
-        prompts=R("prompts/{model}/{task}.all.parquet"),
+        prompts=LAYOUT.prompts("{model}", "{task}", unfiltered=True),
         weights=weight_files,
     output:
-        prompts=R("prompts/{model}/{task}.parquet"),
-        accuracy=R("prompts/{model}/{task}.accuracy.json"),
+        prompts=LAYOUT.prompts("{model}", "{task}"),
+        accuracy=LAYOUT.accuracy("{model}", "{task}"),
     log:
         LOG("prompts/{model}/{task}.filter.log"),
     priority: lambda w: long_sweep_priority(w.model, w.task)
     params:
-        model=lambda w: config["models"][w.model],
-        results_dir=RESULTS,
+        model=lambda w: model_spec(w.model),
         enabled=config["filter_correct"],
         min_prompts=config["min_prompts"],
-    threads: lambda w: model_resources(w.model, "threads", 2)
+    threads: model_threads
     resources:
-        mem_mb=lambda w: model_resources(w.model, "mem_mb", 4000),
-        runtime=lambda w: model_resources(w.model, "runtime", 30),
-        gpu=lambda w: model_resources(w.model, "gpu", 0),
+        **model_job_resources(),
     script:
         "../scripts/prompts_filter.py"
 
@@ -49,6 +45,4 @@ rule filter_correct:
 rule all_prompts:
     """Target: every configured task's prompt set for every model that runs it (before filtering)."""
     input:
-        sorted(
-            {prompts_path(m, e["task"], unfiltered=True) for e in EXPERIMENTS.values() for m in e["models"]}
-        ),
+        sorted({LAYOUT.prompts(c.model, c.task, unfiltered=True) for c in all_cells()}),

@@ -4,28 +4,26 @@ A sweep job runs every cell (corruption x window) of one experiment on one model
 clean cache load once, and each cell still writes its own raw frame, log and resumable chunks
 (`<cell>.chunks`). Loading is what a job pays once: Python start-up with TransformerLens takes
 ~10 s, against < 1 s of patching per toy cell, and a 6B model's weights take minutes. Each
-experiment gets its own rule, `sweep_<experiment>`.
+experiment gets its own rule, `sweep_<experiment>`; its params carry the job's Cells
+(patchbench.cell), from which the script takes everything it runs and writes.
 """
 
 
 rule clean_cache:
     input:
-        prompts=R("prompts/{model}/{task}.parquet"),
+        prompts=LAYOUT.prompts("{model}", "{task}"),
         weights=weight_files,
     output:
-        R("cache/{model}/{task}.clean.safetensors"),
+        LAYOUT.cache("{model}", "{task}"),
     log:
         LOG("cache/{model}/{task}.log"),
     priority: lambda w: long_sweep_priority(w.model, w.task)
     params:
-        model=lambda w: config["models"][w.model],
-        results_dir=RESULTS,
+        model=lambda w: model_spec(w.model),
         sites=lambda w: sites_for(w.model, w.task),
-    threads: lambda w: model_resources(w.model, "threads", 2)
+    threads: model_threads
     resources:
-        mem_mb=lambda w: model_resources(w.model, "mem_mb", 4000),
-        runtime=lambda w: model_resources(w.model, "runtime", 30),
-        gpu=lambda w: model_resources(w.model, "gpu", 0),
+        **model_job_resources(),
     script:
         "../scripts/clean_cache.py"
 
@@ -33,34 +31,27 @@ rule clean_cache:
 def _sweep_rule(name):
     """The rule that runs experiment ``name``'s sweep cells for one model (wildcard ``model``)."""
     exp = EXPERIMENTS[name]
-    cells = experiment_grid(name)
-    task, site, position = exp["task"], exp["site"], exp.get("position", "all")
+    patterns = experiment_cells(config, name, model="{model}")
 
     rule:
         name:
             f"sweep_{name}"
         input:
-            prompts=R("prompts", "{model}", f"{task}.parquet"),
-            cache=R("cache", "{model}", f"{task}.clean.safetensors"),
+            prompts=LAYOUT.prompts("{model}", exp["task"]),
+            cache=LAYOUT.cache("{model}", exp["task"]),
             weights=weight_files,
         output:
-            [sweep_path("{model}", task, c, site, position, w) for c, w in cells],
+            [c.raw_path for c in patterns],
         log:
-            [LOG("sweeps", "{model}", task, c, f"{site}-{position}_w{w}.log") for c, w in cells],
+            [c.log_path for c in patterns],
         wildcard_constraints:
             model=one_of(exp["models"]),
-        priority: lambda w: long_sweep_priority(w.model, task)
+        priority: lambda w: long_sweep_priority(w.model, exp["task"])
         params:
-            model=lambda w: config["models"][w.model],
-            results_dir=RESULTS,
-            experiment=exp,
-            cells=cells,
-            noise=config["noise"],
-        threads: lambda w: model_resources(w.model, "threads", 2)
+            cells=lambda w: experiment_cells(config, name, model=w.model),
+        threads: model_threads
         resources:
-            mem_mb=lambda w: model_resources(w.model, "mem_mb", 4000),
-            runtime=lambda w: model_resources(w.model, "runtime", 60) * len(cells),
-            gpu=lambda w: model_resources(w.model, "gpu", 0),
+            **model_job_resources(len(patterns)),
         script:
             "../scripts/sweep.py"
 
@@ -71,11 +62,11 @@ for _name in EXPERIMENTS:
 
 rule effects:
     input:
-        R("sweeps/{model}/{task}/{corruption}/{site}-{position}_w{window}.parquet"),
+        CELL.raw_path,
     output:
-        R("effects/{model}/{task}/{corruption}/{site}-{position}_w{window}.parquet"),
+        CELL.effects_path,
     log:
-        LOG("effects/{model}/{task}/{corruption}/{site}-{position}_w{window}.log"),
+        CELL.effects_log_path,
     resources:
         mem_mb=2000,
         runtime=10,

@@ -8,9 +8,9 @@ is any `models.<name>` entry with `source: toy`; its training settings come from
 from patchbench.tasks import TASKS
 from patchbench.toy.settings import ToySettings
 
-TOY_CFG = config.get("toy", {}) or {}
+TOY_CFG = config["toy"]
 TOY = ToySettings.from_config(TOY_CFG)
-TOY_MODELS = [m for m, e in config["models"].items() if e.get("source") == "toy"]
+TOY_MODELS = [m for m, e in config["models"].items() if e["source"] == "toy"]
 TOY_DATA_FILES = [
     str(Path(TOY.data_dir, f))
     for f in (
@@ -28,7 +28,7 @@ TOY_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_token
 
 def patched_families(model):
     """Task families (ioi, greater_than, ...) the configured experiments patch ``model`` on."""
-    return sorted({TASKS[c[1]].family for n in EXPERIMENTS for c in experiment_cells(n) if c[0] == model})
+    return sorted({TASKS[c.task].family for c in all_cells() if c.model == model})
 
 
 def toy_threads(wildcards):

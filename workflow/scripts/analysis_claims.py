@@ -4,7 +4,7 @@ import pandas as pd
 
 from patchbench.analysis.claims import build_claims, write_claims
 from patchbench.analysis.frames import read_effects
-from patchbench.frames import read_frame
+from patchbench.rawframe import metadata, read_frame
 from patchbench.runlog import rule_log
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
@@ -19,7 +19,7 @@ def sweeps(paths, corruption=None):
     parts = []
     for p in paths:
         raw = read_frame(p)
-        meta = raw.attrs.get("patchbench", {})
+        meta = metadata(raw)
         raw = raw.assign(
             model=meta.get("model", ""), corruption=corruption or str(meta.get("corruption", "")).upper()
         )

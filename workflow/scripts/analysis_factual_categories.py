@@ -3,8 +3,8 @@
 import pandas as pd
 
 from patchbench.analysis.positions import categories_from_promptset, category_effects
-from patchbench.frames import read_frame
 from patchbench.prompts import PromptSet
+from patchbench.rawframe import metadata, read_frame
 from patchbench.runlog import rule_log
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
@@ -14,8 +14,8 @@ with rule_log(sm.log[0]) as log:
     parts = []
     for path in sm.input.sweeps:
         raw = read_frame(path)
-        meta = raw.attrs.get("patchbench", {})
-        raw = raw.assign(model=meta.get("model", sm.wildcards.model), corruption=meta.get("corruption", ""))
+        meta = metadata(raw)
+        raw = raw.assign(model=meta["model"], corruption=meta["corruption"])
         raw.attrs = {}
         parts.append(category_effects(raw, cats))
         log.info("%s: %d category effects", path, len(parts[-1]))

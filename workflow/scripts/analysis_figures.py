@@ -17,11 +17,10 @@ TITLES = {
 with rule_log(sm.log[0]) as log:
     fig, model = sm.params.figure, sm.wildcards.model
     outs = [sm.output.png, sm.output.pdf]
-    if fig == "heads":
-        which = sm.wildcards.which
-        metrics = ("prob", "logit_diff") if which == "ioi_abc_heads" else ("logit_diff", "prob", "kl")
+    if fig in TITLES:  # layer x head heatmaps
+        metrics = ("prob", "logit_diff") if fig == "ioi_abc_heads" else ("logit_diff", "prob", "kl")
         figures.fig_head_heatmaps(
-            read_effects(list(sm.input.effects)), outs, metrics=metrics, title=f"{TITLES[which]}, {model}"
+            read_effects(list(sm.input.effects)), outs, metrics=metrics, title=f"{TITLES[fig]}, {model}"
         )
     elif fig == "docstring_heads":
         prompts = PromptSet.from_parquet(sm.input.prompts)

@@ -1,13 +1,13 @@
 """IOI head statistics and automatic classes for one model (rule ``ioi_head_classes``)."""
 
 from patchbench.analysis.ioi_classes import classifier_inputs, classify_heads
-from patchbench.models import ModelSpec, load_model
+from patchbench.models import load_model
 from patchbench.prompts import PromptSet
 from patchbench.runlog import rule_log
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 with rule_log(sm.log[0]) as log:
-    spec = ModelSpec.from_config(sm.wildcards.model, sm.params.model, sm.params.results_dir)
+    spec = sm.params.model
     model = load_model(spec)
     prompts = PromptSet.from_parquet(sm.input.prompts, d_vocab=model.cfg.d_vocab)
     stats = classifier_inputs(model, prompts)

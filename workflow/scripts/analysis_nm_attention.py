@@ -5,13 +5,13 @@ import pandas as pd
 from patchbench.analysis.ioi_classes import read_classes
 from patchbench.analysis.nm_attention import ATTENTION_COLUMNS, RECOVERY_COLUMNS, nm_attention_frames
 from patchbench.corruption import NoiseSpec
-from patchbench.models import ModelSpec, load_model
+from patchbench.models import load_model
 from patchbench.prompts import PromptSet
 from patchbench.runlog import rule_log
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 with rule_log(sm.log[0]) as log:
-    spec = ModelSpec.from_config(sm.wildcards.model, sm.params.model, sm.params.results_dir)
+    spec = sm.params.model
     classes = read_classes(sm.input.classes)
     nm, si = (
         [(int(la), int(h)) for la, h in classes.loc[classes["class"] == c, ["layer", "head"]].to_numpy()]
@@ -24,9 +24,7 @@ with rule_log(sm.log[0]) as log:
     else:
         model = load_model(spec)
         prompts = PromptSet.from_parquet(sm.input.prompts, d_vocab=model.cfg.d_vocab)
-        noise = NoiseSpec(
-            **{k: v for k, v in dict(sm.params.noise).items() if k in ("nu", "n_samples", "seed", "sigma")}
-        )
+        noise = NoiseSpec(**sm.params.noise)
         att, rec = nm_attention_frames(model, prompts, spec.name, nm_heads=nm, si_heads=si, noise=noise)
     att.to_parquet(sm.output.attention, index=False)
     rec.to_parquet(sm.output.recovery, index=False)

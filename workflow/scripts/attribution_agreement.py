@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from patchbench.agreement import agreement_figure, agreement_table
-from patchbench.frames import read_frame
+from patchbench.analysis.agreement import agreement_figure, agreement_table
+from patchbench.rawframe import read_frame
 from patchbench.runlog import rule_log
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)

@@ -2,21 +2,20 @@
 
 from pathlib import Path
 
-from patchbench.models import ModelSpec, load_tokenizer
+from patchbench.models import load_tokenizer
 from patchbench.runlog import rule_log
 from patchbench.tasks import build_task
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 with rule_log(sm.log[0]) as log:
-    spec = ModelSpec.from_config(sm.wildcards.model, sm.params.model, sm.params.results_dir)
-    task = sm.params.task
+    spec, task = sm.params.model, sm.params.task
     prompts = build_task(
         sm.wildcards.task,
         load_tokenizer(spec),
         Path(sm.params.data_dir),
         n_prompts=task["n_prompts"],
-        seed=task.get("seed", 0),
-        **task.get("options", {}),
+        seed=task["seed"],
+        **task["options"],
     )
     prompts.to_parquet(sm.output[0])
     log.info("%s: %d prompts for %s -> %s", sm.wildcards.task, len(prompts), spec.name, sm.output[0])

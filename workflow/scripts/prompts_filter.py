@@ -3,13 +3,13 @@
 import json
 
 from patchbench.filtering import filter_correct
-from patchbench.models import ModelSpec, load_model
+from patchbench.models import load_model
 from patchbench.runlog import rule_log
 from patchbench.tasks import load_prompts
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 with rule_log(sm.log[0]) as log:
-    spec = ModelSpec.from_config(sm.wildcards.model, sm.params.model, sm.params.results_dir)
+    spec = sm.params.model
     model = load_model(spec)
     prompts = load_prompts(sm.input.prompts, d_vocab=model.cfg.d_vocab)
     kept, stats = filter_correct(model, prompts)

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from patchbench.analysis.robustness_report import summary_rst
+from patchbench.analysis.report_page import summary_rst
 from patchbench.runlog import rule_log
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)

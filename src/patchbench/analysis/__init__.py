@@ -17,6 +17,7 @@ Modules (one concept each):
   bootstrap over prompts, detection probabilities, verdicts, agreement, the paper's explanations,
   known-circuit scores (``robustness_report`` writes its tables and pages, ``robustness_figure``
   draws its figure).
+- ``report_page`` the Snakemake report's front page from every experiment's robustness facts.
 
 Submodules are imported by their users (``from patchbench.analysis import tables``); importing
 the package itself stays cheap and does not import matplotlib.

@@ -63,6 +63,12 @@ def _present(values, order) -> list:
     return [v for v in order if v in vals] + sorted(v for v in vals if v not in order)
 
 
+def _corruption_metric_panels(df: pd.DataFrame, metrics: Sequence[str]) -> list[tuple[str, str]]:
+    """(corruption, metric) of each panel: the corruptions present (STR, GN first) x ``metrics`` present."""
+    present = set(df["metric"])
+    return [(c, m) for c in _present(df["corruption"], CORRUPTION_ORDER) for m in metrics if m in present]
+
+
 def _require(df: pd.DataFrame, what: str) -> None:
     if df.empty:
         raise FrameError(f"{what}: no rows to plot; check that the sweeps of this figure ran")
@@ -148,12 +154,7 @@ def fig_sliding_vs_summed(effects: pd.DataFrame, outputs: Outputs, model: str = 
     cmp = cmp[cmp["metric"].isin(["prob", "logit_diff"])]
     _require(cmp, "sliding window vs summed")
     windows = sorted(set(cmp["window"]))
-    cols = [
-        (c, m)
-        for c in _present(cmp["corruption"], CORRUPTION_ORDER)
-        for m in ("prob", "logit_diff")
-        if m in set(cmp["metric"])
-    ]
+    cols = _corruption_metric_panels(cmp, ("prob", "logit_diff"))
     fig, axes = new_figure(len(windows), len(cols), sharex=True)
     styles = {"sliding": dict(ls="-", marker="o"), "summed": dict(ls="--", marker="s")}
     for i, w in enumerate(windows):
@@ -183,12 +184,7 @@ def fig_mlp_positions(cat_effects: pd.DataFrame, outputs: Outputs, model: str = 
     df = df[df["metric"].isin(["logit_diff", "prob"])]
     _require(df, "MLP patching at all positions")
     windows = sorted(set(df["window"]))
-    cols = [
-        (c, m)
-        for c in _present(df["corruption"], CORRUPTION_ORDER)
-        for m in ("logit_diff", "prob")
-        if m in set(df["metric"])
-    ]
+    cols = _corruption_metric_panels(df, ("logit_diff", "prob"))
     fig, axes = new_figure(len(windows), len(cols), panel=(3.4, 2.2))
     cats = [c for c in ROME_CATEGORIES if c in set(df["category"].astype(str))]
     for i, w in enumerate(windows):
@@ -276,12 +272,7 @@ def fig_docstring_heads(
     df = validate_effects(effects)
     df = df[df["metric"].isin(["logit_diff", "prob", "kl"]) & (df["position"] >= 0)]
     _require(df, title or "docstring heads")
-    panels = [
-        (c, m)
-        for c in _present(df["corruption"], CORRUPTION_ORDER)
-        for m in ("logit_diff", "prob", "kl")
-        if m in set(df["metric"])
-    ]
+    panels = _corruption_metric_panels(df, ("logit_diff", "prob", "kl"))
     heads = sorted(set(zip(df["layer"], df["head"], strict=True)))
     positions = sorted(set(df["position"]))
     hi = {h: k for k, h in enumerate(heads)}

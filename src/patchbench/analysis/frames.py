@@ -1,6 +1,6 @@
 """Reading, validating and slicing the effects and raw sweep frames for the paper outputs.
 
-The frames are defined in ``docs/architecture.md``. The effects frame is long: one row per
+The frames are defined in :mod:`patchbench.rawframe` (and ``docs/architecture.md``). The effects frame is long: one row per
 (component, metric) of one (model, task, corruption, site, window, method). The analysis reads
 several effects files at once (all corruptions of a task, all windows of a sweep) and needs the
 same few selections everywhere: one model, the exact method, a task / site / corruption, the
@@ -19,10 +19,9 @@ import numpy as np
 import pandas as pd
 
 from patchbench.analysis.labels import corruption_label
+from patchbench.rawframe import EFFECTS_COLUMNS, OPTIONAL_EFFECTS_COLUMNS, RAW_COLUMNS
 
 __all__ = [
-    "EFFECTS_COLUMNS",
-    "SWEEP_COLUMNS",
     "FrameError",
     "detected_heads",
     "head_label",
@@ -38,15 +37,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-EFFECTS_COLUMNS: tuple[str, ...] = (
-    "model", "task", "corruption", "site", "window", "method", "component", "layer", "head",
-    "position", "metric", "effect", "effect_sd", "n_prompts", "detected",
-)  # fmt: skip
-
-SWEEP_COLUMNS: tuple[str, ...] = (
-    "run", "target", "site", "layer", "layers", "head", "position", "window", "prompt", "sample",
-    "logit_ans", "logit_wrong", "prob_ans", "prob_wrong", "kl",
-)  # fmt: skip
+#: The effects columns every reader needs (the schema itself is :mod:`patchbench.rawframe`'s).
+REQUIRED_EFFECTS_COLUMNS = tuple(c for c in EFFECTS_COLUMNS if c not in OPTIONAL_EFFECTS_COLUMNS)
 
 
 class FrameError(ValueError):
@@ -64,7 +56,7 @@ def _check_columns(df: pd.DataFrame, required: Iterable[str], what: str) -> None
 
 def validate_effects(df: pd.DataFrame, what: str = "effects frame") -> pd.DataFrame:
     """Check the columns, normalise corruption names to STR / GN and ``detected`` NaN -> ''."""
-    _check_columns(df, EFFECTS_COLUMNS, what)
+    _check_columns(df, REQUIRED_EFFECTS_COLUMNS, what)
     out = df.copy()
     out["corruption"] = out["corruption"].map(corruption_label)
     out["detected"] = out["detected"].fillna("").astype(str)
@@ -80,7 +72,7 @@ def validate_effects(df: pd.DataFrame, what: str = "effects frame") -> pd.DataFr
 
 def validate_sweep(df: pd.DataFrame, what: str = "raw sweep frame") -> pd.DataFrame:
     """Check the raw sweep columns and the run labels."""
-    _check_columns(df, SWEEP_COLUMNS, what)
+    _check_columns(df, RAW_COLUMNS, what)
     bad = set(df["run"]) - {"clean", "corrupted", "patched"}
     if bad:
         raise FrameError(f"{what}: column 'run' has values {sorted(bad)}; allowed: clean, corrupted, patched")
@@ -105,7 +97,7 @@ def read_effects(paths: Sequence[str | Path]) -> pd.DataFrame:
     """Read and validate effects files; no paths give an empty frame with the effects columns."""
     df = read_frames(paths)
     if df.empty and not len(df.columns):
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in EFFECTS_COLUMNS})
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in REQUIRED_EFFECTS_COLUMNS})
     return validate_effects(df, what=f"effects files {[str(p) for p in paths]}")
 
 
@@ -121,7 +113,7 @@ def read_sweeps(paths: Sequence[str | Path], labels: Sequence[dict] | None = Non
         for k, v in (labels[i] if labels else {}).items():
             df[k] = corruption_label(v) if k == "corruption" else v
         frames.append(df)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(SWEEP_COLUMNS))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(RAW_COLUMNS))
 
 
 def select(df: pd.DataFrame, **equals: object) -> pd.DataFrame:

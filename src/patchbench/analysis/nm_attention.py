@@ -18,8 +18,9 @@ claims):
   ``logit_diff`` = (LD_pt - LD_*) / (LD_cl - LD_*) over dataset means (the effects frame of the
   ``head_v`` sweep has the same columns and can be passed instead).
 
-:func:`nm_attention_frames` computes both from a ``HookedTransformer`` and the IOI ``PromptSet``;
-GN uses :mod:`patchbench.corruption` (the same seeded draw for the corrupted and patched run).
+:func:`nm_attention_frames` computes both from a ``HookedTransformer`` and the IOI ``PromptSet``
+through the engine's pattern capture (:mod:`patchbench.engine.patterns`: the same forward, patch
+and seeded GN draw as the sweeps, one draw shared by the corrupted and patched run).
 """
 
 from __future__ import annotations
@@ -27,10 +28,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from patchbench.analysis.frames import FrameError
 from patchbench.analysis.labels import corruption_label
@@ -70,7 +69,6 @@ def validate_attention(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-@torch.no_grad()
 def nm_attention_frames(
     model,
     prompts,
@@ -81,13 +79,15 @@ def nm_attention_frames(
     noise=None,
     batch_size: int = 32,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The attention and recovery frames of §3.2 for one model, ``batch_size`` prompts at a time.
+    """The attention and recovery frames of §3.2 for one model, ``batch_size`` rows at a time.
 
     ``prompts`` is the IOI PromptSet (positions IO, S1, END; ``answers`` = IO, ``wrong`` = S);
     ``noise`` a :class:`patchbench.corruption.NoiseSpec` for GN (sigma computed from the data when
-    it is None).
+    it is None). The runs and the S-inhibition patch are :func:`patchbench.engine.patterns.capture_patterns`.
     """
-    from patchbench.corruption import NoiseSpec, corrupted_tokens, embedding_sigma, noise_tensor
+    from patchbench.corruption import NoiseSpec
+    from patchbench.engine.patterns import capture_patterns
+    from patchbench.sites import SweepSpec
 
     for k in ("IO", "S1", "END"):
         if k not in prompts.positions:
@@ -95,82 +95,35 @@ def nm_attention_frames(
     if not nm_heads:
         raise ValueError(f"{model_name}: no name-mover heads given; §3.2 measures their attention")
     noise = noise or NoiseSpec()
-    device = model.cfg.device
-    n = len(prompts)
-    pos = {k: torch.as_tensor(np.asarray(prompts.positions[k]).copy()) for k in ("END", "IO", "S1")}
-    ans_pos = torch.as_tensor(prompts.answer_pos.copy())
-    a_tok = torch.as_tensor([int(a[0]) for a in prompts.answers])
-    w_tok = torch.as_tensor([int(w[0]) for w in prompts.wrong])
-    names = {f"blocks.{la}.attn.hook_pattern" for la, _ in nm_heads}
-    names |= {f"blocks.{la}.attn.hook_v" for la, _ in si_heads}
-    by_layer: dict[int, list[int]] = {}
-    for la, h in si_heads:
-        by_layer.setdefault(la, []).append(h)
-    tokens = {"clean": prompts.tokens("clean")}
-    tokens.update({c: corrupted_tokens(prompts, c) for c in corruptions})
-    std = 0.0
-    if "gn" in corruptions:
-        std = noise.nu * (noise.sigma if noise.sigma is not None else embedding_sigma(model, prompts))
-    # running sums over prompts (and GN samples): key -> [sum LD, sum att IO, sum att S1, count]
-    sums: dict[tuple[str, bool], np.ndarray] = {}
 
-    def run(key, sl: slice, toks, hooks):
-        b = torch.arange(sl.stop - sl.start)
-        with model.hooks(fwd_hooks=hooks):
-            logits, cache = model.run_with_cache(toks.to(device), names_filter=lambda nm: nm in names)
-        lg = logits[b, ans_pos[sl].to(device)].float().cpu()
-        ld = (lg[b, a_tok[sl]] - lg[b, w_tok[sl]]).sum().item()
-        to_io = to_s1 = 0.0
-        for la, h in nm_heads:
-            pat = (
-                cache[f"blocks.{la}.attn.hook_pattern"][b, h, pos["END"][sl].to(device)].float().cpu()
-            )  # b k
-            to_io += pat[b, pos["IO"][sl]].sum().item() / len(nm_heads)
-            to_s1 += pat[b, pos["S1"][sl]].sum().item() / len(nm_heads)
-        sums.setdefault(key, np.zeros(4))
-        sums[key] += (ld, to_io, to_s1, len(b))
-        return cache
+    def summary(cap, run: str) -> tuple[float, dict[str, float]]:
+        """Mean LD over the run's rows, and the mean NM attention from END to IO / S1 / the rest."""
+        prompt, _ = cap.rows(run)
+        pattern, rows = getattr(cap, run), torch.arange(len(prompt))
+        end = torch.as_tensor(prompts.named_position("END")[prompt])
+        att = {
+            t: float(pattern[rows, :, end, torch.as_tensor(prompts.named_position(t)[prompt])].mean())
+            for t in ("IO", "S1")
+        }
+        att["other"] = 1.0 - (att["IO"] + att["S1"])
+        return float(cap.logit_diff[run].mean()), att
 
-    def restore_v(layer, heads, clean_v):
-        def hook(v, hook):  # v: batch pos head d_head
-            v[:, :, heads] = clean_v[:, :, heads]
-            return v
-
-        return f"blocks.{layer}.attn.hook_v", hook
-
-    for start in tqdm(range(0, n, batch_size), desc="§3.2 NM attention", disable=n <= batch_size):
-        sl = slice(start, min(start + batch_size, n))
-        clean_cache = run(("clean", False), sl, tokens["clean"][sl], [])
-        patch = [restore_v(la, hs, clean_cache[f"blocks.{la}.attn.hook_v"]) for la, hs in by_layer.items()]
-        for corr in corruptions:
-            label = corruption_label(corr)
-            for s in range(noise.n_samples if corr == "gn" else 1):
-                hooks: list = []
-                if corr == "gn":
-                    rows = np.arange(sl.start, sl.stop)
-                    eps = noise_tensor(
-                        prompts, rows, np.full(len(rows), s), model.cfg.d_model, std, noise.seed
-                    )
-                    eps = eps[:, : tokens["clean"].shape[1]].to(device)
-                    hooks = [("hook_embed", lambda x, hook, eps=eps: x + eps[:, : x.shape[1]].to(x.dtype))]
-                run((label, False), sl, tokens[corr][sl], hooks)
-                run((label, True), sl, tokens[corr][sl], hooks + patch)
-
-    def mean(key):
-        ld, io, s1, cnt = sums[key]
-        return ld / cnt, {"IO": io / cnt, "S1": s1 / cnt, "other": 1.0 - (io + s1) / cnt}
-
-    ld_clean, att_clean = mean(("clean", False))
-    att_rows = [(model_name, "clean", False, t, att_clean[t]) for t in TARGETS]
-    rec_rows = []
+    att_rows, rec_rows = [], []
+    clean = None
     for corr in corruptions:
         label = corruption_label(corr)
-        (ld_c, att_c), (ld_p, att_p) = mean((label, False)), mean((label, True))
+        patch = SweepSpec(corr, "head_v", heads=tuple(si_heads), noise=noise) if si_heads else None
+        cap = capture_patterns(model, prompts, nm_heads, corr, patch, noise=noise, batch_size=batch_size)
+        if clean is None:
+            clean = summary(cap, "clean")
+            att_rows += [(model_name, "clean", False, t, clean[1][t]) for t in TARGETS]
+        ld_c, att_c = summary(cap, "corrupted")
+        ld_p, att_p = summary(cap, "patched") if patch is not None else (ld_c, att_c)
         att_rows += [(model_name, label, False, t, att_c[t]) for t in TARGETS]
         att_rows += [(model_name, label, True, t, att_p[t]) for t in TARGETS]
-        denom = ld_clean - ld_c
+        denom = clean[0] - ld_c
         rec_rows.append((model_name, label, "logit_diff", (ld_p - ld_c) / denom if denom else float("nan")))
-        log.info("%s: LD clean %.3f corrupted %.3f patched %.3f", label, ld_clean, ld_c, ld_p)
+        log.info("%s: LD clean %.3f corrupted %.3f patched %.3f", label, clean[0], ld_c, ld_p)
     return (
         pd.DataFrame(att_rows, columns=list(ATTENTION_COLUMNS)),
         pd.DataFrame(rec_rows, columns=list(RECOVERY_COLUMNS)),

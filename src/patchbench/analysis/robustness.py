@@ -48,19 +48,24 @@ import itertools
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from patchbench.analysis.labels import corruption_label, metric_short
-from patchbench.detection import detect_signs
+from patchbench.config import default
+from patchbench.detection import PAPER_K, detect_signs, thresholds
 from patchbench.metrics import METRICS, aggregate, baselines, components, metrics_for, prompt_terms
+from patchbench.rawframe import metadata, position_mode
 
 __all__ = [
     "AXES",
     "CELL_COLUMNS",
+    "CIRCUIT_TASKS",
+    "FLOOR_ROOM",
     "VERDICT_COLUMNS",
     "GridDraws",
     "KnownCircuit",
@@ -97,23 +102,32 @@ VERDICT_COLUMNS: tuple[str, ...] = (
 VERDICT_ORDER: tuple[str, ...] = ("robust", "depends on", "unstable", "not detected")
 
 
+#: §4.2: the probability floor explains a missed negative component when it lies above, or less than
+#: this many SD below, the negative threshold (the schema's ``robustness.floor_room``).
+FLOOR_ROOM: float = default("robustness.floor_room")
+
+
 class RobustnessError(ValueError):
     """Inputs that cannot form one experiment's grid (the message names the input and the fix)."""
 
 
+def _configured(key: str) -> Any:
+    """A dataclass field whose default is the schema's ``robustness.<key>``."""
+    return field(default_factory=lambda: default(f"robustness.{key}"))
+
+
 @dataclass(frozen=True)
 class RobustnessSettings:
-    """Settings of the robustness analysis (defaults = the schema's ``robustness`` defaults)."""
+    """Settings of the robustness analysis: the config's ``robustness`` block (its defaults are the
+    schema's; see config/README.md) and the detection rule's k."""
 
-    n_boot: int = 1000  # bootstrap resamples of the prompts
-    ci: float = 0.95  # confidence level of the percentile intervals
-    seed: int = 0  # seed of the resamples
-    robust: float = 0.9  # a sign detected in at least this share of resamples is a reliable detection
-    unstable: float = 0.1  # detected in at most this share: reliably absent; in between: uncertain
-    k: float = 2.0  # the detection rule's threshold in SDs (the paper's 2)
-    floor_room: float = (
-        1.0  # §4.2: the floor explains a miss when it lies above or < this many SD below mu - k SD
-    )
+    n_boot: int = _configured("n_boot")  # bootstrap resamples of the prompts
+    ci: float = _configured("ci")  # confidence level of the percentile intervals
+    seed: int = _configured("seed")  # seed of the resamples
+    robust: float = _configured("robust")  # detected in at least this share of resamples: reliable
+    unstable: float = _configured("unstable")  # in at most this share: reliably absent; between: uncertain
+    floor_room: float = _configured("floor_room")  # §4.2 (:data:`FLOOR_ROOM`)
+    k: float = PAPER_K  # the detection rule's threshold in SDs (the paper's 2)
 
     def __post_init__(self) -> None:
         if self.n_boot < 10:
@@ -195,8 +209,7 @@ def _one_experiment(metas: Sequence[dict], what: Sequence[str]) -> None:
 
 
 def _raw_meta(raw: pd.DataFrame, what: str) -> dict:
-    meta = dict(raw.attrs.get("patchbench", {}) or {})
-    spec = meta.get("spec", {}) or {}
+    meta = metadata(raw)
     pat = raw[raw["run"] == "patched"] if "run" in raw.columns else raw.iloc[:0]
     if pat.empty:
         raise RobustnessError(f"{what}: no patched rows; pass a raw sweep frame (results/sweeps/...)")
@@ -205,16 +218,16 @@ def _raw_meta(raw: pd.DataFrame, what: str) -> dict:
         raise RobustnessError(
             f"{what}: several windows {sorted(windows)} in one raw frame; pass one sweep per file"
         )
-    corruption = meta.get("corruption") or spec.get("corruption")
+    corruption = meta.get("corruption")
     if not corruption:
         raise RobustnessError(
-            f"{what}: the file's metadata names no corruption; write raw frames with patchbench.frames.write_frame"
+            f"{what}: the file's metadata names no corruption; write raw frames with patchbench.rawframe.write_frame"
         )
     return {
         "model": str(meta.get("model", "")),
         "task": str(meta.get("task", "")),
         "site": str(pat["site"].iloc[0]),
-        "positions": str(spec.get("position", "all")),
+        "positions": position_mode(meta),
         "corruption": corruption_label(corruption),
         "window": int(windows[0]),
     }
@@ -249,7 +262,7 @@ def _spans(raw: pd.DataFrame, comps: pd.DataFrame, window: int) -> pd.DataFrame:
 
 def bootstrap_grid(
     raws: Sequence[pd.DataFrame],
-    settings: RobustnessSettings = RobustnessSettings(),
+    settings: RobustnessSettings | None = None,
     metrics: Sequence[str] | None = None,
     names: Sequence[str] | None = None,
 ) -> GridDraws:
@@ -260,6 +273,7 @@ def bootstrap_grid(
     ``settings.n_boot`` times, from one seeded count matrix over the union of the frames' prompt ids,
     so every cell sees the same resamples. GN noise samples stay with their prompt.
     """
+    settings = settings if settings is not None else RobustnessSettings()
     if not raws:
         raise RobustnessError(
             "no raw sweep frames given; pass the sweeps of one experiment (results/sweeps/...)"
@@ -315,7 +329,7 @@ def bootstrap_grid(
 
 def normal_grid(
     effects: Sequence[pd.DataFrame],
-    settings: RobustnessSettings = RobustnessSettings(),
+    settings: RobustnessSettings | None = None,
     names: Sequence[str] | None = None,
 ) -> GridDraws:
     """The grid from effects frames alone (no raw frames): draws effect + SD/√n · Z per component.
@@ -325,6 +339,7 @@ def normal_grid(
     :func:`bootstrap_grid` whenever the raw sweeps exist. P_*(answer) comes from the frames'
     metadata (``corrupted_prob_ans``, written by :func:`patchbench.metrics.effects`), NaN if absent.
     """
+    settings = settings if settings is not None else RobustnessSettings()
     if not effects:
         raise RobustnessError("no effects frames given")
     what = list(names) if names is not None else [f"effects frame {i}" for i in range(len(effects))]
@@ -342,7 +357,7 @@ def normal_grid(
         if "prompt" in eff.columns:
             raise RobustnessError(f"{w}: per-prompt effects; pass dataset-mean effects (effects())")
         attrs = dict(eff.attrs.get("patchbench", {}) or {})
-        pos_mode = str(eff["positions"].iloc[0]) if "positions" in eff.columns else "all"
+        pos_mode = str(eff["positions"].iloc[0]) if "positions" in eff.columns else position_mode({})
         for (corr, window, metric), g in eff.groupby(["corruption", "window", "metric"], sort=False):
             meta = {"model": str(g["model"].iloc[0]), "task": str(g["task"].iloc[0]), "site": str(g["site"].iloc[0]),
                     "positions": pos_mode}  # fmt: skip
@@ -392,8 +407,7 @@ def cell_summary(grid: GridDraws) -> pd.DataFrame:
     p_neg = (draw_s == -1).mean(axis=1)
     a = (1.0 - s.ci) / 2.0
     lo, hi = np.quantile(grid.draws, [a, 1.0 - a], axis=1)  # (C, T) each
-    mu = grid.point.mean(axis=1)
-    sd = grid.point.std(axis=1)
+    rule = thresholds(grid.point, s.k)  # per cell, over its components
     labels = _labels(grid.cells)
     C, T = grid.point.shape
     ci = np.repeat(np.arange(C), T)
@@ -408,7 +422,7 @@ def cell_summary(grid: GridDraws) -> pd.DataFrame:
         "detected": np.where(point_s.ravel() > 0, "positive", np.where(point_s.ravel() < 0, "negative", "")),
         "p_positive": p_pos.ravel(), "p_negative": p_neg.ravel(),
         "status": _status(p_pos, p_neg, s).ravel(),
-        "mu": mu[ci], "sd": sd[ci], "threshold_low": (mu - s.k * sd)[ci], "threshold_high": (mu + s.k * sd)[ci],
+        "mu": rule.mu[ci], "sd": rule.sd[ci], "threshold_low": rule.low[ci], "threshold_high": rule.high[ci],
         "n_prompts": cells["n_prompts"], "ci_method": cells["ci_method"],
     })  # fmt: skip
     return out[list(CELL_COLUMNS)]
@@ -608,7 +622,7 @@ def _ci_text(r) -> str:
     return f"{_fmt(r.effect)} [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]"
 
 
-def floor_hides_negatives(floor: float, threshold: float, sd: float, room: float = 1.0) -> bool:
+def floor_hides_negatives(floor: float, threshold: float, sd: float, room: float = FLOOR_ROOM) -> bool:
     """§4.2: a probability effect cannot fall below the floor −P_*(answer), so the floor hides negative
     components when it lies above the negative threshold μ − k SD, or less than ``room`` SD below it."""
     return bool(floor > threshold - room * sd)
@@ -788,15 +802,39 @@ class KnownCircuit:
         return self.tasks is None or task in self.tasks
 
 
+#: The tasks a circuit of each kind is known for: the IOI circuit serves every IOI variant (the
+#: keys of patchbench.tasks.ioi.IOI_VARIANTS, not imported: that module imports torch).
+CIRCUIT_TASKS: dict[str, tuple[str, ...]] = {"ioi": ("ioi", "ioi_s1io", "ioi_abc"), "factual": ("factual",)}
+#: An organism's MLP role that names the layers trained to carry nothing: outside the circuit.
+OUTSIDE_ROLE = "outside"
+
+
+def _organism_classes(data: Mapping[str, Any], path: Path) -> tuple[dict, tuple[str, ...]]:
+    """Classes and tasks of an organism's ``circuit.json`` (issue 13, ``patchbench.toy.circuit``):
+    ``{"kind", "heads": {class: ["L.H", ...]}, "mlps": {role: [L, ...]}}``; the ``outside`` role
+    lists layers that are not in the circuit, so it is no class."""
+    kind = data["kind"]
+    if kind not in CIRCUIT_TASKS:
+        raise RobustnessError(f"{path}: circuit kind {kind!r} is not one of {sorted(CIRCUIT_TASKS)}")
+    heads, mlps = data.get("heads") or {}, data.get("mlps") or {}
+    both = set(heads) & set(mlps)
+    if both:
+        raise RobustnessError(f"{path}: {sorted(both)} name both heads and MLP layers")
+    classes = {**heads, **{r: v for r, v in mlps.items() if r != OUTSIDE_ROLE}}
+    return {c: v for c, v in classes.items() if v}, CIRCUIT_TASKS[kind]
+
+
 def read_known_circuit(path: str | Path, task: str | None = None) -> KnownCircuit:
     """Read a known-circuit JSON.
 
     Accepted layouts: ``{"classes": {class: [component, ...]}, "tasks": [task, ...]}`` (``tasks``
     optional: the tasks the circuit is known for), ``{"by_task": {task: {class: [...]}}}`` (several
     tasks; ``task`` selects one), Wang et al.'s file ``data/ioi_heads_gpt2_small.json``
-    (``all_classes``: the full published IOI circuit, tasks ioi, ioi_s1io, ioi_abc), or a bare
-    ``{class: [...]}``. A component is ``"L.H"`` (head), ``"L"`` (layer), either with ``@POS``, or
-    ``[layer, head]`` / ``[layer]``.
+    (``all_classes``: the full published IOI circuit, tasks ioi, ioi_s1io, ioi_abc), a model
+    organism's ``circuit.json`` (``{"kind": "ioi" | "factual", "heads": {class: [...]}, "mlps":
+    {role: [layer, ...]}}``, its tasks by :data:`CIRCUIT_TASKS`; the ``outside`` role is no class),
+    or a bare ``{class: [...]}``. A component is ``"L.H"`` (head), ``"L"`` or an integer (layer),
+    either with ``@POS``, or ``[layer, head]`` / ``[layer]``.
     """
     path = Path(path)
     if not path.is_file():
@@ -818,7 +856,9 @@ def read_known_circuit(path: str | Path, task: str | None = None) -> KnownCircui
     elif "classes" in data:
         classes, tasks = data["classes"], data.get("tasks")
     elif "all_classes" in data:  # Wang et al. (2023): the full IOI circuit of GPT-2 small
-        classes, tasks = data["all_classes"], ["ioi", "ioi_s1io", "ioi_abc"]
+        classes, tasks = data["all_classes"], CIRCUIT_TASKS["ioi"]
+    elif "kind" in data:  # a model organism's circuit, known by construction
+        classes, tasks = _organism_classes(data, path)
     else:
         classes = {k: v for k, v in data.items() if not str(k).startswith("_")}
     if not isinstance(classes, dict) or not all(isinstance(v, list) for v in classes.values()):

@@ -1,24 +1,26 @@
 """Robustness reports: per experiment the tables, a one-page summary and recommendations; the report's front page.
 
 :func:`analyse` runs :mod:`patchbench.analysis.robustness` on one experiment's grid and returns a
-:class:`RobustnessResult`; :func:`write_experiment` writes it:
+:class:`RobustnessResult`; :func:`write_experiment` writes it to the files
+:meth:`patchbench.layout.Layout.robustness_files` names (by kind):
 
-- ``<stem>.csv``          one row per component: verdict, where it is detected, explanations
-- ``<stem>_cells.csv``    one row per component x cell: effect, CI, detection probability, status
-- ``<stem>_pairs.csv``    one row per pair of cells: Jaccard of detections, Spearman of effects
-- ``<stem>_circuit.csv``  precision / recall against the known circuit (header only when none)
-- ``<stem>.md``           the one-page summary: recommendations, findings, agreement, circuit
-- ``<stem>.json``         the headline facts the report's front page lists
+- ``verdicts``  one row per component: verdict, where it is detected, explanations
+- ``cells``     one row per component x cell: effect, CI, detection probability, status
+- ``pairs``     one row per pair of cells: Jaccard of detections, Spearman of effects
+- ``circuit``   precision / recall against the known circuit (header only when none)
+- ``markdown``  the one-page summary: recommendations, findings, agreement, circuit
+- ``json``      the headline facts the report's front page lists
+- ``png``, ``pdf``  the figure (:mod:`patchbench.analysis.robustness_figure`), when asked for
 
 :func:`recommendations` turns the numbers into the paper's §6 advice for this model and task;
-:func:`summary_rst` writes the Snakemake report's front page from the experiments' JSON files.
+:mod:`patchbench.analysis.report_page` writes the Snakemake report's front page from the JSON files.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,29 +29,19 @@ import pandas as pd
 
 from patchbench.analysis import robustness as rb
 from patchbench.analysis.labels import metric_short
+from patchbench.layout import ROBUSTNESS_FIGURES, ROBUSTNESS_TABLES
 
 __all__ = [
-    "OUTPUT_SUFFIXES",
     "RobustnessResult",
     "analyse",
     "recommendations",
-    "summary_rst",
     "write_experiment",
 ]
 
 log = logging.getLogger(__name__)
 
-#: The files of one experiment: ``<stem><suffix>`` (the workflow's rule and the CLI name them from this).
-OUTPUT_SUFFIXES: dict[str, str] = {
-    "verdicts": ".csv", "cells": "_cells.csv", "pairs": "_pairs.csv", "circuit": "_circuit.csv",
-    "markdown": ".md", "json": ".json",
-}  # fmt: skip
-
 #: The Markdown page tabulates the findings' effects per cell up to this many cells (the CSV holds all).
 MAX_MD_CELLS = 8
-
-#: At most this many components per list on the report's front page (the tables hold all).
-FRONT_PAGE_ITEMS = 12
 
 
 @dataclass(frozen=True)
@@ -352,16 +344,18 @@ def markdown_page(res: RobustnessResult) -> str:
     return "\n".join(lines)
 
 
-def write_experiment(
-    res: RobustnessResult, stem: str | Path, figure: Sequence[str | Path] = ()
-) -> dict[str, Path]:
-    """Write the experiment's tables, page and JSON next to ``stem`` (``stem`` + suffixes); returns the paths.
+def write_experiment(res: RobustnessResult, files: Mapping[str, str | Path]) -> dict[str, Path]:
+    """Write the experiment's tables, page and JSON, and its figure when ``files`` names one; returns the paths.
 
-    ``figure`` are the figure's paths (PNG, PDF): drawn here too when given.
+    ``files``: kind -> path, every kind of :data:`patchbench.layout.ROBUSTNESS_TABLES` and, for the
+    figure, those of :data:`~patchbench.layout.ROBUSTNESS_FIGURES` (PNG, PDF).
     """
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = {k: stem.with_name(stem.name + suffix) for k, suffix in OUTPUT_SUFFIXES.items()}
+    missing = sorted(set(ROBUSTNESS_TABLES) - set(files))
+    if missing:
+        raise ValueError(f"robustness files {missing} have no path (Layout.robustness_files names them all)")
+    paths = {k: Path(p) for k, p in files.items()}
+    for p in paths.values():
+        p.parent.mkdir(parents=True, exist_ok=True)
     res.verdicts.to_csv(paths["verdicts"], index=False)
     res.cells.to_csv(paths["cells"], index=False)
     res.pairs.to_csv(paths["pairs"], index=False)
@@ -384,17 +378,17 @@ def write_experiment(
             for r in found[found["verdict"] != "robust"].itertuples()
         ],  # fmt: skip
         "recommendations": recommendations(res),
-        "files": {k: p.name for k, p in paths.items()},
+        "files": {k: p.name for k, p in paths.items() if k in ROBUSTNESS_TABLES},
     }
-    figs = [Path(f) for f in figure]
+    figs = [paths[k] for k in ROBUSTNESS_FIGURES if k in paths]
     if figs:
-        from patchbench.analysis.robustness_figure import robustness_figure
+        from patchbench.analysis.robustness_figure import robustness_figure  # matplotlib: only when drawn
 
         i = res.info
         robustness_figure(
             res.cells, res.verdicts, figs, title=f"{i['experiment']} on {i['model']} ({i['task']})"
         )
-        facts["files"]["figure"] = next((f.name for f in figs if f.suffix == ".png"), figs[0].name)
+        facts["files"]["figure"] = figs[0].name
     paths["json"].write_text(json.dumps(facts, indent=1, default=_json_default) + "\n")
     log.info("robustness of %s on %s: %s", res.experiment, res.info["model"], facts["counts"])
     return paths
@@ -404,74 +398,3 @@ def _json_default(x):
     if isinstance(x, np.generic):
         return x.item()
     raise TypeError(f"not JSON serialisable: {type(x)}")
-
-
-# ----------------------------------------------------------------------------- report front page
-def _rst_literal(text: str) -> str:
-    return f"``{text}``"
-
-
-def _rst_escape(text: str) -> str:
-    """Plain text safe in reStructuredText and in the report's Jinja2 pass."""
-    out = str(text).replace("\\", "\\\\")
-    for ch in "*_|":  # emphasis, references (P_*), substitutions
-        out = out.replace(ch, "\\" + ch)
-    out = out.replace("`", "'")
-    return out.replace("{{", "{ {").replace("{%", "{ %").replace("{#", "{ #")
-
-
-def _report_link(name: str) -> str:
-    """A link to report item ``name`` when this report holds it (Jinja2, rendered by Snakemake), else its name."""
-    return f'{{% if "{name}" in report_items %}}`{name}`_{{% else %}}{_rst_literal(name)}{{% endif %}}'
-
-
-def summary_rst(facts: Sequence[dict], title: str = "patchbench report", suite: str = "") -> str:
-    """The Snakemake report's front page: each experiment's robust and fragile findings, with links.
-
-    ``facts`` are the experiments' JSON files (:func:`write_experiment`). The page is a Jinja2
-    template, as Snakemake renders the workflow description (``files``: the report's items): links
-    to the verdict table and the figure (report items, by file name) appear when the report holds
-    them, plain names otherwise (a report of a partial DAG).
-    """
-    head = _rst_escape(title if not suite else f"{title}: {suite} suite")
-    lines = [
-        '{% set report_items = files | map(attribute="target") | list %}',
-        "=" * len(head), head, "=" * len(head), "",
-        "Localization robustness of every experiment: which components activation patching detects "
-        "whatever the corruption, metric and window (robust), which only under some settings (fragile), "
-        "and what Zhang & Nanda (ICLR 2024) advise for this model and task. Intervals and detection "
-        "probabilities come from a bootstrap over prompts. The paper's tables and figures are under "
-        "Tables and Figures; claims.csv checks its statements on this run.", "",
-    ]  # fmt: skip
-    if not facts:
-        lines += ["No experiment has a robustness report yet: run ``snakemake robustness``.", ""]
-    for f in facts:  # in the order given: the config's experiment order
-        name = _rst_escape(f"{f['experiment']} on {f['model']}")
-        lines += [name, "-" * len(name), ""]
-        lines += [
-            f"Task {_rst_literal(f['task'])}, site {_rst_literal(f['site'])}, positions {_rst_literal(f['positions'])}; "
-            f"{f['n_prompts']} prompts, {f['n_cells']} cells, {f['n_boot']} resamples.",
-            "",
-        ]
-        robust = f["robust"]
-        shown = ", ".join(_rst_literal(c) for c in robust[:FRONT_PAGE_ITEMS])
-        more = f" and {len(robust) - FRONT_PAGE_ITEMS} more" if len(robust) > FRONT_PAGE_ITEMS else ""
-        lines += [f"**Robust** ({len(robust)}): {shown + more if robust else 'none'}.", ""]
-        fragile = f["fragile"]
-        lines += [f"**Fragile** ({len(fragile)}){':' if fragile else ': none.'}", ""]
-        for item in fragile[:FRONT_PAGE_ITEMS]:
-            where = "; ".join(
-                f"{k} {item[c]}"
-                for k, c in (("detected:", "detected_in"), ("uncertain:", "uncertain_in"))
-                if item[c]
-            )
-            lines.append(f"- {_rst_literal(item['component'])}: {item['verdict']} ({_rst_escape(where)})")
-        if len(fragile) > FRONT_PAGE_ITEMS:
-            lines.append(f"- and {len(fragile) - FRONT_PAGE_ITEMS} more in the table")
-        lines += ["", "**Recommendations**", ""]
-        lines += [f"- {_rst_escape(r)}" for r in f["recommendations"]]
-        links = [_report_link(f["files"]["verdicts"])]
-        if "figure" in f["files"]:
-            links.append(_report_link(f["files"]["figure"]))
-        lines += ["", "Table and figure: " + ", ".join(links) + ".", ""]
-    return "\n".join(lines) + "\n"

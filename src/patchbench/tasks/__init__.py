@@ -15,6 +15,7 @@ literature differs (templates, BOS, year lists, pairing rule, ...).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -127,20 +128,7 @@ def build_task(
     n = info.default_n_prompts if n_prompts is None else n_prompts
     ps = info.builder(tokenizer, data_dir, n, seed, **info.options, **options)
     if ps.task != name:  # e.g. the IOI builder names its variant; the registry name wins
-        ps = PromptSet(
-            task=name,
-            clean=ps.clean,
-            corrupted=ps.corrupted,
-            answer_pos=ps.answer_pos,
-            answers=ps.answers,
-            wrong=ps.wrong,
-            noise_positions=ps.noise_positions,
-            positions=ps.positions,
-            meta=ps.meta,
-            variant=ps.variant,
-            tokenizer=ps.tokenizer,
-            pad_id=ps.pad_id,
-        )
+        ps = dataclasses.replace(ps, task=name)
     check_task_contract(ps)
     return ps
 

@@ -25,7 +25,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from patchbench.prompts import PromptSet
 from patchbench.tasks.common import (
@@ -36,11 +35,10 @@ from patchbench.tasks.common import (
     encode,
     find_token_range,
     load_task_json,
-    pad_id,
+    prompt_set,
     require_key,
     rng_for,
     single_token_id,
-    tokenizer_name,
 )
 
 __all__ = ["OPERATORS", "TEMPLATES_FILE", "build_arithmetic"]
@@ -155,20 +153,11 @@ def build_arithmetic(
             }
         )
     name = {v: k for k, v in OPERATORS.items()}[op]
-    return PromptSet(
-        task=f"arithmetic_{name}",
-        clean=clean,
-        corrupted=corrupted,
-        answer_pos=np.array(pos["END"]),
-        answers=answers,
-        wrong=wrong,
-        noise_positions=noise,
-        positions={k: np.array(v) for k, v in pos.items()},
-        meta=pd.DataFrame(meta),
-        variant=f"shots={n_shots},max_n={max_n},result_max={result_max},template={template_index},shared_shots={shared_shots}",
-        tokenizer=tokenizer_name(tokenizer),
-        pad_id=pad_id(tokenizer),
-    )
+    variant = f"shots={n_shots},max_n={max_n},result_max={result_max},template={template_index},shared_shots={shared_shots}"
+    return prompt_set(
+        f"arithmetic_{name}", tokenizer, clean=clean, corrupted=corrupted, answers=answers, wrong=wrong,
+        noise=noise, positions=pos, meta=meta, variant=variant,
+    )  # fmt: skip
 
 
 def _locate(tokenizer, prefix: list[int], few_shots: str, template: str, x: int, y: int):

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from patchbench.data_sources import require_data_file
+from patchbench.prompts import PromptSet
 
 __all__ = [
     "TaskInfo",
@@ -30,6 +32,7 @@ __all__ = [
     "find_token_range",
     "load_task_json",
     "pad_id",
+    "prompt_set",
     "single_token_id",
     "tokenizer_name",
 ]
@@ -105,6 +108,37 @@ def pad_id(tokenizer) -> int:
 
 def tokenizer_name(tokenizer) -> str:
     return str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)
+
+
+def prompt_set(
+    task: str,
+    tokenizer,
+    *,
+    clean: Sequence[Sequence[int]],
+    corrupted: Sequence[Sequence[int]],
+    answers: Sequence[Sequence[int]],
+    wrong: Sequence[Sequence[int]],
+    noise: Sequence[Sequence[int]],
+    positions: dict[str, Sequence[int]],
+    meta: Sequence[dict[str, Any]],
+    variant: str,
+) -> PromptSet:
+    """A generator's rows as a PromptSet: one list entry per prompt; ``positions`` must name ``END``
+    (the answer position of every task); tokenizer name and pad id come from ``tokenizer``."""
+    return PromptSet(
+        task=task,
+        clean=clean,
+        corrupted=corrupted,
+        answer_pos=np.array(positions["END"]),
+        answers=answers,
+        wrong=wrong,
+        noise_positions=noise,
+        positions={k: np.array(v) for k, v in positions.items()},
+        meta=pd.DataFrame(list(meta)),
+        variant=variant,
+        tokenizer=tokenizer_name(tokenizer),
+        pad_id=pad_id(tokenizer),
+    )
 
 
 def char_spans(tokenizer, ids: Sequence[int]) -> list[tuple[int, int]]:

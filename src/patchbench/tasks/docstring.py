@@ -29,9 +29,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from patchbench.prompts import PromptSet
 from patchbench.tasks.common import (
     TaskDataError,
@@ -39,12 +36,11 @@ from patchbench.tasks.common import (
     decode,
     encode,
     load_task_json,
-    pad_id,
+    prompt_set,
     require_key,
     rng_for,
     single_token_id,
     substitute,
-    tokenizer_name,
 )
 
 __all__ = ["WORDS_FILE", "build_docstring", "docstring_text"]
@@ -155,20 +151,10 @@ def build_docstring(
                 "acdc_wrong_ids": [int(single_token_id(tokenizer, " " + a)) for a in others],
             }
         )
-    return PromptSet(
-        task="docstring",
-        clean=clean,
-        corrupted=corrupted,
-        answer_pos=np.array(pos["END"]),
-        answers=answers,
-        wrong=wrong,
-        noise_positions=noise,
-        positions={k: np.array(v) for k, v in pos.items()},
-        meta=pd.DataFrame(meta),
-        variant=f"bos={prepend_bos}",
-        tokenizer=tokenizer_name(tokenizer),
-        pad_id=pad_id(tokenizer),
-    )
+    return prompt_set(
+        "docstring", tokenizer, clean=clean, corrupted=corrupted, answers=answers, wrong=wrong, noise=noise,
+        positions=pos, meta=meta, variant=f"bos={prepend_bos}",
+    )  # fmt: skip
 
 
 def _single(tokenizer, words: list[str]) -> list[str]:

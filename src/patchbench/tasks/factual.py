@@ -27,9 +27,6 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from patchbench.prompts import PromptSet
 from patchbench.tasks.common import (
     TaskDataError,
@@ -38,10 +35,9 @@ from patchbench.tasks.common import (
     encode,
     find_token_range,
     load_task_json,
-    pad_id,
+    prompt_set,
     rng_for,
     single_token_id,
-    tokenizer_name,
 )
 
 __all__ = ["KNOWN_FILE", "COUNTERFACT_FILE", "Fact", "build_factual", "load_facts", "pair_facts"]
@@ -217,17 +213,7 @@ def build_factual(
                     "subject_ids": encode(tokenizer, x.subject),
                 }
             )
-    return PromptSet(
-        task="factual",
-        clean=clean,
-        corrupted=corrupted,
-        answer_pos=np.array(pos["END"]),
-        answers=answers,
-        wrong=wrong,
-        noise_positions=noise,
-        positions={k: np.array(v) for k, v in pos.items()},
-        meta=pd.DataFrame(meta),
-        variant=f"match={match},same_relation={same_relation},bos={prepend_bos}",
-        tokenizer=tokenizer_name(tokenizer),
-        pad_id=pad_id(tokenizer),
-    )
+    return prompt_set(
+        "factual", tokenizer, clean=clean, corrupted=corrupted, answers=answers, wrong=wrong, noise=noise,
+        positions=pos, meta=meta, variant=f"match={match},same_relation={same_relation},bos={prepend_bos}",
+    )  # fmt: skip

@@ -27,9 +27,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from patchbench.prompts import PromptSet
 from patchbench.tasks.common import (
     TaskDataError,
@@ -37,12 +34,11 @@ from patchbench.tasks.common import (
     decode,
     encode,
     load_task_json,
-    pad_id,
+    prompt_set,
     require_key,
     rng_for,
     single_token_id,
     substitute,
-    tokenizer_name,
 )
 
 __all__ = ["NOUNS_FILE", "YEARS_FILE", "build_greater_than", "two_digit_ids", "split_years"]
@@ -189,17 +185,7 @@ def build_greater_than(
                 "bos": bos,
             }
         )
-    return PromptSet(
-        task="greater_than",
-        clean=clean,
-        corrupted=corrupted,
-        answer_pos=np.array(pos_end),
-        answers=answers,
-        wrong=wrong,
-        noise_positions=noise,
-        positions={"YY": np.array(pos_yy), "END": np.array(pos_end)},
-        meta=pd.DataFrame(meta),
-        variant=f"years={years},bos={bos}",
-        tokenizer=tokenizer_name(tokenizer),
-        pad_id=pad_id(tokenizer),
-    )
+    return prompt_set(
+        "greater_than", tokenizer, clean=clean, corrupted=corrupted, answers=answers, wrong=wrong, noise=noise,
+        positions={"YY": pos_yy, "END": pos_end}, meta=meta, variant=f"years={years},bos={bos}",
+    )  # fmt: skip

@@ -27,9 +27,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from patchbench.prompts import PromptSet
 from patchbench.tasks.common import (
     TaskDataError,
@@ -37,11 +34,10 @@ from patchbench.tasks.common import (
     decode,
     encode,
     load_task_json,
-    pad_id,
+    prompt_set,
     require_key,
     rng_for,
     substitute,
-    tokenizer_name,
 )
 
 __all__ = ["IOI_VARIANTS", "VOCAB_FILE", "build_ioi", "ioi_templates", "single_token_names"]
@@ -164,20 +160,11 @@ def build_ioi(
                 "rand_names": ",".join(rand),
             }
         )
-    return PromptSet(
-        task=variant,
-        clean=rows["clean"],
-        corrupted=rows["corrupted"],
-        answer_pos=np.array(rows["END"]),
-        answers=rows["answers"],
-        wrong=rows["wrong"],
-        noise_positions=rows["noise"],
-        positions={k: np.array(rows[k]) for k in ("IO", "S1", "S2", "END")},
-        meta=pd.DataFrame(meta),
-        variant=f"templates={templates}",
-        tokenizer=tokenizer_name(tokenizer),
-        pad_id=pad_id(tokenizer),
-    )
+    return prompt_set(
+        variant, tokenizer, clean=rows["clean"], corrupted=rows["corrupted"], answers=rows["answers"],
+        wrong=rows["wrong"], noise=rows["noise"], positions={k: rows[k] for k in ("IO", "S1", "S2", "END")},
+        meta=meta, variant=f"templates={templates}",
+    )  # fmt: skip
 
 
 def _corrupt(tokenizer, ids, pos, variant, names, name_list, orig, rng, n_special):

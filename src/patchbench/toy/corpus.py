@@ -1,7 +1,7 @@
 """The toy training corpus: task-shaped documents plus filler, with held-out combinations.
 
 ``generate_corpus`` turns a toy data directory (``data/toy``: the mirror's layout with
-project-authored content, see ``patchbench.toy.authoring``) into a list of short documents:
+project-authored content, kept as JSON data) into a list of short documents:
 
 ==============  ===========================================================================
 kind            example
@@ -103,8 +103,8 @@ class ToyVocab:
         missing = [str(p) for p in files.values() if not p.exists()]
         if missing:
             raise FileNotFoundError(
-                f"toy data directory {d} lacks {missing}; regenerate it with "
-                "`python -m patchbench.toy.authoring data/toy`."
+                f"toy data directory {d} lacks {missing}; restore the repository's data/toy "
+                "(`git checkout data/toy`) or point toy.data_dir at a copy of it."
             )
         return cls(**{k: json.loads(p.read_text()) for k, p in files.items()})
 

@@ -3,7 +3,7 @@
 Every key is optional; ``DEFAULT_MODELS`` gives the two models of the demo. Layout::
 
     toy:
-      data_dir: data/toy                  # project-authored vocabulary (patchbench.toy.authoring)
+      data_dir: data/toy                  # project-authored vocabulary (JSON, the source of truth)
       corpus: {n_docs: 60000, seed: 0, heldout_fraction: 0.15}
       eval: {n_prompts: 200, seed: 0}     # held-out prompts per task for accuracy.json
       models:

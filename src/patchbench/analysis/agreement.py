@@ -1,7 +1,7 @@
 """Agreement between exact and attribution patching on the same grid cell.
 
 Attribution patching (:mod:`patchbench.attribution`) estimates every patch effect to first order;
-exact patching (:mod:`patchbench.patching`) measures it. For every plot, i.e. one (model, task,
+exact patching (:mod:`patchbench.engine.sweep`) measures it. For every plot, i.e. one (model, task,
 corruption, site, window, position mode, metric), this module pairs the two effects frames by
 component and reports:
 

@@ -1,0 +1,294 @@
+"""The sweep cell: one (model, task, corruption, site, position, window, heads, method) of the grid.
+
+A config's experiments expand into cells exactly once, here (:func:`cells_of`,
+:func:`experiment_cells`, :func:`attribution_cells`), from the validated config of
+:mod:`patchbench.config`. A :class:`Cell` then owns every fact that follows from its identity:
+
+* its files (raw frame, effects, resumable chunks, logs; spelled by :mod:`patchbench.layout`),
+* the :class:`~patchbench.sites.SweepSpec` the engine runs and the ``ModelSpec`` it loads,
+* the identity written into its frames' metadata, and its human-readable label,
+* its :meth:`Cell.fingerprint`, a hash of everything the config knows that determines its numbers.
+
+The workflow's rules get Cells from ``common.smk`` and hand them to scripts as params; the CLI
+builds none (it has no config) and passes its own identity to the engine.
+
+A Cell built by :meth:`Cell.pattern` has Snakemake wildcards (``{model}``, ``{window}``, …) as
+its fields: its paths are the rules' wildcard patterns, so a rule and a script cannot spell a
+path differently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from patchbench.config import ConfigError
+from patchbench.corruption import NoiseSpec
+from patchbench.layout import CellKind, Layout
+from patchbench.sites import SweepSpec, check_windows
+
+__all__ = ["Cell", "Method", "agreement_cells", "attribution_cells", "cells_of", "experiment_cells"]
+
+Method = Literal["exact", "attribution"]
+#: Keys of a model's config entry that do not fix a sweep's numbers, so no cell's fingerprint holds them.
+NOT_IN_FINGERPRINT: frozenset[str] = frozenset({"resources", "circuit"})
+Heads = tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One sweep of the grid and everything decided by it (see the module docstring)."""
+
+    model: str
+    task: str
+    corruption: str
+    site: str
+    position: str
+    window: int
+    heads: Heads | None
+    method: Method
+    layout: Layout
+    #: the validated config the cell was built from (settings its numbers depend on)
+    config: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False, hash=False)
+
+    # ------------------------------------------------------------------ identity and labels
+    @property
+    def identity(self) -> dict[str, Any]:
+        """The cell's identity as written into its frames' metadata (``heads`` is in the spec)."""
+        return {
+            "model": self.model,
+            "task": self.task,
+            "corruption": self.corruption,
+            "site": self.site,
+            "position": self.position,
+            "window": int(self.window),
+            "method": self.method,
+        }
+
+    @property
+    def label(self) -> str:
+        """``task corruption site-position window w on model`` (messages, logs)."""
+        return (
+            f"{self.task} {self.corruption} {self.site}-{self.position} window {self.window} on {self.model}"
+        )
+
+    def as_method(self, method: Method) -> Cell:
+        """The same cell estimated by another method (exact patching or attribution)."""
+        return replace(self, method=method)
+
+    def reported(self) -> Cell:
+        """The cell whose effects the tables and figures read: this one, by ``engine.method``."""
+        return self.as_method(self.config["engine"]["method"])
+
+    # ------------------------------------------------------------------ files
+    def _file(self, kind: CellKind, suffix: str, *, log: bool = False) -> str:
+        where = (self.model, self.task, self.corruption, self.site, self.position, self.window)
+        return self.layout.cell_file(kind, *where, suffix, log=log)
+
+    @property
+    def raw_path(self) -> str:
+        """The raw frame: ``sweeps/…parquet`` (exact) or ``attrib/…raw.parquet`` (attribution)."""
+        exact = self.method == "exact"
+        return self._file("sweeps", ".parquet") if exact else self._file("attrib", ".raw.parquet")
+
+    @property
+    def effects_path(self) -> str:
+        """The effects frame with detections: ``effects/…parquet`` (exact) or ``attrib/…parquet``."""
+        return (
+            self._file("effects", ".parquet") if self.method == "exact" else self._file("attrib", ".parquet")
+        )
+
+    @property
+    def chunks_dir(self) -> str:
+        """Where an exact sweep keeps its finished chunks (resumes from them after a kill)."""
+        return str(Path(self.raw_path).with_suffix(".chunks"))
+
+    @property
+    def log_path(self) -> str:
+        """The log of the job that writes the raw frame."""
+        return self._file("sweeps" if self.method == "exact" else "attrib", ".log", log=True)
+
+    @property
+    def effects_log_path(self) -> str:
+        """The log of the step that writes the effects (the sweep's own log for attribution)."""
+        return self._file("effects", ".log", log=True) if self.method == "exact" else self.log_path
+
+    # ------------------------------------------------------------------ what runs
+    @property
+    def noise(self) -> NoiseSpec:
+        return NoiseSpec(**self.config["noise"])
+
+    @property
+    def sweep_spec(self) -> SweepSpec:
+        """The engine's description of this cell (noise and memory budget from the config)."""
+        return SweepSpec(
+            corruption=self.corruption,  # type: ignore[arg-type]
+            site=self.site,  # type: ignore[arg-type]
+            position=self.position,
+            window=int(self.window),
+            heads=self.heads,
+            noise=self.noise,
+            memory_budget_mb=int(self.config["models"][self.model]["memory_budget_mb"]),
+        )
+
+    @property
+    def model_spec(self):
+        """How to load the cell's model (:class:`patchbench.models.ModelSpec`)."""
+        from patchbench.models import ModelSpec
+
+        return ModelSpec.from_config(self.model, self.config["models"][self.model], self.layout.results_dir)
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The metrics its effects report (:func:`patchbench.metrics.metrics_for`)."""
+        from patchbench.metrics import metrics_for
+
+        return metrics_for(self.task)
+
+    @property
+    def qk_fix(self) -> bool:
+        """Whether attribution applies AtP*'s QK fix: ``attribution.qk_fix``, on whole-head sweeps only."""
+        from patchbench.attribution import qk_fix_applies
+
+        return (
+            self.method == "attribution"
+            and bool(self.config["attribution"]["qk_fix"])
+            and qk_fix_applies(self)
+        )
+
+    @property
+    def detection_k(self) -> float:
+        """The detection threshold (SDs) of an attribution cell's effects: ``attribution.k``."""
+        return float(self.config["attribution"]["k"])
+
+    # ------------------------------------------------------------------ staleness
+    def fingerprint_facts(self) -> dict[str, Any]:
+        """Everything the config knows that determines this cell's numbers (see :meth:`fingerprint`)."""
+        cfg = self.config
+        facts: dict[str, Any] = {
+            "cell": {**self.identity, "heads": None if self.heads is None else [list(h) for h in self.heads]},
+            "model": {k: v for k, v in cfg["models"][self.model].items() if k not in NOT_IN_FINGERPRINT},
+            "task": cfg["tasks"][self.task],
+            "prompts": {k: cfg[k] for k in ("data_dir", "filter_correct", "min_prompts")},
+            "engine": {k: v for k, v in cfg["engine"].items() if k != "method"},
+        }
+        if self.corruption == "gn":
+            facts["noise"] = cfg["noise"]
+        if self.method == "attribution":
+            facts["attribution"] = {k: cfg["attribution"][k] for k in ("qk_fix", "k")}
+        return facts
+
+    def fingerprint(self, **extra: Any) -> str:
+        """A stable hash (16 hex digits of sha256) of what determines the cell's numbers.
+
+        Covered, from the config: the cell's fields (``identity`` and ``heads``); the model's entry
+        without its ``resources`` and ``circuit`` (:data:`NOT_IN_FINGERPRINT`: the job's resources
+        and the known circuit the robustness report scores against do not change the sweep's
+        numbers), i.e. source, name, path, dtype, device, memory budget, init, arch;
+        the task's entry; ``data_dir``, ``filter_correct`` and ``min_prompts`` (which prompts are
+        patched); the engine settings other than ``engine.method`` (which picks the tables'
+        method, not this cell's numbers); the noise settings for GN cells; ``attribution.qk_fix``
+        and ``attribution.k`` for attribution cells. Not covered, because the config does not know
+        them: the prompt ids and the model weights. Pass such facts as ``extra`` (JSON-serialisable
+        keyword arguments; issue #14 adds them); they join the hash under their names.
+        """
+        facts = {**self.fingerprint_facts(), **extra}
+        blob = json.dumps(facts, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    # ------------------------------------------------------------------ wildcard patterns
+    @classmethod
+    def pattern(cls, layout: Layout, method: Method = "exact", **fixed: Any) -> Cell:
+        """A cell whose unfixed fields are Snakemake wildcards: its paths are rule patterns.
+
+        ``Cell.pattern(layout).raw_path`` is ``R/sweeps/{model}/{task}/{corruption}/{site}-{position}_w{window}.parquet``.
+        Only its path properties are meaningful.
+        """
+        names = ("model", "task", "corruption", "site", "position", "window")
+        values = {n: fixed.get(n, "{" + n + "}") for n in names}
+        return cls(**values, heads=None, method=method, layout=layout)  # type: ignore[arg-type]
+
+
+def _heads(value: Sequence[Sequence[int]] | None) -> Heads | None:
+    return None if value is None else tuple((int(a), int(b)) for a, b in value)
+
+
+def experiment_cells(config: Mapping[str, Any], name: str, *, model: str | None = None) -> list[Cell]:
+    """The exact cells of experiment ``name`` (models x corruptions x windows, in that order).
+
+    ``model`` restricts them to one model, which may be a Snakemake wildcard (``"{model}"``): then
+    only the cells' paths are meaningful. Raises ConfigError when the experiment breaks a per-site
+    rule (windows only where :data:`patchbench.sites.WINDOW_SITES` allows; ``head_v`` needs heads).
+    """
+    exp = config["experiments"][name]
+    try:
+        check_windows(exp["site"], exp["windows"])
+    except ValueError as err:
+        raise ConfigError(f"experiment {name!r}: {err}") from None
+    if exp["site"] == "head_v" and not exp["heads"]:
+        raise ConfigError(f"experiment {name!r}: site head_v needs `heads: [[layer, head], ...]`")
+    layout = Layout.of(config)
+    return [
+        Cell(
+            m,
+            exp["task"],
+            c,
+            exp["site"],
+            exp["position"],
+            int(w),
+            _heads(exp["heads"]),
+            "exact",
+            layout,
+            config,
+        )
+        for m in ([model] if model is not None else exp["models"])
+        for c in exp["corruptions"]
+        for w in exp["windows"]
+    ]
+
+
+def _in_agreement(config: Mapping[str, Any], cell: Cell) -> bool:
+    """Whether a cell's window enters the exact-vs-attribution agreement (``attribution.windows``)."""
+    windows = config["attribution"]["windows"]
+    return windows is None or cell.window in windows
+
+
+def attribution_cells(config: Mapping[str, Any], name: str, *, model: str | None = None) -> list[Cell]:
+    """The cells of experiment ``name`` that attribution patching estimates (``method='attribution'``).
+
+    Those that enter the agreement (``attribution.windows``; null: every window); every cell when
+    attribution replaces exact patching for the tables (``engine.method: attribution``).
+    """
+    every = config["engine"]["method"] == "attribution"
+    cells = experiment_cells(config, name, model=model)
+    return [c.as_method("attribution") for c in cells if every or _in_agreement(config, c)]
+
+
+def agreement_cells(config: Mapping[str, Any], model: str, task: str) -> list[Cell]:
+    """The attribution cells of (model, task) whose agreement with exact patching is reported."""
+    cells = [
+        c
+        for name in config["experiments"]
+        for c in attribution_cells(config, name, model=model)
+        if c.task == task and model in config["experiments"][name]["models"] and _in_agreement(config, c)
+    ]
+    return sorted(cells, key=lambda c: (c.corruption, c.site, c.position, c.window))
+
+
+def cells_of(config: Mapping[str, Any]) -> dict[str, list[Cell]]:
+    """Every experiment's exact cells, by experiment name; refuses two experiments sweeping one cell."""
+    out = {name: experiment_cells(config, name) for name in config["experiments"]}
+    owner: dict[str, str] = {}
+    for name, cells in out.items():
+        for cell in cells:
+            if cell.raw_path in owner:
+                raise ConfigError(
+                    f"experiments {owner[cell.raw_path]!r} and {name!r} both sweep {cell.label}; they would "
+                    "write the same file: keep that cell in one of them"
+                )
+            owner[cell.raw_path] = name
+    return out

@@ -1,0 +1,44 @@
+"""The exact patching engine: activation patching, batched and prefix-reusing.
+
+Activation patching runs the model on a corrupted input and replaces one activation (a *patch
+target*: a head's output, an MLP layer's output over a window of layers, the residual stream at a
+layer and position, ...) with its value from the clean run, then reads how far the output moves
+back towards the clean answer. Done naively (TransformerLens's ``get_act_patch_*``), every target
+costs a full forward pass over all prompts, and logits over every position.
+
+This engine computes exactly the same numbers, faster:
+
+* **Prefix reuse.** Patching something in layer L leaves layers < L as in the corrupted run. The
+  corrupted run's residual stream (``blocks.L.hook_resid_pre`` for every L) is cached once per
+  block of prompts; each patched run starts at its first patched layer on that cached residual
+  (the blocks' hooks still fire, so patching is ordinary hooking).
+* **Batching.** Targets x prompts share the batch dimension, chunked to ``memory_budget_mb``.
+  Targets in one chunk share their start layer.
+* **One generic patch.** A target is a boolean mask over the activation at one or more hook
+  points; the hook returns ``torch.where(mask, clean[prompt], activation)``. Every site uses this
+  one code path.
+* **Answer-position unembedding.** Only ``answer_pos`` of each row goes through ``ln_final`` and
+  the unembedding; the raw value columns of every metric come from that single forward.
+
+Corruptions (:mod:`patchbench.corruption`): STR reads the corrupted prompts; GN adds seeded noise
+to ``hook_embed`` of the clean prompts. Patched runs start from the cached corrupted residual, so
+they carry exactly the corrupted run's noise draw. Every sweep checks two identities on its first
+block of prompts (:mod:`.sanity`); with a checkpoint directory it resumes from its finished chunks
+(:mod:`.checkpoint`), bitwise identically.
+
+Modules, one job each (import them directly; this package imports nothing eagerly):
+
+==============  ==========================================================================
+``forward``     the forward pass in pieces: the only module that calls into the model
+``readout``     a run's raw value columns from its answer-position logits
+``cache``       the clean cache (clean activations, answer logits, tokens)
+``patch``       the generic patch: masks, clean sources, one patched forward per target chunk
+``sanity``      the two identities every sweep checks
+``checkpoint``  finished chunks on disk, and the fingerprint that names a sweep
+``sweep``       :func:`~patchbench.engine.sweep.run_sweep`: one sweep as a raw frame
+``patterns``    attention patterns of chosen heads in the clean / corrupted / patched runs (§3.2)
+==============  ==========================================================================
+
+Attribution patching (:mod:`patchbench.attribution`) reuses ``forward``, ``readout``, ``cache``
+and ``patch``; both engines' frames are built by :mod:`patchbench.rawframe`.
+"""

@@ -1,0 +1,181 @@
+"""Attention patterns of chosen heads in the clean, corrupted and patched runs (paper §3.2).
+
+Zhang & Nanda explain GN's off-distribution behaviour by where the name movers attend, with and
+without the S-inhibition heads' values restored. :func:`capture_patterns` runs the three runs of a
+corruption on every prompt (GN: every noise sample, the same draw in the corrupted and patched
+run) and keeps the chosen heads' attention probabilities and each run's logit difference; the
+patched run applies one patch target (e.g. ``SweepSpec('str', 'head_v', heads=S_INHIBITION)``)
+through the engine's generic patch (:mod:`patchbench.engine.patch`).
+:mod:`patchbench.analysis.nm_attention` turns the capture into the §3.2 frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float
+
+from patchbench.corruption import NoiseSpec, corrupted_tokens, noise_scale, noise_tensor
+from patchbench.engine.cache import clean_cache
+from patchbench.engine.forward import (
+    embed_input,
+    hooked,
+    pattern_hook,
+    rows_per_forward,
+    run_blocks,
+    site_heads,
+    unembed_at,
+)
+from patchbench.engine.patch import Block, build_mask, sources
+from patchbench.engine.readout import AnswerIds, index_tensor, summed_logits
+from patchbench.prompts import PromptSet
+from patchbench.sites import SweepSpec, enumerate_targets
+
+__all__ = ["PatternCapture", "capture_patterns"]
+
+RUNS = ("clean", "corrupted", "patched")
+
+
+@dataclass
+class PatternCapture:
+    """Attention patterns of chosen heads, ``[rows, n_heads, dest, src]`` per run (CPU float32),
+    and each row's logit difference LD = Σ logit(answers) − Σ logit(wrong) (float64).
+
+    ``clean`` has one row per prompt; ``corrupted`` and ``patched`` one row per (prompt, sample),
+    in the order of ``prompt`` / ``sample``. ``patched`` is None without a patch.
+    """
+
+    heads: tuple[tuple[int, int], ...]
+    clean: Float[torch.Tensor, "prompts heads dest src"]
+    corrupted: Float[torch.Tensor, "rows heads dest src"]
+    patched: Float[torch.Tensor, "rows heads dest src"] | None
+    prompt: np.ndarray
+    sample: np.ndarray
+    logit_diff: dict[str, np.ndarray]
+
+    def rows(self, run: str) -> tuple[np.ndarray, np.ndarray]:
+        """(prompt, sample) of each row of ``run``."""
+        if run == "clean":
+            n = self.clean.shape[0]
+            return np.arange(n), np.zeros(n, np.int64)
+        return self.prompt, self.sample
+
+    def attention(self, prompts: PromptSet, dest: str, src: str) -> pd.DataFrame:
+        """Per (run, row, head) attention probability from named position ``dest`` to named ``src``."""
+        frames = []
+        for run, pat in (("clean", self.clean), ("corrupted", self.corrupted), ("patched", self.patched)):
+            if pat is None:
+                continue
+            pr, sa = self.rows(run)
+            d = index_tensor(prompts.named_position(dest)[pr])
+            s = index_tensor(prompts.named_position(src)[pr])
+            vals = pat[torch.arange(len(pr)), :, d, s].numpy()  # [rows, n_heads]
+            for j, (lay, h) in enumerate(self.heads):
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            "run": run,
+                            "prompt": pr,
+                            "sample": sa,
+                            "head": f"{lay}.{h}",
+                            "dest": dest,
+                            "src": src,
+                            "attention": vals[:, j],
+                        }
+                    )
+                )
+        return pd.concat(frames, ignore_index=True)
+
+
+def capture_patterns(
+    model,
+    prompts: PromptSet,
+    heads: Sequence[tuple[int, int]],
+    corruption: str,
+    patch_spec: SweepSpec | None = None,
+    *,
+    noise: NoiseSpec | None = None,
+    clean: dict[str, torch.Tensor] | None = None,
+    memory_budget_mb: int = 1024,
+    batch_size: int | None = None,
+) -> PatternCapture:
+    """Attention patterns of ``heads`` in the clean, corrupted and (optionally) patched runs.
+
+    ``patch_spec`` must describe exactly one target; its corruption must equal ``corruption``. GN
+    uses ``noise`` (default the patch spec's) and the same draw in the corrupted and patched runs.
+    ``batch_size`` rows go through one forward (default: what fits ``memory_budget_mb``).
+    """
+    heads = tuple((int(a), int(b)) for a, b in heads)
+    if patch_spec is not None and patch_spec.corruption != corruption:
+        raise ValueError(f"patch_spec corruption {patch_spec.corruption!r} != {corruption!r}")
+    noise = noise or (patch_spec.noise if patch_spec is not None else NoiseSpec())
+    k = noise.n_samples if corruption == "gn" else 1
+    tok_corr = corrupted_tokens(prompts, corruption)
+    tok_clean = prompts.tokens("clean")
+    max_len = tok_clean.shape[1]
+    _, std = noise_scale(model, prompts, corruption, noise)
+    target = None
+    if patch_spec is not None:
+        ts = enumerate_targets(patch_spec, model.cfg.n_layers, site_heads(model, patch_spec.site), max_len)
+        if len(ts) != 1:
+            raise ValueError(f"capture_patterns needs a patch_spec with exactly one target, got {len(ts)}")
+        target = ts[0]
+        if clean is None:
+            clean = clean_cache(model, prompts, list(target.hooks), memory_budget_mb=memory_budget_mb)
+    names = [pattern_hook(lay) for lay in sorted({lay for lay, _ in heads})]
+    store: dict[str, torch.Tensor] = {}
+
+    def grab(act, hook):
+        store[hook.name] = act.detach().float().cpu()
+
+    dev = model.cfg.device
+    out: dict[str, list[torch.Tensor]] = {r: [] for r in RUNS}
+    lds: dict[str, list[np.ndarray]] = {r: [] for r in RUNS}
+
+    def forward(run: str, tok: torch.Tensor, nz, rows: np.ndarray, patch_hooks=()) -> None:
+        with hooked(model, patch_hooks):
+            resid, sf = embed_input(model, tok, nz)
+            resid = run_blocks(model, resid, 0, sf)
+        out[run].append(torch.stack([store[pattern_hook(lay)][:, h] for lay, h in heads], dim=1))
+        logits = unembed_at(model, resid, index_tensor(prompts.answer_pos[rows], resid.device))
+        ans, wrong = AnswerIds.of(prompts.answers, rows, dev), AnswerIds.of(prompts.wrong, rows, dev)
+        lds[run].append((summed_logits(logits, ans) - summed_logits(logits, wrong)).cpu().numpy())
+
+    prompt_rows = np.repeat(np.arange(len(prompts), dtype=np.int64), k)
+    sample_rows = np.tile(np.arange(k, dtype=np.int64), len(prompts))
+    step = batch_size or max(k, rows_per_forward(model, max_len, memory_budget_mb))
+    with torch.no_grad(), hooked(model, [(nm, grab) for nm in names]):
+        for a in range(0, len(prompts), step):
+            rows = np.arange(a, min(a + step, len(prompts)))
+            forward("clean", tok_clean[a : a + step].to(dev), None, rows)
+        for a in range(0, len(prompt_rows), step):
+            pr, sa = prompt_rows[a : a + step], sample_rows[a : a + step]
+            tok = tok_corr[index_tensor(pr)].to(dev)
+            nz = (
+                noise_tensor(prompts, pr, sa, model.cfg.d_model, std, noise.seed, max_len)
+                if corruption == "gn"
+                else None
+            )
+            forward("corrupted", tok, nz, pr)
+            if target is not None:
+                block = Block(index=-1, prompt=pr, sample=sa)
+                block.resid = [tok]  # device holder for sources()
+                src = sources(clean, target.hooks, block, model.cfg.dtype)
+                hooks = []
+                for name in target.hooks:
+                    mask = build_mask(model, [target], name, block, prompts, max_len).to(dev)[0]
+                    hooks.append((name, lambda act, hook, mask=mask, s=src[name]: torch.where(mask, s, act)))
+                forward("patched", tok, nz, pr, hooks)
+    return PatternCapture(
+        heads=heads,
+        clean=torch.cat(out["clean"]),
+        corrupted=torch.cat(out["corrupted"]),
+        patched=torch.cat(out["patched"]) if target is not None else None,
+        prompt=prompt_rows,
+        sample=sample_rows,
+        logit_diff={r: np.concatenate(v) for r, v in lds.items() if v},
+    )

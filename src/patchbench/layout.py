@@ -1,0 +1,148 @@
+"""Where every output of the workflow lives: the one place a result path is spelled.
+
+``R`` is ``results_dir`` and ``F`` is ``figures_dir`` (both from the config):
+
+==========================================  =====================================================
+what                                        path
+==========================================  =====================================================
+a model's prompt set, all generated         ``R/prompts/{model}/{task}.all.parquet``
+the prompts it answers, its accuracy        ``R/prompts/{model}/{task}.parquet``, ``….accuracy.json``
+clean activations                           ``R/cache/{model}/{task}.clean.safetensors``
+a sweep cell's files (:class:`~patchbench.  ``R/{sweeps|effects|attrib}/{model}/{task}/{corruption}/``
+cell.Cell` names which)                     ``{site}-{position}_w{window}{suffix}``
+a toy model's directory                     ``R/models/{model}/``
+a per-model analysis frame                  ``R/analysis/{what}/{model}.{ext}``
+tables, figures, claims                     ``R/tables/{name}.{ext}``, ``F/{name}.{ext}``, ``R/claims.csv``
+an experiment's robustness on one model     ``R/tables/robustness_{experiment}_{model}{suffix}``,
+                                            ``F/robustness_{experiment}_{model}.{png|pdf}``
+the report's front page                     ``R/robustness/summary.rst``
+a step's log                                ``R/logs/…`` (the same sub-path as its output)
+==========================================  =====================================================
+
+Snakemake's wildcard patterns are these same paths with ``{model}``-style placeholders passed in
+as the parts, so rules and scripts cannot disagree about a file name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = ["ROBUSTNESS_FIGURES", "ROBUSTNESS_TABLES", "CellKind", "Layout"]
+
+#: The folders of a cell's files: exact raw sweeps, exact effects, attribution raw frames + effects.
+CellKind = Literal["sweeps", "effects", "attrib"]
+
+#: The robustness analysis's table-like files of one experiment on one model: kind -> name suffix
+#: (verdicts; per component x cell; per pair of cells; known-circuit scores; one-page summary; the
+#: facts the report's front page lists).
+ROBUSTNESS_TABLES: dict[str, str] = {
+    "verdicts": ".csv",
+    "cells": "_cells.csv",
+    "pairs": "_pairs.csv",
+    "circuit": "_circuit.csv",
+    "markdown": ".md",
+    "json": ".json",
+}
+#: Its figure's files: kind -> suffix.
+ROBUSTNESS_FIGURES: dict[str, str] = {"png": ".png", "pdf": ".pdf"}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The output tree of one config (its ``results_dir`` and ``figures_dir``)."""
+
+    results_dir: str
+    figures_dir: str = "figures"
+
+    @classmethod
+    def of(cls, config: Mapping[str, Any]) -> Layout:
+        """The layout of a validated config."""
+        return cls(str(config["results_dir"]), str(config["figures_dir"]))
+
+    # ------------------------------------------------------------------ roots
+    def result(self, *parts: str) -> str:
+        """A path under ``results_dir``."""
+        return str(Path(self.results_dir, *parts))
+
+    def figure(self, *parts: str) -> str:
+        """A path under ``figures_dir``."""
+        return str(Path(self.figures_dir, *parts))
+
+    def log(self, *parts: str) -> str:
+        """A step's log file, under ``results_dir/logs`` (so each config keeps its own)."""
+        return str(Path(self.results_dir, "logs", *parts))
+
+    # ------------------------------------------------------------------ per (model, task)
+    def prompts(self, model: str, task: str, *, unfiltered: bool = False) -> str:
+        """The prompt set of ``task`` tokenised for ``model``: all generated, or those it answers."""
+        return self.result("prompts", model, f"{task}.all.parquet" if unfiltered else f"{task}.parquet")
+
+    def accuracy(self, model: str, task: str) -> str:
+        return self.result("prompts", model, f"{task}.accuracy.json")
+
+    def cache(self, model: str, task: str) -> str:
+        return self.result("cache", model, f"{task}.clean.safetensors")
+
+    def model_dir(self, model: str) -> str:
+        """A toy model's directory (weights, tokenizer, training curve)."""
+        return self.result("models", model)
+
+    # ------------------------------------------------------------------ sweep cells
+    @staticmethod
+    def cell_stem(site: str, position: str, window: int | str) -> str:
+        """The file name of a cell inside its corruption folder, without suffix."""
+        return f"{site}-{position}_w{window}"
+
+    def cell_file(
+        self,
+        kind: CellKind,
+        model: str,
+        task: str,
+        corruption: str,
+        site: str,
+        position: str,
+        window: int | str,
+        suffix: str = ".parquet",
+        *,
+        log: bool = False,
+    ) -> str:
+        """One file of a sweep cell (``log=True``: the log of the step that writes it)."""
+        parts = (kind, model, task, corruption, self.cell_stem(site, position, window) + suffix)
+        return self.log(*parts) if log else self.result(*parts)
+
+    # ------------------------------------------------------------------ analysis outputs
+    def analysis(self, what: str, model: str, ext: str = "parquet") -> str:
+        """A per-model analysis frame (``ioi_classes``, ``nm_attention``, ``factual_categories``, …)."""
+        return self.result("analysis", what, f"{model}.{ext}")
+
+    def table(self, name: str, ext: str) -> str:
+        return self.result("tables", f"{name}.{ext}")
+
+    def figure_file(self, name: str, ext: str) -> str:
+        return self.figure(f"{name}.{ext}")
+
+    def claims(self) -> str:
+        return self.result("claims.csv")
+
+    # ------------------------------------------------------------------ robustness (issue 15)
+    @staticmethod
+    def robustness_names(experiment: str, model: str) -> dict[str, str]:
+        """The file names of an experiment's robustness outputs on ``model``: kind -> name
+        (:data:`ROBUSTNESS_TABLES`, then :data:`ROBUSTNESS_FIGURES`); the CLI writes them to one folder."""
+        stem = f"robustness_{experiment}_{model}"
+        return {k: stem + suffix for k, suffix in {**ROBUSTNESS_TABLES, **ROBUSTNESS_FIGURES}.items()}
+
+    def robustness_files(self, experiment: str, model: str) -> dict[str, str]:
+        """Those files in the workflow: tables under ``R/tables``, the figure under ``F``."""
+        names = self.robustness_names(experiment, model)
+        return {
+            k: self.result("tables", n) if k in ROBUSTNESS_TABLES else self.figure(n)
+            for k, n in names.items()
+        }
+
+    def front_page(self) -> str:
+        """The Snakemake report's front page, written from every experiment's robustness facts."""
+        return self.result("robustness", "summary.rst")
