@@ -11,7 +11,7 @@ model of this repository or a ``save_pretrained`` directory), loaded by
 detection) are written with their metadata, exactly as the workflow's ``sweep`` and ``effects``
 rules write them. ``robustness`` writes the localization-robustness tables, one-page summary and
 figure of one experiment (its sweeps' raw frames: bootstrap over prompts; or its effects files
-alone: a normal approximation) as the workflow's ``robustness_model_<model>`` rules do. Option
+alone: a normal approximation) as the workflow's ``robustness_analysis`` rule does. Option
 defaults are the config schema's (:func:`patchbench.config.default`).
 """
 

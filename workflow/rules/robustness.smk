@@ -1,12 +1,12 @@
 """Localization robustness (issue 15): which findings survive the choice of corruption, metric and window.
 
-`robustness_model_<model>` bootstraps the raw sweeps of every experiment run on one model
-(prompts resampled, metrics recomputed per resample) and writes per experiment the files of
+`robustness_analysis` bootstraps the raw sweeps of every experiment on every model (prompts
+resampled, metrics recomputed per resample) and writes per (experiment, model) the files of
 `LAYOUT.robustness_files` (verdict, cell, pair and circuit tables, a one-page Markdown summary,
-the JSON the front page reads, the figure). One job per model: the work per experiment is a
-second or two, so starting Python, pandas and matplotlib once per model instead of once per
-experiment is most of the cost saved. `robustness_summary` writes the report's front page
-(`LAYOUT.front_page()`), which the Snakefile's `report:` shows once it exists.
+the JSON of its headline facts, the figure), then the report's front page (`LAYOUT.front_page()`)
+from those facts; the Snakefile's `report:` shows that page once it exists. It is one job: the
+work per experiment is a second or less, so starting Python, pandas and matplotlib once for the
+whole grid, instead of once per model plus a job for the front page, is most of what it costs.
 
 Targets: `robustness` (everything), `robustness_<experiment>` (one experiment, all its models).
 
@@ -19,24 +19,6 @@ _is_gpt2_small, GPT2_SMALL_HEADS. Defines robustness_targets() for all_targets()
 """
 
 import os
-import re
-
-
-def robustness_models():
-    return sorted({m for e in EXPERIMENTS.values() for m in e["models"]})
-
-
-def robustness_experiments(model):
-    """The experiments run on ``model``, in the config's order."""
-    return [n for n, e in EXPERIMENTS.items() if model in e["models"]]
-
-
-def robustness_targets():
-    """Every experiment's robustness files on every model, and the report's front page."""
-    files = [
-        f for m in robustness_models() for n in robustness_experiments(m) for f in LAYOUT.robustness_files(n, m).values()
-    ]
-    return files + [LAYOUT.front_page()]
 
 
 def known_circuit_file(model, task):
@@ -52,19 +34,32 @@ def known_circuit_file(model, task):
     return str(beside) if beside is not None and beside.is_file() else None
 
 
-def robustness_plan(model):
-    """What the job of ``model`` reads and writes, per experiment: its task, the raw frames of its
-    cells (the method the tables report, ``engine.method``), the known circuit and the output files."""
-    plan = {}
-    for name in robustness_experiments(model):
-        task = EXPERIMENTS[name]["task"]
-        plan[name] = dict(
-            task=task,
-            raws=[c.reported().raw_path for c in CELLS[name] if c.model == model],
-            circuit=known_circuit_file(model, task),
-            files=LAYOUT.robustness_files(name, model),
-        )
+def robustness_plan():
+    """What the job reads and writes, per (experiment, model) in the config's order (the front
+    page's order): the task, the raw frames of its cells (the method the tables report,
+    ``engine.method``), the known circuit and the output files."""
+    plan = []
+    for name, exp in EXPERIMENTS.items():
+        for model in exp["models"]:
+            plan.append(
+                dict(
+                    experiment=name,
+                    model=model,
+                    task=exp["task"],
+                    raws=[c.reported().raw_path for c in CELLS[name] if c.model == model],
+                    circuit=known_circuit_file(model, exp["task"]),
+                    files=LAYOUT.robustness_files(name, model),
+                )
+            )
     return plan
+
+
+ROBUSTNESS_PLAN = robustness_plan()
+
+
+def robustness_targets():
+    """Every experiment's robustness files on every model, and the report's front page."""
+    return [f for p in ROBUSTNESS_PLAN for f in p["files"].values()] + [LAYOUT.front_page()]
 
 
 def robustness_front_page():
@@ -73,63 +68,41 @@ def robustness_front_page():
     return os.path.abspath(generated) if os.path.exists(generated) else "workflow/report/workflow.rst"
 
 
-def _robustness_outputs(model, plan):
+def _robustness_outputs():
     """The job's outputs; each experiment's verdict table and figure are report items."""
     out = []
-    for name, p in plan.items():
-        labels = {"model": model, "experiment": name}
+    for p in ROBUSTNESS_PLAN:
+        labels = {"model": p["model"], "experiment": p["experiment"]}
         for kind, path in p["files"].items():
             caption = {"verdicts": "robustness_table", "png": "robustness_figure"}.get(kind)
             if caption is None:
                 out.append(path)
                 continue
-            item = report(path, caption=f"../report/{caption}.rst", category="Robustness", subcategory=name,
-                          labels={**labels, "output": "table" if kind == "verdicts" else "figure"})  # fmt: skip
+            item = report(path, caption=f"../report/{caption}.rst", category="Robustness",
+                          subcategory=p["experiment"], labels={**labels, "output": "table" if kind == "verdicts" else "figure"})  # fmt: skip
             out.append(item)
     return out
 
 
-def _robustness_rule(model):
-    """The rule that writes the robustness files of every experiment run on ``model``."""
-    plan = robustness_plan(model)
-    rule_name = "robustness_model_" + re.sub(r"\W", "_", model)
-
-    rule:
-        name:
-            rule_name
-        input:
-            raws=[r for p in plan.values() for r in p["raws"]],
-            circuits=sorted({p["circuit"] for p in plan.values() if p["circuit"]}),
-        output:
-            _robustness_outputs(model, plan),
-        log:
-            LOG("robustness", f"{model}.log"),
-        params:
-            plan=plan,
-            settings=config["robustness"],
-        resources:
-            mem_mb=2000,
-            runtime=10,
-        script:
-            "../scripts/robustness.py"
-
-
-for _model in robustness_models():
-    _robustness_rule(_model)
-
-
-rule robustness_summary:
+rule robustness_analysis:
     input:
-        [LAYOUT.robustness_files(n, m)["json"] for m in robustness_models() for n in robustness_experiments(m)],
+        raws=sorted({r for p in ROBUSTNESS_PLAN for r in p["raws"]}),
+        circuits=sorted({p["circuit"] for p in ROBUSTNESS_PLAN if p["circuit"]}),
     output:
-        LAYOUT.front_page(),
+        files=_robustness_outputs(),
+        front_page=LAYOUT.front_page(),
     log:
-        LOG("robustness", "summary.log"),
+        LOG("robustness", "robustness.log"),
     params:
+        plan=ROBUSTNESS_PLAN,
+        settings=config["robustness"],
         title=config["report"]["title"],
         suite=config["suite"],
+    resources:
+        mem_mb=2000,
+        runtime=10,
     script:
-        "../scripts/robustness_summary.py"
+        "../scripts/robustness.py"
 
 
 rule robustness:
@@ -142,7 +115,7 @@ def _robustness_experiment_rule(name):
         name:
             f"robustness_{name}"
         input:
-            [f for m in EXPERIMENTS[name]["models"] for f in LAYOUT.robustness_files(name, m).values()],
+            [f for p in ROBUSTNESS_PLAN if p["experiment"] == name for f in p["files"].values()],
 
 
 for _name in EXPERIMENTS:

@@ -47,6 +47,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -322,8 +323,8 @@ def bootstrap_grid(
     _check_cells(cells, what)
     o = _cell_order(cells)
     return GridDraws(
-        cells.iloc[o].reset_index(drop=True), comps, np.stack(points)[o], np.stack(draws)[o], settings,
-        pd.concat(spans, ignore_index=True).drop_duplicates(["window", "component"]),
+        cells.iloc[o].reset_index(drop=True), comps, np.stack(points)[o], np.ascontiguousarray(np.stack(draws)[o]),
+        settings, pd.concat(spans, ignore_index=True).drop_duplicates(["window", "component"]),
     )  # fmt: skip
 
 
@@ -538,7 +539,7 @@ def average_ranks(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     n = x.shape[-1]
     flat = x.reshape(-1, n)
-    order = np.argsort(flat, axis=-1, kind="stable")
+    order = np.argsort(flat, axis=-1)  # ties get their average rank whatever their order
     xs = np.take_along_axis(flat, order, axis=-1)
     same = xs[:, 1:] == xs[:, :-1]  # tie with the right neighbour
     idx = np.arange(n)
@@ -552,21 +553,33 @@ def average_ranks(x: np.ndarray) -> np.ndarray:
     return ranks.reshape(x.shape)
 
 
-def _pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Pearson correlation along the last axis (NaN where either side is constant)."""
+def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Σ_t a[i, ..., t] b[j, ..., t] for every pair of cells: (C, ..., T) -> (..., C, C), one batched matmul."""
+    a2, b2 = np.moveaxis(a, 0, -2), np.moveaxis(b, 0, -2)  # (..., C, T)
+    return a2 @ np.swapaxes(b2, -1, -2)
+
+
+def pearson_matrix(x: np.ndarray) -> np.ndarray:
+    """Pearson correlation over the last axis between every pair of cells (first axis):
+    (C, ..., T) -> (..., C, C); NaN where either side is constant (Spearman on ranks)."""
     xc = x - x.mean(axis=-1, keepdims=True)
-    yc = y - y.mean(axis=-1, keepdims=True)
-    den = np.sqrt((xc * xc).sum(-1) * (yc * yc).sum(-1))
+    norm = np.sqrt((xc * xc).sum(-1))  # (C, ...)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(den > 0, (xc * yc).sum(-1) / den, np.nan)
+        z = xc / norm[..., None]
+        out = _pairwise(z, z)
+    const = np.moveaxis(norm == 0, 0, -1)  # (..., C)
+    return np.where(const[..., :, None] | const[..., None, :], np.nan, out)
 
 
-def _jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Jaccard index of two sign arrays along the last axis: shared (component, sign) over the union."""
-    inter = ((a == b) & (a != 0)).sum(-1)
-    union = (a != 0).sum(-1) + (b != 0).sum(-1) - inter
+def jaccard_matrix(signs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Jaccard index of the detections (component and sign) between every pair of cells, 1 where
+    neither detects anything: (C, ..., T) signs -> ((..., C, C) Jaccard, (..., C, C) shared count)."""
+    pos, neg = (signs > 0).astype(np.float64), (signs < 0).astype(np.float64)
+    both = _pairwise(pos, pos) + _pairwise(neg, neg)
+    n = np.moveaxis((signs != 0).sum(-1), 0, -1).astype(np.float64)  # (..., C)
+    union = n[..., :, None] + n[..., None, :] - both
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+        return np.where(union > 0, both / np.maximum(union, 1), 1.0), both
 
 
 def _interval(x: np.ndarray, ci: float) -> tuple[float, float]:
@@ -588,26 +601,29 @@ def pairwise_agreement(grid: GridDraws) -> pd.DataFrame:
     s = grid.settings
     point_s, draw_s = grid.signs()
     finite = np.isfinite(grid.point).all(axis=0)
-    rank_p = average_ranks(grid.point[:, finite])  # (C, T')
-    rank_d = average_ranks(grid.draws[:, :, finite])  # (C, B, T')
-    labels = _labels(grid.cells)
-    rows = []
-    for i, j in itertools.combinations(range(len(grid.cells)), 2):
-        ci, cj = grid.cells.iloc[i], grid.cells.iloc[j]
-        jac_d = _jaccard(draw_s[i], draw_s[j])
-        sp_d = _pearson_rows(rank_d[i], rank_d[j])
-        inter = int(((point_s[i] == point_s[j]) & (point_s[i] != 0)).sum())
-        rows.append({
-            "cell_a": labels[i], "cell_b": labels[j],
-            **{f"{a}_a": ci[a] for a in AXES}, **{f"{a}_b": cj[a] for a in AXES},
-            "same": "+".join(a for a in AXES if ci[a] == cj[a]),
-            "n_a": int((point_s[i] != 0).sum()), "n_b": int((point_s[j] != 0).sum()), "n_both": inter,
-            "jaccard": float(_jaccard(point_s[i], point_s[j])),
-            **dict(zip(("jaccard_low", "jaccard_high"), _interval(jac_d, s.ci), strict=True)),
-            "spearman": float(_pearson_rows(rank_p[i], rank_p[j])),
-            **dict(zip(("spearman_low", "spearman_high"), _interval(sp_d, s.ci), strict=True)),
-        })  # fmt: skip
-    return pd.DataFrame(rows)
+    jac_p, both_p = jaccard_matrix(point_s)  # (C, C)
+    jac_d, _ = jaccard_matrix(draw_s)  # (B, C, C)
+    rho_p = pearson_matrix(average_ranks(grid.point[:, finite]))
+    rho_d = pearson_matrix(average_ranks(grid.draws[:, :, finite]))
+    i, j = np.triu_indices(len(grid.cells), k=1)
+    a = (1.0 - s.ci) / 2.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a pair whose every resample is NaN
+        jac_lo, jac_hi = np.nanquantile(jac_d[:, i, j], [a, 1.0 - a], axis=0)
+        rho_lo, rho_hi = np.nanquantile(rho_d[:, i, j], [a, 1.0 - a], axis=0)
+    cells = grid.cells.reset_index(drop=True)
+    labels = np.array(_labels(cells))
+    ca, cb = cells.iloc[i].reset_index(drop=True), cells.iloc[j].reset_index(drop=True)
+    same = np.stack([(ca[x] == cb[x]).to_numpy() for x in AXES], axis=1)
+    n = (point_s != 0).sum(axis=1)
+    return pd.DataFrame({
+        "cell_a": labels[i], "cell_b": labels[j],
+        **{f"{x}_a": ca[x] for x in AXES}, **{f"{x}_b": cb[x] for x in AXES},
+        "same": ["+".join(x for x, ok in zip(AXES, row, strict=True) if ok) for row in same],
+        "n_a": n[i], "n_b": n[j], "n_both": both_p[i, j].astype(np.int64),
+        "jaccard": jac_p[i, j], "jaccard_low": jac_lo, "jaccard_high": jac_hi,
+        "spearman": rho_p[i, j], "spearman_low": rho_lo, "spearman_high": rho_hi,
+    })  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- explanations
@@ -724,6 +740,9 @@ def _sliding_peaks(grid: GridDraws, summary: pd.DataFrame) -> list[dict]:
         return out
     positions = grid.comps["position"].to_numpy()
     names = grid.comps["component"].to_numpy()
+    point_s = grid.signs()[0]
+    summed = {w: _summed_matrix(grid, int(w)) for w in set(cells["window"]) if w > 1}
+    at = summary.set_index(["corruption", "metric", "window", "component"])
     for (corr, metric), g in cells.groupby(["corruption", "metric"], sort=False):
         single = g.index[g["window"] == 1]
         if not len(single):
@@ -731,20 +750,22 @@ def _sliding_peaks(grid: GridDraws, summary: pd.DataFrame) -> list[dict]:
         i1 = single[0]
         for iw in g.index[g["window"] > 1]:
             w = int(cells.loc[iw, "window"])
-            S = _summed_matrix(grid, w)
-            summed_p = S @ grid.point[i1]  # (T,)
-            summed_d = grid.draws[i1] @ S.T  # (B, T)
+            summed_p = summed[w] @ grid.point[i1]  # (T,)
+            summed_d = None
             for p in np.unique(positions):
                 on = positions == p
                 peak = int(np.flatnonzero(on)[np.argmax(grid.point[iw][on])])
+                if point_s[iw, peak] != 1:  # the peak must be a detection
+                    continue
+                if summed_d is None:
+                    summed_d = grid.draws[i1] @ summed[w].T  # (B, T)
                 with np.errstate(divide="ignore", invalid="ignore"):
                     ratio = grid.point[iw][on].max() / summed_p[on].max()
                     ratios = grid.draws[iw][:, on].max(axis=1) / summed_d[:, on].max(axis=1)
                 lo, hi = _interval(ratios, s.ci)
-                row = summary[(summary["component"] == names[peak]) & (summary["corruption"] == corr)
-                              & (summary["metric"] == metric) & (summary["window"] == w)].iloc[0]  # fmt: skip
-                if row["detected"] != "positive" or not lo > 1.0:
+                if not lo > 1.0:
                     continue
+                row = at.loc[(corr, metric, w, names[peak])]
                 out.append({
                     "component": names[peak], "section": "5", "corruption": corr, "metric": metric, "window": w,
                     "text": (
