@@ -35,7 +35,7 @@ def robustness_figure(
     max_rows: int = MAX_ROWS,
 ) -> list[Path]:
     """Draw the figure from :func:`~patchbench.analysis.robustness.cell_summary` and
-    :func:`~patchbench.analysis.robustness.verdicts` and save it to ``outputs`` (PNG, PDF)."""
+    :func:`~patchbench.analysis.robustness.verdicts` and save it to ``outputs`` (PNG and, if asked, PDF)."""
     found = verdicts[verdicts["verdict"] != "not detected"]
     rows = found["component"].tolist()[:max_rows]
     order = list(dict.fromkeys(cells["cell"]))

@@ -10,7 +10,7 @@
 - ``circuit``   precision / recall against the known circuit (header only when none)
 - ``markdown``  the one-page summary: recommendations, findings, agreement, circuit
 - ``json``      the headline facts the report's front page lists
-- ``png``, ``pdf``  the figure (:mod:`patchbench.analysis.robustness_figure`), when asked for
+- ``png``       the figure (:mod:`patchbench.analysis.robustness_figure`), when asked for
 
 :func:`recommendations` turns the numbers into the paper's §6 advice for this model and task;
 :mod:`patchbench.analysis.report_page` writes the Snakemake report's front page from the JSON files.
@@ -348,7 +348,7 @@ def write_experiment(res: RobustnessResult, files: Mapping[str, str | Path]) -> 
     """Write the experiment's tables, page and JSON, and its figure when ``files`` names one; returns the paths.
 
     ``files``: kind -> path, every kind of :data:`patchbench.layout.ROBUSTNESS_TABLES` and, for the
-    figure, those of :data:`~patchbench.layout.ROBUSTNESS_FIGURES` (PNG, PDF).
+    figure, those of :data:`~patchbench.layout.ROBUSTNESS_FIGURES` (PNG).
     """
     missing = sorted(set(ROBUSTNESS_TABLES) - set(files))
     if missing:
