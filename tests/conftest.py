@@ -7,9 +7,11 @@ Helpers are plain functions and constants: test modules import them (``from conf
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +73,21 @@ def snakemake(*args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.Co
         text=True,
         timeout=timeout,
     )
+
+
+def workflow_project(
+    tmp: Path, rules: Sequence[str], config: str = "config/demo.yaml", tail: str = ""
+) -> Path:
+    """A copy of the workflow in ``tmp`` whose Snakefile includes only ``rules`` (e.g. ``common``,
+    ``analysis``) with ``config``, plus ``tail``; the files a test writes under ``results/`` are
+    then the sources of those rules."""
+    for d in ("workflow", "config"):
+        shutil.copytree(ROOT / d, tmp / d)
+    (tmp / "data").mkdir()
+    shutil.copy(ROOT / "data" / "ioi_heads_gpt2_small.json", tmp / "data")
+    includes = "".join(f'include: "workflow/rules/{r}.smk"\n' for r in rules)
+    (tmp / "Snakefile").write_text(f'configfile: "{config}"\n\n\n{includes}{tail}')
+    return tmp
 
 
 # ----------------------------------------------------------------------------- a tiny model and prompts

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 from dataclasses import fields
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,6 +12,7 @@ import yaml
 from docutils.core import publish_parts
 from jinja2 import Environment
 
+from conftest import snakemake, workflow_project
 from patchbench.analysis.report_page import summary_rst
 from patchbench.analysis.robustness import RobustnessSettings
 from patchbench.cli import main
@@ -81,34 +79,21 @@ def test_front_page_renders_as_snakemake_renders_it():
 
 
 def _project(tmp_path: Path) -> Path:
-    for d in ("workflow", "config"):
-        shutil.copytree(ROOT / d, tmp_path / d)
-    (tmp_path / "data").mkdir()
-    shutil.copy(ROOT / "data" / "ioi_heads_gpt2_small.json", tmp_path / "data")
     cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     cfg["experiments"] = {"ioi_heads": cfg["experiments"]["ioi_heads"]}
     cfg["robustness"] = {"n_boot": 200, "seed": 3}
-    (tmp_path / "config" / "test.yaml").write_text(yaml.safe_dump(cfg))
     # the robustness rules and what they use; the raw sweeps below are their sources
-    (tmp_path / "Snakefile").write_text(
-        'configfile: "config/test.yaml"\n\n\n'
-        + "".join(
-            f'include: "workflow/rules/{r}.smk"\n'
-            for r in ("common", "analysis", "attribution", "robustness")
-        )
-        + "\n\nreport: robustness_front_page()\n"
-    )
-    _write_ioi_sweeps(tmp_path / "results")
-    return tmp_path
+    proj = workflow_project(tmp_path, ["common", "analysis", "attribution", "robustness"], "config/test.yaml",
+                            "\n\nreport: robustness_front_page()\n")  # fmt: skip
+    (proj / "config" / "test.yaml").write_text(yaml.safe_dump(cfg))
+    _write_ioi_sweeps(proj / "results")
+    return proj
 
 
 @pytest.mark.slow
 def test_robustness_targets_and_the_report_front_page(tmp_path):
     proj = _project(tmp_path)
-    run = [sys.executable, "-m", "snakemake", "--cores", "2"]
-    res = subprocess.run(
-        [*run, "robustness", "--quiet", "all"], cwd=proj, capture_output=True, text=True, timeout=600
-    )
+    res = snakemake("--cores", "2", "robustness", "--quiet", "all", cwd=proj)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     stem = proj / "results" / "tables" / f"robustness_ioi_heads_{MODEL}"
     verdicts = (stem.parent / (stem.name + ".csv")).read_text()
@@ -120,9 +105,7 @@ def test_robustness_targets_and_the_report_front_page(tmp_path):
     assert (proj / "figures" / f"robustness_ioi_heads_{MODEL}.png").stat().st_size > 5000
     front = (proj / "results" / "robustness" / "summary.rst").read_text()
     assert "ioi\\_heads on toy-attn-only" in front and f"`robustness_ioi_heads_{MODEL}.png`_" in front
-    rep = subprocess.run(
-        [*run, "robustness", "--report", "report.html"], cwd=proj, capture_output=True, text=True, timeout=600
-    )
+    rep = snakemake("--cores", "2", "robustness", "--report", "report.html", cwd=proj)
     assert rep.returncode == 0, rep.stdout[-3000:] + rep.stderr[-3000:]
     html = (proj / "report.html").read_text()
     assert "ioi_heads on toy-attn-only" in html and "Recommendations" in html

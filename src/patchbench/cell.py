@@ -31,7 +31,15 @@ from patchbench.corruption import NoiseSpec
 from patchbench.layout import CellKind, Layout
 from patchbench.sites import SweepSpec, check_windows
 
-__all__ = ["Cell", "Method", "agreement_cells", "attribution_cells", "cells_of", "experiment_cells"]
+__all__ = [
+    "NOT_IN_FINGERPRINT",
+    "Cell",
+    "Method",
+    "agreement_cells",
+    "attribution_cells",
+    "cells_of",
+    "experiment_cells",
+]
 
 Method = Literal["exact", "attribution"]
 #: Keys of a model's config entry that do not fix a sweep's numbers, so no cell's fingerprint holds them.
