@@ -3,6 +3,7 @@
     snakemake --cores 2                              # embedded default (toy suite, offline)
     snakemake --cores 8 --configfile config/config.yaml   # paper suite (hub access or warm HF cache)
     snakemake --cores 2 table5                       # one table / figure by target name
+    snakemake --cores 2 robustness                   # localization-robustness tables, figures, summary
 """
 
 from snakemake.utils import min_version
@@ -33,6 +34,11 @@ include: "workflow/rules/prompts.smk"
 include: "workflow/rules/sweep.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/attribution.smk"
+include: "workflow/rules/robustness.smk"
+
+
+# `snakemake --report` opens on the robustness summary (each experiment's robust and fragile findings).
+report: robustness_front_page()
 
 
 rule all:

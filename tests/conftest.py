@@ -7,9 +7,11 @@ Helpers are plain functions and constants: test modules import them (``from conf
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -103,8 +105,6 @@ def tiny_config(nu: float = 3.0) -> dict:
 def workflow_copy(where: Path, config: dict) -> Path:
     """A copy of the workflow (its own ``.snakemake``: locks, incomplete markers, params) whose embedded
     default config is ``config``."""
-    import shutil
-
     import yaml
 
     where.mkdir(parents=True, exist_ok=True)
@@ -142,6 +142,21 @@ def tiny_workflow(tmp_path_factory) -> Path:
     project = workflow_copy(tmp_path_factory.mktemp("tiny-workflow"), tiny_config())
     run_workflow(project, f"{sys.executable} -m snakemake --cores 2")
     return project
+
+
+def workflow_project(
+    tmp: Path, rules: Sequence[str], config: str = "config/demo.yaml", tail: str = ""
+) -> Path:
+    """A copy of the workflow in ``tmp`` whose Snakefile includes only ``rules`` (e.g. ``common``,
+    ``analysis``) with ``config``, plus ``tail``; the files a test writes under ``results/`` are
+    then the sources of those rules."""
+    for d in ("workflow", "config"):
+        shutil.copytree(ROOT / d, tmp / d)
+    (tmp / "data").mkdir()
+    shutil.copy(ROOT / "data" / "ioi_heads_gpt2_small.json", tmp / "data")
+    includes = "".join(f'include: "workflow/rules/{r}.smk"\n' for r in rules)
+    (tmp / "Snakefile").write_text(f'configfile: "{config}"\n\n\n{includes}{tail}')
+    return tmp
 
 
 # ----------------------------------------------------------------------------- a tiny model and prompts

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import PAPER_TABLE3, PAPER_TABLE5, head_effects, signed_detections
+from conftest import PAPER_TABLE3, PAPER_TABLE5, head_effects, signed_detections, workflow_project
 from patchbench.rawframe import write_frame
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,14 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_named_targets_build_tables_and_figures(tmp_path):
-    for d in ("workflow", "config"):
-        shutil.copytree(ROOT / d, tmp_path / d)
-    (tmp_path / "data").mkdir()
-    shutil.copy(ROOT / "data" / "ioi_heads_gpt2_small.json", tmp_path / "data")
-    # only the analysis rules: the effects files below are its sources
-    (tmp_path / "Snakefile").write_text(
-        'configfile: "config/demo.yaml"\n\n\ninclude: "workflow/rules/common.smk"\ninclude: "workflow/rules/analysis.smk"\n'
-    )
+    workflow_project(tmp_path, ["common", "analysis"])  # the effects files below are its sources
     model = "toy-attn-only"  # the demo runs its head experiments on it
     for task, df in (
         ("ioi", head_effects(model, "ioi", signed_detections(PAPER_TABLE5, "negative", "positive"))),

@@ -92,6 +92,8 @@ def test_fingerprint_follows_what_determines_the_numbers(demo):
         "task": lambda c: c["tasks"]["factual"].__setitem__("n_prompts", 7),
         "model": lambda c: c["models"]["toy-gpt2"].__setitem__("dtype", "float16"),
         "resources": lambda c: c["models"]["toy-gpt2"]["resources"].__setitem__("threads", 2),
+        "circuit": lambda c: c["models"]["toy-gpt2"].__setitem__("circuit", "circuit.json"),
+        "robustness": lambda c: c["robustness"].__setitem__("n_boot", 50),
         "engine.method": lambda c: c["engine"].__setitem__("method", "attribution"),
         "filter": lambda c: c.__setitem__("filter_correct", False),
     }
@@ -105,6 +107,8 @@ def test_fingerprint_follows_what_determines_the_numbers(demo):
         "task": (True, True),
         "model": (True, True),
         "resources": (False, False),
+        "circuit": (False, False),  # the robustness report's known circuit, not the sweep's numbers
+        "robustness": (False, False),
         "engine.method": (False, False),
         "filter": (True, True),
     }

@@ -30,9 +30,19 @@ from patchbench.fingerprint import FORMAT_VERSION, digest
 from patchbench.layout import CellKind, Layout
 from patchbench.sites import SweepSpec, check_windows
 
-__all__ = ["Cell", "Method", "agreement_cells", "attribution_cells", "cells_of", "experiment_cells"]
+__all__ = [
+    "NOT_IN_FINGERPRINT",
+    "Cell",
+    "Method",
+    "agreement_cells",
+    "attribution_cells",
+    "cells_of",
+    "experiment_cells",
+]
 
 Method = Literal["exact", "attribution"]
+#: Keys of a model's config entry that do not fix a sweep's numbers, so no cell's fingerprint holds them.
+NOT_IN_FINGERPRINT: frozenset[str] = frozenset({"resources", "circuit"})
 Heads = tuple[tuple[int, int], ...]
 
 
@@ -174,7 +184,7 @@ class Cell:
         facts: dict[str, Any] = {
             "format": FORMAT_VERSION,
             "cell": {**self.identity, "heads": None if self.heads is None else [list(h) for h in self.heads]},
-            "model": {k: v for k, v in cfg["models"][self.model].items() if k != "resources"},
+            "model": {k: v for k, v in cfg["models"][self.model].items() if k not in NOT_IN_FINGERPRINT},
             "task": cfg["tasks"][self.task],
             "prompts": {k: cfg[k] for k in ("data_dir", "filter_correct", "min_prompts")},
             "engine": {k: v for k, v in cfg["engine"].items() if k != "method"},
@@ -190,8 +200,10 @@ class Cell:
         determines the cell's numbers, as far as the config knows it.
 
         Covered, from the config: the engine's format version; the cell's fields (``identity``
-        and ``heads``); the model's entry without its ``resources`` (source, name, path, dtype,
-        device, memory budget, init, arch); the task's entry; ``data_dir``, ``filter_correct`` and
+        and ``heads``); the model's entry without its ``resources`` and ``circuit``
+        (:data:`NOT_IN_FINGERPRINT`: the job's resources and the known circuit the robustness
+        report scores against do not change the sweep's numbers), i.e. source, name, path, dtype,
+        device, memory budget, init, arch; the task's entry; ``data_dir``, ``filter_correct`` and
         ``min_prompts`` (which prompts are patched); the engine settings other than
         ``engine.method`` (which picks the tables' method, not this cell's numbers); the noise
         settings for GN cells; ``attribution.qk_fix`` and ``attribution.k`` for attribution cells.

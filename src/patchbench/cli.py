@@ -3,12 +3,16 @@
     patchbench sweep --model gpt2 --prompts results/prompts/gpt2/ioi.parquet \\
         --corruption str --site attn_head --out raw.parquet --effects effects.parquet
     patchbench effects raw.parquet --out effects.parquet [--metrics prob,logit_diff,kl,stolfo]
+    patchbench robustness str_raw.parquet gn_raw.parquet --out robustness/ [--circuit circuit.json]
 
 ``--model`` is a TransformerLens / Hugging Face hub name or a local model directory (a toy
 model of this repository or a ``save_pretrained`` directory), loaded by
 :func:`patchbench.models.load_model`. The raw frame and the effects frame (with the paper's 2-SD
 detection) are written with their metadata, exactly as the workflow's ``sweep`` and ``effects``
-rules write them. Option defaults are the config schema's (:func:`patchbench.config.default`).
+rules write them. ``robustness`` writes the localization-robustness tables, one-page summary and
+figure of one experiment (its sweeps' raw frames: bootstrap over prompts; or its effects files
+alone: a normal approximation) as the workflow's ``robustness_analysis`` rule does. Option
+defaults are the config schema's (:func:`patchbench.config.default`).
 """
 
 from __future__ import annotations
@@ -196,6 +200,44 @@ def build_parser() -> argparse.ArgumentParser:
         default=PAPER_K,
         help="detection threshold in SDs (the paper's: 2)",
     )
+
+    rb = sub.add_parser(
+        "robustness", help="localization robustness of one experiment's cells (tables, summary, figure)"
+    )
+    rb.add_argument(
+        "frames",
+        nargs="+",
+        type=Path,
+        help="raw sweep frames (bootstrap) or effects files (normal approximation) of one experiment: "
+        "one per corruption x window",
+    )
+    rb.add_argument("--out", required=True, type=Path, help="output directory")
+    rb.add_argument(
+        "--name", default=None, help="experiment name in file names and titles (default task_site-positions)"
+    )
+    rb.add_argument(
+        "--circuit", type=Path, default=None, help="known-circuit JSON to score detections against"
+    )
+    rb.add_argument("--metrics", default=None, help="comma-separated metrics (raw frames; default by task)")
+    rb.add_argument(
+        "--n-boot",
+        type=_schema_value("robustness.n_boot", int),
+        default=default("robustness.n_boot"),
+        help="bootstrap resamples",
+    )
+    rb.add_argument(
+        "--ci",
+        type=_schema_value("robustness.ci", float),
+        default=default("robustness.ci"),
+        help="confidence level",
+    )
+    rb.add_argument(
+        "--seed",
+        type=_schema_value("robustness.seed", int),
+        default=default("robustness.seed"),
+        help="seed of the resamples",
+    )
+    rb.add_argument("--no-figure", action="store_true", help="tables and summary only")
     return ap
 
 
@@ -203,6 +245,55 @@ def _metrics(text: str | None) -> tuple[str, ...] | None:
     from patchbench.preflight import check_metrics
 
     return None if text is None else check_metrics(text.split(","), "--metrics")
+
+
+def _robustness(args: argparse.Namespace) -> None:
+    from patchbench.analysis.robustness import (
+        RobustnessSettings,
+        bootstrap_grid,
+        normal_grid,
+        read_known_circuit,
+    )
+    from patchbench.analysis.robustness_report import analyse, write_experiment
+    from patchbench.errors import InputError, MissingInputError
+    from patchbench.layout import ROBUSTNESS_FIGURES, Layout
+    from patchbench.rawframe import read_frame
+
+    metrics = _metrics(args.metrics)
+    if args.out.exists() and not args.out.is_dir():
+        raise InputError.of(f"--out {args.out}", "is a file", "name a directory (new or existing)")
+    for p in args.frames:
+        if not p.is_file():
+            raise MissingInputError.of(
+                str(p), "does not exist or is not a file", "give raw sweep or effects files"
+            )
+    if args.circuit is not None and not args.circuit.is_file():
+        raise MissingInputError.of(f"--circuit {args.circuit}", "does not exist", "give a circuit JSON file")
+    frames = [read_frame(p) for p in args.frames]
+    given = {"raw" if "run" in f.columns else "effects" if "effect" in f.columns else "?" for f in frames}
+    if given not in ({"raw"}, {"effects"}):
+        raise InputError(
+            f"{[str(p) for p in args.frames]}: pass raw sweep frames (results/sweeps/...) or effects files "
+            "(results/effects/...) of one experiment, not a mix or other files"
+        )
+    settings = RobustnessSettings(n_boot=args.n_boot, ci=args.ci, seed=args.seed)
+    labels = [str(p) for p in args.frames]
+    if given == {"raw"}:
+        grid = bootstrap_grid(frames, settings, metrics=metrics, names=labels)
+    else:
+        log.warning(
+            "effects files only: normal approximation (effect +- SD/sqrt(n), components independent); "
+            "pass the raw sweep frames for the bootstrap"
+        )
+        grid = normal_grid(frames, settings, names=labels)
+    cell = grid.cells.iloc[0]
+    name = args.name or f"{cell['task']}_{cell['site']}-{cell['positions']}"
+    circuit = read_known_circuit(args.circuit, str(cell["task"])) if args.circuit else None
+    names = Layout.robustness_names(name, str(cell["model"]) or "model")
+    kinds = [k for k in names if not (args.no_figure and k in ROBUSTNESS_FIGURES)]
+    paths = write_experiment(analyse(name, grid, circuit), {k: args.out / names[k] for k in kinds})
+    for p in paths.values():
+        print(p)
 
 
 def _write_effects(raw, out: Path, metrics: tuple[str, ...] | None, k: float) -> None:
@@ -302,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        {"sweep": _sweep, "effects": _effects}[args.command](args)
+        {"sweep": _sweep, "effects": _effects, "robustness": _robustness}[args.command](args)
     except (InputError, FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
         print(f"patchbench {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -13,6 +13,9 @@ cell.Cell` names which)                     ``{site}-{position}_w{window}{suffix
 a toy model's directory                     ``R/models/{model}/``
 a per-model analysis frame                  ``R/analysis/{what}/{model}.{ext}``
 tables, figures, claims                     ``R/tables/{name}.{ext}``, ``F/{name}.{ext}``, ``R/claims.csv``
+an experiment's robustness on one model     ``R/tables/robustness_{experiment}_{model}{suffix}``,
+                                            ``F/robustness_{experiment}_{model}.png``
+the report's front page                     ``R/robustness/summary.rst``
 a step's log                                ``R/logs/…`` (the same sub-path as its output)
 ==========================================  =====================================================
 
@@ -27,10 +30,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["CellKind", "Layout"]
+__all__ = ["ROBUSTNESS_FIGURES", "ROBUSTNESS_TABLES", "CellKind", "Layout"]
 
 #: The folders of a cell's files: exact raw sweeps, exact effects, attribution raw frames + effects.
 CellKind = Literal["sweeps", "effects", "attrib"]
+
+#: The robustness analysis's table-like files of one experiment on one model: kind -> name suffix
+#: (verdicts; per component x cell; per pair of cells; known-circuit scores; one-page summary; the
+#: facts the report's front page lists).
+ROBUSTNESS_TABLES: dict[str, str] = {
+    "verdicts": ".csv",
+    "cells": "_cells.csv",
+    "pairs": "_pairs.csv",
+    "circuit": "_circuit.csv",
+    "markdown": ".md",
+    "json": ".json",
+}
+#: Its figure's files: kind -> suffix. PNG only (the report shows it): a PDF would double the cost
+#: of the figures (font subsetting, ~0.3 s CPU each), the largest share of the analysis's time.
+ROBUSTNESS_FIGURES: dict[str, str] = {"png": ".png"}
 
 
 @dataclass(frozen=True)
@@ -109,3 +127,23 @@ class Layout:
 
     def claims(self) -> str:
         return self.result("claims.csv")
+
+    # ------------------------------------------------------------------ robustness (issue 15)
+    @staticmethod
+    def robustness_names(experiment: str, model: str) -> dict[str, str]:
+        """The file names of an experiment's robustness outputs on ``model``: kind -> name
+        (:data:`ROBUSTNESS_TABLES`, then :data:`ROBUSTNESS_FIGURES`); the CLI writes them to one folder."""
+        stem = f"robustness_{experiment}_{model}"
+        return {k: stem + suffix for k, suffix in {**ROBUSTNESS_TABLES, **ROBUSTNESS_FIGURES}.items()}
+
+    def robustness_files(self, experiment: str, model: str) -> dict[str, str]:
+        """Those files in the workflow: tables under ``R/tables``, the figure under ``F``."""
+        names = self.robustness_names(experiment, model)
+        return {
+            k: self.result("tables", n) if k in ROBUSTNESS_TABLES else self.figure(n)
+            for k, n in names.items()
+        }
+
+    def front_page(self) -> str:
+        """The Snakemake report's front page, written from every experiment's robustness facts."""
+        return self.result("robustness", "summary.rst")

@@ -19,11 +19,17 @@ GN rows with several noise samples are first averaged over samples per prompt (R
 noisy copies); ``effect`` is the mean over prompts, ``effect_sd`` the SD over prompts of the
 per-prompt effects (normalised by the dataset denominator for ``logit_diff``, so their mean is
 ``effect``).
+
+Every metric's dataset effect is a ratio of prompt sums, Σ_p num[t, p] / Σ_p den[p] (den = 1 for
+the plain means, LD_cl,p − LD_*,p for ``logit_diff``): :func:`prompt_terms` returns those terms and
+:func:`aggregate` forms the ratio under any prompt weights. ``effects`` uses uniform weights; a
+bootstrap uses resample counts, so it recomputes the normalisation per resample with the same code.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,7 +38,17 @@ import pandas as pd
 from patchbench.errors import InputError
 from patchbench.rawframe import EFFECTS_COLUMNS, VALUE_COLUMNS, metadata, position_mode
 
-__all__ = ["METRICS", "RawFrameError", "baselines", "components", "effects", "metrics_for"]
+__all__ = [
+    "METRICS",
+    "PromptTerms",
+    "RawFrameError",
+    "aggregate",
+    "baselines",
+    "components",
+    "effects",
+    "metrics_for",
+    "prompt_terms",
+]
 
 METRICS = ("prob", "logit_diff", "kl", "stolfo")
 
@@ -73,22 +89,20 @@ def baselines(raw: pd.DataFrame) -> dict[str, float]:
 def components(raw: pd.DataFrame) -> pd.DataFrame:
     """One row per patch target: target, site, layer, head, position, window, component name."""
     meta = metadata(raw)
-    pat = raw[raw["run"] == "patched"]
+    pat = raw.loc[raw["run"] == "patched", ["target", "site", "layer", "head", "position", "window"]]
+    pat.attrs = {}  # slices must not deep-copy the file's metadata
     pos_mode = position_mode(meta)
     names = {int(k): v for k, v in (meta.get("components") or {}).items()}
+    g = pat.groupby("target", sort=True)
+    first = g.head(1).set_index("target").sort_index()  # the first row of each target
+    single = g["position"].nunique().reindex(first.index).to_numpy() == 1
     rows = []
-    for t, g in pat.groupby("target", sort=True):
-        first = g.iloc[0]
-        positions = g["position"].unique()
-        position = int(positions[0]) if len(positions) == 1 else -1
+    for (t, site, layer, head, pos, window), one in zip(first.itertuples(), single, strict=True):
+        position = int(pos) if one else -1
         if int(t) in names:
             comp = names[int(t)]
         else:
-            comp = (
-                f"{int(first['layer'])}.{int(first['head'])}"
-                if first["head"] >= 0
-                else f"{int(first['layer'])}"
-            )
+            comp = f"{int(layer)}.{int(head)}" if head >= 0 else f"{int(layer)}"
             if pos_mode not in ("all", "each"):
                 comp += f"@{pos_mode}"
             elif position != -1:
@@ -96,11 +110,11 @@ def components(raw: pd.DataFrame) -> pd.DataFrame:
         rows.append(
             dict(
                 target=int(t),
-                site=first["site"],
-                layer=int(first["layer"]),
-                head=int(first["head"]),
+                site=site,
+                layer=int(layer),
+                head=int(head),
                 position=position,
-                window=int(first["window"]),
+                window=int(window),
                 component=comp,
             )
         )
@@ -121,6 +135,107 @@ def metrics_for(task: str) -> tuple[str, ...]:
     return ("prob", "logit_diff", "kl") + (("stolfo",) if task.startswith("arithmetic") else ())
 
 
+@dataclass(frozen=True)
+class PromptTerms:
+    """One raw sweep's metrics as per-prompt terms: effect[m, t] = Σ_p w_p num[m, t, p] / Σ_p w_p den[m, p].
+
+    ``targets`` (T,) and ``prompts`` (P,) are sorted ids; ``numerators`` (M, T, P) are sample-averaged
+    per-prompt numerators, ``denominators`` (M, P) are 1 except for ``logit_diff`` (LD_cl,p − LD_*,p).
+    """
+
+    metrics: tuple[str, ...]
+    targets: np.ndarray
+    prompts: np.ndarray
+    numerators: np.ndarray
+    denominators: np.ndarray
+
+
+def aggregate(terms: PromptTerms, weights: np.ndarray | None = None) -> np.ndarray:
+    """Effects under prompt ``weights``: (M, T) for ``None`` (uniform) or (P,); (B, M, T) for (B, P).
+
+    Weights are e.g. bootstrap resample counts; uniform weights give :func:`effects`' ``effect``.
+    """
+    m, t, p = terms.numerators.shape
+    w = np.ones(p) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape[-1] != p or w.ndim > 2:
+        raise ValueError(f"weights must have shape (P,) or (B, P) with P = {p} prompts; got {w.shape}")
+    w2 = np.atleast_2d(w)
+    num = w2 @ terms.numerators.reshape(m * t, p).T  # (B, M*T)
+    den = w2 @ terms.denominators.T  # (B, M)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = num.reshape(-1, m, t) / den[:, :, None]
+    return out[0] if w.ndim == 1 else out
+
+
+def _numerators(df: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """Per (target, prompt, sample) row of ``_per_row``: each metric's numerator (logit_diff: LD_pt − LD_*)."""
+    vals: dict[str, pd.Series] = {}
+    for m in metrics:
+        if m == "prob":
+            vals[m] = df["prob_ans"] - df["prob_ans_c"]
+        elif m == "kl":
+            vals[m] = df["kl_c"] - df["kl"]
+        elif m == "stolfo":
+            vals[m] = 0.5 * (
+                (df["prob_ans"] - df["prob_ans_c"]) / df["prob_ans_c"]
+                + (df["prob_wrong_c"] - df["prob_wrong"]) / df["prob_wrong"]
+            )
+        elif m == "logit_diff":
+            # per-prompt form: numerator now, divided after averaging samples
+            vals[m] = (df["logit_ans"] - df["logit_wrong"]) - (df["logit_ans_c"] - df["logit_wrong_c"])
+    return pd.DataFrame(
+        {
+            "target": df["target"].to_numpy(),
+            "prompt": df["prompt"].to_numpy(),
+            **{m: v.to_numpy() for m, v in vals.items()},
+        }
+    )
+
+
+def _prompt_denominators(clean: pd.DataFrame, corr: pd.DataFrame) -> pd.Series:
+    """LD_cl,p − LD_*,p per prompt (corrupted LD averaged over noise samples), indexed by prompt."""
+    ld_cl = (clean["logit_ans"] - clean["logit_wrong"]).groupby(clean["prompt"]).mean()
+    ld_c = (corr["logit_ans"] - corr["logit_wrong"]).groupby(corr["prompt"]).mean()
+    return ld_cl - ld_c
+
+
+def _terms(per_p: pd.DataFrame, den_p: pd.Series, metrics: Sequence[str]) -> PromptTerms:
+    targets = per_p.index.get_level_values("target").unique().to_numpy()
+    prompts = per_p.index.get_level_values("prompt").unique().sort_values().to_numpy()
+    if len(per_p) != len(targets) * len(prompts):
+        raise ValueError(
+            f"patched rows cover {len(per_p)} of {len(targets)} targets x {len(prompts)} prompts; every "
+            "target must be patched on every prompt (an incomplete or merged sweep)"
+        )
+    num = np.stack([per_p[m].to_numpy(dtype=np.float64).reshape(len(targets), len(prompts)) for m in metrics])
+    den = np.ones((len(metrics), len(prompts)))
+    if "logit_diff" in metrics:
+        den[list(metrics).index("logit_diff")] = den_p.reindex(prompts).to_numpy(dtype=np.float64)
+    return PromptTerms(tuple(metrics), targets, prompts, num, den)
+
+
+def _check_metrics(metrics: Sequence[str]) -> None:
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; choose from {METRICS}")
+
+
+def _prompt_table(raw: pd.DataFrame, metrics: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
+    """Per (target, prompt, sample) numerators, their sample means per (target, prompt), and the
+    per-prompt logit-difference denominators: what both :func:`effects` and :func:`prompt_terms` start from."""
+    _check_metrics(metrics)
+    clean, corr, pat = _split(raw)
+    keyed = _numerators(_per_row(pat, clean, corr), metrics)
+    per_p = keyed.groupby(["target", "prompt"], sort=True).mean()
+    return keyed, per_p, _prompt_denominators(clean, corr)
+
+
+def prompt_terms(raw: pd.DataFrame, metrics: Sequence[str] = ("prob", "logit_diff", "kl")) -> PromptTerms:
+    """The per-prompt terms of ``metrics`` in a raw sweep frame (see :class:`PromptTerms`)."""
+    _, per_p, den_p = _prompt_table(raw, metrics)
+    return _terms(per_p, den_p, metrics)
+
+
 def effects(
     raw: pd.DataFrame,
     metrics: Sequence[str] = ("prob", "logit_diff", "kl"),
@@ -139,51 +254,20 @@ def effects(
     a frame without a method is exact patching's). The result's metadata is the raw frame's plus
     the metrics, the logit-difference denominator and the clean / corrupted baselines.
     """
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown:
-        raise ValueError(f"unknown metrics {unknown}; choose from {METRICS}")
     meta = metadata(raw)
     model = model if model is not None else str(meta.get("model", ""))
     task = task if task is not None else str(meta.get("task", ""))
     corruption = corruption if corruption is not None else str(meta.get("corruption", ""))
     method = method if method is not None else str(meta.get("method", "exact"))
     pos_mode = position_mode(meta)
-    clean, corr, pat = _split(raw)
+    keyed, per_p, den_p = _prompt_table(raw, metrics)
     comps = components(raw).set_index("target")
-    df = _per_row(pat, clean, corr)
-
-    ld_pt = df["logit_ans"] - df["logit_wrong"]
-    ld_c = df["logit_ans_c"] - df["logit_wrong_c"]
-    ld_cl = df["logit_ans_cl"] - df["logit_wrong_cl"]
-    denom = float(
-        (clean["logit_ans"] - clean["logit_wrong"]).mean() - (corr["logit_ans"] - corr["logit_wrong"]).mean()
-    )
-    vals: dict[str, pd.Series] = {}
-    for m in metrics:
-        if m == "prob":
-            vals[m] = df["prob_ans"] - df["prob_ans_c"]
-        elif m == "kl":
-            vals[m] = df["kl_c"] - df["kl"]
-        elif m == "stolfo":
-            vals[m] = 0.5 * (
-                (df["prob_ans"] - df["prob_ans_c"]) / df["prob_ans_c"]
-                + (df["prob_wrong_c"] - df["prob_wrong"]) / df["prob_wrong"]
-            )
-        elif m == "logit_diff":
-            # per-prompt form: numerator now, divided after averaging samples (below)
-            vals[m] = ld_pt - ld_c
-    keyed = pd.DataFrame(
-        {
-            "target": df["target"].to_numpy(),
-            "prompt": df["prompt"].to_numpy(),
-            **{m: v.to_numpy() for m, v in vals.items()},
-        }
-    )
-    per_p = keyed.groupby(["target", "prompt"], sort=True).mean()
+    base = baselines(raw)
+    denom = base["clean_logit_diff"] - base["corrupted_logit_diff"]
+    if not per_prompt:
+        mean_effect = aggregate(_terms(per_p, den_p, metrics))  # (M, T): ratio of prompt means
     if "logit_diff" in metrics:
         if per_prompt:
-            d = pd.DataFrame({"prompt": df["prompt"].to_numpy(), "d": (ld_cl - ld_c).to_numpy()})
-            den_p = d.groupby("prompt")["d"].mean()
             per_p["logit_diff"] = (
                 per_p["logit_diff"] / den_p.reindex(per_p.index.get_level_values("prompt")).to_numpy()
             )
@@ -216,15 +300,15 @@ def effects(
             )
     else:
         g = per_p.groupby(level="target", sort=True)
-        mean, sd, n = g.mean(), g.std(ddof=1), g.size()
-        c = comps.loc[mean.index].reset_index(drop=True)
-        for m in metrics:
+        sd, n = g.std(ddof=1), g.size()
+        c = comps.loc[sd.index].reset_index(drop=True)
+        for i, m in enumerate(metrics):
             rows.append(
                 pd.DataFrame(
                     {
                         **_ident(c, model, task, corruption, method, pos_mode),
                         "metric": m,
-                        "effect": mean[m].to_numpy(),
+                        "effect": mean_effect[i],
                         "effect_sd": sd[m].to_numpy(),
                         "n_prompts": n.to_numpy(),
                         "detected": "",
@@ -249,7 +333,7 @@ def effects(
         "metrics": list(metrics),
         "per_prompt": per_prompt,
         "logit_diff_denominator": denom,
-        **baselines(raw),
+        **base,
     }
     return out
 

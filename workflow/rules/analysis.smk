@@ -71,10 +71,14 @@ def _recovery_paths(model):
     return [LAYOUT.analysis("nm_recovery", model)]
 
 
+#: Wang et al.'s IOI head classes of GPT-2 small (Table 1's published lists; robustness's known circuit)
+GPT2_SMALL_HEADS = str(Path(workflow.basedir, "data", "ioi_heads_gpt2_small.json"))
+
+
 def _classes_input(wildcards):
     """Table 1's head classes: the published GPT-2-small lists or this model's classifier output."""
     if _is_gpt2_small(wildcards.model):
-        return str(Path(workflow.basedir, "data", "ioi_heads_gpt2_small.json"))
+        return GPT2_SMALL_HEADS
     return LAYOUT.analysis("ioi_classes", wildcards.model, "csv")
 
 

@@ -149,5 +149,13 @@ def toy_accuracy_targets():
 
 
 def all_targets():
-    """Everything `rule all` builds: effects of every experiment, accuracies, the analysis outputs."""
-    return all_effects() + all_accuracy() + toy_accuracy_targets() + analysis_targets() + agreement_targets()
+    """Everything `rule all` builds: effects of every experiment, accuracies, the analysis outputs,
+    the robustness outputs and the report's front page."""
+    return (
+        all_effects()
+        + all_accuracy()
+        + toy_accuracy_targets()
+        + analysis_targets()
+        + agreement_targets()
+        + robustness_targets()
+    )

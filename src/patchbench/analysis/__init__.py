@@ -13,6 +13,11 @@ Modules (one concept each):
 - ``tables``      Tables 1-5 as CSV, Markdown and LaTeX.
 - ``figures``     the figure set.
 - ``claims``      ``claims.csv``: the paper's quantitative statements checked on this run.
+- ``robustness``  which localizations survive the choice of corruption, metric and window:
+  bootstrap over prompts, detection probabilities, verdicts, agreement, the paper's explanations,
+  known-circuit scores (``robustness_report`` writes its tables and pages, ``robustness_figure``
+  draws its figure).
+- ``report_page`` the Snakemake report's front page from every experiment's robustness facts.
 
 Submodules are imported by their users (``from patchbench.analysis import tables``); importing
 the package itself stays cheap and does not import matplotlib.

@@ -35,8 +35,10 @@ import pandas as pd
 
 from patchbench.analysis.frames import select, validate_effects, validate_sweep
 from patchbench.analysis.labels import corruption_label, metric_label
+from patchbench.analysis.robustness import FLOOR_ROOM, floor_hides_negatives
 from patchbench.analysis.windows import summed_single_layers
 from patchbench.atomic import write_text
+from patchbench.detection import thresholds
 
 __all__ = [
     "CLAIM_COLUMNS",
@@ -237,8 +239,8 @@ def claims_negative_heads(
         prob = eff[eff["metric"] == "prob"]
         ld = eff[eff["metric"] == "logit_diff"]
         if len(prob):
-            mu, sd = prob["effect"].mean(), prob["effect"].std(ddof=0)
-            threshold = mu - 2 * sd
+            rule = thresholds(prob["effect"].to_numpy())
+            threshold, sd = float(rule.low), float(rule.sd)
             rows.append(
                 _row(
                     "4.2",
@@ -252,8 +254,8 @@ def claims_negative_heads(
                 floor = -corrupted_probabilities(raw, cond)[cond]
                 rows.append(_row("4.2", CLAIM_42_FLOOR, f"{cond}: probability floor -P_*(IO)", floor))
                 rows.append(_row("4.2", CLAIM_42_FLOOR, f"{cond}: (floor - threshold) / SD", _ratio(floor - threshold, sd),
-                                 (floor - threshold) > -1.0 * sd,
-                                 rule="holds if the floor lies above, or less than 1 SD below, the threshold"))  # fmt: skip
+                                 floor_hides_negatives(floor, threshold, sd),
+                                 rule=f"holds if the floor lies above, or less than {FLOOR_ROOM:g} SD below, the threshold"))  # fmt: skip
             else:
                 rows += _missing("4.2", CLAIM_42_FLOOR, f"{cond}: probability floor -P_*(IO)")
         if len(prob) and len(ld):
