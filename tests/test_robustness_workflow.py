@@ -20,7 +20,6 @@ from patchbench.config import schema
 from patchbench.rawframe import write_frame
 from test_robustness import simulate_raw  # noqa: I001
 
-ROOT = Path(__file__).resolve().parents[1]
 MODEL = "toy-attn-only"
 
 
