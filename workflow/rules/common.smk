@@ -142,7 +142,7 @@ def all_accuracy():
 
 def toy_accuracy_targets():
     """The toy models' held-out accuracy table, when the config trains toy models."""
-    toy = [e for e in config["models"].values() if e["source"] == "toy"]
+    toy = [config["models"][m] for m in TOY_MODELS]
     if toy and all(e["init"] == "trained" for e in toy):
         return [R("toy", "accuracy.csv"), R("toy", "accuracy.md")]
     return []

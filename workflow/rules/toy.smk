@@ -10,7 +10,8 @@ from patchbench.toy.settings import ToySettings
 
 TOY_CFG = config["toy"]
 TOY = ToySettings.from_config(TOY_CFG)
-TOY_MODELS = [m for m, e in config["models"].items() if e["source"] == "toy"]
+# Toy models this workflow trains (a toy model whose `path` names another directory is used as it is).
+TOY_MODELS = [m for m in config["models"] if _trained_here(model_spec(m))]
 TOY_DATA_FILES = [
     str(Path(TOY.data_dir, f))
     for f in (
