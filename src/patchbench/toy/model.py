@@ -46,7 +46,7 @@ def hooked_config(spec: ModelSpec, d_vocab: int, seed: int, model_name: str) -> 
         "n_layers": spec.n_layers,
         "d_model": spec.d_model,
         "n_heads": spec.n_heads,
-        "d_head": spec.d_model // spec.n_heads,
+        "d_head": spec.d_head or spec.d_model // spec.n_heads,
         "n_ctx": spec.n_ctx,
         "d_vocab": d_vocab,
         "act_fn": spec.act_fn,
