@@ -177,7 +177,7 @@ rule toy_accuracy:
     output:
         accuracy=R("models", "{model}", "accuracy.json"),
     wildcard_constraints:
-        model=one_of(TOY_MODELS),
+        model=one_of(TOY_MODELS + ORGANISMS),
     params:
         toy=TOY_CFG,
     log:
@@ -220,6 +220,7 @@ rule organism_ablation:
         TOY_DATA_FILES,
         weights=R("models", "{model}", "model.safetensors"),
         tokenizer=R("models", "{model}", "tokenizer.json"),
+        heldout=R("toy", "heldout.json"),
     output:
         ablation=R("models", "{model}", "ablation.json"),
     wildcard_constraints:
@@ -246,12 +247,15 @@ rule organism_install:
         summary=R("models", "{model}", "train_summary.json"),
         curve=R("models", "{model}", "training_curve.csv"),
         ablation=R("models", "{model}", "ablation.json"),
+        accuracy=R("models", "{model}", "accuracy.json"),
+        heldout=R("toy", "heldout.json"),
     output:
         provenance=f"{ORGANISM_DIR}/{{model}}/provenance.json",
     wildcard_constraints:
         model=one_of(ORGANISMS),
     params:
         toy=TOY_CFG,
+        repo=workflow.basedir,
     log:
         LOG("toy", "{model}.install.log"),
     localrule: True

@@ -1,6 +1,7 @@
 """The ``toy:`` section of the config: corpus, evaluation and per-model training settings.
 
-Every key is optional; ``DEFAULT_MODELS`` gives the two models of the demo. Layout::
+Every key is optional; ``DEFAULT_MODELS`` gives the two models the demo trains and the IOI model
+organism (shipped trained; ``snakemake --cores 2 train_organisms`` retrains it). Layout::
 
     toy:
       data_dir: data/toy                  # project-authored vocabulary (JSON, the source of truth)
@@ -9,10 +10,12 @@ Every key is optional; ``DEFAULT_MODELS`` gives the two models of the demo. Layo
       models:
         toy-gpt2: {n_layers: 6, d_model: 128, ..., steps: 1600, lr: 0.006, mix: {...}}
         toy-attn-only: {n_layers: 4, d_model: 128, n_heads: 4, attn_only: true, ...}
+        organism-ioi: {n_layers: 4, n_heads: 8, d_head: 32, ..., circuit: {kind: ioi, heads: {...}}, impose: {units: 16}}
 
 A model's entry is merged over its default (so ``toy-gpt2: {steps: 50}`` only shortens the
 training); keys split into ``ModelSpec`` (architecture), ``TrainSpec`` (optimisation) and the
-corpus keys ``mix`` / ``n_docs``. Each model trains on its own corpus: ``toy.corpus`` with the
+corpus keys ``mix`` / ``n_docs``, and the objective keys ``circuit`` (``patchbench.toy.circuit``)
+and ``impose`` (``ImposeSpec``, ``patchbench.toy.impose``). Each model trains on its own corpus: ``toy.corpus`` with the
 model's ``mix`` (the share of each document kind), so a model spends its few CPU minutes on the
 tasks the demo patches it on. Precedence of ``mix``: the model's entry, then ``toy.corpus.mix``
 when the config sets it, then the model's package default, then ``CorpusSpec``'s. The seed and
