@@ -7,6 +7,7 @@ and are deterministic given the seed."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -70,7 +71,7 @@ def test_provenance_matches_the_shipped_files(organism_dir, toy):
     assert {"model.safetensors", "tokenizer.json", "config.json", "circuit.json", "heldout.json"} <= set(
         record["sha256"]
     )
-    assert record["command"] == "snakemake --cores 2 train_organisms" and len(record["commit"]) == 40
+    assert re.match(r"snakemake .*train_organisms", record["command"]) and len(record["commit"]) == 40
     assert record["seed"] == 0 and record["train_wall_s"] > 0 and record["train_load_average_at_end"]
     assert record["steps"] == toy.models["organism-ioi"].train.steps
     assert (organism_dir / "model.safetensors").stat().st_size <= 5 * 2**20

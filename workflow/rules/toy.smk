@@ -11,6 +11,9 @@ shipped trained under models/organisms/{model}/ and read from there (`path:` in 
 a tokenizer of its own corpus), checks them (ablation.json) and installs them with provenance.json.
 """
 
+import shlex
+import sys
+
 from patchbench.tasks import TASKS
 from patchbench.toy.settings import ToySettings
 
@@ -256,6 +259,7 @@ rule organism_install:
     params:
         toy=TOY_CFG,
         repo=workflow.basedir,
+        command=shlex.join(["snakemake", *sys.argv[1:]]),  # this run's command line, for provenance.json
     log:
         LOG("toy", "{model}.install.log"),
     localrule: True

@@ -15,7 +15,7 @@ with rule_log(sm.log[0]) as log:
         {"heldout.json": sm.input.heldout},
         Path(sm.output.provenance).parent,
         toy.models[sm.wildcards.model],
-        command="snakemake --cores 2 train_organisms",
+        command=sm.params.command,
         repo=Path(sm.params.repo),
     )
     log.info("provenance: %s", json.dumps(record, indent=1))
