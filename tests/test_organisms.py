@@ -121,7 +121,10 @@ def test_shipped_ablation_json_is_what_the_weights_score_now(ioi_model, organism
     assert now["classes"] == shipped["classes"]
     for part in ("classified", "imposed"):
         assert now[part]["clean"] == pytest.approx(shipped[part]["clean"], abs=1e-9)
-        assert now[part]["circuit"] == pytest.approx(shipped[part]["circuit"], abs=1e-9)
+        assert now[part]["circuit"]["heads"] == shipped[part]["circuit"]["heads"]
+        for score in ("top1", "io_vs_s"):
+            assert now[part]["circuit"][score] == pytest.approx(shipped[part]["circuit"][score], abs=1e-9)
+        assert now[part]["outside_min_top1"] == pytest.approx(shipped[part]["outside_min_top1"], abs=1e-9)
 
 
 def _tiny(vocab, n_docs: int, d_model: int, units: int):
