@@ -36,8 +36,9 @@ CORPUS_KEYS = ("mix", "n_docs")  # corpus keys a model entry may set for its own
 OBJECTIVE_KEYS = ("circuit", "impose")  # the circuit an organism is trained to implement, and how
 
 # The demo patches toy-gpt2 on the MLP tasks (factual recall, arithmetic) and toy-attn-only on
-# the head tasks (IOI, greater-than, docstring); each trains mostly on its own tasks, with a few
-# documents of every other kind, so both fit the demo's CPU budget (README, "Install and run the demo").
+# greater-than and docstring (its IOI experiments run on the shipped organism-ioi); each trains
+# mostly on its own tasks, with a few documents of every other kind, so both fit the demo's CPU
+# budget (README, "Install and run the demo"). toy-attn-only's mix predates the organism.
 DEFAULT_MODELS: dict[str, dict[str, Any]] = {
     "toy-gpt2": {
         "n_layers": 6,
