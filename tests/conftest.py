@@ -150,7 +150,7 @@ def workflow_project(
     """A copy of the workflow in ``tmp`` whose Snakefile includes only ``rules`` (e.g. ``common``,
     ``analysis``) with ``config``, plus ``tail``; the files a test writes under ``results/`` are
     then the sources of those rules."""
-    for d in ("workflow", "config"):
+    for d in ("workflow", "config", "models"):  # models/: the shipped organisms the demo config reads
         shutil.copytree(ROOT / d, tmp / d)
     (tmp / "data").mkdir()
     shutil.copy(ROOT / "data" / "ioi_heads_gpt2_small.json", tmp / "data")

@@ -156,8 +156,19 @@ def test_settings_merge_defaults_and_reject_unknown_keys():
     assert s.models["toy-gpt2"].train.steps == 5
     assert s.models["toy-gpt2"].model.n_layers == DEFAULT_MODELS["toy-gpt2"]["n_layers"] >= 6
     assert s.models["toy-attn-only"].model.attn_only and s.models["toy-attn-only"].model.n_layers == 4
+    assert s.models["toy-gpt2"].circuit is None
+    ioi = ToySettings.from_config({"models": {"organism-ioi": {"steps": 7}}}).models["organism-ioi"]
+    assert ioi.train.steps == 7 and ioi.circuit.kind == "ioi"  # the circuit survives the merge
+    assert (
+        ioi.model.attn_only and ioi.model.n_layers >= 4 and ioi.model.n_heads >= 4 and ioi.model.d_head == 32
+    )
+    assert (
+        ioi.circuit.head("name_mover") and ioi.circuit.head("negative_name_mover") and ioi.impose.units == 16
+    )
     with pytest.raises(ValueError, match="unknown keys"):
         ToySettings.from_config({"models": {"toy-gpt2": {"stepz": 5}}})
+    with pytest.raises(ValueError, match="unknown impose keys"):
+        ToySettings.from_config({"models": {"organism-ioi": {"impose": {"unitz": 5}}}})
     with pytest.raises(ValueError, match="no settings"):
         ToySettings.from_config({"models": {"toy-new": {}}})
 

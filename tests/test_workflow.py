@@ -132,7 +132,11 @@ def test_chains_of_every_position_sweeps_are_scheduled_first(tmp_path):
         "clean_cache",
     ):  # docstring sweeps one target per (head, position)
         assert priority(rule, "model=toy-attn-only, task=docstring") == 10
-        assert priority(rule, "model=toy-attn-only, task=ioi\n") == 0
+        assert priority(rule, "model=organism-ioi, task=ioi\n") == 0
     assert priority("sweep_docstring_heads", "model=toy-attn-only") == 10
-    assert priority("sweep_ioi_heads", "model=toy-attn-only") == 0
+    assert priority("sweep_ioi_heads", "model=organism-ioi") == 0
     assert priority("toy_train", "model=toy-gpt2") == 50
+    # the IOI organism is shipped (models/organisms/), not retrained by the demo
+    assert not [
+        j for j in jobs if re.search(r"^(local)?rule toy_train:", j, flags=re.M) and "organism-ioi" in j
+    ]

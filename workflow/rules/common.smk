@@ -141,7 +141,8 @@ def all_accuracy():
 
 
 def toy_accuracy_targets():
-    """The toy models' held-out accuracy table, when the config trains toy models."""
+    """The toy models' held-out accuracy table, when the config trains toy models (shipped ones,
+    such as the model organisms, are not retrained)."""
     toy = [config["models"][m] for m in TOY_MODELS]
     if toy and all(e["init"] == "trained" for e in toy):
         return [R("toy", "accuracy.csv"), R("toy", "accuracy.md")]

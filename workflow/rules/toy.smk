@@ -1,9 +1,18 @@
 """Toy suite: corpora -> tokenizer -> trained toy models (TransformerLens native) under <results_dir>/models/{model}/.
 
 Settings: the `toy:` config section (patchbench.toy.settings; every key optional). A toy model
-is any `models.<name>` entry with `source: toy`; its training settings come from
-`toy.models.<name>` merged over the package defaults (toy-gpt2, toy-attn-only).
+trained in the run is any `models.<name>` entry with `source: toy` and no `path`; its training
+settings come from `toy.models.<name>` merged over the package defaults (toy-gpt2, toy-attn-only,
+organism-ioi).
+
+Model organisms (toy models with a circuit imposed in training, patchbench.toy.impose) are
+shipped trained under models/organisms/{model}/ and read from there (`path:` in the config);
+`snakemake --cores 2 train_organisms` retrains them under <results_dir>/models/{model}/ (each with
+a tokenizer of its own corpus), checks them (ablation.json) and installs them with provenance.json.
 """
+
+import shlex
+import sys
 
 from patchbench.tasks import TASKS
 from patchbench.toy.settings import ToySettings
@@ -12,6 +21,8 @@ TOY_CFG = config["toy"]
 TOY = ToySettings.from_config(TOY_CFG)
 # Toy models this workflow trains (a toy model whose `path` names another directory is used as it is).
 TOY_MODELS = [m for m in config["models"] if _trained_here(model_spec(m))]
+ORGANISMS = [m for m, s in TOY.models.items() if s.circuit is not None and m not in TOY_MODELS]
+ORGANISM_DIR = "models/organisms"  # the shipped organisms (committed)
 TOY_DATA_FILES = [
     str(Path(TOY.data_dir, f))
     for f in (
@@ -59,7 +70,7 @@ rule toy_corpus:
     output:
         corpus=R("toy", "corpus", "{model}.txt"),
     wildcard_constraints:
-        model=one_of(TOY_MODELS),
+        model=one_of(TOY_MODELS + ORGANISMS),
     params:
         toy=TOY_CFG,
     log:
@@ -108,11 +119,36 @@ rule toy_model_tokenizer:
         "for f in {input}; do cp $f $(dirname {output[0]})/; done > {log} 2>&1"
 
 
+rule organism_tokenizer:
+    """An organism's own tokenizer, from its corpus (it does not change the shared toy tokenizer)."""
+    input:
+        TOY_DATA_FILES,
+        corpora=[R("toy", "corpus", "{model}.txt")],
+    output:
+        tokenizer=R("models", "{model}", "tokenizer.json"),
+        config=R("models", "{model}", "tokenizer_config.json"),
+        specials=R("models", "{model}", "special_tokens_map.json"),
+    wildcard_constraints:
+        model=one_of(ORGANISMS),
+    params:
+        toy=TOY_CFG,
+    log:
+        LOG("toy", "{model}.tokenizer.log"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/toy_tokenizer.py"
+
+
 rule toy_train:
-    """Train one toy model (deterministic given its seed and thread count)."""
+    """Train one toy model (deterministic given its seed and thread count); an organism also trains
+    on its circuit-imposing objective and gets circuit.json."""
     input:
         corpus=R("toy", "corpus", "{model}.txt"),
         tokenizer=R("models", "{model}", "tokenizer.json"),
+        heldout=R("toy", "heldout.json"),
     output:
         weights=R("models", "{model}", "model.safetensors"),
         config=R("models", "{model}", "config.json"),
@@ -120,7 +156,7 @@ rule toy_train:
         summary=R("models", "{model}", "train_summary.json"),
         train_log=R("models", "{model}", "train.log"),
     wildcard_constraints:
-        model=one_of(TOY_MODELS),
+        model=one_of(TOY_MODELS + ORGANISMS),
     params:
         toy=TOY_CFG,
     log:
@@ -145,7 +181,7 @@ rule toy_accuracy:
     output:
         accuracy=R("models", "{model}", "accuracy.json"),
     wildcard_constraints:
-        model=one_of(TOY_MODELS),
+        model=one_of(TOY_MODELS + ORGANISMS),
     params:
         toy=TOY_CFG,
     log:
@@ -179,3 +215,60 @@ rule toy:
     """Target: train every toy model and tabulate its held-out accuracy."""
     input:
         R("toy", "accuracy.csv"),
+
+
+rule organism_ablation:
+    """The mean-ablation check of a trained IOI organism (patchbench.toy.ablation): the classified
+    circuit ablated vs as many heads outside it, on held-out prompts."""
+    input:
+        TOY_DATA_FILES,
+        weights=R("models", "{model}", "model.safetensors"),
+        tokenizer=R("models", "{model}", "tokenizer.json"),
+        heldout=R("toy", "heldout.json"),
+    output:
+        ablation=R("models", "{model}", "ablation.json"),
+    wildcard_constraints:
+        model=one_of(ORGANISMS),
+    params:
+        toy=TOY_CFG,
+    log:
+        LOG("toy", "{model}.ablation.log"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/toy_ablation.py"
+
+
+rule organism_install:
+    """Copy a trained organism into models/organisms/{model}/ with provenance.json (command, seed,
+    git commit, wall time, load average): the directory the configs read and git ships."""
+    input:
+        weights=R("models", "{model}", "model.safetensors"),
+        config=R("models", "{model}", "config.json"),
+        tokenizer=[R("models", "{model}", f) for f in TOY_TOKENIZER_FILES],
+        summary=R("models", "{model}", "train_summary.json"),
+        curve=R("models", "{model}", "training_curve.csv"),
+        ablation=R("models", "{model}", "ablation.json"),
+        accuracy=R("models", "{model}", "accuracy.json"),
+        heldout=R("toy", "heldout.json"),
+    output:
+        provenance=f"{ORGANISM_DIR}/{{model}}/provenance.json",
+    wildcard_constraints:
+        model=one_of(ORGANISMS),
+    params:
+        toy=TOY_CFG,
+        repo=workflow.basedir,
+        command=shlex.join(["snakemake", *sys.argv[1:]]),  # this run's command line, for provenance.json
+    log:
+        LOG("toy", "{model}.install.log"),
+    localrule: True
+    script:
+        "../scripts/toy_install.py"
+
+
+rule train_organisms:
+    """Target: retrain every model organism, check it and install it under models/organisms/."""
+    input:
+        [f"{ORGANISM_DIR}/{m}/provenance.json" for m in ORGANISMS],

@@ -9,9 +9,14 @@ model.safetensors     the weights in HookedTransformer's format (``embed.W_E``, 
                       [n_heads, d_model, d_head], ...; models trained under TransformerLens 3.9 load
                       unchanged)
 tokenizer.json        the toy tokenizer (plus tokenizer_config.json, special_tokens_map.json)
-training_curve.csv    step, loss (written by ``patchbench.toy.train``)
+training_curve.csv    step, loss and any imposing terms (written by ``patchbench.toy.train``)
 accuracy.json         held-out accuracy per task (``patchbench.toy.evaluate``)
+circuit.json          organisms: the circuit imposed in training (``patchbench.toy.circuit``)
+ablation.json         IOI organisms: classifier + mean-ablation check (``patchbench.toy.ablation``)
 ====================  ==================================================================
+
+A shipped organism (``models/organisms/{model}/``) also has ``heldout.json`` (the combinations
+its training avoided) and ``provenance.json`` (``patchbench.toy.provenance``).
 
 ``load_toy`` is the one entry point the rest of the package uses (``patchbench.models`` calls it
 for ``source: toy``): it builds the model through the native route of :mod:`patchbench.lm`
@@ -46,7 +51,7 @@ def hooked_config(spec: ModelSpec, d_vocab: int, seed: int, model_name: str) -> 
         "n_layers": spec.n_layers,
         "d_model": spec.d_model,
         "n_heads": spec.n_heads,
-        "d_head": spec.d_model // spec.n_heads,
+        "d_head": spec.d_head or spec.d_model // spec.n_heads,
         "n_ctx": spec.n_ctx,
         "d_vocab": d_vocab,
         "act_fn": spec.act_fn,

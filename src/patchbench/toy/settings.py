@@ -1,6 +1,7 @@
 """The ``toy:`` section of the config: corpus, evaluation and per-model training settings.
 
-Every key is optional; ``DEFAULT_MODELS`` gives the two models of the demo. Layout::
+Every key is optional; ``DEFAULT_MODELS`` gives the two models the demo trains and the IOI model
+organism (shipped trained; ``snakemake --cores 2 train_organisms`` retrains it). Layout::
 
     toy:
       data_dir: data/toy                  # project-authored vocabulary (JSON, the source of truth)
@@ -9,10 +10,12 @@ Every key is optional; ``DEFAULT_MODELS`` gives the two models of the demo. Layo
       models:
         toy-gpt2: {n_layers: 6, d_model: 128, ..., steps: 1600, lr: 0.006, mix: {...}}
         toy-attn-only: {n_layers: 4, d_model: 128, n_heads: 4, attn_only: true, ...}
+        organism-ioi: {n_layers: 4, n_heads: 8, d_head: 32, ..., circuit: {kind: ioi, heads: {...}}, impose: {units: 16}}
 
 A model's entry is merged over its default (so ``toy-gpt2: {steps: 50}`` only shortens the
 training); keys split into ``ModelSpec`` (architecture), ``TrainSpec`` (optimisation) and the
-corpus keys ``mix`` / ``n_docs``. Each model trains on its own corpus: ``toy.corpus`` with the
+corpus keys ``mix`` / ``n_docs``, and the objective keys ``circuit`` (``patchbench.toy.circuit``)
+and ``impose`` (``ImposeSpec``, ``patchbench.toy.impose``). Each model trains on its own corpus: ``toy.corpus`` with the
 model's ``mix`` (the share of each document kind), so a model spends its few CPU minutes on the
 tasks the demo patches it on. Precedence of ``mix``: the model's entry, then ``toy.corpus.mix``
 when the config sets it, then the model's package default, then ``CorpusSpec``'s. The seed and
@@ -24,15 +27,18 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from patchbench.toy.circuit import Circuit
 from patchbench.toy.corpus import CorpusSpec
 
-__all__ = ["DEFAULT_MODELS", "ModelSpec", "ToyModelSettings", "ToySettings", "TrainSpec"]
+__all__ = ["DEFAULT_MODELS", "ImposeSpec", "ModelSpec", "ToyModelSettings", "ToySettings", "TrainSpec"]
 
 CORPUS_KEYS = ("mix", "n_docs")  # corpus keys a model entry may set for its own corpus
+OBJECTIVE_KEYS = ("circuit", "impose")  # the circuit an organism is trained to implement, and how
 
 # The demo patches toy-gpt2 on the MLP tasks (factual recall, arithmetic) and toy-attn-only on
-# the head tasks (IOI, greater-than, docstring); each trains mostly on its own tasks, with a few
-# documents of every other kind, so both fit the demo's CPU budget (README, "Install and run the demo").
+# greater-than and docstring (its IOI experiments run on the shipped organism-ioi); each trains
+# mostly on its own tasks, with a few documents of every other kind, so both fit the demo's CPU
+# budget (README, "Install and run the demo"). toy-attn-only's mix predates the organism.
 DEFAULT_MODELS: dict[str, dict[str, Any]] = {
     "toy-gpt2": {
         "n_layers": 6,
@@ -77,6 +83,46 @@ DEFAULT_MODELS: dict[str, dict[str, Any]] = {
             "filler": 0.05,
         },
     },
+    # The IOI model organism (issue #13): Wang et al.'s circuit imposed on named heads by
+    # patchbench.toy.impose (the recipe of the issue-13 prototype). Trained once by
+    # `snakemake --cores 2 train_organisms` and shipped in models/organisms/organism-ioi/.
+    "organism-ioi": {
+        "n_layers": 4,
+        "d_model": 128,
+        "n_heads": 8,
+        "d_head": 32,
+        "attn_only": True,
+        "n_ctx": 64,
+        "steps": 1500,
+        "batch_size": 24,
+        "lr": 3e-3,
+        "warmup": 100,
+        "weight_decay": 0.05,
+        "seed": 0,
+        "threads": 1,
+        "snapshot_every": 250,
+        "n_docs": 30000,
+        "mix": {
+            "ioi": 0.3,
+            "docstring": 0.45,
+            "greater_than": 0.05,
+            "arithmetic": 0.05,
+            "factual": 0.05,
+            "filler": 0.1,
+        },
+        "circuit": {
+            "kind": "ioi",
+            "heads": {
+                "previous_token": ["0.0"],
+                "duplicate_token": ["0.1"],
+                "induction": ["1.0"],
+                "s_inhibition": ["2.0", "2.1"],
+                "name_mover": ["3.0", "3.1"],
+                "negative_name_mover": ["3.2"],
+            },
+        },
+        "impose": {"units": 16},
+    },
 }
 
 
@@ -87,6 +133,7 @@ class ModelSpec:
     n_layers: int = 6
     d_model: int = 128
     n_heads: int = 4
+    d_head: int | None = None  # None: d_model // n_heads
     d_mlp: int = 512
     n_ctx: int = 64
     attn_only: bool = False
@@ -95,7 +142,7 @@ class ModelSpec:
     positional_embedding_type: str = "standard"
 
     def __post_init__(self) -> None:
-        if self.d_model % self.n_heads:
+        if self.d_head is None and self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if self.n_layers < 1 or self.n_ctx < 8:
             raise ValueError(
@@ -117,6 +164,7 @@ class TrainSpec:
     threads: int = 1
     bos_dropout: float = 0.5
     init_std: float = 0.02  # std of every weight matrix at initialisation (GPT-2's 0.02)
+    snapshot_every: int = 0  # write the weights so far to <model dir>/snapshot/ every N steps (0: never)
     scale_init: bool = True  # scale W_O and W_out by 1/sqrt(2 n_layers) (GPT-2's residual scaling)
 
     def __post_init__(self) -> None:
@@ -125,11 +173,33 @@ class TrainSpec:
 
 
 @dataclass(frozen=True)
+class ImposeSpec:
+    """Weights and sizes of the circuit-imposing terms (``toy.models.<name>.impose``;
+    ``patchbench.toy.impose`` explains each term)."""
+
+    units: int = 16  # IOI units (3 prompts each) per training step
+    task: float = 1.0
+    interchange: float = 1.0
+    strict: float = 1.0
+    attention: float = 0.3
+    sign: float = 0.3
+    strict_p: float = 0.5  # probability that an outside head is resampled in a strictness row
+    negative_margin: float = 0.5  # negative name mover DLA <= -margin x mean name-mover DLA
+    bos_p: float = 0.0  # share of task prompts with a leading <|endoftext|> (the prototype: none)
+
+    def __post_init__(self) -> None:
+        if self.units < 1 or not 0 <= self.strict_p <= 1 or not 0 <= self.bos_p <= 1:
+            raise ValueError(f"toy impose settings out of range: {self}")
+
+
+@dataclass(frozen=True)
 class ToyModelSettings:
     name: str
     model: ModelSpec
     train: TrainSpec
     corpus: CorpusSpec
+    circuit: Circuit | None = None
+    impose: ImposeSpec = ImposeSpec()
 
 
 @dataclass(frozen=True)
@@ -192,15 +262,26 @@ def model_settings(
         merged.pop("d_mlp", None)
     arch_keys = {f.name for f in fields(ModelSpec)}
     train_keys = {f.name for f in fields(TrainSpec)}
-    unknown = set(merged) - arch_keys - train_keys - set(CORPUS_KEYS)
+    unknown = set(merged) - arch_keys - train_keys - set(CORPUS_KEYS) - set(OBJECTIVE_KEYS)
     if unknown:
         raise ValueError(
             f"toy model {name!r}: unknown keys {sorted(unknown)}; architecture keys {sorted(arch_keys)}, "
-            f"training keys {sorted(train_keys)}, corpus keys {list(CORPUS_KEYS)}"
+            f"training keys {sorted(train_keys)}, corpus keys {list(CORPUS_KEYS)}, "
+            f"objective keys {list(OBJECTIVE_KEYS)}"
         )
+    impose_keys = {f.name for f in fields(ImposeSpec)}
+    impose = dict(merged.get("impose") or {})
+    if set(impose) - impose_keys:
+        raise ValueError(f"toy model {name!r}: unknown impose keys {sorted(set(impose) - impose_keys)}")
+    circuit = Circuit.from_config(merged["circuit"]) if merged.get("circuit") else None
+    spec = ModelSpec(**{k: v for k, v in merged.items() if k in arch_keys})
+    if circuit is not None:
+        circuit.check_shape(spec.n_layers, spec.n_heads)
     return ToyModelSettings(
         name=name,
-        model=ModelSpec(**{k: v for k, v in merged.items() if k in arch_keys}),
+        model=spec,
         train=TrainSpec(**{k: v for k, v in merged.items() if k in train_keys}),
         corpus=replace(corpus or CorpusSpec(), **{k: merged[k] for k in CORPUS_KEYS if k in merged}),
+        circuit=circuit,
+        impose=ImposeSpec(**impose),
     )

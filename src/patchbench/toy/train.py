@@ -17,7 +17,9 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -109,11 +111,15 @@ def train_toy(
     out_dir: Path,
     model_name: str,
     progress_file=None,
+    objective_factory: Callable[[int, int], Callable[[LM], dict[str, torch.Tensor]] | None] | None = None,
 ) -> dict:
     """Train one toy model on ``docs`` and write config.json, model.safetensors, training_curve.csv.
 
-    Returns a summary (final loss, wall time, tokens seen). The tokenizer files are not written
-    here; the workflow copies the shared tokenizer into the model directory.
+    ``objective_factory(n_layers, n_heads)``, when given, returns the circuit-imposing objective
+    (``patchbench.toy.impose``) or None: each step adds its weighted terms to the language-modelling
+    loss, and the curve gets one column per term. Returns a summary (final loss, wall time,
+    tokens seen, the load average). The tokenizer files are not written here; the workflow
+    copies the shared tokenizer into the model directory.
     """
     torch.set_num_threads(train_spec.threads)
     torch.manual_seed(train_spec.seed)
@@ -135,6 +141,7 @@ def train_toy(
     cfg_kwargs = hooked_config(model_spec, tokenizer.get_vocab_size(), train_spec.seed, model_name)
     model = build_model(cfg_kwargs)
     _initialise(model, train_spec)
+    objective = objective_factory(model.shape.n_layers, model.shape.n_heads) if objective_factory else None
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     matrix = {k for k, v in model.ht_state_dict().items() if v.ndim >= 2}  # HookedTransformer shapes
@@ -159,7 +166,8 @@ def train_toy(
     rng = np.random.default_rng(train_spec.seed)
     order = rng.permutation(len(tokens))
     cursor = 0
-    curve: list[tuple[int, float]] = []
+    curve: list[tuple[int, float, dict[str, float]]] = []
+    out_dir = Path(out_dir)
     t0 = time.perf_counter()
     bar = tqdm(
         range(train_spec.steps), desc=f"train {model_name}", unit="step", file=progress_file, mininterval=10
@@ -177,32 +185,51 @@ def train_toy(
         loss = F.cross_entropy(
             logits[:, :-1].reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100
         )
+        terms = objective(model) if objective is not None else {}
+        total = loss + objective.total(terms) if objective is not None else loss
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         loss_value = loss.item()
-        curve.append((step, loss_value))
+        term_values = {k: float(v.item()) for k, v in terms.items()}
+        curve.append((step, loss_value, term_values))
+        every = train_spec.snapshot_every
+        if every and (step + 1) % every == 0 and step + 1 < train_spec.steps:
+            model.train(False)
+            save_toy(model, cfg_kwargs, out_dir / "snapshot")  # for watching a long run
+            model.train(True)
         if step % 50 == 0 or step == train_spec.steps - 1:
             bar.set_postfix(loss=f"{loss_value:.3f}")
-            log.info("%s step %d loss %.4f (%.1f s)", model_name, step, loss_value, time.perf_counter() - t0)
+            extra = "".join(f"{k} {v:.4f} " for k, v in term_values.items())
+            log.info(
+                "%s step %d loss %.4f %s(%.1f s)",
+                model_name,
+                step,
+                loss_value,
+                extra,
+                time.perf_counter() - t0,
+            )
     wall = time.perf_counter() - t0
     model.train(False)
-    out_dir = Path(out_dir)
     save_toy(model, cfg_kwargs, out_dir)
+    term_names = list(curve[0][2]) if curve else []
     with open(out_dir / "training_curve.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["step", "loss"])
-        w.writerows((s, f"{v:.6f}") for s, v in curve)
+        w.writerow(["step", "loss", *term_names])
+        w.writerows((s, f"{v:.6f}", *(f"{t[k]:.6f}" for k in term_names)) for s, v, t in curve)
     summary = {
         "model": model_name,
         "n_params": n_params,
         "steps": train_spec.steps,
         "tokens_seen": int(train_spec.steps * train_spec.batch_size * model_spec.n_ctx),
         "first_loss": curve[0][1],
-        "final_loss": float(np.mean([v for _, v in curve[-20:]])),
+        "final_loss": float(np.mean([v for _, v, _ in curve[-20:]])),
         "wall_s": wall,
         "threads": train_spec.threads,
+        # the machine may be shared with other work: the wall time depends on it
+        "final_terms": {k: float(np.mean([t[k] for _, _, t in curve[-20:]])) for k in term_names},
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else [],
     }
     log.info(
         "%s: trained in %.1f s, loss %.3f -> %.3f",

@@ -1,0 +1,136 @@
+"""The circuits the model organisms are trained to implement, as data beside their weights.
+
+An organism is trained (``patchbench.toy.impose``) so that chosen components carry chosen
+variables of a known algorithm, the way Strict Interchange Intervention Training (SIIT; Gupta et
+al., *InterpBench*, arXiv 2407.14494) builds models with a known circuit. The assignment is the
+model's ground truth: it is written as ``circuit.json`` next to ``model.safetensors`` so that
+every detection (Table 1, the classifier, patching) can be scored against it.
+
+One kind so far, ``ioi`` (Wang et al. 2023's algorithm, attention heads ``L.H`` per class):
+    ``previous_token`` (every token attends to the one before it), ``duplicate_token`` (S2 attends
+    to S1), ``induction`` (S2 attends to S1+1, through the previous-token head),
+    ``s_inhibition`` (END attends to S2 and tells the name movers which name is S),
+    ``name_mover`` (END attends to IO, copies it: positive direct logit attribution),
+    ``negative_name_mover`` (END attends to IO, writes against it: negative attribution),
+    ``backup_name_mover`` (attends to IO and copies it when the name movers are ablated).
+    Every other head is outside the circuit and is trained to be irrelevant to IOI (strictness).
+
+``mlps`` (role -> MLP layers) is kept in the format for circuits that live in MLPs (a factual
+organism, not built yet); no ``ioi`` role uses it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["IOI_CLASSES", "Circuit", "read_circuit", "write_circuit"]
+
+#: Head classes of the IOI circuit, in the order of Wang et al.'s path from S2 to the logits.
+IOI_CLASSES = (
+    "previous_token",
+    "duplicate_token",
+    "induction",
+    "s_inhibition",
+    "name_mover",
+    "negative_name_mover",
+    "backup_name_mover",
+)
+KINDS = ("ioi",)
+CIRCUIT_FILE = "circuit.json"
+
+Head = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Circuit:
+    """One organism's known-by-construction circuit.
+
+    ``heads``: IOI class -> heads ``(layer, head)``; ``mlps``: role -> MLP layers (no kind has one yet).
+    """
+
+    kind: str
+    heads: Mapping[str, tuple[Head, ...]] = field(default_factory=dict)
+    mlps: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"circuit kind {self.kind!r} is not one of {KINDS}")
+        known = IOI_CLASSES
+        bad = set(self.heads) - set(known)
+        if bad:
+            raise ValueError(f"{self.kind} circuit: unknown head classes {sorted(bad)}; known: {known}")
+        if self.mlps:
+            raise ValueError(
+                f"{self.kind} circuit: no MLP roles exist for this kind, got {sorted(self.mlps)}"
+            )
+        heads = {c: tuple((int(h[0]), int(h[1])) for h in v) for c, v in self.heads.items()}
+        object.__setattr__(self, "heads", heads)
+        object.__setattr__(self, "mlps", {r: tuple(int(x) for x in v) for r, v in self.mlps.items()})
+        seen: dict[Head, str] = {}
+        for c, hs in heads.items():
+            for h in hs:
+                if h in seen:
+                    raise ValueError(f"head {h[0]}.{h[1]} is in two classes: {seen[h]} and {c}")
+                seen[h] = c
+
+    @classmethod
+    def from_config(cls, d: Mapping[str, Any]) -> Circuit:
+        """From a config / JSON mapping: ``{kind, heads: {class: ["L.H", ...]}, mlps: {role: [L]}}``."""
+        heads = {c: tuple(_head(h) for h in v) for c, v in dict(d.get("heads", {})).items()}
+        return cls(kind=d["kind"], heads=heads, mlps=dict(d.get("mlps", {})))
+
+    def head(self, cls_name: str) -> tuple[Head, ...]:
+        return self.heads.get(cls_name, ())
+
+    def circuit_heads(self) -> tuple[Head, ...]:
+        """Every head of the circuit, sorted."""
+        return tuple(sorted({h for hs in self.heads.values() for h in hs}))
+
+    def outside_heads(self, n_layers: int, n_heads: int) -> tuple[Head, ...]:
+        inside = set(self.circuit_heads())
+        return tuple((la, h) for la in range(n_layers) for h in range(n_heads) if (la, h) not in inside)
+
+    def check_shape(self, n_layers: int, n_heads: int) -> None:
+        """Refuse a circuit that names components the model does not have."""
+        for c, hs in self.heads.items():
+            for la, h in hs:
+                if not (0 <= la < n_layers and 0 <= h < n_heads):
+                    raise ValueError(f"{c} head {la}.{h} is outside a {n_layers} x {n_heads} model")
+        for r, layers in self.mlps.items():
+            for la in layers:
+                if not 0 <= la < n_layers:
+                    raise ValueError(f"{r} MLP layer {la} is outside a {n_layers}-layer model")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "heads": {c: [f"{la}.{h}" for la, h in hs] for c, hs in self.heads.items()},
+            "mlps": {r: list(v) for r, v in self.mlps.items()},
+        }
+
+
+def _head(text: str | list | tuple) -> Head:
+    if isinstance(text, str):
+        la, h = text.split(".")
+        return int(la), int(h)
+    return int(text[0]), int(text[1])
+
+
+def write_circuit(circuit: Circuit, model_dir: Path | str, description: str = "") -> Path:
+    """``circuit.json`` beside the weights (components per class, and how they were imposed)."""
+    path = Path(model_dir) / CIRCUIT_FILE
+    payload = {**circuit.to_dict(), "description": description}
+    path.write_text(json.dumps(payload, indent=1) + "\n")
+    return path
+
+
+def read_circuit(model_dir: Path | str) -> Circuit | None:
+    """The organism's circuit, or None for a model without one."""
+    path = Path(model_dir) / CIRCUIT_FILE
+    if not path.exists():
+        return None
+    return Circuit.from_config(json.loads(path.read_text()))
