@@ -83,7 +83,7 @@ def test_front_page_renders_as_snakemake_renders_it():
 
 def _project(tmp_path: Path) -> Path:
     cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
-    cfg["experiments"] = {"ioi_heads": cfg["experiments"]["ioi_heads"]}
+    cfg["experiments"] = {"ioi_heads": {**cfg["experiments"]["ioi_heads"], "models": [MODEL]}}
     cfg["robustness"] = {"n_boot": 200, "seed": 3}
     # the robustness rules and what they use; the raw sweeps below are their sources
     proj = workflow_project(tmp_path, ["common", "analysis", "attribution", "robustness"], "config/test.yaml",
