@@ -168,7 +168,11 @@ class PrefixKV:
     raises unless each block it ran read the prefix exactly once.
     """
 
-    def __init__(self, keys: Mapping[int, torch.Tensor], values: Mapping[int, torch.Tensor]) -> None:
+    def __init__(
+        self, keys: Mapping[int, torch.Tensor], values: Mapping[int, torch.Tensor], reps: int = 1
+    ) -> None:
+        if reps < 1:
+            raise ValueError(f"PrefixKV: reps must be >= 1, got {reps}")
         if set(keys) != set(values):
             raise ValueError("PrefixKV: keys and values must cover the same layers")
         lengths = {int(k.shape[-2]) for k in keys.values()} | {int(v.shape[-2]) for v in values.values()}
@@ -177,21 +181,23 @@ class PrefixKV:
         self.keys = dict(keys)
         self.values = dict(values)
         self.length = lengths.pop()
+        self.reps = int(reps)
         self.calls: dict[int, int] = {}
         self.seen_lengths: dict[int, int] = {}
 
     @property
     def batch(self) -> int:
-        return int(next(iter(self.keys.values())).shape[0])
+        return int(next(iter(self.keys.values())).shape[0]) * self.reps
 
     def repeat(self, m: int) -> PrefixKV:
-        """The prefix for ``m`` copies of the rows (target-major: row ``j * batch + r``)."""
-        if m == 1:
-            return PrefixKV(self.keys, self.values)
-        rep = lambda t: t.repeat(m, *([1] * (t.dim() - 1)))  # noqa: E731
-        return PrefixKV(
-            {i: rep(k) for i, k in self.keys.items()}, {i: rep(v) for i, v in self.values.items()}
-        )
+        """The prefix for ``m`` copies of the rows (target-major: row ``j * batch + r``).
+
+        The copies are made one layer at a time, when that layer's attention reads them, so a
+        chunk of many targets never holds every layer's repeated keys and values at once.
+        """
+        if m < 1:
+            raise ValueError(f"PrefixKV.repeat: m must be >= 1, got {m}")
+        return PrefixKV(self.keys, self.values, reps=self.reps * m)
 
     def reset(self) -> None:
         self.calls.clear()
@@ -204,6 +210,9 @@ class PrefixKV:
                 f"PrefixKV has no keys for layer {layer} (it holds {sorted(self.keys)})"
             )
         pk, pv = self.keys[layer], self.values[layer]
+        if self.reps > 1:
+            pk = pk.repeat(self.reps, *([1] * (pk.dim() - 1)))
+            pv = pv.repeat(self.reps, *([1] * (pv.dim() - 1)))
         if pk.shape[0] != k.shape[0] or pk.shape[1] != k.shape[1] or pk.shape[-1] != k.shape[-1]:
             raise ModelInterfaceError(
                 f"layer {layer}: prefix keys {tuple(pk.shape)} do not fit the suffix keys {tuple(k.shape)} "

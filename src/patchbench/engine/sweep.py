@@ -5,7 +5,13 @@ forward once (:func:`prepare_block`, caching the residual stream entering every 
 patched runs of each chunk of targets that share a start layer
 (:func:`patchbench.engine.patch.patched_logits`, prefix reuse and batching). The first block also
 checks the two identities of :mod:`patchbench.engine.sanity`. Clean rows come from the clean
-cache. With ``checkpoint_dir`` each finished piece is written (:mod:`patchbench.engine.checkpoint`)
+cache.
+
+Causal suffix reuse: on models whose interface supports key/value reuse (``shape.kv_reuse``), a
+sweep of position-specific targets (a named position or each position) also keeps the corrupted
+run's keys and values per block, groups its targets by (start layer, position), and runs each
+chunk's patched rows on their suffix only (:func:`patchbench.engine.patch.patched_logits`). The
+path a sweep took is logged and recorded in its plan (``plan['path']``: ``suffix`` or ``full``). With ``checkpoint_dir`` each finished piece is written (:mod:`patchbench.engine.checkpoint`)
 and skipped on a rerun.
 """
 
@@ -31,7 +37,7 @@ from patchbench.engine.patch import Block
 from patchbench.engine.readout import AnswerIds, index_tensor
 from patchbench.engine.sanity import check_identities as run_identities
 from patchbench.engine.sanity import self_patch_targets
-from patchbench.lm import LM
+from patchbench.lm import LM, KVCapture
 from patchbench.prompts import PromptSet
 from patchbench.rawframe import RAW_COLUMNS, assemble_raw, baseline_rows, patched_rows, raw_metadata
 from patchbench.sites import PatchTarget, SweepSpec, enumerate_targets, head_axis
@@ -61,15 +67,44 @@ def plan_batches(
     return {"rows_per_block": rows_block, "targets_per_chunk": per_chunk}
 
 
-def chunk_targets(targets: list[PatchTarget], per_chunk: int) -> list[list[PatchTarget]]:
-    """Consecutive targets, at most ``per_chunk`` per chunk, one start layer per chunk."""
+def _position_key(t: PatchTarget) -> tuple[int, str]:
+    return (t.position, "") if isinstance(t.position, int) else (-1, t.position)
+
+
+def chunk_targets(
+    targets: list[PatchTarget], per_chunk: int, by_position: bool = False
+) -> list[list[PatchTarget]]:
+    """Consecutive targets, at most ``per_chunk`` per chunk, one start layer per chunk.
+
+    ``by_position`` (suffix reuse): targets are first ordered by (start layer, position), stably,
+    and a chunk also shares its position, so its rows share their suffix start.
+    """
+    key = lambda t: (t.start_layer, _position_key(t)) if by_position else t.start_layer  # noqa: E731
+    if by_position:
+        targets = sorted(targets, key=key)
     out: list[list[PatchTarget]] = []
     for t in targets:
-        if out and len(out[-1]) < per_chunk and out[-1][0].start_layer == t.start_layer:
+        if out and len(out[-1]) < per_chunk and key(out[-1][0]) == key(t):
             out[-1].append(t)
         else:
             out.append([t])
     return out
+
+
+def suffix_path(model: LM, spec: SweepSpec, suffix_reuse: bool | None = None) -> bool:
+    """Whether a sweep runs its patched rows on their suffix only: position-specific targets, on a
+    model with key/value reuse; ``suffix_reuse=False`` forces the full recompute (``True`` on a model
+    without key/value reuse raises)."""
+    if suffix_reuse is False or spec.position == "all":
+        return False
+    if not model.shape.kv_reuse:
+        if suffix_reuse:
+            raise ValueError(
+                f"suffix_reuse=True, but {model.shape.architecture} ({model.shape.route} route) has no "
+                "key/value reuse (LMShape.kv_reuse is False)"
+            )
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -86,6 +121,7 @@ class _Setup:
     std: float  # GN noise std (0 for STR)
     row_prompt: np.ndarray  # every (prompt, sample) row of the sweep
     row_sample: np.ndarray
+    suffix: bool = False  # causal suffix reuse (see the module docstring)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,10 +145,12 @@ def prepare_block(model: LM, s: _Setup, index: int, rows: slice, capture: list[s
     def grab(act: torch.Tensor, name: str) -> None:
         store[name] = act.detach().clone()
 
+    kv = KVCapture() if s.suffix else None
     with model.hooks([(k, grab) for k in capture]):
         keep: list[torch.Tensor] = []
-        resid = model.run_blocks(model.embed(tok, noise), 0, keep=keep)
+        resid = model.run_blocks(model.embed(tok, noise), 0, keep=keep, capture=kv)
     b.resid = keep
+    b.kv = kv
     b.corrupted_acts = store
     b.answer_pos = index_tensor(s.prompts.answer_pos[prompt_rows], dev)
     b.corrupted_logits = model.unembed_at(resid, b.answer_pos)
@@ -165,12 +203,19 @@ def _setup(model: LM, prompts: PromptSet, spec: SweepSpec, clean: dict | None) -
     return s, sigma
 
 
-def _plan(model: LM, s: _Setup) -> tuple[_Setup, dict[str, int]]:
+def _plan(model: LM, s: _Setup) -> tuple[_Setup, dict[str, Any]]:
     """The batching plan (whole prompts per block) and the setup with its target chunks."""
     k = s.spec.n_samples
-    plan = plan_batches(s.spec, s.targets, model, len(s.row_prompt), s.max_len)
+    plan: dict[str, Any] = dict(plan_batches(s.spec, s.targets, model, len(s.row_prompt), s.max_len))
+    if s.suffix:
+        # the corrupted run's keys and values are kept per block too: the block holds fewer rows
+        kv_row = 2 * model.shape.n_layers * s.max_len * model.shape.n_kv_heads * model.shape.d_head
+        res_row = model.shape.n_layers * s.max_len * model.shape.d_model
+        plan["rows_per_block"] = max(1, plan["rows_per_block"] * res_row // (res_row + kv_row))
     plan["rows_per_block"] = max(k, plan["rows_per_block"] - plan["rows_per_block"] % k)
-    return replace(s, chunks=chunk_targets(s.targets, plan["targets_per_chunk"])), plan
+    plan["path"] = "suffix" if s.suffix else "full"
+    chunks = chunk_targets(s.targets, plan["targets_per_chunk"], by_position=s.suffix)
+    return replace(s, chunks=chunks), plan
 
 
 def _patched_parts(
@@ -209,6 +254,7 @@ def run_sweep(
     logger: logging.Logger | None = None,
     checkpoint_dir: str | Path | None = None,
     check_identities: bool = True,
+    suffix_reuse: bool | None = None,
 ) -> pd.DataFrame:
     """Run one sweep; returns the raw frame of :mod:`patchbench.rawframe` (metadata in ``.attrs['patchbench']``).
 
@@ -220,9 +266,14 @@ def run_sweep(
     :func:`~patchbench.engine.checkpoint.sweep_fingerprint` and nothing that depends on how the run
     went (how many chunks came from a checkpoint is logged, and kept in ``attrs['patchbench_run']``),
     so a resumed sweep writes the same bytes as an uninterrupted one.
+
+    ``suffix_reuse``: None (default) runs position-specific targets on their suffix only where the
+    model supports key/value reuse (:func:`suffix_path`); False forces the full recompute. The path
+    taken is logged and recorded as ``plan['path']`` (``suffix`` or ``full``).
     """
     log_ = logger or log
     s, sigma = _setup(model, prompts, spec, clean)
+    s = replace(s, suffix=suffix_path(model, spec, suffix_reuse))
     if spec.corruption == "gn":
         log_.info(
             "GN: sigma %.6g, nu %g -> noise std %.6g, %d sample(s)",
@@ -237,7 +288,8 @@ def run_sweep(
     n_rows = len(s.row_prompt)
     n_blocks = math.ceil(n_rows / rows_block)
     log_.info(
-        "sweep %s/%s: %d targets x %d prompts x %d sample(s); %d block(s) of %d rows, %d chunk(s)/block",
+        "sweep %s/%s: %d targets x %d prompts x %d sample(s); %d block(s) of %d rows, %d chunk(s)/block; "
+        "path %s",
         *(
             prompts.task,
             spec.label,
@@ -247,8 +299,16 @@ def run_sweep(
             n_blocks,
             rows_block,
             len(s.chunks),
+            plan["path"],
         ),
     )
+    if plan["path"] == "full" and spec.position != "all":
+        log_.info(
+            "full recompute for position-specific targets: %s",
+            "suffix reuse switched off"
+            if suffix_reuse is False
+            else f"{model.shape.route} route has no key/value reuse",
+        )
     fingerprint = sweep_fingerprint(model, prompts, spec, sigma, plan)
     ckpt = None
     if checkpoint_dir is not None:
