@@ -52,13 +52,23 @@ log = logging.getLogger(__name__)
 
 
 def plan_batches(
-    spec: SweepSpec, targets: list[PatchTarget], model: LM, n_rows: int, max_len: int
+    spec: SweepSpec,
+    targets: list[PatchTarget],
+    model: LM,
+    n_rows: int,
+    max_len: int,
+    keys_values: bool = False,
 ) -> dict[str, int]:
-    """Rows per prompt block and targets per chunk that fit the memory budget (deterministic)."""
+    """Rows per prompt block and targets per chunk that fit the memory budget (deterministic).
+
+    ``keys_values``: the block also keeps the corrupted run's keys and values (suffix reuse).
+    """
     shape = model.shape
     e = torch.tensor([], dtype=shape.dtype).element_size()
     budget = spec.memory_budget_mb * 2**20
     cache_row = shape.n_layers * max_len * shape.d_model * e
+    if keys_values:
+        cache_row += 2 * shape.n_layers * max_len * shape.n_kv_heads * shape.d_head * e
     per_row = bytes_per_row(
         shape, max_len, n_hook_elems=2 * max_len * max(shape.d_model, shape.n_heads * shape.d_head)
     )
@@ -67,27 +77,59 @@ def plan_batches(
     return {"rows_per_block": rows_block, "targets_per_chunk": per_chunk}
 
 
-def _position_key(t: PatchTarget) -> tuple[int, str]:
-    return (t.position, "") if isinstance(t.position, int) else (-1, t.position)
+#: Suffix reuse groups targets of different positions into one forward while its token count
+#: stays within this factor of the targets' own suffixes (fewer, larger forwards; bounded waste).
+SUFFIX_WASTE = 1.5
 
 
 def chunk_targets(
-    targets: list[PatchTarget], per_chunk: int, by_position: bool = False
+    targets: list[PatchTarget], per_chunk: int, by_position: bool = False, max_len: int = 0
 ) -> list[list[PatchTarget]]:
     """Consecutive targets, at most ``per_chunk`` per chunk, one start layer per chunk.
 
-    ``by_position`` (suffix reuse): targets are first ordered by (start layer, position), stably,
-    and a chunk also shares its position, so its rows share their suffix start.
+    ``by_position`` (suffix reuse; ``max_len`` the prompts' padded length): targets are first
+    ordered by start layer and then by position, latest first (stably); a chunk holds one named
+    position, or absolute positions whose shared suffix (from the chunk's earliest position) costs
+    at most :data:`SUFFIX_WASTE` times the targets' own suffixes.
     """
-    key = lambda t: (t.start_layer, _position_key(t)) if by_position else t.start_layer  # noqa: E731
-    if by_position:
-        targets = sorted(targets, key=key)
-    out: list[list[PatchTarget]] = []
-    for t in targets:
-        if out and len(out[-1]) < per_chunk and key(out[-1][0]) == key(t):
-            out[-1].append(t)
+    if not by_position:
+        out: list[list[PatchTarget]] = []
+        for t in targets:
+            if out and len(out[-1]) < per_chunk and out[-1][0].start_layer == t.start_layer:
+                out[-1].append(t)
+            else:
+                out.append([t])
+        return out
+
+    def order(t: PatchTarget) -> tuple:
+        return (
+            (t.start_layer, 1, 0, t.position)
+            if isinstance(t.position, str)
+            else (t.start_layer, 0, -t.position, "")
+        )
+
+    out = []
+    own = 0  # sum of the current chunk's own suffix lengths
+    for t in sorted(targets, key=order):
+        c = out[-1] if out else None
+        fits = c is not None and len(c) < per_chunk and c[0].start_layer == t.start_layer
+        if fits and isinstance(t.position, str):
+            fits = c[0].position == t.position
+        elif fits:
+            assert c is not None
+            if isinstance(c[0].position, str):
+                fits = False
+            else:
+                length = max_len - t.position  # t comes last: the chunk's earliest position
+                fits = (len(c) + 1) * length <= SUFFIX_WASTE * (own + length)
+        if fits:
+            assert c is not None
+            c.append(t)
         else:
             out.append([t])
+            own = 0
+        if not isinstance(t.position, str):
+            own += max_len - t.position
     return out
 
 
@@ -206,15 +248,12 @@ def _setup(model: LM, prompts: PromptSet, spec: SweepSpec, clean: dict | None) -
 def _plan(model: LM, s: _Setup) -> tuple[_Setup, dict[str, Any]]:
     """The batching plan (whole prompts per block) and the setup with its target chunks."""
     k = s.spec.n_samples
-    plan: dict[str, Any] = dict(plan_batches(s.spec, s.targets, model, len(s.row_prompt), s.max_len))
-    if s.suffix:
-        # the corrupted run's keys and values are kept per block too: the block holds fewer rows
-        kv_row = 2 * model.shape.n_layers * s.max_len * model.shape.n_kv_heads * model.shape.d_head
-        res_row = model.shape.n_layers * s.max_len * model.shape.d_model
-        plan["rows_per_block"] = max(1, plan["rows_per_block"] * res_row // (res_row + kv_row))
+    plan: dict[str, Any] = dict(
+        plan_batches(s.spec, s.targets, model, len(s.row_prompt), s.max_len, keys_values=s.suffix)
+    )
     plan["rows_per_block"] = max(k, plan["rows_per_block"] - plan["rows_per_block"] % k)
     plan["path"] = "suffix" if s.suffix else "full"
-    chunks = chunk_targets(s.targets, plan["targets_per_chunk"], by_position=s.suffix)
+    chunks = chunk_targets(s.targets, plan["targets_per_chunk"], by_position=s.suffix, max_len=s.max_len)
     return replace(s, chunks=chunks), plan
 
 
