@@ -196,7 +196,8 @@ def test_suffix_runs_short_suffixes_and_a_wrong_prefix_is_caught(model, prompts,
         fast = run_sweep(model, prompts, spec, progress=False, check_identities=False)
     max_len = prompts.tokens("corrupted").shape[1]
     assert lengths and all(p + q == max_len for p, q in lengths)
-    assert {p for p, _ in lengths} == set(range(1, max_len))  # position 0 has nothing to reuse
+    # late positions' targets (grouped while the shared suffix stays cheap) run half the positions or fewer
+    assert min(q for _, q in lengths) <= max_len // 2
     full = run_sweep(model, prompts, spec, progress=False, suffix_reuse=False)
     assert np.abs(_values(fast) - _values(full)).max() < TOLS.get(model.name_in_test, TOL)
 
