@@ -32,6 +32,7 @@ by hand.
     python benchmarks/bench_patching.py            # every case (about 10 minutes on 2 CPU cores)
     python benchmarks/bench_patching.py --small    # smoke run, shapes cut down
     python benchmarks/bench_patching.py --cases mlp_end,heads_all
+    python benchmarks/bench_patching.py --threads 1  # a loaded machine: no thread oversubscription
     python benchmarks/bench_patching.py --device cuda
 """
 
@@ -348,7 +349,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
     ap.add_argument("--memory-budget-mb", type=int, default=1024)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads for both sides (0: torch's default). On a loaded machine 1 avoids "
+        "thread oversubscription, which slows small operations by orders of magnitude",
+    )
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     dev = args.device
     names = [c for c in args.cases.split(",") if c]

@@ -2,15 +2,15 @@
 
 The sweep runs in prompt blocks sized to the memory budget. For each block it runs the corrupted
 forward once (:func:`prepare_block`, caching the residual stream entering every layer), then the
-patched runs of each chunk of targets that share a start layer
+patched runs of each chunk of targets (a shared start layer; with suffix reuse, see below)
 (:func:`patchbench.engine.patch.patched_logits`, prefix reuse and batching). The first block also
 checks the two identities of :mod:`patchbench.engine.sanity`. Clean rows come from the clean
 cache.
 
 Causal suffix reuse: on models whose interface supports key/value reuse (``shape.kv_reuse``), a
 sweep of position-specific targets (a named position or each position) also keeps the corrupted
-run's keys and values per block, groups its targets by (start layer, position), and runs each
-chunk's patched rows on their suffix only (:func:`patchbench.engine.patch.patched_logits`). The
+run's keys and values per block, groups its targets by position and start layer (waste-bounded,
+:func:`chunk_targets`), and runs each chunk's patched rows on their suffix only (:func:`patchbench.engine.patch.patched_logits`). The
 path a sweep took is logged and recorded in its plan (``plan['path']``: ``suffix`` or ``full``). With ``checkpoint_dir`` each finished piece is written (:mod:`patchbench.engine.checkpoint`)
 and skipped on a rerun.
 """
@@ -77,20 +77,28 @@ def plan_batches(
     return {"rows_per_block": rows_block, "targets_per_chunk": per_chunk}
 
 
-#: Suffix reuse groups targets of different positions into one forward while its token count
-#: stays within this factor of the targets' own suffixes (fewer, larger forwards; bounded waste).
+#: Suffix reuse groups targets of different start layers and positions into one forward while its
+#: cost (rows x layers run x positions run) stays within this factor of the targets' own costs:
+#: fewer, larger forwards, with bounded waste.
 SUFFIX_WASTE = 1.5
 
 
 def chunk_targets(
-    targets: list[PatchTarget], per_chunk: int, by_position: bool = False, max_len: int = 0
+    targets: list[PatchTarget],
+    per_chunk: int,
+    by_position: bool = False,
+    max_len: int = 0,
+    n_layers: int = 0,
 ) -> list[list[PatchTarget]]:
-    """Consecutive targets, at most ``per_chunk`` per chunk, one start layer per chunk.
+    """Consecutive targets, at most ``per_chunk`` per chunk.
 
-    ``by_position`` (suffix reuse; ``max_len`` the prompts' padded length): targets are first
-    ordered by start layer and then by position, latest first (stably); a chunk holds one named
-    position, or absolute positions whose shared suffix (from the chunk's earliest position) costs
-    at most :data:`SUFFIX_WASTE` times the targets' own suffixes.
+    Without ``by_position`` a chunk shares its start layer. With it (suffix reuse; ``max_len`` the
+    prompts' padded length, ``n_layers`` the model's), targets are ordered by position, latest
+    first, then by start layer, latest first (stably); a chunk holds one named position or only
+    absolute ones, and its forward (from its earliest start layer, on positions from its earliest
+    position) costs at most :data:`SUFFIX_WASTE` times what its targets would cost one by one.
+    Every target of a chunk is patched exactly as on its own: rows are the corrupted run up to
+    their own first patched layer and position.
     """
     if not by_position:
         out: list[list[PatchTarget]] = []
@@ -102,34 +110,36 @@ def chunk_targets(
         return out
 
     def order(t: PatchTarget) -> tuple:
-        return (
-            (t.start_layer, 1, 0, t.position)
-            if isinstance(t.position, str)
-            else (t.start_layer, 0, -t.position, "")
-        )
+        if isinstance(t.position, str):
+            return (1, t.position, 0, -t.start_layer)
+        return (0, "", -t.position, -t.start_layer)
+
+    def span(t: PatchTarget) -> tuple[int, int]:  # (layers run, positions run) of t on its own
+        return n_layers - t.start_layer, max_len - (0 if isinstance(t.position, str) else t.position)
 
     out = []
-    own = 0  # sum of the current chunk's own suffix lengths
+    own = 0  # the current chunk's targets' own costs
     for t in sorted(targets, key=order):
+        layers, positions = span(t)
         c = out[-1] if out else None
-        fits = c is not None and len(c) < per_chunk and c[0].start_layer == t.start_layer
-        if fits and isinstance(t.position, str):
-            fits = c[0].position == t.position
-        elif fits:
+        fits = c is not None and len(c) < per_chunk
+        if fits:
             assert c is not None
-            if isinstance(c[0].position, str):
-                fits = False
-            else:
-                length = max_len - t.position  # t comes last: the chunk's earliest position
-                fits = (len(c) + 1) * length <= SUFFIX_WASTE * (own + length)
+            named = isinstance(t.position, str)
+            if named or isinstance(c[0].position, str):
+                fits = named and c[0].position == t.position
+            if fits:
+                most_layers = max(layers, *(span(x)[0] for x in c))
+                most_positions = max(positions, *(span(x)[1] for x in c))
+                cost = (len(c) + 1) * most_layers * most_positions
+                fits = cost <= SUFFIX_WASTE * (own + layers * positions)
         if fits:
             assert c is not None
             c.append(t)
         else:
             out.append([t])
             own = 0
-        if not isinstance(t.position, str):
-            own += max_len - t.position
+        own += layers * positions
     return out
 
 
@@ -253,7 +263,7 @@ def _plan(model: LM, s: _Setup) -> tuple[_Setup, dict[str, Any]]:
     )
     plan["rows_per_block"] = max(k, plan["rows_per_block"] - plan["rows_per_block"] % k)
     plan["path"] = "suffix" if s.suffix else "full"
-    chunks = chunk_targets(s.targets, plan["targets_per_chunk"], by_position=s.suffix, max_len=s.max_len)
+    chunks = chunk_targets(s.targets, plan["targets_per_chunk"], s.suffix, s.max_len, model.shape.n_layers)
     return replace(s, chunks=chunks), plan
 
 
