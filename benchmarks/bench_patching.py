@@ -301,6 +301,11 @@ def run_case(name: str, args, root: str, rate: float) -> dict:
         lambda: tl_reference(model, prompts, site, position, window, kt, cache, metric), dev
     )
     raw, t_pb, m_pb = timed(lambda: run_sweep(model, prompts, spec, clean, progress=False), dev)
+    # the same sweep without its sanity identities (engine.check_identities: false), for the record:
+    # the identities cost about one full forward of the first block
+    _, t_nock, _ = timed(
+        lambda: run_sweep(model, prompts, spec, clean, progress=False, check_identities=False), dev
+    )
     eff = effects(raw, ["logit_diff"])
     ref = ref.double().cpu()
     mine = torch.full_like(ref, float("nan"))
@@ -330,6 +335,10 @@ def run_case(name: str, args, root: str, rate: float) -> dict:
         f"[{name}] useful {flops / 1e9:.2f} GFLOP -> {flops / t_pb / 1e9:.2f} GFLOP/s of {rate / 1e9:.1f} measured matmul GFLOP/s; "
         f"effects range {float(ref.min()):.3f} .. {float(ref.max()):.3f}; sanity self-patch "
         f"{meta['sanity']['self_patch_maxdiff']:.1e}; load {load()}"
+    )
+    print(
+        f"[{name}] patchbench without its sanity identities: {t_nock:8.2f} s (ratio {t_tl / t_nock:.1f}x, "
+        f"floor {100 * flops / t_nock / rate:.0f}%; not the case's figures)"
     )
     print(f"case {name} speedup {t_tl / t_pb:.1f}x maxdiff {diff:.0e} floor {100 * floor:.0f}%", flush=True)
     return dict(speedup=t_tl / t_pb, maxdiff=diff, floor=floor)
