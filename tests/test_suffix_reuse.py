@@ -233,3 +233,14 @@ def test_native_route_takes_the_full_path(caplog):
     assert "path full" in caplog.text and "no key/value reuse" in caplog.text
     with pytest.raises(ValueError, match="kv_reuse"):
         run_sweep(lm, prompts, spec, progress=False, suffix_reuse=True)
+
+
+def test_gn_samples_and_several_blocks(model, prompts):
+    """GN with two noise samples per prompt and a budget small enough for several prompt blocks:
+    each block keeps its own corrupted keys and values (noise included), equal to the full recompute."""
+    spec = SweepSpec("gn", "mlp", position="each", window=3, noise=NoiseSpec(n_samples=2), memory_budget_mb=1)
+    fast = run_sweep(model, prompts, spec, progress=False)
+    full = run_sweep(model, prompts, spec, progress=False, suffix_reuse=False)
+    plan = fast.attrs["patchbench"]["plan"]
+    assert plan["path"] == "suffix" and plan["rows_per_block"] < 2 * len(prompts), plan
+    assert np.abs(_values(fast) - _values(full)).max() < TOLS.get(model.name_in_test, TOL)

@@ -2,17 +2,18 @@
 
 The sweep runs in prompt blocks sized to the memory budget. For each block it runs the corrupted
 forward once (:func:`prepare_block`, caching the residual stream entering every layer), then the
-patched runs of each chunk of targets (a shared start layer; with suffix reuse, see below)
+patched runs of each chunk of targets (one start layer per chunk; with suffix reuse, see below)
 (:func:`patchbench.engine.patch.patched_logits`, prefix reuse and batching). The first block also
 checks the two identities of :mod:`patchbench.engine.sanity`. Clean rows come from the clean
-cache.
-
-Causal suffix reuse: on models whose interface supports key/value reuse (``shape.kv_reuse``), a
-sweep of position-specific targets (a named position or each position) also keeps the corrupted
-run's keys and values per block, groups its targets by position and start layer (waste-bounded,
-:func:`chunk_targets`), and runs each chunk's patched rows on their suffix only (:func:`patchbench.engine.patch.patched_logits`). The
-path a sweep took is logged and recorded in its plan (``plan['path']``: ``suffix`` or ``full``). With ``checkpoint_dir`` each finished piece is written (:mod:`patchbench.engine.checkpoint`)
+cache. With ``checkpoint_dir`` each finished piece is written (:mod:`patchbench.engine.checkpoint`)
 and skipped on a rerun.
+
+Causal suffix reuse (issue #17): on models whose interface supports key/value reuse
+(``shape.kv_reuse``: the transformers route), a sweep of position-specific targets (a named
+position or each position) also keeps the corrupted run's keys and values per block, groups its
+targets by position and start layer (waste-bounded, :func:`chunk_targets`), and runs each chunk's
+patched rows on their suffix only (:func:`patchbench.engine.patch.patched_logits`). The path a
+sweep took is logged and recorded in its plan (``plan['path']``: ``suffix`` or ``full``).
 """
 
 from __future__ import annotations
