@@ -1,7 +1,8 @@
 """Causal suffix reuse (issue 17): position-specific sweeps run only positions >= the patch.
 
 On float64 stand-ins loaded through the transformers route (GPT-2: learned positions; GPT-J:
-partial rotary; Llama: rotary and grouped-query attention), for STR and GN and every
+partial rotary; Llama: rotary and grouped-query attention) and the native route (the toy models'
+route, standard and rotary positions), for STR and GN and every
 position-specific site (MLP at a named position and at each position, windows 1 and 3; head
 output and head values at a named position and by position; ``resid_pre`` at a named position
 and by position), on ragged prompts (lengths 6 and 5, right-padded; the named position differs
@@ -50,6 +51,10 @@ STANDINS = {
     "gpt2": ("gpt2-small", dict(n_layer=3, n_embd=64, n_head=4)),
     "gpt-j": ("gpt-j", dict(n_layer=3, n_embd=64, n_head=4, rotary_dim=8)),
     "llama": ("llama", dict()),
+    # the native route (the project's toy models, conftest.make_model): TransformerLens's
+    # NativeAttention run with the interface's cache; standard and rotary positions
+    "native": ("native", dict()),
+    "native-rotary": ("native", dict(positional_embedding_type="rotary", rotary_dim=8)),
 }
 VALUES = ["logit_ans", "logit_wrong", "prob_ans"]
 
@@ -57,11 +62,16 @@ VALUES = ["logit_ans", "logit_wrong", "prob_ans"]
 @pytest.fixture(scope="module", params=list(STANDINS))
 def model(request, tmp_path_factory) -> LM:
     shape, overrides = STANDINS[request.param]
-    root = tmp_path_factory.mktemp(f"suffix-{request.param}")
-    lm = load_transformers(
-        str(save_hf(shape, root / "m", dtype=torch.float64, **overrides)), dtype=torch.float64
-    )
-    shutil.rmtree(root, ignore_errors=True)
+    if shape == "native":
+        from conftest import make_model
+
+        lm = make_model(**overrides)
+    else:
+        root = tmp_path_factory.mktemp(f"suffix-{request.param}")
+        lm = load_transformers(
+            str(save_hf(shape, root / "m", dtype=torch.float64, **overrides)), dtype=torch.float64
+        )
+        shutil.rmtree(root, ignore_errors=True)
     assert lm.shape.kv_reuse and lm.shape.dtype == torch.float64
     lm.name_in_test = request.param
     return lm
@@ -217,14 +227,16 @@ def test_suffix_runs_short_suffixes_and_a_wrong_prefix_is_caught(model, prompts,
     assert np.abs(_values(wrong) - _values(full)).max() > 1e-3
 
 
-def test_native_route_takes_the_full_path(caplog):
-    """The native route has no key/value reuse: position-specific sweeps run the full recompute, say
-    so, and refuse a forced suffix path."""
+def test_a_model_without_key_value_reuse_takes_the_full_path(caplog):
+    """A model whose interface has no key/value reuse: position-specific sweeps run the full
+    recompute, say so, and refuse a forced suffix path."""
+    import dataclasses
     import logging
 
     from conftest import make_model
 
     lm = make_model()
+    lm.shape = dataclasses.replace(lm.shape, kv_reuse=False)
     prompts = make_prompts(model=lm)
     spec = SweepSpec("str", "mlp", position="X")
     with caplog.at_level(logging.INFO, logger="patchbench.engine.sweep"):

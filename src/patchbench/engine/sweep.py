@@ -9,7 +9,7 @@ cache. With ``checkpoint_dir`` each finished piece is written (:mod:`patchbench.
 and skipped on a rerun.
 
 Causal suffix reuse (issue #17): on models whose interface supports key/value reuse
-(``shape.kv_reuse``: the transformers route), a sweep of position-specific targets (a named
+(``shape.kv_reuse``: every route of :mod:`patchbench.lm`), a sweep of position-specific targets (a named
 position or each position) also keeps the corrupted run's keys and values per block, groups its
 targets by position and start layer (waste-bounded, :func:`chunk_targets`), and runs each chunk's
 patched rows on their suffix only (:func:`patchbench.engine.patch.patched_logits`). The path a
