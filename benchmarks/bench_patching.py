@@ -1,8 +1,7 @@
 """Benchmark: patchbench's engine against TransformerLens's patching, same process, same inputs.
 
 Random-weight Hugging Face models (``save_pretrained`` into a temporary directory, loaded through
-:func:`patchbench.lm.load_transformers`: the transformers route, whose interface supports the
-engine's causal suffix reuse); TransformerLens runs on the same model's bridge (``model.bridge``,
+:func:`patchbench.lm.load_transformers`: the transformers route) and one native-route model; TransformerLens runs on the same model's bridge (``model.bridge``,
 compatibility mode). Prompts: STR, one token replaced a third of the way in; the answer and wrong
 tokens are the model's own top clean / corrupted predictions at the last position. Cases, each
 against TransformerLens in the same run (time, ratio, max abs difference of the normalised logit
@@ -16,7 +15,10 @@ difference, peak memory):
   per prompt), GPT-2-XL-like shape scaled to fit (48 layers, d_model 256);
 * ``mlp_each_w5``: MLP window 5 at every position, the same shape;
 * ``heads_each``: every head at every position of a docstring-length prompt
-  (``get_act_patch_attn_head_out_by_pos``).
+  (``get_act_patch_attn_head_out_by_pos``);
+* ``mlp_end_native``: ``mlp_end``'s sweep on a GPT-J-like model of the native route (the toy
+  models' route: :func:`patchbench.lm.load_native`, TransformerLens's own attention, which the
+  interface runs with its key/value cache).
 
 TransformerLens's side of the MLP cases is the ``run_with_hooks`` loop a user writes (one full
 forward per target; TransformerLens has no window patching function). Each case also prints its
@@ -52,7 +54,7 @@ from transformer_lens import patching as tlp  # noqa: E402
 
 from patchbench.engine.cache import clean_cache  # noqa: E402
 from patchbench.engine.sweep import run_sweep  # noqa: E402
-from patchbench.lm import LM, load_transformers  # noqa: E402
+from patchbench.lm import LM, load_native, load_transformers  # noqa: E402
 from patchbench.metrics import effects  # noqa: E402
 from patchbench.prompts import PromptSet  # noqa: E402
 from patchbench.sites import SweepSpec, enumerate_targets, window_layers  # noqa: E402
@@ -127,6 +129,12 @@ SHAPES = {
     ),
     "gpt2-xl-scaled": ("gpt2", dict(n_layer=48, n_embd=256, n_head=4, vocab_size=50257, n_positions=1024)),
     "docstring": ("gpt2", dict(n_layer=4, n_embd=256, n_head=8, vocab_size=5000, n_positions=1024)),
+    # the native route (the toy models' route: TransformerLens's own NativeAttention), GPT-J-like
+    "native-gpt-j-scaled": (
+        "native",
+        dict(n_layers=28, d_model=512, n_heads=4, d_head=128, d_mlp=2048, d_vocab=50400, n_ctx=2048,
+             act_fn="gelu_new", normalization_type="LN", positional_embedding_type="rotary", rotary_dim=32),
+    ),
 }  # fmt: skip
 SMALL = dict(n_layer=4, n_embd=64, n_head=4, vocab_size=2000)
 
@@ -137,6 +145,7 @@ CASES = {
     "mlp_subject_last_w10": ("gpt2-xl-scaled", "mlp", "SUBJ", 10, 8, 16),
     "mlp_each_w5": ("gpt2-xl-scaled", "mlp", "each", 5, 2, 12),
     "heads_each": ("docstring", "attn_head", "each", 1, 2, 40),
+    "mlp_end_native": ("native-gpt-j-scaled", "mlp", "END", 1, 8, 32),
     "heads_all": ("gpt2-small", "attn_head", "all", 1, 8, 15),
 }
 
@@ -145,6 +154,18 @@ def load_model(shape: str, small: bool, device: str, seed: int, root: str) -> LM
     import transformers as tf
 
     kind, kwargs = SHAPES[shape]
+    if kind == "native":
+        if small:
+            kwargs = {
+                **kwargs,
+                "n_layers": 4,
+                "d_model": 64,
+                "d_head": 16,
+                "d_mlp": 256,
+                "d_vocab": 2000,
+                "rotary_dim": 8,
+            }
+        return load_native({**kwargs, "seed": seed, "initializer_range": INIT}, device=device)
     if small:
         kwargs = {**kwargs, **SMALL}
         if kind == "gptj":
