@@ -1,22 +1,40 @@
 """Benchmark: patchbench's engine against TransformerLens's patching, same process, same inputs.
 
-A GPT-2-small-shaped model with random weights (12 layers, 12 heads, d_model 768, d_vocab 50257,
-n_ctx 1024; TransformerLens 4's native model through :func:`patchbench.lm.load_native`), 20 prompts
-of 15 tokens (STR: one token replaced). TransformerLens runs on the same model's bridge
-(``model.bridge``, compatibility mode). Two comparisons:
+Random-weight Hugging Face models (``save_pretrained`` into a temporary directory, loaded through
+:func:`patchbench.lm.load_transformers`: the transformers route) and one native-route model; TransformerLens runs on the same model's bridge (``model.bridge``,
+compatibility mode). Prompts: STR, one token replaced a third of the way in; the answer and wrong
+tokens are the model's own top clean / corrupted predictions at the last position. Cases, each
+against TransformerLens in the same run (time, ratio, max abs difference of the normalised logit
+difference, peak memory):
 
-1. every attention head's output over all positions: TransformerLens
-   ``get_act_patch_attn_head_out_all_pos`` vs a patchbench ``attn_head`` sweep;
-2. MLP output, window 5, every layer, last position: a per-layer TransformerLens
-   ``run_with_hooks`` loop vs a patchbench ``mlp`` sweep.
+* ``heads_all``: every head's output over all positions (``get_act_patch_attn_head_out_all_pos``),
+  GPT-2-small shape;
+* ``mlp_end``: MLP output, window 1, at END (the last position) of a 2-shot-arithmetic-length
+  prompt, GPT-J-like shape scaled to fit (28 layers, d_model 512, partial rotary);
+* ``mlp_subject_last_w5`` / ``_w10``: MLP windows at the last subject token (a different position
+  per prompt), GPT-2-XL-like shape scaled to fit (48 layers, d_model 256);
+* ``mlp_each_w5``: MLP window 5 at every position, the same shape;
+* ``heads_each``: every head at every position of a docstring-length prompt
+  (``get_act_patch_attn_head_out_by_pos``);
+* ``mlp_end_native``: ``mlp_end``'s sweep on a GPT-J-like model of the native route (the toy
+  models' route: :func:`patchbench.lm.load_native`, TransformerLens's own attention, which the
+  interface runs with its key/value cache).
 
-Both compute the normalised logit difference; the script prints both times, their ratio, the max
-absolute difference and the peak memory of each phase (resident set size above the phase's
-start, sampled every 5 ms; on CUDA ``torch.cuda.max_memory_allocated``). The last line reads
-``speedup X.Xx maxdiff Y`` for the head sweep. Not a test: run it by hand.
+TransformerLens's side of the MLP cases is the ``run_with_hooks`` loop a user writes (one full
+forward per target; TransformerLens has no window patching function). Each case also prints its
+distance to the floor: the sweep's useful FLOPs (the corrupted run, then every target's patched
+rows on positions >= its patch from its first patched layer on, and one unembedding per row)
+divided by patchbench's time, as a fraction of a dense float32 matmul throughput the script
+measures at its start (printed again at the end). Each case ends with one line
+``case NAME speedup X.Xx maxdiff Y floor Z%``; the last line reads ``speedup X.Xx maxdiff Y`` for
+``heads_all``. The machine's load average is printed at the start and end: the ratios are
+measured side by side in one process, the absolute times depend on the load. Not a test: run it
+by hand.
 
-    python benchmarks/bench_patching.py            # full size (a few minutes on 2 CPU cores)
-    python benchmarks/bench_patching.py --small    # smoke run, seconds
+    python benchmarks/bench_patching.py            # every case (about 10 minutes on 2 CPU cores)
+    python benchmarks/bench_patching.py --small    # smoke run, shapes cut down
+    python benchmarks/bench_patching.py --cases mlp_end,heads_all
+    python benchmarks/bench_patching.py --threads 1  # a loaded machine: no thread oversubscription
     python benchmarks/bench_patching.py --device cuda
 """
 
@@ -24,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import threading
 import time
 
@@ -35,10 +54,10 @@ from transformer_lens import patching as tlp  # noqa: E402
 
 from patchbench.engine.cache import clean_cache  # noqa: E402
 from patchbench.engine.sweep import run_sweep  # noqa: E402
-from patchbench.lm import load_native  # noqa: E402
+from patchbench.lm import LM, load_native, load_transformers  # noqa: E402
 from patchbench.metrics import effects  # noqa: E402
 from patchbench.prompts import PromptSet  # noqa: E402
-from patchbench.sites import SweepSpec, window_layers  # noqa: E402
+from patchbench.sites import SweepSpec, enumerate_targets, window_layers  # noqa: E402
 
 
 class PeakMemory:
@@ -97,28 +116,86 @@ def timed(fn, device: str):
     return out, dt, mem.mib
 
 
-def build(small: bool, device: str, n_prompts: int, seq_len: int, seed: int):
+#: Hugging Face shapes of the cases (full size; ``--small`` cuts them down). Weights are drawn with
+#: std 0.1 (``initializer_range``; Hugging Face's default 0.02 leaves a random model's clean and
+#: corrupted logit differences ~1e-3 apart, and the normalisation would amplify float32 rounding)
+INIT = 0.1
+SHAPES = {
+    "gpt2-small": ("gpt2", dict(n_layer=12, n_embd=768, n_head=12, vocab_size=50257, n_positions=1024)),
+    "gpt-j-scaled": (
+        "gptj",
+        dict(n_layer=28, n_embd=512, n_head=4, rotary_dim=32, vocab_size=50400, n_positions=2048,
+             tie_word_embeddings=False, bos_token_id=50256, eos_token_id=50256),
+    ),
+    "gpt2-xl-scaled": ("gpt2", dict(n_layer=48, n_embd=256, n_head=4, vocab_size=50257, n_positions=1024)),
+    "docstring": ("gpt2", dict(n_layer=4, n_embd=256, n_head=8, vocab_size=5000, n_positions=1024)),
+    # the native route (the toy models' route: TransformerLens's own NativeAttention), GPT-J-like
+    "native-gpt-j-scaled": (
+        "native",
+        dict(n_layers=28, d_model=512, n_heads=4, d_head=128, d_mlp=2048, d_vocab=50400, n_ctx=2048,
+             act_fn="gelu_new", normalization_type="LN", positional_embedding_type="rotary", rotary_dim=32),
+    ),
+}  # fmt: skip
+SMALL = dict(n_layer=4, n_embd=64, n_head=4, vocab_size=2000)
+
+#: name -> (shape, site, position, window, prompts, tokens)
+CASES = {
+    "mlp_end": ("gpt-j-scaled", "mlp", "END", 1, 8, 32),
+    "mlp_subject_last_w5": ("gpt2-xl-scaled", "mlp", "SUBJ", 5, 8, 16),
+    "mlp_subject_last_w10": ("gpt2-xl-scaled", "mlp", "SUBJ", 10, 8, 16),
+    "mlp_each_w5": ("gpt2-xl-scaled", "mlp", "each", 5, 2, 12),
+    "heads_each": ("docstring", "attn_head", "each", 1, 2, 40),
+    "mlp_end_native": ("native-gpt-j-scaled", "mlp", "END", 1, 8, 32),
+    "heads_all": ("gpt2-small", "attn_head", "all", 1, 8, 15),
+}
+
+
+def load_model(shape: str, small: bool, device: str, seed: int, root: str) -> LM:
+    import transformers as tf
+
+    kind, kwargs = SHAPES[shape]
+    if kind == "native":
+        if small:
+            kwargs = {
+                **kwargs,
+                "n_layers": 4,
+                "d_model": 64,
+                "d_head": 16,
+                "d_mlp": 256,
+                "d_vocab": 2000,
+                "rotary_dim": 8,
+            }
+        return load_native({**kwargs, "seed": seed, "initializer_range": INIT}, device=device)
     if small:
-        shape = dict(n_layers=4, n_heads=4, d_model=128, d_head=32, d_mlp=512, d_vocab=5000, n_ctx=64)
-    else:
-        shape = dict(n_layers=12, n_heads=12, d_model=768, d_head=64, d_mlp=3072, d_vocab=50257, n_ctx=1024)
-    model = load_native(
-        {**shape, "act_fn": "gelu_new", "normalization_type": "LN", "seed": seed}, device=device
-    )
+        kwargs = {**kwargs, **SMALL}
+        if kind == "gptj":
+            kwargs["rotary_dim"] = 8
+    classes = {"gpt2": (tf.GPT2Config, tf.GPT2LMHeadModel), "gptj": (tf.GPTJConfig, tf.GPTJForCausalLM)}
+    config_cls, model_cls = classes[kind]
+    torch.manual_seed(seed)
+    directory = os.path.join(root, shape)
+    if not os.path.exists(directory):
+        model_cls(config_cls(**kwargs, initializer_range=INIT)).eval().save_pretrained(directory)
+    return load_transformers(directory, device=device)
+
+
+def make_prompts(model: LM, n_prompts: int, seq_len: int, seed: int) -> PromptSet:
+    dev = model.shape.device
     d_vocab = model.shape.d_vocab
     rng = np.random.default_rng(seed)
     clean = rng.integers(0, d_vocab, (n_prompts, seq_len))
     corrupted = clean.copy()
     swap = seq_len // 3
     corrupted[:, swap] = (clean[:, swap] + 1 + rng.integers(0, d_vocab - 1, n_prompts)) % d_vocab
-    # answers: the model's own top clean / corrupted tokens, so LD_clean - LD_corrupted is well away from 0
+    # the last subject token: the replaced token or up to two after it (a different position per prompt)
+    subject_last = swap + rng.integers(0, 3, n_prompts)
     with torch.no_grad():
-        lc = model.logits(torch.as_tensor(clean, device=device))[:, -1]
-        lk = model.logits(torch.as_tensor(corrupted, device=device))[:, -1]
+        lc = model.logits(torch.as_tensor(clean, device=dev))[:, -1]
+        lk = model.logits(torch.as_tensor(corrupted, device=dev))[:, -1]
     ans = lc.argmax(-1).cpu()
     top2 = lk.topk(2, dim=-1).indices.cpu()
     wrong = torch.where(top2[:, 0] == ans, top2[:, 1], top2[:, 0])
-    prompts = PromptSet(
+    return PromptSet(
         task="bench",
         clean=list(clean),
         corrupted=list(corrupted),
@@ -126,35 +203,98 @@ def build(small: bool, device: str, n_prompts: int, seq_len: int, seed: int):
         answers=[[int(a)] for a in ans],
         wrong=[[int(w)] for w in wrong],
         noise_positions=[[swap]] * n_prompts,
-        positions={"last": np.full(n_prompts, seq_len - 1)},
+        positions={"END": np.full(n_prompts, seq_len - 1), "SUBJ": subject_last},
     )
-    return model, prompts
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--small", action="store_true", help="tiny model for a smoke run")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--prompts", type=int, default=20)
-    ap.add_argument("--seq-len", type=int, default=15)
-    ap.add_argument("--memory-budget-mb", type=int, default=1024)
-    ap.add_argument("--skip-mlp", action="store_true", help="only the head sweep")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    torch.set_grad_enabled(False)
+def matmul_rate(device: str, n: int = 1024, seconds: float = 1.0) -> float:
+    """Dense float32 matmul throughput (FLOP/s, best of a few timed batches)."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    best = 0.0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(4):
+            c = a @ b
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        best = max(best, 4 * 2 * n**3 / (time.perf_counter() - t0))
+    del c
+    return best
+
+
+def useful_flops(model: LM, prompts: PromptSet, spec: SweepSpec) -> float:
+    """FLOPs the sweep needs: the corrupted run, each target's rows on positions >= its patch from its
+    first patched layer on (attention over every earlier key), one unembedding per row."""
+    s = model.shape
+    kv = s.n_kv_heads * s.d_head
+    qo = s.n_heads * s.d_head
+    P = prompts.tokens("corrupted").shape[1]
+    dense = 2 * s.d_model * (2 * qo + 2 * kv) + 2 * 2 * s.d_model * s.d_mlp
+    per_pos = np.array([dense + 2 * 2 * qo * (t + 1) for t in range(P)], dtype=np.float64)
+    tail = np.cumsum(per_pos[::-1])[::-1]  # tail[p]: one layer on positions p..P-1
+    unembed = 2 * s.d_model * s.d_vocab
+    n = len(prompts)
+    total = n * (s.n_layers * tail[0] + unembed)
+    targets = enumerate_targets(spec, s.n_layers, model.site_heads(spec.site), P)
+    for t in targets:
+        if t.position == -1:
+            first = np.zeros(n, dtype=np.int64)
+        elif isinstance(t.position, str):
+            first = prompts.named_position(t.position)
+        else:
+            first = np.full(n, t.position)
+        total += float(((s.n_layers - t.start_layer) * tail[first]).sum()) + n * unembed
+    return float(total)
+
+
+def tl_reference(model: LM, prompts: PromptSet, site: str, position: str, window: int, kt, cache, metric):
+    """TransformerLens's side: its patching functions for heads, a run_with_hooks loop for MLP windows."""
+    tl = model.bridge
+    L = model.shape.n_layers
+    if site == "attn_head":
+        func = (
+            tlp.get_act_patch_attn_head_out_all_pos
+            if position == "all"
+            else tlp.get_act_patch_attn_head_out_by_pos
+        )
+        return func(tl, kt, cache, metric)
+    P = kt.shape[1]
+    rows = torch.arange(kt.shape[0])
+    out = torch.zeros(L, P) if position == "each" else torch.zeros(L)
+    for lay in range(L):
+        a, b = window_layers(lay, window, L)
+        for pos in range(P) if position == "each" else [None]:
+            at = (
+                torch.full((len(rows),), pos)
+                if pos is not None
+                else torch.as_tensor(prompts.named_position(position))
+            )
+
+            def put(act, hook, at=at):
+                act[rows, at] = cache[hook.name][rows, at]
+                return act
+
+            logits = tl.run_with_hooks(kt, fwd_hooks=[(f"blocks.{i}.hook_mlp_out", put) for i in range(a, b)])
+            if pos is None:
+                out[lay] = metric(logits).item()
+            else:
+                out[lay, pos] = metric(logits).item()
+    return out
+
+
+def run_case(name: str, args, root: str, rate: float) -> dict:
+    shape, site, position, window, n_prompts, seq_len = CASES[name]
+    if args.small:
+        n_prompts, seq_len = min(n_prompts, 3), min(seq_len, 12)
     dev = args.device
-    model, prompts = build(args.small, dev, args.prompts, args.seq_len, args.seed)
-    tl = model.bridge  # TransformerLens's side: the same weights, the library's own forward and patching
+    model = load_model(shape, args.small, dev, args.seed, root)
+    prompts = make_prompts(model, n_prompts, seq_len, args.seed)
+    tl = model.bridge
     L, H = model.shape.n_layers, model.shape.n_heads
-    print(
-        f"device {dev} ({torch.cuda.get_device_name() if dev.startswith('cuda') else f'{torch.get_num_threads()} threads'}), "
-        f"torch {torch.__version__}"
-    )
-    print(
-        f"model: {L} layers x {H} heads, d_model {model.shape.d_model}, d_vocab {model.shape.d_vocab}; "
-        f"{len(prompts)} prompts x {args.seq_len} tokens"
-    )
-
     ct = prompts.tokens("clean").to(dev)
     kt = prompts.tokens("corrupted").to(dev)
     ans = torch.tensor([a[0] for a in prompts.answers], device=dev)
@@ -164,74 +304,120 @@ def main(argv: list[str] | None = None) -> None:
         last = logits[:, -1].double()
         return (last.gather(1, ans[:, None]) - last.gather(1, wr[:, None])).mean()
 
-    # Clean activations are computed once, outside the timings, for both (TransformerLens's ActivationCache,
-    # patchbench's clean_cache): the clean run is shared by every sweep of a (model, task).
+    # Clean activations once, outside the timings, for both (the clean run is shared by every sweep)
     _, cache = tl.run_with_cache(ct)
-    (clean, t_clean, _) = timed(lambda: clean_cache(model, prompts, ["attn_head", "mlp"]), dev)
+    hook_site = "attn_head" if site == "attn_head" else "mlp"
+    clean = clean_cache(model, prompts, [hook_site])
     lc, lk = ld(tl(ct)), ld(tl(kt))
 
     def metric(logits):
         return (ld(logits) - lk) / (lc - lk)
 
+    spec = SweepSpec("str", site, position=position, window=window, memory_budget_mb=args.memory_budget_mb)
     # warm-up (allocator, kernels) for both sides
     tl(kt)
-    run_sweep(model, prompts.subset([0, 1]), SweepSpec("str", "attn_head", layers=(L - 1,)), progress=False)
+    run_sweep(model, prompts.subset([0]), replace_layers(spec, L), progress=False)
 
-    # ---------------------------------------------------------------- head sweep
-    ref, t_tl, m_tl = timed(lambda: tlp.get_act_patch_attn_head_out_all_pos(tl, kt, cache, metric), dev)
-    spec = SweepSpec("str", "attn_head", memory_budget_mb=args.memory_budget_mb)
+    ref, t_tl, m_tl = timed(
+        lambda: tl_reference(model, prompts, site, position, window, kt, cache, metric), dev
+    )
     raw, t_pb, m_pb = timed(lambda: run_sweep(model, prompts, spec, clean, progress=False), dev)
+    # the same sweep without its sanity identities (engine.check_identities: false), for the record:
+    # the identities cost about one full forward of the first block
+    _, t_nock, _ = timed(
+        lambda: run_sweep(model, prompts, spec, clean, progress=False, check_identities=False), dev
+    )
     eff = effects(raw, ["logit_diff"])
-    mine = np.zeros((L, H))
-    mine[eff["layer"].to_numpy(), eff["head"].to_numpy()] = eff["effect"].to_numpy()
-    diff_heads = float(np.abs(mine - ref.double().cpu().numpy()).max())
-    plan = raw.attrs["patchbench"]["plan"]
-    sanity = raw.attrs["patchbench"]["sanity"]
+    ref = ref.double().cpu()
+    mine = torch.full_like(ref, float("nan"))
+    for _, row in eff.iterrows():
+        if site == "attn_head":
+            idx = (
+                (int(row["layer"]), int(row["head"]))
+                if position == "all"
+                else (int(row["layer"]), int(row["position"]), int(row["head"]))
+            )
+        else:
+            idx = (int(row["layer"]), int(row["position"])) if position == "each" else (int(row["layer"]),)
+        mine[idx] = row["effect"]
+    assert not mine.isnan().any(), "every TransformerLens entry has a patchbench target"
+    diff = float((mine - ref).abs().max())
+    flops = useful_flops(model, prompts, spec)
+    floor = flops / t_pb / rate
+    meta = raw.attrs["patchbench"]
+    s = model.shape
     print(
-        f"[clean] patchbench clean_cache (untimed below, like TransformerLens's run_with_cache): {t_clean:.2f} s"
+        f"[{name}] model {s.architecture}: {L} layers x {H} heads, d_model {s.d_model}, d_vocab {s.d_vocab}, "
+        f"{s.positional} positions; {len(prompts)} prompts x {seq_len} tokens; {site} pos={position} w={window}"
     )
-    print(f"[heads] TransformerLens get_act_patch_attn_head_out_all_pos: {t_tl:8.2f} s  peak {m_tl:8.1f} MiB")
-    print(f"[heads] patchbench attn_head sweep ({plan}): {t_pb:8.2f} s  peak {m_pb:8.1f} MiB")
+    print(f"[{name}] TransformerLens: {t_tl:8.2f} s  peak {m_tl:8.1f} MiB")
+    print(f"[{name}] patchbench ({meta['plan']}): {t_pb:8.2f} s  peak {m_pb:8.1f} MiB")
     print(
-        f"[heads] ratio {t_tl / t_pb:.2f}x  max |diff| normalised LD {diff_heads:.2e}  "
-        f"(effects range {ref.min():.3f} .. {ref.max():.3f})"
+        f"[{name}] useful {flops / 1e9:.2f} GFLOP -> {flops / t_pb / 1e9:.2f} GFLOP/s of {rate / 1e9:.1f} measured matmul GFLOP/s; "
+        f"effects range {float(ref.min()):.3f} .. {float(ref.max()):.3f}; sanity self-patch "
+        f"{meta['sanity']['self_patch_maxdiff']:.1e}; load {load()}"
     )
-
-    # ---------------------------------------------------------------- MLP window 5, last position
-    if not args.skip_mlp:
-        w = 5
-        last = args.seq_len - 1
-
-        def tl_mlp():
-            out = torch.zeros(L)
-            for lay in range(L):
-                a, b = window_layers(lay, w, L)
-
-                def put(act, hook):
-                    act[:, last] = cache[hook.name][:, last]
-                    return act
-
-                logits = tl.run_with_hooks(
-                    kt, fwd_hooks=[(f"blocks.{i}.hook_mlp_out", put) for i in range(a, b)]
-                )
-                out[lay] = metric(logits).item()
-            return out
-
-        ref_m, t_tlm, m_tlm = timed(tl_mlp, dev)
-        spec_m = SweepSpec("str", "mlp", position="last", window=w, memory_budget_mb=args.memory_budget_mb)
-        raw_m, t_pbm, m_pbm = timed(lambda: run_sweep(model, prompts, spec_m, clean, progress=False), dev)
-        eff_m = effects(raw_m, ["logit_diff"]).sort_values("layer")
-        diff_mlp = float(np.abs(eff_m["effect"].to_numpy() - ref_m.double().numpy()).max())
-        print(
-            f"[mlp w={w}] TransformerLens per-layer run_with_hooks loop: {t_tlm:8.2f} s  peak {m_tlm:8.1f} MiB"
-        )
-        print(f"[mlp w={w}] patchbench mlp sweep: {t_pbm:8.2f} s  peak {m_pbm:8.1f} MiB")
-        print(f"[mlp w={w}] ratio {t_tlm / t_pbm:.2f}x  max |diff| normalised LD {diff_mlp:.2e}")
     print(
-        f"sanity (checked inside the timed sweep): self-patch maxdiff {sanity['self_patch_maxdiff']:.1e}, "
-        f"clean resid_pre[0] maxdiff {sanity['clean_resid0_maxdiff']:.1e}"
+        f"[{name}] patchbench without its sanity identities: {t_nock:8.2f} s (ratio {t_tl / t_nock:.1f}x, "
+        f"floor {100 * flops / t_nock / rate:.0f}%; not the case's figures)"
     )
-    print(f"speedup {t_tl / t_pb:.1f}x maxdiff {diff_heads:.0e}")
+    print(f"case {name} speedup {t_tl / t_pb:.1f}x maxdiff {diff:.0e} floor {100 * floor:.0f}%", flush=True)
+    return dict(speedup=t_tl / t_pb, maxdiff=diff, floor=floor)
+
+
+def replace_layers(spec: SweepSpec, n_layers: int) -> SweepSpec:
+    from dataclasses import replace
+
+    return replace(spec, layers=(n_layers - 1,), heads=None)
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--small", action="store_true", help="tiny shapes for a smoke run")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
+    ap.add_argument("--memory-budget-mb", type=int, default=1024)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads for both sides (0: torch's default). On a loaded machine 1 avoids "
+        "thread oversubscription, which slows small operations by orders of magnitude",
+    )
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.set_grad_enabled(False)
+    dev = args.device
+    names = [c for c in args.cases.split(",") if c]
+    unknown = [c for c in names if c not in CASES]
+    if unknown:
+        ap.error(f"unknown cases {unknown}; use {list(CASES)}")
+    names = [c for c in CASES if c in names]  # heads_all last
+    print(
+        f"device {dev} ({torch.cuda.get_device_name() if dev.startswith('cuda') else f'{torch.get_num_threads()} threads, {os.cpu_count()} CPUs'}), "
+        f"torch {torch.__version__}; load average (1, 5, 15 min) {load()}"
+    )
+    rate0 = matmul_rate(dev)
+    print(f"dense float32 matmul (1024^3): {rate0 / 1e9:.1f} GFLOP/s at the start (the floors' reference)")
+    results = {}
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as root:
+        for name in names:
+            results[name] = run_case(name, args, root, rate0)
+    rate1 = matmul_rate(dev)
+    print(
+        f"dense float32 matmul (1024^3): {rate1 / 1e9:.1f} GFLOP/s at the end; "
+        f"total {time.perf_counter() - t_start:.0f} s; load average {load()}"
+    )
+    if "heads_all" in results:
+        r = results["heads_all"]
+        print(f"speedup {r['speedup']:.1f}x maxdiff {r['maxdiff']:.0e}")
 
 
 if __name__ == "__main__":

@@ -247,6 +247,9 @@ def test_run_sweep_equals_the_full_recompute(model, corruption, caplog):
             raw = run_sweep(lm, prompts, spec, progress=False)
         meta = raw.attrs["patchbench"]
         assert meta["sanity"]["passed"], meta["sanity"]  # run_sweep raises before this on a failure
+        # causal suffix reuse (issue 17) wherever the route supports it and the targets are position-specific
+        want = "suffix" if lm.shape.kv_reuse and spec.position != "all" else "full"
+        assert meta["plan"]["path"] == want, (spec.label, meta["plan"])
         ref = reference_sweep(lm, prompts, spec, meta["noise_std"] or 0.0)
         ans = torch.tensor([a[0] for a in prompts.answers])
         wr = torch.tensor([w[0] for w in prompts.wrong])

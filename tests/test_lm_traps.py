@@ -258,7 +258,7 @@ def test_native_route_runs_hookedtransformer_weights_exactly():
     """The project's own models: HookedTransformer-format weights, unprocessed, equal HT's math to rounding."""
     sd = {k: v.double() for k, v in ht_state_dict(NATIVE).items()}
     lm = load_native(NATIVE, sd, dtype=torch.float64)
-    assert lm.shape.route == "native" and not lm.shape.processed and not lm.shape.kv_reuse
+    assert lm.shape.route == "native" and not lm.shape.processed and lm.shape.kv_reuse
     tok = torch.randint(0, 50, (3, 9), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         want = ht_forward(sd, NATIVE, tok)
@@ -267,8 +267,20 @@ def test_native_route_runs_hookedtransformer_weights_exactly():
         )
     assert (got - want).abs().max() < 1e-12
     assert torch.equal(lm.raw_token_embeddings(torch.tensor([4, 9])), sd["embed.W_E"][[4, 9]])
-    with pytest.raises(ModelInterfaceError, match="no key/value cache"):
-        lm.run_blocks(lm.embed(tok), 0, capture=KVCapture())
+    # key/value reuse (issue 17): a suffix run on the captured keys and values equals HT's math too
+    with torch.no_grad():
+        cap = KVCapture()
+        r0 = lm.embed(tok)
+        lm.run_blocks(r0, 0, capture=cap)
+        suffix = lm.run_blocks(r0[:, 5:], 0, past=cap.prefix(5))
+        tail = torch.stack([lm.unembed_at(suffix, torch.full((3,), p)) for p in range(4)], 1)
+    assert (tail - want[:, 5:]).abs().max() < 1e-12
+    # and the prefix provably matters: another prompt's keys and values change the result
+    with torch.no_grad():
+        other = KVCapture()
+        lm.run_blocks(lm.embed(tok.flip(0)), 0, capture=other)
+        moved = lm.unembed_at(lm.run_blocks(r0[:, 5:], 0, past=other.prefix(5)), torch.full((3,), 3))
+    assert (moved - want[:, 8]).abs().max() > 1e-3
 
 
 def test_native_route_refuses_shortformer():

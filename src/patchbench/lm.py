@@ -36,7 +36,9 @@ fails loudly if one comes back:
   explicit causal (and, where the config says so, sliding-window) mask;
 * the bridge ignores ``past_key_values`` (transformers 5.24 renamed the block argument to
   ``cache``): the interface owns key/value reuse with its own cache objects (:class:`KVCapture`,
-  :class:`PrefixKV`) and counts every use, so a cache that is not read raises;
+  :class:`PrefixKV`) and counts every use, so a cache that is not read raises; TransformerLens's
+  native attention (native and legacy routes) has no cache at all: the interface runs it with its
+  own while a cache is in use (``_native_cached_forward``);
 * ``blocks.L.hook_resid_pre`` reports its name as ``blocks.L.hook_in``: :meth:`LM.hooks` calls
   each hook function with the name it was registered under;
 * final logit soft-capping (Gemma 2) is not part of the bridge's ``unembed``: :meth:`LM.unembed_at`
@@ -168,7 +170,11 @@ class PrefixKV:
     raises unless each block it ran read the prefix exactly once.
     """
 
-    def __init__(self, keys: Mapping[int, torch.Tensor], values: Mapping[int, torch.Tensor]) -> None:
+    def __init__(
+        self, keys: Mapping[int, torch.Tensor], values: Mapping[int, torch.Tensor], reps: int = 1
+    ) -> None:
+        if reps < 1:
+            raise ValueError(f"PrefixKV: reps must be >= 1, got {reps}")
         if set(keys) != set(values):
             raise ValueError("PrefixKV: keys and values must cover the same layers")
         lengths = {int(k.shape[-2]) for k in keys.values()} | {int(v.shape[-2]) for v in values.values()}
@@ -177,21 +183,23 @@ class PrefixKV:
         self.keys = dict(keys)
         self.values = dict(values)
         self.length = lengths.pop()
+        self.reps = int(reps)
         self.calls: dict[int, int] = {}
         self.seen_lengths: dict[int, int] = {}
 
     @property
     def batch(self) -> int:
-        return int(next(iter(self.keys.values())).shape[0])
+        return int(next(iter(self.keys.values())).shape[0]) * self.reps
 
     def repeat(self, m: int) -> PrefixKV:
-        """The prefix for ``m`` copies of the rows (target-major: row ``j * batch + r``)."""
-        if m == 1:
-            return PrefixKV(self.keys, self.values)
-        rep = lambda t: t.repeat(m, *([1] * (t.dim() - 1)))  # noqa: E731
-        return PrefixKV(
-            {i: rep(k) for i, k in self.keys.items()}, {i: rep(v) for i, v in self.values.items()}
-        )
+        """The prefix for ``m`` copies of the rows (target-major: row ``j * batch + r``).
+
+        The copies are made one layer at a time, when that layer's attention reads them, so a
+        chunk of many targets never holds every layer's repeated keys and values at once.
+        """
+        if m < 1:
+            raise ValueError(f"PrefixKV.repeat: m must be >= 1, got {m}")
+        return PrefixKV(self.keys, self.values, reps=self.reps * m)
 
     def reset(self) -> None:
         self.calls.clear()
@@ -204,6 +212,9 @@ class PrefixKV:
                 f"PrefixKV has no keys for layer {layer} (it holds {sorted(self.keys)})"
             )
         pk, pv = self.keys[layer], self.values[layer]
+        if self.reps > 1:
+            pk = pk.repeat(self.reps, *([1] * (pk.dim() - 1)))
+            pv = pv.repeat(self.reps, *([1] * (pv.dim() - 1)))
         if pk.shape[0] != k.shape[0] or pk.shape[1] != k.shape[1] or pk.shape[-1] != k.shape[-1]:
             raise ModelInterfaceError(
                 f"layer {layer}: prefix keys {tuple(pk.shape)} do not fit the suffix keys {tuple(k.shape)} "
@@ -266,7 +277,7 @@ class LM:
             device=str(next(bridge.parameters()).device),
             positional=positional,
             processed=processed,
-            kv_reuse=route == "transformers",
+            kv_reuse=route == "transformers" or self._native_kv_ok(bridge),
             sliding_window=self._window,
             logit_softcap=cap if cap > 0 else None,
         )
@@ -289,6 +300,41 @@ class LM:
             if rot is not None:
                 return rot
         return None
+
+    @staticmethod
+    def _native_attention(bridge: Any, i: int) -> Any:
+        return getattr(bridge.blocks[i].attn, "original_component", None)
+
+    @classmethod
+    def _native_kv_ok(cls, bridge: Any) -> bool:
+        """Whether every block's attention is TransformerLens's causal ``NativeAttention`` (native and
+        legacy routes), whose forward the interface can run with its key/value cache
+        (:func:`_native_cached_forward`)."""
+        try:
+            from transformer_lens.model_bridge.sources.native.model import NativeAttention
+        except ImportError:  # pragma: no cover - another TransformerLens layout
+            return False
+        n = int(bridge.cfg.n_layers)
+        attns = [cls._native_attention(bridge, i) for i in range(n)]
+        return all(type(a) is NativeAttention and getattr(a, "causal", False) for a in attns)
+
+    @contextlib.contextmanager
+    def _native_cache(self, cache: KVCapture | PrefixKV | None, start: int, stop: int) -> Iterator[None]:
+        """Run blocks ``start..stop-1``'s native attention with ``cache`` (a no-op without one, or on
+        the transformers route, whose attention reads the cache from its keyword arguments)."""
+        if cache is None or self.shape.route == "transformers":
+            yield
+            return
+        import types
+
+        attns = [self._native_attention(self.bridge, i) for i in range(start, stop)]
+        try:
+            for i, a in zip(range(start, stop), attns, strict=True):
+                a.forward = types.MethodType(_native_cached_forward(cache, i), a)
+            yield
+        finally:
+            for a in attns:
+                a.__dict__.pop("forward", None)
 
     @property
     def tokenizer(self) -> Any:
@@ -374,8 +420,8 @@ class LM:
         cache = past if past is not None else capture
         if cache is not None and not self.shape.kv_reuse:
             raise ModelInterfaceError(
-                f"{self.shape.architecture} ({self.shape.route} route): TransformerLens's native attention keeps "
-                "no key/value cache, so suffix-only runs are not available; run every position"
+                f"{self.shape.architecture} ({self.shape.route} route): this model's attention cannot be run "
+                "with the interface's key/value cache, so suffix-only runs are not available; run every position"
             )
         offset = 0 if past is None else past.length
         bsz, q_len = resid.shape[0], resid.shape[1]
@@ -396,12 +442,13 @@ class LM:
         if cache is not None:
             # The per-layer call count below fails loudly if the cache does not reach the attention.
             kw.update(dict.fromkeys(_CACHE_KWARGS, cache))
-        for i in range(start, stop):
-            if keep is not None:
-                keep.append(resid)
-            mask = self._mask(q_len, offset, self._sliding[i], resid.dtype, resid.device)
-            out = self.bridge.blocks[i](resid, attention_mask=mask, **kw)
-            resid = out[0] if isinstance(out, tuple) else out
+        with self._native_cache(cache, start, stop):
+            for i in range(start, stop):
+                if keep is not None:
+                    keep.append(resid)
+                mask = self._mask(q_len, offset, self._sliding[i], resid.dtype, resid.device)
+                out = self.bridge.blocks[i](resid, attention_mask=mask, **kw)
+                resid = out[0] if isinstance(out, tuple) else out
         if cache is not None:
             calls = {i: cache.calls.get(i, 0) for i in range(start, stop)}
             extra = sorted(set(cache.calls) - set(range(start, stop)))
@@ -627,6 +674,56 @@ class LM:
                     raise ModelInterfaceError(
                         f"hook {n} has shape {shapes[0]}, expected [batch, pos, {heads}, {s.d_head}]"
                     )
+
+
+# ---------------------------------------------------------------------------------------------
+# TransformerLens's NativeAttention with the interface's key/value cache
+
+
+def _native_cached_forward(cache: KVCapture | PrefixKV, layer: int) -> Callable[..., Any]:
+    """``NativeAttention.forward`` (TransformerLens 4.3) with the keys and values passed through
+    ``cache.update`` after rotary embeddings, as Hugging Face attentions do: the suffix's own
+    projections (and their hooks) are computed as in the original; attention reads prefix + suffix
+    keys and values under the interface's explicit rectangular causal mask. The interface checks
+    every block called ``update`` exactly once with the expected key length, and
+    :meth:`LM.self_check` compares a suffix run with the full forward at load."""
+    from transformer_lens.model_bridge.sources.native.model import apply_softcap
+
+    def forward(
+        self: Any,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        pattern_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, seq, _ = hidden_states.shape
+        q = self.q(hidden_states).view(batch, seq, self.n_heads, self.d_head).transpose(1, 2)
+        k = self.k(hidden_states).view(batch, seq, self.n_kv_heads, self.d_head).transpose(1, 2)
+        v = self.v(hidden_states).view(batch, seq, self.n_kv_heads, self.d_head).transpose(1, 2)
+        if self.rotary is not None:
+            q, k = self.rotary.apply_rope(q, k, position_ids=position_ids)
+        k, v = cache.update(k, v, layer)
+        if self.kv_repeats > 1:
+            k = k.repeat_interleave(self.kv_repeats, dim=1)
+            v = v.repeat_interleave(self.kv_repeats, dim=1)
+        if attention_mask is None or attention_mask.dim() != 4 or attention_mask.shape[-1] != k.shape[-2]:
+            raise ModelInterfaceError(
+                f"layer {layer}: a cached native attention needs the interface's 4-D mask over "
+                f"{k.shape[-2]} keys, got {None if attention_mask is None else tuple(attention_mask.shape)}"
+            )
+        scores = torch.matmul(q, k.transpose(-2, -1)) / self.scale
+        scores = apply_softcap(scores, self.attn_scores_soft_cap)
+        block_mask = attention_mask < -1.0  # the interface's additive causal mask (finfo.min where masked)
+        scores = scores.masked_fill(block_mask, float("-inf"))
+        pattern = torch.nn.functional.softmax(scores, dim=-1)
+        pattern = pattern.masked_fill(block_mask, 0.0)
+        if pattern_fn is not None:
+            pattern = pattern_fn(pattern)
+        attn = torch.matmul(pattern, v).transpose(1, 2).contiguous().view(batch, seq, -1)
+        return self.o(attn), pattern
+
+    return forward
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,6 +6,14 @@ position)`` parts. For a batch of targets over a :class:`Block` of (prompt, samp
 runs the blocks from the first patched layer on the block's cached corrupted residual stream with
 ``torch.where(mask, clean, activation)`` at each hook: every site goes through this one code path.
 Targets x rows share the batch dimension (target-major).
+
+Causal suffix reuse: a patch at position p leaves every position < p as in the corrupted run, in
+every layer (causal attention; GN noise is part of the corrupted run). When the block holds the
+corrupted run's keys and values (:attr:`Block.kv`, a :class:`~patchbench.lm.KVCapture`) and every
+target of a chunk is position-specific, the patched forward runs only positions >= the chunk's
+:func:`suffix_start` (the first position any of its targets patches in any of the block's rows),
+attending to the corrupted keys and values of the positions before it. A row whose answer comes
+before that position is the corrupted run itself, and takes the corrupted logits.
 """
 
 from __future__ import annotations
@@ -17,11 +25,19 @@ import numpy as np
 import torch
 
 from patchbench.engine.readout import AnswerIds, answer_values, index_tensor
-from patchbench.lm import LM
+from patchbench.lm import LM, KVCapture
 from patchbench.prompts import PromptSet
 from patchbench.sites import PatchTarget
 
-__all__ = ["Block", "SanityError", "build_mask", "patched_logits", "sources", "target_positions"]
+__all__ = [
+    "Block",
+    "SanityError",
+    "build_mask",
+    "patched_logits",
+    "sources",
+    "suffix_start",
+    "target_positions",
+]
 
 
 class SanityError(RuntimeError):
@@ -42,6 +58,7 @@ class Block:
     clean_logp: torch.Tensor | None = None  # [R, V] float64
     corrupted_logits: torch.Tensor | None = None  # [R, V]
     corrupted_acts: dict[str, torch.Tensor] = field(default_factory=dict)
+    kv: KVCapture | None = None  # the corrupted run's keys and values (suffix reuse), or None
 
     def __len__(self) -> int:
         return len(self.prompt)
@@ -58,6 +75,22 @@ def target_positions(targets: Sequence[PatchTarget], prompts: PromptSet, rows: n
     for j, t in enumerate(targets):
         out[j] = prompts.named_position(t.position)[rows] if isinstance(t.position, str) else t.position
     return out
+
+
+def suffix_start(chunk: Sequence[PatchTarget], block: Block, prompts: PromptSet) -> int:
+    """The first position any target of ``chunk`` patches in any row of ``block`` (0 when a target
+    patches every position): positions before it are the corrupted run's in every layer."""
+    first: int | None = None
+    for t in chunk:
+        for p in t.patches:
+            if p.position == -1:
+                return 0
+            if isinstance(p.position, str):
+                pos = int(np.min(prompts.named_position(p.position)[block.prompt]))
+            else:
+                pos = int(p.position)
+            first = pos if first is None else min(first, pos)
+    return max(0, first or 0)
 
 
 def _is_head_hook(name: str) -> bool:
@@ -125,17 +158,26 @@ def patched_logits(
     """One forward for ``len(chunk) x len(block)`` rows; ``srcs[hook]`` is [R, P, ...] per block row.
 
     Returns the answer-position logits, target-major. Raises SanityError if a patch hook did not
-    fire exactly once.
+    fire exactly once. With ``block.kv`` set, a chunk of position-specific targets runs its suffix
+    only (see the module docstring).
     """
     m, r = len(chunk), len(block)
     start = min(t.start_layer for t in chunk)
     dev = block.resid[0].device
+    p0 = suffix_start(chunk, block, prompts) if block.kv is not None else 0
     names = list(dict.fromkeys(h for t in chunk for h in t.hooks))
     fired = dict.fromkeys(names, 0)
     hooks = []
     for name in names:
-        mask = build_mask(model, chunk, name, block, prompts, max_len).to(dev)
+        mask = build_mask(model, chunk, name, block, prompts, max_len)
+        if p0 > 0:
+            if bool(mask[:, :, :p0].any()):  # suffix_start is wrong: never silently drop a patch
+                raise SanityError(f"{name}: a patch before the suffix start {p0}")
+            mask = mask[:, :, p0:]
+        mask = mask.to(dev)
         src = srcs[name].unsqueeze(0)
+        if p0 > 0:
+            src = src[:, :, p0:]
 
         def fn(act: torch.Tensor, name: str, mask=mask, src=src) -> torch.Tensor:
             fired[name] += 1
@@ -144,11 +186,25 @@ def patched_logits(
 
         hooks.append((name, fn))
     resid = block.resid[start]
+    past = None
+    if p0 > 0:
+        assert block.kv is not None
+        resid = resid[:, p0:]
+        past = block.kv.prefix(p0).repeat(m)
     resid = resid.repeat(m, 1, 1) if m > 1 else resid
     with model.hooks(hooks):
-        resid = model.run_blocks(resid, start)
+        resid = model.run_blocks(resid, start, past=past)
     silent = [k for k, v in fired.items() if v != 1]
     if silent:
         raise SanityError(f"patch hooks {silent} fired {[fired[k] for k in silent]} times instead of once")
     pos = block.answer_pos.repeat(m) if m > 1 else block.answer_pos
-    return model.unembed_at(resid, pos)
+    if p0 == 0:
+        return model.unembed_at(resid, pos)
+    # causality: a row whose answer comes before the suffix is the corrupted run
+    before = pos < p0
+    logits = model.unembed_at(resid, torch.where(before, 0, pos - p0))
+    if bool(before.any()):
+        assert block.corrupted_logits is not None
+        corrupted = block.corrupted_logits.repeat(m, 1) if m > 1 else block.corrupted_logits
+        logits = torch.where(before[:, None], corrupted.to(logits.dtype), logits)
+    return logits

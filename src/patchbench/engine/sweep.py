@@ -2,11 +2,18 @@
 
 The sweep runs in prompt blocks sized to the memory budget. For each block it runs the corrupted
 forward once (:func:`prepare_block`, caching the residual stream entering every layer), then the
-patched runs of each chunk of targets that share a start layer
+patched runs of each chunk of targets (one start layer per chunk; with suffix reuse, see below)
 (:func:`patchbench.engine.patch.patched_logits`, prefix reuse and batching). The first block also
 checks the two identities of :mod:`patchbench.engine.sanity`. Clean rows come from the clean
 cache. With ``checkpoint_dir`` each finished piece is written (:mod:`patchbench.engine.checkpoint`)
 and skipped on a rerun.
+
+Causal suffix reuse (issue #17): on models whose interface supports key/value reuse
+(``shape.kv_reuse``: every route of :mod:`patchbench.lm`), a sweep of position-specific targets (a named
+position or each position) also keeps the corrupted run's keys and values per block, groups its
+targets by position and start layer (waste-bounded, :func:`chunk_targets`), and runs each chunk's
+patched rows on their suffix only (:func:`patchbench.engine.patch.patched_logits`). The path a
+sweep took is logged and recorded in its plan (``plan['path']``: ``suffix`` or ``full``).
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from patchbench.engine.patch import Block
 from patchbench.engine.readout import AnswerIds, index_tensor
 from patchbench.engine.sanity import check_identities as run_identities
 from patchbench.engine.sanity import self_patch_targets
-from patchbench.lm import LM
+from patchbench.lm import LM, KVCapture
 from patchbench.prompts import PromptSet
 from patchbench.rawframe import RAW_COLUMNS, assemble_raw, baseline_rows, patched_rows, raw_metadata
 from patchbench.sites import PatchTarget, SweepSpec, enumerate_targets, head_axis
@@ -46,13 +53,23 @@ log = logging.getLogger(__name__)
 
 
 def plan_batches(
-    spec: SweepSpec, targets: list[PatchTarget], model: LM, n_rows: int, max_len: int
+    spec: SweepSpec,
+    targets: list[PatchTarget],
+    model: LM,
+    n_rows: int,
+    max_len: int,
+    keys_values: bool = False,
 ) -> dict[str, int]:
-    """Rows per prompt block and targets per chunk that fit the memory budget (deterministic)."""
+    """Rows per prompt block and targets per chunk that fit the memory budget (deterministic).
+
+    ``keys_values``: the block also keeps the corrupted run's keys and values (suffix reuse).
+    """
     shape = model.shape
     e = torch.tensor([], dtype=shape.dtype).element_size()
     budget = spec.memory_budget_mb * 2**20
     cache_row = shape.n_layers * max_len * shape.d_model * e
+    if keys_values:
+        cache_row += 2 * shape.n_layers * max_len * shape.n_kv_heads * shape.d_head * e
     per_row = bytes_per_row(
         shape, max_len, n_hook_elems=2 * max_len * max(shape.d_model, shape.n_heads * shape.d_head)
     )
@@ -61,15 +78,86 @@ def plan_batches(
     return {"rows_per_block": rows_block, "targets_per_chunk": per_chunk}
 
 
-def chunk_targets(targets: list[PatchTarget], per_chunk: int) -> list[list[PatchTarget]]:
-    """Consecutive targets, at most ``per_chunk`` per chunk, one start layer per chunk."""
-    out: list[list[PatchTarget]] = []
-    for t in targets:
-        if out and len(out[-1]) < per_chunk and out[-1][0].start_layer == t.start_layer:
-            out[-1].append(t)
+#: Suffix reuse groups targets of different start layers and positions into one forward while its
+#: cost (rows x layers run x positions run) stays within this factor of the targets' own costs:
+#: fewer, larger forwards, with bounded waste.
+SUFFIX_WASTE = 1.5
+
+
+def chunk_targets(
+    targets: list[PatchTarget],
+    per_chunk: int,
+    by_position: bool = False,
+    max_len: int = 0,
+    n_layers: int = 0,
+) -> list[list[PatchTarget]]:
+    """Consecutive targets, at most ``per_chunk`` per chunk.
+
+    Without ``by_position`` a chunk shares its start layer. With it (suffix reuse; ``max_len`` the
+    prompts' padded length, ``n_layers`` the model's), targets are ordered by position, latest
+    first, then by start layer, latest first (stably); a chunk holds one named position or only
+    absolute ones, and its forward (from its earliest start layer, on positions from its earliest
+    position) costs at most :data:`SUFFIX_WASTE` times what its targets would cost one by one.
+    Every target of a chunk is patched exactly as on its own: rows are the corrupted run up to
+    their own first patched layer and position.
+    """
+    if not by_position:
+        out: list[list[PatchTarget]] = []
+        for t in targets:
+            if out and len(out[-1]) < per_chunk and out[-1][0].start_layer == t.start_layer:
+                out[-1].append(t)
+            else:
+                out.append([t])
+        return out
+
+    def order(t: PatchTarget) -> tuple:
+        if isinstance(t.position, str):
+            return (1, t.position, 0, -t.start_layer)
+        return (0, "", -t.position, -t.start_layer)
+
+    def span(t: PatchTarget) -> tuple[int, int]:  # (layers run, positions run) of t on its own
+        return n_layers - t.start_layer, max_len - (0 if isinstance(t.position, str) else t.position)
+
+    out = []
+    own = 0  # the current chunk's targets' own costs
+    for t in sorted(targets, key=order):
+        layers, positions = span(t)
+        c = out[-1] if out else None
+        fits = c is not None and len(c) < per_chunk
+        if fits:
+            assert c is not None
+            named = isinstance(t.position, str)
+            if named or isinstance(c[0].position, str):
+                fits = named and c[0].position == t.position
+            if fits:
+                most_layers = max(layers, *(span(x)[0] for x in c))
+                most_positions = max(positions, *(span(x)[1] for x in c))
+                cost = (len(c) + 1) * most_layers * most_positions
+                fits = cost <= SUFFIX_WASTE * (own + layers * positions)
+        if fits:
+            assert c is not None
+            c.append(t)
         else:
             out.append([t])
+            own = 0
+        own += layers * positions
     return out
+
+
+def suffix_path(model: LM, spec: SweepSpec, suffix_reuse: bool | None = None) -> bool:
+    """Whether a sweep runs its patched rows on their suffix only: position-specific targets, on a
+    model with key/value reuse; ``suffix_reuse=False`` forces the full recompute (``True`` on a model
+    without key/value reuse raises)."""
+    if suffix_reuse is False or spec.position == "all":
+        return False
+    if not model.shape.kv_reuse:
+        if suffix_reuse:
+            raise ValueError(
+                f"suffix_reuse=True, but {model.shape.architecture} ({model.shape.route} route) has no "
+                "key/value reuse (LMShape.kv_reuse is False)"
+            )
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -86,6 +174,7 @@ class _Setup:
     std: float  # GN noise std (0 for STR)
     row_prompt: np.ndarray  # every (prompt, sample) row of the sweep
     row_sample: np.ndarray
+    suffix: bool = False  # causal suffix reuse (see the module docstring)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,10 +198,12 @@ def prepare_block(model: LM, s: _Setup, index: int, rows: slice, capture: list[s
     def grab(act: torch.Tensor, name: str) -> None:
         store[name] = act.detach().clone()
 
+    kv = KVCapture() if s.suffix else None
     with model.hooks([(k, grab) for k in capture]):
         keep: list[torch.Tensor] = []
-        resid = model.run_blocks(model.embed(tok, noise), 0, keep=keep)
+        resid = model.run_blocks(model.embed(tok, noise), 0, keep=keep, capture=kv)
     b.resid = keep
+    b.kv = kv
     b.corrupted_acts = store
     b.answer_pos = index_tensor(s.prompts.answer_pos[prompt_rows], dev)
     b.corrupted_logits = model.unembed_at(resid, b.answer_pos)
@@ -165,12 +256,16 @@ def _setup(model: LM, prompts: PromptSet, spec: SweepSpec, clean: dict | None) -
     return s, sigma
 
 
-def _plan(model: LM, s: _Setup) -> tuple[_Setup, dict[str, int]]:
+def _plan(model: LM, s: _Setup) -> tuple[_Setup, dict[str, Any]]:
     """The batching plan (whole prompts per block) and the setup with its target chunks."""
     k = s.spec.n_samples
-    plan = plan_batches(s.spec, s.targets, model, len(s.row_prompt), s.max_len)
+    plan: dict[str, Any] = dict(
+        plan_batches(s.spec, s.targets, model, len(s.row_prompt), s.max_len, keys_values=s.suffix)
+    )
     plan["rows_per_block"] = max(k, plan["rows_per_block"] - plan["rows_per_block"] % k)
-    return replace(s, chunks=chunk_targets(s.targets, plan["targets_per_chunk"])), plan
+    plan["path"] = "suffix" if s.suffix else "full"
+    chunks = chunk_targets(s.targets, plan["targets_per_chunk"], s.suffix, s.max_len, model.shape.n_layers)
+    return replace(s, chunks=chunks), plan
 
 
 def _patched_parts(
@@ -209,6 +304,7 @@ def run_sweep(
     logger: logging.Logger | None = None,
     checkpoint_dir: str | Path | None = None,
     check_identities: bool = True,
+    suffix_reuse: bool | None = None,
 ) -> pd.DataFrame:
     """Run one sweep; returns the raw frame of :mod:`patchbench.rawframe` (metadata in ``.attrs['patchbench']``).
 
@@ -220,9 +316,14 @@ def run_sweep(
     :func:`~patchbench.engine.checkpoint.sweep_fingerprint` and nothing that depends on how the run
     went (how many chunks came from a checkpoint is logged, and kept in ``attrs['patchbench_run']``),
     so a resumed sweep writes the same bytes as an uninterrupted one.
+
+    ``suffix_reuse``: None (default) runs position-specific targets on their suffix only where the
+    model supports key/value reuse (:func:`suffix_path`); False forces the full recompute. The path
+    taken is logged and recorded as ``plan['path']`` (``suffix`` or ``full``).
     """
     log_ = logger or log
     s, sigma = _setup(model, prompts, spec, clean)
+    s = replace(s, suffix=suffix_path(model, spec, suffix_reuse))
     if spec.corruption == "gn":
         log_.info(
             "GN: sigma %.6g, nu %g -> noise std %.6g, %d sample(s)",
@@ -237,7 +338,8 @@ def run_sweep(
     n_rows = len(s.row_prompt)
     n_blocks = math.ceil(n_rows / rows_block)
     log_.info(
-        "sweep %s/%s: %d targets x %d prompts x %d sample(s); %d block(s) of %d rows, %d chunk(s)/block",
+        "sweep %s/%s: %d targets x %d prompts x %d sample(s); %d block(s) of %d rows, %d chunk(s)/block; "
+        "path %s",
         *(
             prompts.task,
             spec.label,
@@ -247,8 +349,16 @@ def run_sweep(
             n_blocks,
             rows_block,
             len(s.chunks),
+            plan["path"],
         ),
     )
+    if plan["path"] == "full" and spec.position != "all":
+        log_.info(
+            "full recompute for position-specific targets: %s",
+            "suffix reuse switched off"
+            if suffix_reuse is False
+            else f"{model.shape.route} route has no key/value reuse",
+        )
     fingerprint = sweep_fingerprint(model, prompts, spec, sigma, plan)
     ckpt = None
     if checkpoint_dir is not None:
