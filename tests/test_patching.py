@@ -48,6 +48,7 @@ def tl_setup(model, prompts, corruption, noise_spec: NoiseSpec | None = None):
         return (last.gather(1, ans[:, None]) - last.gather(1, wr[:, None])).mean()
 
     tl = model.bridge
+    tl.reset_hooks(including_permanent=True)
     with torch.no_grad():
         _, cache = tl.run_with_cache(ct)
         lc = ld(tl(ct))
@@ -56,7 +57,13 @@ def tl_setup(model, prompts, corruption, noise_spec: NoiseSpec | None = None):
         std = noise_spec.nu * embedding_sigma(model, prompts)
         rows = np.arange(len(prompts))
         nz = noise_tensor(
-            prompts, rows, np.zeros_like(rows), D_MODEL, std, noise_spec.seed, dtype=model.shape.dtype
+            prompts,
+            rows,
+            np.zeros_like(rows),
+            model.shape.d_model,
+            std,
+            noise_spec.seed,
+            dtype=model.shape.dtype,
         )
         tl.add_hook("hook_embed", lambda act, hook: act + nz, is_permanent=True)
         kt = ct

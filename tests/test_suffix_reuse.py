@@ -27,16 +27,16 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from transformer_lens import patching as tlp
 
 from conftest import make_prompts
 from lm_models import reference_sweep, save_hf
-from patchbench.corruption import NoiseSpec, embedding_sigma, noise_tensor
+from patchbench.corruption import NoiseSpec
 from patchbench.engine import sweep as sweep_mod
 from patchbench.engine.sweep import run_sweep
 from patchbench.lm import LM, KVCapture, load_transformers
 from patchbench.metrics import effects
 from patchbench.sites import SweepSpec
+from test_patching import TL_FUNCS, tl_setup
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -97,46 +97,14 @@ def specs(corruption: str) -> list[SweepSpec]:
     ]
 
 
-TL_FUNCS = {
-    ("resid_pre", "each"): (tlp.get_act_patch_resid_pre, ("layer", "position")),
-    ("attn_head", "each"): (tlp.get_act_patch_attn_head_out_by_pos, ("layer", "position", "head")),
-    ("mlp", "each"): (tlp.get_act_patch_mlp_out, ("layer", "position")),
-    ("head_v", "each"): (tlp.get_act_patch_attn_head_v_by_pos, ("layer", "position", "head")),
-}
-
-
 def tl_reference(model: LM, prompts, corruption: str, spec: SweepSpec) -> torch.Tensor:
     """TransformerLens's own patching function on the model's bridge (normalised logit difference)."""
-    ct = prompts.tokens("clean")
-    ans = torch.tensor([a[0] for a in prompts.answers])
-    wr = torch.tensor([w[0] for w in prompts.wrong])
-    apos = torch.as_tensor(prompts.answer_pos)
-
-    def ld(logits):
-        last = logits[torch.arange(len(prompts)), apos]
-        return (last.gather(1, ans[:, None]) - last.gather(1, wr[:, None])).mean()
-
-    tl = model.bridge
-    tl.reset_hooks(including_permanent=True)
+    kt, cache, metric = tl_setup(model, prompts, corruption)
     try:
         with torch.no_grad():
-            _, cache = tl.run_with_cache(ct)
-            lc = ld(tl(ct))
-        if corruption == "gn":
-            std = NoiseSpec().nu * embedding_sigma(model, prompts)
-            rows = np.arange(len(prompts))
-            nz = noise_tensor(prompts, rows, np.zeros_like(rows), model.shape.d_model, std, NoiseSpec().seed,
-                              dtype=model.shape.dtype)  # fmt: skip
-            tl.add_hook("hook_embed", lambda act, hook: act + nz, is_permanent=True)
-            kt = ct
-        else:
-            kt = prompts.tokens("corrupted")
-        with torch.no_grad():
-            lk = ld(tl(kt))
-            func = TL_FUNCS[(spec.site, spec.position)][0]
-            return func(tl, kt, cache, lambda logits: (ld(logits) - lk) / (lc - lk)).double()
+            return TL_FUNCS[(spec.site, spec.position)][0](model.bridge, kt, cache, metric).double()
     finally:
-        tl.reset_hooks(including_permanent=True)
+        model.bridge.reset_hooks(including_permanent=True)
 
 
 def _values(raw) -> np.ndarray:
