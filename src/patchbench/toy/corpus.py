@@ -10,7 +10,7 @@ ioi             ``Then, Basil and Ada walked to the cafe. Basil handed a key to 
 greater_than    ``The siege lasted from the year 1745 to the year 1783.``
 docstring       ``\\ndef load(self, path, size):\\n    \"\"\"price row\\n\\n    :param path: ...``
 arithmetic      ``12 + 7 = 19\\n30 - 4 = 26\\n8 + 15 = 23``
-factual         ``Port Balden lies in the country of Veloria.``
+factual         ``Ilian Reyes Jessop was born in the country of Arkand.`` (or a profile document)
 filler          ``The baker slowly painted the red lamp. It was raining.``
 ==============  ===========================================================================
 
@@ -213,6 +213,10 @@ class _DocMaker:
             )
             for f in vocab.facts
         ]
+        self.profiles: dict[str, dict[str, str]] = {}
+        for f in vocab.facts:
+            self.profiles.setdefault(f["subject"], {})[f["relation_id"]] = f["attribute"]
+        self.profile_templates = list(vocab.material.get("profile_templates", []))
 
     # each maker returns one document (no separator)
     def ioi(self) -> str:
@@ -274,8 +278,29 @@ class _DocMaker:
             lines.append(t.format(x=x, y=y) + f" {arith_result(op, x, y)}")
         return "\n".join(lines)
 
+    @staticmethod
+    def _fields(template: str) -> list[str]:
+        import string
+
+        return [f for _, f, _, _ in string.Formatter().parse(template) if f and f != "subject"]
+
+    def profile(self) -> str | None:
+        """A profile document: several attributes of one subject right after it (subject enrichment
+        is useful at the subject itself), in phrasings that are none of the relation templates."""
+        r = self.rng
+        subject = r.choice(sorted(self.profiles))
+        attrs = self.profiles[subject]
+        usable = [t for t in self.profile_templates if all(f in attrs for f in self._fields(t))]
+        if not usable:
+            return None
+        return r.choice(usable).format(subject=subject, **attrs)
+
     def factual(self) -> str:
         r = self.rng
+        if self.profile_templates and r.random() < 0.25:
+            doc = self.profile()
+            if doc is not None:
+                return doc
         fact, templates = r.choice(self.fact_train)
         text = r.choice(templates).format(fact["subject"]) + f" {fact['attribute']}."
         if r.random() < 0.2:
