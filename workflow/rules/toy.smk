@@ -21,8 +21,21 @@ TOY_CFG = config["toy"]
 TOY = ToySettings.from_config(TOY_CFG)
 # Toy models this workflow trains (a toy model whose `path` names another directory is used as it is).
 TOY_MODELS = [m for m in config["models"] if _trained_here(model_spec(m))]
-ORGANISMS = [m for m, s in TOY.models.items() if s.circuit is not None and m not in TOY_MODELS]
+# Shipped toy models (the model organisms): every package-default toy model this run does not train.
+ORGANISMS = [m for m in TOY.models if m not in TOY_MODELS]
+IOI_ORGANISMS = [m for m in ORGANISMS if TOY.models[m].circuit is not None and TOY.models[m].circuit.kind == "ioi"]
 ORGANISM_DIR = "models/organisms"  # the shipped organisms (committed)
+# Toy models the config patches: trained in this run, or shipped with their accuracy.json and
+# train_summary.json beside the weights.
+CONFIG_TOYS = [m for m, e in config["models"].items() if e["source"] == "toy" and e["init"] == "trained"]
+
+
+def toy_model_file(model, name):
+    """A file of toy model ``model``'s directory: under results/models when this run trains it,
+    else in the directory its ``path`` names (a shipped organism)."""
+    return R("models", model, name) if model in TOY_MODELS else str(Path(model_spec(model).path, name))
+
+
 TOY_DATA_FILES = [
     str(Path(TOY.data_dir, f))
     for f in (
@@ -195,15 +208,16 @@ rule toy_accuracy:
 
 
 rule toy_accuracy_table:
-    """All toy models' held-out accuracy, goals and training time in one table."""
+    """Held-out accuracy, goals and training time of every toy model the config patches (trained in
+    this run or shipped), in one table."""
     input:
-        accuracy=[R("models", m, "accuracy.json") for m in TOY_MODELS],
-        summary=[R("models", m, "train_summary.json") for m in TOY_MODELS],
+        accuracy=[toy_model_file(m, "accuracy.json") for m in CONFIG_TOYS],
+        summary=[toy_model_file(m, "train_summary.json") for m in CONFIG_TOYS],
     output:
         csv=report(R("toy", "accuracy.csv"), caption="../report/toy_accuracy.rst", category="Toy models"),
         md=R("toy", "accuracy.md"),
     params:
-        patched={m: patched_families(m) for m in TOY_MODELS},
+        patched={m: patched_families(m) for m in CONFIG_TOYS},
     log:
         LOG("toy", "accuracy_table.log"),
     localrule: True
@@ -228,7 +242,7 @@ rule organism_ablation:
     output:
         ablation=R("models", "{model}", "ablation.json"),
     wildcard_constraints:
-        model=one_of(ORGANISMS),
+        model=one_of(IOI_ORGANISMS),
     params:
         toy=TOY_CFG,
     log:
@@ -250,7 +264,7 @@ rule organism_install:
         tokenizer=[R("models", "{model}", f) for f in TOY_TOKENIZER_FILES],
         summary=R("models", "{model}", "train_summary.json"),
         curve=R("models", "{model}", "training_curve.csv"),
-        ablation=R("models", "{model}", "ablation.json"),
+        ablation=lambda w: [R("models", w.model, "ablation.json")] if w.model in IOI_ORGANISMS else [],
         accuracy=R("models", "{model}", "accuracy.json"),
         heldout=R("toy", "heldout.json"),
     output:

@@ -73,13 +73,14 @@ DEFAULT_MODELS: dict[str, dict[str, Any]] = {
         "lr": 3e-3,
         "seed": 0,
         "threads": 1,
-        # held-out docstring 0.62 (0.35 with 0.4 docstring, 0.4 IOI, 0.2 of the other kinds)
+        # docstring-heavy since the demo patches it on docstring only (IOI moved to organism-ioi);
+        # with 0.35 IOI and 0.3 docstring it reached held-out docstring 0.47, IOI 0.62
         "mix": {
-            "ioi": 0.35,
-            "greater_than": 0.1,
-            "docstring": 0.3,
-            "arithmetic": 0.1,
-            "factual": 0.1,
+            "docstring": 0.55,
+            "greater_than": 0.25,
+            "ioi": 0.05,
+            "arithmetic": 0.05,
+            "factual": 0.05,
             "filler": 0.05,
         },
     },
