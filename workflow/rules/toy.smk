@@ -175,7 +175,7 @@ rule toy_train:
     log:
         LOG("toy", "{model}.train.log"),
     threads: toy_threads
-    priority: 50  # the demo's critical path: start training before any job that could wait
+    priority: 50  # a run that trains toy models: start training before any job that could wait
     resources:
         mem_mb=3000,
         runtime=30,

@@ -1,0 +1,71 @@
+"""Every shipped toy model (models/organisms/*/, what the demo loads instead of training): it is the
+file set its provenance.json describes, was made by the project's training rule from the suite's
+held-out split, still scores the held-out accuracies it shipped with, and meets the toy suite's
+goal on every task the demo patches it on. All shipped models together stay within 30 MB."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+
+from patchbench.tasks import TASKS
+from patchbench.toy.corpus import HeldOut, ToyVocab, make_heldout
+from patchbench.toy.evaluate import GOALS, evaluate_model, heldout_prompts
+from patchbench.toy.model import load_toy
+from patchbench.toy.provenance import PROVENANCE, verify
+from patchbench.toy.settings import ToySettings
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+SHIPPED = sorted(p.parent.name for p in (ROOT / "models" / "organisms").glob(f"*/{PROVENANCE}"))
+
+
+def test_the_demo_loads_every_toy_model_shipped_and_trains_none(root):
+    demo = yaml.safe_load((root / "config" / "demo.yaml").read_text())
+    toys = {m: e for m, e in demo["models"].items() if e["source"] == "toy"}
+    assert toys and all(e.get("path") == f"models/organisms/{m}" for m, e in toys.items()), toys
+    assert set(toys) <= set(SHIPPED)
+    total = sum(f.stat().st_size for f in (root / "models" / "organisms").rglob("*") if f.is_file())
+    assert total <= 30 * 2**20, f"{total / 2**20:.1f} MB shipped"
+
+
+def _patched_families(root, model: str) -> set[str]:
+    demo = yaml.safe_load((root / "config" / "demo.yaml").read_text())
+    return {TASKS[e["task"]].family for e in demo["experiments"].values() if model in e["models"]}
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_a_shipped_model_is_what_its_provenance_says_and_meets_its_goals(root, name):
+    model_dir = root / "models" / "organisms" / name
+    toy = ToySettings.from_config({"data_dir": str(root / "data" / "toy")})
+    record = json.loads((model_dir / PROVENANCE).read_text())
+    assert verify(model_dir) == []
+    assert {"model.safetensors", "config.json", "tokenizer.json", "heldout.json", "accuracy.json"} <= set(
+        record["sha256"]
+    )
+    assert re.match(r"snakemake ", record["command"]) and len(record["commit"]) == 40, record["command"]
+    assert not record["uncommitted_changes"]
+    assert record["seed"] == toy.models[name].train.seed and record["steps"] == toy.models[name].train.steps
+    assert record["train_wall_s"] > 0 and record["train_load_average_at_end"]
+    # trained away from the suite's held-out combinations, which its accuracy is measured on
+    held = make_heldout(ToyVocab.load(toy.data_dir), toy.corpus.heldout_fraction, toy.corpus.seed)
+    assert json.loads((model_dir / "heldout.json").read_text()) == json.loads(held.to_json())
+
+    shipped = json.loads((model_dir / "accuracy.json").read_text())["tasks"]
+    prompts = heldout_prompts(
+        ToyVocab.load(toy.data_dir), HeldOut.from_json((model_dir / "heldout.json").read_text()),
+        toy.eval_n_prompts, toy.eval_seed,
+    )  # fmt: skip
+    now = evaluate_model(load_toy(model_dir), prompts)
+    assert {t: r["score"] for t, r in now.items()} == pytest.approx(
+        {t: r["score"] for t, r in shipped.items()}, abs=1e-9
+    )
+    patched = _patched_families(root, name)
+    assert patched, f"{name} is shipped but the demo patches it on nothing"
+    for family in patched:
+        assert now[family]["score"] >= GOALS[family], (name, family, now[family])
