@@ -11,14 +11,13 @@ import re
 import pytest
 import yaml
 
+from conftest import ROOT
 from patchbench.tasks import TASKS
 from patchbench.toy.corpus import HeldOut, ToyVocab, make_heldout
 from patchbench.toy.evaluate import GOALS, evaluate_model, heldout_prompts
 from patchbench.toy.model import load_toy
 from patchbench.toy.provenance import PROVENANCE, verify
 from patchbench.toy.settings import ToySettings
-
-from conftest import ROOT
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
