@@ -15,6 +15,7 @@ import shlex
 import sys
 
 from patchbench.tasks import TASKS
+from patchbench.toy.provenance import SHIPPED_DIR
 from patchbench.toy.settings import ToySettings
 
 TOY_CFG = config["toy"]
@@ -24,7 +25,7 @@ TOY_MODELS = [m for m in config["models"] if _trained_here(model_spec(m))]
 # Shipped toy models (the model organisms): every package-default toy model this run does not train.
 ORGANISMS = [m for m in TOY.models if m not in TOY_MODELS]
 IOI_ORGANISMS = [m for m in ORGANISMS if TOY.models[m].circuit is not None and TOY.models[m].circuit.kind == "ioi"]
-ORGANISM_DIR = "models/organisms"  # the shipped organisms (committed)
+ORGANISM_DIR = SHIPPED_DIR  # the shipped organisms (committed)
 # Toy models the config patches: trained in this run, or shipped with their accuracy.json and
 # train_summary.json beside the weights.
 CONFIG_TOYS = [m for m, e in config["models"].items() if e["source"] == "toy" and e["init"] == "trained"]

@@ -56,6 +56,9 @@ def sha256(path: Path | str) -> str:
     return h.hexdigest()
 
 
+SHIPPED_DIR = "models/organisms"  # where the shipped toy models live, relative to the repository
+
+
 def _git(args: list[str], cwd: Path) -> str:
     try:
         return subprocess.run(
@@ -135,7 +138,13 @@ def install(
         "model": st.name,
         "command": command,
         "commit": _git(["rev-parse", "HEAD"], repo),
-        "uncommitted_changes": bool(_git(["status", "--porcelain", "--untracked-files=no"], repo)),
+        # uncommitted changes to the code and data that made it (the shipped models themselves,
+        # rewritten by this install, are not what made it)
+        "uncommitted_changes": bool(
+            _git(
+                ["status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude){SHIPPED_DIR}"], repo
+            )
+        ),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": machine(),
         "seed": st.train.seed,
