@@ -26,7 +26,7 @@ from typing import Any
 
 from patchbench.toy.settings import ToyModelSettings
 
-__all__ = ["PROVENANCE", "SHIPPED_FILES", "install", "machine", "sha256", "verify"]
+__all__ = ["PROVENANCE", "SHIPPED_DIR", "SHIPPED_FILES", "install", "machine", "sha256", "verify"]
 
 log = logging.getLogger(__name__)
 
