@@ -246,7 +246,10 @@ def test_organism_facts_provenance_matches_the_shipped_files(facts_dir, toy):
 
 
 def test_organism_facts_has_the_issue_13_shape(facts_model, facts_dir):
-    assert facts_model.shape.n_layers >= 8 and not json.loads((facts_dir / "config.json").read_text())["attn_only"]
+    assert (
+        facts_model.shape.n_layers >= 8
+        and not json.loads((facts_dir / "config.json").read_text())["attn_only"]
+    )
     circuit = read_circuit(facts_dir)
     assert circuit is not None and circuit.kind == "factual"
     n = facts_model.shape.n_layers

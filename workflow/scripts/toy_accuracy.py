@@ -18,7 +18,11 @@ settings = ToySettings.from_config(snakemake.params.toy)
 model = load_toy(Path(snakemake.input.weights).parent)
 held = HeldOut.from_json(Path(snakemake.input.heldout).read_text())
 prompts = heldout_prompts(ToyVocab.load(settings.data_dir), held, settings.eval_n_prompts, settings.eval_seed)
-mix = settings.models[snakemake.wildcards.model].corpus.mix if snakemake.wildcards.model in settings.models else None
+mix = (
+    settings.models[snakemake.wildcards.model].corpus.mix
+    if snakemake.wildcards.model in settings.models
+    else None
+)
 unseen = sorted({p.task for p in prompts if mix is not None and mix.get(p.task, 0) <= 0})
 scores = evaluate_model(model, [p for p in prompts if p.task not in unseen])
 scores = {"model": snakemake.wildcards.model, "tasks": scores}

@@ -358,7 +358,9 @@ class FactRows:
 class FactualObjective:
     """The factual circuit's terms (module docstring); call with the model, returns named losses."""
 
-    def __init__(self, circuit: Circuit, rows: FactRows, spec: ImposeSpec, n_layers: int, n_heads: int) -> None:
+    def __init__(
+        self, circuit: Circuit, rows: FactRows, spec: ImposeSpec, n_layers: int, n_heads: int
+    ) -> None:
         circuit.check_shape(n_layers, n_heads)
         self.lookup = circuit.mlps.get("subject_enrichment", ())
         self.outside = circuit.mlps.get("outside", ())
@@ -394,7 +396,8 @@ class FactualObjective:
 
         hooks = [(model.hook_name("mlp", la), mlp_hook) for la in range(self.n_layers)]
         hooks += [
-            (f"blocks.{la}.attn.hook_pattern", pattern_hook) for la in sorted({la for la, _ in self.composition})
+            (f"blocks.{la}.attn.hook_pattern", pattern_hook)
+            for la in sorted({la for la, _ in self.composition})
         ]
         X = torch.cat([x, x[:n], x[:n], x[:n]])
         with model.hooks(hooks):
@@ -403,7 +406,9 @@ class FactualObjective:
         three = torch.arange(3 * n)
         answer = b["answer"]
         terms = {"task": -logp[three, answer].mean(), "interchange": -logp[iit, b["cf"]].mean()}
-        strict_terms = [-logp[strict_end[aligned], answer[base][aligned]].mean()] if bool(aligned.any()) else []
+        strict_terms = (
+            [-logp[strict_end[aligned], answer[base][aligned]].mean()] if bool(aligned.any()) else []
+        )
         if self.outside:
             strict_terms.append(-logp[strict, answer[base]].mean())
         if strict_terms:
@@ -422,6 +427,7 @@ class FactualObjective:
         s = self.spec
         w = {"task": s.task, "interchange": s.interchange, "strict": s.strict, "attention": s.attention}
         return sum((w[k] * v for k, v in terms.items()), torch.zeros(()))
+
 
 Objective = Callable[[LM], dict[str, torch.Tensor]]
 
@@ -443,5 +449,7 @@ def make_objective(
     if circuit.kind == "ioi":
         return IOIObjective(circuit, IOIRows(vocab, held, tok, seed, spec.bos_p), spec, n_layers, n_heads)
     if circuit.kind == "factual":
-        return FactualObjective(circuit, FactRows(vocab, held, tok, seed, spec.bos_p), spec, n_layers, n_heads)
+        return FactualObjective(
+            circuit, FactRows(vocab, held, tok, seed, spec.bos_p), spec, n_layers, n_heads
+        )
     raise ValueError(f"no imposing objective for circuit kind {circuit.kind!r}")
