@@ -243,6 +243,9 @@ def test_organism_facts_provenance_matches_the_shipped_files(facts_dir, toy):
     assert record["steps"] == toy.models["organism-facts"].train.steps
     assert record["circuit"] == toy.models["organism-facts"].circuit.to_dict()
     assert (facts_dir / "model.safetensors").stat().st_size <= 10 * 2**20
+    # the held-out combinations shipped are the suite's on the current data (what training avoided)
+    held = make_heldout(ToyVocab.load(toy.data_dir), toy.corpus.heldout_fraction, toy.corpus.seed)
+    assert json.loads((facts_dir / "heldout.json").read_text()) == json.loads(held.to_json())
 
 
 def test_organism_facts_has_the_issue_13_shape(facts_model, facts_dir):
