@@ -312,3 +312,28 @@ def test_short_factual_organism_training_makes_its_losses_fall(root, tmp_path):
     assert summary["final_loss"] < summary["first_loss"] - 1.0
     for term in ("task", "interchange", "strict"):
         assert curve[term][-10:].mean() < curve[term][:5].mean() - 0.5, (term, curve[term])
+
+
+def test_factual_organism_training_is_deterministic_given_its_seed(root, tmp_path):
+    """Same seed -> bitwise-identical weights with the factual terms on (their rows are seeded too)."""
+    from safetensors.torch import load_file
+
+    vocab = ToyVocab.load(root / "data" / "toy")
+    docs, held = generate_corpus(vocab, CorpusSpec(n_docs=200, seed=0, mix={"factual": 1.0}))
+    tok = build_tokenizer(docs, vocabulary_texts(vocab))
+    st = model_settings("tiny-facts", {
+        "n_layers": 4, "d_model": 16, "n_heads": 2, "d_mlp": 32, "n_ctx": 64,
+        "circuit": {"kind": "factual", "mlps": {"subject_enrichment": [1, 2], "outside": [0, 3]}},
+        "impose": {"units": 2, "bos_p": 0.5},
+    })  # fmt: skip
+    states = []
+    for run, seed in (("a", 0), ("b", 0), ("c", 1)):
+
+        def objective(n_layers: int, n_heads: int, seed: int = seed):
+            return make_objective(st.circuit, vocab, held, tok, st.impose, n_layers, n_heads, seed)
+
+        train_toy(docs, tok, st.model, TrainSpec(steps=3, batch_size=4, seed=seed), tmp_path / run, run,
+                  objective_factory=objective)  # fmt: skip
+        states.append(load_file(str(tmp_path / run / "model.safetensors")))
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    assert not all(torch.equal(states[0][k], states[2][k]) for k in states[0])
