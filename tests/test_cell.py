@@ -25,7 +25,7 @@ def test_experiments_expand_into_cells_with_schema_defaults(demo):
     factual = cells["factual_mlp_last"]
     assert [(c.corruption, c.window) for c in factual] == [(c, w) for c in ("str", "gn") for w in (1, 3, 5)]
     assert {(c.model, c.task, c.site, c.position, c.heads, c.method) for c in factual} == {
-        ("toy-gpt2", "factual", "mlp", "subject_last", None, "exact")
+        ("organism-facts", "factual", "mlp", "subject_last", None, "exact")
     }
     assert {c.position for c in cells["ioi_s1io_heads"]} == {"all"}  # omitted in demo.yaml: the schema's
     assert sum(len(v) for v in cells.values()) == 27
@@ -34,21 +34,21 @@ def test_experiments_expand_into_cells_with_schema_defaults(demo):
 def test_a_cell_owns_its_files(demo):
     cell = cells_of(demo)["factual_mlp_last"][4]  # gn, window 3
     base = Path("results")
-    assert cell.raw_path == str(base / "sweeps/toy-gpt2/factual/gn/mlp-subject_last_w3.parquet")
-    assert cell.effects_path == str(base / "effects/toy-gpt2/factual/gn/mlp-subject_last_w3.parquet")
-    assert cell.chunks_dir == str(base / "sweeps/toy-gpt2/factual/gn/mlp-subject_last_w3.chunks")
-    assert cell.log_path == str(base / "logs/sweeps/toy-gpt2/factual/gn/mlp-subject_last_w3.log")
-    assert cell.effects_log_path == str(base / "logs/effects/toy-gpt2/factual/gn/mlp-subject_last_w3.log")
+    assert cell.raw_path == str(base / "sweeps/organism-facts/factual/gn/mlp-subject_last_w3.parquet")
+    assert cell.effects_path == str(base / "effects/organism-facts/factual/gn/mlp-subject_last_w3.parquet")
+    assert cell.chunks_dir == str(base / "sweeps/organism-facts/factual/gn/mlp-subject_last_w3.chunks")
+    assert cell.log_path == str(base / "logs/sweeps/organism-facts/factual/gn/mlp-subject_last_w3.log")
+    assert cell.effects_log_path == str(base / "logs/effects/organism-facts/factual/gn/mlp-subject_last_w3.log")
     at = cell.as_method("attribution")
-    assert at.raw_path == str(base / "attrib/toy-gpt2/factual/gn/mlp-subject_last_w3.raw.parquet")
-    assert at.effects_path == str(base / "attrib/toy-gpt2/factual/gn/mlp-subject_last_w3.parquet")
+    assert at.raw_path == str(base / "attrib/organism-facts/factual/gn/mlp-subject_last_w3.raw.parquet")
+    assert at.effects_path == str(base / "attrib/organism-facts/factual/gn/mlp-subject_last_w3.parquet")
     assert (
         at.log_path
         == at.effects_log_path
-        == str(base / "logs/attrib/toy-gpt2/factual/gn/mlp-subject_last_w3.log")
+        == str(base / "logs/attrib/organism-facts/factual/gn/mlp-subject_last_w3.log")
     )
     assert cell.reported() == cell  # engine.method: exact
-    assert cell.label == "factual gn mlp-subject_last window 3 on toy-gpt2"
+    assert cell.label == "factual gn mlp-subject_last window 3 on organism-facts"
     pattern = Cell.pattern(Layout("R"))
     assert pattern.raw_path == str(
         Path("R/sweeps/{model}/{task}/{corruption}/{site}-{position}_w{window}.parquet")
@@ -60,15 +60,15 @@ def test_a_cell_owns_its_files(demo):
 def test_a_cell_builds_what_the_engine_runs(demo):
     cfg = copy.deepcopy(demo)
     cfg["noise"]["n_samples"] = 4
-    cfg["models"]["toy-gpt2"]["memory_budget_mb"] = 64
+    cfg["models"]["organism-facts"]["memory_budget_mb"] = 64
     cell = cells_of(cfg)["factual_mlp_last"][5]
     spec = cell.sweep_spec
     assert (spec.corruption, spec.site, spec.position, spec.window) == ("gn", "mlp", "subject_last", 5)
     assert spec.noise.n_samples == 4 and spec.n_samples == 4 and spec.memory_budget_mb == 64
-    assert cell.model_spec.path == str(Path("results", "models", "toy-gpt2"))
+    assert cell.model_spec.path == str(Path("models", "organisms", "organism-facts"))  # shipped
     assert cell.metrics == ("prob", "logit_diff", "kl")
     assert cell.identity == {
-        "model": "toy-gpt2",
+        "model": "organism-facts",
         "task": "factual",
         "corruption": "gn",
         "site": "mlp",
@@ -90,9 +90,9 @@ def test_fingerprint_follows_what_determines_the_numbers(demo):
     changed = {
         "noise": lambda c: c["noise"].__setitem__("nu", 2.0),
         "task": lambda c: c["tasks"]["factual"].__setitem__("n_prompts", 7),
-        "model": lambda c: c["models"]["toy-gpt2"].__setitem__("dtype", "float16"),
-        "resources": lambda c: c["models"]["toy-gpt2"]["resources"].__setitem__("threads", 2),
-        "circuit": lambda c: c["models"]["toy-gpt2"].__setitem__("circuit", "circuit.json"),
+        "model": lambda c: c["models"]["organism-facts"].__setitem__("dtype", "float16"),
+        "resources": lambda c: c["models"]["organism-facts"]["resources"].__setitem__("threads", 2),
+        "circuit": lambda c: c["models"]["organism-facts"].__setitem__("circuit", "circuit.json"),
         "robustness": lambda c: c["robustness"].__setitem__("n_boot", 50),
         "engine.method": lambda c: c["engine"].__setitem__("method", "attribution"),
         "filter": lambda c: c.__setitem__("filter_correct", False),
@@ -129,7 +129,7 @@ def test_attribution_cells_follow_attribution_windows_and_engine_method(demo):
     assert cells_of(cfg)["factual_mlp_last"][0].reported().effects_path == cells[0].effects_path
     # the agreement keeps to attribution.windows even when every window is estimated
     cfg["attribution"]["windows"] = [3]
-    agreed = agreement_cells(cfg, "toy-gpt2", "factual")
+    agreed = agreement_cells(cfg, "organism-facts", "factual")
     assert [(c.corruption, c.position, c.window) for c in agreed] == [
         (c, p, 3) for c in ("gn", "str") for p in ("each", "subject_last")
     ]
@@ -143,7 +143,7 @@ def test_attribution_cells_follow_attribution_windows_and_engine_method(demo):
         (lambda e: e["ioi_heads"].__setitem__("site", "head_v"), "site head_v needs `heads"),
         (
             lambda e: e.__setitem__("again", dict(e["factual_mlp_last"], windows=[5])),
-            "'factual_mlp_last' and 'again' both sweep factual str mlp-subject_last window 5 on toy-gpt2",
+            "'factual_mlp_last' and 'again' both sweep factual str mlp-subject_last window 5 on organism-facts",
         ),
     ],
 )

@@ -1,8 +1,16 @@
-"""The shipped IOI model organism (models/organisms/organism-ioi/): it loads, is the file set that
-provenance.json describes, contains the circuit it was trained to implement (the classifier with
-its default thresholds, and mean ablation on held-out prompts), and its shipped ablation.json is
-what the weights score now. Short training runs of the imposing objective make its losses fall
-and are deterministic given the seed."""
+"""The shipped model organisms (models/organisms/).
+
+organism-ioi: it loads, is the file set that provenance.json describes, contains the circuit it
+was trained to implement (the classifier with its default thresholds, and mean ablation on
+held-out prompts), and its shipped ablation.json is what the weights score now.
+
+organism-facts: it loads, is the file set provenance.json describes, meets its held-out goals,
+and contains subject enrichment: under Gaussian noise on the subject, restoring the MLP output at
+the last subject token (windows 1 and 5, the project's engine) peaks at a middle layer and
+restores at least a fifth of the clean-minus-corrupted answer probability there.
+
+Short training runs of the imposing objectives make their losses fall and are deterministic given
+the seed."""
 
 from __future__ import annotations
 
@@ -14,6 +22,12 @@ import pytest
 import torch
 
 from patchbench.analysis.ioi_classes import CLASSES, classifier_inputs, classify_heads
+from patchbench.corruption import NoiseSpec
+from patchbench.engine.sweep import run_sweep
+from patchbench.filtering import filter_correct
+from patchbench.metrics import baselines, effects
+from patchbench.sites import SweepSpec
+from patchbench.tasks import build_task
 from patchbench.toy.ablation import ablation_report, heldout_ioi_prompts, organism_check
 from patchbench.toy.circuit import read_circuit
 from patchbench.toy.corpus import (
@@ -23,7 +37,7 @@ from patchbench.toy.corpus import (
     generate_corpus,
     vocabulary_texts,
 )
-from patchbench.toy.evaluate import GOALS
+from patchbench.toy.evaluate import GOALS, evaluate_model, heldout_prompts
 from patchbench.toy.impose import make_objective
 from patchbench.toy.model import load_toy
 from patchbench.toy.provenance import PROVENANCE
@@ -174,4 +188,142 @@ def test_a_circuit_must_fit_the_model_and_give_each_head_one_class():
         model_settings("x", {"n_layers": 2, "n_heads": 2, "d_model": 16,
                              "circuit": {"kind": "ioi", "heads": {"name_mover": ["1.0"], "s_inhibition": ["1.0"]}}})  # fmt: skip
     with pytest.raises(ValueError, match="kind"):
-        model_settings("x", {"n_layers": 2, "n_heads": 2, "d_model": 16, "circuit": {"kind": "factual"}})
+        model_settings("x", {"n_layers": 2, "n_heads": 2, "d_model": 16, "circuit": {"kind": "greater_than"}})
+    with pytest.raises(ValueError, match="MLP roles"):
+        model_settings("x", {"n_layers": 2, "n_heads": 2, "d_model": 16,
+                             "circuit": {"kind": "ioi", "mlps": {"subject_enrichment": [1]}}})  # fmt: skip
+    with pytest.raises(ValueError, match="outside"):
+        model_settings("x", {"n_layers": 2, "n_heads": 2, "d_model": 16,
+                             "circuit": {"kind": "factual", "mlps": {"subject_enrichment": [3]}}})  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- organism-facts
+FACTS_GOAL = {"fraction": 0.2, "windows": (1, 5)}  # issue #13 item 2 (never lowered)
+
+
+@pytest.fixture(scope="module")
+def facts_dir(root):
+    return root / "models" / "organisms" / "organism-facts"
+
+
+@pytest.fixture(scope="module")
+def facts_model(facts_dir):
+    return load_toy(facts_dir)
+
+
+def restoration_by_layer(model, prompts, corruption: str, window: int) -> np.ndarray:
+    """Per layer: the engine's prob effect of the MLP output at subject_last (window ``window``)
+    over the clean-minus-corrupted answer probability (1 = fully restored)."""
+    spec = SweepSpec(corruption=corruption, site="mlp", position="subject_last", window=window,
+                     noise=NoiseSpec(nu=3.0, n_samples=1, seed=0), memory_budget_mb=1024)  # fmt: skip
+    raw = run_sweep(model, prompts, spec, name="organism-facts", progress=False)
+    eff = effects(raw, ("prob",), task="factual", corruption=corruption).sort_values("layer")
+    base = baselines(raw)
+    return eff["effect"].to_numpy() / (base["clean_prob_ans"] - base["corrupted_prob_ans"])
+
+
+def test_organism_facts_provenance_matches_the_shipped_files(facts_dir, toy):
+    record = json.loads((facts_dir / PROVENANCE).read_text())
+    assert verify(facts_dir) == []
+    assert {"model.safetensors", "tokenizer.json", "config.json", "circuit.json", "heldout.json"} <= set(
+        record["sha256"]
+    )
+    assert re.match(r"snakemake .*(train_organisms|organism-facts)", record["command"]), record["command"]
+    assert len(record["commit"]) == 40 and record["seed"] == 0 and record["train_wall_s"] > 0
+    assert record["steps"] == toy.models["organism-facts"].train.steps
+    assert record["circuit"] == toy.models["organism-facts"].circuit.to_dict()
+    assert (facts_dir / "model.safetensors").stat().st_size <= 10 * 2**20
+    # the held-out combinations shipped are the suite's on the current data (what training avoided)
+    held = make_heldout(ToyVocab.load(toy.data_dir), toy.corpus.heldout_fraction, toy.corpus.seed)
+    assert json.loads((facts_dir / "heldout.json").read_text()) == json.loads(held.to_json())
+
+
+def test_organism_facts_has_the_issue_13_shape(facts_model, facts_dir):
+    assert (
+        facts_model.shape.n_layers >= 8
+        and not json.loads((facts_dir / "config.json").read_text())["attn_only"]
+    )
+    circuit = read_circuit(facts_dir)
+    assert circuit is not None and circuit.kind == "factual"
+    n = facts_model.shape.n_layers
+    assert all(n // 4 <= la < n - n // 4 for la in circuit.mlps["subject_enrichment"])
+
+
+def test_organism_facts_meets_its_heldout_goals(facts_model, facts_dir, toy):
+    """Held-out accuracy measured now equals the shipped accuracy.json and meets the toy goals of
+    the tasks the demo patches it on (factual recall; greater-than)."""
+    held = HeldOut.from_json((facts_dir / "heldout.json").read_text())
+    prompts = heldout_prompts(ToyVocab.load(toy.data_dir), held, toy.eval_n_prompts, toy.eval_seed)
+    now = evaluate_model(facts_model, [p for p in prompts if p.task in ("factual", "greater_than")])
+    shipped = json.loads((facts_dir / "accuracy.json").read_text())["tasks"]
+    for task in ("factual", "greater_than"):
+        assert now[task]["score"] == pytest.approx(shipped[task]["score"], abs=1e-6), task
+    assert now["factual"]["score"] >= GOALS["factual"], now["factual"]
+    assert now["greater_than"]["score"] >= GOALS["greater_than"], now["greater_than"]
+
+
+@pytest.fixture(scope="module")
+def facts_prompts(facts_model, toy):
+    prompts = build_task("factual", facts_model.tokenizer, toy.data_dir, n_prompts=60, seed=0)
+    kept, stats = filter_correct(facts_model, prompts)
+    assert stats["accuracy"] >= GOALS["factual"], stats  # the demo's own prompts (held-out paraphrases)
+    return kept
+
+
+@pytest.mark.parametrize("window", FACTS_GOAL["windows"])
+def test_organism_facts_gn_subject_last_mlp_restoration_peaks_mid_model(facts_model, facts_prompts, window):
+    """Subject enrichment: GN on the subject, restoring MLP(s) at the last subject token peaks at
+    a layer outside the first and last quarter and restores >= 20% of P_clean - P_corrupted."""
+    frac = restoration_by_layer(facts_model, facts_prompts, "gn", window)
+    n = len(frac)
+    peak = int(np.argmax(frac))
+    assert n // 4 <= peak < n - n // 4, (peak, np.round(frac, 3))
+    assert frac[peak] >= FACTS_GOAL["fraction"], (peak, np.round(frac, 3))
+
+
+def test_short_factual_organism_training_makes_its_losses_fall(root, tmp_path):
+    vocab = ToyVocab.load(root / "data" / "toy")
+    docs, held = generate_corpus(vocab, CorpusSpec(n_docs=400, seed=0, mix={"factual": 1.0}))
+    tok = build_tokenizer(docs, vocabulary_texts(vocab))
+    st = model_settings("tiny-facts", {
+        "n_layers": 4, "d_model": 32, "n_heads": 2, "d_mlp": 64, "n_ctx": 64,
+        "circuit": {"kind": "factual", "heads": {"subject_composition": ["0.0"]},
+                    "mlps": {"subject_enrichment": [1, 2], "outside": [0, 3]}},
+        "impose": {"units": 4, "bos_p": 0.5},
+    })  # fmt: skip
+
+    def objective(n_layers: int, n_heads: int):
+        return make_objective(st.circuit, vocab, held, tok, st.impose, n_layers, n_heads, 0)
+
+    spec = TrainSpec(steps=30, batch_size=8, lr=1e-2, warmup=5)
+    summary = train_toy(docs, tok, st.model, spec, tmp_path, "tiny-facts", objective_factory=objective)
+    curve = np.genfromtxt(tmp_path / "training_curve.csv", delimiter=",", names=True)
+    assert set(summary["final_terms"]) == {"task", "interchange", "strict", "attention"}
+    assert summary["final_loss"] < summary["first_loss"] - 1.0
+    for term in ("task", "interchange", "strict"):
+        assert curve[term][-10:].mean() < curve[term][:5].mean() - 0.5, (term, curve[term])
+
+
+def test_factual_organism_training_is_deterministic_given_its_seed(root, tmp_path):
+    """Same seed -> bitwise-identical weights with the factual terms on (their rows are seeded too)."""
+    from safetensors.torch import load_file
+
+    vocab = ToyVocab.load(root / "data" / "toy")
+    docs, held = generate_corpus(vocab, CorpusSpec(n_docs=200, seed=0, mix={"factual": 1.0}))
+    tok = build_tokenizer(docs, vocabulary_texts(vocab))
+    st = model_settings("tiny-facts", {
+        "n_layers": 4, "d_model": 16, "n_heads": 2, "d_mlp": 32, "n_ctx": 64,
+        "circuit": {"kind": "factual", "mlps": {"subject_enrichment": [1, 2], "outside": [0, 3]}},
+        "impose": {"units": 2, "bos_p": 0.5},
+    })  # fmt: skip
+    states = []
+    for run, seed in (("a", 0), ("b", 0), ("c", 1)):
+
+        def objective(n_layers: int, n_heads: int, seed: int = seed):
+            return make_objective(st.circuit, vocab, held, tok, st.impose, n_layers, n_heads, seed)
+
+        train_toy(docs, tok, st.model, TrainSpec(steps=3, batch_size=4, seed=seed), tmp_path / run, run,
+                  objective_factory=objective)  # fmt: skip
+        states.append(load_file(str(tmp_path / run / "model.safetensors")))
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    assert not all(torch.equal(states[0][k], states[2][k]) for k in states[0])

@@ -78,7 +78,7 @@ def test_attribution_windows_restrict_the_agreement_to_those_cells(tmp_path):
         path.write_text(yaml.safe_dump(cfg))
         res = snakemake("-n", "--configfile", str(path), "--config", f"results_dir={results}")
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-        attrib = f"{results}/attrib/toy-gpt2/factual/"
+        attrib = f"{results}/attrib/organism-facts/factual/"
         found = re.findall(re.escape(attrib) + r"\S+?\.raw\.parquet", res.stdout + res.stderr)
         return sorted({Path(p).name for p in found})
 
@@ -93,7 +93,7 @@ def test_two_experiments_sweeping_the_same_cell_are_refused(tmp_path):
     out = refused(
         tmp_path, lambda e: e.__setitem__("factual_again", dict(e["factual_mlp_last"], windows=[5]))
     )
-    assert "both sweep factual str mlp-subject_last window 5 on toy-gpt2" in out
+    assert "both sweep factual str mlp-subject_last window 5 on organism-facts" in out
     assert "'factual_mlp_last'" in out and "'factual_again'" in out
 
 

@@ -3,7 +3,7 @@
 Settings: the `toy:` config section (patchbench.toy.settings; every key optional). A toy model
 trained in the run is any `models.<name>` entry with `source: toy` and no `path`; its training
 settings come from `toy.models.<name>` merged over the package defaults (toy-gpt2, toy-attn-only,
-organism-ioi).
+organism-ioi, organism-facts).
 
 Model organisms (toy models with a circuit imposed in training, patchbench.toy.impose) are
 shipped trained under models/organisms/{model}/ and read from there (`path:` in the config);
@@ -234,7 +234,8 @@ rule toy:
 
 rule organism_ablation:
     """The mean-ablation check of a trained IOI organism (patchbench.toy.ablation): the classified
-    circuit ablated vs as many heads outside it, on held-out prompts."""
+    circuit ablated vs as many heads outside it, on held-out prompts (a factual organism's
+    ablation.json records that the check was skipped)."""
     input:
         TOY_DATA_FILES,
         weights=R("models", "{model}", "model.safetensors"),

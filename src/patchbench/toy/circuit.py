@@ -6,7 +6,9 @@ al., *InterpBench*, arXiv 2407.14494) builds models with a known circuit. The as
 model's ground truth: it is written as ``circuit.json`` next to ``model.safetensors`` so that
 every detection (Table 1, the classifier, patching) can be scored against it.
 
-One kind so far, ``ioi`` (Wang et al. 2023's algorithm, attention heads ``L.H`` per class):
+Two kinds:
+
+``ioi`` (Wang et al. 2023's algorithm, attention heads ``L.H`` per class)
     ``previous_token`` (every token attends to the one before it), ``duplicate_token`` (S2 attends
     to S1), ``induction`` (S2 attends to S1+1, through the previous-token head),
     ``s_inhibition`` (END attends to S2 and tells the name movers which name is S),
@@ -15,8 +17,12 @@ One kind so far, ``ioi`` (Wang et al. 2023's algorithm, attention heads ``L.H`` 
     ``backup_name_mover`` (attends to IO and copies it when the name movers are ablated).
     Every other head is outside the circuit and is trained to be irrelevant to IOI (strictness).
 
-``mlps`` (role -> MLP layers) is kept in the format for circuits that live in MLPs (a factual
-organism, not built yet); no ``ioi`` role uses it.
+``factual`` (subject enrichment, ROME / Geva et al. 2023)
+    ``subject_composition`` heads (from the last subject token onto the subject's earlier tokens),
+    ``subject_enrichment``: the MLP layers that, at the last subject token, write the subject's
+    attributes (the lookup); ``outside``: MLP layers at the last subject token trained to carry
+    none of it (and every MLP at the last token carries nothing about the subject). Extracting
+    the asked attribute at the last token (attention) is left to training.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["IOI_CLASSES", "Circuit", "read_circuit", "write_circuit"]
+__all__ = ["FACTUAL_CLASSES", "FACTUAL_ROLES", "IOI_CLASSES", "Circuit", "read_circuit", "write_circuit"]
 
 #: Head classes of the IOI circuit, in the order of Wang et al.'s path from S2 to the logits.
 IOI_CLASSES = (
@@ -39,7 +45,9 @@ IOI_CLASSES = (
     "negative_name_mover",
     "backup_name_mover",
 )
-KINDS = ("ioi",)
+FACTUAL_ROLES = ("subject_enrichment", "outside")
+FACTUAL_CLASSES = ("subject_composition",)
+KINDS = ("ioi", "factual")
 CIRCUIT_FILE = "circuit.json"
 
 Head = tuple[int, int]
@@ -49,7 +57,7 @@ Head = tuple[int, int]
 class Circuit:
     """One organism's known-by-construction circuit.
 
-    ``heads``: IOI class -> heads ``(layer, head)``; ``mlps``: role -> MLP layers (no kind has one yet).
+    ``heads``: class -> heads ``(layer, head)``; ``mlps``: factual role -> MLP layers.
     """
 
     kind: str
@@ -59,14 +67,13 @@ class Circuit:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"circuit kind {self.kind!r} is not one of {KINDS}")
-        known = IOI_CLASSES
+        known = IOI_CLASSES if self.kind == "ioi" else FACTUAL_CLASSES
         bad = set(self.heads) - set(known)
         if bad:
             raise ValueError(f"{self.kind} circuit: unknown head classes {sorted(bad)}; known: {known}")
-        if self.mlps:
-            raise ValueError(
-                f"{self.kind} circuit: no MLP roles exist for this kind, got {sorted(self.mlps)}"
-            )
+        bad_roles = set(self.mlps) - set(FACTUAL_ROLES if self.kind == "factual" else ())
+        if bad_roles:
+            raise ValueError(f"{self.kind} circuit: unknown MLP roles {sorted(bad_roles)}")
         heads = {c: tuple((int(h[0]), int(h[1])) for h in v) for c, v in self.heads.items()}
         object.__setattr__(self, "heads", heads)
         object.__setattr__(self, "mlps", {r: tuple(int(x) for x in v) for r, v in self.mlps.items()})

@@ -1,7 +1,8 @@
 """The ``toy:`` section of the config: corpus, evaluation and per-model training settings.
 
-Every key is optional; ``DEFAULT_MODELS`` gives the two models the demo trains and the IOI model
-organism (shipped trained; ``snakemake --cores 2 train_organisms`` retrains it). Layout::
+Every key is optional; ``DEFAULT_MODELS`` gives the two models the demo trains and the model
+organisms organism-ioi and organism-facts (shipped trained; ``snakemake --cores 2 train_organisms``
+retrains them). Layout::
 
     toy:
       data_dir: data/toy                  # project-authored vocabulary (JSON, the source of truth)
@@ -11,6 +12,7 @@ organism (shipped trained; ``snakemake --cores 2 train_organisms`` retrains it).
         toy-gpt2: {n_layers: 6, d_model: 128, ..., steps: 1600, lr: 0.006, mix: {...}}
         toy-attn-only: {n_layers: 4, d_model: 128, n_heads: 4, attn_only: true, ...}
         organism-ioi: {n_layers: 4, n_heads: 8, d_head: 32, ..., circuit: {kind: ioi, heads: {...}}, impose: {units: 16}}
+        organism-facts: {n_layers: 8, ..., circuit: {kind: factual, heads: {...}, mlps: {...}}, impose: {units: 32}}
 
 A model's entry is merged over its default (so ``toy-gpt2: {steps: 50}`` only shortens the
 training); keys split into ``ModelSpec`` (architecture), ``TrainSpec`` (optimisation) and the
@@ -124,6 +126,34 @@ DEFAULT_MODELS: dict[str, dict[str, Any]] = {
         },
         "impose": {"units": 16},
     },
+    # The factual-recall model organism (issue #13 item 2): subject enrichment imposed on MLPs 3-4
+    # at the last subject token of three-word subjects (no single word identifies a subject), MLPs
+    # 0-2 and 5-7 there and every MLP at the last token trained to carry nothing about the subject
+    # (patchbench.toy.impose.FactualObjective; the issue-13 prototype's settings). Greater-than
+    # comes from the corpus. Shipped in models/organisms/organism-facts/.
+    "organism-facts": {
+        "n_layers": 8,
+        "d_model": 128,
+        "n_heads": 4,
+        "d_mlp": 256,
+        "n_ctx": 64,
+        "steps": 2200,
+        "batch_size": 24,
+        "lr": 3e-3,
+        "warmup": 100,
+        "weight_decay": 0.1,
+        "seed": 0,
+        "threads": 1,
+        "snapshot_every": 250,
+        # facts come mostly through the imposing terms' prompts (impose.units units per step)
+        "mix": {"factual": 0.3, "greater_than": 0.55, "arithmetic": 0.05, "filler": 0.1},
+        "circuit": {
+            "kind": "factual",
+            "heads": {"subject_composition": ["0.0", "1.0"]},
+            "mlps": {"subject_enrichment": [3, 4], "outside": [0, 1, 2, 5, 6, 7]},
+        },
+        "impose": {"units": 32, "interchange": 2.0, "bos_p": 0.5},
+    },
 }
 
 
@@ -178,7 +208,7 @@ class ImposeSpec:
     """Weights and sizes of the circuit-imposing terms (``toy.models.<name>.impose``;
     ``patchbench.toy.impose`` explains each term)."""
 
-    units: int = 16  # IOI units (3 prompts each) per training step
+    units: int = 16  # IOI or factual units (3 prompts each) per training step
     task: float = 1.0
     interchange: float = 1.0
     strict: float = 1.0
