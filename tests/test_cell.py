@@ -38,7 +38,9 @@ def test_a_cell_owns_its_files(demo):
     assert cell.effects_path == str(base / "effects/organism-facts/factual/gn/mlp-subject_last_w3.parquet")
     assert cell.chunks_dir == str(base / "sweeps/organism-facts/factual/gn/mlp-subject_last_w3.chunks")
     assert cell.log_path == str(base / "logs/sweeps/organism-facts/factual/gn/mlp-subject_last_w3.log")
-    assert cell.effects_log_path == str(base / "logs/effects/organism-facts/factual/gn/mlp-subject_last_w3.log")
+    assert cell.effects_log_path == str(
+        base / "logs/effects/organism-facts/factual/gn/mlp-subject_last_w3.log"
+    )
     at = cell.as_method("attribution")
     assert at.raw_path == str(base / "attrib/organism-facts/factual/gn/mlp-subject_last_w3.raw.parquet")
     assert at.effects_path == str(base / "attrib/organism-facts/factual/gn/mlp-subject_last_w3.parquet")

@@ -37,7 +37,7 @@ from patchbench.toy.corpus import (
     generate_corpus,
     vocabulary_texts,
 )
-from patchbench.toy.evaluate import GOALS, evaluate_model, heldout_prompts
+from patchbench.toy.evaluate import GOALS
 from patchbench.toy.impose import make_objective
 from patchbench.toy.model import load_toy
 from patchbench.toy.provenance import PROVENANCE
@@ -161,15 +161,28 @@ def test_short_organism_training_makes_its_losses_fall(root, tmp_path):
         assert curve[term][-10:].mean() < curve[term][:5].mean() - 0.5, (term, curve[term])
 
 
-def test_organism_training_is_deterministic_given_its_seed(root, tmp_path):
+TINY_FACTS = {
+    "n_layers": 4, "d_model": 16, "n_heads": 2, "d_mlp": 32, "n_ctx": 64,
+    "circuit": {"kind": "factual", "mlps": {"subject_enrichment": [1, 2], "outside": [0, 3]}},
+    "impose": {"units": 2, "bos_p": 0.5},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["ioi", "factual"])
+def test_organism_training_is_deterministic_given_its_seed(root, tmp_path, kind):
     """Same seed -> bitwise-identical weights with the imposing terms on (their rows are seeded too)."""
     from safetensors.torch import load_file
 
     vocab = ToyVocab.load(root / "data" / "toy")
-    docs, held, tok, st = _tiny(vocab, 300, 16, 2)
+    if kind == "ioi":
+        docs, held, tok, st = _tiny(vocab, 300, 16, 2)
+    else:
+        docs, held = generate_corpus(vocab, CorpusSpec(n_docs=200, seed=0, mix={"factual": 1.0}))
+        tok = build_tokenizer(docs, vocabulary_texts(vocab))
+        st = model_settings("tiny-facts", TINY_FACTS)
     states = []
     for run, seed in (("a", 0), ("b", 0), ("c", 1)):
-        spec = TrainSpec(steps=4, batch_size=4, seed=seed)
+        spec = TrainSpec(steps=4 if kind == "ioi" else 3, batch_size=4, seed=seed)
 
         def objective(n_layers: int, n_heads: int, seed: int = seed):
             return make_objective(st.circuit, vocab, held, tok, st.impose, n_layers, n_heads, seed)
@@ -222,22 +235,6 @@ def restoration_by_layer(model, prompts, corruption: str, window: int) -> np.nda
     return eff["effect"].to_numpy() / (base["clean_prob_ans"] - base["corrupted_prob_ans"])
 
 
-def test_organism_facts_provenance_matches_the_shipped_files(facts_dir, toy):
-    record = json.loads((facts_dir / PROVENANCE).read_text())
-    assert verify(facts_dir) == []
-    assert {"model.safetensors", "tokenizer.json", "config.json", "circuit.json", "heldout.json"} <= set(
-        record["sha256"]
-    )
-    assert re.match(r"snakemake .*(train_organisms|organism-facts)", record["command"]), record["command"]
-    assert len(record["commit"]) == 40 and record["seed"] == 0 and record["train_wall_s"] > 0
-    assert record["steps"] == toy.models["organism-facts"].train.steps
-    assert record["circuit"] == toy.models["organism-facts"].circuit.to_dict()
-    assert (facts_dir / "model.safetensors").stat().st_size <= 10 * 2**20
-    # the held-out combinations shipped are the suite's on the current data (what training avoided)
-    held = make_heldout(ToyVocab.load(toy.data_dir), toy.corpus.heldout_fraction, toy.corpus.seed)
-    assert json.loads((facts_dir / "heldout.json").read_text()) == json.loads(held.to_json())
-
-
 def test_organism_facts_has_the_issue_13_shape(facts_model, facts_dir):
     assert (
         facts_model.shape.n_layers >= 8
@@ -245,21 +242,9 @@ def test_organism_facts_has_the_issue_13_shape(facts_model, facts_dir):
     )
     circuit = read_circuit(facts_dir)
     assert circuit is not None and circuit.kind == "factual"
+    assert json.loads((facts_dir / PROVENANCE).read_text())["circuit"] == circuit.to_dict()
     n = facts_model.shape.n_layers
     assert all(n // 4 <= la < n - n // 4 for la in circuit.mlps["subject_enrichment"])
-
-
-def test_organism_facts_meets_its_heldout_goals(facts_model, facts_dir, toy):
-    """Held-out accuracy measured now equals the shipped accuracy.json and meets the toy goals of
-    the tasks the demo patches it on (factual recall; greater-than)."""
-    held = HeldOut.from_json((facts_dir / "heldout.json").read_text())
-    prompts = heldout_prompts(ToyVocab.load(toy.data_dir), held, toy.eval_n_prompts, toy.eval_seed)
-    now = evaluate_model(facts_model, [p for p in prompts if p.task in ("factual", "greater_than")])
-    shipped = json.loads((facts_dir / "accuracy.json").read_text())["tasks"]
-    for task in ("factual", "greater_than"):
-        assert now[task]["score"] == pytest.approx(shipped[task]["score"], abs=1e-6), task
-    assert now["factual"]["score"] >= GOALS["factual"], now["factual"]
-    assert now["greater_than"]["score"] >= GOALS["greater_than"], now["greater_than"]
 
 
 @pytest.fixture(scope="module")
@@ -302,28 +287,3 @@ def test_short_factual_organism_training_makes_its_losses_fall(root, tmp_path):
     assert summary["final_loss"] < summary["first_loss"] - 1.0
     for term in ("task", "interchange", "strict"):
         assert curve[term][-10:].mean() < curve[term][:5].mean() - 0.5, (term, curve[term])
-
-
-def test_factual_organism_training_is_deterministic_given_its_seed(root, tmp_path):
-    """Same seed -> bitwise-identical weights with the factual terms on (their rows are seeded too)."""
-    from safetensors.torch import load_file
-
-    vocab = ToyVocab.load(root / "data" / "toy")
-    docs, held = generate_corpus(vocab, CorpusSpec(n_docs=200, seed=0, mix={"factual": 1.0}))
-    tok = build_tokenizer(docs, vocabulary_texts(vocab))
-    st = model_settings("tiny-facts", {
-        "n_layers": 4, "d_model": 16, "n_heads": 2, "d_mlp": 32, "n_ctx": 64,
-        "circuit": {"kind": "factual", "mlps": {"subject_enrichment": [1, 2], "outside": [0, 3]}},
-        "impose": {"units": 2, "bos_p": 0.5},
-    })  # fmt: skip
-    states = []
-    for run, seed in (("a", 0), ("b", 0), ("c", 1)):
-
-        def objective(n_layers: int, n_heads: int, seed: int = seed):
-            return make_objective(st.circuit, vocab, held, tok, st.impose, n_layers, n_heads, seed)
-
-        train_toy(docs, tok, st.model, TrainSpec(steps=3, batch_size=4, seed=seed), tmp_path / run, run,
-                  objective_factory=objective)  # fmt: skip
-        states.append(load_file(str(tmp_path / run / "model.safetensors")))
-    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
-    assert not all(torch.equal(states[0][k], states[2][k]) for k in states[0])

@@ -24,7 +24,7 @@ TOY = ToySettings.from_config(TOY_CFG)
 TOY_MODELS = [m for m in config["models"] if _trained_here(model_spec(m))]
 # Shipped toy models (the model organisms): every package-default toy model this run does not train.
 ORGANISMS = [m for m in TOY.models if m not in TOY_MODELS]
-IOI_ORGANISMS = [m for m in ORGANISMS if TOY.models[m].circuit is not None and TOY.models[m].circuit.kind == "ioi"]
+CIRCUIT_ORGANISMS = [m for m in ORGANISMS if TOY.models[m].circuit is not None]  # checked: ablation.json
 ORGANISM_DIR = SHIPPED_DIR  # the shipped organisms (committed)
 # Toy models the config patches: trained in this run, or shipped with their accuracy.json and
 # train_summary.json beside the weights.
@@ -244,7 +244,7 @@ rule organism_ablation:
     output:
         ablation=R("models", "{model}", "ablation.json"),
     wildcard_constraints:
-        model=one_of(IOI_ORGANISMS),
+        model=one_of(CIRCUIT_ORGANISMS),
     params:
         toy=TOY_CFG,
     log:
@@ -266,7 +266,7 @@ rule organism_install:
         tokenizer=[R("models", "{model}", f) for f in TOY_TOKENIZER_FILES],
         summary=R("models", "{model}", "train_summary.json"),
         curve=R("models", "{model}", "training_curve.csv"),
-        ablation=lambda w: [R("models", w.model, "ablation.json")] if w.model in IOI_ORGANISMS else [],
+        ablation=lambda w: [R("models", w.model, "ablation.json")] if w.model in CIRCUIT_ORGANISMS else [],
         accuracy=R("models", "{model}", "accuracy.json"),
         heldout=R("toy", "heldout.json"),
     output:

@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # the accuracy-table job needs no TransformerLens
 
 from patchbench.toy.corpus import ARITH_OPS, HeldOut, ToyVocab, arith_pairs, arith_result
 
-__all__ = ["EvalPrompt", "heldout_prompts", "evaluate_model", "GOALS"]
+__all__ = ["EvalPrompt", "heldout_prompts", "evaluate_model", "heldout_accuracy", "GOALS"]
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +156,17 @@ def evaluate_model(model: LM, prompts: list[EvalPrompt], batch_size: int = 64) -
     for task in ("ioi", "docstring", "arithmetic", "factual"):
         if task in out:
             out[task]["metric"] = "top-1 accuracy"
+    return out
+
+
+def heldout_accuracy(model: LM, prompts: list[EvalPrompt], mix: dict[str, float] | None) -> dict:
+    """accuracy.json's ``tasks`` (``evaluate_model``) and ``not_scored``: a task that the model's
+    corpus ``mix`` gives no documents (organism-facts: IOI, docstring) is not scored, since the model
+    never saw it and its prompts may hold words outside the model's own tokenizer."""
+    unseen = sorted({p.task for p in prompts if mix is not None and mix.get(p.task, 0) <= 0})
+    out: dict = {"tasks": evaluate_model(model, [p for p in prompts if p.task not in unseen])}
+    if unseen:
+        out["not_scored"] = {t: "no documents of this task in the model's corpus mix" for t in unseen}
     return out
 
 
