@@ -59,10 +59,13 @@ def plan_batches(
     n_rows: int,
     max_len: int,
     keys_values: bool = False,
+    heads: bool = False,
 ) -> dict[str, int]:
     """Rows per prompt block and targets per chunk that fit the memory budget (deterministic).
 
     ``keys_values``: the block also keeps the corrupted run's keys and values (suffix reuse).
+    ``heads``: it also keeps every layer's corrupted head outputs and attention output, and the final
+    residual (head-output shortcut).
     """
     shape = model.shape
     e = torch.tensor([], dtype=shape.dtype).element_size()
@@ -70,6 +73,8 @@ def plan_batches(
     cache_row = shape.n_layers * max_len * shape.d_model * e
     if keys_values:
         cache_row += 2 * shape.n_layers * max_len * shape.n_kv_heads * shape.d_head * e
+    if heads:
+        cache_row += (shape.n_layers * (shape.n_heads * shape.d_head + shape.d_model) + shape.d_model) * max_len * e
     per_row = bytes_per_row(
         shape, max_len, n_hook_elems=2 * max_len * max(shape.d_model, shape.n_heads * shape.d_head)
     )
@@ -175,6 +180,7 @@ class _Setup:
     row_prompt: np.ndarray  # every (prompt, sample) row of the sweep
     row_sample: np.ndarray
     suffix: bool = False  # causal suffix reuse (see the module docstring)
+    heads: bool = False  # head-output shortcut (see the module docstring)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,12 +205,19 @@ def prepare_block(model: LM, s: _Setup, index: int, rows: slice, capture: list[s
         store[name] = act.detach().clone()
 
     kv = KVCapture() if s.suffix else None
-    with model.hooks([(k, grab) for k in capture]):
+    layers = sorted({t.start_layer for t in s.targets}) if s.heads else []
+    short = {model.hook_name("attn_head", i): i for i in layers}
+    short_out = {model.attn_out_hook(i): i for i in layers}
+    names = list(dict.fromkeys([*capture, *short, *short_out]))
+    with model.hooks([(k, grab) for k in names]):
         keep: list[torch.Tensor] = []
         resid = model.run_blocks(model.embed(tok, noise), 0, keep=keep, capture=kv)
     b.resid = keep
     b.kv = kv
-    b.corrupted_acts = store
+    b.z_corr = {i: store[k] for k, i in short.items()}
+    b.attn_corr = {i: store.pop(k) for k, i in short_out.items()}
+    b.resid_final = resid if s.heads else None
+    b.corrupted_acts = {k: store[k] for k in capture}
     b.answer_pos = index_tensor(s.prompts.answer_pos[prompt_rows], dev)
     b.corrupted_logits = model.unembed_at(resid, b.answer_pos)
     b.answers = AnswerIds.of(s.prompts.answers, prompt_rows, dev)
@@ -260,10 +273,12 @@ def _plan(model: LM, s: _Setup) -> tuple[_Setup, dict[str, Any]]:
     """The batching plan (whole prompts per block) and the setup with its target chunks."""
     k = s.spec.n_samples
     plan: dict[str, Any] = dict(
-        plan_batches(s.spec, s.targets, model, len(s.row_prompt), s.max_len, keys_values=s.suffix)
+        plan_batches(s.spec, s.targets, model, len(s.row_prompt), s.max_len, keys_values=s.suffix, heads=s.heads)
     )
     plan["rows_per_block"] = max(k, plan["rows_per_block"] - plan["rows_per_block"] % k)
     plan["path"] = "suffix" if s.suffix else "full"
+    if s.spec.site == "attn_head":
+        plan["head_shortcut"] = s.heads
     chunks = chunk_targets(s.targets, plan["targets_per_chunk"], s.suffix, s.max_len, model.shape.n_layers)
     return replace(s, chunks=chunks), plan
 
@@ -305,6 +320,7 @@ def run_sweep(
     checkpoint_dir: str | Path | None = None,
     check_identities: bool = True,
     suffix_reuse: bool | None = None,
+    head_shortcut: bool | None = None,
 ) -> pd.DataFrame:
     """Run one sweep; returns the raw frame of :mod:`patchbench.rawframe` (metadata in ``.attrs['patchbench']``).
 
@@ -320,10 +336,29 @@ def run_sweep(
     ``suffix_reuse``: None (default) runs position-specific targets on their suffix only where the
     model supports key/value reuse (:func:`suffix_path`); False forces the full recompute. The path
     taken is logged and recorded as ``plan['path']`` (``suffix`` or ``full``).
+
+    ``head_shortcut``: None (default) runs a head-output (``attn_head``) sweep's patched layer without
+    its attention where the model allows it exactly (:meth:`patchbench.lm.LM.head_shortcut`;
+    :func:`patchbench.engine.patch.head_shortcut`); False recomputes the patched layer in full. An
+    ``attn_head`` sweep's plan records ``head_shortcut`` (taken or not).
     """
     log_ = logger or log
     s, sigma = _setup(model, prompts, spec, clean)
     s = replace(s, suffix=suffix_path(model, spec, suffix_reuse))
+    if spec.site == "attn_head" and head_shortcut is not False:
+        ok = model.head_shortcut()
+        if head_shortcut and not ok:
+            raise ValueError(
+                f"head_shortcut=True, but {model.shape.architecture} ({model.shape.route} route) fails the "
+                "head-output shortcut's check (LM.head_shortcut)"
+            )
+        if not ok:
+            log_.info(
+                "head-output shortcut unavailable on %s (%s route): the patched layer is recomputed in full",
+                model.shape.architecture,
+                model.shape.route,
+            )
+        s = replace(s, heads=ok)
     if spec.corruption == "gn":
         log_.info(
             "GN: sigma %.6g, nu %g -> noise std %.6g, %d sample(s)",
