@@ -95,6 +95,7 @@ def chunk_targets(
     by_position: bool = False,
     max_len: int = 0,
     n_layers: int = 0,
+    same_layer: bool = False,
 ) -> list[list[PatchTarget]]:
     """Consecutive targets, at most ``per_chunk`` per chunk.
 
@@ -105,6 +106,10 @@ def chunk_targets(
     position) costs at most :data:`SUFFIX_WASTE` times what its targets would cost one by one.
     Every target of a chunk is patched exactly as on its own: rows are the corrupted run up to
     their own first patched layer and position.
+
+    ``same_layer`` (with ``by_position``; the head-output shortcut): a chunk also shares its start
+    layer L, whose attention the shortcut skips for every target, so a target costs the layers after
+    L; targets are ordered by start layer first (latest first), then by position as above.
     """
     if not by_position:
         out: list[list[PatchTarget]] = []
@@ -121,11 +126,14 @@ def chunk_targets(
         return (0, "", -t.position, -t.start_layer)
 
     def span(t: PatchTarget) -> tuple[int, int]:  # (layers run, positions run) of t on its own
-        return n_layers - t.start_layer, max_len - (0 if isinstance(t.position, str) else t.position)
+        layers = n_layers - t.start_layer - (1 if same_layer else 0)
+        return layers, max_len - (0 if isinstance(t.position, str) else t.position)
 
+    key = (lambda t: (-t.start_layer, *order(t))) if same_layer else order
     out = []
     own = 0  # the current chunk's targets' own costs
-    for t in sorted(targets, key=order):
+    most = (0, 0)  # the current chunk's most layers and most positions
+    for t in sorted(targets, key=key):
         layers, positions = span(t)
         c = out[-1] if out else None
         fits = c is not None and len(c) < per_chunk
@@ -134,17 +142,19 @@ def chunk_targets(
             named = isinstance(t.position, str)
             if named or isinstance(c[0].position, str):
                 fits = named and c[0].position == t.position
+            if same_layer and c[0].start_layer != t.start_layer:
+                fits = False
             if fits:
-                most_layers = max(layers, *(span(x)[0] for x in c))
-                most_positions = max(positions, *(span(x)[1] for x in c))
-                cost = (len(c) + 1) * most_layers * most_positions
+                cost = (len(c) + 1) * max(layers, most[0]) * max(positions, most[1])
                 fits = cost <= SUFFIX_WASTE * (own + layers * positions)
         if fits:
             assert c is not None
             c.append(t)
+            most = (max(layers, most[0]), max(positions, most[1]))
         else:
             out.append([t])
             own = 0
+            most = (layers, positions)
         own += layers * positions
     return out
 
@@ -279,7 +289,9 @@ def _plan(model: LM, s: _Setup) -> tuple[_Setup, dict[str, Any]]:
     plan["path"] = "suffix" if s.suffix else "full"
     if s.spec.site == "attn_head":
         plan["head_shortcut"] = s.heads
-    chunks = chunk_targets(s.targets, plan["targets_per_chunk"], s.suffix, s.max_len, model.shape.n_layers)
+    chunks = chunk_targets(
+        s.targets, plan["targets_per_chunk"], s.suffix, s.max_len, model.shape.n_layers, same_layer=s.heads
+    )
     return replace(s, chunks=chunks), plan
 
 
