@@ -44,6 +44,13 @@ fails loudly if one comes back:
 * final logit soft-capping (Gemma 2) is not part of the bridge's ``unembed``: :meth:`LM.unembed_at`
   applies it.
 
+For the engine's head-output shortcut, :meth:`LM.run_block_with_attention` runs one block with its
+attention module's output given (the attention itself not run) and :meth:`LM.head_shortcut` checks,
+once per model, that this is exact there (attention output linear in ``hook_z`` through ``W_O``;
+the rest of the block position by position); every route and test family passes it (GPT-2, GPT-J's
+parallel block, Llama/Qwen2 grouped-query, Gemma 2's post-attention norms, native), and a model that
+fails it gets the full recompute of the patched layer.
+
 Beyond the engine's five pieces, :class:`LM` gives the few weights the analyses read (``W_U``,
 ``W_O(layer)``, the final norm's linear part for direct logit attribution, the attention scale
 for AtP*'s QK fix) and, for the project's own (native) models, their weights in

@@ -14,6 +14,14 @@ target of a chunk is position-specific, the patched forward runs only positions 
 :func:`suffix_start` (the first position any of its targets patches in any of the block's rows),
 attending to the corrupted keys and values of the positions before it. A row whose answer comes
 before that position is the corrupted run itself, and takes the corrupted logits.
+
+Head-output shortcut (issue #17): when the block holds every layer's corrupted ``hook_z`` and
+attention-module output (:attr:`Block.z_corr`, :attr:`Block.attn_corr`) and a chunk patches only
+head outputs at its start layer L, layer L's attention is not run (:func:`head_shortcut`): a
+patched (row, position) entry gets the corrupted attention output plus ``(z_clean - z_corr) @ W_O``
+of its patched heads and goes through the rest of block L alone; every other entry leaves layer L
+as in the corrupted run. The forward resumes at layer L + 1. Head values (``hook_v``) are mixed by
+the attention pattern and never take this path.
 """
 
 from __future__ import annotations

@@ -14,6 +14,12 @@ position or each position) also keeps the corrupted run's keys and values per bl
 targets by position and start layer (waste-bounded, :func:`chunk_targets`), and runs each chunk's
 patched rows on their suffix only (:func:`patchbench.engine.patch.patched_logits`). The path a
 sweep took is logged and recorded in its plan (``plan['path']``: ``suffix`` or ``full``).
+
+Head-output shortcut (issue #17): a head-output (``attn_head``) sweep on a model that passes
+:meth:`patchbench.lm.LM.head_shortcut` also keeps every layer's corrupted ``hook_z`` and attention
+output and its final residual per block, chunks targets by start layer, and skips each chunk's start
+layer's attention (:func:`patchbench.engine.patch.head_shortcut`); ``plan['head_shortcut']`` says
+whether it did.
 """
 
 from __future__ import annotations
