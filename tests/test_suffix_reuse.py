@@ -220,12 +220,17 @@ def test_a_model_without_key_value_reuse_takes_the_full_path(caplog):
         run_sweep(lm, prompts, spec, progress=False, suffix_reuse=True)
 
 
-def test_gn_samples_and_several_blocks(model, prompts):
+@pytest.mark.parametrize("site", ["mlp", "attn_head"])
+def test_gn_samples_and_several_blocks(model, prompts, site):
     """GN with two noise samples per prompt and a budget small enough for several prompt blocks:
-    each block keeps its own corrupted keys and values (noise included), equal to the full recompute."""
-    spec = SweepSpec("gn", "mlp", position="each", window=3, noise=NoiseSpec(n_samples=2), memory_budget_mb=1)
+    each block keeps its own corrupted keys and values (noise included) and, for head outputs, its
+    own corrupted head outputs and attention outputs (head-output shortcut), equal to the full
+    recompute."""
+    window = 3 if site == "mlp" else 1
+    noise = NoiseSpec(n_samples=2)
+    spec = SweepSpec("gn", site, position="each", window=window, noise=noise, memory_budget_mb=1)
     fast = run_sweep(model, prompts, spec, progress=False)
-    full = run_sweep(model, prompts, spec, progress=False, suffix_reuse=False)
+    full = run_sweep(model, prompts, spec, progress=False, suffix_reuse=False, head_shortcut=False)
     plan = fast.attrs["patchbench"]["plan"]
     assert plan["path"] == "suffix" and plan["rows_per_block"] < 2 * len(prompts), plan
     assert np.abs(_values(fast) - _values(full)).max() < TOLS.get(model.name_in_test, TOL)
