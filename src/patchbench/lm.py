@@ -529,7 +529,9 @@ class LM:
             ok = self._head_shortcut = self._check_head_shortcut()[0]
         return ok
 
-    def _check_head_shortcut(self, length: int = 7, batch: int = 2, seed: int = 1) -> tuple[bool, dict[str, float]]:
+    def _check_head_shortcut(
+        self, length: int = 7, batch: int = 2, seed: int = 1
+    ) -> tuple[bool, dict[str, float]]:
         s = self.shape
         g = torch.Generator().manual_seed(seed)
         tokens = torch.randint(0, min(s.d_vocab, 1000), (batch, length), generator=g).to(s.device)

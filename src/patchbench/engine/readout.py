@@ -77,7 +77,5 @@ def answer_values(
         "prob_ans": (logp.gather(1, ai.idx).exp() * ai.mask).sum(1),
         "prob_wrong": (logp.gather(1, wi.idx).exp() * wi.mask).sum(1),
         # per copy, so that the clean distribution is never repeated in memory
-        "kl": torch.cat(
-            [(clean_p * (clean_logp - logp[j * r : (j + 1) * r])).sum(1) for j in range(reps)]
-        ),
+        "kl": torch.cat([(clean_p * (clean_logp - logp[j * r : (j + 1) * r])).sum(1) for j in range(reps)]),
     }

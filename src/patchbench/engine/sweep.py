@@ -80,7 +80,9 @@ def plan_batches(
     if keys_values:
         cache_row += 2 * shape.n_layers * max_len * shape.n_kv_heads * shape.d_head * e
     if heads:
-        cache_row += (shape.n_layers * (shape.n_heads * shape.d_head + shape.d_model) + shape.d_model) * max_len * e
+        cache_row += (
+            (shape.n_layers * (shape.n_heads * shape.d_head + shape.d_model) + shape.d_model) * max_len * e
+        )
     per_row = bytes_per_row(
         shape, max_len, n_hook_elems=2 * max_len * max(shape.d_model, shape.n_heads * shape.d_head)
     )
@@ -289,7 +291,9 @@ def _plan(model: LM, s: _Setup) -> tuple[_Setup, dict[str, Any]]:
     """The batching plan (whole prompts per block) and the setup with its target chunks."""
     k = s.spec.n_samples
     plan: dict[str, Any] = dict(
-        plan_batches(s.spec, s.targets, model, len(s.row_prompt), s.max_len, keys_values=s.suffix, heads=s.heads)
+        plan_batches(
+            s.spec, s.targets, model, len(s.row_prompt), s.max_len, keys_values=s.suffix, heads=s.heads
+        )
     )
     plan["rows_per_block"] = max(k, plan["rows_per_block"] - plan["rows_per_block"] % k)
     plan["path"] = "suffix" if s.suffix else "full"
