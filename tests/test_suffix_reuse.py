@@ -259,8 +259,10 @@ def test_head_shortcut_skips_the_patched_layers_attention_and_a_wrong_change_is_
         return shortcut(*args, **kwargs)
 
     def spy_inject(self, layer, resid, attn_out):
-        calls["entries"] += int(resid.shape[0])
-        assert resid.shape[1] == 1  # one patched position per gathered row
+        calls["entries"] += int(resid.shape[0] * resid.shape[1])
+        # position-specific targets: one gathered (row, position) entry per batch row; all positions:
+        # every entry is patched, and the block runs on whole rows
+        assert resid.shape[1] == (prompts.tokens("clean").shape[1] if position == "all" else 1)
         return inject(self, layer, resid, attn_out)
 
     with monkeypatch.context() as mp:

@@ -200,22 +200,35 @@ def head_shortcut(
     (norms, residual adds, MLP) runs on the patched (row, position) entries only, through the model's
     own block code (:meth:`LM.run_block_with_attention`)."""
     r = len(block)
-    nxt = block.resid_after(layer)[:, p0:]
-    out = nxt.unsqueeze(0).repeat(m, 1, 1, 1)  # [m, R, P', d], a copy
     sel = mask[..., 0]  # [m, R, P', H]
-    j, rr, pp = sel.any(-1).nonzero(as_tuple=True)
-    if len(j):
-        z_corr = block.z_corr[layer][:, p0:]
-        diff = src.to(z_corr.dtype) - z_corr  # [R, P', H, d_head]
-        w_o = model.W_O(layer).to(z_corr.dtype)  # [H, d_head, d]
-        heads = sel[j, rr, pp]  # [N, H]
-        attn = block.attn_corr[layer][:, p0:][rr, pp]  # [N, d], a copy
-        for h in range(heads.shape[1]):
-            k = heads[:, h].nonzero(as_tuple=True)[0]
-            if len(k):
-                attn.index_add_(0, k, diff[rr[k], pp[k], h] @ w_o[h])
-        pre = block.resid[layer][:, p0:][rr, pp]
-        out[j, rr, pp] = model.run_block_with_attention(layer, pre[:, None], attn[:, None])[:, 0]
+    hit = sel.any(-1)  # [m, R, P']
+    j, rr, pp = hit.nonzero(as_tuple=True)
+    dense = bool(hit.all())  # every entry patched (all positions): no gathering
+    if dense:
+        out = None
+    else:
+        out = block.resid_after(layer)[:, p0:].unsqueeze(0).repeat(m, 1, 1, 1)  # [m, R, P', d], a copy
+        if not len(j):
+            return out.reshape(m * r, *out.shape[2:])
+    z_corr = block.z_corr[layer][:, p0:]
+    diff = src.to(z_corr.dtype) - z_corr  # [R, P', H, d_head]
+    w_o = model.W_O(layer).to(z_corr.dtype)  # [H, d_head, d]
+    heads = sel[j, rr, pp]  # [N, H]
+    delta = torch.zeros(len(j), w_o.shape[-1], dtype=z_corr.dtype, device=z_corr.device)
+    for h in range(heads.shape[1]):
+        k = heads[:, h].nonzero(as_tuple=True)[0]
+        if len(k):
+            delta.index_add_(0, k, diff[rr[k], pp[k], h] @ w_o[h])
+    attn_corr, pre = block.attn_corr[layer][:, p0:], block.resid[layer][:, p0:]
+    if dense:  # j, rr, pp enumerate every entry in order: delta is the whole [m, R, P', d] change
+        attn = (attn_corr.unsqueeze(0) + delta.view(m, r, -1, delta.shape[-1])).reshape(
+            m * r, -1, delta.shape[-1]
+        )
+        x = pre.unsqueeze(0).expand(m, *pre.shape).reshape(m * r, *pre.shape[1:])
+        return model.run_block_with_attention(layer, x, attn)
+    assert out is not None
+    attn = attn_corr[rr, pp] + delta
+    out[j, rr, pp] = model.run_block_with_attention(layer, pre[rr, pp][:, None], attn[:, None])[:, 0]
     return out.reshape(m * r, *out.shape[2:])
 
 
