@@ -230,8 +230,8 @@ def engine_specs(lm: LM, corruption: str):
 
 @pytest.mark.parametrize("corruption", ["str", "gn"])
 def test_run_sweep_equals_the_full_recompute(model, corruption, caplog):
-    """The engine itself (``run_sweep``: prefix reuse, batching, the generic patch, its sanity
-    identities) on every stand-in: every target's answer logits within 1e-5 of one full forward per
+    """The engine itself (``run_sweep``: prefix reuse, batching, the generic patch, the head-output
+    shortcut, its sanity identities) on every stand-in: every target's answer logits within 1e-5 of one full forward per
     target with TransformerLens's own hooks; head_v on grouped-query models patches key-value heads."""
     import logging
 
@@ -250,6 +250,8 @@ def test_run_sweep_equals_the_full_recompute(model, corruption, caplog):
         # causal suffix reuse (issue 17) wherever the route supports it and the targets are position-specific
         want = "suffix" if lm.shape.kv_reuse and spec.position != "all" else "full"
         assert meta["plan"]["path"] == want, (spec.label, meta["plan"])
+        # head outputs take the head-output shortcut (the patched layer's attention not run) on every route
+        assert meta["plan"].get("head_shortcut") is (True if spec.site == "attn_head" else None), meta["plan"]
         ref = reference_sweep(lm, prompts, spec, meta["noise_std"] or 0.0)
         ans = torch.tensor([a[0] for a in prompts.answers])
         wr = torch.tensor([w[0] for w in prompts.wrong])

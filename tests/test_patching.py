@@ -252,11 +252,19 @@ def test_gn_same_noise_in_corrupted_and_patched_runs(model, prompts):
     assert np.abs(x["logit_ans"].to_numpy() - corr.loc[0, "logit_ans"].to_numpy()).min() > 1e-6
 
 
-def test_noop_patch_is_caught(model, prompts, monkeypatch):
+@pytest.mark.parametrize("position", ["all", "X", "each"])
+def test_noop_patch_is_caught(model, prompts, monkeypatch, position):
+    """A patch that does nothing fails the clean layer-0 identity, also where the identity runs on the
+    suffix path (position-specific sweeps: from the first position where clean and corrupted inputs
+    differ, attending to the corrupted run's keys and values before it)."""
+    spec = SweepSpec("str", "mlp", position=position)
+    ok = run_sweep(model, prompts, spec, progress=False).attrs["patchbench"]["sanity"]
+    first = int(np.min(prompts.named_position("X")))
+    assert ok["passed"] and ok["clean_resid0_from"] == (0 if position == "all" else first) and first > 0
     real = patch.build_mask
     monkeypatch.setattr(patch, "build_mask", lambda *a, **k: torch.zeros_like(real(*a, **k)))
     with pytest.raises(SanityError, match="layer 0"):
-        run_sweep(model, prompts, SweepSpec("str", "mlp"), progress=False)
+        run_sweep(model, prompts, spec, progress=False)
 
 
 def test_identical_corruption_is_refused(model, prompts):

@@ -9,7 +9,9 @@ and by position), on ragged prompts (lengths 6 and 5, right-padded; the named po
 per prompt; "each" reaches positions after a short prompt's answer):
 
 * the engine's suffix path (the default on these models) equals the forced full recompute
-  (``suffix_reuse=False``) within 1e-10 on every raw value;
+  (``suffix_reuse=False``, and for head outputs ``head_shortcut=False``) within 1e-10 on every raw
+  value; head-output sweeps take the head-output shortcut (the patched layer's attention is not
+  run: corrupted attention output + the patched heads' change through W_O) on every stand-in;
 * every target's answer logits equal one full forward per target with TransformerLens's own
   hooks (``bridge.run_with_hooks``) within 1e-10;
 * where TransformerLens has a patching function for the sweep, its normalised logit difference
@@ -117,9 +119,12 @@ def test_suffix_equals_full_recompute_and_transformer_lens(model, prompts, corru
     tl_gap: dict[str, float] = {}
     for spec in specs(corruption):
         fast = run_sweep(model, prompts, spec, progress=False)
-        full = run_sweep(model, prompts, spec, progress=False, suffix_reuse=False)
+        full = run_sweep(model, prompts, spec, progress=False, suffix_reuse=False, head_shortcut=False)
         assert fast.attrs["patchbench"]["plan"]["path"] == "suffix"
         assert full.attrs["patchbench"]["plan"]["path"] == "full"
+        if spec.site == "attn_head":
+            assert fast.attrs["patchbench"]["plan"]["head_shortcut"] is True
+            assert full.attrs["patchbench"]["plan"]["head_shortcut"] is False
         key = ["run", "target", "prompt", "sample"]
         assert fast[key].equals(full[key])
         label = f"{spec.site}@{spec.position}/w{spec.window}"
@@ -215,12 +220,63 @@ def test_a_model_without_key_value_reuse_takes_the_full_path(caplog):
         run_sweep(lm, prompts, spec, progress=False, suffix_reuse=True)
 
 
-def test_gn_samples_and_several_blocks(model, prompts):
+@pytest.mark.parametrize("site", ["mlp", "attn_head"])
+def test_gn_samples_and_several_blocks(model, prompts, site):
     """GN with two noise samples per prompt and a budget small enough for several prompt blocks:
-    each block keeps its own corrupted keys and values (noise included), equal to the full recompute."""
-    spec = SweepSpec("gn", "mlp", position="each", window=3, noise=NoiseSpec(n_samples=2), memory_budget_mb=1)
+    each block keeps its own corrupted keys and values (noise included) and, for head outputs, its
+    own corrupted head outputs and attention outputs (head-output shortcut), equal to the full
+    recompute."""
+    window = 3 if site == "mlp" else 1
+    noise = NoiseSpec(n_samples=2)
+    spec = SweepSpec("gn", site, position="each", window=window, noise=noise, memory_budget_mb=1)
     fast = run_sweep(model, prompts, spec, progress=False)
-    full = run_sweep(model, prompts, spec, progress=False, suffix_reuse=False)
+    full = run_sweep(model, prompts, spec, progress=False, suffix_reuse=False, head_shortcut=False)
     plan = fast.attrs["patchbench"]["plan"]
     assert plan["path"] == "suffix" and plan["rows_per_block"] < 2 * len(prompts), plan
     assert np.abs(_values(fast) - _values(full)).max() < TOLS.get(model.name_in_test, TOL)
+
+
+@pytest.mark.parametrize("position", ["X", "each", "all"])
+def test_head_shortcut_skips_the_patched_layers_attention_and_a_wrong_change_is_caught(
+    model, prompts, position, monkeypatch
+):
+    """Every patched forward of a head-output sweep takes the shortcut (its start layer's attention is
+    not run: the block runs with its attention output given, on the patched entries only), equals the
+    full recompute (suffix and full paths), and a wrong W_O (the change through W_O dropped) moves the
+    results beyond the tolerance: the shortcut's output is what the results are made of."""
+    from patchbench.engine import patch as patch_mod
+
+    spec = SweepSpec("str", "attn_head", position=position)
+    calls = {"chunks": 0, "shortcut": 0, "entries": 0}
+    patched, shortcut, inject = patch_mod.patched_logits, patch_mod.head_shortcut, LM.run_block_with_attention
+
+    def spy_patched(*args, **kwargs):
+        calls["chunks"] += 1
+        return patched(*args, **kwargs)
+
+    def spy_shortcut(*args, **kwargs):
+        calls["shortcut"] += 1
+        return shortcut(*args, **kwargs)
+
+    def spy_inject(self, layer, resid, attn_out):
+        calls["entries"] += int(resid.shape[0] * resid.shape[1])
+        # position-specific targets: one gathered (row, position) entry per batch row; all positions:
+        # every entry is patched, and the block runs on whole rows
+        assert resid.shape[1] == (prompts.tokens("clean").shape[1] if position == "all" else 1)
+        return inject(self, layer, resid, attn_out)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(patch_mod, "patched_logits", spy_patched)
+        mp.setattr(patch_mod, "head_shortcut", spy_shortcut)
+        mp.setattr(LM, "run_block_with_attention", spy_inject)
+        fast = run_sweep(model, prompts, spec, progress=False, check_identities=False)
+    assert calls["chunks"] > 0 and calls["shortcut"] == calls["chunks"] and calls["entries"] > 0, calls
+    tol = TOLS.get(model.name_in_test, TOL)
+    for suffix in (None, False):
+        full = run_sweep(model, prompts, spec, progress=False, suffix_reuse=suffix, head_shortcut=False)
+        assert full.attrs["patchbench"]["plan"]["head_shortcut"] is False
+        assert np.abs(_values(fast) - _values(full)).max() < tol
+    with monkeypatch.context() as mp:
+        mp.setattr(LM, "W_O", lambda self, layer: torch.zeros_like(self.bridge.blocks[layer].attn.W_O))
+        wrong = run_sweep(model, prompts, spec, progress=False, check_identities=False)
+    assert np.abs(_values(wrong) - _values(full)).max() > 1e-3

@@ -44,6 +44,13 @@ fails loudly if one comes back:
 * final logit soft-capping (Gemma 2) is not part of the bridge's ``unembed``: :meth:`LM.unembed_at`
   applies it.
 
+For the engine's head-output shortcut, :meth:`LM.run_block_with_attention` runs one block with its
+attention module's output given (the attention itself not run) and :meth:`LM.head_shortcut` checks,
+once per model, that this is exact there (attention output linear in ``hook_z`` through ``W_O``;
+the rest of the block position by position); every route and test family passes it (GPT-2, GPT-J's
+parallel block, Llama/Qwen2 grouped-query, Gemma 2's post-attention norms, native), and a model that
+fails it gets the full recompute of the patched layer.
+
 Beyond the engine's five pieces, :class:`LM` gives the few weights the analyses read (``W_U``,
 ``W_O(layer)``, the final norm's linear part for direct logit attribution, the attention scale
 for AtP*'s QK fix) and, for the project's own (native) models, their weights in
@@ -465,6 +472,99 @@ class LM:
                         f"attention saw key lengths {past.seen_lengths}, expected {want}"
                     )
         return resid
+
+    # ------------------------------------------------------------------------------ head-output shortcut
+
+    def attn_out_hook(self, layer: int) -> str:
+        """The hook point of layer ``layer``'s attention module output (``o(z)`` plus ``b_O``, before any
+        post-attention norm and the residual add): what :meth:`run_block_with_attention` replaces."""
+        self.hook_name("attn_head", layer)  # range check
+        return f"blocks.{layer}.attn.hook_out"
+
+    def run_block_with_attention(
+        self,
+        layer: int,
+        resid: Float[torch.Tensor, "batch pos d_model"],
+        attn_out: Float[torch.Tensor, "batch pos d_model"],
+    ) -> Float[torch.Tensor, "batch pos d_model"]:
+        """Block ``layer`` on ``resid`` with its attention module not run: its output is ``attn_out``.
+
+        Everything else in the block is the model's own code (norms, residual adds, post-attention
+        norms, parallel or sequential MLP), and acts position by position, so rows and positions
+        may be any gathering of the model's (``[N, 1, d_model]``: one patched position per row).
+        Hooks at layer ``layer`` outside the attention fire on this batch. Exact only where
+        :meth:`head_shortcut` holds (checked once per model).
+        """
+        attn = self.bridge.blocks[layer].attn
+        if "forward" in attn.__dict__:
+            raise ModelInterfaceError(f"layer {layer}: its attention forward is already replaced")
+        q_len = resid.shape[1]
+
+        def injected(*args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
+            return attn_out.to(resid.dtype), None
+
+        kw: dict[str, Any] = {}
+        pos = _positions(resid.shape[0], q_len, 0, resid.device)
+        if self._rotary is not None:
+            kw["position_embeddings"] = self._rotary(resid, pos)
+        if self.shape.positional == "rotary":
+            kw["position_ids"] = pos
+        mask = self._mask(q_len, 0, self._sliding[layer], resid.dtype, resid.device)
+        # the bridge forwards attribute writes to its original component: write the instance dict
+        attn.__dict__["forward"] = injected
+        try:
+            out = self.bridge.blocks[layer](resid, attention_mask=mask, **kw)
+        finally:
+            attn.__dict__.pop("forward", None)
+        return out[0] if isinstance(out, tuple) else out
+
+    def head_shortcut(self) -> bool:
+        """Whether a head-output (``hook_z``) patch at a layer can skip that layer's attention exactly:
+        on every layer, the attention module's output is ``sum_h z_h @ W_O[h]`` plus a constant bias,
+        and :meth:`run_block_with_attention` on gathered single positions, given that output,
+        reproduces the block's own output. Measured once on random tokens (float64 rounding-level
+        tolerances of :class:`_Tol`); False sends the engine to the full recompute of the layer."""
+        ok = getattr(self, "_head_shortcut", None)
+        if ok is None:
+            ok = self._head_shortcut = self._check_head_shortcut()[0]
+        return ok
+
+    def _check_head_shortcut(
+        self, length: int = 7, batch: int = 2, seed: int = 1
+    ) -> tuple[bool, dict[str, float]]:
+        s = self.shape
+        g = torch.Generator().manual_seed(seed)
+        tokens = torch.randint(0, min(s.d_vocab, 1000), (batch, length), generator=g).to(s.device)
+        tol = _Tol.of(s.dtype).rel
+        got: dict[str, torch.Tensor] = {}
+
+        def grab(act: torch.Tensor, name: str) -> None:
+            got[name] = act.detach()
+
+        layers = range(s.n_layers)
+        names = [n for i in layers for n in (self.hook_name("attn_head", i), self.attn_out_hook(i))]
+        if not all(self.has_hook(n) for n in names):
+            return False, {}
+        keep: list[torch.Tensor] = []
+        with torch.no_grad(), self.hooks([(n, grab) for n in names]):
+            final = self.run_blocks(self.embed(tokens), 0, keep=keep)
+        keep.append(final)
+        gaps = {"linear": 0.0, "block": 0.0}
+        with torch.no_grad():
+            for i in layers:
+                z, out = got[self.hook_name("attn_head", i)], got[self.attn_out_hook(i)]
+                if z.shape[-2] != s.n_heads or out.shape != keep[i].shape:
+                    return False, gaps
+                lin = torch.einsum("bphk,hkd->bpd", z, self.W_O(i).to(z.dtype))
+                rest = out - lin  # the output bias: the same vector at every row and position
+                scale = float(out.abs().max()) or 1.0
+                gaps["linear"] = max(gaps["linear"], float((rest - rest[:1, :1]).abs().max()) / scale)
+                r = keep[i].reshape(-1, 1, s.d_model)
+                a = out.reshape(-1, 1, s.d_model)
+                mine = self.run_block_with_attention(i, r, a).reshape(keep[i + 1].shape)
+                scale = float(keep[i + 1].abs().max()) or 1.0
+                gaps["block"] = max(gaps["block"], float((mine - keep[i + 1]).abs().max()) / scale)
+        return all(v <= tol for v in gaps.values()), gaps
 
     def unembed_at(
         self, resid: Float[torch.Tensor, "batch pos d_model"], pos: Int[torch.Tensor, " batch"]

@@ -17,6 +17,13 @@ This engine computes exactly the same numbers, faster:
 * **One generic patch.** A target is a boolean mask over the activation at one or more hook
   points; the hook returns ``torch.where(mask, clean[prompt], activation)``. Every site uses this
   one code path.
+* **Head-output shortcut.** A head's output (``hook_z``) enters the residual stream only through
+  ``W_O``: a head target at layer L leaves that layer's attention input, keys and values as in the
+  corrupted run, so its patched layer is the corrupted attention output plus the patched heads'
+  change ``(z_clean - z_corr) @ W_O[h]``, at the patched positions only; the rest of that block
+  runs on those (row, position) entries alone and the forward resumes at layer L + 1. Only for
+  head outputs (head values are mixed by the attention pattern: no shortcut), and only where
+  :meth:`patchbench.lm.LM.head_shortcut` confirms the model's attention output is linear in ``z``.
 * **Answer-position unembedding.** Only ``answer_pos`` of each row goes through ``ln_final`` and
   the unembedding; the raw value columns of every metric come from that single forward.
 

@@ -14,6 +14,14 @@ target of a chunk is position-specific, the patched forward runs only positions 
 :func:`suffix_start` (the first position any of its targets patches in any of the block's rows),
 attending to the corrupted keys and values of the positions before it. A row whose answer comes
 before that position is the corrupted run itself, and takes the corrupted logits.
+
+Head-output shortcut (issue #17): when the block holds every layer's corrupted ``hook_z`` and
+attention-module output (:attr:`Block.z_corr`, :attr:`Block.attn_corr`) and a chunk patches only
+head outputs at its start layer L, layer L's attention is not run (:func:`head_shortcut`): a
+patched (row, position) entry gets the corrupted attention output plus ``(z_clean - z_corr) @ W_O``
+of its patched heads and goes through the rest of block L alone; every other entry leaves layer L
+as in the corrupted run. The forward resumes at layer L + 1. Head values (``hook_v``) are mixed by
+the attention pattern and never take this path.
 """
 
 from __future__ import annotations
@@ -59,6 +67,18 @@ class Block:
     corrupted_logits: torch.Tensor | None = None  # [R, V]
     corrupted_acts: dict[str, torch.Tensor] = field(default_factory=dict)
     kv: KVCapture | None = None  # the corrupted run's keys and values (suffix reuse), or None
+    # head-output shortcut (issue #17): the corrupted run's hook_z [R, P, H, d_head] and attention
+    # module output [R, P, d] per layer, and its final residual (resid_post of the last layer)
+    z_corr: dict[int, torch.Tensor] = field(default_factory=dict)
+    attn_corr: dict[int, torch.Tensor] = field(default_factory=dict)
+    resid_final: torch.Tensor | None = None
+
+    def resid_after(self, layer: int) -> torch.Tensor:
+        """The corrupted residual stream leaving block ``layer`` ([R, P, d])."""
+        if layer + 1 < len(self.resid):
+            return self.resid[layer + 1]
+        assert self.resid_final is not None
+        return self.resid_final
 
     def __len__(self) -> int:
         return len(self.prompt)
@@ -147,6 +167,71 @@ def sources(
     return {k: clean[k][idx.to(clean[k].device)].to(device=dev, dtype=dtype) for k in names}
 
 
+def shortcut_layer(model: LM, chunk: Sequence[PatchTarget], block: Block) -> int | None:
+    """The chunk's start layer when its patches there are all head outputs (``hook_z``) and the block
+    holds that layer's corrupted ``hook_z`` and attention output (head-output shortcut), else None."""
+    start = min(t.start_layer for t in chunk)
+    if start not in block.attn_corr or start not in block.z_corr:
+        return None
+    z = model.hook_name("attn_head", start)
+    if any(p.layer == start and p.hook != z for t in chunk for p in t.patches):
+        return None
+    return start
+
+
+def head_shortcut(
+    model: LM,
+    layer: int,
+    block: Block,
+    mask: torch.Tensor,
+    src: torch.Tensor,
+    p0: int,
+    m: int,
+) -> torch.Tensor:
+    """The residual leaving block ``layer`` of ``m`` targets x the block's rows, on positions >= ``p0``,
+    for head-output patches at ``layer`` (``mask`` [m, R, P', H, 1] of ``hook_z``, ``src`` [R, P', H,
+    d_head] the clean ``hook_z``), without running that layer's attention.
+
+    Exact: the attention module's output is linear in ``z`` per head (``sum_h z_h @ W_O[h] + b_O``,
+    :meth:`LM.head_shortcut`), so a patched row's output is the corrupted one plus
+    ``(z_clean - z_corr)_h @ W_O[h]`` over its patched heads, at its patched positions; every other
+    (row, position) of the layer is the corrupted run's (the layer's keys and values come from its
+    unpatched input, and the rest of the block acts position by position). The rest of the block
+    (norms, residual adds, MLP) runs on the patched (row, position) entries only, through the model's
+    own block code (:meth:`LM.run_block_with_attention`)."""
+    r = len(block)
+    sel = mask[..., 0]  # [m, R, P', H]
+    hit = sel.any(-1)  # [m, R, P']
+    j, rr, pp = hit.nonzero(as_tuple=True)
+    dense = bool(hit.all())  # every entry patched (all positions): no gathering
+    if dense:
+        out = None
+    else:
+        out = block.resid_after(layer)[:, p0:].unsqueeze(0).repeat(m, 1, 1, 1)  # [m, R, P', d], a copy
+        if not len(j):
+            return out.reshape(m * r, *out.shape[2:])
+    z_corr = block.z_corr[layer][:, p0:]
+    diff = src.to(z_corr.dtype) - z_corr  # [R, P', H, d_head]
+    w_o = model.W_O(layer).to(z_corr.dtype)  # [H, d_head, d]
+    heads = sel[j, rr, pp]  # [N, H]
+    delta = torch.zeros(len(j), w_o.shape[-1], dtype=z_corr.dtype, device=z_corr.device)
+    for h in range(heads.shape[1]):
+        k = heads[:, h].nonzero(as_tuple=True)[0]
+        if len(k):
+            delta.index_add_(0, k, diff[rr[k], pp[k], h] @ w_o[h])
+    attn_corr, pre = block.attn_corr[layer][:, p0:], block.resid[layer][:, p0:]
+    if dense:  # j, rr, pp enumerate every entry in order: delta is the whole [m, R, P', d] change
+        attn = (attn_corr.unsqueeze(0) + delta.view(m, r, -1, delta.shape[-1])).reshape(
+            m * r, -1, delta.shape[-1]
+        )
+        x = pre.unsqueeze(0).expand(m, *pre.shape).reshape(m * r, *pre.shape[1:])
+        return model.run_block_with_attention(layer, x, attn)
+    assert out is not None
+    attn = attn_corr[rr, pp] + delta
+    out[j, rr, pp] = model.run_block_with_attention(layer, pre[rr, pp][:, None], attn[:, None])[:, 0]
+    return out.reshape(m * r, *out.shape[2:])
+
+
 def patched_logits(
     model: LM,
     chunk: Sequence[PatchTarget],
@@ -159,10 +244,15 @@ def patched_logits(
 
     Returns the answer-position logits, target-major. Raises SanityError if a patch hook did not
     fire exactly once. With ``block.kv`` set, a chunk of position-specific targets runs its suffix
-    only (see the module docstring).
+    only (see the module docstring). Where the block holds the start layer's corrupted head outputs
+    and attention output and the chunk patches only head outputs there (:func:`shortcut_layer`), that
+    layer's attention is not run (:func:`head_shortcut`).
     """
     m, r = len(chunk), len(block)
     start = min(t.start_layer for t in chunk)
+    short = shortcut_layer(model, chunk, block)
+    short_name = None if short is None else model.hook_name("attn_head", short)
+    short_args: tuple = ()
     dev = block.resid[0].device
     p0 = suffix_start(chunk, block, prompts) if block.kv is not None else 0
     names = list(dict.fromkeys(h for t in chunk for h in t.hooks))
@@ -178,6 +268,9 @@ def patched_logits(
         src = srcs[name].unsqueeze(0)
         if p0 > 0:
             src = src[:, :, p0:]
+        if name == short_name:
+            short_args = (mask, src[0])
+            continue
 
         def fn(act: torch.Tensor, name: str, mask=mask, src=src) -> torch.Tensor:
             fired[name] += 1
@@ -191,7 +284,14 @@ def patched_logits(
         assert block.kv is not None
         resid = resid[:, p0:]
         past = block.kv.prefix(p0).repeat(m)
-    resid = resid.repeat(m, 1, 1) if m > 1 else resid
+    if short is not None:
+        if not short_args:
+            raise SanityError(f"head shortcut at layer {short}: no head-output patch there")
+        resid = head_shortcut(model, short, block, *short_args, p0, m)
+        fired[short_name] += 1
+        start = short + 1
+    else:
+        resid = resid.repeat(m, 1, 1) if m > 1 else resid
     with model.hooks(hooks):
         resid = model.run_blocks(resid, start, past=past)
     silent = [k for k, v in fired.items() if v != 1]

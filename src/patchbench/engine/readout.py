@@ -70,13 +70,12 @@ def answer_values(
     logp = torch.log_softmax(logits, dim=-1)
     ai, wi = answers.repeat(reps), wrong.repeat(reps)
     r = clean_logp.shape[0]
+    clean_p = clean_logp.exp()
     return {
         "logit_ans": summed_logits(logits, ai),
         "logit_wrong": summed_logits(logits, wi),
         "prob_ans": (logp.gather(1, ai.idx).exp() * ai.mask).sum(1),
         "prob_wrong": (logp.gather(1, wi.idx).exp() * wi.mask).sum(1),
         # per copy, so that the clean distribution is never repeated in memory
-        "kl": torch.cat(
-            [(clean_logp.exp() * (clean_logp - logp[j * r : (j + 1) * r])).sum(1) for j in range(reps)]
-        ),
+        "kl": torch.cat([(clean_p * (clean_logp - logp[j * r : (j + 1) * r])).sum(1) for j in range(reps)]),
     }

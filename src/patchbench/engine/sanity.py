@@ -3,7 +3,12 @@
 1. Self-patch: patching a target with the corrupted run's own activations reproduces the corrupted
    outputs (the prefix-reusing patched run is the corrupted run).
 2. Clean layer 0: patching the whole residual stream at layer 0 with clean activations reproduces
-   the clean outputs (so a patch that silently does nothing cannot pass).
+   the clean outputs (so a patch that silently does nothing cannot pass). On a block with the
+   corrupted run's keys and values (suffix reuse), positions before the first one where any row's
+   clean layer-0 residual differs from the corrupted one (bitwise) are the same in both runs in every
+   layer (causal attention), so the patched run starts there and attends to the corrupted run's keys
+   and values before it: the same identity (patching those positions would replace each value by
+   itself), on the suffix path the sweep's patched runs take, for the cost of the suffix only.
 
 Both results go to the log and the frame's metadata; beyond tolerance they raise
 :class:`~patchbench.engine.patch.SanityError`. A corruption that leaves the run unchanged is refused too.
@@ -24,7 +29,7 @@ from patchbench.lm import LM
 from patchbench.prompts import PromptSet
 from patchbench.sites import HookPatch, PatchTarget, SweepSpec
 
-__all__ = ["check_identities", "self_patch_targets", "tolerance"]
+__all__ = ["check_identities", "clean_from", "self_patch_targets", "tolerance"]
 
 
 def tolerance(dtype: torch.dtype) -> tuple[float, float]:
@@ -41,6 +46,14 @@ def self_patch_targets(targets: list[PatchTarget]) -> list[PatchTarget]:
     last = targets[-1]
     earlier = [t for t in targets if t.start_layer < last.start_layer]
     return [earlier[-1], last] if earlier else [last]
+
+
+def clean_from(clean0: torch.Tensor, block: Block) -> int:
+    """The first position where any row's clean layer-0 residual (``clean0`` [R, P, d]) differs from the
+    corrupted one (bitwise); 0 when none does (the identity then runs every position)."""
+    same = (clean0 == block.resid[0]).flatten(2).all(-1).all(0)  # [P]
+    first = int(same.long().cumprod(0).sum())
+    return 0 if first >= same.shape[0] else first
 
 
 def check_identities(
@@ -82,7 +95,14 @@ def check_identities(
         worst, ok = max(worst, d), ok and good
     res["self_patch_maxdiff"] = worst
     res["self_patch_targets"] = [t.component for t in chosen]
-    # 2. clean residual at layer 0, all positions
+    # 2. clean residual at layer 0, every position (from the first that differs, on the suffix path)
+    src = sources(clean, [RESID0], block, model.shape.dtype)
+    first = clean_from(src[RESID0], block) if block.kv is not None else 0
+    patches = (
+        tuple(HookPatch(RESID0, 0, None, p) for p in range(first, max_len))
+        if first > 0
+        else (HookPatch(RESID0, 0, None, -1),)
+    )
     t0 = PatchTarget(
         id=-2,
         site="resid_pre",
@@ -91,21 +111,22 @@ def check_identities(
         head=-1,
         position=-1,
         window=1,
-        patches=(HookPatch(RESID0, 0, None, -1),),
+        patches=patches,
         component="0",
     )
-    src = sources(clean, [RESID0], block, model.shape.dtype)
     got = block.values(patched_logits(model, [t0], block, src, prompts, max_len))
     d0, good0 = gap(got, cl)
     res["clean_resid0_maxdiff"] = d0
+    res["clean_resid0_from"] = first
     res["passed"] = bool(ok and good0)
     log.info(
-        "sanity %s/%s/%s: self-patch maxdiff %.3g, clean resid_pre[0] maxdiff %.3g (atol %g, rtol %g)",
+        "sanity %s/%s/%s: self-patch maxdiff %.3g, clean resid_pre[0] maxdiff %.3g (positions >= %d; atol %g, rtol %g)",
         prompts.task,
         spec.corruption,
         spec.site,
         worst,
         d0,
+        first,
         atol,
         rtol,
     )

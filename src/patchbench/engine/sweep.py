@@ -14,6 +14,12 @@ position or each position) also keeps the corrupted run's keys and values per bl
 targets by position and start layer (waste-bounded, :func:`chunk_targets`), and runs each chunk's
 patched rows on their suffix only (:func:`patchbench.engine.patch.patched_logits`). The path a
 sweep took is logged and recorded in its plan (``plan['path']``: ``suffix`` or ``full``).
+
+Head-output shortcut (issue #17): a head-output (``attn_head``) sweep on a model that passes
+:meth:`patchbench.lm.LM.head_shortcut` also keeps every layer's corrupted ``hook_z`` and attention
+output and its final residual per block, chunks targets by start layer, and skips each chunk's start
+layer's attention (:func:`patchbench.engine.patch.head_shortcut`); ``plan['head_shortcut']`` says
+whether it did.
 """
 
 from __future__ import annotations
@@ -59,10 +65,13 @@ def plan_batches(
     n_rows: int,
     max_len: int,
     keys_values: bool = False,
+    heads: bool = False,
 ) -> dict[str, int]:
     """Rows per prompt block and targets per chunk that fit the memory budget (deterministic).
 
     ``keys_values``: the block also keeps the corrupted run's keys and values (suffix reuse).
+    ``heads``: it also keeps every layer's corrupted head outputs and attention output, and the final
+    residual (head-output shortcut).
     """
     shape = model.shape
     e = torch.tensor([], dtype=shape.dtype).element_size()
@@ -70,6 +79,10 @@ def plan_batches(
     cache_row = shape.n_layers * max_len * shape.d_model * e
     if keys_values:
         cache_row += 2 * shape.n_layers * max_len * shape.n_kv_heads * shape.d_head * e
+    if heads:
+        cache_row += (
+            (shape.n_layers * (shape.n_heads * shape.d_head + shape.d_model) + shape.d_model) * max_len * e
+        )
     per_row = bytes_per_row(
         shape, max_len, n_hook_elems=2 * max_len * max(shape.d_model, shape.n_heads * shape.d_head)
     )
@@ -90,6 +103,7 @@ def chunk_targets(
     by_position: bool = False,
     max_len: int = 0,
     n_layers: int = 0,
+    same_layer: bool = False,
 ) -> list[list[PatchTarget]]:
     """Consecutive targets, at most ``per_chunk`` per chunk.
 
@@ -100,6 +114,10 @@ def chunk_targets(
     position) costs at most :data:`SUFFIX_WASTE` times what its targets would cost one by one.
     Every target of a chunk is patched exactly as on its own: rows are the corrupted run up to
     their own first patched layer and position.
+
+    ``same_layer`` (with ``by_position``; the head-output shortcut): a chunk also shares its start
+    layer L, whose attention the shortcut skips for every target, so a target costs the layers after
+    L; targets are ordered by start layer first (latest first), then by position as above.
     """
     if not by_position:
         out: list[list[PatchTarget]] = []
@@ -116,11 +134,14 @@ def chunk_targets(
         return (0, "", -t.position, -t.start_layer)
 
     def span(t: PatchTarget) -> tuple[int, int]:  # (layers run, positions run) of t on its own
-        return n_layers - t.start_layer, max_len - (0 if isinstance(t.position, str) else t.position)
+        layers = n_layers - t.start_layer - (1 if same_layer else 0)
+        return layers, max_len - (0 if isinstance(t.position, str) else t.position)
 
+    key = (lambda t: (-t.start_layer, *order(t))) if same_layer else order
     out = []
     own = 0  # the current chunk's targets' own costs
-    for t in sorted(targets, key=order):
+    most = (0, 0)  # the current chunk's most layers and most positions
+    for t in sorted(targets, key=key):
         layers, positions = span(t)
         c = out[-1] if out else None
         fits = c is not None and len(c) < per_chunk
@@ -129,17 +150,19 @@ def chunk_targets(
             named = isinstance(t.position, str)
             if named or isinstance(c[0].position, str):
                 fits = named and c[0].position == t.position
+            if same_layer and c[0].start_layer != t.start_layer:
+                fits = False
             if fits:
-                most_layers = max(layers, *(span(x)[0] for x in c))
-                most_positions = max(positions, *(span(x)[1] for x in c))
-                cost = (len(c) + 1) * most_layers * most_positions
+                cost = (len(c) + 1) * max(layers, most[0]) * max(positions, most[1])
                 fits = cost <= SUFFIX_WASTE * (own + layers * positions)
         if fits:
             assert c is not None
             c.append(t)
+            most = (max(layers, most[0]), max(positions, most[1]))
         else:
             out.append([t])
             own = 0
+            most = (layers, positions)
         own += layers * positions
     return out
 
@@ -175,6 +198,7 @@ class _Setup:
     row_prompt: np.ndarray  # every (prompt, sample) row of the sweep
     row_sample: np.ndarray
     suffix: bool = False  # causal suffix reuse (see the module docstring)
+    heads: bool = False  # head-output shortcut (see the module docstring)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,12 +223,19 @@ def prepare_block(model: LM, s: _Setup, index: int, rows: slice, capture: list[s
         store[name] = act.detach().clone()
 
     kv = KVCapture() if s.suffix else None
-    with model.hooks([(k, grab) for k in capture]):
+    layers = sorted({t.start_layer for t in s.targets}) if s.heads else []
+    short = {model.hook_name("attn_head", i): i for i in layers}
+    short_out = {model.attn_out_hook(i): i for i in layers}
+    names = list(dict.fromkeys([*capture, *short, *short_out]))
+    with model.hooks([(k, grab) for k in names]):
         keep: list[torch.Tensor] = []
         resid = model.run_blocks(model.embed(tok, noise), 0, keep=keep, capture=kv)
     b.resid = keep
     b.kv = kv
-    b.corrupted_acts = store
+    b.z_corr = {i: store[k] for k, i in short.items()}
+    b.attn_corr = {i: store.pop(k) for k, i in short_out.items()}
+    b.resid_final = resid if s.heads else None
+    b.corrupted_acts = {k: store[k] for k in capture}
     b.answer_pos = index_tensor(s.prompts.answer_pos[prompt_rows], dev)
     b.corrupted_logits = model.unembed_at(resid, b.answer_pos)
     b.answers = AnswerIds.of(s.prompts.answers, prompt_rows, dev)
@@ -260,11 +291,17 @@ def _plan(model: LM, s: _Setup) -> tuple[_Setup, dict[str, Any]]:
     """The batching plan (whole prompts per block) and the setup with its target chunks."""
     k = s.spec.n_samples
     plan: dict[str, Any] = dict(
-        plan_batches(s.spec, s.targets, model, len(s.row_prompt), s.max_len, keys_values=s.suffix)
+        plan_batches(
+            s.spec, s.targets, model, len(s.row_prompt), s.max_len, keys_values=s.suffix, heads=s.heads
+        )
     )
     plan["rows_per_block"] = max(k, plan["rows_per_block"] - plan["rows_per_block"] % k)
     plan["path"] = "suffix" if s.suffix else "full"
-    chunks = chunk_targets(s.targets, plan["targets_per_chunk"], s.suffix, s.max_len, model.shape.n_layers)
+    if s.spec.site == "attn_head":
+        plan["head_shortcut"] = s.heads
+    chunks = chunk_targets(
+        s.targets, plan["targets_per_chunk"], s.suffix, s.max_len, model.shape.n_layers, same_layer=s.heads
+    )
     return replace(s, chunks=chunks), plan
 
 
@@ -305,6 +342,7 @@ def run_sweep(
     checkpoint_dir: str | Path | None = None,
     check_identities: bool = True,
     suffix_reuse: bool | None = None,
+    head_shortcut: bool | None = None,
 ) -> pd.DataFrame:
     """Run one sweep; returns the raw frame of :mod:`patchbench.rawframe` (metadata in ``.attrs['patchbench']``).
 
@@ -320,10 +358,29 @@ def run_sweep(
     ``suffix_reuse``: None (default) runs position-specific targets on their suffix only where the
     model supports key/value reuse (:func:`suffix_path`); False forces the full recompute. The path
     taken is logged and recorded as ``plan['path']`` (``suffix`` or ``full``).
+
+    ``head_shortcut``: None (default) runs a head-output (``attn_head``) sweep's patched layer without
+    its attention where the model allows it exactly (:meth:`patchbench.lm.LM.head_shortcut`;
+    :func:`patchbench.engine.patch.head_shortcut`); False recomputes the patched layer in full. An
+    ``attn_head`` sweep's plan records ``head_shortcut`` (taken or not).
     """
     log_ = logger or log
     s, sigma = _setup(model, prompts, spec, clean)
     s = replace(s, suffix=suffix_path(model, spec, suffix_reuse))
+    if spec.site == "attn_head" and head_shortcut is not False:
+        ok = model.head_shortcut()
+        if head_shortcut and not ok:
+            raise ValueError(
+                f"head_shortcut=True, but {model.shape.architecture} ({model.shape.route} route) fails the "
+                "head-output shortcut's check (LM.head_shortcut)"
+            )
+        if not ok:
+            log_.info(
+                "head-output shortcut unavailable on %s (%s route): the patched layer is recomputed in full",
+                model.shape.architecture,
+                model.shape.route,
+            )
+        s = replace(s, heads=ok)
     if spec.corruption == "gn":
         log_.info(
             "GN: sigma %.6g, nu %g -> noise std %.6g, %d sample(s)",
