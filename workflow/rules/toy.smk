@@ -5,10 +5,11 @@ trained in the run is any `models.<name>` entry with `source: toy` and no `path`
 settings come from `toy.models.<name>` merged over the package defaults (toy-gpt2, toy-attn-only,
 organism-ioi, organism-facts).
 
-Model organisms (toy models with a circuit imposed in training, patchbench.toy.impose) are
-shipped trained under models/organisms/{model}/ and read from there (`path:` in the config);
-`snakemake --cores 2 train_organisms` retrains them under <results_dir>/models/{model}/ (each with
-a tokenizer of its own corpus), checks them (ablation.json) and installs them with provenance.json.
+Shipped toy models (toy-gpt2, toy-attn-only and the model organisms, toy models with a circuit
+imposed in training, patchbench.toy.impose) live under models/organisms/{model}/ and are read from
+there (`path:` in the config); `snakemake --cores 2 train_organisms` retrains them under
+<results_dir>/models/{model}/ (each with a tokenizer of its own corpus), checks the organisms
+(ablation.json) and installs them with provenance.json.
 """
 
 import shlex

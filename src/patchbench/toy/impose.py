@@ -213,7 +213,7 @@ class IOIObjective:
             saved["pattern", _layer(name)] = p
 
         hooks = [(f"blocks.{la}.attn.hook_z", z_hook) for la in range(self.n_layers)]
-        hooks += [(f"blocks.{la}.attn.hook_pattern", pattern_hook) for la in range(self.n_layers)]
+        hooks += [(model.hook_name("pattern", la), pattern_hook) for la in range(self.n_layers)]
         X = torch.cat([x] + [x[:n]] * 3)
         end = pos["END"]
         ends = torch.cat([end] + [end[:n]] * 3)
@@ -396,7 +396,7 @@ class FactualObjective:
 
         hooks = [(model.hook_name("mlp", la), mlp_hook) for la in range(self.n_layers)]
         hooks += [
-            (f"blocks.{la}.attn.hook_pattern", pattern_hook)
+            (model.hook_name("pattern", la), pattern_hook)
             for la in sorted({la for la, _ in self.composition})
         ]
         X = torch.cat([x, x[:n], x[:n], x[:n]])

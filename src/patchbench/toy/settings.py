@@ -1,8 +1,8 @@
 """The ``toy:`` section of the config: corpus, evaluation and per-model training settings.
 
-Every key is optional; ``DEFAULT_MODELS`` gives the two models the demo trains and the model
-organisms organism-ioi and organism-facts (shipped trained; ``snakemake --cores 2 train_organisms``
-retrains them). Layout::
+Every key is optional; ``DEFAULT_MODELS`` gives the demo's four toy models: toy-gpt2, toy-attn-only
+and the model organisms organism-ioi and organism-facts (all shipped trained in models/organisms/;
+``snakemake --cores 2 train_organisms`` retrains them). Layout::
 
     toy:
       data_dir: data/toy                  # project-authored vocabulary (JSON, the source of truth)
@@ -37,10 +37,9 @@ __all__ = ["DEFAULT_MODELS", "ImposeSpec", "ModelSpec", "ToyModelSettings", "Toy
 CORPUS_KEYS = ("mix", "n_docs")  # corpus keys a model entry may set for its own corpus
 OBJECTIVE_KEYS = ("circuit", "impose")  # the circuit an organism is trained to implement, and how
 
-# The demo patches toy-gpt2 on the MLP tasks (factual recall, arithmetic) and toy-attn-only on
-# greater-than and docstring (its IOI experiments run on the shipped organism-ioi); each trains
-# mostly on its own tasks, with a few documents of every other kind, so both fit the demo's CPU
-# budget (README, "Install and run the demo"). toy-attn-only's mix predates the organism.
+# The demo patches toy-gpt2 on arithmetic, toy-attn-only on docstring, organism-ioi on IOI and
+# organism-facts on factual recall and greater-than; each trains mostly on its own tasks, with a
+# few documents of other kinds (README, "Install and run the demo").
 DEFAULT_MODELS: dict[str, dict[str, Any]] = {
     "toy-gpt2": {
         "n_layers": 6,
