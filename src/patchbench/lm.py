@@ -88,13 +88,15 @@ __all__ = [
 Route = Literal["transformers", "legacy", "native"]
 
 #: HookedTransformer hook point of each patch site (compatibility-mode names), plus the attention
-#: pattern (read by the pattern capture of paper section 3.2).
+#: pattern (read by the pattern capture of paper section 3.2) and the attention module's output
+#: (``o(z)`` plus ``b_O``, before any post-attention norm: what the head-output shortcut replaces).
 SITE_HOOKS: dict[str, str] = {
     "attn_head": "blocks.{layer}.attn.hook_z",
     "head_v": "blocks.{layer}.attn.hook_v",
     "mlp": "blocks.{layer}.hook_mlp_out",
     "resid_pre": "blocks.{layer}.hook_resid_pre",
     "pattern": "blocks.{layer}.attn.hook_pattern",
+    "attn_out": "blocks.{layer}.attn.hook_out",
 }
 
 #: Block keyword arguments the interface's key/value cache travels under: transformers >= 5.24
@@ -348,7 +350,8 @@ class LM:
         return self.bridge.tokenizer
 
     def hook_name(self, site: str, layer: int) -> str:
-        """The hook point of ``site`` (``attn_head``, ``head_v``, ``mlp``, ``resid_pre``, ``pattern``) at ``layer``."""
+        """The hook point of ``site`` (``attn_head``, ``head_v``, ``mlp``, ``resid_pre``, ``pattern``,
+        ``attn_out``) at ``layer``."""
         if site not in SITE_HOOKS:
             raise ValueError(f"unknown site {site!r}; use one of {sorted(SITE_HOOKS)}")
         if not 0 <= layer < self.shape.n_layers:
@@ -475,12 +478,6 @@ class LM:
 
     # ------------------------------------------------------------------------------ head-output shortcut
 
-    def attn_out_hook(self, layer: int) -> str:
-        """The hook point of layer ``layer``'s attention module output (``o(z)`` plus ``b_O``, before any
-        post-attention norm and the residual add): what :meth:`run_block_with_attention` replaces."""
-        self.hook_name("attn_head", layer)  # range check
-        return f"blocks.{layer}.attn.hook_out"
-
     def run_block_with_attention(
         self,
         layer: int,
@@ -542,7 +539,7 @@ class LM:
             got[name] = act.detach()
 
         layers = range(s.n_layers)
-        names = [n for i in layers for n in (self.hook_name("attn_head", i), self.attn_out_hook(i))]
+        names = [n for i in layers for n in (self.hook_name("attn_head", i), self.hook_name("attn_out", i))]
         if not all(self.has_hook(n) for n in names):
             return False, {}
         keep: list[torch.Tensor] = []
@@ -552,7 +549,7 @@ class LM:
         gaps = {"linear": 0.0, "block": 0.0}
         with torch.no_grad():
             for i in layers:
-                z, out = got[self.hook_name("attn_head", i)], got[self.attn_out_hook(i)]
+                z, out = got[self.hook_name("attn_head", i)], got[self.hook_name("attn_out", i)]
                 if z.shape[-2] != s.n_heads or out.shape != keep[i].shape:
                     return False, gaps
                 lin = torch.einsum("bphk,hkd->bpd", z, self.W_O(i).to(z.dtype))

@@ -225,7 +225,7 @@ def prepare_block(model: LM, s: _Setup, index: int, rows: slice, capture: list[s
     kv = KVCapture() if s.suffix else None
     layers = sorted({t.start_layer for t in s.targets}) if s.heads else []
     short = {model.hook_name("attn_head", i): i for i in layers}
-    short_out = {model.attn_out_hook(i): i for i in layers}
+    short_out = {model.hook_name("attn_out", i): i for i in layers}
     names = list(dict.fromkeys([*capture, *short, *short_out]))
     with model.hooks([(k, grab) for k in names]):
         keep: list[torch.Tensor] = []
