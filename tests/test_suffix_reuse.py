@@ -240,22 +240,23 @@ def test_gn_samples_and_several_blocks(model, prompts, site):
 def test_head_shortcut_skips_the_patched_layers_attention_and_a_wrong_change_is_caught(
     model, prompts, position, monkeypatch
 ):
-    """Every patched forward of a head-output sweep takes the shortcut (its start layer's attention is
+    """Every target of a head-output sweep takes the shortcut (its start layer's attention is
     not run: the block runs with its attention output given, on the patched entries only), equals the
     full recompute (suffix and full paths), and a wrong W_O (the change through W_O dropped) moves the
     results beyond the tolerance: the shortcut's output is what the results are made of."""
     from patchbench.engine import patch as patch_mod
 
     spec = SweepSpec("str", "attn_head", position=position)
-    calls = {"chunks": 0, "shortcut": 0, "entries": 0}
+    calls = {"chunks": 0, "targets": 0, "shortcut": 0, "entries": 0}
     patched, shortcut, inject = patch_mod.patched_logits, patch_mod.head_shortcut, LM.run_block_with_attention
 
     def spy_patched(*args, **kwargs):
         calls["chunks"] += 1
+        calls["targets"] += len(args[1])
         return patched(*args, **kwargs)
 
     def spy_shortcut(*args, **kwargs):
-        calls["shortcut"] += 1
+        calls["shortcut"] += args[6]  # the number of targets entering through it
         return shortcut(*args, **kwargs)
 
     def spy_inject(self, layer, resid, attn_out):
@@ -270,7 +271,7 @@ def test_head_shortcut_skips_the_patched_layers_attention_and_a_wrong_change_is_
         mp.setattr(patch_mod, "head_shortcut", spy_shortcut)
         mp.setattr(LM, "run_block_with_attention", spy_inject)
         fast = run_sweep(model, prompts, spec, progress=False, check_identities=False)
-    assert calls["chunks"] > 0 and calls["shortcut"] == calls["chunks"] and calls["entries"] > 0, calls
+    assert calls["chunks"] > 0 and calls["shortcut"] == calls["targets"] and calls["entries"] > 0, calls
     tol = TOLS.get(model.name_in_test, TOL)
     for suffix in (None, False):
         full = run_sweep(model, prompts, spec, progress=False, suffix_reuse=suffix, head_shortcut=False)

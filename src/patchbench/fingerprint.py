@@ -31,7 +31,7 @@ __all__ = ["FORMAT_VERSION", "digest", "model_digest", "prompts_digest", "weight
 
 #: Version of the engine's output format and numerics: bump it when a change of the engine changes
 #: the numbers or the files it writes, so that every checkpoint and cached result is recomputed.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 #: Hex digits of a fingerprint.
 LENGTH = 16

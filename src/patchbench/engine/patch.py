@@ -27,7 +27,7 @@ the attention pattern and never take this path.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -82,6 +82,29 @@ class Block:
 
     def __len__(self) -> int:
         return len(self.prompt)
+
+    def rows(self, idx: np.ndarray) -> Block:
+        """The block of rows ``idx`` only: every per-row array and tensor (the first axis) indexed."""
+        t = index_tensor(idx)
+
+        def take(x):
+            if isinstance(x, torch.Tensor):
+                return x[t.to(x.device)]
+            if isinstance(x, np.ndarray):
+                return x[idx]
+            if isinstance(x, list):
+                return [take(v) for v in x]
+            if isinstance(x, dict):
+                return {k: take(v) for k, v in x.items()}
+            if isinstance(x, AnswerIds):
+                return AnswerIds(take(x.idx), take(x.mask))
+            if isinstance(x, KVCapture):
+                kv = KVCapture()
+                kv.keys, kv.values = take(x.keys), take(x.values)
+                return kv
+            return x  # the block's index; None
+
+        return Block(**{f.name: take(getattr(self, f.name)) for f in fields(self)})
 
     def values(self, logits: torch.Tensor, reps: int = 1) -> dict[str, np.ndarray]:
         """The raw value columns of ``reps`` target-major copies of the block's rows, from their logits."""
@@ -167,16 +190,14 @@ def sources(
     return {k: clean[k][idx.to(clean[k].device)].to(device=dev, dtype=dtype) for k in names}
 
 
-def shortcut_layer(model: LM, chunk: Sequence[PatchTarget], block: Block) -> int | None:
-    """The chunk's start layer when its patches there are all head outputs (``hook_z``) and the block
-    holds that layer's corrupted ``hook_z`` and attention output (head-output shortcut), else None."""
-    start = min(t.start_layer for t in chunk)
+def takes_shortcut(model: LM, target: PatchTarget, block: Block) -> bool:
+    """Whether ``target`` takes the head-output shortcut at its start layer L: its patches at L are
+    all head outputs (``hook_z``) and the block holds L's corrupted ``hook_z`` and attention output."""
+    start = target.start_layer
     if start not in block.attn_corr or start not in block.z_corr:
-        return None
+        return False
     z = model.hook_name("attn_head", start)
-    if any(p.layer == start and p.hook != z for t in chunk for p in t.patches):
-        return None
-    return start
+    return all(p.hook == z for p in target.patches if p.layer == start)
 
 
 def head_shortcut(
@@ -242,21 +263,24 @@ def patched_logits(
 ) -> torch.Tensor:
     """One forward for ``len(chunk) x len(block)`` rows; ``srcs[hook]`` is [R, P, ...] per block row.
 
-    Returns the answer-position logits, target-major. Raises SanityError if a patch hook did not
-    fire exactly once. With ``block.kv`` set, a chunk of position-specific targets runs its suffix
-    only (see the module docstring). Where the block holds the start layer's corrupted head outputs
-    and attention output and the chunk patches only head outputs there (:func:`shortcut_layer`), that
-    layer's attention is not run (:func:`head_shortcut`).
+    Returns the answer-position logits, target-major in chunk order. Raises SanityError if a patch
+    hook did not fire exactly once. Each target's rows join the forward at their own entry layer
+    (the first patched layer, or the one after it for the head-output shortcut, :func:`takes_shortcut`)
+    as the block's cached corrupted residual stream there, so targets of different start layers share
+    one forward with no row run through a layer before its own: the batch grows layer by layer, rows
+    ordered by entry layer (target-major). With ``block.kv`` set, a chunk of position-specific targets
+    runs its suffix only (see the module docstring).
     """
     m, r = len(chunk), len(block)
-    start = min(t.start_layer for t in chunk)
-    short = shortcut_layer(model, chunk, block)
-    short_name = None if short is None else model.hook_name("attn_head", short)
-    short_args: tuple = ()
     dev = block.resid[0].device
     p0 = suffix_start(chunk, block, prompts) if block.kv is not None else 0
+    short = [takes_shortcut(model, t, block) for t in chunk]
+    entry = [t.start_layer + int(s) for t, s in zip(chunk, short)]
+    order = sorted(range(m), key=lambda j: (entry[j], short[j], j))  # the batch's targets, in order
     names = list(dict.fromkeys(h for t in chunk for h in t.hooks))
+    layer_of = {p.hook: p.layer for t in chunk for p in t.patches}
     fired = dict.fromkeys(names, 0)
+    masks: dict[str, torch.Tensor] = {}
     hooks = []
     for name in names:
         mask = build_mask(model, chunk, name, block, prompts, max_len)
@@ -264,39 +288,54 @@ def patched_logits(
             if bool(mask[:, :, :p0].any()):  # suffix_start is wrong: never silently drop a patch
                 raise SanityError(f"{name}: a patch before the suffix start {p0}")
             mask = mask[:, :, p0:]
-        mask = mask.to(dev)
-        src = srcs[name].unsqueeze(0)
-        if p0 > 0:
-            src = src[:, :, p0:]
-        if name == short_name:
-            short_args = (mask, src[0])
+        masks[name] = mask.to(dev)
+        layer = layer_of[name]
+        users = [j for j in range(m) if name in chunk[j].hooks and not (short[j] and layer == chunk[j].start_layer)]
+        if not users:  # only shortcut targets patch here: head_shortcut applies it
             continue
+        in_batch = [j for j in order if entry[j] <= layer]  # a prefix of ``order``
+        assert set(users) <= set(in_batch), (name, users, in_batch)
+        sel = masks[name][torch.as_tensor(in_batch, device=dev)]
+        src = srcs[name][:, p0:].unsqueeze(0)
+        k = len(in_batch)
 
-        def fn(act: torch.Tensor, name: str, mask=mask, src=src) -> torch.Tensor:
+        def fn(act: torch.Tensor, name: str, mask=sel, src=src, k=k) -> torch.Tensor:
             fired[name] += 1
-            a = act.reshape(m, r, *act.shape[1:])
+            a = act.reshape(k, r, *act.shape[1:])
             return torch.where(mask, src, a).reshape(act.shape)
 
         hooks.append((name, fn))
-    resid = block.resid[start]
-    past = None
-    if p0 > 0:
-        assert block.kv is not None
-        resid = resid[:, p0:]
-        past = block.kv.prefix(p0).repeat(m)
-    if short is not None:
-        if not short_args:
-            raise SanityError(f"head shortcut at layer {short}: no head-output patch there")
-        resid = head_shortcut(model, short, block, *short_args, p0, m)
-        fired[short_name] += 1
-        start = short + 1
-    else:
-        resid = resid.repeat(m, 1, 1) if m > 1 else resid
+    hooked = {name for name, _ in hooks}
+    n_layers = model.shape.n_layers
+    entries = sorted(set(entry))
+    resid: torch.Tensor | None = None
+    batch: list[int] = []
     with model.hooks(hooks):
-        resid = model.run_blocks(resid, start, past=past)
+        for i, e in enumerate(entries):
+            parts = [] if resid is None else [resid]
+            plain = [j for j in order if entry[j] == e and not short[j]]
+            if plain:
+                parts.append(block.resid[e][:, p0:].repeat(len(plain), 1, 1))
+            cut = [j for j in order if entry[j] == e and short[j]]
+            if cut:
+                z = model.hook_name("attn_head", e - 1)
+                pick = torch.as_tensor(cut, device=dev)
+                parts.append(head_shortcut(model, e - 1, block, masks[z][pick], srcs[z][:, p0:], p0, len(cut)))
+                if z not in hooked:
+                    fired[z] += 1
+            batch += plain + cut
+            resid = parts[0] if len(parts) == 1 else torch.cat(parts)
+            stop = entries[i + 1] if i + 1 < len(entries) else n_layers
+            if stop > e:
+                past = block.kv.prefix(p0).repeat(len(batch)) if p0 > 0 and block.kv is not None else None
+                resid = model.run_blocks(resid, e, stop, past=past)
+    assert resid is not None and batch == order
     silent = [k for k, v in fired.items() if v != 1]
     if silent:
         raise SanityError(f"patch hooks {silent} fired {[fired[k] for k in silent]} times instead of once")
+    if order != sorted(order):  # back to chunk order
+        inv = torch.as_tensor(np.argsort(order), device=dev)
+        resid = resid.view(m, r, *resid.shape[1:])[inv].reshape(resid.shape)
     pos = block.answer_pos.repeat(m) if m > 1 else block.answer_pos
     if p0 == 0:
         return model.unembed_at(resid, pos)

@@ -57,6 +57,11 @@ def summed_logits(
     return (logits.double().gather(1, ids.idx) * ids.mask).sum(1)
 
 
+#: Rows per piece of :func:`answer_values` (float64 over the vocabulary: a piece stays in cache
+#: instead of the whole batch's log-probabilities being written to fresh memory).
+PIECE_ROWS = 64
+
+
 def answer_values(
     logits: Float[torch.Tensor, "reps_x_rows d_vocab"],
     clean_logp: Float[torch.Tensor, "rows d_vocab"],
@@ -65,17 +70,26 @@ def answer_values(
     reps: int = 1,
 ) -> dict[str, Float[torch.Tensor, " reps_x_rows"]]:
     """The value columns of ``reps`` copies of some rows (logits target-major: copy j is rows
-    ``j*R .. (j+1)*R-1``); ``answers``, ``wrong`` and ``clean_logp`` describe the R rows once."""
-    logits = logits.double()
-    logp = torch.log_softmax(logits, dim=-1)
-    ai, wi = answers.repeat(reps), wrong.repeat(reps)
+    ``j*R .. (j+1)*R-1``); ``answers``, ``wrong`` and ``clean_logp`` describe the R rows once.
+    Computed a few copies at a time (about :data:`PIECE_ROWS` rows; each row's values depend on
+    that row only), so the clean distribution is never repeated in memory."""
     r = clean_logp.shape[0]
     clean_p = clean_logp.exp()
-    return {
-        "logit_ans": summed_logits(logits, ai),
-        "logit_wrong": summed_logits(logits, wi),
-        "prob_ans": (logp.gather(1, ai.idx).exp() * ai.mask).sum(1),
-        "prob_wrong": (logp.gather(1, wi.idx).exp() * wi.mask).sum(1),
-        # per copy, so that the clean distribution is never repeated in memory
-        "kl": torch.cat([(clean_p * (clean_logp - logp[j * r : (j + 1) * r])).sum(1) for j in range(reps)]),
-    }
+    step = max(1, PIECE_ROWS // r)
+    pieces = []
+    for j0 in range(0, reps, step):
+        k = min(step, reps - j0)
+        x = logits[j0 * r : (j0 + k) * r].double()
+        logp = torch.log_softmax(x, dim=-1)
+        ai, wi = answers.repeat(k), wrong.repeat(k)
+        kl = (clean_p * (clean_logp - logp.view(k, r, -1))).sum(-1).reshape(k * r)
+        pieces.append(
+            {
+                "logit_ans": summed_logits(x, ai),
+                "logit_wrong": summed_logits(x, wi),
+                "prob_ans": (logp.gather(1, ai.idx).exp() * ai.mask).sum(1),
+                "prob_wrong": (logp.gather(1, wi.idx).exp() * wi.mask).sum(1),
+                "kl": kl,
+            }
+        )
+    return {key: torch.cat([p[key] for p in pieces]) for key in pieces[0]}

@@ -1,5 +1,10 @@
 """The two identities every exact sweep checks on its first block of prompts.
 
+They run on one row per distinct answer position of the block (:func:`identity_rows`): a row's
+patched run depends on the others only through the batch it shares, so these rows reach every
+path a row can take (answer before or after a suffix start, each prompt length), for the cost of
+a few rows instead of a forward of the whole block.
+
 1. Self-patch: patching a target with the corrupted run's own activations reproduces the corrupted
    outputs (the prefix-reusing patched run is the corrupted run).
 2. Clean layer 0: patching the whole residual stream at layer 0 with clean activations reproduces
@@ -29,7 +34,7 @@ from patchbench.lm import LM
 from patchbench.prompts import PromptSet
 from patchbench.sites import HookPatch, PatchTarget, SweepSpec
 
-__all__ = ["check_identities", "clean_from", "self_patch_targets", "tolerance"]
+__all__ = ["check_identities", "clean_from", "identity_rows", "self_patch_targets", "tolerance"]
 
 
 def tolerance(dtype: torch.dtype) -> tuple[float, float]:
@@ -46,6 +51,12 @@ def self_patch_targets(targets: list[PatchTarget]) -> list[PatchTarget]:
     last = targets[-1]
     earlier = [t for t in targets if t.start_layer < last.start_layer]
     return [earlier[-1], last] if earlier else [last]
+
+
+def identity_rows(block: Block) -> np.ndarray:
+    """The block rows the identities run on: the first row of each distinct answer position."""
+    assert block.answer_pos is not None
+    return np.unique(block.answer_pos.cpu().numpy(), return_index=True)[1]
 
 
 def clean_from(clean0: torch.Tensor, block: Block) -> int:
@@ -66,7 +77,8 @@ def check_identities(
     max_len: int,
     log: logging.Logger,
 ) -> dict[str, Any]:
-    """Both identities on ``block`` (which holds the corrupted activations of :func:`self_patch_targets`)."""
+    """Both identities on :func:`identity_rows` of ``block`` (which holds the corrupted activations of
+    :func:`self_patch_targets`); the corruption is checked on every row."""
     atol, rtol = tolerance(model.shape.dtype)
     corr = block.values(block.corrupted_logits)
     cl_logits = clean[ANSWER_LOGITS]
@@ -84,6 +96,10 @@ def check_identities(
             f"{prompts.task}/{spec.corruption}: the corrupted run equals the clean run exactly on every prompt; "
             "the corruption does nothing (GN with nu=0 or sigma=0? STR with corrupted == clean?)"
         )
+    rows = identity_rows(block)
+    block = block.rows(rows)
+    corr, cl = ({k: v[rows] for k, v in c.items()} for c in (corr, cl))
+    res["rows"] = [int(r) for r in rows]
     # 1. self-patch: corrupted activations into the corrupted run
     chosen = self_patch_targets(targets)
     worst = 0.0
@@ -120,10 +136,12 @@ def check_identities(
     res["clean_resid0_from"] = first
     res["passed"] = bool(ok and good0)
     log.info(
-        "sanity %s/%s/%s: self-patch maxdiff %.3g, clean resid_pre[0] maxdiff %.3g (positions >= %d; atol %g, rtol %g)",
+        "sanity %s/%s/%s on block rows %s: self-patch maxdiff %.3g, clean resid_pre[0] maxdiff %.3g "
+        "(positions >= %d; atol %g, rtol %g)",
         prompts.task,
         spec.corruption,
         spec.site,
+        res["rows"],
         worst,
         d0,
         first,

@@ -91,9 +91,9 @@ def plan_batches(
     return {"rows_per_block": rows_block, "targets_per_chunk": per_chunk}
 
 
-#: Suffix reuse groups targets of different start layers and positions into one forward while its
-#: cost (rows x layers run x positions run) stays within this factor of the targets' own costs:
-#: fewer, larger forwards, with bounded waste.
+#: Suffix reuse groups targets of different positions into one forward while its cost (each target's
+#: layers x the positions the chunk runs) stays within this factor of the targets' own costs: fewer,
+#: larger forwards, with bounded waste.
 SUFFIX_WASTE = 1.5
 
 
@@ -103,46 +103,33 @@ def chunk_targets(
     by_position: bool = False,
     max_len: int = 0,
     n_layers: int = 0,
-    same_layer: bool = False,
 ) -> list[list[PatchTarget]]:
-    """Consecutive targets, at most ``per_chunk`` per chunk.
+    """The targets in chunks of at most ``per_chunk``, each chunk ordered by start layer.
 
-    Without ``by_position`` a chunk shares its start layer. With it (suffix reuse; ``max_len`` the
-    prompts' padded length, ``n_layers`` the model's), targets are ordered by position, latest
-    first, then by start layer, latest first (stably); a chunk holds one named position or only
-    absolute ones, and its forward (from its earliest start layer, on positions from its earliest
-    position) costs at most :data:`SUFFIX_WASTE` times what its targets would cost one by one.
-    Every target of a chunk is patched exactly as on its own: rows are the corrupted run up to
-    their own first patched layer and position.
-
-    ``same_layer`` (with ``by_position``; the head-output shortcut): a chunk also shares its start
-    layer L, whose attention the shortcut skips for every target, so a target costs the layers after
-    L; targets are ordered by start layer first (latest first), then by position as above.
+    Rows join a chunk's forward at their own start layer (:func:`patchbench.engine.patch.patched_logits`),
+    so targets of any start layers share a chunk at no extra cost. Without ``by_position``: consecutive
+    targets. With it (suffix reuse; ``max_len`` the prompts' padded length, ``n_layers`` the model's),
+    targets are ordered by position, latest first; a chunk holds one named position or only absolute
+    ones, and runs positions from its earliest one, at a cost within :data:`SUFFIX_WASTE` times what
+    its targets would cost one by one. Every target of a chunk is patched exactly as on its own: rows
+    are the corrupted run up to their own first patched layer and position.
     """
+    by_layer = lambda c: sorted(c, key=lambda t: t.start_layer)  # noqa: E731 (stable)
     if not by_position:
-        out: list[list[PatchTarget]] = []
-        for t in targets:
-            if out and len(out[-1]) < per_chunk and out[-1][0].start_layer == t.start_layer:
-                out[-1].append(t)
-            else:
-                out.append([t])
-        return out
+        return [by_layer(targets[i : i + per_chunk]) for i in range(0, len(targets), per_chunk)]
 
     def order(t: PatchTarget) -> tuple:
         if isinstance(t.position, str):
-            return (1, t.position, 0, -t.start_layer)
-        return (0, "", -t.position, -t.start_layer)
+            return (1, t.position, 0)
+        return (0, "", -t.position)
 
-    def span(t: PatchTarget) -> tuple[int, int]:  # (layers run, positions run) of t on its own
-        layers = n_layers - t.start_layer - (1 if same_layer else 0)
-        return layers, max_len - (0 if isinstance(t.position, str) else t.position)
+    def positions(t: PatchTarget) -> int:  # the positions t runs on its own
+        return max_len - (0 if isinstance(t.position, str) else t.position)
 
-    key = (lambda t: (-t.start_layer, *order(t))) if same_layer else order
-    out = []
-    own = 0  # the current chunk's targets' own costs
-    most = (0, 0)  # the current chunk's most layers and most positions
-    for t in sorted(targets, key=key):
-        layers, positions = span(t)
+    out: list[list[PatchTarget]] = []
+    own = layers = most = 0  # the current chunk's own cost, summed layers and most positions
+    for t in sorted(targets, key=order):
+        n, p = n_layers - t.start_layer, positions(t)
         c = out[-1] if out else None
         fits = c is not None and len(c) < per_chunk
         if fits:
@@ -150,21 +137,19 @@ def chunk_targets(
             named = isinstance(t.position, str)
             if named or isinstance(c[0].position, str):
                 fits = named and c[0].position == t.position
-            if same_layer and c[0].start_layer != t.start_layer:
-                fits = False
             if fits:
-                cost = (len(c) + 1) * max(layers, most[0]) * max(positions, most[1])
-                fits = cost <= SUFFIX_WASTE * (own + layers * positions)
+                fits = (layers + n) * max(p, most) <= SUFFIX_WASTE * (own + n * p)
         if fits:
             assert c is not None
             c.append(t)
-            most = (max(layers, most[0]), max(positions, most[1]))
+            most = max(p, most)
         else:
             out.append([t])
-            own = 0
-            most = (layers, positions)
-        own += layers * positions
-    return out
+            own = layers = 0
+            most = p
+        own += n * p
+        layers += n
+    return [by_layer(c) for c in out]
 
 
 def suffix_path(model: LM, spec: SweepSpec, suffix_reuse: bool | None = None) -> bool:
@@ -299,9 +284,7 @@ def _plan(model: LM, s: _Setup) -> tuple[_Setup, dict[str, Any]]:
     plan["path"] = "suffix" if s.suffix else "full"
     if s.spec.site == "attn_head":
         plan["head_shortcut"] = s.heads
-    chunks = chunk_targets(
-        s.targets, plan["targets_per_chunk"], s.suffix, s.max_len, model.shape.n_layers, same_layer=s.heads
-    )
+    chunks = chunk_targets(s.targets, plan["targets_per_chunk"], s.suffix, s.max_len, model.shape.n_layers)
     return replace(s, chunks=chunks), plan
 
 
