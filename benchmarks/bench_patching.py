@@ -25,7 +25,8 @@ forward per target; TransformerLens has no window patching function). Each case 
 distance to the floor: the sweep's useful FLOPs (the corrupted run, then every target's patched
 rows on positions >= its patch from its first patched layer on, and one unembedding per row)
 divided by patchbench's time, as a fraction of a dense float32 matmul throughput the script
-measures at its start (printed again at the end). Each case ends with one line
+measures at its start (printed again at the end); TransformerLens's loop gets the same figure (one
+full forward per target), the rate the model's own forward code reaches. Each case ends with one line
 ``case NAME speedup X.Xx maxdiff Y floor Z%``; the last line reads ``speedup X.Xx maxdiff Y`` for
 ``heads_all``. The machine's load average is printed at the start and end: the ratios are
 measured side by side in one process, the absolute times depend on the load. Not a test: run it
@@ -226,17 +227,23 @@ def matmul_rate(device: str, n: int = 1024, seconds: float = 1.0) -> float:
     return best
 
 
+def _costs(model: LM, P: int) -> tuple[np.ndarray, float]:
+    """FLOPs of one layer on positions p..P-1 (``tail[p]``, attention over every earlier key) and of
+    one row's unembedding."""
+    s = model.shape
+    kv = s.n_kv_heads * s.d_head
+    qo = s.n_heads * s.d_head
+    dense = 2 * s.d_model * (2 * qo + 2 * kv) + 2 * 2 * s.d_model * s.d_mlp
+    per_pos = np.array([dense + 2 * 2 * qo * (t + 1) for t in range(P)], dtype=np.float64)
+    return np.cumsum(per_pos[::-1])[::-1], 2 * s.d_model * s.d_vocab
+
+
 def useful_flops(model: LM, prompts: PromptSet, spec: SweepSpec) -> float:
     """FLOPs the sweep needs: the corrupted run, each target's rows on positions >= its patch from its
     first patched layer on (attention over every earlier key), one unembedding per row."""
     s = model.shape
-    kv = s.n_kv_heads * s.d_head
-    qo = s.n_heads * s.d_head
     P = prompts.tokens("corrupted").shape[1]
-    dense = 2 * s.d_model * (2 * qo + 2 * kv) + 2 * 2 * s.d_model * s.d_mlp
-    per_pos = np.array([dense + 2 * 2 * qo * (t + 1) for t in range(P)], dtype=np.float64)
-    tail = np.cumsum(per_pos[::-1])[::-1]  # tail[p]: one layer on positions p..P-1
-    unembed = 2 * s.d_model * s.d_vocab
+    tail, unembed = _costs(model, P)
     n = len(prompts)
     total = n * (s.n_layers * tail[0] + unembed)
     targets = enumerate_targets(spec, s.n_layers, model.site_heads(spec.site), P)
@@ -249,6 +256,15 @@ def useful_flops(model: LM, prompts: PromptSet, spec: SweepSpec) -> float:
             first = np.full(n, t.position)
         total += float(((s.n_layers - t.start_layer) * tail[first]).sum()) + n * unembed
     return float(total)
+
+
+def tl_flops(model: LM, prompts: PromptSet, spec: SweepSpec) -> float:
+    """FLOPs of TransformerLens's side: one full forward per target (unembedding every position)."""
+    s = model.shape
+    P = prompts.tokens("corrupted").shape[1]
+    tail, unembed = _costs(model, P)
+    targets = enumerate_targets(spec, s.n_layers, model.site_heads(spec.site), P)
+    return float(len(targets) * len(prompts) * (s.n_layers * tail[0] + P * unembed))
 
 
 def tl_reference(model: LM, prompts: PromptSet, site: str, position: str, window: int, kt, cache, metric):
@@ -350,7 +366,11 @@ def run_case(name: str, args, root: str, rate: float) -> dict:
         f"[{name}] model {s.architecture}: {L} layers x {H} heads, d_model {s.d_model}, d_vocab {s.d_vocab}, "
         f"{s.positional} positions; {len(prompts)} prompts x {seq_len} tokens; {site} pos={position} w={window}"
     )
-    print(f"[{name}] TransformerLens: {t_tl:8.2f} s  peak {m_tl:8.1f} MiB")
+    f_tl = tl_flops(model, prompts, spec)
+    print(
+        f"[{name}] TransformerLens: {t_tl:8.2f} s  peak {m_tl:8.1f} MiB; its loop's {f_tl / 1e9:.1f} GFLOP -> "
+        f"{f_tl / t_tl / 1e9:.2f} GFLOP/s ({100 * f_tl / t_tl / rate:.0f}% of the matmul rate: the model's own forward)"
+    )
     print(f"[{name}] patchbench ({meta['plan']}): {t_pb:8.2f} s  peak {m_pb:8.1f} MiB")
     print(
         f"[{name}] useful {flops / 1e9:.2f} GFLOP -> {flops / t_pb / 1e9:.2f} GFLOP/s of {rate / 1e9:.1f} measured matmul GFLOP/s; "
