@@ -11,7 +11,11 @@ import torch
 
 from patchbench.lm import LMShape
 
-__all__ = ["bytes_per_row", "rows_per_forward"]
+__all__ = ["LARGE_ALLOCATION", "bytes_per_row", "rows_per_forward", "tokens_per_forward"]
+
+#: glibc's largest mmap threshold (32 MiB on 64-bit): a bigger tensor is mapped and unmapped on
+#: every allocation and faulted in page by page, whatever :func:`patchbench.engine.heap.keep_freed_memory` sets.
+LARGE_ALLOCATION = 32 * 2**20
 
 
 def bytes_per_row(shape: LMShape, max_len: int, n_hook_elems: int = 0) -> int:
@@ -25,3 +29,11 @@ def bytes_per_row(shape: LMShape, max_len: int, n_hook_elems: int = 0) -> int:
 def rows_per_forward(shape: LMShape, max_len: int, budget_mb: int) -> int:
     """Rows of one plain forward that fit ``budget_mb``."""
     return max(1, int(budget_mb * 2**20 // max(1, bytes_per_row(shape, max_len))))
+
+
+def tokens_per_forward(shape: LMShape) -> int:
+    """Token rows (rows x positions) of one forward whose widest activation (the MLP's hidden layer or
+    the attention's joint q, k, v projection) stays under :data:`LARGE_ALLOCATION`."""
+    e = torch.tensor([], dtype=shape.dtype).element_size()
+    widest = max(shape.d_mlp, 3 * shape.n_heads * shape.d_head, shape.d_model)
+    return max(1, LARGE_ALLOCATION // (widest * e))

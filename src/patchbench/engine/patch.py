@@ -275,7 +275,7 @@ def patched_logits(
     dev = block.resid[0].device
     p0 = suffix_start(chunk, block, prompts) if block.kv is not None else 0
     short = [takes_shortcut(model, t, block) for t in chunk]
-    entry = [t.start_layer + int(s) for t, s in zip(chunk, short)]
+    entry = [t.start_layer + int(s) for t, s in zip(chunk, short, strict=True)]
     order = sorted(range(m), key=lambda j: (entry[j], short[j], j))  # the batch's targets, in order
     names = list(dict.fromkeys(h for t in chunk for h in t.hooks))
     layer_of = {p.hook: p.layer for t in chunk for p in t.patches}
@@ -290,7 +290,9 @@ def patched_logits(
             mask = mask[:, :, p0:]
         masks[name] = mask.to(dev)
         layer = layer_of[name]
-        users = [j for j in range(m) if name in chunk[j].hooks and not (short[j] and layer == chunk[j].start_layer)]
+        users = [
+            j for j in range(m) if name in chunk[j].hooks and not (short[j] and layer == chunk[j].start_layer)
+        ]
         if not users:  # only shortcut targets patch here: head_shortcut applies it
             continue
         in_batch = [j for j in order if entry[j] <= layer]  # a prefix of ``order``
@@ -320,7 +322,9 @@ def patched_logits(
             if cut:
                 z = model.hook_name("attn_head", e - 1)
                 pick = torch.as_tensor(cut, device=dev)
-                parts.append(head_shortcut(model, e - 1, block, masks[z][pick], srcs[z][:, p0:], p0, len(cut)))
+                parts.append(
+                    head_shortcut(model, e - 1, block, masks[z][pick], srcs[z][:, p0:], p0, len(cut))
+                )
                 if z not in hooked:
                     fired[z] += 1
             batch += plain + cut

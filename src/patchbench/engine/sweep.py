@@ -37,9 +37,10 @@ from tqdm.auto import tqdm
 
 from patchbench.corruption import corrupted_tokens, noise_scale, noise_tensor
 from patchbench.engine import patch
-from patchbench.engine.budget import bytes_per_row
+from patchbench.engine.budget import bytes_per_row, tokens_per_forward
 from patchbench.engine.cache import ANSWER_LOGITS, RESID0, check_cache, clean_cache, clean_rows
 from patchbench.engine.checkpoint import Checkpoint, sweep_fingerprint
+from patchbench.engine.heap import keep_freed_memory
 from patchbench.engine.patch import Block
 from patchbench.engine.readout import AnswerIds, index_tensor
 from patchbench.engine.sanity import check_identities as run_identities
@@ -103,11 +104,15 @@ def chunk_targets(
     by_position: bool = False,
     max_len: int = 0,
     n_layers: int = 0,
+    rows: int = 1,
+    max_tokens: int | None = None,
 ) -> list[list[PatchTarget]]:
     """The targets in chunks of at most ``per_chunk``, each chunk ordered by start layer.
 
     Rows join a chunk's forward at their own start layer (:func:`patchbench.engine.patch.patched_logits`),
-    so targets of any start layers share a chunk at no extra cost. Without ``by_position``: consecutive
+    so targets of any start layers share a chunk at no extra cost. A chunk's forward holds at most
+    ``max_tokens`` token rows (``rows`` per target, times the positions it runs;
+    :func:`patchbench.engine.budget.tokens_per_forward`). Without ``by_position``: consecutive
     targets. With it (suffix reuse; ``max_len`` the prompts' padded length, ``n_layers`` the model's),
     targets are ordered by position, latest first; a chunk holds one named position or only absolute
     ones, and runs positions from its earliest one, at a cost within :data:`SUFFIX_WASTE` times what
@@ -116,7 +121,8 @@ def chunk_targets(
     """
     by_layer = lambda c: sorted(c, key=lambda t: t.start_layer)  # noqa: E731 (stable)
     if not by_position:
-        return [by_layer(targets[i : i + per_chunk]) for i in range(0, len(targets), per_chunk)]
+        size = per_chunk if max_tokens is None else max(1, min(per_chunk, max_tokens // (rows * max_len)))
+        return [by_layer(targets[i : i + size]) for i in range(0, len(targets), size)]
 
     def order(t: PatchTarget) -> tuple:
         if isinstance(t.position, str):
@@ -137,6 +143,8 @@ def chunk_targets(
             named = isinstance(t.position, str)
             if named or isinstance(c[0].position, str):
                 fits = named and c[0].position == t.position
+            if fits and max_tokens is not None:
+                fits = (len(c) + 1) * rows * max(p, most) <= max_tokens
             if fits:
                 fits = (layers + n) * max(p, most) <= SUFFIX_WASTE * (own + n * p)
         if fits:
@@ -282,9 +290,18 @@ def _plan(model: LM, s: _Setup) -> tuple[_Setup, dict[str, Any]]:
     )
     plan["rows_per_block"] = max(k, plan["rows_per_block"] - plan["rows_per_block"] % k)
     plan["path"] = "suffix" if s.suffix else "full"
+    plan["tokens_per_forward"] = tokens_per_forward(model.shape)
     if s.spec.site == "attn_head":
         plan["head_shortcut"] = s.heads
-    chunks = chunk_targets(s.targets, plan["targets_per_chunk"], s.suffix, s.max_len, model.shape.n_layers)
+    chunks = chunk_targets(
+        s.targets,
+        plan["targets_per_chunk"],
+        s.suffix,
+        s.max_len,
+        model.shape.n_layers,
+        rows=plan["rows_per_block"],
+        max_tokens=plan["tokens_per_forward"],
+    )
     return replace(s, chunks=chunks), plan
 
 
@@ -348,6 +365,7 @@ def run_sweep(
     ``attn_head`` sweep's plan records ``head_shortcut`` (taken or not).
     """
     log_ = logger or log
+    keep_freed_memory()
     s, sigma = _setup(model, prompts, spec, clean)
     s = replace(s, suffix=suffix_path(model, spec, suffix_reuse))
     if spec.site == "attn_head" and head_shortcut is not False:
