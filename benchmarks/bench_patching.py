@@ -54,6 +54,7 @@ import torch  # noqa: E402
 from transformer_lens import patching as tlp  # noqa: E402
 
 from patchbench.engine.cache import clean_cache  # noqa: E402
+from patchbench.engine.heap import keep_freed_memory  # noqa: E402
 from patchbench.engine.sweep import run_sweep  # noqa: E402
 from patchbench.lm import LM, load_native, load_transformers  # noqa: E402
 from patchbench.metrics import effects  # noqa: E402
@@ -423,6 +424,8 @@ def main(argv: list[str] | None = None) -> None:
         f"device {dev} ({torch.cuda.get_device_name() if dev.startswith('cuda') else f'{torch.get_num_threads()} threads, {os.cpu_count()} CPUs'}), "
         f"torch {torch.__version__}; load average (1, 5, 15 min) {load()}"
     )
+    # both sides run under the heap settings a sweep sets (run_sweep sets them on its first call)
+    print(f"glibc heap keeps freed memory (patchbench.engine.heap): {keep_freed_memory()}")
     rate0 = matmul_rate(dev)
     print(f"dense float32 matmul (1024^3): {rate0 / 1e9:.1f} GFLOP/s at the start (the floors' reference)")
     results = {}
