@@ -88,6 +88,10 @@ def test_chunks_stay_under_the_token_cap():
             assert [t.start_layer for t in c] == sorted(t.start_layer for t in c)
         uncapped = chunk_targets(targets, 10_000, by_position, max_len, 4, rows=rows)
         assert len(chunks) > len(uncapped)
+    # a named position runs from its earliest position in any prompt (here 18 of 20: 2 positions)
+    named = enumerate_targets(SweepSpec("str", "attn_head", position="X"), 4, 8, 20)
+    chunks = chunk_targets(named, 10_000, True, max_len, 4, rows=rows, max_tokens=60, first={"X": 18})
+    assert [len(c) for c in chunks] == [10, 10, 10, 2]
 
 
 def test_token_cap_keeps_the_widest_activation_under_the_large_allocation(model):

@@ -59,7 +59,7 @@ def summed_logits(
 
 #: Rows per piece of :func:`answer_values` (float64 over the vocabulary: a piece stays in cache
 #: instead of the whole batch's log-probabilities being written to fresh memory).
-PIECE_ROWS = 64
+PIECE_ROWS = 8
 
 
 def answer_values(
@@ -71,7 +71,7 @@ def answer_values(
 ) -> dict[str, Float[torch.Tensor, " reps_x_rows"]]:
     """The value columns of ``reps`` copies of some rows (logits target-major: copy j is rows
     ``j*R .. (j+1)*R-1``); ``answers``, ``wrong`` and ``clean_logp`` describe the R rows once.
-    Computed a few copies at a time (about :data:`PIECE_ROWS` rows; each row's values depend on
+    Computed a few copies at a time (at least one, about :data:`PIECE_ROWS` rows; each row's values depend on
     that row only), so the clean distribution is never repeated in memory."""
     r = clean_logp.shape[0]
     clean_p = clean_logp.exp()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -106,13 +107,14 @@ def chunk_targets(
     n_layers: int = 0,
     rows: int = 1,
     max_tokens: int | None = None,
+    first: Mapping[str, int] | None = None,
 ) -> list[list[PatchTarget]]:
     """The targets in chunks of at most ``per_chunk``, each chunk ordered by start layer.
 
     Rows join a chunk's forward at their own start layer (:func:`patchbench.engine.patch.patched_logits`),
     so targets of any start layers share a chunk at no extra cost. A chunk's forward holds at most
-    ``max_tokens`` token rows (``rows`` per target, times the positions it runs;
-    :func:`patchbench.engine.budget.tokens_per_forward`). Without ``by_position``: consecutive
+    ``max_tokens`` token rows (``rows`` per target, times the positions it runs, a named position's
+    from ``first[name]``, its earliest in any prompt; :func:`patchbench.engine.budget.tokens_per_forward`). Without ``by_position``: consecutive
     targets. With it (suffix reuse; ``max_len`` the prompts' padded length, ``n_layers`` the model's),
     targets are ordered by position, latest first; a chunk holds one named position or only absolute
     ones, and runs positions from its earliest one, at a cost within :data:`SUFFIX_WASTE` times what
@@ -130,7 +132,9 @@ def chunk_targets(
         return (0, "", -t.position)
 
     def positions(t: PatchTarget) -> int:  # the positions t runs on its own
-        return max_len - (0 if isinstance(t.position, str) else t.position)
+        if isinstance(t.position, str):
+            return max_len - (first or {}).get(t.position, 0)
+        return max_len - t.position
 
     out: list[list[PatchTarget]] = []
     own = layers = most = 0  # the current chunk's own cost, summed layers and most positions
@@ -301,6 +305,9 @@ def _plan(model: LM, s: _Setup) -> tuple[_Setup, dict[str, Any]]:
         model.shape.n_layers,
         rows=plan["rows_per_block"],
         max_tokens=plan["tokens_per_forward"],
+        first={
+            p: int(np.min(s.prompts.named_position(p))) for p in [s.spec.position] if p not in ("all", "each")
+        },
     )
     return replace(s, chunks=chunks), plan
 
