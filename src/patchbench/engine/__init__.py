@@ -12,8 +12,10 @@ This engine computes exactly the same numbers, faster:
   corrupted run's residual stream (``blocks.L.hook_resid_pre`` for every L) is cached once per
   block of prompts; each patched run starts at its first patched layer on that cached residual
   (the blocks' hooks still fire, so patching is ordinary hooking).
-* **Batching.** Targets x prompts share the batch dimension, chunked to ``memory_budget_mb``.
-  Targets in one chunk share their start layer.
+* **Batching.** Targets x prompts share the batch dimension, chunked to ``memory_budget_mb`` and
+  to a forward whose widest activation stays under 32 MiB (``budget.tokens_per_forward``). A
+  chunk's targets may start at any layers: each target's rows join the forward at their own start
+  layer, so the batch grows layer by layer and no row runs a layer before its own.
 * **One generic patch.** A target is a boolean mask over the activation at one or more hook
   points; the hook returns ``torch.where(mask, clean[prompt], activation)``. Every site uses this
   one code path.
@@ -30,7 +32,7 @@ This engine computes exactly the same numbers, faster:
 Corruptions (:mod:`patchbench.corruption`): STR reads the corrupted prompts; GN adds seeded noise
 to ``hook_embed`` of the clean prompts. Patched runs start from the cached corrupted residual, so
 they carry exactly the corrupted run's noise draw. Every sweep checks two identities on its first
-block of prompts (:mod:`.sanity`); with a checkpoint directory it resumes from its finished chunks
+block of prompts, one row per answer position (:mod:`.sanity`); with a checkpoint directory it resumes from its finished chunks
 (:mod:`.checkpoint`), bitwise identically.
 
 The engine runs the model through the pieces of the model interface, :class:`patchbench.lm.LM`
@@ -40,7 +42,8 @@ unembedding at one position): the interface is the only code that touches Transf
 Modules, one job each (import them directly; this package imports nothing eagerly):
 
 ==============  ==========================================================================
-``budget``      how many rows of a forward fit the memory budget
+``budget``      how many rows of a forward fit the memory budget, and the token cap of a forward
+``heap``        glibc's heap keeps freed memory (no page faults for the next chunk's tensors)
 ``readout``     a run's raw value columns from its answer-position logits
 ``cache``       the clean cache (clean activations, answer logits, tokens)
 ``patch``       the generic patch: masks, clean sources, one patched forward per target chunk

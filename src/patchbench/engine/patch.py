@@ -16,11 +16,17 @@ attending to the corrupted keys and values of the positions before it. A row who
 before that position is the corrupted run itself, and takes the corrupted logits.
 
 Head-output shortcut (issue #17): when the block holds every layer's corrupted ``hook_z`` and
-attention-module output (:attr:`Block.z_corr`, :attr:`Block.attn_corr`) and a chunk patches only
-head outputs at its start layer L, layer L's attention is not run (:func:`head_shortcut`): a
-patched (row, position) entry gets the corrupted attention output plus ``(z_clean - z_corr) @ W_O``
-of its patched heads and goes through the rest of block L alone; every other entry leaves layer L
-as in the corrupted run. The forward resumes at layer L + 1. Head values (``hook_v``) are mixed by
+attention-module output (:attr:`Block.z_corr`, :attr:`Block.attn_corr`) and a target patches only
+head outputs at its start layer L (:func:`takes_shortcut`), layer L's attention is not run for it
+(:func:`head_shortcut`): a patched (row, position) entry gets the corrupted attention output plus
+``(z_clean - z_corr) @ W_O`` of its patched heads and goes through the rest of block L alone; every
+other entry leaves layer L as in the corrupted run. Its rows join the chunk's forward at layer L + 1.
+
+Rows join at their own layer: each target's rows enter the chunk's forward at the layer where
+they first differ from the corrupted run (its start layer, or the one after it for the
+shortcut), as the block's cached corrupted residual there; the batch grows layer by layer
+(target-major, in order of entry), so targets of any start layers share one forward and no row
+runs a layer it does not need. Head values (``hook_v``) are mixed by
 the attention pattern and never take this path.
 """
 

@@ -2,23 +2,23 @@
 
 The sweep runs in prompt blocks sized to the memory budget. For each block it runs the corrupted
 forward once (:func:`prepare_block`, caching the residual stream entering every layer), then the
-patched runs of each chunk of targets (one start layer per chunk; with suffix reuse, see below)
-(:func:`patchbench.engine.patch.patched_logits`, prefix reuse and batching). The first block also
-checks the two identities of :mod:`patchbench.engine.sanity`. Clean rows come from the clean
+patched runs of each chunk of targets, each target's rows joining the forward at their own start
+layer (:func:`patchbench.engine.patch.patched_logits`, prefix reuse and batching). The first block
+also checks the two identities of :mod:`patchbench.engine.sanity`. Clean rows come from the clean
 cache. With ``checkpoint_dir`` each finished piece is written (:mod:`patchbench.engine.checkpoint`)
 and skipped on a rerun.
 
 Causal suffix reuse (issue #17): on models whose interface supports key/value reuse
 (``shape.kv_reuse``: every route of :mod:`patchbench.lm`), a sweep of position-specific targets (a named
 position or each position) also keeps the corrupted run's keys and values per block, groups its
-targets by position and start layer (waste-bounded, :func:`chunk_targets`), and runs each chunk's
+targets by position (waste-bounded, :func:`chunk_targets`), and runs each chunk's
 patched rows on their suffix only (:func:`patchbench.engine.patch.patched_logits`). The path a
 sweep took is logged and recorded in its plan (``plan['path']``: ``suffix`` or ``full``).
 
 Head-output shortcut (issue #17): a head-output (``attn_head``) sweep on a model that passes
 :meth:`patchbench.lm.LM.head_shortcut` also keeps every layer's corrupted ``hook_z`` and attention
-output and its final residual per block, chunks targets by start layer, and skips each chunk's start
-layer's attention (:func:`patchbench.engine.patch.head_shortcut`); ``plan['head_shortcut']`` says
+output and its final residual per block, and skips each target's start layer's attention (its rows
+join the forward after that layer) (:func:`patchbench.engine.patch.head_shortcut`); ``plan['head_shortcut']`` says
 whether it did.
 """
 
