@@ -21,13 +21,13 @@ head outputs at its start layer L (:func:`takes_shortcut`), layer L's attention 
 (:func:`head_shortcut`): a patched (row, position) entry gets the corrupted attention output plus
 ``(z_clean - z_corr) @ W_O`` of its patched heads and goes through the rest of block L alone; every
 other entry leaves layer L as in the corrupted run. Its rows join the chunk's forward at layer L + 1.
+Head values (``hook_v``) are mixed by the attention pattern and never take this path.
 
 Rows join at their own layer: each target's rows enter the chunk's forward at the layer where
 they first differ from the corrupted run (its start layer, or the one after it for the
 shortcut), as the block's cached corrupted residual there; the batch grows layer by layer
 (target-major, in order of entry), so targets of any start layers share one forward and no row
-runs a layer it does not need. Head values (``hook_v``) are mixed by
-the attention pattern and never take this path.
+runs a layer before its own.
 """
 
 from __future__ import annotations

@@ -17,8 +17,9 @@ sweep took is logged and recorded in its plan (``plan['path']``: ``suffix`` or `
 
 Head-output shortcut (issue #17): a head-output (``attn_head``) sweep on a model that passes
 :meth:`patchbench.lm.LM.head_shortcut` also keeps every layer's corrupted ``hook_z`` and attention
-output and its final residual per block, and skips each target's start layer's attention (its rows
-join the forward after that layer) (:func:`patchbench.engine.patch.head_shortcut`); ``plan['head_shortcut']`` says
+output and its final residual per block, and skips each target's start layer's attention
+(:func:`patchbench.engine.patch.head_shortcut`; its rows join the forward after that layer);
+``plan['head_shortcut']`` says
 whether it did.
 """
 
@@ -113,9 +114,9 @@ def chunk_targets(
 
     Rows join a chunk's forward at their own start layer (:func:`patchbench.engine.patch.patched_logits`),
     so targets of any start layers share a chunk at no extra cost. A chunk's forward holds at most
-    ``max_tokens`` token rows (``rows`` per target, times the positions it runs, a named position's
-    from ``first[name]``, its earliest in any prompt; :func:`patchbench.engine.budget.tokens_per_forward`). Without ``by_position``: consecutive
-    targets. With it (suffix reuse; ``max_len`` the prompts' padded length, ``n_layers`` the model's),
+    ``max_tokens`` token rows (:func:`patchbench.engine.budget.tokens_per_forward`): ``rows`` per
+    target times the positions it runs, a named position's from ``first[name]``, its earliest in
+    any prompt. Without ``by_position``: consecutive targets. With it (suffix reuse; ``max_len`` the prompts' padded length, ``n_layers`` the model's),
     targets are ordered by position, latest first; a chunk holds one named position or only absolute
     ones, and runs positions from its earliest one, at a cost within :data:`SUFFIX_WASTE` times what
     its targets would cost one by one. Every target of a chunk is patched exactly as on its own: rows
@@ -297,6 +298,8 @@ def _plan(model: LM, s: _Setup) -> tuple[_Setup, dict[str, Any]]:
     plan["tokens_per_forward"] = tokens_per_forward(model.shape)
     if s.spec.site == "attn_head":
         plan["head_shortcut"] = s.heads
+    pos = s.spec.position
+    first = {} if pos in ("all", "each") else {pos: int(np.min(s.prompts.named_position(pos)))}
     chunks = chunk_targets(
         s.targets,
         plan["targets_per_chunk"],
@@ -305,9 +308,7 @@ def _plan(model: LM, s: _Setup) -> tuple[_Setup, dict[str, Any]]:
         model.shape.n_layers,
         rows=plan["rows_per_block"],
         max_tokens=plan["tokens_per_forward"],
-        first={
-            p: int(np.min(s.prompts.named_position(p))) for p in [s.spec.position] if p not in ("all", "each")
-        },
+        first=first,
     )
     return replace(s, chunks=chunks), plan
 
