@@ -304,7 +304,7 @@ def _backward(
 
 def _rows_per_block(model: LM, max_len: int, budget_mb: int, extra_hook_elems: int) -> int:
     s = model.shape
-    e = torch.tensor([], dtype=s.dtype).element_size()
+    e = s.dtype.itemsize
     per_layer = max_len * (10 * s.d_model + 4 * s.d_mlp + 4 * s.n_heads * max_len + 6 * s.n_heads * s.d_head)
     per_row = (s.n_layers * per_layer + extra_hook_elems) * e * 2 + s.d_vocab * 8 * 4
     return max(1, int(budget_mb * 2**20 // per_row))

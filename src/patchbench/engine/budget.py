@@ -7,8 +7,6 @@ block (activations, attention scores) plus its answer-position logits, from the 
 
 from __future__ import annotations
 
-import torch
-
 from patchbench.lm import LMShape
 
 __all__ = ["LARGE_ALLOCATION", "bytes_per_row", "rows_per_forward", "tokens_per_forward"]
@@ -20,7 +18,7 @@ LARGE_ALLOCATION = 32 * 2**20
 
 def bytes_per_row(shape: LMShape, max_len: int, n_hook_elems: int = 0) -> int:
     """Rough transient memory of one row of one forward (activations of a block + answer logits)."""
-    e = torch.tensor([], dtype=shape.dtype).element_size()
+    e = shape.dtype.itemsize
     s = shape
     acts = max_len * (6 * s.d_model + 3 * s.d_mlp + 3 * s.n_heads * max_len + 4 * s.n_heads * s.d_head) * e
     return acts + 4 * s.d_vocab * 8 + n_hook_elems * e
@@ -34,6 +32,6 @@ def rows_per_forward(shape: LMShape, max_len: int, budget_mb: int) -> int:
 def tokens_per_forward(shape: LMShape) -> int:
     """Token rows (rows x positions) of one forward whose widest activation (the MLP's hidden layer or
     the attention's joint q, k, v projection) stays under :data:`LARGE_ALLOCATION`."""
-    e = torch.tensor([], dtype=shape.dtype).element_size()
+    e = shape.dtype.itemsize
     widest = max(shape.d_mlp, 3 * shape.n_heads * shape.d_head, shape.d_model)
     return max(1, LARGE_ALLOCATION // (widest * e))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 
 from patchbench.engine.budget import LARGE_ALLOCATION
@@ -25,14 +26,11 @@ log = logging.getLogger(__name__)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _TRIM = 2**31 - 1  # the largest int: the heap's top is kept
-_done: list[bool] = []
 
 
+@functools.cache
 def keep_freed_memory() -> bool:
     """Set glibc's mmap and trim thresholds (once per process); whether they are set."""
-    if _done:
-        return _done[0]
-    ok = False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
@@ -41,5 +39,4 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         ok = False
     log.debug("glibc heap thresholds %s", "set" if ok else "not set (no glibc mallopt)")
-    _done.append(ok)
     return ok

@@ -316,6 +316,7 @@ def patched_logits(
     hooked = {name for name, _ in hooks}
     n_layers = model.shape.n_layers
     entries = sorted(set(entry))
+    prefix = block.kv.prefix(p0) if p0 > 0 and block.kv is not None else None
     resid: torch.Tensor | None = None
     batch: list[int] = []
     with model.hooks(hooks):
@@ -337,7 +338,7 @@ def patched_logits(
             resid = parts[0] if len(parts) == 1 else torch.cat(parts)
             stop = entries[i + 1] if i + 1 < len(entries) else n_layers
             if stop > e:
-                past = block.kv.prefix(p0).repeat(len(batch)) if p0 > 0 and block.kv is not None else None
+                past = None if prefix is None else prefix.repeat(len(batch))
                 resid = model.run_blocks(resid, e, stop, past=past)
     assert resid is not None and batch == order
     silent = [k for k, v in fired.items() if v != 1]

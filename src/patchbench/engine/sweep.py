@@ -77,7 +77,7 @@ def plan_batches(
     residual (head-output shortcut).
     """
     shape = model.shape
-    e = torch.tensor([], dtype=shape.dtype).element_size()
+    e = shape.dtype.itemsize
     budget = spec.memory_budget_mb * 2**20
     cache_row = shape.n_layers * max_len * shape.d_model * e
     if keys_values:
