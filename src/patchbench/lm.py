@@ -443,12 +443,7 @@ class LM:
             past.reset()
         if capture is not None:
             capture.calls.clear()
-        kw: dict[str, Any] = {}
-        pos = _positions(bsz, q_len, offset, resid.device)
-        if self._rotary is not None:
-            kw["position_embeddings"] = self._rotary(resid, pos)
-        if self.shape.positional == "rotary":
-            kw["position_ids"] = pos
+        kw = self._position_kwargs(resid, offset)
         if cache is not None:
             # The per-layer call count below fails loudly if the cache does not reach the attention.
             kw.update(dict.fromkeys(_CACHE_KWARGS, cache))
@@ -476,6 +471,17 @@ class LM:
                     )
         return resid
 
+    def _position_kwargs(self, resid: torch.Tensor, offset: int) -> dict[str, Any]:
+        """The blocks' position arguments for ``resid``'s positions ``offset ..`` (rotary embeddings
+        and position ids where the model uses them)."""
+        kw: dict[str, Any] = {}
+        pos = _positions(resid.shape[0], resid.shape[1], offset, resid.device)
+        if self._rotary is not None:
+            kw["position_embeddings"] = self._rotary(resid, pos)
+        if self.shape.positional == "rotary":
+            kw["position_ids"] = pos
+        return kw
+
     # ------------------------------------------------------------------------------ head-output shortcut
 
     def run_block_with_attention(
@@ -500,12 +506,7 @@ class LM:
         def injected(*args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
             return attn_out.to(resid.dtype), None
 
-        kw: dict[str, Any] = {}
-        pos = _positions(resid.shape[0], q_len, 0, resid.device)
-        if self._rotary is not None:
-            kw["position_embeddings"] = self._rotary(resid, pos)
-        if self.shape.positional == "rotary":
-            kw["position_ids"] = pos
+        kw = self._position_kwargs(resid, 0)
         mask = self._mask(q_len, 0, self._sliding[layer], resid.dtype, resid.device)
         # the bridge forwards attribute writes to its original component: write the instance dict
         attn.__dict__["forward"] = injected
