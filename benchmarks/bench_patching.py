@@ -37,6 +37,7 @@ by hand.
     python benchmarks/bench_patching.py --cases mlp_end,heads_all
     python benchmarks/bench_patching.py --threads 1  # a loaded machine: no thread oversubscription
     python benchmarks/bench_patching.py --device cuda
+    python benchmarks/bench_patching.py --profile  # + where each sweep's time goes (dense products or not)
 """
 
 from __future__ import annotations
@@ -392,8 +393,36 @@ def run_case(name: str, args, root: str, rate: float) -> dict:
         f"[{name}] patchbench without its sanity identities: {t_nock:8.2f} s (ratio {t_tl / t_nock:.1f}x, "
         f"floor {100 * flops / t_nock / rate:.0f}%; not the case's figures)"
     )
+    if args.profile:
+        profile_case(name, lambda: run_sweep(model, prompts, spec, clean, progress=False), flops, rate)
     print(f"case {name} speedup {t_tl / t_pb:.1f}x maxdiff {diff:.0e} floor {100 * floor:.0f}%", flush=True)
     return dict(speedup=t_tl / t_pb, maxdiff=diff, floor=floor)
+
+
+#: The dense products of a forward (torch.profiler op names): the floor's own kind of work.
+MATMUL_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm")
+
+
+def profile_case(name: str, sweep, flops: float, rate: float) -> None:
+    """One more run of patchbench's sweep under torch.profiler: the time spent in dense products
+    and their own rate, and so the floor this sweep could reach if nothing else took time (useful
+    FLOPs / matmul time / the measured rate). Not the case's figures: the profiler slows the rest."""
+    with torch.profiler.profile(with_flops=True) as prof:
+        t0 = time.perf_counter()
+        sweep()
+        wall = time.perf_counter() - t0
+    ops = prof.key_averages()
+    mm = [e for e in ops if e.key in MATMUL_OPS]
+    t_mm = sum(e.self_device_time_total or e.self_cpu_time_total for e in mm) / 1e6
+    f_mm = sum(e.flops for e in mm)
+    rest = sorted((e for e in ops if e.key not in MATMUL_OPS), key=lambda e: -e.self_cpu_time_total)[:5]
+    print(
+        f"[{name}] profile (one more run, under torch.profiler, {wall:.2f} s): dense products "
+        f"{t_mm:.2f} s, {f_mm / 1e9:.1f} GFLOP at {f_mm / t_mm / 1e9:.0f} GFLOP/s "
+        f"({100 * f_mm / t_mm / rate:.0f}% of the measured matmul rate); floor bound if nothing else "
+        f"took time {100 * flops / t_mm / rate:.0f}%; most of the rest: "
+        + ", ".join(f"{e.key.removeprefix('aten::')} {e.self_cpu_time_total / 1e6:.2f} s" for e in rest)
+    )
 
 
 def replace_layers(spec: SweepSpec, n_layers: int) -> SweepSpec:
@@ -419,6 +448,12 @@ def main(argv: list[str] | None = None) -> None:
         default=0,
         help="torch intra-op threads for both sides (0: torch's default). On a loaded machine 1 avoids "
         "thread oversubscription, which slows small operations by orders of magnitude",
+    )
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="after each case, one more patchbench run under torch.profiler: time in dense products, "
+        "their rate, and the floor the sweep could reach if nothing else took time",
     )
     args = ap.parse_args(argv)
     if args.threads:
