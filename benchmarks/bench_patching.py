@@ -23,7 +23,8 @@ difference, peak memory):
 TransformerLens's side of the MLP cases is the ``run_with_hooks`` loop a user writes (one full
 forward per target; TransformerLens has no window patching function). Each case also prints its
 distance to the floor: the sweep's useful FLOPs (the corrupted run, then every target's patched
-rows on positions >= its patch from its first patched layer on, and one unembedding per row)
+rows on positions >= its patch from its first patched layer on, a head target's own layer without
+attention, and one unembedding per row)
 divided by patchbench's time, as a fraction of a dense float32 matmul throughput the script
 measures at its start (printed again at the end); TransformerLens's loop gets the same figure (one
 full forward per target), the rate the model's own forward code reaches. Each case ends with one line
@@ -252,10 +253,13 @@ def _costs(model: LM, P: int) -> tuple[np.ndarray, float]:
 
 def useful_flops(model: LM, prompts: PromptSet, spec: SweepSpec) -> float:
     """FLOPs the sweep needs: the corrupted run, each target's rows on positions >= its patch from its
-    first patched layer on (attention over every earlier key), one unembedding per row."""
+    first patched layer on (attention over every earlier key), one unembedding per row. A head-output
+    target's own layer needs no attention (its output is the corrupted one plus the head's change
+    through W_O, exact): there it counts that change and the MLP on its patched positions only."""
     s = model.shape
     P = prompts.tokens("corrupted").shape[1]
     tail, unembed = _costs(model, P)
+    own_layer = 2 * s.d_head * s.d_model + 2 * 2 * s.d_model * s.d_mlp  # per patched position
     n = len(prompts)
     total = n * (s.n_layers * tail[0] + unembed)
     targets = enumerate_targets(spec, s.n_layers, model.site_heads(spec.site), P)
@@ -266,7 +270,12 @@ def useful_flops(model: LM, prompts: PromptSet, spec: SweepSpec) -> float:
             first = prompts.named_position(t.position)
         else:
             first = np.full(n, t.position)
-        total += float(((s.n_layers - t.start_layer) * tail[first]).sum()) + n * unembed
+        if spec.site == "attn_head":
+            patched = P if t.position == -1 else 1
+            rest = (s.n_layers - t.start_layer - 1) * tail[first] + patched * own_layer
+        else:
+            rest = (s.n_layers - t.start_layer) * tail[first]
+        total += float(rest.sum()) + n * unembed
     return float(total)
 
 
@@ -420,7 +429,8 @@ def profile_case(name: str, sweep, flops: float, rate: float) -> None:
         f"[{name}] profile (one more run, under torch.profiler, {wall:.2f} s): dense products "
         f"{t_mm:.2f} s, {f_mm / 1e9:.1f} GFLOP at {f_mm / t_mm / 1e9:.0f} GFLOP/s "
         f"({100 * f_mm / t_mm / rate:.0f}% of the measured matmul rate); floor bound if nothing else "
-        f"took time {100 * flops / t_mm / rate:.0f}%; most of the rest: "
+        f"took time {100 * flops / t_mm / rate:.0f}%; most of the rest (self times under the profiler, "
+        "which slows short operations most): "
         + ", ".join(f"{e.key.removeprefix('aten::')} {e.self_cpu_time_total / 1e6:.2f} s" for e in rest)
     )
 
