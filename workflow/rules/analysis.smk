@@ -11,16 +11,24 @@ Uses from common.smk: LAYOUT, LOG, CELLS, EXPERIMENTS, weight_files, model_spec,
 model_job_resources; it defines ``analysis_targets()`` for ``rule all``.
 """
 
+from types import SimpleNamespace
+
 from patchbench.analysis.ioi_classes import GPT2_SMALL_ALIASES
 
 
 # ----------------------------------------------------------------------------- selection helpers
+def _builtin(task):
+    """Whether ``task`` is the built-in generator of that name (a task read from a file is a user's, not the paper's)."""
+    return "file" not in (config.get("tasks", {}).get(task) or {})
+
+
 def _exps(task_prefix, site, position=None, exclude_position=None):
-    """Experiment names whose task starts with ``task_prefix`` (exact unless it ends in '_')."""
+    """Experiment names whose built-in task starts with ``task_prefix`` (exact unless it ends in '_')."""
     out = []
     for name, e in EXPERIMENTS.items():
         task = e["task"]
         ok = task.startswith(task_prefix) if task_prefix.endswith("_") else task == task_prefix
+        ok = ok and _builtin(task)
         pos = e["position"]
         if ok and e["site"] == site and (position is None or pos == position) and pos != exclude_position:
             out.append(name)
@@ -139,8 +147,8 @@ TARGETS = {**{name: _table_files(name) for name in TABLES}, **{name: _fig_files(
 
 
 def analysis_targets():
-    """Every table, figure and claims.csv the config's experiments allow (used by ``rule all``)."""
-    return [f for files in TARGETS.values() for f in files] + [LAYOUT.claims()]
+    """Every table, figure and claims file the config's experiments allow (used by ``rule all``)."""
+    return [f for files in TARGETS.values() for f in files] + [LAYOUT.claims(), LAYOUT.claims(applied=True)]
 
 
 # ----------------------------------------------------------------------------- per-model analysis frames
@@ -280,16 +288,18 @@ rule figures:
 
 # ----------------------------------------------------------------------------- claims
 def _claims_inputs():
-    """Every input a claim may use; the script turns absent ones into 'not run' rows."""
+    """Every input a claim may use (the paper's tasks only); the script turns absent ones into 'not run' rows."""
+    ioi_models = _models(IOI)
     return {
         "factual_last": [f for m in _models(FACTUAL_LAST) for f in _effects_of(FACTUAL_LAST, m)],
         "factual_categories": [LAYOUT.analysis("factual_categories", m) for m in _models(FACTUAL_ALL)],
-        "ioi_effects": [f for m in _models(IOI) for f in _effects_of(IOI, m)],
+        "ioi_effects": [f for m in ioi_models for f in _effects_of(IOI, m)],
         "abc_effects": [f for m in _models(IOI_ABC) for f in _effects_of(IOI_ABC, m)],
-        "ioi_sweeps": [f for m in _models(IOI) for f in _sweeps_of(IOI, m)],
-        "abc_sweeps": [f for m in _models(IOI_ABC) for f in _sweeps_of(IOI_ABC, m)],
-        "nm_attention": [LAYOUT.analysis("nm_attention", m) for m in _models(IOI)],
-        "nm_recovery": [f for m in _models(IOI) for f in _recovery_paths(m)],
+        "baseline_effects": sorted({f for names in (FACTUAL_ALL, FACTUAL_LAST, IOI, IOI_ABC)
+                                    for m in _models(names) for f in _effects_of(names, m)}),  # fmt: skip
+        "nm_attention": [LAYOUT.analysis("nm_attention", m) for m in ioi_models],
+        "nm_recovery": [f for m in ioi_models for f in _recovery_paths(m)],
+        "classes": [_classes_input(SimpleNamespace(model=m)) for m in ioi_models],
     }
 
 
@@ -297,10 +307,13 @@ rule claims:
     input:
         **_claims_inputs(),
     output:
-        report(LAYOUT.claims(), caption="../report/claims.rst", category="Claims"),
+        paper=report(LAYOUT.claims(), caption="../report/claims.rst", category="Claims"),
+        applied=report(LAYOUT.claims(applied=True), caption="../report/claims_applied.rst", category="Claims"),
     log:
         LOG("analysis/claims.log"),
     params:
+        ioi_models=_models(IOI),
+        hub_names={m: model_spec(m).hub_name for m in config["models"]},
         fingerprint=fingerprint(),
     resources:
         mem_mb=4000,
