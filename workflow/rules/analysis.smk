@@ -102,32 +102,36 @@ TABLES = {
     "table4": (IOI_S1IO, {}),
     "table5": (IOI, {}),
 }
-#: figure -> (the models it covers, its inputs, report subcategory, caption file in workflow/report/)
+#: figure -> (the models it covers, its inputs, report subcategory, caption file in workflow/report/,
+#: the task whose known circuit it outlines)
 FIGURES = {
-    "fig_ioi_heads": (_models(IOI), {"effects": _effects(IOI)}, "Head patching", "fig_heads"),
-    "fig_ioi_s1io_heads": (_models(IOI_S1IO), {"effects": _effects(IOI_S1IO)}, "Head patching", "fig_heads"),
-    "fig_ioi_abc_heads": (_models(IOI_ABC), {"effects": _effects(IOI_ABC)}, "Head patching", "fig_heads"),
-    "fig_greater_than_heads": (_models(GREATER_THAN), {"effects": _effects(GREATER_THAN)}, "Head patching", "fig_heads"),
+    "fig_ioi_heads": (_models(IOI), {"effects": _effects(IOI)}, "Head patching", "fig_heads", "ioi"),
+    "fig_ioi_s1io_heads": (_models(IOI_S1IO), {"effects": _effects(IOI_S1IO)}, "Head patching", "fig_heads", "ioi_s1io"),
+    "fig_ioi_abc_heads": (_models(IOI_ABC), {"effects": _effects(IOI_ABC)}, "Head patching", "fig_heads", "ioi_abc"),
+    "fig_greater_than_heads": (_models(GREATER_THAN), {"effects": _effects(GREATER_THAN)}, "Head patching", "fig_heads", "greater_than"),
     "fig_docstring_heads": (
         _models(DOCSTRING),
         {"effects": _effects(DOCSTRING), "prompts": LAYOUT.prompts("{model}", "docstring")},
         "Head patching",
         "fig_docstring_heads",
+        "docstring",
     ),
-    "fig_arithmetic_mlp": (_models(ARITHMETIC), {"effects": _effects(ARITHMETIC)}, "MLP patching", "fig_arithmetic_mlp"),
-    "fig_factual_mlp_last": (_models(FACTUAL_LAST), {"effects": _effects(FACTUAL_LAST)}, "MLP patching", "fig_factual_mlp_last"),
-    "fig_sliding_vs_summed": (SLIDING_MODELS, {"effects": _effects(FACTUAL_LAST)}, "Sliding window", "fig_sliding_vs_summed"),
+    "fig_arithmetic_mlp": (_models(ARITHMETIC), {"effects": _effects(ARITHMETIC)}, "MLP patching", "fig_arithmetic_mlp", "arithmetic"),
+    "fig_factual_mlp_last": (_models(FACTUAL_LAST), {"effects": _effects(FACTUAL_LAST)}, "MLP patching", "fig_factual_mlp_last", "factual"),
+    "fig_sliding_vs_summed": (SLIDING_MODELS, {"effects": _effects(FACTUAL_LAST)}, "Sliding window", "fig_sliding_vs_summed", "factual"),
     "fig_factual_mlp_all": (
         _models(FACTUAL_ALL),
         {"categories": LAYOUT.analysis("factual_categories", "{model}")},
         "MLP patching",
         "fig_factual_mlp_all",
+        "factual",
     ),
     "fig_nm_attention": (
         _models(IOI),
         {"attention": LAYOUT.analysis("nm_attention", "{model}"), "recovery": lambda w: _recovery_paths(w.model)},
         "IOI name movers",
         "fig_nm_attention",
+        "ioi",
     ),
 }
 TABLE_EXTS = ("csv", "md", "tex")
@@ -142,8 +146,18 @@ def _fig_files(name):
     return [LAYOUT.figure_file(f"{name}_{m}", ext) for m in FIGURES[name][0] for ext in FIG_EXTS]
 
 
+def _experiment_fig_files():
+    """Every experiment's generic figure on every model (built-in and user tasks alike)."""
+    return [LAYOUT.figure_file(f"experiment_{e}_{m}", ext) for e, exp in EXPERIMENTS.items()
+            for m in exp["models"] for ext in FIG_EXTS]  # fmt: skip
+
+
 #: every named target: its files
-TARGETS = {**{name: _table_files(name) for name in TABLES}, **{name: _fig_files(name) for name in FIGURES}}
+TARGETS = {
+    **{name: _table_files(name) for name in TABLES},
+    **{name: _fig_files(name) for name in FIGURES},
+    "experiment_figures": _experiment_fig_files(),
+}
 
 
 def analysis_targets():
@@ -235,9 +249,14 @@ def _table_rule(name):
             "../scripts/analysis_tables.py"
 
 
+def _circuit_input(task):
+    """A figure's known-circuit file (``known_circuit_file`` of robustness.smk), or none."""
+    return lambda w: [f for f in [known_circuit_file(w.model, task)] if f]
+
+
 def _figure_rule(name):
     """The rule that draws figure ``name`` (PNG and PDF) for one model."""
-    _, inputs, subcategory, caption = FIGURES[name]
+    _, inputs, subcategory, caption, task = FIGURES[name]
     stem, short = f"{name}_{{model}}", name.removeprefix("fig_")
 
     rule:
@@ -245,6 +264,7 @@ def _figure_rule(name):
             f"{name}_model"
         input:
             **inputs,
+            circuit=_circuit_input(task),
         output:
             png=report(LAYOUT.figure_file(stem, "png"), caption=f"../report/{caption}.rst", category="Figures",
                        subcategory=subcategory, labels={"model": "{model}", "figure": short}),
@@ -253,6 +273,7 @@ def _figure_rule(name):
             LOG("analysis", f"{stem}.log"),
         params:
             figure=short,
+            task=task,
             fingerprint=fingerprint(),
         script:
             "../scripts/analysis_figures.py"
@@ -276,6 +297,28 @@ for _name, _files in TARGETS.items():
     _target_rule(_name, _files)
 
 
+rule experiment_figure:
+    """The generic figure of one experiment on one model, whatever its task (patchbench.plot.experiment_figure)."""
+    input:
+        effects=lambda w: _effects_of([w.experiment], w.model),
+        circuit=lambda w: [f for f in [known_circuit_file(w.model, EXPERIMENTS[w.experiment]["task"])] if f],
+    output:
+        png=report(LAYOUT.figure_file("experiment_{experiment}_{model}", "png"), caption="../report/experiment_figure.rst",
+                   category="Experiments", subcategory="{experiment}", labels={"model": "{model}", "figure": "{experiment}"}),
+        pdf=LAYOUT.figure_file("experiment_{experiment}_{model}", "pdf"),
+    log:
+        LOG("analysis", "experiment_{experiment}_{model}.log"),
+    wildcard_constraints:
+        experiment=one_of(EXPERIMENTS),
+    params:
+        task=lambda w: EXPERIMENTS[w.experiment]["task"],
+        fingerprint=fingerprint(),
+    resources:
+        mem_mb=2000,
+    script:
+        "../scripts/experiment_figure.py"
+
+
 rule tables:
     input:
         [f for name in TABLES for f in TARGETS[name]],
@@ -283,7 +326,7 @@ rule tables:
 
 rule figures:
     input:
-        [f for name in FIGURES for f in TARGETS[name]],
+        [f for name in [*FIGURES, "experiment_figures"] for f in TARGETS[name]],
 
 
 # ----------------------------------------------------------------------------- claims

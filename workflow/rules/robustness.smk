@@ -37,7 +37,8 @@ def known_circuit_file(model, task):
 def robustness_plan():
     """What the job reads and writes, per (experiment, model) in the config's order (the front
     page's order): the task, the raw frames of its cells (the method the tables report,
-    ``engine.method``), the known circuit and the output files."""
+    ``engine.method``), the known circuit, the output files and the experiment's figure, which the
+    front page embeds (written by the rule ``experiment_figure``, not by this job)."""
     plan = []
     for name, exp in EXPERIMENTS.items():
         for model in exp["models"]:
@@ -49,6 +50,7 @@ def robustness_plan():
                     raws=[c.reported().raw_path for c in CELLS[name] if c.model == model],
                     circuit=known_circuit_file(model, exp["task"]),
                     files=LAYOUT.robustness_files(name, model),
+                    key_figure=LAYOUT.figure_file(f"experiment_{name}_{model}", "png"),
                 )
             )
     return plan

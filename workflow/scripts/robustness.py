@@ -18,7 +18,7 @@ with rule_log(sm.log[0]) as log:
         grid = bootstrap_grid([read_frame(r) for r in p["raws"]], settings, names=p["raws"])
         circuit = read_known_circuit(p["circuit"], p["task"]) if p["circuit"] else None
         written = write_experiment(analyse(p["experiment"], grid, circuit), p["files"])
-        facts.append(json.loads(written["json"].read_text()))
+        facts.append({**json.loads(written["json"].read_text()), "key_figure": p["key_figure"]})
         log.info("%s on %s:\n%s", p["experiment"], p["model"], written["markdown"].read_text())
     page = Path(sm.output.front_page)
     page.write_text(summary_rst(facts))
