@@ -140,11 +140,8 @@ def test_factual_mlp_last_and_sliding_vs_summed(tmp_path, drawn):
     np.testing.assert_allclose(lines[0][0], np.arange(12))
     np.testing.assert_allclose(lines[0][1], bump(0.2))  # STR first, then GN
     np.testing.assert_allclose(lines[1][1], bump(0.5))
-    assert ax.get_ylabel() == "Probability (ΔP(answer))"
-    assert (
-        panels["Logit difference, window 1"].get_ylabel()
-        == "Logit difference (normalised: 1 = clean, 0 = corrupted)"
-    )
+    assert ax.get_ylabel() == "Probability\n(ΔP(answer))"
+    assert panels["Logit difference, window 1"].get_ylabel() == "Logit difference\n(normalised, 1 = clean)"
     assert (
         ax.get_xlabel() == "layer (window centre)" and panels["Probability, window 1"].get_xlabel() == "layer"
     )
@@ -165,7 +162,7 @@ def test_factual_mlp_last_and_sliding_vs_summed(tmp_path, drawn):
     # the summed curve at centre l adds the window-1 effects of layers [l - 2, l + 3) (clipped to the model)
     single = bump(0.1)
     np.testing.assert_allclose(lines[1][1], [single[max(0, c - 2) : min(12, c + 3)].sum() for c in range(12)])
-    assert ax.get_xlabel() == "layer (window centre)" and ax.get_ylabel() == "Probability (ΔP(answer))"
+    assert ax.get_xlabel() == "layer (window centre)" and ax.get_ylabel() == "Probability\n(ΔP(answer))"
     assert _legend(fig) == [
         "sliding window (the window patched at once)",
         "summed single layers over the window",
@@ -222,7 +219,7 @@ def test_head_heatmaps_share_one_scale_per_metric(tmp_path, drawn):
         ax.get_images()[0].get_clim() == panels["STR, Probability"].get_images()[0].get_clim() == (-1.0, 1.0)
     )
     assert sorted(_colorbars(fig)) == [
-        "Logit difference (normalised: 1 = clean, 0 = corrupted)",
+        "Logit difference (normalised, 1 = clean)",
         "Probability (ΔP(answer))",
     ]
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("head", "layer")
@@ -252,7 +249,7 @@ def test_docstring_head_by_position(tmp_path, drawn):
     assert image.shape == (32, 14)
     assert image[3 * 8 + 0, 13] == 1.0 and image[3 * 8 + 6, 13] == 1.0  # the detected (head, position)s
     assert np.abs(np.delete(image[:, 13], [24, 30])).max() < 0.1
-    assert _colorbars(fig) == ["Logit difference (normalised: 1 = clean, 0 = corrupted)"]
+    assert _colorbars(fig) == ["Logit difference (normalised, 1 = clean)"]
     assert _title(fig).startswith("Docstring — attention heads, attn-only-4l (20 prompts)")
 
 
@@ -301,7 +298,7 @@ def test_nm_attention_figure_has_error_bars(tmp_path, drawn):
     assert [round(b.get_height(), 6) for b in patched.patches][:2] == [0.55, 0.3]  # IO after the restore
     assert [round(b.get_height(), 6) for b in recovery.patches] == [0.95, 0.3]
     assert [t.get_text() for t in recovery.texts] == ["0.95", "0.30"]
-    assert recovery.get_ylabel() == "Logit difference (normalised: 1 = clean, 0 = corrupted)"
+    assert recovery.get_ylabel() == "Logit difference\n(normalised, 1 = clean)"
     # error bars: the recovery's ±SE segments span effect ± 0.02 and ± 0.05
     segs = [s for c in recovery.collections for s in c.get_segments()]
     assert sorted(round(s[1][1] - s[0][1], 6) for s in segs) == [0.04, 0.1]

@@ -363,7 +363,7 @@ def layer_curves(
             ax.set_title(f"{metric_label(metric)}, {label(rv)}")
             integer_axis(ax, "x")
             ax.set_xlabel("layer (window centre)" if row == "window" and rv != 1 else "layer")
-            ax.set_ylabel(metric_axis_label(metric), fontsize=7)
+            ax.set_ylabel(metric_axis_label(metric, wrap=True), fontsize=7)
     handles = [Line2D([], [], color=corruption_color(c, conds), marker="o", ms=3, label=c) for c in conds]
     if band:
         handles.append(Patch(facecolor="0.6", alpha=0.4, label="±1 standard error over prompts"))

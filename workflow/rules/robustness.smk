@@ -3,8 +3,9 @@
 `robustness_analysis` bootstraps the raw sweeps of every experiment on every model (prompts
 resampled, metrics recomputed per resample) and writes per (experiment, model) the files of
 `LAYOUT.robustness_files` (verdict, cell, pair and circuit tables, a one-page Markdown summary,
-the JSON of its headline facts, the figure), then the report's front page (`LAYOUT.front_page()`)
-from those facts; the Snakefile's `report:` shows that page once it exists. It is one job: the
+the JSON of its headline facts, the figure). `report_front_page` writes the report's front page
+(`LAYOUT.front_page()`) from those facts and each experiment's figure (rule `experiment_figure`,
+embedded in the page); the Snakefile's `report:` shows that page once it exists. It is one job: the
 work per experiment is a second or less, so starting Python, pandas and matplotlib once for the
 whole grid, instead of once per model plus a job for the front page, is most of what it costs.
 
@@ -38,7 +39,7 @@ def robustness_plan():
     """What the job reads and writes, per (experiment, model) in the config's order (the front
     page's order): the task, the raw frames of its cells (the method the tables report,
     ``engine.method``), the known circuit, the output files and the experiment's figure, which the
-    front page embeds (written by the rule ``experiment_figure``, not by this job)."""
+    front page embeds (written by the rule ``experiment_figure``)."""
     plan = []
     for name, exp in EXPERIMENTS.items():
         for model in exp["models"]:
@@ -92,7 +93,6 @@ rule robustness_analysis:
         circuits=sorted({p["circuit"] for p in ROBUSTNESS_PLAN if p["circuit"]}),
     output:
         files=_robustness_outputs(),
-        front_page=LAYOUT.front_page(),
     log:
         LOG("robustness", "robustness.log"),
     params:
@@ -103,6 +103,23 @@ rule robustness_analysis:
         runtime=10,
     script:
         "../scripts/robustness.py"
+
+
+rule report_front_page:
+    """The report's front page: every experiment's robustness facts beside its figure."""
+    input:
+        facts=[p["files"]["json"] for p in ROBUSTNESS_PLAN],
+        figures=[p["key_figure"] for p in ROBUSTNESS_PLAN],
+    output:
+        LAYOUT.front_page(),
+    log:
+        LOG("robustness", "front_page.log"),
+    params:
+        figures=[p["key_figure"] for p in ROBUSTNESS_PLAN],
+    resources:
+        mem_mb=1000,
+    script:
+        "../scripts/report_front_page.py"
 
 
 rule robustness:

@@ -144,7 +144,7 @@ def fig_sliding_vs_summed(
                 )
             ax.axhline(0, color="0.5", lw=0.6)
             ax.set_title(f"{corr}, {metric_label(metric)}, window {w}")
-            ax.set_ylabel(metric_axis_label(metric), fontsize=7)
+            ax.set_ylabel(metric_axis_label(metric, wrap=True), fontsize=7)
             integer_axis(ax, "x")
             if i == len(windows) - 1:
                 ax.set_xlabel("layer (window centre)")
@@ -291,7 +291,7 @@ def fig_nm_attention(
         ax.text(x, v, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(runs)), runs)
     ax.axhline(1.0, color="0.4", lw=0.6, ls="--")
-    ax.set_ylabel(metric_axis_label("logit_diff"), fontsize=7)
+    ax.set_ylabel(metric_axis_label("logit_diff", wrap=True), fontsize=7)
     ax.set_title("(b) S-inhibition values restored")
     handles = [Patch(color=colors[t], label=f"attention to {t}") for t in TARGETS]
     handles.append(Line2D([], [], color="k", lw=0.8, marker="|", label="±1 standard error over prompts"))

@@ -52,7 +52,7 @@ def metric_short(metric: str) -> str:
 #: What each metric's effect is measured in: the colour-bar and axis label's unit.
 METRIC_UNITS: dict[str, str] = {
     "prob": "ΔP(answer)",
-    "logit_diff": "normalised: 1 = clean, 0 = corrupted",
+    "logit_diff": "normalised, 1 = clean",
     "kl": "ΔKL, nats",
     "stolfo": "relative change",
 }
@@ -84,10 +84,11 @@ POSITION_LABELS: dict[str, str] = {
 }
 
 
-def metric_axis_label(metric: str) -> str:
-    """A colour bar's or axis's label: the metric and its unit (``Probability (ΔP(answer))``)."""
+def metric_axis_label(metric: str, wrap: bool = False) -> str:
+    """A colour bar's or axis's label: the metric and its unit (``Probability (ΔP(answer))``); ``wrap``
+    puts the unit on a second line (a y axis)."""
     unit = METRIC_UNITS.get(metric)
-    return f"{metric_label(metric)} ({unit})" if unit else metric_label(metric)
+    return f"{metric_label(metric)}{chr(10) if wrap else ' '}({unit})" if unit else metric_label(metric)
 
 
 def task_label(task: str) -> str:

@@ -7,13 +7,15 @@ shows first. It imports nothing beyond the standard library, so the job that wri
 Snakemake shows the workflow description in a narrow column beside the rule graph, vertically
 centred (a page taller than the window opens scrolled past its title). The page carries its own
 style sheet (:data:`LANDING_CSS`, a raw HTML block Snakemake's report keeps): full width, the rule
-graph below, aligned to the top; each experiment is a row of its summary and its key figure
-(Snakemake's ``embeddedimage`` directive embeds the PNG in the report).
+graph below, aligned to the top; each experiment is a row of its summary and its key figure,
+embedded in the page as a data URI (the report is one self-contained file).
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
+from pathlib import Path
 
 __all__ = ["FRONT_PAGE_ITEMS", "LANDING_CSS", "LANDING_ID", "REPORT_HEAD", "summary_rst"]
 
@@ -35,14 +37,13 @@ REPORT_HEAD = (
 LANDING_ID = "pb-landing"
 #: The landing page's style: the report's own containers widened and aligned to the top.
 LANDING_CSS = f"""
-div.h-screen:has(#{LANDING_ID}) {{ align-items: flex-start !important; justify-content: flex-start !important; }}
-div.flex:has(> div #{LANDING_ID}) {{ flex-wrap: wrap; width: 100%; }}
-div.py-2:has(#{LANDING_ID}) {{ flex: 1 1 100%; width: 100%; }}
+div.overflow-auto:has(#{LANDING_ID}) {{ align-items: flex-start !important; justify-content: flex-start !important; }}
+div.items-start:has(> div.py-2 #{LANDING_ID}) {{ flex-wrap: wrap; }}
+div.py-2:has(#{LANDING_ID}) {{ flex: 1 1 100%; }}
 .prose:has(#{LANDING_ID}) {{ max-width: none !important; }}
-.pb-exp {{ display: flex; flex-wrap: wrap; gap: 1.5rem; align-items: flex-start; }}
-.pb-text {{ flex: 1 1 26rem; min-width: 20rem; }}
-.pb-fig {{ flex: 2 1 36rem; min-width: 24rem; }}
+.pb-exp {{ display: grid; grid-template-columns: minmax(16rem, 2fr) minmax(20rem, 3fr); gap: 1.5rem; align-items: start; }}
 .pb-fig img {{ width: 100%; height: auto; margin: 0; }}
+@media (max-width: 900px) {{ .pb-exp {{ grid-template-columns: 1fr; }} }}
 """
 
 
@@ -73,11 +74,10 @@ def summary_rst(facts: Sequence[dict]) -> str:
     """The Snakemake report's front page: each experiment's key figure beside its robust and fragile findings.
 
     ``facts`` are the experiments' JSON files (:func:`write_experiment`), each with ``key_figure``
-    (the path of its figure, relative to where ``snakemake --report`` runs) when it has one. The
-    page is a Jinja2 template, as Snakemake renders the workflow description (``files``: the
-    report's items): the figure is embedded and the verdict table and robustness figure linked when
-    the report holds them (by file name), plain names otherwise (a report of a partial DAG). It
-    opens on :data:`REPORT_HEAD`.
+    (the path of its figure's PNG, read now and embedded) when it has one. The page is a Jinja2
+    template, as Snakemake renders the workflow description (``files``: the report's items): the
+    verdict table and robustness figure are linked when the report holds them (by file name), plain
+    names otherwise (a report of a partial DAG). It opens on :data:`REPORT_HEAD`.
     """
     lines = [
         '{% set report_items = files | map(attribute="target") | list %}',
@@ -128,18 +128,12 @@ def summary_rst(facts: Sequence[dict]) -> str:
 
 
 def _key_figure(path: str | None, what: str) -> list[str]:
-    """The experiment's figure embedded in the page when the report holds it, else a line saying so."""
-    if not path:
-        return [f"*No figure for {_rst_escape(what)}.*", ""]
-    name = path.replace("\\", "/").rsplit("/", 1)[-1]
-    return [
-        f'{{% if "{name}" in report_items %}}',
-        f".. embeddedimage:: {path}",
-        f"   :alt: {_rst_escape(what)}: effects per component, corruption and metric",
-        "",
-        "{% else %}",
-        f"The figure {_rst_literal(name)} is not in this report: build it with {_rst_literal('snakemake ' + path)}.",
-        "",
-        "{% endif %}",
-        "",
-    ]
+    """The experiment's figure embedded in the page (a PNG as a data URI), or a line saying there is none."""
+    if not path or not Path(path).is_file():
+        return [f"No figure for {_rst_escape(what)}.", ""]
+    # base64 in lines of 76 (docutils refuses lines over 10000 characters; a URL's line breaks are dropped)
+    data = base64.encodebytes(Path(path).read_bytes()).decode("ascii").strip()
+    alt = str(what).replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
+    return _raw_html(
+        f'<img alt="{alt}: the effects of every component" src="data:image/png;base64,\n{data}">'
+    )
