@@ -231,14 +231,17 @@ def test_category_effects_from_a_raw_each_position_sweep():
         rows.append(base | dict(run="corrupted", prompt=i, logit_ans=0.0, prob_ans=0.1, kl=2.0))
     for i, length in ((0, 6), (1, 4)):
         for p in range(length):
-            val = 0.5 if (i, p) in {(0, 3), (1, 1)} else 0.2  # the last subject token restores more
+            val = {(0, 3): 0.5, (1, 1): 0.6}.get((i, p), 0.2)  # the last subject token restores more
             rows.append(base | dict(run="patched", target=p, layer=0, layers="0:1", position=p, prompt=i,
                                     logit_ans=4.0 * (val - 0.1) / 0.7, prob_ans=val, kl=1.0))  # fmt: skip
     eff = category_effects(pd.DataFrame(rows).assign(model="m", corruption="str"), cats)
     get = eff.set_index(["metric", "category"])["effect"]
-    assert get[("prob", "Last subject token")] == pytest.approx(0.4)
+    assert get[("prob", "Last subject token")] == pytest.approx(0.45)
+    sd = eff.set_index(["metric", "category"])["effect_sd"]
+    assert sd[("prob", "Last subject token")] == pytest.approx(np.std([0.4, 0.5], ddof=1))
+    assert sd[("logit_diff", "Last subject token")] == pytest.approx(np.std([0.4 / 0.7, 0.5 / 0.7], ddof=1))
     assert get[("prob", "Middle subject tokens")] == pytest.approx(0.1)
-    assert get[("logit_diff", "Last subject token")] == pytest.approx((0.5 - 0.1) / 0.7)
+    assert get[("logit_diff", "Last subject token")] == pytest.approx(0.45 / 0.7)
     assert get[("kl", "Last token")] == pytest.approx(1.0)
     assert eff.set_index(["metric", "category"])["n_prompts"][("prob", "Middle subject tokens")] == 1
 

@@ -288,7 +288,7 @@ def fig_nm_attention(
     ax.bar(range(len(runs)), vals, color=[CORRUPTION_COLORS.get(r, "0.5") for r in runs],
            yerr=None if np.isnan(err).all() else err, capsize=3, error_kw={"lw": 0.8})  # fmt: skip
     for x, v in enumerate(vals):
-        ax.text(x, v, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
+        ax.text(x + 0.06, v, f"{v:.2f}", ha="left", va="bottom", fontsize=7)  # beside the error bar
     ax.set_xticks(range(len(runs)), runs)
     ax.axhline(1.0, color="0.4", lw=0.6, ls="--")
     ax.set_ylabel(metric_axis_label("logit_diff", wrap=True), fontsize=7)

@@ -124,13 +124,15 @@ def claims_last_middle(cat_effects: pd.DataFrame | None, baselines: pd.DataFrame
         for metric in METRICS:
             m = g[g["metric"] == metric]
             last = float(m.loc[m["category"] == "Last subject token", "effect"].sum())
-            mid = m.loc[m["category"] == "Middle subject tokens", "effect"]
-            ratios[metric] = ratio(last, float(mid.sum())) if len(mid) else np.nan
+            mid = m[m["category"] == "Middle subject tokens"]
+            ratios[metric] = ratio(last, float(mid["effect"].sum())) if len(mid) else np.nan
+            # the prompts are shared across layers: the sum of the layers' standard errors bounds the sum's
+            se = float(sum(_se(r) for _, r in mid.iterrows())) if "effect_sd" in mid.columns else None
             why[metric] = (
                 "no prompt has a middle subject token (subjects of one or two tokens)"
                 if not len(mid)
                 else _ld_reason(metric, baselines, model, task(g), corr)
-                or ratio_unjudged("summed middle-token effect", float(mid.sum()), None)
+                or ratio_unjudged("summed middle-token effect", float(mid["effect"].sum()), se)
             )
             rows.append(row("4.1", CLAIM_41, f"{label}: {metric_label(metric)} last / middle subject-token ratio",
                             ratios[metric], paper=_paper_41(corr, window, metric), rule=QUOTE_41, model=model,
