@@ -154,7 +154,8 @@ QUOTE_5 = (
     'between sliding window patching and summation of single-layer patching." Reported as that ratio beside '
     'the paper\'s, without a verdict (the paper gives no threshold; it finds sliding windows "typically" give '
     "more peak effect). Middle layers: definition ours (the paper names none): the middle half of the L "
-    "layers, floor(L/4) <= l < L - floor(L/4) (GPT-2 XL: 12-35, around its peak at layer 15-16)."
+    "layers, floor(L/4) <= l < L - floor(L/4) (GPT-2 XL: 12-35, around its peak at layer 15-16). The summed "
+    "peak must lie above 2 standard errors (threshold ours; the sum of the window's single-layer errors)."
 )
 #: §5's ratios (GN, probability, Fig. 5): window -> ratio.
 PAPER_5 = {3: "1.40", 5: "1.75", 10: "1.59"}
@@ -194,12 +195,13 @@ def claims_sliding_summed(effects: pd.DataFrame | None, baselines: pd.DataFrame 
                 rows.append(row("5", CLAIM_5, q, paper=paper, rule=QUOTE_5, status=NOT_RUN, model=model))
                 continue
             top = s.loc[s["effect"].idxmax()]
-            # the summed curve's standard error at its peak: the window's single-layer errors, added in quadrature
+            # the summed curve's standard error at its peak, bounded by the sum of the window's single-layer
+            # errors (the layers share their prompts)
             span = single[(single["model"] == model) & (single["task"] == task) & (single["corruption"] == corr)
                           & (single["metric"] == metric)]  # fmt: skip
             lo, hi = window_layers(int(top["layer"]), w, n_layers)
             parts = span[(span["layer"] >= lo) & (span["layer"] < hi)]
-            se = float(np.sqrt(sum(_se(r) ** 2 for _, r in parts.iterrows())))
+            se = float(sum(_se(r) for _, r in parts.iterrows()))
             r = ratio(float(g["effect"].max()), float(top["effect"]))
             why = _ld_reason(metric, baselines, model, task, corr) or ratio_unjudged(
                 "summed peak", float(top["effect"]), se
