@@ -99,9 +99,30 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
     Returns ``cfg``. Raises :class:`ConfigError` naming the first offending key.
     """
+    _check_names(cfg)
     _check(cfg, schema(), "invalid config")
     _check_references(cfg)
     return cfg
+
+
+#: The config sections whose keys become parts of output paths, and what each key names.
+_NAMED_SECTIONS = {"models": "model", "tasks": "task", "experiments": "experiment"}
+
+
+def _check_names(cfg: Any) -> None:
+    """Refuse a model, task or experiment name that is no safe path component (:func:`patchbench.layout.check_name`),
+    before the schema, whose pattern message would say less."""
+    from patchbench.layout import PathNameError, check_name
+
+    for section, what in _NAMED_SECTIONS.items():
+        entries = cfg.get(section) if isinstance(cfg, dict) else None
+        for name in entries if isinstance(entries, dict) else ():
+            try:
+                check_name(
+                    name, f"config key '{section}': {what} name", fix=f"rename the {what} under `{section}:`"
+                )
+            except PathNameError as err:
+                raise ConfigError(str(err)) from None
 
 
 class _StrictLoader(yaml.SafeLoader):
