@@ -16,6 +16,7 @@ literature differs (templates, BOS, year lists, pairing rule, ...).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,17 @@ from patchbench.tasks.docstring import build_docstring
 from patchbench.tasks.factual import build_factual
 from patchbench.tasks.greater_than import build_greater_than
 from patchbench.tasks.ioi import build_ioi
+from patchbench.tasks.pairs import FILE_VARIANT, build_file_task
 
-__all__ = ["TASKS", "TaskInfo", "build_task", "check_task_contract", "load_prompts"]
+__all__ = [
+    "TASKS",
+    "TaskInfo",
+    "build_configured",
+    "build_task",
+    "check_task_contract",
+    "load_prompts",
+    "task_info",
+]
 
 # tasks whose answer / wrong answer is a set of alternative tokens; all others have one token each
 MULTI_ANSWER_TASKS = frozenset({"greater_than"})
@@ -115,6 +125,34 @@ TASKS: dict[str, TaskInfo] = {
 }
 
 
+def task_info(name: str, entry: Mapping[str, Any] | None = None) -> TaskInfo:
+    """The TaskInfo of ``tasks.<name>``: the registry's for a built-in task, or, when the entry names
+    a ``file``, a task read from that file of prompt pairs (:mod:`patchbench.tasks.pairs`)."""
+    file = (entry or {}).get("file")
+    if file is None:
+        return TASKS[name]
+    return TaskInfo(
+        name, "file", build_file_task, None, f"prompt pairs from {file}", (str(file),), {"task": name}
+    )
+
+
+def build_configured(name: str, entry: Mapping[str, Any], tokenizer, data_dir: str | Path) -> PromptSet:
+    """The PromptSet of a validated config's ``tasks.<name>`` entry, built-in or read from a file."""
+    if entry.get("file") is None:
+        return build_task(
+            name, tokenizer, data_dir, n_prompts=entry["n_prompts"], seed=entry["seed"], **entry["options"]
+        )
+    from patchbench.preflight import check_options  # late: preflight reads this registry
+
+    info = task_info(name, entry)
+    check_options(name, entry["options"], info)
+    ps = build_file_task(
+        tokenizer, entry["file"], entry.get("n_prompts"), entry["seed"], task=name, **entry["options"]
+    )
+    check_task_contract(ps)
+    return ps
+
+
 def build_task(
     name: str, tokenizer, data_dir: str | Path, n_prompts: int | None = None, seed: int = 0, **options: Any
 ) -> PromptSet:
@@ -148,15 +186,16 @@ def build_task(
 def check_task_contract(ps: PromptSet) -> None:
     """Task-level checks on top of ``PromptSet.validate``; raise PromptSetError naming the prompt.
 
-    A single-token-answer task (all but greater-than) must have exactly one answer and one
-    wrong-answer token per prompt (a longer list would be a multi-token answer); ``answer_pos``
+    A single-token-answer task (all built-in tasks but greater-than) must have exactly one answer and one
+    wrong-answer token per prompt (a task read from a file may list alternatives, each checked to
+    be one token when it was read) (a longer list would be a multi-token answer); ``answer_pos``
     must be the END position; every prompt needs at least one GN position and the ``text`` /
     ``corrupted_text`` metadata.
     """
     missing = {"text", "corrupted_text"} - set(ps.meta.columns)
     if missing:
         raise PromptSetError(f"{ps.task}: metadata columns {sorted(missing)} are missing")
-    single = ps.task not in MULTI_ANSWER_TASKS
+    single = ps.task not in MULTI_ANSWER_TASKS and ps.variant != FILE_VARIANT  # a file's: alternatives
     end = ps.positions.get("END")
     for i in range(len(ps)):
         where = f"{ps.task} prompt {i} ({ps.meta['text'].iloc[i]!r})"
