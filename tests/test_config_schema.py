@@ -51,7 +51,10 @@ def test_minimal_config_gets_every_default(schema):
         # (a task name the registry lacks is refused after the schema: test_tasks_pairs.py)
         (lambda c: c["tasks"].__setitem__("1ioi", {"n_prompts": 3}), r"'1ioi' does not match"),
         (lambda c: c["experiments"]["ioi_heads"].__setitem__("task", "ioi-2"), r"'ioi-2' does not match"),
-        (lambda c: c["tasks"].__setitem__("mine", {"file": "x.csv", "n_prompts": 0}), r"0 is less than the minimum"),
+        (
+            lambda c: c["tasks"].__setitem__("mine", {"file": "x.csv", "n_prompts": 0}),
+            r"0 is less than the minimum",
+        ),
         (
             lambda c: c["experiments"]["factual_mlp_last"].__setitem__("windows", [0, 3]),
             r"0 is less than the minimum of 1",
