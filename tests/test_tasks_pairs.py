@@ -170,3 +170,21 @@ def test_task_names_file_and_rows_are_checked_before_any_job(monkeypatch, tmp_pa
     )
     with pytest.raises(FileNotFoundError, match="prompt-pair file nowhere.csv: does not exist"):
         check_workflow_config(_config(file="nowhere.csv"))
+
+
+def test_the_cli_sweeps_a_csv_file_and_names_the_model_by_its_directory(tmp_path, monkeypatch):
+    from patchbench import cli
+    from patchbench.rawframe import read_frame
+
+    monkeypatch.chdir(ROOT)
+    raw = tmp_path / "raw.parquet"
+    args = "sweep --model models/organisms/organism-facts --prompts examples/countries.csv --corruption str"
+    args += f" --site mlp --position subject --layers 3 --device cpu --no-progress --out {raw}"
+    assert cli.main(args.split()) == 0
+    frame = read_frame(raw)
+    meta = frame.attrs["patchbench"]
+    assert (
+        meta["model"] == "organism-facts" and meta["task"] == "countries" and frame["prompt"].nunique() == 24
+    )
+    assert cli.main([*args.split(), "--name", "my-facts"]) == 0
+    assert read_frame(raw).attrs["patchbench"]["model"] == "my-facts"

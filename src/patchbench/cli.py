@@ -166,7 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the model directory's name, or the hub name's last part)",
     )
     sw.add_argument(
-        "--prompts", required=True, type=Path, help="PromptSet parquet (built by the workflow's prompts rule)"
+        "--prompts",
+        required=True,
+        type=Path,
+        help="PromptSet parquet (built by the workflow's prompts rule), or a CSV / JSON Lines file of prompt "
+        "pairs (columns clean, corrupted, answer, wrong; config/README.md)",
     )
     sw.add_argument(
         "--corruption", required=True, choices=_schema_node("experiment.corruptions.items")["enum"]
@@ -400,8 +404,16 @@ def _sweep(args: argparse.Namespace) -> None:
         )
     except ValueError as err:
         raise InputError(f"the sweep's flags do not fit together: {err}") from None
-    prompts = PromptSet.from_parquet(args.prompts)
+    from patchbench.tasks.pairs import SUFFIXES, read_pairs
+
+    pairs = args.prompts.suffix.lower() in SUFFIXES
+    if pairs:  # checked without the tokenizer first, then tokenised with the model's
+        read_pairs(args.prompts)
+    else:
+        prompts = PromptSet.from_parquet(args.prompts)
     model = load_model_for_cli(args.model, dtype=args.dtype, device=args.device)
+    if pairs:
+        prompts = PromptSet.from_file(args.prompts, model.tokenizer)
     check_spec(spec, model, prompts, f"--model {args.model}")
     clean = None
     if args.clean_cache is not None:

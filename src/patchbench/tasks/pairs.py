@@ -63,6 +63,7 @@ __all__ = [
     "FILE_VARIANT",
     "PairRow",
     "PromptFileError",
+    "SUFFIXES",
     "build_file_task",
     "pairs_prompt_set",
     "parse_records",
@@ -71,6 +72,8 @@ __all__ = [
 
 #: The PromptSet variant of a task read from a file (its answers may be sets of alternatives).
 FILE_VARIANT = "file"
+#: File suffixes read as prompt pairs, and their format.
+SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 #: Required columns, then optional ones (and any ``meta_<NAME>``).
 COLUMNS = ("clean", "corrupted", "answer", "wrong")
 OPTIONAL = ("noise_positions",)
@@ -123,9 +126,9 @@ def read_pairs(path: str | Path) -> list[PairRow]:
             "write the pairs there (columns clean, corrupted, answer, wrong) or correct the path",
         )
     suffix = path.suffix.lower()
-    if suffix == ".csv":
+    if SUFFIXES.get(suffix) == "csv":
         records = _csv_records(path)
-    elif suffix in (".jsonl", ".ndjson"):
+    elif SUFFIXES.get(suffix) == "jsonl":
         records = _jsonl_records(path)
     else:
         raise PromptFileError(
