@@ -66,3 +66,15 @@ def test_rule_log_writes_tqdm_auto_bars_and_records_as_lines(tmp_path):
     bars = [x for x in lines if x.startswith("targets:")]
     assert 1 <= len(bars) <= 3 and bars[-1].startswith("targets: 100%"), lines  # not one per redraw
     assert lines[0].endswith("patchbench: start") and lines[-1].endswith("patchbench: end")
+
+
+def test_a_final_redraw_already_written_is_not_written_twice():
+    clock, out = Clock(), io.StringIO()
+    stream = ProgressLines(out, interval=5.0, clock=clock)
+    stream.write("\rbar: 0/1")
+    clock.now = 10.0
+    stream.write("\rbar: 1/1")  # written at once (5 s passed)
+    stream.write("\rbar: 1/1")  # tqdm's close redraws it
+    stream.write("\n")
+    stream.close()
+    assert out.getvalue() == "bar: 0/1\nbar: 1/1\n"

@@ -58,6 +58,7 @@ class ProgressLines(io.TextIOBase):
         self._written = False  # whether it has been written as a line already
         self._pending: str | None = None  # a bar's latest state not yet written
         self._last = -math.inf
+        self._previous: str | None = None  # the last bar line written
 
     def writable(self) -> bool:
         return True
@@ -66,7 +67,11 @@ class ProgressLines(io.TextIOBase):
         return False
 
     def _emit(self, text: str) -> None:
-        self._out.write(text.rstrip() + "\n")
+        line = text.rstrip()
+        if self._bar and line and line == self._previous:  # a bar's final redraw, already written
+            return
+        self._out.write(line + "\n")
+        self._previous = line if self._bar else None
 
     def _emit_bar(self, text: str) -> None:
         self._emit(text)
