@@ -134,7 +134,7 @@ def read_pairs(path: str | Path) -> list[PairRow]:
         raise PromptFileError(
             f"prompt-pair file {path}: unknown format {suffix or '(no suffix)'!r}. Fix: write it as .csv or .jsonl"
         )
-    return parse_records(records, str(path))
+    return parse_records(records, f"prompt-pair file {path}")
 
 
 def _csv_records(path: Path) -> list[tuple[str, dict[str, Any]]]:
@@ -484,7 +484,7 @@ def build_file_task(
         rows,
         tokenizer,
         task=task or Path(path).stem,
-        source=str(path),
+        source=f"prompt-pair file {path}",
         prepend_bos=prepend_bos,
         answer_separator=answer_separator,
     )
