@@ -337,7 +337,7 @@ def _robustness(args: argparse.Namespace) -> None:
     check_name(
         model,
         f"the model name in {args.frames[0]}'s metadata",
-        fix="sweep again with `patchbench sweep --name NAME` (a safe name), or pass the effects files",
+        fix="sweep again with `patchbench sweep --name NAME` (a safe name)",
     )
     names = Layout.robustness_names(name, model)
     kinds = [k for k in names if not (args.no_figure and k in ROBUSTNESS_FIGURES)]
