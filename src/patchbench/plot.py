@@ -307,9 +307,10 @@ def position_heatmap(
         )  # fmt: skip
     else:
         layers = list(range(int(df["layer"].max()) + 1))
+        wide = len(cols) * len(_conditions(df)) > 4  # more than four panels in a row: conditions go to rows
         fig, drawn = grid_heatmap(
             df, "layer", "position", x_values=layers, y_values=positions, y_labels=labels, x_name="layer",
-            y_name="position", metrics=cols, title=_title(df, title),
+            y_name="position", metrics=cols, title=_title(df, title), conditions_on_rows=wide,
             outline=lambda nx, ny: [(la, (ny - 1) / 2, 1, ny) for la in sorted(c_layers) if la < nx],
             panel=(max(2.4, 0.25 * len(layers) + 1.0), max(1.8, 0.14 * len(positions) + 1.0)),
         )  # fmt: skip
