@@ -8,6 +8,9 @@ figure (no title overlaps a panel's, nothing is cut at the figure's edge).
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,7 +23,7 @@ from patchbench.analysis.agreement import agreement_figure
 from patchbench.analysis.frames import FrameError
 from patchbench.analysis.positions import ROME_CATEGORIES
 from patchbench.analysis.robustness_figure import robustness_figure
-from patchbench.analysis.style import CIRCUIT_COLOR
+from patchbench.analysis.style import CIRCUIT_COLOR, circuit_members
 
 
 def _check(paths, tmp_path, stem):
@@ -409,3 +412,17 @@ def test_robustness_figure_effect_bars_have_an_axis(tmp_path, monkeypatch):
     labels = [t.get_text() for t in top[0].get_xticklabels()]
     assert "1" in labels and "-0.3" in labels  # STR/LD's highest (0.9 + 0.1) and lowest (the threshold)
     assert "detection probability" in _colorbars(fig)[0]
+
+
+def test_load_circuit_reads_any_circuit_file_for_its_tasks(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    ioi = plot.load_circuit(root / "models" / "organisms" / "organism-ioi" / "circuit.json", "ioi_abc")
+    heads, _ = circuit_members(ioi)
+    assert heads and all(isinstance(la, int) for la, _ in heads)
+    assert (
+        plot.load_circuit(root / "models" / "organisms" / "organism-ioi" / "circuit.json", "factual") is None
+    )
+    per_task = tmp_path / "c.json"
+    per_task.write_text(json.dumps({"by_task": {"capitals": {"lookup": ["3", "4"]}}}))
+    assert plot.load_circuit(per_task, "capitals") == {"lookup": ["3", "4"]}
+    assert plot.load_circuit(per_task, "ioi") is None and plot.load_circuit(None, "ioi") is None

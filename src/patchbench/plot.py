@@ -87,8 +87,13 @@ def load_circuit(path: str | Path | None, task: str | None = None) -> dict[str, 
     :func:`patchbench.analysis.robustness.read_known_circuit` reads (an organism's ``circuit.json`` too)."""
     if not path:
         return None
+    import json
+
     from patchbench.analysis.robustness import read_known_circuit
 
+    by_task = json.loads(Path(path).read_text()).get("by_task") if Path(path).is_file() else None
+    if isinstance(by_task, dict) and task not in by_task:
+        return None  # circuits per task, none for this one
     known = read_known_circuit(path, task)
     if task is not None and not known.applies_to(task):
         return None

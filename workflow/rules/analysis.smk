@@ -83,6 +83,19 @@ def _recovery_paths(model):
 GPT2_SMALL_HEADS = str(Path(workflow.basedir, "data", "ioi_heads_gpt2_small.json"))
 
 
+def known_circuit_file(model, task):
+    """The known-circuit JSON for (model, task), or None: models.<name>.circuit, Wang et al.'s
+    GPT-2-small heads for the IOI tasks, or a toy model's `circuit.json` beside its weights."""
+    configured = config["models"][model]["circuit"]
+    if configured:
+        return configured
+    if _is_gpt2_small(model) and task.startswith("ioi"):
+        return GPT2_SMALL_HEADS
+    spec = model_spec(model)
+    beside = Path(spec.path, "circuit.json") if spec.source == "toy" and spec.path else None
+    return str(beside) if beside is not None and beside.is_file() else None
+
+
 def _classes_input(wildcards):
     """Table 1's head classes: the published GPT-2-small lists or this model's classifier output."""
     if _is_gpt2_small(wildcards.model):

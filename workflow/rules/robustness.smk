@@ -16,23 +16,10 @@ Config (defaults in the schema): the `robustness` block (the rule's `settings` p
 tasks, a toy model's `circuit.json` beside its weights when it exists, else none).
 
 Uses from common.smk: LAYOUT, LOG, CELLS, EXPERIMENTS, model_spec; from analysis.smk:
-_is_gpt2_small, GPT2_SMALL_HEADS. Defines robustness_targets() for all_targets().
+known_circuit_file. Defines robustness_targets() for all_targets().
 """
 
 import os
-
-
-def known_circuit_file(model, task):
-    """The known-circuit JSON for (model, task), or None: models.<name>.circuit, Wang et al.'s
-    GPT-2-small heads for the IOI tasks, or a toy model's `circuit.json` beside its weights."""
-    configured = config["models"][model]["circuit"]
-    if configured:
-        return configured
-    if _is_gpt2_small(model) and task.startswith("ioi"):
-        return GPT2_SMALL_HEADS
-    spec = model_spec(model)
-    beside = Path(spec.path, "circuit.json") if spec.source == "toy" and spec.path else None
-    return str(beside) if beside is not None and beside.is_file() else None
 
 
 def robustness_plan():
