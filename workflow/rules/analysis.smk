@@ -323,6 +323,7 @@ rule experiment_figure:
         LOG("analysis", "experiment_{experiment}_{model}.log"),
     wildcard_constraints:
         experiment=one_of(EXPERIMENTS),
+        model=one_of(config["models"]),  # "experiment_a_b_c": only configured names split it
     params:
         task=lambda w: EXPERIMENTS[w.experiment]["task"],
         fingerprint=fingerprint(),
