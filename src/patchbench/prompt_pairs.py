@@ -111,7 +111,7 @@ def _fail(source: str, problems: Sequence[str]) -> PromptFileError:
     more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
     noun = "problem" if len(problems) == 1 else "problems"
     return PromptFileError(
-        f"{source}: {len(problems)} {noun} (the rules: patchbench.tasks.pairs, config/README.md):\n  {shown}{more}"
+        f"{source}: {len(problems)} {noun} (the rules: patchbench.prompt_pairs, config/README.md):\n  {shown}{more}"
     )
 
 
