@@ -87,7 +87,8 @@ def summary_rst(facts: Sequence[dict]) -> str:
         "whatever the corruption, metric and window (robust), which only under some settings (fragile), "
         "and what Zhang & Nanda (ICLR 2024) advise for this model and task. Intervals and detection "
         "probabilities come from a bootstrap over prompts. The paper's tables and figures are under "
-        "Tables and Figures; claims.csv checks its statements on this run.", "",
+        "Tables and Figures; under Claims, claims.csv checks its statements on the paper's models and "
+        "claims_applied.csv on the others (paper claims applied to them).", "",
     ]  # fmt: skip
     if not facts:
         lines += ["No experiment has a robustness report yet: run ``snakemake robustness``.", ""]
