@@ -51,7 +51,17 @@ import torch
 
 from patchbench.cost.work import Work, layer_flops
 
-__all__ = ["DATASHEETS", "DeviceRate", "cache_dir", "device_rate", "matmul_rate", "measure"]
+__all__ = [
+    "DATASHEETS",
+    "DEVICES",
+    "DeviceRate",
+    "cache_dir",
+    "cache_file",
+    "device_rate",
+    "matmul_rate",
+    "measure",
+    "store",
+]
 
 #: Widths of the dense products measured (``[2048, w] @ [w, 4w]``).
 WIDTHS = (64, 128, 256, 512, 1024, 2048)
@@ -172,27 +182,41 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _best(fn: Callable[[], Any], device: str, repeats: int = 3, seconds: float = 0.5) -> float:
-    """The best wall time of ``fn()`` over ``repeats`` runs (more while under ``seconds``)."""
+def _best(
+    fn: Callable[[], Any], device: str, repeats: int = 3, seconds: float = 0.5, budget: float = 3.0
+) -> float:
+    """The best wall time of ``fn()`` (after one warm-up call) over ``repeats`` runs, more while under
+    ``seconds`` and fewer once ``budget`` seconds are spent (at least one)."""
     fn()
     _sync(device)
     best, spent, n = float("inf"), 0.0, 0
-    while n < repeats or spent < seconds:
+    while n == 0 or (n < repeats and spent < budget) or (spent < seconds and n < 50):
         t0 = time.perf_counter()
         fn()
         _sync(device)
         dt = time.perf_counter() - t0
         best, spent, n = min(best, dt), spent + dt, n + 1
-        if n >= 50:
-            break
     return best
 
 
 def matmul_rate(device: str, width: int, dtype: torch.dtype = torch.float32, tokens: int = TOKENS) -> float:
-    """Dense rate (FLOP/s) of ``[tokens, width] @ [width, 4 width]`` on ``device`` (best of a few)."""
-    a = torch.randn(tokens, width, device=device).to(dtype)
+    """Dense rate (FLOP/s) of ``[tokens, width] @ [width, 4 width]`` on ``device`` (best of a few).
+
+    Fewer token rows where the product is slow (float16 on most CPUs runs at a few GFLOP/s): as
+    many as take about a tenth of a second, at least 16."""
+
+    def rate(n: int) -> float:
+        a = torch.randn(n, width, device=device).to(dtype)
+        b = torch.randn(width, 4 * width, device=device).to(dtype)
+        return 2 * n * width * 4 * width / _best(partial(torch.matmul, a, b), device, seconds=0.3)
+
+    a = torch.randn(16, width, device=device).to(dtype)
     b = torch.randn(width, 4 * width, device=device).to(dtype)
-    return 2 * tokens * width * 4 * width / _best(lambda: a @ b, device)
+    t0 = time.perf_counter()
+    torch.matmul(a, b)
+    _sync(device)
+    rough = 2 * 16 * width * 4 * width / (time.perf_counter() - t0)
+    return rate(int(min(tokens, max(16, 0.1 * rough / (8 * width * width)))))
 
 
 def _random_model(route: str, width: int, device: str, root: Path):
@@ -343,15 +367,14 @@ def _startup() -> tuple[float, int]:
     import subprocess
     import sys
 
+    # VmHWM: this process's own peak (getrusage's ru_maxrss keeps the forking parent's across exec)
     code = (
-        "import time, resource; t = time.perf_counter(); import patchbench.lm, transformer_lens; "
-        "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "import patchbench.lm, transformer_lens; "
+        "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])"
     )
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    total = time.perf_counter() - t0
-    _, rss_kb = out.stdout.split()
-    return total, int(rss_kb) * 1024
+    return time.perf_counter() - t0, int(out.stdout.split()[-1]) * 1024
 
 
 def _load_rate(device: str, root: Path) -> float:
@@ -428,7 +451,8 @@ def device_name(device: str) -> str:
     return platform.processor() or platform.machine()
 
 
-def _cache_file(device: str, threads: int) -> Path:
+def cache_file(device: str, threads: int) -> Path:
+    """The cache file of ``device``'s rates at ``threads`` threads on this machine and torch version."""
     name = "".join(c if c.isalnum() else "-" for c in device_name(device)).strip("-")
     return cache_dir() / "device" / f"{device}-{name}-torch{torch.__version__}-t{threads}.json"
 
@@ -454,7 +478,7 @@ def device_rate(
         raise ValueError("device cuda: no CUDA device is visible here; use cpu or a datasheet device "
                          f"({', '.join(DATASHEETS)})")  # fmt: skip
     threads = min(threads or torch.get_num_threads(), os.cpu_count() or 1) if device == "cpu" else 1
-    path = _cache_file(device, threads)
+    path = cache_file(device, threads)
     dtypes = list(dict.fromkeys(["float32", *dtypes]))
     if path.exists() and not remeasure:
         rate = DeviceRate(**json.loads(path.read_text()))
@@ -465,11 +489,18 @@ def device_rate(
     log(f"measuring {device} ({threads} thread(s)) once, about a minute; cached in {path}. "
         "Close other work first: anything else running slows the figures.")  # fmt: skip
     rate = measure(device, threads, dtypes)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    store(rate)
+    return rate
+
+
+def store(rate: DeviceRate) -> Path:
+    """Write measured rates to their :func:`cache_file`."""
     from patchbench.atomic import write_text
 
+    path = cache_file(rate.device, rate.threads)
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, json.dumps(asdict(rate), indent=1))
-    return rate
+    return path
 
 
 def _datasheet(device: str, log: Callable[[str], None]) -> DeviceRate:

@@ -29,6 +29,7 @@ from patchbench.cell import Cell, attribution_cells, experiment_cells
 from patchbench.cost.device import DeviceRate
 from patchbench.cost.shapes import ModelShape, model_shape
 from patchbench.cost.work import Work, clean_cache_work, filter_work, forward_work, sweep_work
+from patchbench.engine.budget import bytes_per_row, rows_per_forward
 from patchbench.layout import Layout
 from patchbench.prompts import PromptSet
 from patchbench.rawframe import RAW_COLUMNS
@@ -103,35 +104,30 @@ def job_prompts(
 ) -> tuple[PromptSet, str]:
     """The prompts a job of (model, task) runs on, and where they came from (module docstring)."""
     layout = Layout.of(config)
-    key = (model, task, filtered)
-    if cache is not None and key in cache:
+    cache = {} if cache is None else cache
+    if filtered and Path(layout.prompts(model, task)).is_file():
+        key = (model, task, "filtered")
+        if key not in cache:
+            cache[key] = PromptSet.from_parquet(layout.prompts(model, task)), layout.prompts(model, task)
         return cache[key]
-    found = None
-    for path, exact in (
-        (layout.prompts(model, task), True),
-        (layout.prompts(model, task, unfiltered=True), False),
-    ):
-        if (filtered or not exact) and Path(path).is_file():
-            found = (
-                PromptSet.from_parquet(path),
-                path + ("" if exact or not filtered else " (before the filter)"),
-            )
-            break
-    if found is None:
-        from patchbench.models import ModelSpec, load_tokenizer
-        from patchbench.tasks import build_task
+    key = (model, task, "generated")
+    if key not in cache:
+        path = layout.prompts(model, task, unfiltered=True)
+        if Path(path).is_file():
+            cache[key] = PromptSet.from_parquet(path), path
+        else:
+            from patchbench.models import ModelSpec, load_tokenizer
+            from patchbench.tasks import build_task
 
-        spec = ModelSpec.from_config(model, config["models"][model], config["results_dir"])
-        entry = config["tasks"][task]
-        ps = build_task(task, load_tokenizer(spec), Path(config["data_dir"]), n_prompts=entry["n_prompts"],
-                        seed=entry["seed"], **entry["options"])  # fmt: skip
-        found = (
-            ps,
-            "generated here" + (" (before the filter)" if filtered and config["filter_correct"] else ""),
-        )
-    if cache is not None:
-        cache[key] = found
-    return found
+            spec = ModelSpec.from_config(model, config["models"][model], config["results_dir"])
+            entry = config["tasks"][task]
+            ps = build_task(task, load_tokenizer(spec), Path(config["data_dir"]), n_prompts=entry["n_prompts"],
+                            seed=entry["seed"], **entry["options"])  # fmt: skip
+            cache[key] = ps, "generated here"
+    prompts, source = cache[key]
+    if filtered and config["filter_correct"]:
+        source += " (before the filter)"
+    return prompts, source
 
 
 def _cache_bytes(shape: ModelShape, prompts: PromptSet, cells: Sequence[Cell]) -> int:
@@ -166,7 +162,8 @@ def estimate_job(
         work = filter_work(model, prompts)
     elif job.rule == "clean_cache":
         work = clean_cache_work(model, prompts, budget // 2**20)
-        working = budget
+        step = rows_per_forward(s, max_len, budget // 2**20)
+        working = min(len(prompts), step) * bytes_per_row(s, max_len)
     elif job.rule.startswith("sweep_"):
         work = Work()
         for c in job.cells:
@@ -215,3 +212,27 @@ def estimate_jobs(
 
 def minutes(seconds: float) -> int:
     return max(1, math.ceil(seconds / 60))
+
+
+def predict_sweep(
+    model: Any, prompts: PromptSet, spec: Any, *, check_identities: bool = True
+) -> dict[str, Any]:
+    """The prediction a sweep job logs before it runs a cell on a loaded ``model``: its GFLOP and,
+    when this device's rates are cached (a job never measures them), its predicted seconds by part
+    and the rates' description."""
+    import torch
+
+    from patchbench.cost.device import device_rate
+
+    s = model.shape
+    sw = sweep_work(model, prompts, spec, check_identities=check_identities)
+    device = "cpu" if str(s.device) == "cpu" else "cuda"
+    rate = device_rate(
+        device, torch.get_num_threads(), [str(s.dtype).removeprefix("torch.")], allow_measure=False
+    )
+    out: dict[str, Any] = {"gflop": sw.work.flops / 1e9, "seconds": None, "rate": None}
+    if rate is not None:
+        out["parts"] = rate.seconds(sw.work, s, s.route)
+        out["seconds"] = out["parts"]["total"]
+        out["rate"] = rate.describe()
+    return out
