@@ -9,8 +9,9 @@ GPT-2-shaped models (transformers route, d_model 128, 4 heads, d_mlp 512, vocabu
 * against depth 4, 12, 24 layers at 32 tokens.
 
 Prints one line per point (both times, their ratio, the largest difference of the normalised logit
-difference, the plan's FLOPs), the log-log slope of each engine's time against length and against
-depth (a least-squares line through log time against log size), and writes ``scaling.csv`` and
+difference, the FLOPs of patchbench's plan and of TransformerLens's loop), the log-log slope of each
+engine's time and FLOPs against length and against depth (a least-squares line through log time
+against log size), and writes ``scaling.csv`` and
 ``scaling.png`` under ``--out``. ``--quick`` runs tiny sizes (a smoke run; its numbers mean nothing).
 """
 
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from bench_patching import INIT, effects_of, make_prompts, timed, tl_reference
+from bench_patching import INIT, effects_of, make_prompts, timed, tl_flops, tl_reference
 
 from patchbench.cost.work import sweep_work
 from patchbench.engine.cache import clean_cache
@@ -48,7 +49,7 @@ class Sizes:
 
 
 FULL = Sizes((16, 32, 64, 128), 4, (4, 12, 24), 32, d_model=128, n_heads=4, vocab=1000, prompts=2)
-QUICK = Sizes((6, 8), 2, (2, 3), 6, d_model=32, n_heads=2, vocab=200, prompts=1)
+QUICK = Sizes((4, 6), 1, (1, 2), 4, d_model=32, n_heads=2, vocab=200, prompts=1)
 
 
 def gpt2(n_layers: int, sizes: Sizes, n_ctx: int, device: str, root: str, seed: int) -> LM:
@@ -59,7 +60,7 @@ def gpt2(n_layers: int, sizes: Sizes, n_ctx: int, device: str, root: str, seed: 
         torch.manual_seed(seed)
         cfg = tf.GPT2Config(
             n_layer=n_layers, n_embd=sizes.d_model, n_head=sizes.n_heads, vocab_size=sizes.vocab,
-            n_positions=n_ctx, initializer_range=INIT,
+            n_positions=n_ctx, initializer_range=INIT, bos_token_id=0, eos_token_id=0,
         )  # fmt: skip
         tf.GPT2LMHeadModel(cfg).eval().save_pretrained(path)
     return load_transformers(path, device=device)
@@ -95,7 +96,7 @@ def point(model: LM, length: int, sweep: str, args, sizes: Sizes) -> dict:
     flops = sweep_work(model, prompts, spec).work.flops
     s = model.shape
     return dict(sweep=sweep, layers=s.n_layers, length=length, tl_s=t_tl, pb_s=t_pb, ratio=t_tl / t_pb,
-                maxdiff=diff, gflop=flops / 1e9)  # fmt: skip
+                maxdiff=diff, gflop=flops / 1e9, tl_gflop=tl_flops(model, prompts, spec) / 1e9)  # fmt: skip
 
 
 def slope(xs, ys) -> float:
@@ -119,9 +120,9 @@ def run_scaling(args) -> list[dict]:
     print(header)
     with tempfile.TemporaryDirectory() as root:
         for n_layers, length in grid:
-            model = gpt2(
-                n_layers, sizes, max(sizes.lengths + (sizes.length_for_depths,)), args.device, root, args.seed
-            )
+            # at least 16 positions: the interface's load-time checks run 10-token prompts
+            n_ctx = max(16, *sizes.lengths, sizes.length_for_depths)
+            model = gpt2(n_layers, sizes, n_ctx, args.device, root, args.seed)
             for sweep in SWEEPS:
                 r = point(model, length, sweep, args, sizes)
                 rows.append(r)
@@ -137,10 +138,14 @@ def run_scaling(args) -> list[dict]:
     for sweep in SWEEPS:
         by_len = [r for r in rows if r["sweep"] == sweep and r["layers"] == sizes.depth_for_lengths]
         by_depth = [r for r in rows if r["sweep"] == sweep and r["length"] == sizes.length_for_depths]
-        for engine, key in (("TransformerLens", "tl_s"), ("patchbench", "pb_s")):
+        for engine, key, fl in (("TransformerLens", "tl_s", "tl_gflop"), ("patchbench", "pb_s", "gflop")):
             a = slope([r["length"] for r in by_len], [r[key] for r in by_len])
             b = slope([r["layers"] for r in by_depth], [r[key] for r in by_depth])
-            print(f"  {sweep:<11} {engine:<16} length {a:.2f}  depth {b:.2f}")
+            fa = slope([r["length"] for r in by_len], [r[fl] for r in by_len])
+            fb = slope([r["layers"] for r in by_depth], [r[fl] for r in by_depth])
+            print(
+                f"  {sweep:<11} {engine:<16} time: length {a:.2f}  depth {b:.2f}; FLOPs: length {fa:.2f}  depth {fb:.2f}"
+            )
     write(rows, sizes, args.out)
     return rows
 
@@ -163,16 +168,23 @@ def write(rows: list[dict], sizes: Sizes, out: str) -> None:
         part = frame[frame[fixed] == value]
         for sweep, style in zip(SWEEPS, ("-", "--"), strict=True):
             pts = part[part["sweep"] == sweep].sort_values(x)
-            ax.plot(pts[x], pts["tl_s"], "o" + style, color="tab:red", label=f"TransformerLens, {sweep}")
-            ax.plot(pts[x], pts["pb_s"], "s" + style, color="tab:blue", label=f"patchbench, {sweep}")
+            for engine, key, mark, color in (
+                ("TransformerLens", "tl_s", "o", "tab:red"),
+                ("patchbench", "pb_s", "s", "tab:blue"),
+            ):
+                label = f"{engine}, {sweep} (slope {slope(pts[x], pts[key]):.2f})"
+                ax.plot(pts[x], pts[key], mark + style, color=color, label=label)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel(label)
         ax.set_ylabel("sweep time (s)")
         ax.set_xticks(sorted(part[x].unique()), [str(v) for v in sorted(part[x].unique())])
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"every-position sweeps, GPT-2-shaped (d_model {sizes.d_model}), {sizes.prompts} prompts")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.suptitle(
+        f"every-position sweeps, GPT-2-shaped (d_model {sizes.d_model}), {sizes.prompts} prompt(s); log-log slopes in the legends"
+    )
     fig.tight_layout()
     fig.savefig(os.path.join(out, "scaling.png"), dpi=120)
     print(f"wrote {os.path.join(out, 'scaling.csv')} and {os.path.join(out, 'scaling.png')}")

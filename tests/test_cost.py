@@ -101,7 +101,7 @@ def rates(device: str = "cpu", threads: int = 1) -> DeviceRate:
         torch=torch.__version__, matmul={"float32": table}, call={"native": 1e-3, "transformers": 2e-3},
         elements={"native": [10.0, 5.0, 6.0], "transformers": [10.0, 10.0, 11.0]},
         element={"native": [1e-7, 1e-9, 2e-9], "transformers": [1e-7, 1e-9, 2e-9]},
-        readout_row=1e-6, readout_vocab=1e-9, frame_row=1e-6, sweep=0.05, load_rate=1e8, hash_rate=1e9,
+        readout_row=1e-6, readout_vocab=1e-9, frame_row=1e-6, sweep=0.05, load_fixed=2.0, load_rate=1e8, hash_rate=1e9,
         startup=3.0, baseline=300 * 2**20, measured_at="test", load_average=[0.0],
     )  # fmt: skip
 

@@ -118,7 +118,8 @@ class DeviceRate:
     readout_vocab: float  # seconds per row and vocabulary entry
     frame_row: float
     sweep: float  # fixed seconds of one sweep (set-up, fingerprint, frame assembly)
-    load_rate: float  # bytes of weights loaded per second (the transformers route)
+    load_fixed: float  # seconds of loading any model (the transformers route) ...
+    load_rate: float  # ... and bytes of weights loaded per second
     hash_rate: float  # bytes of weights hashed per second (a model's fingerprint, once per job)
     startup: float  # seconds from process start to the package imported
     baseline: int  # bytes resident after start-up
@@ -151,18 +152,20 @@ class DeviceRate:
 
     def load_seconds(self, weight_bytes: int) -> float:
         """Start-up, loading a model of ``weight_bytes`` and hashing its weights."""
-        return self.startup + weight_bytes / self.load_rate + weight_bytes / self.hash_rate
+        return self.startup + self.load_fixed + weight_bytes / self.load_rate + weight_bytes / self.hash_rate
 
     def describe(self) -> str:
         mm = self.matmul_at(1024) / 1e9
         if self.source == "measured":
             load = ", ".join(f"{x:.1f}" for x in self.load_average[:1])
-            where = f"measured {self.measured_at}, load average {load} then"
-        else:
-            where = f"published peak figures, not measured; per-call and host figures from the CPU measured {self.measured_at}"
+            return (
+                f"{self.device} = {self.name}, {self.threads} thread(s), torch {self.torch} (measured "
+                f"{self.measured_at}, load average {load} then); dense float32 {mm:.0f} GFLOP/s at width 1024"
+            )
         return (
-            f"{self.device} = {self.name}, {self.threads} thread(s), torch {self.torch} ({where}); "
-            f"dense float32 {mm:.0f} GFLOP/s at width 1024"
+            f"{self.device} = {self.name}: published peak figures, not measured (dense float32 {mm:.0f} "
+            f"GFLOP/s); per-call, loading and host figures from this machine's CPU ({self.threads} thread(s), "
+            f"measured {self.measured_at})"
         )
 
 
@@ -377,18 +380,26 @@ def _startup() -> tuple[float, int]:
     return time.perf_counter() - t0, int(out.stdout.split()[-1]) * 1024
 
 
-def _load_rate(device: str, root: Path) -> float:
+def _load_rate(device: str, root: Path) -> tuple[float, float]:
+    """Loading a saved model through the transformers route (reading, the bridge, weight processing,
+    the self-check): fixed seconds and bytes per second, from two model sizes."""
     import transformers as tf
 
     from patchbench.lm import load_transformers
 
-    path = root / "load"
-    torch.manual_seed(0)
-    tf.GPT2LMHeadModel(tf.GPT2Config(n_layer=6, n_embd=512, n_head=8, n_positions=64)).save_pretrained(path)
-    size = sum(f.stat().st_size for f in path.glob("*.safetensors"))
-    t0 = time.perf_counter()
-    load_transformers(str(path), device=device)
-    return size / (time.perf_counter() - t0)
+    points = []
+    for n_layer, width in ((2, 256), (6, 512)):
+        path = root / f"load-{n_layer}-{width}"
+        torch.manual_seed(0)
+        cfg = tf.GPT2Config(n_layer=n_layer, n_embd=width, n_head=8, n_positions=64)
+        tf.GPT2LMHeadModel(cfg).save_pretrained(path)
+        size = sum(f.stat().st_size for f in path.glob("*.safetensors"))
+        points.append((size, _best(partial(load_transformers, str(path), device=device), device, repeats=1)))
+    (s1, t1), (s2, t2) = points
+    rate = (s2 - s1) / max(t2 - t1, 1e-9)
+    if t2 <= t1:  # noise: all of it per byte
+        return 0.0, s2 / t2
+    return max(0.0, t1 - s1 / rate), rate
 
 
 def measure(
@@ -410,7 +421,7 @@ def measure(
                 r: _block_rates(r, device, Path(tmp), partial(_interp, f32))
                 for r in ("native", "transformers")
             }
-            load_rate = _load_rate(device, Path(tmp))
+            load_fixed, load_rate = _load_rate(device, Path(tmp))
         readout_row, readout_vocab = _readout_rates(device)
         startup, baseline = _startup()
         rate = DeviceRate(
@@ -427,6 +438,7 @@ def measure(
             readout_vocab=readout_vocab,
             frame_row=_frame_row(),
             sweep=0.0,
+            load_fixed=load_fixed,
             load_rate=load_rate,
             hash_rate=_hash_rate(),
             startup=startup,
@@ -481,9 +493,11 @@ def device_rate(
     path = cache_file(device, threads)
     dtypes = list(dict.fromkeys(["float32", *dtypes]))
     if path.exists() and not remeasure:
-        rate = DeviceRate(**json.loads(path.read_text()))
-        if all(d in rate.matmul for d in dtypes):
-            return rate
+        fields = json.loads(path.read_text())
+        if set(fields) == {f.name for f in dataclasses.fields(DeviceRate)}:  # else an older format: again
+            rate = DeviceRate(**fields)
+            if all(d in rate.matmul for d in dtypes):
+                return rate
     if not allow_measure:
         return None
     log(f"measuring {device} ({threads} thread(s)) once, about a minute; cached in {path}. "

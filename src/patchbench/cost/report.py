@@ -99,21 +99,22 @@ def format_estimates(estimates: Sequence[JobEstimate], cells: bool = False) -> l
 def estimate_command(args: Any) -> None:
     """The ``estimate`` subcommand (``args``: configfile, device, threads, cells, measure)."""
     config = load_configs(args.configfile)
-    rates: dict[tuple[str, int, str], DeviceRate] = {}
+    rates: dict[tuple[str, int], DeviceRate] = {}
     shapes: dict[str, ModelShape] = {}
-    remeasured: set[tuple[str, int]] = set()
 
-    def threads_of(job: Job) -> int:
-        return int(args.threads or config["models"][job.model]["resources"]["threads"])
+    def threads_of(model: str) -> int:
+        return int(args.threads or config["models"][model]["resources"]["threads"])
+
+    # every dtype a (device, threads) pair serves, measured together (one cached file per pair)
+    dtypes: dict[int, set[str]] = {}
+    for name, entry in config["models"].items():
+        dtypes.setdefault(threads_of(name), set()).add(entry["dtype"])
 
     def rate_of(device: str, job: Job, shape: ModelShape) -> DeviceRate:
         shapes.setdefault(job.model, shape)
-        dtype = str(shape.model.shape.dtype).removeprefix("torch.")
-        key = (device, threads_of(job), dtype)
+        key = (device, threads_of(job.model))
         if key not in rates:
-            again = args.measure and (device, key[1]) not in remeasured
-            remeasured.add((device, key[1]))
-            rate = device_rate(device, key[1], [dtype], remeasure=again)
+            rate = device_rate(device, key[1], sorted(dtypes[key[1]]), remeasure=args.measure)
             assert rate is not None
             rates[key] = rate
         return rates[key]
