@@ -88,7 +88,7 @@ def model_job_resources(cells=1):
 
     def request(key, written):
         def value(wildcards, rulename):
-            found = REQUESTS.get(job_key(rulename, wildcards.model, dict(wildcards.items()).get("task", "")))
+            found = REQUESTS.get(job_key(rulename, wildcards.model, getattr(wildcards, "task", "")))
             return found[key] if found is not None else written(wildcards)
 
         return value
