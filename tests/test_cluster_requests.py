@@ -85,7 +85,7 @@ def test_a_job_that_fits_no_partition_is_refused_naming_it_the_limit_and_the_key
     assert "fits no partition" in msg and "max_mem_mb 100" in msg and parts in msg
     assert "filter_correct organism-ioi/ioi" in msg  # the first job named; the others counted
     assert "more job(s) do not fit either" in msg
-    assert "models.organism-ioi.memory_budget_mb" in msg and "cluster_safety_factor" in msg
+    assert "models.organism-ioi.memory_budget_mb" in msg and "cluster_safety_factor (now 2)" in msg
 
 
 def test_the_written_requests_are_checked_too(tmp_path):

@@ -130,7 +130,7 @@ def _refusal(
     fixes = [keys[p.split()[0]] for p in problems if p.split()[0] in keys]
     return (
         f"job {job.name} fits no partition of {path}: " + "; ".join(problems) + ". "
-        f"Fix: {'; '.join(dict.fromkeys(fixes))}; or the limits in {path}"
+        f"Fix: {'; '.join(dict.fromkeys(fixes))}; or the partitions' limits in {path}"
     )
 
 
@@ -197,14 +197,20 @@ def cluster_requests(
         req["why"] = {}
         e = estimates.get(_key(job))
         if e is not None:
-            where = f"cluster_device ({e.device}) or cluster_safety_factor ({safety:g})"
+            factor = f"a smaller cluster_safety_factor (now {safety:g})"
             if "mem_mb" not in written.get(job.model, set()):
                 req["mem_mb"] = math.ceil(safety * e.host_bytes / 2**20)
-                req["why"]["mem_mb"] = f"models.{job.model}.memory_budget_mb, {where}"
+                req["why"]["mem_mb"] = (
+                    f"a smaller models.{job.model}.memory_budget_mb, {factor}, or models.{job.model}.resources.mem_mb "
+                    "written by hand"
+                )
             if "runtime" not in written.get(job.model, set()):
                 req["runtime"] = math.ceil(safety * e.total_seconds / 60)
+                name = job.rule.split("_", 1)[1]
+                cells = f", fewer cells in experiments.{name} (corruptions, windows)" if job.cells else ""
                 req["why"]["runtime"] = (
-                    f"{where}, or fewer cells in experiment {job.rule.removeprefix('sweep_')}"
+                    f"a faster cluster_device (now {e.device}), {factor}{cells}, or "
+                    f"models.{job.model}.resources.runtime written by hand"
                 )
             sheet = DATASHEETS.get(e.device)
             if sheet is not None and e.device_bytes * safety > sheet["memory"]:
