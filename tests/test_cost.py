@@ -219,3 +219,27 @@ def test_estimate_names_its_device_choices():
 def test_rates_round_trip_through_the_cache(cached_rates):
     again = device_rate("cpu", 1)
     assert dataclasses.asdict(again) == dataclasses.asdict(cached_rates)
+
+
+def test_shapes_of_paper_models_without_weights(tmp_path, mirror, monkeypatch):
+    """A hub model of the paper: the paper models' table at the real depth; a configs-only stand-in
+    cache (what `patchbench estimate` plans the paper suite with offline) holds that depth and no weights."""
+    from patchbench.cost.shapes import model_shape
+    from patchbench.standins import seed_hub_cache
+
+    snaps = seed_hub_cache(tmp_path / "hub", mirror / "gpt2-tokenizer", ["gpt2-xl"], weights=False)
+    files = {p.name for p in snaps["gpt2-xl"].iterdir()}
+    assert "config.json" in files and "vocab.json" in files
+    assert not any(f.endswith((".safetensors", ".bin", ".pth")) for f in files)
+    assert yaml.safe_load((snaps["gpt2-xl"] / "config.json").read_text())["n_layer"] == 48
+    config = {"results_dir": str(tmp_path), "models": {"xl": {"source": "hub", "hub_name": "gpt2-xl"}}}
+    from patchbench.config import validate_entry
+
+    config["models"]["xl"] = validate_entry("model", config["models"]["xl"])
+    shape = model_shape(config, "xl")
+    s = shape.model.shape
+    assert (s.n_layers, s.d_model, s.n_heads, s.d_mlp, s.d_vocab) == (48, 1600, 25, 6400, 50257)
+    assert "paper models' table" in shape.source and shape.route == "transformers"
+    assert shape.weight_bytes == pytest.approx(
+        1.56e9 * 4, rel=0.06
+    )  # GPT-2 XL: 1.56 B parameters, the embedding counted twice (untied)

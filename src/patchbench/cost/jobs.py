@@ -36,8 +36,8 @@ from patchbench.rawframe import RAW_COLUMNS
 
 __all__ = ["Job", "JobEstimate", "estimate_jobs", "job_prompts", "jobs_of"]
 
-#: A raw-frame row in memory (one 8-byte value per column).
-RAW_ROW_BYTES = 8 * len(RAW_COLUMNS)
+#: A raw-frame row in memory: one 8-byte value per column, twice (the pieces and their concatenation).
+RAW_ROW_BYTES = 2 * 8 * len(RAW_COLUMNS)
 
 
 @dataclass(frozen=True)
