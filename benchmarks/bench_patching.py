@@ -59,7 +59,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from transformer_lens import patching as tlp  # noqa: E402
 
-from patchbench.cost.device import matmul_rate  # noqa: E402
+from patchbench.cost.measure import matmul_rate  # noqa: E402
 from patchbench.cost.work import forward_work, sweep_work, unembed_flops  # noqa: E402
 from patchbench.engine.cache import clean_cache  # noqa: E402
 from patchbench.engine.heap import keep_freed_memory  # noqa: E402

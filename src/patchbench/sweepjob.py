@@ -12,6 +12,10 @@ prompt set's (else it is recomputed here), an exact cell resumes only from chunk
 sweep (:mod:`patchbench.engine.checkpoint`), and an attribution cell reuses its previous raw
 frame only when its fingerprint matches (so rerunning a job for one changed cell recomputes
 only that cell). Every raw frame records its fingerprint in its metadata.
+
+Each exact cell's log records its predicted time before it runs (:func:`patchbench.cost.jobs.predict_sweep`:
+the FLOPs of its plan at this machine's cached rates; a job never measures rates) and its measured
+time after it (``cost: predicted X s, measured Y s``; ``benchmarks/check_estimate.py`` reads them).
 """
 
 from __future__ import annotations
