@@ -243,3 +243,25 @@ def test_shapes_of_paper_models_without_weights(tmp_path, mirror, monkeypatch):
     assert shape.weight_bytes == pytest.approx(
         1.56e9 * 4, rel=0.06
     )  # GPT-2 XL: 1.56 B parameters, the embedding counted twice (untied)
+
+
+def test_a_grouped_query_gated_model_counts_exactly_from_its_config_alone(tmp_path):
+    """Transformers route, grouped-query attention and a gated MLP (Llama-shaped): the count from the
+    saved config.json alone (no weights) equals the loaded model's counted FLOPs."""
+    import transformers as tf
+
+    from lm_models import save_hf
+    from patchbench.cost.shapes import shape_from_hf
+    from patchbench.lm import load_transformers
+
+    path = save_hf("llama", tmp_path / "llama", num_hidden_layers=2)
+    model = load_transformers(str(path))
+    model.head_shortcut()
+    prompts = make_prompts(5, model=model)
+    planned = shape_from_hf(tf.AutoConfig.from_pretrained(path), torch.float32, "cpu")
+    assert planned.gated_mlp and planned.shape.n_kv_heads == 2 and planned.shape.positional == "rotary"
+    for spec in (SweepSpec("str", "mlp", position="each"), SweepSpec("str", "head_v", position="X")):
+        clean = clean_cache(model, prompts, [spec])
+        with FlopCounterMode(display=False) as counter:
+            run_sweep(model, prompts, spec, clean, progress=False)
+        assert int(sweep_work(planned, prompts, spec).work.flops) == counter.get_total_flops()

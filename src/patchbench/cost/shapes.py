@@ -91,7 +91,9 @@ def shape_from_hf(cfg: Any, dtype: torch.dtype, device: str) -> PlannedModel:
     d_model = int(cfg.hidden_size)
     n_heads = int(cfg.num_attention_heads)
     d_mlp = getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None) or 4 * d_model
-    rotary = getattr(cfg, "rotary_dim", None) or getattr(cfg, "rope_theta", None)
+    rotary = any(
+        getattr(cfg, k, None) for k in ("rotary_dim", "rope_theta", "rope_parameters", "rope_scaling")
+    )
     shape = _shape(
         "transformers", dtype, device,
         architecture=(getattr(cfg, "architectures", None) or [cfg.model_type])[0],
