@@ -76,6 +76,10 @@ def device_rate(
         return None
     log(f"measuring {device} ({threads} thread(s)) once, about a minute; cached in {path}. "
         "Close other work first: anything else running slows the figures.")  # fmt: skip
+    busy = os.getloadavg()[0]
+    if busy > 0.5:
+        log(f"warning: load average {busy:.1f} (other work is running): every figure comes out slow and is "
+            "cached as measured; measure again on a quiet machine (patchbench estimate ... --measure)")  # fmt: skip
     rate = measure(device, threads, dtypes)
     store(rate)
     return rate
