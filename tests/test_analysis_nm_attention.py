@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from conftest import ioi_like_prompts, tiny_ioi_model
-from patchbench.analysis.nm_attention import ATTENTION_COLUMNS, RECOVERY_COLUMNS, nm_attention_frames
+from patchbench.analysis.nm_attention import (
+    ATTENTION_COLUMNS,
+    ATTENTION_EXTRA,
+    RECOVERY_COLUMNS,
+    RECOVERY_EXTRA,
+    nm_attention_frames,
+)
 from patchbench.corruption import NoiseSpec
 from patchbench.prompts import PromptSet
 
@@ -30,7 +36,12 @@ def test_nm_attention_frames_on_a_tiny_model():
     att, rec = nm_attention_frames(
         model, ps, "tiny", nm_heads=nm, si_heads=si, noise=NoiseSpec(nu=0.0, sigma=1.0)
     )
-    assert list(att.columns) == list(ATTENTION_COLUMNS) and list(rec.columns) == list(RECOVERY_COLUMNS)
+    assert list(att.columns) == [*ATTENTION_COLUMNS, *ATTENTION_EXTRA]
+    assert list(rec.columns) == [*RECOVERY_COLUMNS, *RECOVERY_EXTRA]
+    assert (att["n_prompts"] == len(ps)).all() and (rec["n_prompts"] == len(ps)).all()
+    # the standard error over prompts: positive where the prompts differ, 0 where nothing varies
+    assert (att.loc[att["corruption"] == "clean", "attention_se"] > 0).all()
+    assert rec.set_index("corruption")["effect_se"]["STR"] > 0
     assert len(att) == 3 * 5  # clean + (STR, GN) x (unpatched, patched), three targets each
     piv = att.pivot_table(index=["corruption", "patched"], columns="target", values="attention")
     np.testing.assert_allclose(piv.sum(axis=1), 1.0, atol=1e-6)

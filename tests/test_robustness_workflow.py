@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import fields
 from pathlib import Path
@@ -13,11 +14,13 @@ from docutils.core import publish_parts
 from jinja2 import Environment
 
 from conftest import ROOT, snakemake, workflow_project
-from patchbench.analysis.report_page import REPORT_HEAD, summary_rst
+from patchbench.analysis.report_page import LANDING_ID, REPORT_HEAD, summary_rst
 from patchbench.analysis.robustness import RobustnessSettings
 from patchbench.cli import main
 from patchbench.config import schema
-from patchbench.rawframe import write_frame
+from patchbench.detection import detect
+from patchbench.metrics import effects
+from patchbench.rawframe import read_frame, write_frame
 from test_robustness import simulate_raw  # noqa: I001
 
 MODEL = "toy-attn-only"
@@ -50,8 +53,11 @@ def test_schema_defaults_are_the_settings_defaults():
         assert props[name]["default"] == getattr(defaults, name), name
 
 
-def test_front_page_renders_as_snakemake_renders_it():
-    """Jinja2 then docutils, as snakemake.report does with the workflow description; links resolve."""
+def test_front_page_renders_as_snakemake_renders_it(tmp_path):
+    """Jinja2 then docutils, as snakemake.report does with the workflow description; links resolve;
+    the experiment's figure is embedded beside its summary."""
+    png = tmp_path / "experiment_ioi_heads.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(200)))
     facts = [{
         "experiment": "ioi_heads", "model": MODEL, "task": "ioi", "site": "attn_head", "positions": "all",
         "n_prompts": 60, "n_cells": 6, "n_boot": 100, "robust": ["1.2", "3.3"],
@@ -59,6 +65,7 @@ def test_front_page_renders_as_snakemake_renders_it():
                      "uncertain_in": "", "explanation": ""}],
         "recommendations": ["Metric: P_*(answer) = 0.002 *floor* `x` |y| {% raw %}"],
         "files": {"verdicts": f"robustness_ioi_heads_{MODEL}.csv", "figure": f"robustness_ioi_heads_{MODEL}.png"},
+        "key_figure": str(png),
     }]  # fmt: skip
     text = summary_rst(facts)
     links = "".join(f"\n.. _{f}: javascript:show('{f}')" for f in facts[0]["files"].values())
@@ -73,6 +80,12 @@ def test_front_page_renders_as_snakemake_renders_it():
         and "javascript:show('robustness_ioi_heads_toy-attn-only.png')" in html
     )
     assert "{{x}}" in html.replace("{ {", "{{")  # shown, not evaluated
+    assert '<div class="pb-exp"><div class="pb-text">' in html and f'id="{LANDING_ID}"' in html
+    src = html[html.index('src="data:image/png;base64,') + 5 :].split('"')[0]
+    assert (
+        base64.b64decode(src.split(",", 1)[1]) == png.read_bytes()
+    )  # line breaks are dropped by the decoder
+    assert html.index("My title</h1>") < html.index("<style>")  # the title first
     # the static page (before the workflow has run) opens on the same head
     assert (ROOT / "workflow" / "report" / "workflow.rst").read_text().startswith(REPORT_HEAD)
     # a report without the robustness items (a partial DAG): names, no dangling links
@@ -89,7 +102,9 @@ def _project(tmp_path: Path) -> Path:
     proj = workflow_project(tmp_path, ["common", "analysis", "attribution", "robustness"], "config/test.yaml",
                             "\n\nreport: robustness_front_page()\n")  # fmt: skip
     (proj / "config" / "test.yaml").write_text(yaml.safe_dump(cfg))
-    _write_ioi_sweeps(proj / "results")
+    for raw_path in _write_ioi_sweeps(proj / "results"):  # and their effects, as the effects rule writes them
+        out = proj / "results" / "effects" / raw_path.relative_to(proj / "results" / "sweeps")
+        write_frame(detect(effects(read_frame(raw_path))), out)
     return proj
 
 
@@ -112,6 +127,7 @@ def test_robustness_targets_and_the_report_front_page(tmp_path):
     assert rep.returncode == 0, rep.stdout[-3000:] + rep.stderr[-3000:]
     html = (proj / "report.html").read_text()
     assert "ioi_heads on toy-attn-only" in html and "Recommendations" in html
+    assert (proj / "figures" / f"experiment_ioi_heads_{MODEL}.png").is_file()  # the front page's figure
 
 
 def test_cli_on_raw_sweeps_and_on_effects_files(tmp_path, capsys):

@@ -191,8 +191,9 @@ class Layout:
     def figure_file(self, name: str, ext: str) -> str:
         return self.figure(f"{name}.{ext}")
 
-    def claims(self) -> str:
-        return self.result("claims.csv")
+    def claims(self, applied: bool = False) -> str:
+        """``claims.csv`` (the paper's models) or, ``applied``, ``claims_applied.csv`` (its claims on other models)."""
+        return self.result("claims_applied.csv" if applied else "claims.csv")
 
     # ------------------------------------------------------------------ robustness (issue 15)
     @staticmethod

@@ -11,16 +11,24 @@ Uses from common.smk: LAYOUT, LOG, CELLS, EXPERIMENTS, weight_files, model_spec,
 model_job_resources; it defines ``analysis_targets()`` for ``rule all``.
 """
 
+from types import SimpleNamespace
+
 from patchbench.analysis.ioi_classes import GPT2_SMALL_ALIASES
 
 
 # ----------------------------------------------------------------------------- selection helpers
+def _builtin(task):
+    """Whether ``task`` is the built-in generator of that name (a task read from a file is a user's, not the paper's)."""
+    return "file" not in (config.get("tasks", {}).get(task) or {})
+
+
 def _exps(task_prefix, site, position=None, exclude_position=None):
-    """Experiment names whose task starts with ``task_prefix`` (exact unless it ends in '_')."""
+    """Experiment names whose built-in task starts with ``task_prefix`` (exact unless it ends in '_')."""
     out = []
     for name, e in EXPERIMENTS.items():
         task = e["task"]
         ok = task.startswith(task_prefix) if task_prefix.endswith("_") else task == task_prefix
+        ok = ok and _builtin(task)
         pos = e["position"]
         if ok and e["site"] == site and (position is None or pos == position) and pos != exclude_position:
             out.append(name)
@@ -75,6 +83,19 @@ def _recovery_paths(model):
 GPT2_SMALL_HEADS = str(Path(workflow.basedir, "data", "ioi_heads_gpt2_small.json"))
 
 
+def known_circuit_file(model, task):
+    """The known-circuit JSON for (model, task), or None: models.<name>.circuit, Wang et al.'s
+    GPT-2-small heads for the IOI tasks, or a toy model's `circuit.json` beside its weights."""
+    configured = config["models"][model]["circuit"]
+    if configured:
+        return configured
+    if _is_gpt2_small(model) and task.startswith("ioi"):
+        return GPT2_SMALL_HEADS
+    spec = model_spec(model)
+    beside = Path(spec.path, "circuit.json") if spec.source == "toy" and spec.path else None
+    return str(beside) if beside is not None and beside.is_file() else None
+
+
 def _classes_input(wildcards):
     """Table 1's head classes: the published GPT-2-small lists or this model's classifier output."""
     if _is_gpt2_small(wildcards.model):
@@ -94,32 +115,36 @@ TABLES = {
     "table4": (IOI_S1IO, {}),
     "table5": (IOI, {}),
 }
-#: figure -> (the models it covers, its inputs, report subcategory, caption file in workflow/report/)
+#: figure -> (the models it covers, its inputs, report subcategory, caption file in workflow/report/,
+#: the task whose known circuit it outlines)
 FIGURES = {
-    "fig_ioi_heads": (_models(IOI), {"effects": _effects(IOI)}, "Head patching", "fig_heads"),
-    "fig_ioi_s1io_heads": (_models(IOI_S1IO), {"effects": _effects(IOI_S1IO)}, "Head patching", "fig_heads"),
-    "fig_ioi_abc_heads": (_models(IOI_ABC), {"effects": _effects(IOI_ABC)}, "Head patching", "fig_heads"),
-    "fig_greater_than_heads": (_models(GREATER_THAN), {"effects": _effects(GREATER_THAN)}, "Head patching", "fig_heads"),
+    "fig_ioi_heads": (_models(IOI), {"effects": _effects(IOI)}, "Head patching", "fig_heads", "ioi"),
+    "fig_ioi_s1io_heads": (_models(IOI_S1IO), {"effects": _effects(IOI_S1IO)}, "Head patching", "fig_heads", "ioi_s1io"),
+    "fig_ioi_abc_heads": (_models(IOI_ABC), {"effects": _effects(IOI_ABC)}, "Head patching", "fig_heads", "ioi_abc"),
+    "fig_greater_than_heads": (_models(GREATER_THAN), {"effects": _effects(GREATER_THAN)}, "Head patching", "fig_heads", "greater_than"),
     "fig_docstring_heads": (
         _models(DOCSTRING),
         {"effects": _effects(DOCSTRING), "prompts": LAYOUT.prompts("{model}", "docstring")},
         "Head patching",
         "fig_docstring_heads",
+        "docstring",
     ),
-    "fig_arithmetic_mlp": (_models(ARITHMETIC), {"effects": _effects(ARITHMETIC)}, "MLP patching", "fig_arithmetic_mlp"),
-    "fig_factual_mlp_last": (_models(FACTUAL_LAST), {"effects": _effects(FACTUAL_LAST)}, "MLP patching", "fig_factual_mlp_last"),
-    "fig_sliding_vs_summed": (SLIDING_MODELS, {"effects": _effects(FACTUAL_LAST)}, "Sliding window", "fig_sliding_vs_summed"),
+    "fig_arithmetic_mlp": (_models(ARITHMETIC), {"effects": _effects(ARITHMETIC)}, "MLP patching", "fig_arithmetic_mlp", "arithmetic"),
+    "fig_factual_mlp_last": (_models(FACTUAL_LAST), {"effects": _effects(FACTUAL_LAST)}, "MLP patching", "fig_factual_mlp_last", "factual"),
+    "fig_sliding_vs_summed": (SLIDING_MODELS, {"effects": _effects(FACTUAL_LAST)}, "Sliding window", "fig_sliding_vs_summed", "factual"),
     "fig_factual_mlp_all": (
         _models(FACTUAL_ALL),
         {"categories": LAYOUT.analysis("factual_categories", "{model}")},
         "MLP patching",
         "fig_factual_mlp_all",
+        "factual",
     ),
     "fig_nm_attention": (
         _models(IOI),
         {"attention": LAYOUT.analysis("nm_attention", "{model}"), "recovery": lambda w: _recovery_paths(w.model)},
         "IOI name movers",
         "fig_nm_attention",
+        "ioi",
     ),
 }
 TABLE_EXTS = ("csv", "md", "tex")
@@ -134,13 +159,23 @@ def _fig_files(name):
     return [LAYOUT.figure_file(f"{name}_{m}", ext) for m in FIGURES[name][0] for ext in FIG_EXTS]
 
 
+def _experiment_fig_files():
+    """Every experiment's generic figure on every model (built-in and user tasks alike)."""
+    return [LAYOUT.figure_file(f"experiment_{e}_{m}", ext) for e, exp in EXPERIMENTS.items()
+            for m in exp["models"] for ext in FIG_EXTS]  # fmt: skip
+
+
 #: every named target: its files
-TARGETS = {**{name: _table_files(name) for name in TABLES}, **{name: _fig_files(name) for name in FIGURES}}
+TARGETS = {
+    **{name: _table_files(name) for name in TABLES},
+    **{name: _fig_files(name) for name in FIGURES},
+    "experiment_figures": _experiment_fig_files(),
+}
 
 
 def analysis_targets():
-    """Every table, figure and claims.csv the config's experiments allow (used by ``rule all``)."""
-    return [f for files in TARGETS.values() for f in files] + [LAYOUT.claims()]
+    """Every table, figure and claims file the config's experiments allow (used by ``rule all``)."""
+    return [f for files in TARGETS.values() for f in files] + [LAYOUT.claims(), LAYOUT.claims(applied=True)]
 
 
 # ----------------------------------------------------------------------------- per-model analysis frames
@@ -227,9 +262,14 @@ def _table_rule(name):
             "../scripts/analysis_tables.py"
 
 
+def _circuit_input(task):
+    """A figure's known-circuit file (``known_circuit_file`` of robustness.smk), or none."""
+    return lambda w: [f for f in [known_circuit_file(w.model, task)] if f]
+
+
 def _figure_rule(name):
     """The rule that draws figure ``name`` (PNG and PDF) for one model."""
-    _, inputs, subcategory, caption = FIGURES[name]
+    _, inputs, subcategory, caption, task = FIGURES[name]
     stem, short = f"{name}_{{model}}", name.removeprefix("fig_")
 
     rule:
@@ -237,6 +277,7 @@ def _figure_rule(name):
             f"{name}_model"
         input:
             **inputs,
+            circuit=_circuit_input(task),
         output:
             png=report(LAYOUT.figure_file(stem, "png"), caption=f"../report/{caption}.rst", category="Figures",
                        subcategory=subcategory, labels={"model": "{model}", "figure": short}),
@@ -245,6 +286,7 @@ def _figure_rule(name):
             LOG("analysis", f"{stem}.log"),
         params:
             figure=short,
+            task=task,
             fingerprint=fingerprint(),
         script:
             "../scripts/analysis_figures.py"
@@ -268,6 +310,29 @@ for _name, _files in TARGETS.items():
     _target_rule(_name, _files)
 
 
+rule experiment_figure:
+    """The generic figure of one experiment on one model, whatever its task (patchbench.plot.experiment_figure)."""
+    input:
+        effects=lambda w: _effects_of([w.experiment], w.model),
+        circuit=lambda w: [f for f in [known_circuit_file(w.model, EXPERIMENTS[w.experiment]["task"])] if f],
+    output:
+        png=report(LAYOUT.figure_file("experiment_{experiment}_{model}", "png"), caption="../report/experiment_figure.rst",
+                   category="Experiments", subcategory="{experiment}", labels={"model": "{model}", "figure": "{experiment}"}),
+        pdf=LAYOUT.figure_file("experiment_{experiment}_{model}", "pdf"),
+    log:
+        LOG("analysis", "experiment_{experiment}_{model}.log"),
+    wildcard_constraints:
+        experiment=one_of(EXPERIMENTS),
+        model=one_of(config["models"]),  # "experiment_a_b_c": only configured names split it
+    params:
+        task=lambda w: EXPERIMENTS[w.experiment]["task"],
+        fingerprint=fingerprint(),
+    resources:
+        mem_mb=2000,
+    script:
+        "../scripts/experiment_figure.py"
+
+
 rule tables:
     input:
         [f for name in TABLES for f in TARGETS[name]],
@@ -275,21 +340,23 @@ rule tables:
 
 rule figures:
     input:
-        [f for name in FIGURES for f in TARGETS[name]],
+        [f for name in [*FIGURES, "experiment_figures"] for f in TARGETS[name]],
 
 
 # ----------------------------------------------------------------------------- claims
 def _claims_inputs():
-    """Every input a claim may use; the script turns absent ones into 'not run' rows."""
+    """Every input a claim may use (the paper's tasks only); the script turns absent ones into 'not run' rows."""
+    ioi_models = _models(IOI)
     return {
         "factual_last": [f for m in _models(FACTUAL_LAST) for f in _effects_of(FACTUAL_LAST, m)],
         "factual_categories": [LAYOUT.analysis("factual_categories", m) for m in _models(FACTUAL_ALL)],
-        "ioi_effects": [f for m in _models(IOI) for f in _effects_of(IOI, m)],
+        "ioi_effects": [f for m in ioi_models for f in _effects_of(IOI, m)],
         "abc_effects": [f for m in _models(IOI_ABC) for f in _effects_of(IOI_ABC, m)],
-        "ioi_sweeps": [f for m in _models(IOI) for f in _sweeps_of(IOI, m)],
-        "abc_sweeps": [f for m in _models(IOI_ABC) for f in _sweeps_of(IOI_ABC, m)],
-        "nm_attention": [LAYOUT.analysis("nm_attention", m) for m in _models(IOI)],
-        "nm_recovery": [f for m in _models(IOI) for f in _recovery_paths(m)],
+        "baseline_effects": sorted({f for names in (FACTUAL_ALL, FACTUAL_LAST, IOI, IOI_ABC)
+                                    for m in _models(names) for f in _effects_of(names, m)}),  # fmt: skip
+        "nm_attention": [LAYOUT.analysis("nm_attention", m) for m in ioi_models],
+        "nm_recovery": [f for m in ioi_models for f in _recovery_paths(m)],
+        "classes": [_classes_input(SimpleNamespace(model=m)) for m in ioi_models],
     }
 
 
@@ -297,10 +364,13 @@ rule claims:
     input:
         **_claims_inputs(),
     output:
-        report(LAYOUT.claims(), caption="../report/claims.rst", category="Claims"),
+        paper=report(LAYOUT.claims(), caption="../report/claims.rst", category="Claims"),
+        applied=report(LAYOUT.claims(applied=True), caption="../report/claims_applied.rst", category="Claims"),
     log:
         LOG("analysis/claims.log"),
     params:
+        ioi_models=_models(IOI),
+        hub_names={m: model_spec(m).hub_name for m in config["models"]},
         fingerprint=fingerprint(),
     resources:
         mem_mb=4000,

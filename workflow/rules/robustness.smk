@@ -3,8 +3,9 @@
 `robustness_analysis` bootstraps the raw sweeps of every experiment on every model (prompts
 resampled, metrics recomputed per resample) and writes per (experiment, model) the files of
 `LAYOUT.robustness_files` (verdict, cell, pair and circuit tables, a one-page Markdown summary,
-the JSON of its headline facts, the figure), then the report's front page (`LAYOUT.front_page()`)
-from those facts; the Snakefile's `report:` shows that page once it exists. It is one job: the
+the JSON of its headline facts, the figure). `report_front_page` writes the report's front page
+(`LAYOUT.front_page()`) from those facts and each experiment's figure (rule `experiment_figure`,
+embedded in the page); the Snakefile's `report:` shows that page once it exists. It is one job: the
 work per experiment is a second or less, so starting Python, pandas and matplotlib once for the
 whole grid, instead of once per model plus a job for the front page, is most of what it costs.
 
@@ -15,29 +16,17 @@ Config (defaults in the schema): the `robustness` block (the rule's `settings` p
 tasks, a toy model's `circuit.json` beside its weights when it exists, else none).
 
 Uses from common.smk: LAYOUT, LOG, CELLS, EXPERIMENTS, model_spec; from analysis.smk:
-_is_gpt2_small, GPT2_SMALL_HEADS. Defines robustness_targets() for all_targets().
+known_circuit_file. Defines robustness_targets() for all_targets().
 """
 
 import os
 
 
-def known_circuit_file(model, task):
-    """The known-circuit JSON for (model, task), or None: models.<name>.circuit, Wang et al.'s
-    GPT-2-small heads for the IOI tasks, or a toy model's `circuit.json` beside its weights."""
-    configured = config["models"][model]["circuit"]
-    if configured:
-        return configured
-    if _is_gpt2_small(model) and task.startswith("ioi"):
-        return GPT2_SMALL_HEADS
-    spec = model_spec(model)
-    beside = Path(spec.path, "circuit.json") if spec.source == "toy" and spec.path else None
-    return str(beside) if beside is not None and beside.is_file() else None
-
-
 def robustness_plan():
     """What the job reads and writes, per (experiment, model) in the config's order (the front
     page's order): the task, the raw frames of its cells (the method the tables report,
-    ``engine.method``), the known circuit and the output files."""
+    ``engine.method``), the known circuit, the output files and the experiment's figure, which the
+    front page embeds (written by the rule ``experiment_figure``)."""
     plan = []
     for name, exp in EXPERIMENTS.items():
         for model in exp["models"]:
@@ -49,6 +38,7 @@ def robustness_plan():
                     raws=[c.reported().raw_path for c in CELLS[name] if c.model == model],
                     circuit=known_circuit_file(model, exp["task"]),
                     files=LAYOUT.robustness_files(name, model),
+                    key_figure=LAYOUT.figure_file(f"experiment_{name}_{model}", "png"),
                 )
             )
     return plan
@@ -90,7 +80,6 @@ rule robustness_analysis:
         circuits=sorted({p["circuit"] for p in ROBUSTNESS_PLAN if p["circuit"]}),
     output:
         files=_robustness_outputs(),
-        front_page=LAYOUT.front_page(),
     log:
         LOG("robustness", "robustness.log"),
     params:
@@ -101,6 +90,23 @@ rule robustness_analysis:
         runtime=10,
     script:
         "../scripts/robustness.py"
+
+
+rule report_front_page:
+    """The report's front page: every experiment's robustness facts beside its figure."""
+    input:
+        facts=[p["files"]["json"] for p in ROBUSTNESS_PLAN],
+        figures=[p["key_figure"] for p in ROBUSTNESS_PLAN],
+    output:
+        LAYOUT.front_page(),
+    log:
+        LOG("robustness", "front_page.log"),
+    params:
+        figures=[p["key_figure"] for p in ROBUSTNESS_PLAN],
+    resources:
+        mem_mb=1000,
+    script:
+        "../scripts/report_front_page.py"
 
 
 rule robustness:

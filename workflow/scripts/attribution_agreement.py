@@ -3,6 +3,7 @@
 import pandas as pd
 
 from patchbench.analysis.agreement import agreement_figure, agreement_table
+from patchbench.analysis.labels import figure_title
 from patchbench.atomic import write_text
 from patchbench.rawframe import read_frame
 from patchbench.runlog import rule_log
@@ -26,6 +27,12 @@ with rule_log(sm.log[0]) as log:
         attrib,
         [sm.output.png, sm.output.pdf],
         k=float(sm.params.k),
-        title=f"{w.model} / {w.task}: exact vs attribution",
+        title=figure_title(
+            w.task,
+            ", ".join(sorted(set(exact["site"]))),
+            w.model,
+            exact["n_prompts"],
+            extra="exact patching vs attribution patching (first-order estimate)",
+        ),  # fmt: skip
     )
     log.info("agreement %s/%s:\n%s", w.model, w.task, shown.to_string(index=False))

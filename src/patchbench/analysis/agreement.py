@@ -170,7 +170,15 @@ def agreement_figure(
     are filled, by one method only outlined; the dashed line is y = x. Panels carry their
     Spearman correlation.
     """
-    from patchbench.analysis.style import corruption_label, metric_label, new_figure, save_figure
+    from matplotlib.lines import Line2D
+
+    from patchbench.analysis.style import (
+        corruption_label,
+        figure_legend,
+        metric_label,
+        new_figure,
+        save_figure,
+    )
 
     pairs = paired(exact, attribution, k=k)
     if pairs.empty:
@@ -181,7 +189,7 @@ def agreement_figure(
     rows = sorted({tuple(r) for r in pairs[row_keys].astype(str).itertuples(index=False)})
     order = {m: i for i, m in enumerate(METRICS)}
     metrics = sorted(set(pairs["metric"]), key=lambda m: (order.get(m, len(order)), m))
-    fig, axes = new_figure(len(rows), len(metrics), panel=(2.8, 2.6))
+    fig, axes = new_figure(len(rows), len(metrics), panel=(2.8, 2.6), extra=(0, 0.6))
     keyed = pairs.assign(**{c: pairs[c].astype(str) for c in row_keys})
     for i, (corr, site, window, positions) in enumerate(rows):
         sweep = (
@@ -199,22 +207,31 @@ def agreement_figure(
             x, y = g["effect_exact"].to_numpy(float), g["effect_attribution"].to_numpy(float)
             both = ((g["detected_exact"] != "") & (g["detected_attribution"] != "")).to_numpy()
             one = ((g["detected_exact"] != "") ^ (g["detected_attribution"] != "")).to_numpy()
-            ax.scatter(x[~(both | one)], y[~(both | one)], s=8, color="0.6", lw=0, label="not detected")
-            ax.scatter(
-                x[one], y[one], s=18, facecolors="none", edgecolors="#d62728", lw=0.8, label="one method"
-            )
-            ax.scatter(x[both], y[both], s=18, color="#1f77b4", lw=0, label="both")
+            ax.scatter(x[~(both | one)], y[~(both | one)], **MARKS["none"])
+            ax.scatter(x[one], y[one], **MARKS["one"])
+            ax.scatter(x[both], y[both], **MARKS["both"])
             lo = np.nanmin(np.concatenate([x, y]))
             hi = np.nanmax(np.concatenate([x, y]))
             ax.plot([lo, hi], [lo, hi], ls="--", lw=0.7, color="0.3")
             rho = _corr(spearmanr, x, y)
             ax.set_title(
-                f"{corruption_label(corr)} {sweep}, {metric_label(metric)}: ρ = {rho:.2f}", fontsize=7
+                f"{corruption_label(corr)} {sweep}\n{metric_label(metric)}: ρ = {rho:.2f}", fontsize=7
             )
             ax.set_xlabel("exact effect")
             ax.set_ylabel("attribution estimate")
-    axes[0, 0].legend(loc="best", frameon=False)
+    handles = [Line2D([], [], ls="none", marker="o", markersize=4, markerfacecolor=MARKS[k].get("color", "none"),
+                      markeredgecolor=MARKS[k].get("edgecolors", MARKS[k].get("color")), label=MARKS[k]["label"])
+               for k in ("none", "one", "both")]  # fmt: skip
+    handles.append(Line2D([], [], ls="--", lw=0.7, color="0.3", label="attribution = exact"))
+    figure_legend(fig, handles)
     if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+        fig.suptitle(title)
     return save_figure(fig, outputs)
+
+
+#: Scatter styles of the agreement figure: detected by neither method, by one, by both.
+MARKS = {
+    "none": dict(s=8, color="0.6", lw=0, label="detected by neither"),
+    "one": dict(s=18, facecolors="none", edgecolors="#d62728", lw=0.8, label="detected by one method (2 SD)"),
+    "both": dict(s=18, color="#1f77b4", lw=0, label="detected by both (same sign)"),
+}

@@ -27,6 +27,7 @@ __all__ = [
     "detected_heads",
     "head_label",
     "one_model",
+    "read_baselines",
     "read_effects",
     "read_frames",
     "read_sweeps",
@@ -100,6 +101,33 @@ def read_effects(paths: Sequence[str | Path]) -> pd.DataFrame:
     if df.empty and not len(df.columns):
         return pd.DataFrame({c: pd.Series(dtype=object) for c in REQUIRED_EFFECTS_COLUMNS})
     return validate_effects(df, what=f"effects files {[str(p) for p in paths]}")
+
+
+#: The clean / corrupted baselines an effects file records in its metadata (``metrics.baselines``).
+BASELINE_KEYS = ("clean_logit_diff", "corrupted_logit_diff", "clean_prob_ans", "corrupted_prob_ans")
+
+
+def read_baselines(paths: Sequence[str | Path]) -> pd.DataFrame:
+    """One row per (model, task, corruption) of the effects files' recorded baselines.
+
+    The clean and corrupted runs do not depend on what a sweep patches, so every effects file of a
+    (model, task, corruption) records the same numbers; the first one read is kept.
+    """
+    from patchbench.rawframe import metadata, read_frame
+
+    rows = []
+    for p in paths:
+        frame = read_frame(p)
+        meta = metadata(frame)
+        if not len(frame) or not all(k in meta for k in BASELINE_KEYS):
+            continue
+        first = frame.iloc[0]
+        rows.append({"model": str(first["model"]), "task": str(first["task"]),
+                     "corruption": corruption_label(first["corruption"]),
+                     **{k: float(meta[k]) for k in BASELINE_KEYS}})  # fmt: skip
+    cols = ["model", "task", "corruption", *BASELINE_KEYS]
+    out = pd.DataFrame(rows, columns=cols)
+    return out.drop_duplicates(["model", "task", "corruption"]).reset_index(drop=True)
 
 
 def read_sweeps(paths: Sequence[str | Path], labels: Sequence[dict] | None = None) -> pd.DataFrame:

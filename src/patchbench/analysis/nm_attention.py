@@ -13,10 +13,12 @@ claims):
 
 - attention frame, :data:`ATTENTION_COLUMNS`: ``model``; ``corruption`` in clean / STR / GN;
   ``patched`` (True = S-inhibition values restored); ``target`` in IO / S1 / other (1 - IO - S1);
-  ``attention`` = END's attention probability, averaged over the NM heads and the prompts.
+  ``attention`` = END's attention probability, averaged over the NM heads and the prompts;
+  ``attention_se`` its standard error over prompts, ``n_prompts``.
 - recovery frame, :data:`RECOVERY_COLUMNS`: ``model, corruption, metric, effect`` with metric
   ``logit_diff`` = (LD_pt - LD_*) / (LD_cl - LD_*) over dataset means (the effects frame of the
-  ``head_v`` sweep has the same columns and can be passed instead).
+  ``head_v`` sweep has the same columns and can be passed instead); ``effect_se`` (the standard
+  error over prompts of the per-prompt terms divided by the dataset denominator), ``n_prompts``.
 
 :func:`nm_attention_frames` computes both from a model (:class:`patchbench.lm.LM`) and the IOI ``PromptSet``
 through the engine's pattern capture (:mod:`patchbench.engine.patterns`: the same forward, patch
@@ -28,6 +30,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -48,6 +51,9 @@ log = logging.getLogger(__name__)
 
 ATTENTION_COLUMNS = ("model", "corruption", "patched", "target", "attention")
 RECOVERY_COLUMNS = ("model", "corruption", "metric", "effect")
+#: Columns the frames of :func:`nm_attention_frames` add (spread and count; optional for readers).
+ATTENTION_EXTRA = ("attention_se", "n_prompts")
+RECOVERY_EXTRA = ("effect_se", "n_prompts")
 TARGETS = ("IO", "S1", "other")
 NM_HEADS_GPT2_SMALL: tuple[tuple[int, int], ...] = ((9, 6), (9, 9), (10, 0))
 SI_HEADS_GPT2_SMALL: tuple[tuple[int, int], ...] = ((7, 3), (7, 9), (8, 6), (8, 10))
@@ -96,17 +102,27 @@ def nm_attention_frames(
         raise ValueError(f"{model_name}: no name-mover heads given; §3.2 measures their attention")
     noise = noise or NoiseSpec()
 
-    def summary(cap, run: str) -> tuple[float, dict[str, float]]:
-        """Mean LD over the run's rows, and the mean NM attention from END to IO / S1 / the rest."""
+    def per_prompt(values, prompt) -> pd.Series:
+        """Row values (a tensor or an array; GN samples) averaged per prompt."""
+        v = values.double().numpy() if isinstance(values, torch.Tensor) else np.asarray(values, dtype=float)
+        return pd.Series(v).groupby(np.asarray(prompt)).mean()
+
+    def se(s: pd.Series) -> float:
+        return float(s.std(ddof=1) / np.sqrt(len(s))) if len(s) > 1 else float("nan")
+
+    def summary(cap, run: str) -> tuple[float, pd.Series, dict[str, tuple[float, float]]]:
+        """Mean LD over the run's rows, per-prompt LD, and the NM attention from END to IO / S1 / the
+        rest (mean over heads and rows, standard error over prompts)."""
         prompt, _ = cap.rows(run)
         pattern, rows = getattr(cap, run), torch.arange(len(prompt))
         end = torch.as_tensor(prompts.named_position("END")[prompt])
-        att = {
-            t: float(pattern[rows, :, end, torch.as_tensor(prompts.named_position(t)[prompt])].mean())
+        per = {
+            t: pattern[rows, :, end, torch.as_tensor(prompts.named_position(t)[prompt])].mean(dim=-1)
             for t in ("IO", "S1")
         }
-        att["other"] = 1.0 - (att["IO"] + att["S1"])
-        return float(cap.logit_diff[run].mean()), att
+        per["other"] = 1.0 - (per["IO"] + per["S1"])
+        att = {t: (float(v.mean()), se(per_prompt(v, prompt))) for t, v in per.items()}
+        return float(cap.logit_diff[run].mean()), per_prompt(cap.logit_diff[run], prompt), att
 
     att_rows, rec_rows = [], []
     clean = None
@@ -114,17 +130,20 @@ def nm_attention_frames(
         label = corruption_label(corr)
         patch = SweepSpec(corr, "head_v", heads=tuple(si_heads), noise=noise) if si_heads else None
         cap = capture_patterns(model, prompts, nm_heads, corr, patch, noise=noise, batch_size=batch_size)
+        n = len(prompts)
         if clean is None:
             clean = summary(cap, "clean")
-            att_rows += [(model_name, "clean", False, t, clean[1][t]) for t in TARGETS]
-        ld_c, att_c = summary(cap, "corrupted")
-        ld_p, att_p = summary(cap, "patched") if patch is not None else (ld_c, att_c)
-        att_rows += [(model_name, label, False, t, att_c[t]) for t in TARGETS]
-        att_rows += [(model_name, label, True, t, att_p[t]) for t in TARGETS]
+            att_rows += [(model_name, "clean", False, t, *clean[2][t], n) for t in TARGETS]
+        ld_c, per_c, att_c = summary(cap, "corrupted")
+        ld_p, per_p, att_p = summary(cap, "patched") if patch is not None else (ld_c, per_c, att_c)
+        att_rows += [(model_name, label, False, t, *att_c[t], n) for t in TARGETS]
+        att_rows += [(model_name, label, True, t, *att_p[t], n) for t in TARGETS]
         denom = clean[0] - ld_c
-        rec_rows.append((model_name, label, "logit_diff", (ld_p - ld_c) / denom if denom else float("nan")))
+        rec = (ld_p - ld_c) / denom if denom else float("nan")
+        rec_se = se((per_p - per_c) / denom) if denom else float("nan")
+        rec_rows.append((model_name, label, "logit_diff", rec, rec_se, n))
         log.info("%s: LD clean %.3f corrupted %.3f patched %.3f", label, clean[0], ld_c, ld_p)
     return (
-        pd.DataFrame(att_rows, columns=list(ATTENTION_COLUMNS)),
-        pd.DataFrame(rec_rows, columns=list(RECOVERY_COLUMNS)),
+        pd.DataFrame(att_rows, columns=[*ATTENTION_COLUMNS, *ATTENTION_EXTRA]),
+        pd.DataFrame(rec_rows, columns=[*RECOVERY_COLUMNS, *RECOVERY_EXTRA]),
     )

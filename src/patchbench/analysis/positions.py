@@ -95,7 +95,8 @@ def category_effects(
     ``raw`` is the raw sweep frame (optionally with extra label columns such as ``model`` and
     ``corruption``, which are kept as grouping keys); ``categories`` the output of
     :func:`rome_position_categories`. Returns one row per (labels, window, layer, category,
-    metric) with ``effect`` and ``n_prompts``.
+    metric) with ``effect``, ``effect_sd`` (the SD over prompts of the per-prompt terms whose mean is
+    the effect) and ``n_prompts``.
     """
     raw = validate_sweep(raw)
     labels = [c for c in ("model", "task", "corruption") if c in raw.columns]
@@ -128,21 +129,32 @@ def category_effects(
     # samples, then the positions of a category within a prompt
     pp = pt.groupby(keys, as_index=False)[["prob_ans", "ld", "kl"]].mean()
     pp = pp.merge(corr, on=labels + ["prompt"], how="left").merge(clean, on=labels + ["prompt"], how="left")
-    g = pp.groupby(labels + ["window", "layer", "category"])
+    group = labels + ["window", "layer", "category"]
+    g = pp.groupby(group)
     means = g[["prob_ans", "ld", "kl", "prob_ans_co", "ld_co", "kl_co", "ld_cl"]].mean()
+    denom = means["ld_cl"] - means["ld_co"]
+    # per-prompt terms whose mean is the effect (the logit difference over the dataset denominator)
+    pp = pp.join(denom.where(denom != 0).rename("_den"), on=group)
+    terms = {
+        "prob": pp["prob_ans"] - pp["prob_ans_co"],
+        "logit_diff": (pp["ld"] - pp["ld_co"]) / pp["_den"],
+        "kl": pp["kl_co"] - pp["kl"],
+    }
     out = []
     for metric in metrics:
+        if metric not in terms:
+            raise ValueError(f"metric {metric!r} is not defined per category; use prob, logit_diff or kl")
         if metric == "prob":
             eff = means["prob_ans"] - means["prob_ans_co"]
         elif metric == "logit_diff":
-            denom = means["ld_cl"] - means["ld_co"]
             eff = (means["ld"] - means["ld_co"]) / denom.where(denom != 0)
-        elif metric == "kl":
-            eff = means["kl_co"] - means["kl"]
         else:
-            raise ValueError(f"metric {metric!r} is not defined per category; use prob, logit_diff or kl")
+            eff = means["kl_co"] - means["kl"]
         part = eff.rename("effect").reset_index()
         part["metric"] = metric
+        part["effect_sd"] = (
+            terms[metric].groupby([pp[k] for k in group]).std(ddof=1).reindex(eff.index).to_numpy()
+        )
         part["n_prompts"] = g.size().to_numpy()
         out.append(part)
     res = pd.concat(out, ignore_index=True)

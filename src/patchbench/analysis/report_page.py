@@ -1,15 +1,23 @@
-"""The Snakemake report's front page: every experiment's robust and fragile findings, with links.
+"""The Snakemake report's front page: per experiment its key figure beside its robust and fragile findings.
 
 :func:`summary_rst` turns the facts :func:`patchbench.analysis.robustness_report.write_experiment`
 writes per experiment (its JSON file) into the reStructuredText that the Snakefile's ``report:``
 shows first. It imports nothing beyond the standard library, so the job that writes it starts fast.
+
+Snakemake shows the workflow description in a narrow column beside the rule graph, vertically
+centred (a page taller than the window opens scrolled past its title). The page carries its own
+style sheet (:data:`LANDING_CSS`, a raw HTML block Snakemake's report keeps): full width, the rule
+graph below, aligned to the top; each experiment is a row of its summary and its key figure,
+embedded in the page as a data URI (the report is one self-contained file).
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
+from pathlib import Path
 
-__all__ = ["FRONT_PAGE_ITEMS", "REPORT_HEAD", "summary_rst"]
+__all__ = ["FRONT_PAGE_ITEMS", "LANDING_CSS", "LANDING_ID", "REPORT_HEAD", "summary_rst"]
 
 #: At most this many components per list on the report's front page (the tables hold all).
 FRONT_PAGE_ITEMS = 12
@@ -23,6 +31,25 @@ REPORT_HEAD = (
     "*Towards Best Practices of Activation Patching in Language Models: Metrics and Methods* (ICLR 2024),\n"
     "computed by patchbench.\n"
 )
+
+
+#: The element that marks the landing page, for the style sheet's ``:has()`` selectors and for tests.
+LANDING_ID = "pb-landing"
+#: The landing page's style: the report's own containers widened and aligned to the top.
+LANDING_CSS = f"""
+div.overflow-auto:has(#{LANDING_ID}) {{ align-items: flex-start !important; justify-content: flex-start !important; }}
+div.items-start:has(> div.py-2 #{LANDING_ID}) {{ flex-wrap: wrap; }}
+div.py-2:has(#{LANDING_ID}) {{ flex: 1 1 100%; }}
+.prose:has(#{LANDING_ID}) {{ max-width: none !important; }}
+.pb-exp {{ display: grid; grid-template-columns: minmax(16rem, 2fr) minmax(20rem, 3fr); gap: 1.5rem; align-items: start; }}
+.pb-fig img {{ width: 100%; height: auto; margin: 0; }}
+@media (max-width: 900px) {{ .pb-exp {{ grid-template-columns: 1fr; }} }}
+"""
+
+
+def _raw_html(html: str) -> list[str]:
+    body = [f"   {line}" if line else "" for line in html.strip().splitlines()]
+    return [".. raw:: html", "", *body, ""]
 
 
 def _rst_literal(text: str) -> str:
@@ -44,27 +71,31 @@ def _report_link(name: str) -> str:
 
 
 def summary_rst(facts: Sequence[dict]) -> str:
-    """The Snakemake report's front page: each experiment's robust and fragile findings, with links.
+    """The Snakemake report's front page: each experiment's key figure beside its robust and fragile findings.
 
-    ``facts`` are the experiments' JSON files (:func:`write_experiment`). The page is a Jinja2
-    template, as Snakemake renders the workflow description (``files``: the report's items): links
-    to the verdict table and the figure (report items, by file name) appear when the report holds
-    them, plain names otherwise (a report of a partial DAG). It opens on :data:`REPORT_HEAD`.
+    ``facts`` are the experiments' JSON files (:func:`write_experiment`), each with ``key_figure``
+    (the path of its figure's PNG, read now and embedded) when it has one. The page is a Jinja2
+    template, as Snakemake renders the workflow description (``files``: the report's items): the
+    verdict table and robustness figure are linked when the report holds them (by file name), plain
+    names otherwise (a report of a partial DAG). It opens on :data:`REPORT_HEAD`.
     """
     lines = [
         '{% set report_items = files | map(attribute="target") | list %}',
         REPORT_HEAD,
+        *_raw_html(f'<style>{LANDING_CSS}</style>\n<div id="{LANDING_ID}"></div>'),
         "Localization robustness of every experiment: which components activation patching detects "
         "whatever the corruption, metric and window (robust), which only under some settings (fragile), "
         "and what Zhang & Nanda (ICLR 2024) advise for this model and task. Intervals and detection "
         "probabilities come from a bootstrap over prompts. The paper's tables and figures are under "
-        "Tables and Figures; claims.csv checks its statements on this run.", "",
+        "Tables and Figures; under Claims, claims.csv checks its statements on the paper's models and "
+        "claims_applied.csv on the others (paper claims applied to them).", "",
     ]  # fmt: skip
     if not facts:
         lines += ["No experiment has a robustness report yet: run ``snakemake robustness``.", ""]
     for f in facts:  # in the order given: the config's experiment order
         name = _rst_escape(f"{f['experiment']} on {f['model']}")
         lines += [name, "-" * len(name), ""]
+        lines += _raw_html('<div class="pb-exp"><div class="pb-text">')
         lines += [
             f"Task {_rst_literal(f['task'])}, site {_rst_literal(f['site'])}, positions {_rst_literal(f['positions'])}; "
             f"{f['n_prompts']} prompts, {f['n_cells']} cells, {f['n_boot']} resamples.",
@@ -90,5 +121,20 @@ def summary_rst(facts: Sequence[dict]) -> str:
         links = [_report_link(f["files"]["verdicts"])]
         if "figure" in f["files"]:
             links.append(_report_link(f["files"]["figure"]))
-        lines += ["", "Table and figure: " + ", ".join(links) + ".", ""]
+        lines += ["", "Table and robustness figure: " + ", ".join(links) + ".", ""]
+        lines += _raw_html('</div><div class="pb-fig">')
+        lines += _key_figure(f.get("key_figure"), f"{f['experiment']} on {f['model']}")
+        lines += _raw_html("</div></div>")
     return "\n".join(lines) + "\n"
+
+
+def _key_figure(path: str | None, what: str) -> list[str]:
+    """The experiment's figure embedded in the page (a PNG as a data URI), or a line saying there is none."""
+    if not path or not Path(path).is_file():
+        return [f"No figure for {_rst_escape(what)}.", ""]
+    # base64 in lines of 76 (docutils refuses lines over 10000 characters; a URL's line breaks are dropped)
+    data = base64.encodebytes(Path(path).read_bytes()).decode("ascii").strip()
+    alt = str(what).replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
+    return _raw_html(
+        f'<img alt="{alt}: the effects of every component" src="data:image/png;base64,\n{data}">'
+    )

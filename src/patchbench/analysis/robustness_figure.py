@@ -6,7 +6,7 @@ probability p(positive) − p(negative) (red: detected positive, blue: negative,
 Inside each tile a horizontal bar is the effect's confidence interval and the dot its value, on
 the column's own scale (spanning every component's effect in that cell and its thresholds); the dashed lines of the column are the detection thresholds μ ± k SD and
 the thin solid line is zero, so a bar that crosses a dashed line is a detection the data do not
-settle.
+settle. The axis along the top gives each column's scale: its lowest and highest value (and 0).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def robustness_figure(
     colour = np.full((R, C), np.nan)
     fig, axes = new_figure(1, 1, panel=(2.6 + 0.85 * C, max(2.8, 1.6 + 0.26 * R)))
     ax = axes[0, 0]
-    segs, dots, thresh, zeros = [], [], [], []
+    segs, dots, thresh, zeros, scale = [], [], [], [], []
     for j, cell in enumerate(order):
         col = cells[cells["cell"] == cell]
         first = col.iloc[0]
@@ -68,6 +68,7 @@ def robustness_figure(
             if np.isfinite(t):
                 thresh.append([(x(t), -0.5), (x(t), R - 0.5)])
         zeros.append([(x(0.0), -0.5), (x(0.0), R - 0.5)])
+        scale += [(x(lo), lo), (x(hi), hi)] + ([(x(0.0), 0.0)] if min(-lo, hi) > 0.15 * span else [])
         for i, comp in enumerate(rows):
             r = get.loc[(comp, cell)]
             colour[i, j] = r["p_positive"] - r["p_negative"]
@@ -94,6 +95,10 @@ def robustness_figure(
     ax.tick_params(which="minor", length=0)
     ax.set_xlim(-0.5, C - 0.5)
     ax.set_ylim(R - 0.5, -0.5)
+    top = ax.secondary_xaxis("top")
+    top.set_xticks([p for p, _ in scale], [f"{v:.2g}" for _, v in scale], rotation=90, fontsize=5)
+    top.tick_params(length=2, pad=1)
+    top.set_xlabel("effect (each column on its own scale: lowest, 0, highest)", fontsize=6)
     ci = cells["ci_method"].iloc[0]
     n_found = len(found)
     more = f"; first {R} of {n_found} components" if n_found > R else ""
@@ -101,6 +106,5 @@ def robustness_figure(
         f"{title}\ncolour: detection probability (red +, blue −); bar: effect CI ({ci}), dashed: μ ± k SD{more}"
     )
     cb = fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
-    cb.set_label("p(positive) − p(negative)")
-    fig.tight_layout()
+    cb.set_label("detection probability p(positive) − p(negative)")
     return save_figure(fig, outputs)

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from patchbench.analysis import robustness as rb
-from patchbench.analysis.labels import metric_short
+from patchbench.analysis.labels import figure_title, metric_short
 from patchbench.layout import ROBUSTNESS_FIGURES, ROBUSTNESS_TABLES
 from patchbench.metrics import METRICS
 
@@ -386,9 +386,9 @@ def write_experiment(res: RobustnessResult, files: Mapping[str, str | Path]) -> 
         from patchbench.analysis.robustness_figure import robustness_figure  # matplotlib: only when drawn
 
         i = res.info
-        robustness_figure(
-            res.cells, res.verdicts, figs, title=f"{i['experiment']} on {i['model']} ({i['task']})"
-        )
+        title = figure_title(i["task"], i["site"], i["model"], [i["n_prompts"]], i["positions"],
+                             extra=f"localization robustness of experiment {i['experiment']}")  # fmt: skip
+        robustness_figure(res.cells, res.verdicts, figs, title=title)
         facts["files"]["figure"] = figs[0].name
     paths["json"].write_text(json.dumps(facts, indent=1, default=_json_default) + "\n")
     log.info("robustness of %s on %s: %s", res.experiment, res.info["model"], facts["counts"])

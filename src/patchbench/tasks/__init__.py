@@ -30,7 +30,7 @@ from patchbench.prompts import PromptSet, PromptSetError
 from patchbench.tasks.arithmetic import build_arithmetic
 from patchbench.tasks.common import TaskInfo
 from patchbench.tasks.docstring import build_docstring
-from patchbench.tasks.factual import build_factual
+from patchbench.tasks.factual import build_factual, check_aligned
 from patchbench.tasks.greater_than import build_greater_than
 from patchbench.tasks.ioi import build_ioi
 from patchbench.tasks.pairs import FILE_VARIANT, build_file_task
@@ -232,7 +232,8 @@ def check_task_contract(ps: PromptSet) -> None:
     wrong-answer token per prompt (a task read from a file may list alternatives, each checked to
     be one token when it was read) (a longer list would be a multi-token answer); ``answer_pos``
     must be the END position; every prompt needs at least one GN position and the ``text`` /
-    ``corrupted_text`` metadata.
+    ``corrupted_text`` metadata. A factual set's pairs must be position-aligned
+    (:func:`patchbench.tasks.factual.check_aligned`).
     """
     missing = {"text", "corrupted_text"} - set(ps.meta.columns)
     if missing:
@@ -250,6 +251,9 @@ def check_task_contract(ps: PromptSet) -> None:
             raise PromptSetError(f"{where}: answer_pos {ps.answer_pos[i]} is not the END position {end[i]}")
         if len(ps.noise_positions[i]) == 0:
             raise PromptSetError(f"{where}: no GN key position")
+    info = TASKS.get(ps.task)
+    if info is not None and info.family == "factual":
+        check_aligned(ps)
 
 
 def load_prompts(path: str | Path, d_vocab: int | None = None) -> PromptSet:

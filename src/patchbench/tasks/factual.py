@@ -7,9 +7,13 @@ The paper's 145 PairedFacts pairs are not available; they are rebuilt from ROME'
   decodes back to itself (no unknown tokens) and its subject is found in its prompt (ROME ``find_token_range``: character-level match);
 - two facts pair when their prompts have equal token length, their answers are distinct
   tokens, their subjects differ and (inference, option ``same_relation``) they share the
-  relation. ``match="template"`` further requires that the prompts differ only inside equally
-  placed subject spans (a pure subject swap);
-- facts are paired by a maximum matching inside each (relation, length) group, seeded;
+  relation, and the prompts differ only inside equally placed subject spans (a pure subject
+  swap: the same template around a subject of the same token span). The paper asks for equal
+  length; the equal span is what makes a named position mean the same token in both runs (the
+  sweep patches the clean run's "last subject token" into the same position of the corrupted
+  run, which must be the partner's last subject token). :func:`check_aligned` refuses a set
+  whose pairs break this;
+- facts are paired by a maximum matching inside each (relation, template, subject span) group, seeded;
 - each pair gives two rows: each prompt is once the clean prompt with the other as its STR
   corruption (r' = the other's answer).
 
@@ -27,7 +31,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from patchbench.prompts import PromptSet
+import numpy as np
+
+from patchbench.prompts import PromptSet, PromptSetError
 from patchbench.tasks.common import (
     TaskDataError,
     bos_id,
@@ -40,13 +46,20 @@ from patchbench.tasks.common import (
     single_token_id,
 )
 
-__all__ = ["KNOWN_FILE", "COUNTERFACT_FILE", "Fact", "build_factual", "load_facts", "pair_facts"]
+__all__ = [
+    "KNOWN_FILE",
+    "COUNTERFACT_FILE",
+    "Fact",
+    "build_factual",
+    "check_aligned",
+    "load_facts",
+    "pair_facts",
+]
 
 log = logging.getLogger(__name__)
 
 KNOWN_FILE = "rome/known_1000.json"
 COUNTERFACT_FILE = "rome/counterfact.json"
-MATCH_MODES = ("length", "template")
 
 
 @dataclass(frozen=True)
@@ -119,21 +132,15 @@ def load_facts(tokenizer, data_dir: str | Path, prepend_bos: bool = False) -> li
     return facts
 
 
-def pair_facts(
-    facts: list[Fact], seed: int = 0, *, same_relation: bool = True, match: str = "length"
-) -> list[tuple[Fact, Fact]]:
-    """Maximum matching of facts into PairedFacts pairs (see the module docstring)."""
-    if match not in MATCH_MODES:
-        raise ValueError(f"unknown match mode {match!r}; choose one of {MATCH_MODES}")
+def pair_facts(facts: list[Fact], seed: int = 0, *, same_relation: bool = True) -> list[tuple[Fact, Fact]]:
+    """Maximum matching of facts into position-aligned PairedFacts pairs (see the module docstring)."""
     rng = rng_for(seed)
     groups: dict[tuple, list[Fact]] = defaultdict(list)
     for f in facts:
         key: tuple = (len(f.ids),)
         if same_relation:
             key += (f.relation,)
-        if match == "template":
-            key += f.outside_subject()
-        groups[key].append(f)
+        groups[key + f.outside_subject()].append(f)
     pairs = []
     for key in sorted(groups):
         by_answer: dict[int, list[Fact]] = defaultdict(list)
@@ -168,17 +175,16 @@ def build_factual(
     *,
     prepend_bos: bool = False,
     same_relation: bool = True,
-    match: str = "length",
 ) -> PromptSet:
     """PairedFacts prompt set: two rows per pair, each prompt the other's STR corruption."""
     facts = load_facts(tokenizer, data_dir, prepend_bos)
-    pairs = pair_facts(facts, seed, same_relation=same_relation, match=match)
+    pairs = pair_facts(facts, seed, same_relation=same_relation)
     log.info("PairedFacts: %d usable facts, %d pairs (%d prompts)", len(facts), len(pairs), 2 * len(pairs))
     if n_prompts:
         pairs = pairs[: max(1, n_prompts // 2)]
     if not pairs:
         raise TaskDataError(
-            "PairedFacts: no pair of facts has equal token length and distinct single-token answers"
+            "PairedFacts: no two facts share a template and a subject token span with distinct single-token answers"
         )
     clean, corrupted, answers, wrong, noise, meta = [], [], [], [], [], []
     pos: dict[str, list[int]] = {"subject_first": [], "subject_last": [], "END": []}
@@ -213,7 +219,42 @@ def build_factual(
                     "subject_ids": encode(tokenizer, x.subject),
                 }
             )
-    return prompt_set(
+    ps = prompt_set(
         "factual", tokenizer, clean=clean, corrupted=corrupted, answers=answers, wrong=wrong, noise=noise,
-        positions=pos, meta=meta, variant=f"match={match},same_relation={same_relation},bos={prepend_bos}",
+        positions=pos, meta=meta, variant=f"aligned,same_relation={same_relation},bos={prepend_bos}",
     )  # fmt: skip
+    check_aligned(ps)
+    return ps
+
+
+def check_aligned(ps: PromptSet) -> None:
+    """Refuse a factual set whose named positions mean different tokens in the clean and corrupted prompt.
+
+    Each row's subject span ``[subject_first, subject_last]`` must be its partner's span
+    (``partner_subject_first`` / ``partner_subject_last`` in the metadata) and the two prompts must
+    hold the same tokens outside it; then ``subject_first``, ``subject_last`` and every other
+    position index the corresponding token of both runs.
+    """
+    need = {"partner_subject_first", "partner_subject_last"} - set(ps.meta.columns)
+    if need:
+        raise PromptSetError(
+            f"{ps.task}: metadata columns {sorted(need)} are missing, so the alignment of clean and corrupted "
+            "subject spans cannot be checked. Fix: rebuild the prompt set (snakemake prompts rule)."
+        )
+    first, last = ps.positions["subject_first"], ps.positions["subject_last"]
+    for i in range(len(ps)):
+        s, e = int(first[i]), int(last[i]) + 1
+        ps_, pe = (
+            int(ps.meta["partner_subject_first"].iloc[i]),
+            int(ps.meta["partner_subject_last"].iloc[i]) + 1,
+        )
+        clean, corr = ps.clean[i], ps.corrupted[i]
+        outside_same = np.array_equal(clean[:s], corr[:s]) and np.array_equal(clean[e:], corr[e:])
+        if (s, e) != (ps_, pe) or not outside_same:
+            raise PromptSetError(
+                f"{ps.task} prompt {i} ({ps.meta['text'].iloc[i]!r} vs corrupted "
+                f"{ps.meta['corrupted_text'].iloc[i]!r}): the subject spans [{s}, {e}) and [{ps_}, {pe}) "
+                f"{'differ' if (s, e) != (ps_, pe) else 'agree but the tokens around them differ'}, so a named "
+                "position (the last subject token) points at different tokens in the two runs. Fix: pair prompts "
+                "that share their template and subject token span (patchbench.tasks.factual.pair_facts)."
+            )
