@@ -118,6 +118,7 @@ def _nonnegative(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     from patchbench.config import default
     from patchbench.detection import PAPER_K
+    from patchbench.interventions.corruptions import NAMES as corruption_names
 
     ap = argparse.ArgumentParser(
         prog="patchbench", description="Activation patching done right (Zhang & Nanda 2024)."
@@ -132,7 +133,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--prompts", required=True, type=Path, help="PromptSet parquet (built by the workflow's prompts rule)"
     )
     sw.add_argument(
-        "--corruption", required=True, choices=_schema_node("experiment.corruptions.items")["enum"]
+        "--corruption",
+        required=True,
+        type=_schema_value("experiment.corruptions.items", str),
+        help=f"{' | '.join(corruption_names)}, optionally with settings: name@key=value,... (e.g. gn@nu=1)",
+    )
+    sw.add_argument(
+        "--direction",
+        default=default("experiment.directions")[0],
+        choices=_schema_node("experiment.directions.items")["enum"],
+        help="denoising: source = clean run, patched into the corrupted one; noising: the other way round",
+    )
+    sw.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="a corruption's reference prompt set (mean: average over it instead of --prompts)",
     )
     sw.add_argument("--site", required=True, choices=_schema_node("experiment.site")["enum"])
     sw.add_argument(
@@ -145,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--window",
         type=_schema_value("experiment.windows.items", int),
         default=default("experiment.windows")[0],
-        help="mlp only: sliding-window size",
+        help="sites with windows only (mlp, attn_out): sliding-window size",
     )
     sw.add_argument(
         "--heads", type=_heads, default=None, help="restrict to heads L.H,L.H (head_v: patched together)"
@@ -340,6 +356,18 @@ def _sweep(args: argparse.Namespace) -> None:
             "does not exist or is not a file",
             "give a cache file or leave the flag out",
         )
+    settings: tuple = ()
+    reference = None
+    if args.reference is not None:
+        from patchbench.interventions.corruptions import parse
+
+        if "reference" not in parse(args.corruption)[0].setting_types():
+            raise InputError.of(
+                f"--reference {args.reference}", f"corruption {args.corruption!r} takes no reference set",
+                "leave --reference out, or use a corruption that averages over one (mean)",
+            )  # fmt: skip
+        reference = PromptSet.from_parquet(args.reference)
+        settings = (("reference", reference.task),)
     try:
         spec = SweepSpec(
             corruption=args.corruption,
@@ -350,12 +378,14 @@ def _sweep(args: argparse.Namespace) -> None:
             layers=args.layers,
             noise=NoiseSpec(nu=args.nu, n_samples=args.samples, seed=args.seed, sigma=args.sigma),
             memory_budget_mb=args.memory_budget_mb,
+            settings=settings,
+            direction=args.direction,
         )
     except ValueError as err:
         raise InputError(f"the sweep's flags do not fit together: {err}") from None
     prompts = PromptSet.from_parquet(args.prompts)
     model = load_model_for_cli(args.model, dtype=args.dtype, device=args.device)
-    check_spec(spec, model, prompts, f"--model {args.model}")
+    check_spec(spec, model, prompts, f"--model {args.model}", reference)
     clean = None
     if args.clean_cache is not None:
         names = required_hooks(model, spec)
@@ -369,6 +399,7 @@ def _sweep(args: argparse.Namespace) -> None:
         progress=not args.no_progress,
         logger=log,
         checkpoint_dir=args.checkpoint_dir,
+        reference=reference,
     )
     write_frame(raw, args.out)
     log.info("wrote %d rows to %s", len(raw), args.out)

@@ -21,6 +21,8 @@ from pathlib import Path
 from patchbench.cell import Cell, agreement_cells, attribution_cells, experiment_cells
 from patchbench.errors import refusing
 from patchbench.fingerprint import digest
+from patchbench.interventions import key_pattern
+from patchbench.interventions.sites import SITES
 from patchbench.layout import Layout
 from patchbench.models import ModelSpec
 from patchbench.preflight import check_workflow_config
@@ -37,8 +39,8 @@ CELL = Cell.pattern(LAYOUT)
 wildcard_constraints:
     model=r"[A-Za-z0-9_.-]+",
     task=r"[a-z_0-9]+",
-    corruption=r"str|gn",
-    site=r"attn_head|head_v|mlp|resid_pre",
+    corruption=key_pattern(),  # corruption values of the registry, suffixed by a non-default direction
+    site="|".join(SITES),
     position=r"[A-Za-z0-9_]+",
     window=r"[0-9]+",
 

@@ -29,6 +29,7 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 from patchbench.analysis.frames import FrameError, select, validate_effects
+from patchbench.analysis.labels import intervention_order
 from patchbench.analysis.positions import ROME_CATEGORIES
 from patchbench.analysis.style import (
     CORRUPTION_COLORS,
@@ -54,7 +55,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Outputs = Sequence[str | Path]
-CORRUPTION_ORDER = ("STR", "GN")
+#: The paper's corruptions (any other intervention follows them in registry order: _interventions).
+CORRUPTION_ORDER = tuple(intervention_order())
 METRIC_ORDER = ("logit_diff", "prob", "kl", "stolfo")
 
 
@@ -63,10 +65,16 @@ def _present(values, order) -> list:
     return [v for v in order if v in vals] + sorted(v for v in vals if v not in order)
 
 
+def _interventions(values) -> list[str]:
+    """The interventions (corruption labels) among ``values``, in table order (the paper's first)."""
+    vals = set(values)
+    return [v for v in intervention_order(vals) if v in vals]
+
+
 def _corruption_metric_panels(df: pd.DataFrame, metrics: Sequence[str]) -> list[tuple[str, str]]:
     """(corruption, metric) of each panel: the corruptions present (STR, GN first) x ``metrics`` present."""
     present = set(df["metric"])
-    return [(c, m) for c in _present(df["corruption"], CORRUPTION_ORDER) for m in metrics if m in present]
+    return [(c, m) for c in _interventions(df["corruption"]) for m in metrics if m in present]
 
 
 def _require(df: pd.DataFrame, what: str) -> None:
@@ -99,7 +107,7 @@ def layer_curves(
         for j, metric in enumerate(cols):
             ax = axes[i, j]
             panel = df[(df[row] == rv) & (df["metric"] == metric)]
-            for corr in _present(panel["corruption"], CORRUPTION_ORDER):
+            for corr in _interventions(panel["corruption"]):
                 c = panel[panel["corruption"] == corr].sort_values("layer")
                 ax.plot(
                     c["layer"],
@@ -231,7 +239,7 @@ def fig_head_heatmaps(
     df = validate_effects(effects)
     df = df[df["metric"].isin(metrics) & (df["head"] >= 0)]
     _require(df, title or "head heatmaps")
-    rows = _present(df["corruption"], CORRUPTION_ORDER)
+    rows = _interventions(df["corruption"])
     cols = [m for m in metrics if m in set(df["metric"])]
     n_layers, n_heads = int(df["layer"].max()) + 1, int(df["head"].max()) + 1
     fig, axes = new_figure(len(rows), len(cols), panel=(3.0, 2.6))
@@ -348,7 +356,7 @@ def fig_nm_attention(
     rec = recovery.copy()
     rec["corruption"] = rec["corruption"].map(corruption_label)
     rec = rec[rec["metric"] == "logit_diff"]
-    runs = _present(rec["corruption"], CORRUPTION_ORDER)
+    runs = _interventions(rec["corruption"])
     vals = [rec[rec["corruption"] == r]["effect"].mean() for r in runs]
     ax.bar(range(len(runs)), vals, color=[CORRUPTION_COLORS.get(r, "0.5") for r in runs])
     for x, v in enumerate(vals):

@@ -1,4 +1,4 @@
-"""How tables and figures name corruptions and metrics (the paper's spelling).
+"""How tables and figures name interventions and metrics (the paper's spelling; the registries' labels).
 
 Kept apart from :mod:`patchbench.analysis.style` so that table and claim jobs do not import
 matplotlib and seaborn.
@@ -6,7 +6,18 @@ matplotlib and seaborn.
 
 from __future__ import annotations
 
-__all__ = ["METRIC_LABELS", "METRIC_SHORT", "corruption_label", "metric_label", "metric_short"]
+from collections.abc import Iterable
+
+from patchbench.interventions import corruptions, directions
+
+__all__ = [
+    "METRIC_LABELS",
+    "METRIC_SHORT",
+    "corruption_label",
+    "intervention_order",
+    "metric_label",
+    "metric_short",
+]
 
 #: Display names of the effects frame's ``metric`` values, as the paper writes them.
 METRIC_LABELS: dict[str, str] = {
@@ -20,9 +31,25 @@ METRIC_SHORT: dict[str, str] = {"prob": "P", "logit_diff": "LD", "kl": "KL", "st
 
 
 def corruption_label(corruption: str) -> str:
-    """``str`` / ``STR`` -> ``STR``; ``gn`` -> ``GN``; anything else unchanged."""
-    up = str(corruption).upper()
-    return up if up in {"STR", "GN"} else str(corruption)
+    """How tables and figures name an intervention (a corruption value, suffixed for a non-default
+    direction): the corruption's registry label and its direction's suffix (``str`` / ``STR`` -> ``STR``;
+    ``gn@nu=1`` -> ``GN(nu=1)``; ``str_noising`` -> ``STR (noising)``); anything else unchanged."""
+    value, direction = directions.split_key(str(corruption))
+    return corruptions.label(value) + directions.direction(direction).label_suffix
+
+
+def intervention_order(labels: Iterable[str] = ()) -> list[str]:
+    """The labels of interventions in table order: the paper's corruptions (always, denoising), then
+    every other one of ``labels``: corruptions in registry order, each denoising before noising."""
+    paper = [corruptions.label(n) for n in corruptions.paper()]
+
+    def key(label: str) -> tuple:
+        suffixes = [d.label_suffix for d in directions.DIRECTIONS.values()]
+        d = max((i for i, x in enumerate(suffixes) if x and label.endswith(x)), default=0)
+        base = label[: len(label) - len(suffixes[d])] if d else label
+        return (*corruptions.order(base), d)
+
+    return paper + sorted({str(x) for x in labels} - set(paper), key=key)
 
 
 def metric_label(metric: str) -> str:
