@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 #: Every corruption, by config name, in the order tables and figures list them.
-NAMES: tuple[str, ...] = ("str", "gn", "resample", "zero")
+NAMES: tuple[str, ...] = ("str", "gn", "resample", "mean", "zero")
 
 _SETTING = r"[a-z_]+=[^,@/\s]+"
 #: What a corruption value looks like: a name, optionally ``@key=value[,key=value]``.
