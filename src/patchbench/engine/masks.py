@@ -13,6 +13,7 @@ an activation-level corruption ablates, :mod:`patchbench.engine.runs`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +21,10 @@ import torch
 from patchbench.engine.readout import index_tensor
 from patchbench.interventions.sites import SITES, Site
 from patchbench.prompts import PromptSet
-from patchbench.sites import HookPatch, PatchTarget
+
+# HookPatch and PatchTarget (patchbench.sites) are named, not imported: sites reads the corruptions,
+# whose runs use these masks
+HookPatch = PatchTarget = Any
 
 __all__ = ["build_mask", "fill", "hook_site", "union_mask"]
 
