@@ -5,8 +5,8 @@ through transformers: rotary positions and grouped-query attention, so that key 
 index key-value heads; the native route of the project's own models), in float64 and float32: for
 every site of :data:`patchbench.interventions.sites.SITES` and every corruption of the registry
 (STR, GN with two noise samples, resample, mean, zero), in both directions, the engine's raw frame
-(``run_sweep``: prefix reuse, batching, causal suffix reuse on position-specific sweeps, the
-head-output shortcut, the ablated base run kept in the patched forward) equals, for every target and
+(``run_sweep``: prefix reuse, batching, causal suffix reuse on position-specific sweeps and the
+head-output shortcut, each taken in every case, the ablated base run kept in the patched forward) equals, for every target and
 row, the answer logits of one full forward with TransformerLens's own hooks
 (:func:`lm_models.reference_runs`, none of the engine's code) within 1e-10 in float64 and 1e-5 in
 float32; so do its clean and corrupted rows. Every sweep also passes its own sanity identities
@@ -122,6 +122,9 @@ def test_every_site_equals_one_forward_per_target(model, corruption, direction):
         meta = raw.attrs["patchbench"]
         assert meta["sanity"]["passed"], meta["sanity"]
         assert meta.get("direction", "denoising") == direction
+        # the fast paths apply to every corruption and direction (each is exact there)
+        assert meta["plan"]["path"] == ("suffix" if spec.position != "all" else "full"), meta["plan"]
+        assert meta["plan"].get("head_shortcut") is (True if SITES[spec.site].shortcut else None)
         ref = reference_runs(model, prompts, spec)
         ans = torch.tensor([a[0] for a in prompts.answers])
         wr = torch.tensor([w[0] for w in prompts.wrong])
