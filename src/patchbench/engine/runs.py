@@ -27,13 +27,14 @@ import torch
 from jaxtyping import Float
 
 from patchbench.engine.masks import hook_site, union_mask
-
-# (patchbench.sites' types are named, not imported: the corruptions build runs, and sites reads them)
 from patchbench.engine.readout import index_tensor
 from patchbench.lm import LM, KVCapture
 from patchbench.prompts import PromptSet
 
 __all__ = ["Ablation", "HookFn", "NoiseFn", "Run", "RunContext"]
+
+# The sweep's types (patchbench.sites: SweepSpec, PatchTarget) are named in docstrings, not imported:
+# the corruptions build these runs and patchbench.sites reads the corruptions.
 
 #: (prompt rows, sample rows) -> noise ``[rows, max_len, d_model]`` added to the token embeddings
 NoiseFn = Callable[[np.ndarray, np.ndarray], torch.Tensor]
