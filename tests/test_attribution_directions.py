@@ -111,3 +111,20 @@ def test_qk_fix_is_refused_for_an_ablation(model, templated, corruption):
         InputError, match=rf"qk_fix on sweep {corruption}/attn_head pos=all w=1 noising: .*token-level"
     ):
         run_attribution(model, templated, spec, qk_fix=True, progress=False)
+
+
+def test_robustness_signs_a_noising_sweep_as_its_effects(model, templated):
+    """The robustness grid (its bootstrap drops the frames' metadata for speed) signs a noising sweep
+    as ``metrics.effects`` does, and labels its cells with the direction."""
+    from patchbench.analysis.robustness import RobustnessSettings, bootstrap_grid
+    from patchbench.metrics import effects
+
+    raws = [
+        run_sweep(model, templated, SweepSpec("str", "attn_head", direction=d), progress=False)
+        for d in DIRECTIONS
+    ]
+    grid = bootstrap_grid(raws, RobustnessSettings(n_boot=10), metrics=("logit_diff",))
+    assert list(grid.cells["corruption"]) == ["STR", "STR (noising)"]
+    for i, raw in enumerate(raws):
+        eff = effects(raw, metrics=("logit_diff",)).set_index("component")["effect"]
+        np.testing.assert_allclose(grid.point[i], eff.loc[grid.comps["component"]].to_numpy(), rtol=1e-12)

@@ -45,7 +45,10 @@ Known limits of the first-order estimate (measured against exact patching in
 :mod:`patchbench.analysis.agreement`):
 
 * **KL** is zero with zero gradient at the clean distribution; near it KL is quadratic and the
-  linear estimate of its change is off by up to a factor of two even for tiny corruptions.
+  linear estimate of its change is off by up to a factor of two even for tiny corruptions. A
+  noising sweep linearises around the clean run itself, where KL's gradient vanishes: its
+  first-order KL estimate is 0 for every component (and the probability's is small where the clean
+  run saturates it).
 * **Windows** (``mlp`` with ``window > 1``) sum the single-layer estimates of the window's layers
   (the linear form of the paper's §5 summation baseline): exact window patching clamps the later
   layers of the window, which the summed gradient does not.

@@ -243,19 +243,26 @@ def _check_metrics(metrics: Sequence[str]) -> None:
         raise ValueError(f"unknown metrics {unknown}; choose from {METRICS}")
 
 
-def _prompt_table(raw: pd.DataFrame, metrics: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
+def _prompt_table(
+    raw: pd.DataFrame, metrics: Sequence[str], direction: str | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
     """Per (target, prompt, sample) numerators, their sample means per (target, prompt), and the
-    per-prompt logit-difference denominators: what both :func:`effects` and :func:`prompt_terms` start from."""
+    per-prompt logit-difference denominators: what both :func:`effects` and :func:`prompt_terms` start
+    from. ``direction`` defaults to the frame's (its metadata)."""
     _check_metrics(metrics)
     clean, corr, pat = _split(raw)
-    keyed = _numerators(_per_row(pat, clean, corr), metrics, direction_of(metadata(raw)))
+    direction = direction or direction_of(metadata(raw))
+    keyed = _numerators(_per_row(pat, clean, corr), metrics, direction)
     per_p = keyed.groupby(["target", "prompt"], sort=True).mean()
     return keyed, per_p, _prompt_denominators(clean, corr)
 
 
-def prompt_terms(raw: pd.DataFrame, metrics: Sequence[str] = ("prob", "logit_diff", "kl")) -> PromptTerms:
-    """The per-prompt terms of ``metrics`` in a raw sweep frame (see :class:`PromptTerms`)."""
-    _, per_p, den_p = _prompt_table(raw, metrics)
+def prompt_terms(
+    raw: pd.DataFrame, metrics: Sequence[str] = ("prob", "logit_diff", "kl"), direction: str | None = None
+) -> PromptTerms:
+    """The per-prompt terms of ``metrics`` in a raw sweep frame (see :class:`PromptTerms`), signed by
+    ``direction`` (default: the frame's metadata's; pass it for a frame whose metadata was dropped)."""
+    _, per_p, den_p = _prompt_table(raw, metrics, direction)
     return _terms(per_p, den_p, metrics)
 
 
