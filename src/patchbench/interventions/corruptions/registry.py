@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from patchbench.interventions.corruptions.base import Corruption
+from patchbench.interventions.directions import DIRECTIONS
 
 #: Every corruption, by config name, in the order tables and figures list them.
 NAMES: tuple[str, ...] = ("str", "gn", "resample", "mean", "zero")
@@ -35,6 +36,11 @@ def parse(value: str) -> tuple[type[Corruption], dict[str, Any]]:
         raise ValueError(
             f"{value!r} is not a corruption: use one of {', '.join(NAMES)}, optionally with settings "
             "as name@key=value,key=value (e.g. gn@nu=1)"
+        )
+    suffix = next((d.suffix for d in DIRECTIONS.values() if d.suffix and value.endswith(d.suffix)), None)
+    if suffix:
+        raise ValueError(
+            f"{value!r} ends in {suffix!r}, which names a direction in a cell's files: rename it"
         )
     name, _, rest = value.partition("@")
     cls = corruption_class(name)
