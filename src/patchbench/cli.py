@@ -4,6 +4,7 @@
         --corruption str --site attn_head --out raw.parquet --effects effects.parquet
     patchbench effects raw.parquet --out effects.parquet [--metrics prob,logit_diff,kl,stolfo]
     patchbench robustness str_raw.parquet gn_raw.parquet --out robustness/ [--circuit circuit.json]
+    patchbench estimate --configfile config/demo.yaml [--device cpu|cuda|h100|a100]
 
 ``--model`` is a TransformerLens / Hugging Face hub name or a local model directory (a toy
 model of this repository or a ``save_pretrained`` directory), loaded by
@@ -158,6 +159,7 @@ def _nonnegative(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     from patchbench.config import default
+    from patchbench.cost.device import DEVICES
     from patchbench.detection import PAPER_K
     from patchbench.interventions.corruptions import NAMES as corruption_names
 
@@ -309,6 +311,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed of the resamples",
     )
     rb.add_argument("--no-figure", action="store_true", help="tables and summary only")
+
+    es = sub.add_parser(
+        "estimate", help="a config's jobs: predicted FLOPs, time and peak memory (no weights loaded)"
+    )
+    es.add_argument(
+        "--configfile", required=True, action="append", type=Path, help="workflow config (repeat to merge)"
+    )
+    es.add_argument(
+        "--device",
+        default="cpu",
+        choices=DEVICES,
+        help="cpu or cuda: this machine's rates, measured once and cached; h100 / a100: published "
+        "figures (an assumption, not a measurement)",
+    )
+    es.add_argument(
+        "--threads", type=int, default=None, help="CPU threads (default: each model's resources.threads)"
+    )
+    es.add_argument("--cells", action="store_true", help="also print each sweep cell's predicted time")
+    es.add_argument("--measure", action="store_true", help="measure this machine's rates again (cached)")
     return ap
 
 
@@ -486,6 +507,12 @@ def _effects(args: argparse.Namespace) -> None:
     _write_effects(read_frame(args.raw), args.out, metrics, args.k)
 
 
+def _estimate(args: argparse.Namespace) -> None:
+    from patchbench.cost.report import estimate_command
+
+    estimate_command(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; a bad input is one message on stderr and exit status 2 (argparse's too)."""
     from patchbench.errors import InputError
@@ -494,11 +521,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # progress bars to a file or a pipe (a batch job's log) become lines; a terminal keeps its bars
     lines = progress_lines(sys.stderr) if not sys.stderr.isatty() else contextlib.nullcontext()
+    commands = {"sweep": _sweep, "effects": _effects, "robustness": _robustness, "estimate": _estimate}
     with lines:
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         try:
-            {"sweep": _sweep, "effects": _effects, "robustness": _robustness}[args.command](args)
+            commands[args.command](args)
         except (InputError, FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
             print(f"patchbench {args.command}: error: {err}", file=sys.stderr)
             return 2

@@ -38,7 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 from patchbench.engine import patch
-from patchbench.engine.budget import bytes_per_row, tokens_per_forward
+from patchbench.engine.budget import block_bytes_per_row, patched_bytes_per_row, tokens_per_forward
 from patchbench.engine.cache import ANSWER_LOGITS, RESID0, clean_rows
 from patchbench.engine.checkpoint import Checkpoint, sweep_fingerprint
 from patchbench.engine.heap import keep_freed_memory
@@ -47,13 +47,14 @@ from patchbench.engine.readout import AnswerIds, index_tensor
 from patchbench.engine.sanity import check_identities as run_identities
 from patchbench.engine.sanity import self_patch_targets
 from patchbench.engine.setup import Setup, setup
+from patchbench.interventions.directions import direction
 from patchbench.interventions.sites import SITES
 from patchbench.lm import LM, KVCapture
 from patchbench.prompts import PromptSet
 from patchbench.rawframe import RAW_COLUMNS, assemble_raw, baseline_rows, patched_rows, raw_metadata
 from patchbench.sites import PatchTarget, SweepSpec, head_axis
 
-__all__ = ["run_sweep"]
+__all__ = ["plan_chunks", "run_sweep", "suffix_path"]
 
 log = logging.getLogger(__name__)
 
@@ -79,20 +80,9 @@ def plan_batches(
     residual (head-output shortcut). ``sources``: it also keeps that many elements per row of source
     activations (noising).
     """
-    shape = model.shape
-    e = shape.dtype.itemsize
     budget = spec.memory_budget_mb * 2**20
-    cache_row = shape.n_layers * max_len * shape.d_model * e
-    if keys_values:
-        cache_row += 2 * shape.n_layers * max_len * shape.n_kv_heads * shape.d_head * e
-    if heads:
-        cache_row += (
-            (shape.n_layers * (shape.n_heads * shape.d_head + shape.d_model) + shape.d_model) * max_len * e
-        )
-    cache_row += sources * e
-    per_row = bytes_per_row(
-        shape, max_len, n_hook_elems=2 * max_len * max(shape.d_model, shape.n_heads * shape.d_head)
-    )
+    cache_row = block_bytes_per_row(model.shape, max_len, keys_values, heads) + sources * model.shape.dtype.itemsize
+    per_row = patched_bytes_per_row(model.shape, max_len)
     rows_block = int(max(1, min(n_rows, (budget // 4) // (cache_row + per_row))))
     per_chunk = int(max(1, (budget - rows_block * cache_row) // (rows_block * per_row)))
     return {"rows_per_block": rows_block, "targets_per_chunk": per_chunk}
@@ -267,48 +257,60 @@ def _chunk_rows(model: LM, s: _Sweep, chunk: list[PatchTarget], block: Block, sr
 # the sweep
 
 
-def _source_elems(model: LM, st: Setup) -> int:
-    """Elements per row of the source activations a noising block keeps (0 for denoising: the clean
-    cache holds them)."""
-    if st.direction.source == "clean":
+def _source_elems(model: LM, spec: SweepSpec, targets: list[PatchTarget], max_len: int) -> int:
+    """Elements per row of the source activations a noising block keeps (its targets' hooks and the
+    layer-0 residual; 0 for denoising: the clean cache holds them)."""
+    if direction(spec.direction).source == "clean":
         return 0
     shape = model.shape
-    per_hook = st.max_len * max(shape.d_model, shape.n_heads * shape.d_head, shape.n_heads * st.max_len)
-    return (len(st.hooks) + 1) * per_hook
+    n_hooks = len({h for t in targets for h in t.hooks}) + 1
+    return n_hooks * max_len * max(shape.d_model, shape.n_heads * shape.d_head, shape.n_heads * max_len)
 
 
-def _plan(model: LM, s: _Sweep) -> tuple[_Sweep, dict[str, Any]]:
-    """The batching plan (whole prompts per block) and the sweep with its target chunks."""
-    st = s.setup
-    k = st.spec.n_samples
+def plan_chunks(
+    model: LM,
+    prompts: PromptSet,
+    spec: SweepSpec,
+    targets: list[PatchTarget],
+    n_rows: int,
+    max_len: int,
+    suffix: bool,
+    heads: bool,
+) -> tuple[list[list[PatchTarget]], dict[str, Any]]:
+    """The batching plan of a sweep (whole prompts per block) and its target chunks, from the model's
+    shape alone: what :func:`run_sweep` runs, and what :mod:`patchbench.cost` counts before a run.
+    ``n_rows`` counts (prompt, sample) rows; ``suffix`` and ``heads`` are the paths the sweep takes
+    (:func:`suffix_path`, the head-output shortcut)."""
+    k = spec.n_samples
+    sources = _source_elems(model, spec, targets, max_len)
     plan: dict[str, Any] = dict(
-        plan_batches(
-            st.spec,
-            st.targets,
-            model,
-            len(s.row_prompt),
-            st.max_len,
-            keys_values=s.suffix,
-            heads=s.heads,
-            sources=_source_elems(model, st),
-        )  # fmt: skip
+        plan_batches(spec, targets, model, n_rows, max_len, keys_values=suffix, heads=heads, sources=sources)
     )
     plan["rows_per_block"] = max(k, plan["rows_per_block"] - plan["rows_per_block"] % k)
-    plan["path"] = "suffix" if s.suffix else "full"
+    plan["path"] = "suffix" if suffix else "full"
     plan["tokens_per_forward"] = tokens_per_forward(model.shape)
-    if SITES[st.spec.site].shortcut:
-        plan["head_shortcut"] = s.heads
-    pos = st.spec.position
-    first = {} if pos in ("all", "each") else {pos: int(np.min(st.prompts.named_position(pos)))}
+    if SITES[spec.site].shortcut:
+        plan["head_shortcut"] = heads
+    pos = spec.position
+    first = {} if pos in ("all", "each") else {pos: int(np.min(prompts.named_position(pos)))}
     chunks = chunk_targets(
-        st.targets,
+        targets,
         plan["targets_per_chunk"],
-        s.suffix,
-        st.max_len,
+        suffix,
+        max_len,
         model.shape.n_layers,
         rows=plan["rows_per_block"],
         max_tokens=plan["tokens_per_forward"],
         first=first,
+    )
+    return chunks, plan
+
+
+def _plan(model: LM, s: _Sweep) -> tuple[_Sweep, dict[str, Any]]:
+    """The batching plan and the sweep with its target chunks (:func:`plan_chunks`)."""
+    st = s.setup
+    chunks, plan = plan_chunks(
+        model, st.prompts, st.spec, st.targets, len(s.row_prompt), st.max_len, s.suffix, s.heads
     )
     return replace(s, chunks=chunks), plan
 

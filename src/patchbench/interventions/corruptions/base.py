@@ -140,6 +140,11 @@ class Corruption:
         """Refuse prompts this corruption cannot corrupt (CorruptionError naming ``where``, the problem and
         the fix); ``reference`` is a named reference prompt set where the corruption takes one."""
 
+    def input_tokens(self, prompts: Any) -> Any:
+        """The token ids ``[n_prompts, max_len]`` its corrupted run reads (the clean prompts, unless the
+        corruption replaces tokens)."""
+        return prompts.tokens("clean")
+
     def corrupted_run(self, ctx: Any) -> tuple[Any, dict[str, Any]]:
         """The sweep's corrupted run (a :class:`patchbench.engine.runs.Run`) from a
         :class:`patchbench.engine.runs.RunContext`, and the facts its frames' metadata record."""

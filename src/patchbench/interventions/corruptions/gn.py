@@ -211,7 +211,7 @@ class GN(NoiseSpec, Corruption):
         def noise(rows_prompt: np.ndarray, rows_sample: np.ndarray):
             return noise_tensor(prompts, rows_prompt, rows_sample, d_model, std, seed, max_len, dtype=dtype)
 
-        return Run("corrupted", prompts.tokens("clean"), noise=noise), {"sigma": sigma, "noise_std": std}
+        return Run("corrupted", self.input_tokens(prompts), noise=noise), {"sigma": sigma, "noise_std": std}
 
 
 CORRUPTION = GN

@@ -133,7 +133,7 @@ class Mean(Corruption):
         def value(hook: str, rows: np.ndarray):
             return tables[hook][index_tensor(group_of[rows])]
 
-        run = Run("corrupted", ctx.prompts.tokens("clean"), ablation=Ablation(tuple(ctx.targets), value))
+        run = Run("corrupted", self.input_tokens(ctx.prompts), ablation=Ablation(tuple(ctx.targets), value))
         facts = {"sigma": None, "noise_std": None, "reference": self.reference, "mean_groups": len(order)}
         return run, facts
 

@@ -58,16 +58,14 @@ class Resample(Corruption):
     def check(self, prompts: Any, reference: Any = None, *, where: str = "") -> None:
         pairing(prompts, self.seed, where=where)
 
+    def input_tokens(self, prompts: Any) -> Any:
+        return prompts.tokens("clean")[pairing(prompts, self.seed)]
+
     def corrupted_run(self, ctx):
         from patchbench.engine.runs import Run
 
-        source = pairing(ctx.prompts, self.seed)
-        clean = ctx.prompts.tokens("clean")
-        return Run("corrupted", clean[source]), {
-            "sigma": None,
-            "noise_std": None,
-            "source_prompt": source.tolist(),
-        }
+        facts = {"sigma": None, "noise_std": None, "source_prompt": pairing(ctx.prompts, self.seed).tolist()}
+        return Run("corrupted", self.input_tokens(ctx.prompts)), facts
 
     def fingerprint_facts(self, ctx, facts):
         return {"source_prompt": facts["source_prompt"]}

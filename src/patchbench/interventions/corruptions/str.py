@@ -25,11 +25,14 @@ class STR(Corruption):
     def check(self, prompts: Any, reference: Any = None, *, where: str = "") -> None:
         prompts.validate()  # refuses unequal clean / corrupted pairs, naming the prompt
 
+    def input_tokens(self, prompts: Any) -> Any:
+        self.check(prompts)
+        return prompts.tokens("corrupted")
+
     def corrupted_run(self, ctx):
         from patchbench.engine.runs import Run
 
-        self.check(ctx.prompts)
-        return Run("corrupted", ctx.prompts.tokens("corrupted")), {"sigma": None, "noise_std": None}
+        return Run("corrupted", self.input_tokens(ctx.prompts)), {"sigma": None, "noise_std": None}
 
 
 CORRUPTION = STR

@@ -25,7 +25,7 @@ class Zero(Corruption):
         from patchbench.engine.runs import Ablation, Run
 
         ablation = Ablation(tuple(ctx.targets), lambda hook, rows: 0.0)
-        return Run("corrupted", ctx.prompts.tokens("clean"), ablation=ablation), {
+        return Run("corrupted", self.input_tokens(ctx.prompts), ablation=ablation), {
             "sigma": None,
             "noise_std": None,
         }
