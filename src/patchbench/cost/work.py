@@ -203,14 +203,15 @@ def chunk_work(
         flops += r * n * per_layer
         tokens += r * n * q
         scores += r * n * q * max_len * s.n_heads
-        if short:  # the start layer without attention, on the patched (row, position) entries
-            for p in t.patches:
-                if p.layer != t.start_layer:
-                    continue
-                hits = r * (q if p.position == -1 else 1)
+        if short:  # the start layer without attention: W_O per patched head, the rest once per entry
+            at_start = [p for p in t.patches if p.layer == t.start_layer]
+            positions = {p.position for p in at_start}
+            hits = r * (q if -1 in positions else len(positions))
+            for p in at_start:
                 heads = s.n_heads if p.heads is None else len(p.heads)
-                flops += hits * (2 * heads * s.d_head * s.d_model) + mlp_flops(s, hits, gated)
-                tokens += hits
+                flops += r * (q if p.position == -1 else 1) * (2 * heads * s.d_head * s.d_model)
+            flops += mlp_flops(s, hits, gated)
+            tokens += hits
     m = len(chunk)
     flops += unembed_flops(s, m * r)
     calls = s.n_layers - min(entries) if min(entries) < s.n_layers else 0
