@@ -81,7 +81,9 @@ def plan_batches(
     activations (noising).
     """
     budget = spec.memory_budget_mb * 2**20
-    cache_row = block_bytes_per_row(model.shape, max_len, keys_values, heads) + sources * model.shape.dtype.itemsize
+    cache_row = (
+        block_bytes_per_row(model.shape, max_len, keys_values, heads) + sources * model.shape.dtype.itemsize
+    )
     per_row = patched_bytes_per_row(model.shape, max_len)
     rows_block = int(max(1, min(n_rows, (budget // 4) // (cache_row + per_row))))
     per_chunk = int(max(1, (budget - rows_block * cache_row) // (rows_block * per_row)))
