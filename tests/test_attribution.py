@@ -23,6 +23,7 @@ from patchbench.corruption import NoiseSpec
 from patchbench.detection import detect
 from patchbench.engine.cache import clean_cache
 from patchbench.engine.sweep import run_sweep
+from patchbench.errors import InputError
 from patchbench.lm import LM
 from patchbench.metrics import effects
 from patchbench.prompts import PromptSet
@@ -190,7 +191,7 @@ def test_requested_metrics_only(model, prompts):
 
 
 def test_refusals(model, prompts):
-    with pytest.raises(ValueError, match="qk_fix applies to site='attn_head' with position='all'"):
+    with pytest.raises(InputError, match="qk_fix on sweep str/attn_head pos=each"):
         run_attribution(
             model, prompts, SweepSpec("str", "attn_head", position="each"), qk_fix=True, progress=False
         )

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from patchbench.config import SCHEMA, ConfigError, default, load_config, validate_config, validate_entry
+from patchbench.config import ConfigError, default, load_config, schema, validate_config, validate_entry
 from patchbench.models import ModelSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,10 +22,14 @@ MINIMAL = {
 
 
 @pytest.mark.parametrize("name", ["demo.yaml", "config.yaml", "standins.yaml"])
-def test_loader_fills_the_same_defaults_as_snakemake(name):
+def test_loader_fills_the_same_defaults_as_snakemake(name, tmp_path):
+    """Snakemake's validator on the schema as loaded (the registries' enums, patterns and corruption
+    sections filled in) fills in the same defaults as patchbench's loader."""
     raw = yaml.safe_load((ROOT / "config" / name).read_text())
     theirs = copy.deepcopy(raw)
-    validate(theirs, str(SCHEMA))
+    filled = tmp_path / "schema.yaml"
+    filled.write_text(yaml.safe_dump(schema()))
+    validate(theirs, str(filled))
     assert load_config(ROOT / "config" / name) == theirs
 
 
@@ -102,7 +106,7 @@ def test_workflow_supplies_no_default_of_its_own():
             for v in node.values():
                 walk(v)
 
-    walk(yaml.safe_load(SCHEMA.read_text()))
+    walk(schema())
     files = [*ROOT.glob("workflow/rules/*.smk"), *ROOT.glob("workflow/scripts/*.py"), ROOT / "Snakefile"]
     files.append(ROOT / "src" / "patchbench" / "cli.py")
     found = [
@@ -112,3 +116,27 @@ def test_workflow_supplies_no_default_of_its_own():
         if m.group(1) in keys
     ]
     assert not found, f"defaults of schema keys outside the schema: {found}"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("gaussian", r"'gaussian' is not a corruption: use one of str, gn"),
+        ("gn@mu=1", r"gn has no setting 'mu' \(its settings: n_samples, nu, seed, sigma\)"),
+        ("gn@nu=big", r"gn setting 'nu' expects float, got 'big'"),
+        ("resample@seed=1,seed=2", r"sets 'seed' twice"),
+    ],
+)
+def test_corruption_values_are_checked_against_the_registry(value, message):
+    cfg = copy.deepcopy(MINIMAL)
+    cfg["experiments"]["e"]["corruptions"] = ["str", value]
+    with pytest.raises(ConfigError, match=r"config key 'experiments.e.corruptions': .*" + message):
+        validate_config(cfg)
+
+
+def test_corruption_sections_come_from_the_registry():
+    """A corruption with settings has a config section with their defaults, written in its module."""
+    cfg = validate_config(copy.deepcopy(MINIMAL))
+    assert cfg["resample"] == {"seed": 0}
+    assert cfg["experiments"]["e"]["directions"] == ["denoising"]
+    assert schema()["$defs"]["experiment"]["properties"]["site"]["enum"][:2] == ["attn_head", "head_q"]

@@ -12,12 +12,12 @@ import torch
 
 from patchbench.corruption import (
     NoiseSpec,
-    corrupted_tokens,
     draw_noise,
     embedding_sigma,
     noise_seed,
     noise_tensor,
 )
+from patchbench.engine.setup import setup
 from patchbench.engine.sweep import run_sweep
 from patchbench.prompts import PromptSet, PromptSetError
 from patchbench.sites import SweepSpec
@@ -102,7 +102,7 @@ def test_noise_is_independent_of_batching_and_order(prompts):
     assert not torch.equal(a[1], d[0])  # another seed is another draw
 
 
-def test_str_refuses_unequal_pairs(prompts):
+def test_str_refuses_unequal_pairs(model, prompts):
     bad = [c.copy() for c in prompts.corrupted]
     bad[2] = np.append(bad[2], 5)
     with pytest.raises(PromptSetError, match="prompt 2.*equal token length"):
@@ -115,10 +115,14 @@ def test_str_refuses_unequal_pairs(prompts):
             wrong=prompts.wrong,
             noise_positions=prompts.noise_positions,
         )
-    assert torch.equal(corrupted_tokens(prompts, "gn"), prompts.tokens("clean"))
-    assert torch.equal(corrupted_tokens(prompts, "str"), prompts.tokens("corrupted"))
-    with pytest.raises(ValueError, match="unknown corruption"):
-        corrupted_tokens(prompts, "zero")
+
+    def corrupted_tokens(corruption: str) -> torch.Tensor:
+        return setup(model, prompts, SweepSpec(corruption, "mlp")).runs["corrupted"].tokens
+
+    assert torch.equal(corrupted_tokens("gn"), prompts.tokens("clean"))
+    assert torch.equal(corrupted_tokens("str"), prompts.tokens("corrupted"))
+    with pytest.raises(ValueError, match="not a corruption"):
+        SweepSpec("noise", "mlp")
 
 
 def test_noise_spec_validation():

@@ -53,6 +53,9 @@ CASES = {
     "head_values_together": (SweepSpec("str", "head_v", position="all", heads=((1, 2), (2, 0))), {}),
     "mlp_each_full_recompute": (SweepSpec("str", "mlp", position="each"), {"suffix_reuse": False}),
     "heads_all_no_shortcut": (SweepSpec("str", "attn_head", position="all"), {"head_shortcut": False}),
+    "heads_each_noising": (SweepSpec("str", "attn_head", position="each", direction="noising"), {}),
+    "mlp_named_zero": (SweepSpec("zero", "mlp", position="X"), {}),
+    "heads_all_zero_noising": (SweepSpec("zero", "attn_head", position="all", direction="noising"), {}),
 }
 
 

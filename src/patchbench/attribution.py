@@ -6,11 +6,18 @@ of those runs by a first-order Taylor expansion around the corrupted run::
 
     m(patched) - m(corrupted)  ≈  (a_clean - a_corrupted) · ∂m/∂a |_corrupted
 
-where ``a`` is the patched activation (a head's ``hook_z``, ``hook_mlp_out``, ``hook_resid_pre``,
+where ``a`` is the patched activation (any site of :data:`patchbench.interventions.sites.SITES`,
 restricted to the target's heads and positions) and ``m`` one scalar output of the run. One
-corrupted forward pass (with the same GN noise draw as the exact engine, from
-:func:`patchbench.corruption.noise_tensor`) and one backward pass per output give the estimate for
-every target of the sweep at once.
+forward pass of the base run (built by the engines' one setup, :mod:`patchbench.engine.setup`: the
+same tokens, GN noise draw or ablation as the exact engine's) and one backward pass per output give
+the estimate for every target of the sweep at once.
+
+**Directions.** Denoising linearises around the corrupted run and patches in clean activations
+(the source is the clean cache); noising linearises around the clean run and patches in the
+corrupted run's activations (one more forward of the corrupted run per block gives them, and the
+frame's corrupted rows): ``m(patched) - m(clean) ≈ (a_corrupted - a_clean) · ∂m/∂a |_clean``. For
+mean and zero ablation the corrupted run is the ablated one (denoising: the gradient is taken with
+every other ablated component held at its ablated value, as the exact engine patches).
 
 **Outputs are the engine's raw columns.** The backward passes differentiate the raw columns the
 exact engine stores (see ``docs/architecture.md``), so an attribution sweep returns a raw sweep
@@ -38,12 +45,16 @@ Known limits of the first-order estimate (measured against exact patching in
 :mod:`patchbench.analysis.agreement`):
 
 * **KL** is zero with zero gradient at the clean distribution; near it KL is quadratic and the
-  linear estimate of its change is off by up to a factor of two even for tiny corruptions.
+  linear estimate of its change is off by up to a factor of two even for tiny corruptions. A
+  noising sweep linearises around the clean run itself, where KL's gradient vanishes: its
+  first-order KL estimate is 0 for every component (and the probability's is small where the clean
+  run saturates it).
 * **Windows** (``mlp`` with ``window > 1``) sum the single-layer estimates of the window's layers
   (the linear form of the paper's §5 summation baseline): exact window patching clamps the later
   layers of the window, which the summed gradient does not.
 * **Attention saturation**: a head whose patch moves a softmax far is poorly linearised. With
-  ``qk_fix=True`` (``attn_head`` at ``position='all'`` only) a head's effect is the AtP*
+  ``qk_fix=True`` (``attn_head`` at ``position='all'`` under a token-level corruption only;
+  :mod:`patchbench.qk_fix`; refused, naming the sweep, elsewhere) a head's effect is the AtP*
   estimate over its query, key and value nodes: values linearly; each query position and each
   key position of the head patched on its own through the *exact* softmax, and the resulting
   change of the attention pattern linearised (Kramár et al. 2024, §3.1.1). The default z-gradient
@@ -54,9 +65,8 @@ Known limits of the first-order estimate (measured against exact patching in
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -65,15 +75,17 @@ import torch
 from jaxtyping import Float
 from tqdm.auto import tqdm
 
-from patchbench.corruption import corrupted_tokens, noise_scale, noise_tensor
-from patchbench.engine.cache import ANSWER_LOGITS, TOKENS, clean_cache, clean_rows
+from patchbench.engine.cache import ANSWER_LOGITS, clean_cache, clean_rows
 from patchbench.engine.patch import target_positions
 from patchbench.engine.readout import AnswerIds, answer_values
+from patchbench.engine.setup import Setup, setup
+from patchbench.interventions.sites import SITES, Site
 from patchbench.lm import LM
 from patchbench.metrics import METRICS
 from patchbench.prompts import PromptSet
+from patchbench.qk_fix import check_qk_fix, qk_fix_applies, qk_fix_hooks, qk_fixed_heads
 from patchbench.rawframe import VALUE_COLUMNS, assemble_raw, baseline_rows, patched_rows, raw_metadata
-from patchbench.sites import PatchTarget, SweepSpec, enumerate_targets, head_axis
+from patchbench.sites import PatchTarget, SweepSpec, head_axis
 
 __all__ = [
     "GRAD_COLUMNS",
@@ -121,21 +133,18 @@ def _outputs(
     return out
 
 
-def _forward(model: LM, tokens, noise, hooks: Sequence[str], answer_pos: torch.Tensor):
-    """Corrupted forward (the engine's: embed, GN noise on hook_embed, blocks, answer-position unembed).
-
-    Returns the answer-position logits and the hooked activations, still attached to the graph.
-    """
+def _forward(model: LM, st: Setup, rows: tuple[np.ndarray, np.ndarray], hooks: Sequence[str], answer_pos):
+    """The base run (the engines' one builder, :meth:`patchbench.engine.runs.Run.forward`) on ``rows``,
+    its embedding a leaf that requires grad, so that gradients reach every hook whatever the
+    parameters' ``requires_grad``. Returns the answer-position logits and the hooked activations,
+    still attached to the graph."""
     store: dict[str, torch.Tensor] = {}
 
     def keep(act: torch.Tensor, name: str) -> torch.Tensor:
         store[name] = act
         return act
 
-    with model.hooks([(h, keep) for h in hooks]):
-        resid = model.embed(tokens, noise)
-        # a leaf that requires grad: gradients reach every hook whatever the parameters' requires_grad
-        resid = model.run_blocks(resid.detach().requires_grad_(True), 0)
+    resid = st.base.forward(model, st.prompts, *rows, hooks=[(h, keep) for h in hooks], leaf=True)
     logits = model.unembed_at(resid, answer_pos)
     missing = [h for h in hooks if h not in store]
     if missing:
@@ -149,18 +158,15 @@ def _forward(model: LM, tokens, noise, hooks: Sequence[str], answer_pos: torch.T
 # per-target reduction
 
 
-def _reduce(prod: torch.Tensor, head: bool) -> torch.Tensor:
-    """Δa · grad summed over the feature dims: [R, P, H] for head hooks, [R, P] otherwise."""
-    return prod.sum(-1) if head else prod.reshape(prod.shape[0], prod.shape[1], -1).sum(-1)
-
-
 def _target_estimates(
+    site: Site,
     targets: Sequence[PatchTarget],
     per_pos: dict[str, np.ndarray],
     prompts: PromptSet,
     rows_prompt: np.ndarray,
 ) -> np.ndarray:
-    """[n_targets, R] estimated change of one output for every target (sum over the target's patches)."""
+    """[n_targets, R] estimated change of one output for every target (sum over the target's patches);
+    ``per_pos[hook]`` is ``[R, P, H]`` for a site with heads, ``[R, P]`` otherwise."""
     r = len(rows_prompt)
     out = np.zeros((len(targets), r), dtype=np.float64)
     totals = {k: v.sum(1) for k, v in per_pos.items()}  # over positions
@@ -168,7 +174,7 @@ def _target_estimates(
     named: dict[str, np.ndarray] = {}
 
     def heads_sum(v: np.ndarray, heads: tuple[int, ...] | None) -> np.ndarray:
-        if v.ndim == 1:  # a site without heads
+        if not site.has_heads:
             return v
         return v[:, list(heads)].sum(-1) if heads is not None else v.sum(-1)
 
@@ -188,93 +194,6 @@ def _target_estimates(
             acc += heads_sum(v, p.heads)
         out[j] = acc
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# AtP* QK fix
-
-
-def _qk_fix_hooks(layers: Sequence[int]) -> list[str]:
-    return [f"blocks.{lay}.attn.hook_{n}" for lay in layers for n in ("q", "k", "v", "pattern")]
-
-
-def qk_fix_applies(spec: SweepSpec) -> bool:
-    """Whether AtP*'s QK fix can estimate ``spec``: whole heads (``attn_head``) at every position."""
-    return spec.site == "attn_head" and spec.position == "all"
-
-
-def _check_qk_fix(model: LM, spec: SweepSpec) -> None:
-    shape = model.shape
-    if not qk_fix_applies(spec):
-        raise ValueError(
-            f"qk_fix applies to site='attn_head' with position='all' (AtP* nodes are a head's queries, keys and "
-            f"values at every position), not site={spec.site!r} position={spec.position!r}; use qk_fix=False"
-        )
-    bad = []
-    if shape.positional != "standard":
-        bad.append(f"{shape.positional} positional embeddings")
-    if shape.grouped_query:
-        bad.append("grouped-query attention")
-    if shape.sliding_window is not None:
-        bad.append("sliding-window attention")
-    if bad:
-        raise ValueError(f"qk_fix supports plain dot-product attention only; this model has {', '.join(bad)}")
-
-
-def _scores(
-    layer: int, q: torch.Tensor, k: torch.Tensor, pattern: torch.Tensor, scale: float
-) -> torch.Tensor:
-    """Layer ``layer``'s attention scores ``q . k / scale`` under the causal mask (-inf above the
-    diagonal), [R, H, T, S], rebuilt from ``hook_q`` / ``hook_k``: the bridge's ``hook_attn_scores``
-    fires after the softmax on some attentions (the native one's, GPT-J's). Refused unless their
-    softmax is the model's own ``hook_pattern`` (another scaling, soft-capping, rotary keys or a
-    mask of its own would make AtP*'s query and key terms silently wrong)."""
-    n = q.shape[1]
-    future = torch.ones(n, n, dtype=torch.bool, device=q.device).triu(1)
-    scores = (torch.einsum("rthd,rshd->rhts", q, k) / scale).masked_fill(future, -math.inf)
-    gap = float((torch.softmax(scores, dim=-1) - pattern).abs().max())
-    if not gap <= 1e-4:
-        raise ValueError(
-            f"qk_fix: layer {layer}'s attention pattern is not softmax(q . k / {scale:g}) under a causal mask "
-            f"(max gap {gap:.3g}); this model's attention is not plain dot-product attention. Use qk_fix=False"
-        )
-    return scores
-
-
-def _qk_fixed_heads(
-    model: LM,
-    layer: int,
-    acts: dict[str, torch.Tensor],
-    grads: dict[str, torch.Tensor],
-    clean: dict[str, torch.Tensor],
-) -> torch.Tensor:
-    """AtP* estimate per head for one layer: value + query + key nodes, [R, H] (float64)."""
-    pre = f"blocks.{layer}.attn."
-    q, k, v = (acts[pre + f"hook_{n}"].detach().double() for n in ("q", "k", "v"))  # [R, P, H, dh]
-    qc, kc, vc = (clean[pre + f"hook_{n}"].double() for n in ("q", "k", "v"))
-    pattern = acts[pre + "hook_pattern"].detach().double()  # [R, H, T, S]
-    g_a = grads[pre + "hook_pattern"].double()  # [R, H, T, S]
-    g_v = grads[pre + "hook_v"].double()  # [R, P, H, dh]
-    scale = model.attn_scale(layer)
-    scores = _scores(layer, q, k, pattern, scale)  # masked with -inf
-    value = ((vc - v) * g_v).sum((1, 3))  # [R, H]
-    # queries: each query position t patched alone -> exact softmax of the patched score row
-    d_sq = torch.einsum("rthd,rshd->rhts", qc - q, k) / scale
-    new_rows = torch.softmax(scores + d_sq, dim=-1)
-    new_rows = torch.where(torch.isnan(new_rows), torch.zeros_like(new_rows), new_rows)
-    query = ((new_rows - pattern) * g_a).sum((2, 3))
-    # keys: each key position s patched alone -> column s of every row changes; closed form
-    d_sk = torch.einsum("rthd,rshd->rhts", q, kc - k) / scale
-    a = pattern
-    finite = torch.isfinite(scores)
-    logit_a = torch.where(
-        finite & (a > 0), torch.log(a) - torch.log1p(-a.clamp(max=1 - 1e-15)), torch.full_like(a, -math.inf)
-    )
-    a_new = torch.where(finite & (a > 0), torch.sigmoid(logit_a + d_sk), torch.zeros_like(a))
-    ratio = torch.where(1 - a > 1e-12, (1 - a_new) / (1 - a).clamp(min=1e-12), torch.ones_like(a))
-    big_g = (a * g_a).sum(-1, keepdim=True)  # [R, H, T, 1]
-    key = ((a_new - a) * g_a + (ratio - 1) * (big_g - a * g_a)).sum((2, 3))
-    return value + query + key
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,140 +230,132 @@ def _rows_per_block(model: LM, max_len: int, budget_mb: int, extra_hook_elems: i
 
 
 @dataclass(frozen=True)
-class _Setup:
-    """What every block of one attribution sweep shares."""
+class _Attribution:
+    """An attribution sweep: the engines' shared setup and what the estimate reads."""
 
-    prompts: PromptSet
-    spec: SweepSpec
+    setup: Setup
     cols: list[str]  # the outputs differentiated
-    tokens: torch.Tensor
-    max_len: int
-    targets: list[PatchTarget]
     site_hooks: list[str]  # the targets' hook points
     hooks: list[str]  # the hook points kept in the graph (site hooks, or the QK fix's nodes)
-    clean_needed: list[str]  # clean activations the estimate reads
+    source_needed: list[str]  # source activations the estimate reads
     layers: list[int]
-    clean: dict[str, torch.Tensor]
-    std: float
     qk_fix: bool
 
+    def sources(self, model: LM, pr: np.ndarray, sa: np.ndarray) -> tuple[dict[str, torch.Tensor], Any]:
+        """The source activations of rows (pr, sa) on the model's device, and the source run's answer
+        logits when it is not the clean run (noising: the frame's corrupted rows), else None."""
+        st, dev, dtype = self.setup, model.shape.device, model.shape.dtype
+        if st.direction.source == "clean":
+            idx = torch.as_tensor(pr)
+            return {h: st.clean[h][idx].to(device=dev, dtype=dtype) for h in self.source_needed}, None
+        store: dict[str, torch.Tensor] = {}
 
-def _setup(model: LM, prompts: PromptSet, spec: SweepSpec, clean, cols: list[str], qk_fix: bool):
-    prompts.validate(model.shape.d_vocab)
-    tokens = corrupted_tokens(prompts, spec.corruption)
-    max_len = tokens.shape[1]
-    targets = enumerate_targets(spec, model.shape.n_layers, model.site_heads(spec.site), max_len)
-    if spec.position not in ("all", "each"):
-        prompts.named_position(spec.position)  # raises naming the problem before any compute
-    site_hooks = list(dict.fromkeys(h for t in targets for h in t.hooks))
-    layers = sorted({p.layer for t in targets for p in t.patches})
+        def grab(act: torch.Tensor, name: str) -> None:
+            store[name] = act.detach()
+
+        with torch.no_grad():
+            resid = st.source.forward(
+                model, st.prompts, pr, sa, hooks=[(h, grab) for h in self.source_needed]
+            )
+            logits = model.unembed_at(resid, torch.as_tensor(st.prompts.answer_pos[pr], device=dev))
+        return store, logits
+
+
+def _setup(model: LM, prompts: PromptSet, spec: SweepSpec, clean, cols, qk_fix: bool, reference, logger):
+    st = setup(model, prompts, spec, clean, complete=True, reference=reference, logger=logger)
+    site_hooks = st.hooks
+    layers = sorted({p.layer for t in st.targets for p in t.patches})
     if qk_fix:
-        _check_qk_fix(model, spec)
-        hooks = _qk_fix_hooks(layers)
-        clean_needed = [h for h in hooks if h.endswith(("hook_q", "hook_k", "hook_v"))]
+        check_qk_fix(model, spec)
+        hooks = qk_fix_hooks(layers)
+        needed = [h for h in hooks if h.endswith(("hook_q", "hook_k", "hook_v"))]
+        missing = [h for h in needed if h not in st.clean]
+        if missing:
+            st = replace(
+                st,
+                clean={
+                    **clean_cache(model, prompts, missing, memory_budget_mb=spec.memory_budget_mb),
+                    **st.clean,
+                },
+            )
     else:
-        hooks = site_hooks
-        clean_needed = site_hooks
-    if clean is None or any(h not in clean for h in (*clean_needed, ANSWER_LOGITS, TOKENS)):
-        have = {} if clean is None else clean
-        extra = clean_cache(
-            model, prompts, [h for h in clean_needed if h not in have], memory_budget_mb=spec.memory_budget_mb
-        )
-        clean = {**extra, **have}
-    if not torch.equal(clean[TOKENS], prompts.tokens("clean")):
-        raise ValueError(f"the clean cache was built from other prompts than {prompts.task!r}; rebuild it")
-    sigma, std = noise_scale(model, prompts, spec.corruption, spec.noise)
-    setup = _Setup(
-        prompts,
-        spec,
-        cols,
-        tokens,
-        max_len,
-        targets,
-        site_hooks,
-        hooks,
-        clean_needed,
-        layers,
-        clean,
-        std,
-        qk_fix,
-    )
-    return setup, sigma
+        hooks = needed = site_hooks
+    return _Attribution(st, cols, site_hooks, hooks, needed, layers, qk_fix)
 
 
-def _block(model: LM, s: _Setup, pr: np.ndarray, sa: np.ndarray, batched: bool):
-    """One block of rows: the corrupted outputs and, per differentiated output, ``[n_targets, R]`` estimates."""
-    dev, dtype = model.shape.device, model.shape.dtype
-    spec, prompts, clean = s.spec, s.prompts, s.clean
+def _block(model: LM, a: _Attribution, pr: np.ndarray, sa: np.ndarray, batched: bool):
+    """One block of rows: the base and corrupted outputs and, per differentiated output, ``[n_targets, R]``
+    estimates."""
+    st = a.setup
+    dev = model.shape.device
+    prompts, clean = st.prompts, st.clean
+    site = SITES[st.spec.site]
     idx = torch.as_tensor(pr)
-    tok = s.tokens[idx].to(dev)
-    noise = (
-        noise_tensor(prompts, pr, sa, model.shape.d_model, s.std, spec.noise.seed, s.max_len, dtype=dtype)
-        if spec.corruption == "gn"
-        else None
-    )
     apos = torch.as_tensor(prompts.answer_pos[pr], device=dev)
     clean_logp = torch.log_softmax(clean[ANSWER_LOGITS][idx].to(dev).double(), dim=-1)
+    answers, wrong = AnswerIds.of(prompts.answers, pr, dev), AnswerIds.of(prompts.wrong, pr, dev)
+    source, source_logits = a.sources(model, pr, sa)
     est: dict[str, np.ndarray] = {}
     with torch.enable_grad():
-        logits, acts = _forward(model, tok, noise, s.hooks, apos)
-        outs = _outputs(
-            logits, clean_logp, AnswerIds.of(prompts.answers, pr, dev), AnswerIds.of(prompts.wrong, pr, dev)
-        )
-        grad_hooks = [h for h in s.hooks if not h.endswith(("hook_q", "hook_k"))]
-        all_grads = _backward(outs, s.cols, [acts[h] for h in grad_hooks], batched=batched)
-        for c, gs in zip(s.cols, all_grads, strict=True):
+        logits, acts = _forward(model, st, (pr, sa), a.hooks, apos)
+        outs = _outputs(logits, clean_logp, answers, wrong)
+        grad_hooks = [h for h in a.hooks if not h.endswith(("hook_q", "hook_k"))] if a.qk_fix else a.hooks
+        all_grads = _backward(outs, a.cols, [acts[h] for h in grad_hooks], batched=batched)
+        for c, gs in zip(a.cols, all_grads, strict=True):
             unused = [
                 h for h, g in zip(grad_hooks, gs, strict=True) if g is None and h.endswith("hook_pattern")
             ]
-            if unused:  # a pattern hook that fires after the fact: its gradient would silently be zero
+            if (
+                a.qk_fix and unused
+            ):  # a pattern hook that fires after the fact: its gradient would silently be zero
                 raise ValueError(f"qk_fix: {unused} do not reach the output on this model; use qk_fix=False")
             grads = {
                 h: (torch.zeros_like(acts[h]) if g is None else g)
                 for h, g in zip(grad_hooks, gs, strict=True)
             }
-            if s.qk_fix:
+            if a.qk_fix:
                 per_layer = {
-                    lay: _qk_fixed_heads(
+                    lay: qk_fixed_heads(
                         model,
                         lay,
                         acts,
                         grads,
-                        {h: clean[h][idx].to(dev) for h in s.clean_needed if f"blocks.{lay}." in h},
+                        {h: source[h] for h in a.source_needed if f"blocks.{lay}." in h},
                     )
-                    for lay in s.layers
+                    for lay in a.layers
                 }
                 per_pos = {
-                    f"blocks.{lay}.attn.hook_z": v.detach().cpu().numpy()[:, None, :]
-                    for lay, v in per_layer.items()
+                    site.hook_name(lay): v.detach().cpu().numpy()[:, None, :] for lay, v in per_layer.items()
                 }
             else:
                 per_pos = {}
-                for h in s.site_hooks:
-                    delta = clean[h][idx].to(device=dev, dtype=dtype) - acts[h].detach()
-                    per_pos[h] = _reduce(
-                        (delta.double() * grads[h].double()), h.endswith(("hook_z", "hook_v"))
-                    )
-                    per_pos[h] = per_pos[h].cpu().numpy()
-            est[c] = _target_estimates(s.targets, per_pos, prompts, pr)
+                for h in a.site_hooks:
+                    delta = source[h].to(acts[h].dtype) - acts[h].detach()
+                    per_pos[h] = site.per_position(delta.double() * grads[h].double()).cpu().numpy()
+            est[c] = _target_estimates(site, st.targets, per_pos, prompts, pr)
             del gs, grads
-    corr = {kk: v.detach().cpu().numpy() for kk, v in outs.items()}
-    return corr, est
+    base = {kk: v.detach().cpu().numpy() for kk, v in outs.items()}
+    corr = base
+    if source_logits is not None:
+        corr = {
+            k: v.cpu().numpy() for k, v in answer_values(source_logits, clean_logp, answers, wrong).items()
+        }
+    return base, corr, est
 
 
 def _patched_values(
-    corr: dict[str, np.ndarray], est: dict[str, np.ndarray], n_targets: int
+    base: dict[str, np.ndarray], est: dict[str, np.ndarray], n_targets: int
 ) -> dict[str, np.ndarray]:
-    """Patched rows' value columns, ``[n_targets, rows]``: corrupted value + estimated change; NaN
+    """Patched rows' value columns, ``[n_targets, rows]``: base value + estimated change; NaN
     where no requested metric needs the column (LD's change is booked on ``logit_ans``)."""
-    n_rows = len(corr["kl"])
+    n_rows = len(base["kl"])
     vals = {c: np.full((n_targets, n_rows), np.nan) for c in VALUE_COLUMNS}
     if "ld" in est:
-        vals["logit_ans"] = corr["logit_ans"][None] + est["ld"]
-        vals["logit_wrong"] = np.broadcast_to(corr["logit_wrong"][None], vals["logit_ans"].shape).copy()
+        vals["logit_ans"] = base["logit_ans"][None] + est["ld"]
+        vals["logit_wrong"] = np.broadcast_to(base["logit_wrong"][None], vals["logit_ans"].shape).copy()
     for c in ("prob_ans", "prob_wrong", "kl"):
         if c in est:
-            vals[c] = corr[c][None] + est[c]
+            vals[c] = base[c][None] + est[c]
     return vals
 
 
@@ -460,54 +371,56 @@ def run_attribution(
     name: str | None = None,
     progress: bool = True,
     logger: logging.Logger | None = None,
+    reference: PromptSet | None = None,
 ) -> pd.DataFrame:
     """An attribution sweep: the raw frame of :mod:`patchbench.rawframe` with first-order ``patched`` rows.
 
     Same targets (ids, components), rows and metadata layout as :func:`patchbench.engine.sweep.run_sweep`
-    for ``spec``; ``attrs['patchbench']['method'] == 'attribution'``. ``clean`` is a cache from
-    :func:`patchbench.engine.cache.clean_cache`; hooks it lacks are computed here. ``name`` is the
-    model's name in the metadata (default ``model.name``).
-    ``batched_backward`` differentiates all outputs in one vmapped backward pass (about twice as
-    fast as one pass per output on CPU for three outputs; same numbers).
+    for ``spec`` (either direction, every corruption); ``attrs['patchbench']['method'] == 'attribution'``.
+    ``clean`` is a cache from :func:`patchbench.engine.cache.clean_cache`; hooks it lacks are computed
+    here. ``name`` is the model's name in the metadata (default ``model.name``); ``reference`` a
+    corruption's named reference prompt set (mean ablation). ``batched_backward`` differentiates all
+    outputs in one vmapped backward pass (about twice as fast as one pass per output on CPU for three
+    outputs; same numbers). ``qk_fix`` where it is not defined is refused (:func:`patchbench.qk_fix.check_qk_fix`).
     """
     log_ = logger or log
     cols = grad_columns(metrics)
-    s, sigma = _setup(model, prompts, spec, clean, cols, qk_fix)
+    a = _setup(model, prompts, spec, clean, cols, qk_fix, reference, log_)
+    st = a.setup
     axis = head_axis(spec.site, model.shape, log_)
     k = spec.n_samples
-    all_prompt = np.repeat(np.arange(len(prompts), dtype=np.int64), k)
-    all_sample = np.tile(np.arange(k, dtype=np.int64), len(prompts))
-    step = _rows_per_block(model, s.max_len, spec.memory_budget_mb, 0)
+    all_prompt, all_sample = st.rows()
+    step = _rows_per_block(model, st.max_len, spec.memory_budget_mb, 0)
     step = max(k, step - step % k)
     log_.info(
         "attribution %s/%s: %d targets x %d rows, %d backward pass(es) %s, blocks of %d rows%s",
-        *(prompts.task, spec.label, len(s.targets), len(all_prompt), len(cols), cols, step),
+        *(prompts.task, spec.label, len(st.targets), len(all_prompt), len(cols), cols, step),
         ", AtP* QK fix" if qk_fix else "",
     )
 
     base_parts: list[pd.DataFrame] = []
     est_parts: list[dict[str, np.ndarray]] = []  # per block: column -> [n_targets, R]
-    corr_parts: list[dict[str, np.ndarray]] = []
+    base_values: list[dict[str, np.ndarray]] = []
     bar = tqdm(total=len(all_prompt), desc=f"{spec.site} attribution", disable=not progress, unit="row")
-    for a in range(0, len(all_prompt), step):
-        pr, sa = all_prompt[a : a + step], all_sample[a : a + step]
-        corr, est = _block(model, s, pr, sa, batched_backward)
+    for i in range(0, len(all_prompt), step):
+        pr, sa = all_prompt[i : i + step], all_sample[i : i + step]
+        base, corr, est = _block(model, a, pr, sa, batched_backward)
         est_parts.append(est)
-        corr_parts.append(corr)
+        base_values.append(base)
         base_parts.append(baseline_rows("corrupted", spec.site, spec.window, pr, sa, corr))
         bar.update(len(pr))
     bar.close()
 
-    corr_all = {c: np.concatenate([p[c] for p in corr_parts]) for c in corr_parts[0]}
+    base_all = {c: np.concatenate([p[c] for p in base_values]) for c in base_values[0]}
     est_all = {c: np.concatenate([p[c] for p in est_parts], axis=1) for c in cols}
-    vals = _patched_values(corr_all, est_all, len(s.targets))
+    vals = _patched_values(base_all, est_all, len(st.targets))
     patched = patched_rows(
-        s.targets, all_prompt, all_sample, vals, target_positions(s.targets, prompts, all_prompt)
+        st.targets, all_prompt, all_sample, vals, target_positions(st.targets, prompts, all_prompt)
     )
 
     facts = dict(metrics=list(metrics), grad_columns=cols, qk_fix=qk_fix, head_axis=axis)
-    meta = raw_metadata(name or model.name, prompts, spec, "attribution", s.targets, sigma, s.std, **facts)
-    return assemble_raw([clean_rows(s.clean, prompts, spec, model.shape.device), *base_parts, patched], meta)
+    meta = raw_metadata(name or model.name, prompts, spec, "attribution", st.targets, st.facts, **facts)
+    return assemble_raw([clean_rows(st.clean, prompts, spec, model.shape.device), *base_parts, patched], meta)
 
 
 def site_gradients(
@@ -515,36 +428,17 @@ def site_gradients(
 ) -> dict[str, Float[torch.Tensor, "rows ..."]]:
     """Gradient of one output (``ld``, ``logit_ans``, ``prob_ans``, ``prob_wrong``, ``kl``) at every hook of ``spec``.
 
-    Evaluated at the corrupted run of every prompt (GN: noise sample 0), all prompts in one batch;
+    Evaluated at the base run of every prompt (GN: noise sample 0), all prompts in one batch;
     for checks and inspection (the sweep itself is :func:`run_attribution`).
     """
-    tokens = corrupted_tokens(prompts, spec.corruption)
-    max_len = tokens.shape[1]
-    targets = enumerate_targets(spec, model.shape.n_layers, model.site_heads(spec.site), max_len)
-    hooks = list(dict.fromkeys(h for t in targets for h in t.hooks))
+    st = setup(model, prompts, spec)
     dev = model.shape.device
     rows = np.arange(len(prompts), dtype=np.int64)
-    _, std = noise_scale(model, prompts, spec.corruption, spec.noise)
-    noise = (
-        noise_tensor(
-            prompts,
-            rows,
-            np.zeros_like(rows),
-            model.shape.d_model,
-            std,
-            spec.noise.seed,
-            max_len,
-            dtype=model.shape.dtype,
-        )  # fmt: skip
-        if spec.corruption == "gn"
-        else None
-    )
-    clean = clean_cache(model, prompts, [])
     with torch.enable_grad():
         logits, acts = _forward(
-            model, tokens.to(dev), noise, hooks, torch.as_tensor(prompts.answer_pos, device=dev)
+            model, st, (rows, np.zeros_like(rows)), st.hooks, torch.as_tensor(prompts.answer_pos, device=dev)
         )
-        clean_logp = torch.log_softmax(clean[ANSWER_LOGITS].to(dev).double(), -1)
+        clean_logp = torch.log_softmax(st.clean[ANSWER_LOGITS].to(dev).double(), -1)
         outs = _outputs(
             logits,
             clean_logp,
@@ -553,8 +447,8 @@ def site_gradients(
         )
         if output not in outs:
             raise ValueError(f"unknown output {output!r}; choose from {sorted(outs)}")
-        grads = torch.autograd.grad(outs[output].sum(), [acts[h] for h in hooks])
-    return {h: g.detach() for h, g in zip(hooks, grads, strict=True)}
+        grads = torch.autograd.grad(outs[output].sum(), [acts[h] for h in st.hooks])
+    return {h: g.detach() for h, g in zip(st.hooks, grads, strict=True)}
 
 
 def attribution_effects(raw: pd.DataFrame, **kwargs: Any) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""The sweep cell: one (model, task, corruption, site, position, window, heads, method) of the grid.
+"""The sweep cell: one (model, task, corruption, site, position, window, heads, method, direction) of the grid.
 
 A config's experiments expand into cells exactly once, here (:func:`cells_of`,
 :func:`experiment_cells`, :func:`attribution_cells`), from the validated config of
@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from patchbench.config import ConfigError
-from patchbench.corruption import NoiseSpec
 from patchbench.fingerprint import FORMAT_VERSION, digest
+from patchbench.interventions import corruptions, directions
+from patchbench.interventions.corruptions.gn import NoiseSpec
+from patchbench.interventions.sites import SITES
 from patchbench.layout import CellKind, Layout
 from patchbench.sites import SweepSpec, check_windows
 
@@ -61,12 +63,15 @@ class Cell:
     layout: Layout
     #: the validated config the cell was built from (settings its numbers depend on)
     config: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False, hash=False)
+    #: denoising (the paper's) or noising (:mod:`patchbench.interventions.directions`)
+    direction: str = directions.DEFAULT
 
     # ------------------------------------------------------------------ identity and labels
     @property
     def identity(self) -> dict[str, Any]:
-        """The cell's identity as written into its frames' metadata (``heads`` is in the spec)."""
-        return {
+        """The cell's identity as written into its frames' metadata (``heads`` is in the spec; the
+        direction only when it is not the default, so a denoising cell's identity is unchanged)."""
+        out = {
             "model": self.model,
             "task": self.task,
             "corruption": self.corruption,
@@ -75,13 +80,21 @@ class Cell:
             "window": int(self.window),
             "method": self.method,
         }
+        if self.direction != directions.DEFAULT:
+            out["direction"] = self.direction
+        return out
+
+    @property
+    def intervention(self) -> str:
+        """The cell's intervention key: its corruption, suffixed for a non-default direction
+        (``str``, ``str_noising``); the folder of its files and the ``corruption`` of its effects."""
+        return directions.key(self.corruption, self.direction)
 
     @property
     def label(self) -> str:
-        """``task corruption site-position window w on model`` (messages, logs)."""
-        return (
-            f"{self.task} {self.corruption} {self.site}-{self.position} window {self.window} on {self.model}"
-        )
+        """``task corruption[ direction] site-position window w on model`` (messages, logs)."""
+        d = "" if self.direction == directions.DEFAULT else f" {self.direction}"
+        return f"{self.task} {self.corruption}{d} {self.site}-{self.position} window {self.window} on {self.model}"
 
     def as_method(self, method: Method) -> Cell:
         """The same cell estimated by another method (exact patching or attribution)."""
@@ -93,7 +106,7 @@ class Cell:
 
     # ------------------------------------------------------------------ files
     def _file(self, kind: CellKind, suffix: str, *, log: bool = False) -> str:
-        where = (self.model, self.task, self.corruption, self.site, self.position, self.window)
+        where = (self.model, self.task, self.intervention, self.site, self.position, self.window)
         return self.layout.cell_file(kind, *where, suffix, log=log)
 
     @property
@@ -130,17 +143,41 @@ class Cell:
         return NoiseSpec(**self.config["noise"])
 
     @property
+    def corruption_class(self) -> type[corruptions.Corruption]:
+        return corruptions.parse(self.corruption)[0]
+
+    def _settings(self) -> dict[str, Any]:
+        """The corruption's config section (its settings' defaults; the spec applies the value's overrides)."""
+        cls = self.corruption_class
+        return {} if cls.section is None or cls.noise else dict(self.config[cls.section])
+
+    @property
     def sweep_spec(self) -> SweepSpec:
-        """The engine's description of this cell (noise and memory budget from the config)."""
+        """The engine's description of this cell (noise, corruption settings and memory budget from the config)."""
         return SweepSpec(
-            corruption=self.corruption,  # type: ignore[arg-type]
-            site=self.site,  # type: ignore[arg-type]
+            corruption=self.corruption,
+            site=self.site,
             position=self.position,
             window=int(self.window),
             heads=self.heads,
             noise=self.noise,
             memory_budget_mb=int(self.config["models"][self.model]["memory_budget_mb"]),
+            settings=tuple(self._settings().items()),
+            direction=self.direction,
         )
+
+    @property
+    def reference_path(self) -> str | None:
+        """The prompt set of the corruption's named reference task (mean ablation), or None."""
+        task = self.sweep_spec.intervention.reference_task()
+        return None if task is None else self.layout.prompts(self.model, task)
+
+    def reference(self):
+        """The corruption's named reference prompt set (:attr:`reference_path`, read), or None."""
+        from patchbench.prompts import PromptSet
+
+        path = self.reference_path
+        return None if path is None else PromptSet.from_parquet(path)
 
     @property
     def model_spec(self):
@@ -189,8 +226,9 @@ class Cell:
             "prompts": {k: cfg[k] for k in ("data_dir", "filter_correct", "min_prompts")},
             "engine": {k: v for k, v in cfg["engine"].items() if k != "method"},
         }
-        if self.corruption == "gn":
-            facts["noise"] = cfg["noise"]
+        cls, overrides = corruptions.parse(self.corruption)
+        section = {**(cfg[cls.section] if cls.section else {}), **overrides}
+        facts.update(cls.config_facts(cfg, section))
         if self.method == "attribution":
             facts["attribution"] = {k: cfg["attribution"][k] for k in ("qk_fix", "k")}
         return facts
@@ -234,19 +272,31 @@ def _heads(value: Sequence[Sequence[int]] | None) -> Heads | None:
 
 
 def experiment_cells(config: Mapping[str, Any], name: str, *, model: str | None = None) -> list[Cell]:
-    """The exact cells of experiment ``name`` (models x corruptions x windows, in that order).
+    """The exact cells of experiment ``name`` (models x corruptions x directions x windows, in that order).
 
     ``model`` restricts them to one model, which may be a Snakemake wildcard (``"{model}"``): then
     only the cells' paths are meaningful. Raises ConfigError when the experiment breaks a per-site
-    rule (windows only where :data:`patchbench.sites.WINDOW_SITES` allows; ``head_v`` needs heads).
+    rule of :data:`patchbench.interventions.sites.SITES` (windows only on sites that take them;
+    heads only on sites with heads; a site whose heads are patched jointly needs them).
     """
     exp = config["experiments"][name]
+    site = SITES[exp["site"]]
     try:
         check_windows(exp["site"], exp["windows"])
     except ValueError as err:
         raise ConfigError(f"experiment {name!r}: {err}") from None
-    if exp["site"] == "head_v" and not exp["heads"]:
-        raise ConfigError(f"experiment {name!r}: site head_v needs `heads: [[layer, head], ...]`")
+    key = f"experiment {name!r} (config key 'experiments.{name}.heads')"
+    if exp["heads"] and not site.has_heads:
+        heads_sites = ", ".join(s.name for s in SITES.values() if s.has_heads)
+        raise ConfigError(
+            f"{key}: site {exp['site']} has no heads, so `heads` cannot restrict it. Fix: drop `heads`, or "
+            f"use a site with heads ({heads_sites})"
+        )
+    if site.joint_heads and not exp["heads"]:
+        raise ConfigError(
+            f"{key}: site {exp['site']} needs `heads: [[layer, head], ...]` (it patches the given heads "
+            "together). Fix: list the heads to patch together"
+        )
     layout = Layout.of(config)
     return [
         Cell(
@@ -260,9 +310,11 @@ def experiment_cells(config: Mapping[str, Any], name: str, *, model: str | None 
             "exact",
             layout,
             config,
+            d,
         )
         for m in ([model] if model is not None else exp["models"])
         for c in exp["corruptions"]
+        for d in exp["directions"]
         for w in exp["windows"]
     ]
 
@@ -292,7 +344,7 @@ def agreement_cells(config: Mapping[str, Any], model: str, task: str) -> list[Ce
         for c in attribution_cells(config, name, model=model)
         if c.task == task and model in config["experiments"][name]["models"] and _in_agreement(config, c)
     ]
-    return sorted(cells, key=lambda c: (c.corruption, c.site, c.position, c.window))
+    return sorted(cells, key=lambda c: (c.corruption, c.direction, c.site, c.position, c.window))
 
 
 def cells_of(config: Mapping[str, Any]) -> dict[str, list[Cell]]:

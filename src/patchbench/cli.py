@@ -27,6 +27,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from patchbench.cli_types import (
+    corruption,
+    heads,
+    ints,
+    nonnegative,
+    path_name,
+    schema_node,
+    schema_value,
+)
+
 __all__ = ["main", "build_parser", "load_model_for_cli"]
 
 log = logging.getLogger("patchbench.cli")
@@ -52,21 +62,6 @@ def model_spec_for_cli(name_or_path: str, dtype: str, device: str):
     return ModelSpec.from_name(str(path), dtype=dtype, device=device)
 
 
-def _path_name(flag: str):
-    """An argparse type: a name that becomes part of file paths (:func:`patchbench.layout.check_name`)."""
-
-    def parse(text: str) -> str:
-        from patchbench.layout import PathNameError, check_name
-
-        try:
-            return check_name(text, flag)
-        except PathNameError as err:
-            raise argparse.ArgumentTypeError(str(err)) from None
-
-    parse.__name__ = "name"
-    return parse
-
-
 def default_model_name(name_or_path: str) -> str:
     """The name ``--model`` gets when ``--name`` is not given: a local directory's basename, a hub
     name's last part (``EleutherAI/gpt-j-6B`` -> ``gpt-j-6B``); checked as a path component."""
@@ -79,77 +74,11 @@ def default_model_name(name_or_path: str) -> str:
     )
 
 
-def _heads(text: str) -> tuple[tuple[int, int], ...]:
-    try:
-        heads = tuple((int(a), int(b)) for a, b in (h.split(".") for h in text.split(",")))
-    except ValueError:
-        heads = ()
-    if not heads or any(a < 0 or b < 0 for a, b in heads):
-        raise argparse.ArgumentTypeError(f"expects L.H,L.H,... (e.g. 7.3,7.9), got {text!r}")
-    return heads
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        out = tuple(int(x) for x in text.split(","))
-    except ValueError:
-        out = ()
-    if not out or min(out) < 0:
-        raise argparse.ArgumentTypeError(
-            f"expects comma-separated layer indices >= 0 (e.g. 0,1,2), got {text!r}"
-        )
-    return out
-
-
-def _schema_node(key: str) -> dict:
-    """The config schema's rule for ``key``: a dotted path from the top level or an entry kind
-    (``noise.nu``, ``model.dtype``); ``items`` steps into an array's items."""
-    from patchbench.config import schema
-
-    head, *rest = key.split(".")
-    root = schema()
-    node = root["$defs"][head] if head in root["$defs"] else root["properties"][head]
-    for part in rest:
-        node = node["items"] if part == "items" else node["properties"][part]
-    return node
-
-
-def _schema_value(key: str, kind: type):
-    """An argparse type: ``kind(text)`` checked against the config schema's rule for ``key``."""
-
-    def parse(text: str):
-        from jsonschema import Draft202012Validator
-
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expects {kind.__name__}, got {text!r}") from None
-        rule = {k: v for k, v in _schema_node(key).items() if k != "default"}
-        error = next(Draft202012Validator(rule).iter_errors(value), None)
-        if error is not None:
-            raise argparse.ArgumentTypeError(
-                f"{error.message} (the rule of config key {key}, config/README.md)"
-            )
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
-    return parse
-
-
-def _nonnegative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expects a number >= 0, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     from patchbench.config import default
     from patchbench.cost.device import DEVICES
     from patchbench.detection import PAPER_K
+    from patchbench.interventions.corruptions import NAMES as corruption_names
 
     ap = argparse.ArgumentParser(
         prog="patchbench", description="Activation patching done right (Zhang & Nanda 2024)."
@@ -162,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sw.add_argument(
         "--name",
-        type=_path_name("--name"),
+        type=path_name("--name"),
         default=None,
         help="the model's name in the frames' metadata and in the file names made from them "
         "(default: the model directory's name, or the hub name's last part)",
@@ -175,52 +104,67 @@ def build_parser() -> argparse.ArgumentParser:
         "pairs (columns clean, corrupted, answer, wrong; config/README.md)",
     )
     sw.add_argument(
-        "--corruption", required=True, choices=_schema_node("experiment.corruptions.items")["enum"]
+        "--corruption",
+        required=True,
+        type=corruption,
+        help=f"{' | '.join(corruption_names)}, optionally with settings: name@key=value,... (e.g. gn@nu=1)",
     )
-    sw.add_argument("--site", required=True, choices=_schema_node("experiment.site")["enum"])
+    sw.add_argument(
+        "--direction",
+        default=default("experiment.directions")[0],
+        choices=schema_node("experiment.directions.items")["enum"],
+        help="denoising: source = clean run, patched into the corrupted one; noising: the other way round",
+    )
+    sw.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="a corruption's reference prompt set (mean: average over it instead of --prompts)",
+    )
+    sw.add_argument("--site", required=True, choices=schema_node("experiment.site")["enum"])
     sw.add_argument(
         "--position",
         default=default("experiment.position"),
-        type=_schema_value("experiment.position", str),
+        type=schema_value("experiment.position", str),
         help="all | each | a named position of the PromptSet (END, S2, ...)",
     )
     sw.add_argument(
         "--window",
-        type=_schema_value("experiment.windows.items", int),
+        type=schema_value("experiment.windows.items", int),
         default=default("experiment.windows")[0],
-        help="mlp only: sliding-window size",
+        help="sites with windows only (mlp, attn_out): sliding-window size",
     )
     sw.add_argument(
-        "--heads", type=_heads, default=None, help="restrict to heads L.H,L.H (head_v: patched together)"
+        "--heads", type=heads, default=None, help="restrict to heads L.H,L.H (head_v: patched together)"
     )
-    sw.add_argument("--layers", type=_ints, default=None, help="restrict to layers, e.g. 0,1,2")
+    sw.add_argument("--layers", type=ints, default=None, help="restrict to layers, e.g. 0,1,2")
     sw.add_argument(
         "--nu",
-        type=_schema_value("noise.nu", float),
+        type=schema_value("noise.nu", float),
         default=default("noise.nu"),
         help="GN: noise std = nu * sigma",
     )
     sw.add_argument(
         "--samples",
-        type=_schema_value("noise.n_samples", int),
+        type=schema_value("noise.n_samples", int),
         default=default("noise.n_samples"),
         help="GN: noise samples per prompt",
     )
     sw.add_argument(
-        "--seed", type=_schema_value("noise.seed", int), default=default("noise.seed"), help="GN: noise seed"
+        "--seed", type=schema_value("noise.seed", int), default=default("noise.seed"), help="GN: noise seed"
     )
     sw.add_argument(
-        "--sigma", type=_nonnegative, default=None, help="GN: fixed sigma (default: from the data)"
+        "--sigma", type=nonnegative, default=None, help="GN: fixed sigma (default: from the data)"
     )
     sw.add_argument(
         "--memory-budget-mb",
-        type=_schema_value("model.memory_budget_mb", int),
+        type=schema_value("model.memory_budget_mb", int),
         default=default("model.memory_budget_mb"),
     )
-    sw.add_argument("--dtype", default=default("model.dtype"), choices=_schema_node("model.dtype")["enum"])
+    sw.add_argument("--dtype", default=default("model.dtype"), choices=schema_node("model.dtype")["enum"])
     sw.add_argument(
         "--device",
-        type=_schema_value("model.device", str),
+        type=schema_value("model.device", str),
         default=default("model.device"),
         help="auto (CUDA when available) | cpu | cuda[:i]",
     )
@@ -239,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     ef.add_argument("--metrics", default=None, help="comma-separated metrics (default by task)")
     ef.add_argument(
         "--k",
-        type=_schema_value("attribution.k", float),
+        type=schema_value("attribution.k", float),
         default=PAPER_K,
         help="detection threshold in SDs (the paper's: 2)",
     )
@@ -257,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--out", required=True, type=Path, help="output directory")
     rb.add_argument(
         "--name",
-        type=_path_name("--name"),
+        type=path_name("--name"),
         default=None,
         help="experiment name in file names and titles (default task_site-positions)",
     )
@@ -267,19 +211,19 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--metrics", default=None, help="comma-separated metrics (raw frames; default by task)")
     rb.add_argument(
         "--n-boot",
-        type=_schema_value("robustness.n_boot", int),
+        type=schema_value("robustness.n_boot", int),
         default=default("robustness.n_boot"),
         help="bootstrap resamples",
     )
     rb.add_argument(
         "--ci",
-        type=_schema_value("robustness.ci", float),
+        type=schema_value("robustness.ci", float),
         default=default("robustness.ci"),
         help="confidence level",
     )
     rb.add_argument(
         "--seed",
-        type=_schema_value("robustness.seed", int),
+        type=schema_value("robustness.seed", int),
         default=default("robustness.seed"),
         help="seed of the resamples",
     )
@@ -412,6 +356,18 @@ def _sweep(args: argparse.Namespace) -> None:
             "does not exist or is not a file",
             "give a cache file or leave the flag out",
         )
+    settings: tuple = ()
+    reference = None
+    if args.reference is not None:
+        from patchbench.interventions.corruptions import parse
+
+        if "reference" not in parse(args.corruption)[0].setting_types():
+            raise InputError.of(
+                f"--reference {args.reference}", f"corruption {args.corruption!r} takes no reference set",
+                "leave --reference out, or use a corruption that averages over one (mean)",
+            )  # fmt: skip
+        reference = PromptSet.from_parquet(args.reference)
+        settings = (("reference", reference.task),)
     try:
         spec = SweepSpec(
             corruption=args.corruption,
@@ -422,6 +378,8 @@ def _sweep(args: argparse.Namespace) -> None:
             layers=args.layers,
             noise=NoiseSpec(nu=args.nu, n_samples=args.samples, seed=args.seed, sigma=args.sigma),
             memory_budget_mb=args.memory_budget_mb,
+            settings=settings,
+            direction=args.direction,
         )
     except ValueError as err:
         raise InputError(f"the sweep's flags do not fit together: {err}") from None
@@ -435,7 +393,7 @@ def _sweep(args: argparse.Namespace) -> None:
     model = load_model_for_cli(args.model, dtype=args.dtype, device=args.device)
     if pairs:
         prompts = PromptSet.from_file(args.prompts, model.tokenizer)
-    check_spec(spec, model, prompts, f"--model {args.model}")
+    check_spec(spec, model, prompts, f"--model {args.model}", reference)
     clean = None
     if args.clean_cache is not None:
         names = required_hooks(model, spec)
@@ -449,6 +407,7 @@ def _sweep(args: argparse.Namespace) -> None:
         progress=not args.no_progress,
         logger=log,
         checkpoint_dir=args.checkpoint_dir,
+        reference=reference,
     )
     write_frame(raw, args.out)
     log.info("wrote %d rows to %s", len(raw), args.out)

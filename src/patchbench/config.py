@@ -46,9 +46,43 @@ class ConfigError(InputError, ValueError):
 
 
 @functools.cache
-def schema() -> dict[str, Any]:
-    """The parsed schema (cached; treat as read-only)."""
+def _written() -> dict[str, Any]:
+    """The schema file as written (its ``x-registry`` placeholders not yet filled in)."""
     return yaml.safe_load(SCHEMA.read_text())
+
+
+@functools.cache
+def schema() -> dict[str, Any]:
+    """The parsed schema with the registries filled in (cached; treat as read-only).
+
+    ``x-registry`` nodes become the registries' values (:mod:`patchbench.interventions`): ``sites``
+    an enum of the site names, ``directions`` an enum of the directions, ``corruptions`` a string
+    (:func:`validate_config` parses it against the registry, naming the corruptions and settings it
+    knows); each corruption with a config section the file does not write gets it
+    from its settings and their defaults (:func:`patchbench.interventions.corruptions.section_schema`).
+    """
+    from patchbench.interventions import corruptions, directions, sites
+
+    filled = {
+        "sites": {"enum": list(sites.SITES)},
+        "directions": {"enum": list(directions.DIRECTIONS)},
+        # any string: patchbench.config names an unknown corruption or setting with the registry's list
+        "corruptions": {
+            "type": "string",
+            "description": f"one of {', '.join(corruptions.NAMES)}[@key=value,...]",
+        },
+    }
+
+    def fill(node: Any) -> Any:
+        if isinstance(node, dict):
+            out = {k: fill(v) for k, v in node.items() if k != "x-registry"}
+            return {**out, **filled[node["x-registry"]]} if "x-registry" in node else out
+        return [fill(v) for v in node] if isinstance(node, list) else node
+
+    out = fill(copy.deepcopy(_written()))
+    for section, sub in corruptions.section_schemas().items():
+        out["properties"].setdefault(section, sub)
+    return out
 
 
 def _validator(subschema: Mapping[str, Any]):
@@ -214,13 +248,33 @@ def _check_references(cfg: Mapping[str, Any]) -> None:
                 f"experiment {name!r}: task {exp['task']!r} has no entry under `tasks:` "
                 f"(defined: {sorted(tasks)}); add `{exp['task']}: {{n_prompts: N}}`"
             )
+        for value in exp["corruptions"]:
+            _check_corruption(cfg, name, value)
+
+
+def _check_corruption(cfg: Mapping[str, Any], experiment: str, value: str) -> None:
+    """Refuse a corruption value whose settings are unknown, mistyped or wrong for this config."""
+    from patchbench.interventions import corruptions
+
+    where = f"config key 'experiments.{experiment}.corruptions'"
+    try:
+        cls, overrides = corruptions.parse(value)
+        settings = {**(cfg[cls.section] if cls.section else {}), **overrides}
+        cls.of(settings)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(
+            f"{where}: {value!r}: {err}. Fix: write a corruption as name or name@key=value,key=value with the "
+            "settings config/README.md lists for it"
+        ) from None
+    cls.check_config(settings, cfg, where)
 
 
 def default(key: str) -> Any:
     """The schema default of ``key``: a dotted path from the top level (``noise.nu``) or from an
     entry kind (``experiment.position``, ``model.memory_budget_mb``). Raises KeyError if it has none."""
     head, *rest = key.split(".")
-    root = schema()
+    # the file as written first: the registries' modules read their defaults while the schema fills in
+    root = _written() if head in _written()["$defs"] or head in _written()["properties"] else schema()
     node = root["$defs"][head] if head in root["$defs"] else root["properties"][head]
     for part in rest:
         node = node["properties"][part]

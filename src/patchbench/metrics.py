@@ -11,6 +11,14 @@ a function of those columns, so it is computed here, after the fact, without re-
 * ``stolfo``: ½[(P_pt(r) − P_*(r)) / P_*(r) + (P_*(r') − P_pt(r')) / P_pt(r')] per prompt, then
   averaged (Stolfo et al.'s arithmetic metric).
 
+These are the denoising forms (the patch goes into the corrupted run ``*``). A noising sweep
+patches into the clean run: every metric is the same formula with the clean run as the base,
+times -1 (:mod:`patchbench.interventions.directions`): ``prob`` = P_cl(r) − P_pt(r), ``logit_diff``
+= (LD_cl − LD_pt) / (LD_cl − LD_*), ``kl`` = KL(P_cl ‖ P_pt), ``stolfo`` = −½[(P_pt(r) − P_cl(r)) /
+P_cl(r) + (P_cl(r') − P_pt(r')) / P_pt(r')]; so in both directions 1 (for the logit difference)
+means the patch moves the output across the whole clean-minus-corrupted difference, and a positive
+effect means the component matters in the paper's sense.
+
 Task metrics ride on the same columns: greater-than's answers are all years > YY and its wrong
 answers all years < YY, so ``prob`` is the summed probability of the larger years and LD the
 summed-logit difference.
@@ -36,7 +44,16 @@ import numpy as np
 import pandas as pd
 
 from patchbench.errors import InputError
-from patchbench.rawframe import EFFECTS_COLUMNS, VALUE_COLUMNS, metadata, position_mode
+from patchbench.interventions.directions import DEFAULT as DEFAULT_DIRECTION
+from patchbench.interventions.directions import direction as get_direction
+from patchbench.rawframe import (
+    EFFECTS_COLUMNS,
+    VALUE_COLUMNS,
+    direction_of,
+    intervention,
+    metadata,
+    position_mode,
+)
 
 __all__ = [
     "METRICS",
@@ -123,7 +140,7 @@ def components(raw: pd.DataFrame) -> pd.DataFrame:
 
 def _per_row(pat: pd.DataFrame, clean: pd.DataFrame, corr: pd.DataFrame) -> pd.DataFrame:
     c = corr.set_index(["prompt", "sample"])[list(VALUE_COLUMNS)]
-    cl = clean.set_index("prompt")[["logit_ans", "logit_wrong", "prob_ans", "prob_wrong"]]
+    cl = clean.set_index("prompt")[["logit_ans", "logit_wrong", "prob_ans", "prob_wrong", "kl"]]
     df = pat.join(c.add_suffix("_c"), on=["prompt", "sample"]).join(cl.add_suffix("_cl"), on="prompt")
     if df[["logit_ans_c", "logit_ans_cl"]].isna().any().any():
         raise ValueError("patched rows without a matching clean or corrupted row (prompt / sample)")
@@ -167,22 +184,28 @@ def aggregate(terms: PromptTerms, weights: np.ndarray | None = None) -> np.ndarr
     return out[0] if w.ndim == 1 else out
 
 
-def _numerators(df: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
-    """Per (target, prompt, sample) row of ``_per_row``: each metric's numerator (logit_diff: LD_pt − LD_*)."""
+def _numerators(df: pd.DataFrame, metrics: Sequence[str], direction: str = DEFAULT_DIRECTION) -> pd.DataFrame:
+    """Per (target, prompt, sample) row of ``_per_row``: each metric's numerator f(patched, base) times the
+    direction's sign (logit_diff: LD_pt − LD_base); the base run is the corrupted run for denoising
+    and the clean run for noising (:mod:`patchbench.interventions.directions`)."""
+    d = get_direction(direction)
+    b = "_c" if d.base == "corrupted" else "_cl"  # the base run's columns
     vals: dict[str, pd.Series] = {}
     for m in metrics:
         if m == "prob":
-            vals[m] = df["prob_ans"] - df["prob_ans_c"]
+            vals[m] = df["prob_ans"] - df["prob_ans" + b]
         elif m == "kl":
-            vals[m] = df["kl_c"] - df["kl"]
+            vals[m] = df["kl" + b] - df["kl"]
         elif m == "stolfo":
             vals[m] = 0.5 * (
-                (df["prob_ans"] - df["prob_ans_c"]) / df["prob_ans_c"]
-                + (df["prob_wrong_c"] - df["prob_wrong"]) / df["prob_wrong"]
+                (df["prob_ans"] - df["prob_ans" + b]) / df["prob_ans" + b]
+                + (df["prob_wrong" + b] - df["prob_wrong"]) / df["prob_wrong"]
             )
         elif m == "logit_diff":
             # per-prompt form: numerator now, divided after averaging samples
-            vals[m] = (df["logit_ans"] - df["logit_wrong"]) - (df["logit_ans_c"] - df["logit_wrong_c"])
+            vals[m] = (df["logit_ans"] - df["logit_wrong"]) - (df["logit_ans" + b] - df["logit_wrong" + b])
+        if d.sign != 1:
+            vals[m] = d.sign * vals[m]
     return pd.DataFrame(
         {
             "target": df["target"].to_numpy(),
@@ -220,19 +243,26 @@ def _check_metrics(metrics: Sequence[str]) -> None:
         raise ValueError(f"unknown metrics {unknown}; choose from {METRICS}")
 
 
-def _prompt_table(raw: pd.DataFrame, metrics: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
+def _prompt_table(
+    raw: pd.DataFrame, metrics: Sequence[str], direction: str | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
     """Per (target, prompt, sample) numerators, their sample means per (target, prompt), and the
-    per-prompt logit-difference denominators: what both :func:`effects` and :func:`prompt_terms` start from."""
+    per-prompt logit-difference denominators: what both :func:`effects` and :func:`prompt_terms` start
+    from. ``direction`` defaults to the frame's (its metadata)."""
     _check_metrics(metrics)
     clean, corr, pat = _split(raw)
-    keyed = _numerators(_per_row(pat, clean, corr), metrics)
+    direction = direction or direction_of(metadata(raw))
+    keyed = _numerators(_per_row(pat, clean, corr), metrics, direction)
     per_p = keyed.groupby(["target", "prompt"], sort=True).mean()
     return keyed, per_p, _prompt_denominators(clean, corr)
 
 
-def prompt_terms(raw: pd.DataFrame, metrics: Sequence[str] = ("prob", "logit_diff", "kl")) -> PromptTerms:
-    """The per-prompt terms of ``metrics`` in a raw sweep frame (see :class:`PromptTerms`)."""
-    _, per_p, den_p = _prompt_table(raw, metrics)
+def prompt_terms(
+    raw: pd.DataFrame, metrics: Sequence[str] = ("prob", "logit_diff", "kl"), direction: str | None = None
+) -> PromptTerms:
+    """The per-prompt terms of ``metrics`` in a raw sweep frame (see :class:`PromptTerms`), signed by
+    ``direction`` (default: the frame's metadata's; pass it for a frame whose metadata was dropped)."""
+    _, per_p, den_p = _prompt_table(raw, metrics, direction)
     return _terms(per_p, den_p, metrics)
 
 
@@ -257,7 +287,7 @@ def effects(
     meta = metadata(raw)
     model = model if model is not None else str(meta.get("model", ""))
     task = task if task is not None else str(meta.get("task", ""))
-    corruption = corruption if corruption is not None else str(meta.get("corruption", ""))
+    corruption = corruption if corruption is not None else intervention(meta)
     method = method if method is not None else str(meta.get("method", "exact"))
     pos_mode = position_mode(meta)
     keyed, per_p, den_p = _prompt_table(raw, metrics)

@@ -37,7 +37,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from patchbench.analysis.frames import FrameError, validate_effects
-from patchbench.analysis.labels import figure_title, metric_axis_label, metric_label
+from patchbench.analysis.labels import figure_title, interventions_in_order, metric_axis_label, metric_label
 from patchbench.analysis.style import (
     CIRCUIT_COLOR,
     DETECTION_HANDLES,
@@ -56,7 +56,6 @@ from patchbench.analysis.style import (
 )
 
 __all__ = [
-    "CORRUPTION_ORDER",
     "METRIC_ORDER",
     "experiment_figure",
     "figure_kind",
@@ -68,7 +67,6 @@ __all__ = [
     "save",
 ]
 
-CORRUPTION_ORDER = ("STR", "GN")
 METRIC_ORDER = ("logit_diff", "prob", "kl", "stolfo")
 #: Label every layer / head / position up to this many; beyond, whole-number ticks chosen by matplotlib.
 ALL_TICKS = 32
@@ -135,7 +133,7 @@ def _metrics(df: pd.DataFrame, metrics: Sequence[str] | None) -> list[str]:
 
 
 def _conditions(df: pd.DataFrame) -> list[str]:
-    return ordered(df["_cond"], CORRUPTION_ORDER)
+    return interventions_in_order(df["_cond"])
 
 
 def _title(df: pd.DataFrame, title: str | None) -> str:

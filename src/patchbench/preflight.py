@@ -153,9 +153,12 @@ class ModelDims:
 
     @classmethod
     def of(cls, model: Any, site: str | None = None) -> ModelDims:
-        """The shape of a loaded :class:`patchbench.lm.LM` (heads of ``site``: key-value heads for ``head_v``)."""
+        """The shape of a loaded :class:`patchbench.lm.LM` (heads of ``site``: key-value heads for a
+        key-value site on a grouped-query model, :data:`patchbench.interventions.sites.SITES`)."""
+        from patchbench.interventions.sites import SITES
+
         shape = model.shape
-        heads = model.site_heads(site) if site else shape.n_heads
+        heads = SITES[site].n_heads(shape) if site and SITES[site].has_heads else shape.n_heads
         return cls(shape.n_layers, heads, shape.n_ctx, shape.d_vocab, "the loaded model")
 
 
@@ -340,16 +343,19 @@ def check_prompts(prompts: Any, model: Any, positions: Sequence[str] = ()) -> No
 
 
 def check_job(cells: Sequence[Any], model: Any, prompts: Any) -> None:
-    """Everything a sweep job checks once its model and prompts are loaded, before any cell runs."""
+    """Everything a sweep job checks once its model and prompts are loaded, before any cell runs
+    (the corruption's own checks included: templates to resample or average over)."""
     check_prompts(prompts, model, [c.position for c in cells])
     for c in cells:
         check_fits(c, ModelDims.of(model, c.site), f"cell {c.label}")
+        c.sweep_spec.intervention.check(prompts, c.reference(), where=f"cell {c.label}")
 
 
-def check_spec(spec: Any, model: Any, prompts: Any, where: str) -> None:
+def check_spec(spec: Any, model: Any, prompts: Any, where: str, reference: Any = None) -> None:
     """What the CLI checks before it sweeps: the prompts against the model, the SweepSpec against both."""
     check_prompts(prompts, model, [spec.position])
     check_fits(spec, ModelDims.of(model, spec.site), where)
+    spec.intervention.check(prompts, reference, where=where)
 
 
 def check_metrics(names: Sequence[str], what: str = "--metrics") -> tuple[str, ...]:

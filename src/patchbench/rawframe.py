@@ -10,7 +10,8 @@ place defines:
   rows and :func:`assemble_raw` its final order and dtypes;
 * the effects frame: :data:`EFFECTS_COLUMNS`, one row per (component, metric);
 * the metadata of both (:func:`raw_metadata`): the cell's identity (model, task, corruption, site,
-  position, window, method), the SweepSpec and the engine's facts, stored in the Parquet file under
+  position, window, method, and a direction other than denoising), the SweepSpec, the corrupted
+  run's facts and the engine's facts, stored in the Parquet file under
   the key ``patchbench`` and read back into ``frame.attrs["patchbench"]`` (:func:`write_frame`,
   :func:`read_frame`, :func:`metadata`).
 
@@ -32,6 +33,8 @@ import pyarrow.parquet as pq
 from patchbench.atomic import atomic_path
 from patchbench.config import default
 from patchbench.errors import InputError, MissingInputError
+from patchbench.interventions.directions import DEFAULT as DEFAULT_DIRECTION
+from patchbench.interventions.directions import key
 
 __all__ = [
     "EFFECTS_COLUMNS",
@@ -41,6 +44,8 @@ __all__ = [
     "VALUE_COLUMNS",
     "assemble_raw",
     "baseline_rows",
+    "direction_of",
+    "intervention",
     "metadata",
     "patched_rows",
     "position_mode",
@@ -188,18 +193,20 @@ def raw_metadata(
     spec: Any,
     method: str,
     targets: Sequence[Any],
-    sigma: float | None,
-    noise_std: float,
+    corrupted: Mapping[str, Any],
     **engine: Any,
 ) -> dict[str, Any]:
-    """A raw frame's metadata: the cell's identity, the SweepSpec and the engine's own facts.
+    """A raw frame's metadata: the cell's identity, the SweepSpec, the corrupted run's facts and the
+    engine's own facts.
 
     ``model`` is the model's name as configured; ``prompts`` the PromptSet (task, variant);
-    ``spec`` the SweepSpec (its corruption, site, position and window are the identity's);
-    ``sigma`` and ``noise_std`` GN's (:func:`patchbench.corruption.noise_scale`; recorded for GN
-    only); ``engine`` the engine's facts (plan, sanity checks, the metrics it differentiated, ...).
+    ``spec`` the SweepSpec (its corruption, site, position, window and direction are the
+    identity's; the direction is written only when it is not the default); ``corrupted`` the facts
+    of the corrupted run (:meth:`patchbench.interventions.corruptions.base.Corruption.corrupted_run`:
+    GN's ``sigma`` and ``noise_std``, None for the others; resample's ``source_prompt``, ...);
+    ``engine`` the engine's facts (plan, sanity checks, the metrics it differentiated, ...).
     """
-    return {
+    out = {
         "model": model,
         "task": prompts.task,
         "variant": prompts.variant,
@@ -209,13 +216,26 @@ def raw_metadata(
         "window": int(spec.window),
         "method": method,
         "spec": spec.to_dict(),
-        "sigma": sigma,
-        "noise_std": noise_std if spec.corruption == "gn" else None,
+        **corrupted,
         "n_targets": len(targets),
         "n_prompts": len(prompts),
         "components": {int(t.id): t.component for t in targets},
         **engine,
     }
+    if spec.direction != DEFAULT_DIRECTION:
+        out["direction"] = spec.direction
+    return out
+
+
+def intervention(meta: Mapping[str, Any]) -> str:
+    """The intervention key of a frame (its corruption, suffixed for a non-default direction): what its
+    effects frame's ``corruption`` column holds (:func:`patchbench.interventions.directions.key`)."""
+    return key(str(meta.get("corruption", "")), meta.get("direction"))
+
+
+def direction_of(meta: Mapping[str, Any]) -> str:
+    """A frame's direction (the default for a frame that records none)."""
+    return str(meta.get("direction") or DEFAULT_DIRECTION)
 
 
 def metadata(frame: pd.DataFrame) -> dict[str, Any]:

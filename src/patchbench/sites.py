@@ -1,28 +1,25 @@
-"""Patch sites and patch targets: *what* a sweep patches, independent of *how* it is run.
+"""Patch targets: *what* a sweep patches, independent of *how* it is run.
 
 A sweep is described by a :class:`SweepSpec` (corruption, site, position mode, window, heads,
-layers, noise, memory budget). :func:`enumerate_targets` turns it into a list of
-:class:`PatchTarget`, each one patched run per prompt. A target is nothing but a set of
-``(hook point, head selection, position selection)`` triples: the engine
-(:mod:`patchbench.engine.patch`) builds one boolean mask per hook point from them and replaces the
-masked part of the activation with the clean activation (``torch.where``), so a single code path
-serves every site:
+layers, direction, the corruption's settings, memory budget). :func:`enumerate_targets` turns it
+into a list of :class:`PatchTarget`, each one patched run per prompt. A target is nothing but a
+set of ``(hook point, head selection, position selection)`` triples: the engine
+(:mod:`patchbench.engine.patch`) builds one boolean mask per hook point from them
+(:mod:`patchbench.engine.masks`) and replaces the masked part of the activation with the source
+run's activation (``torch.where``), so a single code path serves every site.
 
-==========  ===============================  ==================================================
-site        hook point                       one target per
-==========  ===============================  ==================================================
-attn_head   ``blocks.L.attn.hook_z``         head (x position); ``heads`` restricts the heads
-head_v      ``blocks.L.attn.hook_v``         head (x position); with ``heads`` given, all of them
-                                             together form ONE target (the paper's S-inhibition
-                                             experiment, §3.2)
-mlp         ``blocks.L.hook_mlp_out``        layer (x position); a window w at layer l patches
-                                             layers [max(0, l - w//2), min(L, l + ceil(w/2)))
-resid_pre   ``blocks.L.hook_resid_pre``      layer (x position)
-==========  ===============================  ==================================================
+The sites, their hook points and axes are the registry :data:`patchbench.interventions.sites.SITES`;
+the corruptions and directions are :mod:`patchbench.interventions.corruptions` and
+:mod:`patchbench.interventions.directions`. One target per site unit (head or layer) and position:
+a head site restricted by ``heads`` patches those heads one by one, except a site whose heads are
+patched jointly (``head_v``: the chosen heads' values together form ONE target, the paper's
+S-inhibition experiment, §3.2); a site with windows patches the layers
+``[max(0, l - w//2), min(L, l + ceil(w/2)))`` of a window w at layer l (ROME).
 
 Positions: ``"all"`` patches every position at once; ``"each"`` makes one target per absolute
 position (0 .. max_len-1, as TransformerLens's ``*_by_pos`` functions do); any other string is a
-named position of the PromptSet (``positions[NAME]``, one index per prompt).
+named position of the PromptSet (``positions[NAME]``, one index per prompt). A pattern's position
+is its destination row.
 
 Layers and heads are 0-indexed; heads are named ``L.H``.
 """
@@ -31,13 +28,19 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from patchbench.config import default
-from patchbench.corruption import NoiseSpec
-from patchbench.lm import SITE_HOOKS, LMShape
+from patchbench.interventions import corruptions, directions
+from patchbench.interventions.corruptions.gn import NoiseSpec
+from patchbench.interventions.sites import SITES as SITE_TABLE
+from patchbench.interventions.sites import site as site_of
+
+if TYPE_CHECKING:  # pragma: no cover
+    from patchbench.interventions.corruptions import Corruption
+    from patchbench.lm import LMShape
 
 __all__ = [
     "SITES",
@@ -53,14 +56,13 @@ __all__ = [
     "hook_name",
 ]
 
-SITES = ("attn_head", "head_v", "mlp", "resid_pre")
-CORRUPTIONS = ("str", "gn")
-#: Sites with a sliding window of layers (ROME's causal tracing patches MLP windows).
-WINDOW_SITES = ("mlp",)
-
-#: Hook-point template of each site (the model interface's names).
-HOOKS = {site: SITE_HOOKS[site] for site in SITES}
-HEAD_SITES = ("attn_head", "head_v")
+#: Site names, in registry order (:data:`patchbench.interventions.sites.SITES`).
+SITES = tuple(SITE_TABLE)
+#: Sites with a sliding window of layers (ROME's causal tracing slides over MLP and attention outputs).
+WINDOW_SITES = tuple(s.name for s in SITE_TABLE.values() if s.windows)
+#: Hook-point template of each site.
+HOOKS = {s.name: s.hook for s in SITE_TABLE.values()}
+HEAD_SITES = tuple(s.name for s in SITE_TABLE.values() if s.has_heads)
 
 
 def check_windows(site: str, windows: Sequence[int], n_layers: int | None = None) -> None:
@@ -89,27 +91,27 @@ def check_windows(site: str, windows: Sequence[int], n_layers: int | None = None
 
 def hook_name(site: str, layer: int) -> str:
     """The TransformerLens hook point of ``site`` at ``layer``."""
-    return HOOKS[site].format(layer=layer)
+    return site_of(site).hook_name(layer)
 
 
 def head_axis(site: str, shape: LMShape, log: logging.Logger | None = None) -> dict[str, Any] | None:
     """What the head index of a ``site`` sweep names on a model (None for sites without heads).
 
-    ``head_v`` patches the values of **key-value heads**: on a grouped-query model one key-value
-    head feeds ``n_heads / n_kv_heads`` query heads, so head ``L.h`` of a head_v sweep is
+    A key-value site (``head_v``, ``head_k``) patches **key-value heads**: on a grouped-query model one
+    key-value head feeds ``n_heads / n_kv_heads`` query heads, so head ``L.h`` of such a sweep is
     key-value head h (query heads ``h * group .. (h + 1) * group - 1``). Both engines record this
     in every head sweep's metadata; with ``log``, a key-value sweep also says so there.
     """
-    if site not in HEAD_SITES:
+    s = site_of(site)
+    if not s.has_heads:
         return None
-    kv = site == "head_v"
-    n = shape.n_kv_heads if kv else shape.n_heads
-    axis = {"heads": "key-value" if kv and shape.grouped_query else "query", "n_heads": n,
-            "query_heads_per_head": shape.n_heads // n}  # fmt: skip
-    if log is not None and axis["heads"] == "key-value":
+    n = s.n_heads(shape)
+    kv = s.heads == "kv" and shape.grouped_query
+    axis = {"heads": "key-value" if kv else "query", "n_heads": n, "query_heads_per_head": shape.n_heads // n}
+    if log is not None and kv:
         log.info(
             "%s on a grouped-query model: head L.h is key-value head h (%d of them per layer), shared by %d "
-            "query heads; patching its values changes all of them",
+            "query heads; patching it changes all of them",
             site, n, axis["query_heads_per_head"],
         )  # fmt: skip
     return axis
@@ -117,22 +119,36 @@ def head_axis(site: str, shape: LMShape, log: logging.Logger | None = None) -> d
 
 @dataclass(frozen=True)
 class SweepSpec:
-    """One sweep: which corruption, which site, which positions, window, heads and layers."""
+    """One sweep: which corruption, which site, which positions, window, heads, layers and direction.
 
-    corruption: Literal["str", "gn"]
-    site: Literal["attn_head", "head_v", "mlp", "resid_pre"]
+    ``corruption`` is a corruption value of :mod:`patchbench.interventions.corruptions` (``str``,
+    ``gn@nu=1``, ``resample``, ...): its overrides are applied here, to ``noise`` (GN) or
+    ``settings`` (the other corruptions' settings, their defaults where absent), so a spec always
+    holds the settings its sweep runs with.
+    """
+
+    corruption: str
+    site: str
     position: str = default("experiment.position")
     window: int = 1
     heads: tuple[tuple[int, int], ...] | None = None
     layers: tuple[int, ...] | None = None
     noise: NoiseSpec = field(default_factory=NoiseSpec)
     memory_budget_mb: int = default("model.memory_budget_mb")
+    settings: tuple[tuple[str, Any], ...] = ()
+    direction: str = directions.DEFAULT
 
     def __post_init__(self) -> None:
-        if self.corruption not in CORRUPTIONS:
-            raise ValueError(f"SweepSpec: unknown corruption {self.corruption!r}; use one of {CORRUPTIONS}")
-        if self.site not in SITES:
+        try:
+            cls, overrides = corruptions.parse(self.corruption)
+        except ValueError as err:
+            raise ValueError(f"SweepSpec: {err}") from None
+        if self.site not in SITE_TABLE:
             raise ValueError(f"SweepSpec: unknown site {self.site!r}; use one of {SITES}")
+        try:
+            directions.direction(self.direction)
+        except ValueError as err:
+            raise ValueError(f"SweepSpec: {err}") from None
         if not isinstance(self.position, str) or not self.position:
             raise ValueError(
                 f"SweepSpec: position must be 'all', 'each' or a named position, got {self.position!r}"
@@ -149,28 +165,54 @@ class SweepSpec:
                 raise ValueError("SweepSpec: heads=() selects nothing; pass None for all heads")
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(int(x) for x in self.layers))
-        if isinstance(self.noise, dict):
-            object.__setattr__(self, "noise", NoiseSpec(**self.noise))
+        noise = NoiseSpec(**self.noise) if isinstance(self.noise, Mapping) else self.noise
+        settings = dict(self.settings.items() if isinstance(self.settings, Mapping) else self.settings)
+        try:
+            if cls.noise:
+                if settings:
+                    raise ValueError(f"{cls.name} takes its settings from `noise`, not settings {settings}")
+                noise = replace(noise, **overrides)
+                settings = {}
+            else:
+                settings = cls.of({**settings, **overrides}).settings()
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"SweepSpec: corruption {self.corruption!r}: {err}") from None
+        object.__setattr__(self, "noise", noise)
+        object.__setattr__(self, "settings", tuple(sorted(settings.items())))
         if self.memory_budget_mb <= 0:
             raise ValueError(f"SweepSpec: memory_budget_mb must be positive, got {self.memory_budget_mb}")
 
     @property
+    def intervention(self) -> Corruption:
+        """The corruption with the settings this sweep runs with."""
+        cls, _ = corruptions.parse(self.corruption)
+        return cls.of(asdict(self.noise) if cls.noise else dict(self.settings))
+
+    @property
     def label(self) -> str:
-        """``corruption/site pos=position w=window`` (log messages)."""
-        return f"{self.corruption}/{self.site} pos={self.position} w={self.window}"
+        """``corruption/site pos=position w=window`` (log messages; `` noising`` for that direction)."""
+        d = "" if self.direction == directions.DEFAULT else f" {self.direction}"
+        return f"{self.corruption}/{self.site} pos={self.position} w={self.window}{d}"
 
     @property
     def n_samples(self) -> int:
-        """Noise samples per prompt (1 for STR)."""
-        return self.noise.n_samples if self.corruption == "gn" else 1
+        """Noise samples per prompt (1 for a corruption without noise)."""
+        return self.intervention.n_samples
 
     def to_dict(self) -> dict[str, Any]:
-        """The spec as JSON-ready facts (frame metadata, fingerprints); ``noise`` is None for STR,
-        which draws no noise, so that an STR sweep's facts do not change with the noise settings."""
+        """The spec as JSON-ready facts (frame metadata, fingerprints). ``noise`` is None for a corruption
+        that draws none, so that its facts do not change with the noise settings; ``settings`` and
+        ``direction`` appear only when the corruption has settings / the direction is not the default
+        (so a denoising STR or GN sweep records exactly the facts it always did)."""
         d = asdict(self)
-        d["noise"] = d["noise"] if self.corruption == "gn" else None
+        d["noise"] = d["noise"] if corruptions.parse(self.corruption)[0].noise else None
         d["heads"] = None if self.heads is None else [list(h) for h in self.heads]
         d["layers"] = None if self.layers is None else list(self.layers)
+        del d["settings"]
+        if self.settings:
+            d["settings"] = dict(self.settings)
+        if self.direction == directions.DEFAULT:
+            del d["direction"]
         return d
 
     @classmethod
@@ -182,8 +224,10 @@ class SweepSpec:
             d["layers"] = tuple(d["layers"])
         if isinstance(d.get("noise"), dict):
             d["noise"] = NoiseSpec(**d["noise"])
-        elif "noise" in d and d["noise"] is None:  # an STR spec: no noise settings
+        elif "noise" in d and d["noise"] is None:  # a corruption without noise settings
             del d["noise"]
+        if d.get("settings") is not None:
+            d["settings"] = tuple(sorted(d["settings"].items()))
         return cls(**d)
 
 
@@ -261,12 +305,13 @@ def enumerate_targets(spec: SweepSpec, n_layers: int, n_heads: int, max_len: int
 
     raw: list[dict[str, Any]] = []
     site = spec.site
+    info = site_of(site)
 
     def add(layer: int, layers: tuple[int, int], head: int, pos, window: int, parts, name: str) -> None:
         target = dict(layer=layer, layers=layers, head=head, position=pos, window=window, patches=parts)
         raw.append(dict(site=site, **target, component=name + _pos_suffix(pos)))
 
-    if site == "head_v" and spec.heads is not None:
+    if info.joint_heads and spec.heads is not None:
         # One target: all chosen heads together (S-inhibition heads' values, paper §3.2).
         by_layer: dict[int, list[int]] = {}
         for lay, h in spec.heads:
@@ -279,7 +324,7 @@ def enumerate_targets(spec: SweepSpec, n_layers: int, n_heads: int, max_len: int
                 for lay, hs in sorted(by_layer.items())
             )
             add(lo, (lo, hi), -1, pos, 1, parts, name)
-    elif site in HEAD_SITES:
+    elif info.has_heads:
         pairs = (
             [(lay, h) for lay in layers for h in range(n_heads)] if spec.heads is None else list(spec.heads)
         )
@@ -289,7 +334,7 @@ def enumerate_targets(spec: SweepSpec, n_layers: int, n_heads: int, max_len: int
                 add(lay, (lay, lay + 1), h, pos, 1, parts, f"{lay}.{h}")
     else:
         for lay in layers:
-            a, b = window_layers(lay, spec.window, n_layers) if site == "mlp" else (lay, lay + 1)
+            a, b = window_layers(lay, spec.window, n_layers) if info.windows else (lay, lay + 1)
             for pos in positions:
                 parts = tuple(HookPatch(hook_name(site, x), x, None, pos) for x in range(a, b))
                 add(lay, (a, b), -1, pos, spec.window, parts, f"{lay}")

@@ -92,6 +92,7 @@ def run_cell(
             logger=log,
             checkpoint_dir=cell.chunks_dir,
             check_identities=cell.check_identities,
+            reference=cell.reference(),
         )
         took = time.perf_counter() - started
         if predicted["seconds"] is not None:
@@ -133,7 +134,10 @@ def _attribution_raw(
     from patchbench.fingerprint import digest, model_digest, prompts_digest
 
     spec = cell.sweep_spec
+    reference = cell.reference()
     facts = {"metrics": list(cell.metrics), "qk_fix": cell.qk_fix, "spec": spec.to_dict()}
+    if reference is not None:
+        facts["reference"] = prompts_digest(reference)
     fp = digest({"model": model_digest(model), "prompts": prompts_digest(prompts), **facts})
     ckpt = Checkpoint(cell.chunks_dir, fp, spec, {"method": "attribution"}, logger=log)
     raw = ckpt.load_frame("raw")
@@ -154,6 +158,7 @@ def _attribution_raw(
         qk_fix=cell.qk_fix,
         name=cell.model,
         logger=log,
+        reference=reference,
     )
     raw.attrs["patchbench"]["fingerprint"] = fp
     ckpt.save_frame(raw, "raw")

@@ -40,6 +40,7 @@ def _attribution_rule(name):
             prompts=LAYOUT.prompts("{model}", exp["task"]),
             cache=LAYOUT.cache("{model}", exp["task"]),
             weights=weight_files,
+            references=lambda w: sorted({c.reference_path for c in attribution_cells(config, name, model=w.model)} - {None}),
         output:
             raw=[c.raw_path for c in patterns],
             effects=[c.effects_path for c in patterns],

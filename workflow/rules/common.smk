@@ -27,6 +27,8 @@ from patchbench.cell import Cell, agreement_cells, attribution_cells, experiment
 from patchbench.cost.cluster import cluster_requests, job_key, written_resources
 from patchbench.errors import refusing
 from patchbench.fingerprint import digest
+from patchbench.interventions import key_pattern
+from patchbench.interventions.sites import SITES
 from patchbench.layout import Layout
 from patchbench.models import ModelSpec
 from patchbench.preflight import check_workflow_config
@@ -46,8 +48,8 @@ CELL = Cell.pattern(LAYOUT)
 wildcard_constraints:
     model=r"[A-Za-z0-9_.-]+",
     task=r"[A-Za-z][A-Za-z0-9_]*",
-    corruption=r"str|gn",
-    site=r"attn_head|head_v|mlp|resid_pre",
+    corruption=key_pattern(),  # corruption values of the registry, suffixed by a non-default direction
+    site="|".join(SITES),
     position=r"[A-Za-z0-9_]+",
     window=r"[0-9]+",
 

@@ -41,6 +41,7 @@ def _sweep_rule(name):
             prompts=LAYOUT.prompts("{model}", exp["task"]),
             cache=LAYOUT.cache("{model}", exp["task"]),
             weights=weight_files,
+            references=lambda w: sorted({c.reference_path for c in experiment_cells(config, name, model=w.model)} - {None}),
         output:
             [c.raw_path for c in patterns],
         log:

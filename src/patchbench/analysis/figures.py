@@ -34,7 +34,7 @@ from matplotlib.patches import Patch
 
 from patchbench import plot
 from patchbench.analysis.frames import FrameError, validate_effects
-from patchbench.analysis.labels import figure_title, metric_axis_label
+from patchbench.analysis.labels import figure_title, interventions_in_order, metric_axis_label
 from patchbench.analysis.positions import ROME_CATEGORIES
 from patchbench.analysis.style import (
     CIRCUIT_COLOR,
@@ -116,7 +116,7 @@ def fig_sliding_vs_summed(
     cmp = cmp[cmp["metric"].isin(["prob", "logit_diff"])]
     _require(cmp, "sliding window vs summed")
     windows = sorted(set(cmp["window"]))
-    conds = plot.ordered(cmp["corruption"], plot.CORRUPTION_ORDER)
+    conds = interventions_in_order(cmp["corruption"])
     cols = [
         (c, m)
         for c in conds
@@ -281,7 +281,7 @@ def fig_nm_attention(
     rec = recovery.copy()
     rec["corruption"] = rec["corruption"].map(corruption_label)
     rec = rec[rec["metric"] == "logit_diff"]
-    runs = plot.ordered(rec["corruption"], plot.CORRUPTION_ORDER)
+    runs = interventions_in_order(rec["corruption"])
     sel = [rec[rec["corruption"] == r] for r in runs]
     vals = [s["effect"].mean() for s in sel]
     err = [_recovery_se(s) for s in sel]

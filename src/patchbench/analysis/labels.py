@@ -1,10 +1,16 @@
-"""How tables and figures name corruptions, metrics (with their units), tasks and sites, and how figures are titled.
+"""How tables and figures name interventions (the registries' labels), metrics (with their units), tasks and
+sites, and how figures are titled.
 
 Kept apart from :mod:`patchbench.analysis.style` so that table and claim jobs do not import
 matplotlib and seaborn.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+
+from patchbench.interventions import corruptions, directions
+from patchbench.interventions.sites import SITES
 
 __all__ = [
     "METRIC_LABELS",
@@ -14,6 +20,8 @@ __all__ = [
     "TASK_LABELS",
     "corruption_label",
     "figure_title",
+    "intervention_order",
+    "interventions_in_order",
     "metric_axis_label",
     "metric_label",
     "metric_short",
@@ -34,9 +42,34 @@ METRIC_SHORT: dict[str, str] = {"prob": "P", "logit_diff": "LD", "kl": "KL", "st
 
 
 def corruption_label(corruption: str) -> str:
-    """``str`` / ``STR`` -> ``STR``; ``gn`` -> ``GN``; anything else unchanged."""
-    up = str(corruption).upper()
-    return up if up in {"STR", "GN"} else str(corruption)
+    """How tables and figures name an intervention (a corruption value, suffixed for a non-default
+    direction): the corruption's registry label and its direction's suffix (``str`` / ``STR`` -> ``STR``;
+    ``gn@nu=1`` -> ``GN(nu=1)``; ``str_noising`` -> ``STR (noising)``); anything else unchanged."""
+    value, direction = directions.split_key(str(corruption))
+    return corruptions.label(value) + directions.direction(direction).label_suffix
+
+
+def intervention_order(labels: Iterable[str] = ()) -> list[str]:
+    """The labels of interventions in table order: the paper's corruptions (always, denoising), then
+    every other one of ``labels``: corruptions in registry order, each denoising before noising."""
+    paper = [corruptions.label(n) for n in corruptions.paper()]
+
+    def key(label: str) -> tuple:
+        suffixes = [d.label_suffix for d in directions.DIRECTIONS.values()]
+        d = max((i for i, x in enumerate(suffixes) if x and label.endswith(x)), default=0)
+        base = label[: len(label) - len(suffixes[d])] if d else label
+        return (*corruptions.order(base), d)
+
+    return paper + sorted({str(x) for x in labels} - set(paper), key=key)
+
+
+def interventions_in_order(values: Iterable[str]) -> list[str]:
+    """The distinct ``values`` (corruption keys such as ``str_noising`` or their labels) in table order
+    (:func:`intervention_order` of their labels); values that name no intervention come last, sorted."""
+    vals = list(dict.fromkeys(str(v) for v in values))
+    order = intervention_order(corruption_label(v) for v in vals)
+    rank = {label: i for i, label in enumerate(order)}
+    return sorted(vals, key=lambda v: (rank.get(corruption_label(v), len(rank)), v))
 
 
 def metric_label(metric: str) -> str:
@@ -68,13 +101,8 @@ TASK_LABELS: dict[str, str] = {
     "arithmetic_mul": "Arithmetic (×)",
     "factual": "Factual recall",
 }
-#: Display names of the patch sites (a site without one keeps its name).
-SITE_LABELS: dict[str, str] = {
-    "attn_head": "attention heads",
-    "head_v": "head values",
-    "mlp": "MLP",
-    "resid_pre": "residual stream",
-}
+#: Display names of the patch sites (the site registry's labels).
+SITE_LABELS: dict[str, str] = {name: s.label for name, s in SITES.items()}
 #: How a position mode reads in a title.
 POSITION_LABELS: dict[str, str] = {
     "all": "",

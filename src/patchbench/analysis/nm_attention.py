@@ -81,7 +81,7 @@ def nm_attention_frames(
     model_name: str,
     nm_heads: Sequence[tuple[int, int]] = NM_HEADS_GPT2_SMALL,
     si_heads: Sequence[tuple[int, int]] = SI_HEADS_GPT2_SMALL,
-    corruptions: Sequence[str] = ("str", "gn"),
+    corruptions: Sequence[str] | None = None,
     noise=None,
     batch_size: int = 32,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -89,7 +89,8 @@ def nm_attention_frames(
 
     ``prompts`` is the IOI PromptSet (positions IO, S1, END; ``answers`` = IO, ``wrong`` = S);
     ``noise`` a :class:`patchbench.corruption.NoiseSpec` for GN (sigma computed from the data when
-    it is None). The runs and the S-inhibition patch are :func:`patchbench.engine.patterns.capture_patterns`.
+    it is None); ``corruptions`` default to the paper's two. The runs and the S-inhibition patch are
+    :func:`patchbench.engine.patterns.capture_patterns`.
     """
     from patchbench.corruption import NoiseSpec
     from patchbench.engine.patterns import capture_patterns
@@ -126,7 +127,9 @@ def nm_attention_frames(
 
     att_rows, rec_rows = [], []
     clean = None
-    for corr in corruptions:
+    from patchbench.interventions.corruptions import paper
+
+    for corr in corruptions or paper():
         label = corruption_label(corr)
         patch = SweepSpec(corr, "head_v", heads=tuple(si_heads), noise=noise) if si_heads else None
         cap = capture_patterns(model, prompts, nm_heads, corr, patch, noise=noise, batch_size=batch_size)

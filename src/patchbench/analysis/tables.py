@@ -1,6 +1,8 @@
 """Tables 1-5 of Zhang & Nanda (ICLR 2024), laid out as in the paper, from effects frames.
 
-Every table is one row per (corruption, metric) in the paper's row order and reads the
+Every table is one row per (intervention, metric) in the paper's row order (its two corruptions,
+always; then every other corruption or direction the frame holds, in registry order, labelled
+``Resample``, ``STR (noising)``, ...) and reads the
 ``detected`` column of the effects frame (the paper's 2-SD rule, applied by
 ``patchbench.detection`` over the components of one plot):
 
@@ -28,13 +30,15 @@ import pandas as pd
 
 from patchbench.analysis.frames import FrameError, detected_heads, one_model, select, validate_effects
 from patchbench.analysis.ioi_classes import CLASS_LABELS, CLASSES
-from patchbench.analysis.labels import metric_label
+from patchbench.analysis.labels import intervention_order, metric_label
 from patchbench.atomic import write_text
 
 __all__ = [
     "NOT_RUN",
     "ROWS_TABLE1",
     "ROWS_APPENDIX",
+    "rows_appendix",
+    "rows_table1",
     "constant_position",
     "head_detections",
     "table1",
@@ -48,17 +52,25 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 NOT_RUN = "not run"
-#: Table 1's row order: metrics outer, corruptions inner.
-ROWS_TABLE1: tuple[tuple[str, str], ...] = (
-    ("STR", "prob"), ("GN", "prob"),
-    ("STR", "logit_diff"), ("GN", "logit_diff"),
-    ("STR", "kl"), ("GN", "kl"),
-)  # fmt: skip
-#: Tables 2-5's row order: corruptions outer, then logit difference, probability, KL.
-ROWS_APPENDIX: tuple[tuple[str, str], ...] = (
-    ("STR", "logit_diff"), ("STR", "prob"), ("STR", "kl"),
-    ("GN", "logit_diff"), ("GN", "prob"), ("GN", "kl"),
-)  # fmt: skip
+#: Table 1's metric order (metrics outer, interventions inner) and Tables 2-5's (interventions outer).
+METRICS_TABLE1: tuple[str, ...] = ("prob", "logit_diff", "kl")
+METRICS_APPENDIX: tuple[str, ...] = ("logit_diff", "prob", "kl")
+
+
+def rows_table1(labels: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """Table 1's rows: (intervention, metric), metrics outer; the paper's corruptions and every other
+    intervention of ``labels`` (:func:`patchbench.analysis.labels.intervention_order`)."""
+    return [(c, m) for m in METRICS_TABLE1 for c in intervention_order(labels)]
+
+
+def rows_appendix(labels: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """Tables 2-5's rows: (intervention, metric), interventions outer."""
+    return [(c, m) for c in intervention_order(labels) for m in METRICS_APPENDIX]
+
+
+#: The paper's rows (its two corruptions): Table 1's and Tables 2-5's.
+ROWS_TABLE1: tuple[tuple[str, str], ...] = tuple(rows_table1())
+ROWS_APPENDIX: tuple[tuple[str, str], ...] = tuple(rows_appendix())
 
 
 def _head_plot(
@@ -109,8 +121,9 @@ def table1(
         c: {f"{la}.{h}" for la, h in zip(sub["layer"], sub["head"], strict=True)}
         for c, sub in classes.groupby("class")
     }
-    rows = _rows(ROWS_TABLE1)
-    for row, (corr, metric) in zip(rows, ROWS_TABLE1, strict=True):
+    order = rows_table1(df["corruption"])
+    rows = _rows(order)
+    for row, (corr, metric) in zip(rows, order, strict=True):
         found = head_detections(df, corr, metric)
         for cls in CLASSES:
             heads = members.get(cls, set())
@@ -153,8 +166,9 @@ def table2(
     df = validate_effects(effects)
     df, model = one_model(df, model)
     df = select(df, task=task, site="attn_head", window=1)
-    rows = _rows(ROWS_APPENDIX)
-    for row, (corr, metric) in zip(rows, ROWS_APPENDIX, strict=True):
+    order = rows_appendix(df["corruption"])
+    rows = _rows(order)
+    for row, (corr, metric) in zip(rows, order, strict=True):
         plot = select(df, corruption=corr, metric=metric)
         at = {
             "At the position of C_def": None
@@ -173,8 +187,9 @@ def _signed_table(effects, model, task, order: tuple[str, str]) -> pd.DataFrame:
     names = {"positive": "Positive", "negative": "Negative"}
     if order == ("negative", "positive"):
         names = {"negative": "Negative heads", "positive": "Positive heads"}
-    rows = _rows(ROWS_APPENDIX)
-    for row, (corr, metric) in zip(rows, ROWS_APPENDIX, strict=True):
+    rows_order = rows_appendix(df["corruption"])
+    rows = _rows(rows_order)
+    for row, (corr, metric) in zip(rows, rows_order, strict=True):
         for sign in order:
             row[names[sign]] = _cell(head_detections(df, corr, metric, sign))
     return pd.DataFrame(rows, columns=["Corruption", "Metric", *(names[s] for s in order)])

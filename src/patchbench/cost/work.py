@@ -6,14 +6,15 @@ prompt blocks and target chunks; :func:`~patchbench.engine.sweep.suffix_path`;
 per chunk; the sanity identities' rows and targets from :mod:`patchbench.engine.sanity`) and
 counts what each forward of that plan runs:
 
-* the corrupted run of every block (every layer, every position, unembedding at the answer position);
+* the base run of every block (every layer, every position, unembedding at the answer position),
+  and for noising the corrupted run too (its activations are the patches' sources);
 * the sanity identities on the first block (one row per answer position: the self-patch of
-  :func:`~patchbench.engine.sanity.self_patch_targets`, the clean layer-0 patch from the first
-  position where clean and corrupted inputs differ);
+  :func:`~patchbench.engine.sanity.self_patch_targets`, the source run's layer-0 patch from the first
+  position where the two runs' inputs differ, or every patched activation for an ablation);
 * every chunk's patched forward: each target's rows from their entry layer (prefix reuse) on the
   chunk's suffix (causal suffix reuse: ``max_len - suffix_start`` query positions attending to all
   ``max_len`` keys), a head-output target's own layer as the shortcut runs it (the patched heads'
-  ``(z_clean - z_corr) @ W_O`` and the rest of the block on its patched (row, position) entries
+  ``(z_source - z_base) @ W_O`` and the rest of the block on its patched (row, position) entries
   only), one unembedding per row at its answer position.
 
 What counts as a FLOP (:attr:`Work.flops`): twice the multiply-adds of the dense products, as
@@ -43,12 +44,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from patchbench.corruption import corrupted_tokens
 from patchbench.engine.budget import block_bytes_per_row, patched_bytes_per_row, rows_per_forward
-from patchbench.engine.cache import RESID0
+from patchbench.engine.cache import RESID0, RESID0_SITE
 from patchbench.engine.patch import Block, suffix_start, takes_shortcut
 from patchbench.engine.sanity import identity_rows, self_patch_targets
 from patchbench.engine.sweep import plan_chunks, suffix_path
+from patchbench.interventions.directions import direction
+from patchbench.interventions.sites import SITES
 from patchbench.lm import LM, LMShape
 from patchbench.prompts import PromptSet
 from patchbench.sites import HookPatch, PatchTarget, SweepSpec, enumerate_targets
@@ -153,9 +155,9 @@ class SweepWork:
 
 def _first_difference(prompts: PromptSet, spec: SweepSpec, rows: np.ndarray, tokens: torch.Tensor) -> int:
     """The first position where any of ``rows``' clean layer-0 input differs from the corrupted one
-    (:func:`patchbench.engine.sanity.clean_from`, from the inputs rather than the residuals): STR's
-    first replaced token, GN's first noised position; 0 when none differs."""
-    if spec.corruption == "gn":
+    (:func:`patchbench.engine.sanity.clean_from`, from the inputs rather than the residuals): the first
+    replaced token, or the first noised position of a corruption that adds noise; 0 when none differs."""
+    if spec.intervention.noise:
         firsts = [min(prompts.noise_positions[int(r)], default=tokens.shape[1]) for r in rows]
         first = min(firsts)
     else:
@@ -175,8 +177,8 @@ def _block(prompt: np.ndarray, prompts: PromptSet, layers: Sequence[int]) -> Blo
         prompt=prompt,
         sample=np.zeros(len(prompt), dtype=np.int64),
         answer_pos=torch.as_tensor(prompts.answer_pos[prompt]),
-        z_corr=dict(empty),
-        attn_corr=dict(empty),
+        z_base=dict(empty),
+        attn_base=dict(empty),
     )
 
 
@@ -201,14 +203,15 @@ def chunk_work(
         flops += r * n * per_layer
         tokens += r * n * q
         scores += r * n * q * max_len * s.n_heads
-        if short:  # the start layer without attention, on the patched (row, position) entries
-            for p in t.patches:
-                if p.layer != t.start_layer:
-                    continue
-                hits = r * (q if p.position == -1 else 1)
+        if short:  # the start layer without attention: W_O per patched head, the rest once per entry
+            at_start = [p for p in t.patches if p.layer == t.start_layer]
+            positions = {p.position for p in at_start}
+            hits = r * (q if -1 in positions else len(positions))
+            for p in at_start:
                 heads = s.n_heads if p.heads is None else len(p.heads)
-                flops += hits * (2 * heads * s.d_head * s.d_model) + mlp_flops(s, hits, gated)
-                tokens += hits
+                flops += r * (q if p.position == -1 else 1) * (2 * heads * s.d_head * s.d_model)
+            flops += mlp_flops(s, hits, gated)
+            tokens += hits
     m = len(chunk)
     flops += unembed_flops(s, m * r)
     calls = s.n_layers - min(entries) if min(entries) < s.n_layers else 0
@@ -233,22 +236,30 @@ def _identities(
         prompt=block.prompt[rows],
         sample=block.sample[rows],
         answer_pos=block.answer_pos[torch.as_tensor(rows)],
-        z_corr=block.z_corr,
-        attn_corr=block.attn_corr,
+        z_base=block.z_base,
+        attn_base=block.attn_base,
     )
     work = Work()
     for t in self_patch_targets(targets):
         work += chunk_work(model, [t], sub, prompts, max_len, suffix)[0]
-    first = _first_difference(prompts, spec, sub.prompt, tokens) if suffix else 0
-    patches = (
-        tuple(HookPatch(RESID0, 0, None, p) for p in range(first, max_len))
-        if first > 0
-        else (HookPatch(RESID0, 0, None, -1),)
-    )
-    t0 = PatchTarget(
-        id=-2, site="resid_pre", layer=0, layers=(0, 1), head=-1, position=-1, window=1, patches=patches,
-        component="0",
-    )  # fmt: skip
+    if spec.intervention.kind == "activations":  # every patched activation at once
+        parts = tuple(dict.fromkeys(p for t in targets for p in t.patches))
+        a = min(p.layer for p in parts)
+        t0 = PatchTarget(
+            id=-2, site=spec.site, layer=a, layers=(a, a + 1), head=-1, position=-1, window=1, patches=parts,
+            component="all",
+        )  # fmt: skip
+    else:
+        first = _first_difference(prompts, spec, sub.prompt, tokens) if suffix else 0
+        patches = (
+            tuple(HookPatch(RESID0, 0, None, p) for p in range(first, max_len))
+            if first > 0
+            else (HookPatch(RESID0, 0, None, -1),)
+        )
+        t0 = PatchTarget(
+            id=-2, site=RESID0_SITE, layer=0, layers=(0, 1), head=-1, position=-1, window=1, patches=patches,
+            component="0",
+        )  # fmt: skip
     work += chunk_work(model, [t0], sub, prompts, max_len, suffix)[0]
     return dataclasses.replace(work, rows=0)
 
@@ -265,11 +276,12 @@ def sweep_work(
     """The work :func:`patchbench.engine.sweep.run_sweep` does for ``spec`` on ``prompts`` (same
     arguments), counted from the engine's plan without running the model (see the module docstring)."""
     s = model.shape
-    tokens = corrupted_tokens(prompts, spec.corruption)
+    tokens = spec.intervention.input_tokens(prompts)
     max_len = int(tokens.shape[1])
     targets = enumerate_targets(spec, s.n_layers, model.site_heads(spec.site), max_len)
     suffix = suffix_path(model, spec, suffix_reuse)
-    heads = spec.site == "attn_head" and head_shortcut is not False and model.head_shortcut()
+    heads = SITES[spec.site].shortcut and head_shortcut is not False and model.head_shortcut()
+    noising = direction(spec.direction).source != "clean"
     k = spec.n_samples
     row_prompt = np.repeat(np.arange(len(prompts), dtype=np.int64), k)
     n_rows = len(row_prompt)
@@ -282,7 +294,9 @@ def sweep_work(
     for bi in range(n_blocks):
         block = _block(row_prompt[bi * rows_block : (bi + 1) * rows_block], prompts, layers)
         r = len(block)
-        work += forward_work(model, r, max_len, unembed=r) + Work(rows=r)  # the corrupted run
+        work += forward_work(model, r, max_len, unembed=r) + Work(rows=r)  # the base run
+        if noising:  # the corrupted run of the block: the patches' sources
+            work += forward_work(model, r, max_len, unembed=r)
         if check_identities and bi == 0:
             work += _identities(model, prompts, spec, targets, block, tokens, max_len, suffix)
         for chunk in chunks:

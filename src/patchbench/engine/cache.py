@@ -1,7 +1,7 @@
 """The clean cache: the clean run's activations that patching copies in, and its answer logits.
 
-The clean run does not depend on the corruption, so one cache per (model, prompts) serves the STR
-and GN sweeps of every site it holds. It is a flat dict of CPU tensors (``safetensors``-saveable):
+The clean run does not depend on the corruption, so one cache per (model, prompts) serves the
+sweeps of every corruption, direction and site it holds. It is a flat dict of CPU tensors (``safetensors``-saveable):
 
 * one entry per hook point, ``[n_prompts, max_len, ...]``;
 * ``answer_logits``, ``[n_prompts, d_vocab]`` at each prompt's ``answer_pos`` (float32 or float64);
@@ -27,10 +27,11 @@ from patchbench.atomic import atomic_path
 from patchbench.engine.budget import rows_per_forward
 from patchbench.engine.readout import AnswerIds, answer_values, index_tensor
 from patchbench.fingerprint import digest, model_digest, prompts_digest
+from patchbench.interventions.sites import SITES
 from patchbench.lm import LM
 from patchbench.prompts import PromptSet
 from patchbench.rawframe import baseline_rows
-from patchbench.sites import SITES, SweepSpec, enumerate_targets, hook_name
+from patchbench.sites import SweepSpec, enumerate_targets
 
 __all__ = [
     "ANSWER_LOGITS",
@@ -52,28 +53,33 @@ FINGERPRINT = "patchbench_fingerprint"
 
 ANSWER_LOGITS = "answer_logits"
 TOKENS = "tokens"
-RESID0 = "blocks.0.hook_resid_pre"
+#: The residual stream entering block 0 (every cache holds it: the sanity identity patches it), and its site.
+RESID0_SITE = "resid_pre"
+RESID0 = SITES[RESID0_SITE].hook_name(0)
 
 
 def required_hooks(model: LM, spec_or_hooks: SweepSpec | Sequence[SweepSpec | str] | str) -> list[str]:
     """Hook points whose clean activations sweeps need, plus layer 0's residual (for the sanity check).
 
-    Items may be SweepSpecs (their targets' hooks), site names (``attn_head``, ``head_v``, ``mlp``,
-    ``resid_pre``: that site's hook at every layer) or hook point names.
+    Items may be SweepSpecs (their targets' hooks), site names (:data:`patchbench.interventions.sites.SITES`:
+    that site's hook at every layer) or hook point names.
     """
     if isinstance(spec_or_hooks, (SweepSpec, str)):
         spec_or_hooks = [spec_or_hooks]
     names: dict[str, None] = {RESID0: None}
     for item in spec_or_hooks:
         if isinstance(item, SweepSpec):
-            for t in enumerate_targets(item, model.shape.n_layers, model.site_heads(item.site), 1):
+            n_heads = SITES[item.site].n_heads(model.shape)
+            for t in enumerate_targets(item, model.shape.n_layers, n_heads, 1):
                 names.update(dict.fromkeys(t.hooks))
         elif item in SITES:
-            names.update(dict.fromkeys(hook_name(item, lay) for lay in range(model.shape.n_layers)))
+            names.update(dict.fromkeys(SITES[item].hook_name(lay) for lay in range(model.shape.n_layers)))
         elif model.has_hook(item):
             names[str(item)] = None
         else:
-            raise ValueError(f"{item!r} is neither a SweepSpec, a site {SITES} nor a hook point of the model")
+            raise ValueError(
+                f"{item!r} is neither a SweepSpec, a site {tuple(SITES)} nor a hook point of the model"
+            )
     return list(names)
 
 

@@ -2,8 +2,9 @@
 
 A checkpoint directory belongs to one sweep, named by :func:`sweep_fingerprint` (everything that
 determines the sweep's numbers: the model's weights, dtype and architecture, the prompts' ids,
-answers and positions, the SweepSpec with its noise settings and seed, GN's sigma, the batching
-plan and the engine's format version), recorded in its ``manifest.json``. Each prompt block's
+answers and positions, the SweepSpec with its corruption's settings, direction and seed, GN's
+sigma, the corrupted run's other facts (a resample pairing, a reference set), the batching plan and
+the engine's format version), recorded in its ``manifest.json``. Each prompt block's
 corrupted rows (``base-BBBBB.parquet``) and each (block, target chunk)'s patched rows
 (``chunk-BBBBB-CCCCC.parquet``) are written atomically (:mod:`patchbench.atomic`) as they finish;
 a rerun reads them instead of computing them, and its frame is bitwise identical to an
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,17 +42,27 @@ log = logging.getLogger(__name__)
 _PIECES = ("base-*.parquet", "chunk-*.parquet", "raw.parquet", ".*.tmp", "manifest.json")
 
 
-def sweep_fingerprint(model: LM, prompts: PromptSet, spec: SweepSpec, sigma: float | None, plan: dict) -> str:
-    """16 hex digits naming one sweep's numbers (see the module docstring)."""
-    return digest(
-        {
-            "model": model_digest(model),
-            "prompts": prompts_digest(prompts),
-            "spec": spec.to_dict(),
-            "sigma": sigma,
-            "plan": plan,
-        }
-    )
+def sweep_fingerprint(
+    model: LM,
+    prompts: PromptSet,
+    spec: SweepSpec,
+    sigma: float | None,
+    plan: dict,
+    corrupted: Mapping[str, Any] | None = None,
+) -> str:
+    """16 hex digits naming one sweep's numbers (see the module docstring); ``corrupted`` holds the
+    corrupted run's facts beyond the spec (a resample pairing, a reference set's digest), which join
+    the hash only when there are any."""
+    facts = {
+        "model": model_digest(model),
+        "prompts": prompts_digest(prompts),
+        "spec": spec.to_dict(),
+        "sigma": sigma,
+        "plan": plan,
+    }
+    if corrupted:
+        facts["corrupted"] = dict(corrupted)
+    return digest(facts)
 
 
 class Checkpoint:

@@ -1,11 +1,15 @@
-"""The one generic patch: clean activations copied into the corrupted run where a target's mask says.
+"""The one generic patch: source activations copied into the base run where a target's mask says.
 
-A patch target (:class:`patchbench.sites.PatchTarget`) is a set of ``(hook point, heads,
-position)`` parts. For a batch of targets over a :class:`Block` of (prompt, sample) rows,
-:func:`build_mask` turns them into one boolean mask per hook point, and :func:`patched_logits`
-runs the blocks from the first patched layer on the block's cached corrupted residual stream with
-``torch.where(mask, clean, activation)`` at each hook: every site goes through this one code path.
-Targets x rows share the batch dimension (target-major).
+The base run is the corrupted run and the source the clean run for denoising, the other way
+round for noising (:mod:`patchbench.interventions.directions`); below, "corrupted" reads "base"
+for noising. A patch target (:class:`patchbench.sites.PatchTarget`) is a set of ``(hook point,
+heads, position)`` parts. For a batch of targets over a :class:`Block` of (prompt, sample) rows,
+:func:`~patchbench.engine.masks.build_mask` turns them into one boolean mask per hook point, and
+:func:`patched_logits` runs the blocks from the first patched layer on the block's cached base
+residual stream with ``torch.where(mask, source, activation)`` at each hook: every site goes through
+this one code path. Targets x rows share the batch dimension (target-major). A base run with an
+ablation (mean / zero, denoising) keeps its ablation hooks in the patched forward, before the
+patch: every other ablated component stays ablated while the target is restored.
 
 Causal suffix reuse: a patch at position p leaves every position < p as in the corrupted run, in
 every layer (causal attention; GN noise is part of the corrupted run). When the block holds the
@@ -15,11 +19,11 @@ target of a chunk is position-specific, the patched forward runs only positions 
 attending to the corrupted keys and values of the positions before it. A row whose answer comes
 before that position is the corrupted run itself, and takes the corrupted logits.
 
-Head-output shortcut (issue #17): when the block holds every layer's corrupted ``hook_z`` and
-attention-module output (:attr:`Block.z_corr`, :attr:`Block.attn_corr`) and a target patches only
+Head-output shortcut (issue #17): when the block holds every layer's base ``hook_z`` and
+attention-module output (:attr:`Block.z_base`, :attr:`Block.attn_base`) and a target patches only
 head outputs at its start layer L (:func:`takes_shortcut`), layer L's attention is not run for it
 (:func:`head_shortcut`): a patched (row, position) entry gets the corrupted attention output plus
-``(z_clean - z_corr) @ W_O`` of its patched heads and goes through the rest of block L alone; every
+``(z_source - z_base) @ W_O`` of its patched heads and goes through the rest of block L alone; every
 other entry leaves layer L as in the corrupted run. Its rows join the chunk's forward at layer L + 1.
 Head values (``hook_v``) are mixed by the attention pattern and never take this path.
 
@@ -38,7 +42,10 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import torch
 
+from patchbench.engine.masks import build_mask
 from patchbench.engine.readout import AnswerIds, answer_values, index_tensor
+from patchbench.engine.runs import Ablation
+from patchbench.interventions.sites import SITES
 from patchbench.lm import LM, KVCapture
 from patchbench.prompts import PromptSet
 from patchbench.sites import PatchTarget
@@ -46,7 +53,6 @@ from patchbench.sites import PatchTarget
 __all__ = [
     "Block",
     "SanityError",
-    "build_mask",
     "patched_logits",
     "sources",
     "suffix_start",
@@ -60,7 +66,7 @@ class SanityError(RuntimeError):
 
 @dataclass
 class Block:
-    """A block of (prompt, sample) rows and everything cached for them."""
+    """A block of (prompt, sample) rows and everything cached for them (from the base run, unless named)."""
 
     index: int
     prompt: np.ndarray  # [R]
@@ -70,17 +76,25 @@ class Block:
     answers: AnswerIds | None = None
     wrong: AnswerIds | None = None
     clean_logp: torch.Tensor | None = None  # [R, V] float64
-    corrupted_logits: torch.Tensor | None = None  # [R, V]
-    corrupted_acts: dict[str, torch.Tensor] = field(default_factory=dict)
-    kv: KVCapture | None = None  # the corrupted run's keys and values (suffix reuse), or None
-    # head-output shortcut (issue #17): the corrupted run's hook_z [R, P, H, d_head] and attention
+    base_logits: torch.Tensor | None = None  # [R, V] the base run's
+    corrupted_logits: torch.Tensor | None = None  # [R, V] the corrupted run's (the base run's for denoising)
+    base_acts: dict[str, torch.Tensor] = field(default_factory=dict)  # the base run's, for the self-patch
+    sources: dict[str, torch.Tensor] = field(
+        default_factory=dict
+    )  # the source run's when not cached (noising)
+    kv: KVCapture | None = None  # the base run's keys and values (suffix reuse), or None
+    # head-output shortcut (issue #17): the base run's hook_z [R, P, H, d_head] and attention
     # module output [R, P, d] per layer, and its final residual (resid_post of the last layer)
-    z_corr: dict[int, torch.Tensor] = field(default_factory=dict)
-    attn_corr: dict[int, torch.Tensor] = field(default_factory=dict)
+    z_base: dict[int, torch.Tensor] = field(default_factory=dict)
+    attn_base: dict[int, torch.Tensor] = field(default_factory=dict)
     resid_final: torch.Tensor | None = None
+    # an ablated base run (mean / zero, denoising): its masks and values per hook (Ablation.tensors)
+    ablation: Ablation | None = None
+    ablation_masks: dict[str, torch.Tensor] = field(default_factory=dict)
+    ablation_values: dict[str, torch.Tensor | float] = field(default_factory=dict)
 
     def resid_after(self, layer: int) -> torch.Tensor:
-        """The corrupted residual stream leaving block ``layer`` ([R, P, d])."""
+        """The base residual stream leaving block ``layer`` ([R, P, d])."""
         if layer + 1 < len(self.resid):
             return self.resid[layer + 1]
         assert self.resid_final is not None
@@ -108,7 +122,7 @@ class Block:
                 kv = KVCapture()
                 kv.keys, kv.values = take(x.keys), take(x.values)
                 return kv
-            return x  # the block's index; None
+            return x  # the block's index; None; an ablation; a scalar ablation value
 
         return Block(**{f.name: take(getattr(self, f.name)) for f in fields(self)})
 
@@ -142,67 +156,27 @@ def suffix_start(chunk: Sequence[PatchTarget], block: Block, prompts: PromptSet)
     return max(0, first or 0)
 
 
-def _is_head_hook(name: str) -> bool:
-    return name.endswith(("hook_z", "hook_v"))
-
-
-def build_mask(
-    model: LM,
-    chunk: Sequence[PatchTarget],
-    hook: str,
-    block: Block,
-    prompts: PromptSet,
-    max_len: int,
-) -> torch.Tensor:
-    """Boolean mask [m, R, P, (H,) 1]: True where target j patches row r of ``hook``."""
-    m, r = len(chunk), len(block)
-    if _is_head_hook(hook):
-        n_h = model.site_heads("head_v" if hook.endswith("hook_v") else "attn_head")
-        mask = torch.zeros(m, r, max_len, n_h, 1, dtype=torch.bool)
-    else:
-        mask = torch.zeros(m, r, max_len, 1, dtype=torch.bool)
-    rows = torch.arange(r)
-    for j, t in enumerate(chunk):
-        for p in t.patches:
-            if p.hook != hook:
-                continue
-            heads = slice(None) if p.heads is None else list(p.heads)
-            if p.position == -1:
-                if mask.dim() == 5:
-                    mask[j, :, :, heads] = True
-                else:
-                    mask[j] = True
-            elif isinstance(p.position, int):
-                if mask.dim() == 5:
-                    mask[j, :, p.position, heads] = True
-                else:
-                    mask[j, :, p.position] = True
-            else:
-                pos = index_tensor(prompts.named_position(p.position)[block.prompt])
-                if mask.dim() == 5:
-                    hs = torch.arange(mask.shape[3]) if p.heads is None else index_tensor(p.heads)
-                    mask[j, rows[:, None], pos[:, None], hs[None, :]] = True
-                else:
-                    mask[j, rows, pos] = True
-    return mask
-
-
 def sources(
     clean: dict[str, torch.Tensor], names: Iterable[str], block: Block, dtype
 ) -> dict[str, torch.Tensor]:
-    """The clean activations of the block's prompts at ``names``, on the block's device and in ``dtype``."""
-    idx = index_tensor(block.prompt)
+    """The source activations of the block's rows at ``names``, on the block's device and in ``dtype``:
+    from the clean cache (denoising: ``clean`` indexed by the rows' prompts), or the block's own
+    :attr:`Block.sources` (noising: the corrupted run of these rows)."""
     dev = block.resid[0].device
+    if block.sources:
+        return {k: block.sources[k].to(device=dev, dtype=dtype) for k in names}
+    idx = index_tensor(block.prompt)
     return {k: clean[k][idx.to(clean[k].device)].to(device=dev, dtype=dtype) for k in names}
 
 
 def takes_shortcut(model: LM, target: PatchTarget, block: Block) -> bool:
-    """Whether ``target`` takes the head-output shortcut at its start layer L: its patches at L are
-    all head outputs (``hook_z``) and the block holds L's corrupted ``hook_z`` and attention output."""
+    """Whether ``target`` takes the head-output shortcut at its start layer L: its site takes it
+    (:attr:`patchbench.interventions.sites.Site.shortcut`: head outputs), and the block holds L's base
+    ``hook_z`` and attention output."""
     start = target.start_layer
-    if start not in block.attn_corr or start not in block.z_corr:
+    if not SITES[target.site].shortcut or start not in block.attn_base or start not in block.z_base:
         return False
-    z = model.hook_name("attn_head", start)
+    z = SITES[target.site].hook_name(start)
     return all(p.hook == z for p in target.patches if p.layer == start)
 
 
@@ -217,12 +191,12 @@ def head_shortcut(
 ) -> torch.Tensor:
     """The residual leaving block ``layer`` of ``m`` targets x the block's rows, on positions >= ``p0``,
     for head-output patches at ``layer`` (``mask`` [m, R, P', H, 1] of ``hook_z``, ``src`` [R, P', H,
-    d_head] the clean ``hook_z``), without running that layer's attention.
+    d_head] the source ``hook_z``), without running that layer's attention.
 
     Exact: the attention module's output is linear in ``z`` per head (``sum_h z_h @ W_O[h] + b_O``,
-    :meth:`LM.head_shortcut`), so a patched row's output is the corrupted one plus
-    ``(z_clean - z_corr)_h @ W_O[h]`` over its patched heads, at its patched positions; every other
-    (row, position) of the layer is the corrupted run's (the layer's keys and values come from its
+    :meth:`LM.head_shortcut`), so a patched row's output is the base one plus
+    ``(z_source - z_base)_h @ W_O[h]`` over its patched heads, at its patched positions; every other
+    (row, position) of the layer is the base run's (the layer's keys and values come from its
     unpatched input, and the rest of the block acts position by position). The rest of the block
     (norms, residual adds, MLP) runs on the patched (row, position) entries only, through the model's
     own block code (:meth:`LM.run_block_with_attention`)."""
@@ -237,24 +211,24 @@ def head_shortcut(
         out = block.resid_after(layer)[:, p0:].unsqueeze(0).repeat(m, 1, 1, 1)  # [m, R, P', d], a copy
         if not len(j):
             return out.reshape(m * r, *out.shape[2:])
-    z_corr = block.z_corr[layer][:, p0:]
-    diff = src.to(z_corr.dtype) - z_corr  # [R, P', H, d_head]
-    w_o = model.W_O(layer).to(z_corr.dtype)  # [H, d_head, d]
+    z_base = block.z_base[layer][:, p0:]
+    diff = src.to(z_base.dtype) - z_base  # [R, P', H, d_head]
+    w_o = model.W_O(layer).to(z_base.dtype)  # [H, d_head, d]
     heads = sel[j, rr, pp]  # [N, H]
-    delta = torch.zeros(len(j), w_o.shape[-1], dtype=z_corr.dtype, device=z_corr.device)
+    delta = torch.zeros(len(j), w_o.shape[-1], dtype=z_base.dtype, device=z_base.device)
     for h in range(heads.shape[1]):
         k = heads[:, h].nonzero(as_tuple=True)[0]
         if len(k):
             delta.index_add_(0, k, diff[rr[k], pp[k], h] @ w_o[h])
-    attn_corr, pre = block.attn_corr[layer][:, p0:], block.resid[layer][:, p0:]
+    attn_base, pre = block.attn_base[layer][:, p0:], block.resid[layer][:, p0:]
     if dense:  # j, rr, pp enumerate every entry in order: delta is the whole [m, R, P', d] change
-        attn = (attn_corr.unsqueeze(0) + delta.view(m, r, -1, delta.shape[-1])).reshape(
+        attn = (attn_base.unsqueeze(0) + delta.view(m, r, -1, delta.shape[-1])).reshape(
             m * r, -1, delta.shape[-1]
         )
         x = pre.unsqueeze(0).expand(m, *pre.shape).reshape(m * r, *pre.shape[1:])
         return model.run_block_with_attention(layer, x, attn)
     assert out is not None
-    attn = attn_corr[rr, pp] + delta
+    attn = attn_base[rr, pp] + delta
     out[j, rr, pp] = model.run_block_with_attention(layer, pre[rr, pp][:, None], attn[:, None])[:, 0]
     return out.reshape(m * r, *out.shape[2:])
 
@@ -272,7 +246,7 @@ def patched_logits(
     Returns the answer-position logits, target-major in chunk order. Raises SanityError if a patch
     hook did not fire exactly once. Each target's rows join the forward at their own entry layer
     (the first patched layer, or the one after it for the head-output shortcut, :func:`takes_shortcut`)
-    as the block's cached corrupted residual stream there, so targets of different start layers share
+    as the block's cached base residual stream there, so targets of different start layers share
     one forward with no row run through a layer before its own: the batch grows layer by layer, rows
     ordered by entry layer (target-major). With ``block.kv`` set, a chunk of position-specific targets
     runs its suffix only (see the module docstring).
@@ -289,11 +263,13 @@ def patched_logits(
     masks: dict[str, torch.Tensor] = {}
     hooks = []
     for name in names:
-        mask = build_mask(model, chunk, name, block, prompts, max_len)
+        site = SITES[next(t.site for t in chunk if name in t.hooks)]
+        mask = build_mask(site.n_heads(model.shape), chunk, name, prompts, block.prompt, max_len)
         if p0 > 0:
-            if bool(mask[:, :, :p0].any()):  # suffix_start is wrong: never silently drop a patch
+            ax = site.pos_axis + 1  # the mask's position axis (after the target axis)
+            if bool(mask.narrow(ax, 0, p0).any()):  # suffix_start is wrong: never silently drop a patch
                 raise SanityError(f"{name}: a patch before the suffix start {p0}")
-            mask = mask[:, :, p0:]
+            mask = mask.narrow(ax, p0, mask.shape[ax] - p0)
         masks[name] = mask.to(dev)
         layer = layer_of[name]
         users = [
@@ -304,7 +280,7 @@ def patched_logits(
         in_batch = [j for j in order if entry[j] <= layer]  # a prefix of ``order``
         assert set(users) <= set(in_batch), (name, users, in_batch)
         sel = masks[name][torch.as_tensor(in_batch, device=dev)]
-        src = srcs[name][:, p0:].unsqueeze(0)
+        src = site.positions_from(srcs[name], p0).unsqueeze(0)
         k = len(in_batch)
 
         def fn(act: torch.Tensor, name: str, mask=sel, src=src, k=k) -> torch.Tensor:
@@ -314,6 +290,8 @@ def patched_logits(
 
         hooks.append((name, fn))
     hooked = {name for name, _ in hooks}
+    if block.ablation is not None:  # an ablated base run keeps its ablation, applied before the patch
+        hooks = [*block.ablation.hooks(block.ablation_masks, block.ablation_values, p0), *hooks]
     n_layers = model.shape.n_layers
     entries = sorted(set(entry))
     prefix = block.kv.prefix(p0) if p0 > 0 and block.kv is not None else None
@@ -327,7 +305,7 @@ def patched_logits(
                 parts.append(block.resid[e][:, p0:].repeat(len(plain), 1, 1))
             cut = [j for j in order if entry[j] == e and short[j]]
             if cut:
-                z = model.hook_name("attn_head", e - 1)
+                z = next(p.hook for p in chunk[cut[0]].patches if p.layer == e - 1)
                 pick = torch.as_tensor(cut, device=dev)
                 parts.append(
                     head_shortcut(model, e - 1, block, masks[z][pick], srcs[z][:, p0:], p0, len(cut))
@@ -350,11 +328,11 @@ def patched_logits(
     pos = block.answer_pos.repeat(m) if m > 1 else block.answer_pos
     if p0 == 0:
         return model.unembed_at(resid, pos)
-    # causality: a row whose answer comes before the suffix is the corrupted run
+    # causality: a row whose answer comes before the suffix is the base run
     before = pos < p0
     logits = model.unembed_at(resid, torch.where(before, 0, pos - p0))
     if bool(before.any()):
-        assert block.corrupted_logits is not None
-        corrupted = block.corrupted_logits.repeat(m, 1) if m > 1 else block.corrupted_logits
-        logits = torch.where(before[:, None], corrupted.to(logits.dtype), logits)
+        assert block.base_logits is not None
+        base = block.base_logits.repeat(m, 1) if m > 1 else block.base_logits
+        logits = torch.where(before[:, None], base.to(logits.dtype), logits)
     return logits

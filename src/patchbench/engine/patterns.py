@@ -12,21 +12,23 @@ through the engine's generic patch (:mod:`patchbench.engine.patch`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float
 
-from patchbench.corruption import NoiseSpec, corrupted_tokens, noise_scale, noise_tensor
 from patchbench.engine.budget import rows_per_forward
-from patchbench.engine.cache import clean_cache
-from patchbench.engine.patch import Block, build_mask, sources
+from patchbench.engine.masks import build_mask
+from patchbench.engine.patch import Block, sources
 from patchbench.engine.readout import AnswerIds, index_tensor, summed_logits
+from patchbench.engine.setup import setup
+from patchbench.interventions.corruptions.gn import NoiseSpec
+from patchbench.interventions.sites import SITES
 from patchbench.lm import LM
 from patchbench.prompts import PromptSet
-from patchbench.sites import SweepSpec, enumerate_targets
+from patchbench.sites import SweepSpec
 
 __all__ = ["PatternCapture", "capture_patterns"]
 
@@ -98,74 +100,72 @@ def capture_patterns(
 ) -> PatternCapture:
     """Attention patterns of ``heads`` in the clean, corrupted and (optionally) patched runs.
 
-    ``patch_spec`` must describe exactly one target; its corruption must equal ``corruption``. GN
-    uses ``noise`` (default the patch spec's) and the same draw in the corrupted and patched runs.
-    ``batch_size`` rows go through one forward (default: what fits ``memory_budget_mb``).
+    ``patch_spec`` must describe exactly one target; its corruption must equal ``corruption``. The
+    runs are the engines' (:func:`patchbench.engine.setup.setup`): GN uses ``noise`` (default the
+    patch spec's) and the same draw in the corrupted and patched runs; the patch goes into the spec's
+    base run (its direction's). ``batch_size`` rows go through one forward (default: what fits
+    ``memory_budget_mb``).
     """
     heads = tuple((int(a), int(b)) for a, b in heads)
     if patch_spec is not None and patch_spec.corruption != corruption:
         raise ValueError(f"patch_spec corruption {patch_spec.corruption!r} != {corruption!r}")
     noise = noise or (patch_spec.noise if patch_spec is not None else NoiseSpec())
-    k = noise.n_samples if corruption == "gn" else 1
-    tok_corr = corrupted_tokens(prompts, corruption)
-    tok_clean = prompts.tokens("clean")
-    max_len = tok_clean.shape[1]
-    _, std = noise_scale(model, prompts, corruption, noise)
+    spec = patch_spec or SweepSpec(corruption, "resid_pre", layers=(0,), noise=noise)
+    if patch_spec is None and spec.intervention.kind == "activations":
+        raise ValueError(
+            f"capture_patterns: corruption {corruption!r} ablates a sweep's targets; pass a patch_spec"
+        )
+    spec = replace(spec, noise=noise, memory_budget_mb=memory_budget_mb)
+    st = setup(model, prompts, spec, clean)
     target = None
     if patch_spec is not None:
-        ts = enumerate_targets(patch_spec, model.shape.n_layers, model.site_heads(patch_spec.site), max_len)
-        if len(ts) != 1:
-            raise ValueError(f"capture_patterns needs a patch_spec with exactly one target, got {len(ts)}")
-        target = ts[0]
-        if clean is None:
-            clean = clean_cache(model, prompts, list(target.hooks), memory_budget_mb=memory_budget_mb)
+        if len(st.targets) != 1:
+            raise ValueError(
+                f"capture_patterns needs a patch_spec with exactly one target, got {len(st.targets)}"
+            )
+        target = st.targets[0]
     names = [model.hook_name("pattern", lay) for lay in sorted({lay for lay, _ in heads})]
     store: dict[str, torch.Tensor] = {}
 
     def grab(act: torch.Tensor, name: str) -> None:
         store[name] = act.detach().float().cpu()
 
+    grabs = [(nm, grab) for nm in names]
     dev = model.shape.device
     out: dict[str, list[torch.Tensor]] = {r: [] for r in RUNS}
     lds: dict[str, list[np.ndarray]] = {r: [] for r in RUNS}
 
-    def forward(run: str, tok: torch.Tensor, nz, rows: np.ndarray, patch_hooks=()) -> None:
-        with model.hooks(patch_hooks):
-            resid = model.run_blocks(model.embed(tok, nz), 0)
+    def forward(run: str, which, pr: np.ndarray, sa: np.ndarray, patch_hooks=()) -> None:
+        resid = which.forward(model, prompts, pr, sa, hooks=[*patch_hooks, *grabs])
         out[run].append(
             torch.stack([store[model.hook_name("pattern", lay)][:, h] for lay, h in heads], dim=1)
         )
-        logits = model.unembed_at(resid, index_tensor(prompts.answer_pos[rows], resid.device))
-        ans, wrong = AnswerIds.of(prompts.answers, rows, dev), AnswerIds.of(prompts.wrong, rows, dev)
+        logits = model.unembed_at(resid, index_tensor(prompts.answer_pos[pr], resid.device))
+        ans, wrong = AnswerIds.of(prompts.answers, pr, dev), AnswerIds.of(prompts.wrong, pr, dev)
         lds[run].append((summed_logits(logits, ans) - summed_logits(logits, wrong)).cpu().numpy())
 
-    prompt_rows = np.repeat(np.arange(len(prompts), dtype=np.int64), k)
-    sample_rows = np.tile(np.arange(k, dtype=np.int64), len(prompts))
-    step = batch_size or max(k, rows_per_forward(model.shape, max_len, memory_budget_mb))
-    with torch.no_grad(), model.hooks([(nm, grab) for nm in names]):
+    prompt_rows, sample_rows = st.rows()
+    k = spec.n_samples
+    step = batch_size or max(k, rows_per_forward(model.shape, st.max_len, memory_budget_mb))
+    with torch.no_grad():
         for a in range(0, len(prompts), step):
             rows = np.arange(a, min(a + step, len(prompts)))
-            forward("clean", tok_clean[a : a + step].to(dev), None, rows)
+            forward("clean", st.runs["clean"], rows, np.zeros_like(rows))
         for a in range(0, len(prompt_rows), step):
             pr, sa = prompt_rows[a : a + step], sample_rows[a : a + step]
-            tok = tok_corr[index_tensor(pr)].to(dev)
-            nz = (
-                noise_tensor(
-                    prompts, pr, sa, model.shape.d_model, std, noise.seed, max_len, dtype=model.shape.dtype
-                )
-                if corruption == "gn"
-                else None
-            )
-            forward("corrupted", tok, nz, pr)
+            forward("corrupted", st.runs["corrupted"], pr, sa)
             if target is not None:
                 block = Block(index=-1, prompt=pr, sample=sa)
-                block.resid = [tok]  # device holder for sources()
-                src = sources(clean, target.hooks, block, model.shape.dtype)
+                block.resid = [st.runs["clean"].tokens[:1].to(dev)]  # device holder for sources()
+                if st.direction.source != "clean":
+                    block.sources = st.source.activations(model, prompts, pr, sa, target.hooks)
+                src = sources(st.clean, target.hooks, block, model.shape.dtype)
                 hooks = []
                 for name in target.hooks:
-                    mask = build_mask(model, [target], name, block, prompts, max_len).to(dev)[0]
+                    n_heads = SITES[target.site].n_heads(model.shape)
+                    mask = build_mask(n_heads, [target], name, prompts, pr, st.max_len).to(dev)[0]
                     hooks.append((name, lambda act, nm, mask=mask, s=src[name]: torch.where(mask, s, act)))
-                forward("patched", tok, nz, pr, hooks)
+                forward("patched", st.base, pr, sa, hooks)
     return PatternCapture(
         heads=heads,
         clean=torch.cat(out["clean"]),

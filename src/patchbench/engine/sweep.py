@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,20 +37,22 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from patchbench.corruption import corrupted_tokens, noise_scale, noise_tensor
 from patchbench.engine import patch
 from patchbench.engine.budget import block_bytes_per_row, patched_bytes_per_row, tokens_per_forward
-from patchbench.engine.cache import ANSWER_LOGITS, RESID0, check_cache, clean_cache, clean_rows
+from patchbench.engine.cache import ANSWER_LOGITS, RESID0, clean_rows
 from patchbench.engine.checkpoint import Checkpoint, sweep_fingerprint
 from patchbench.engine.heap import keep_freed_memory
 from patchbench.engine.patch import Block
 from patchbench.engine.readout import AnswerIds, index_tensor
 from patchbench.engine.sanity import check_identities as run_identities
 from patchbench.engine.sanity import self_patch_targets
+from patchbench.engine.setup import Setup, setup
+from patchbench.interventions.directions import direction
+from patchbench.interventions.sites import SITES
 from patchbench.lm import LM, KVCapture
 from patchbench.prompts import PromptSet
 from patchbench.rawframe import RAW_COLUMNS, assemble_raw, baseline_rows, patched_rows, raw_metadata
-from patchbench.sites import PatchTarget, SweepSpec, enumerate_targets, head_axis
+from patchbench.sites import PatchTarget, SweepSpec, head_axis
 
 __all__ = ["plan_chunks", "run_sweep", "suffix_path"]
 
@@ -69,15 +71,19 @@ def plan_batches(
     max_len: int,
     keys_values: bool = False,
     heads: bool = False,
+    sources: int = 0,
 ) -> dict[str, int]:
     """Rows per prompt block and targets per chunk that fit the memory budget (deterministic).
 
-    ``keys_values``: the block also keeps the corrupted run's keys and values (suffix reuse).
-    ``heads``: it also keeps every layer's corrupted head outputs and attention output, and the final
-    residual (head-output shortcut).
+    ``keys_values``: the block also keeps the base run's keys and values (suffix reuse).
+    ``heads``: it also keeps every layer's base head outputs and attention output, and the final
+    residual (head-output shortcut). ``sources``: it also keeps that many elements per row of source
+    activations (noising).
     """
     budget = spec.memory_budget_mb * 2**20
-    cache_row = block_bytes_per_row(model.shape, max_len, keys_values, heads)
+    cache_row = (
+        block_bytes_per_row(model.shape, max_len, keys_values, heads) + sources * model.shape.dtype.itemsize
+    )
     per_row = patched_bytes_per_row(model.shape, max_len)
     rows_block = int(max(1, min(n_rows, (budget // 4) // (cache_row + per_row))))
     per_chunk = int(max(1, (budget - rows_block * cache_row) // (rows_block * per_row)))
@@ -172,19 +178,13 @@ def suffix_path(model: LM, spec: SweepSpec, suffix_reuse: bool | None = None) ->
 
 
 @dataclass(frozen=True)
-class _Setup:
-    """What every block of one sweep shares."""
+class _Sweep:
+    """One exact sweep: the shared setup, its rows, target chunks and the paths it takes."""
 
-    prompts: PromptSet
-    spec: SweepSpec
-    tokens: torch.Tensor  # the corrupted run's ids
-    max_len: int
-    targets: list[PatchTarget]
-    chunks: list[list[PatchTarget]]
-    clean: dict[str, torch.Tensor]
-    std: float  # GN noise std (0 for STR)
+    setup: Setup
     row_prompt: np.ndarray  # every (prompt, sample) row of the sweep
     row_sample: np.ndarray
+    chunks: list[list[PatchTarget]] = field(default_factory=list)
     suffix: bool = False  # causal suffix reuse (see the module docstring)
     heads: bool = False  # head-output shortcut (see the module docstring)
 
@@ -193,53 +193,65 @@ class _Setup:
 # one block of rows
 
 
-def prepare_block(model: LM, s: _Setup, index: int, rows: slice, capture: list[str]) -> Block:
-    """Run the corrupted forward for a block of rows and cache what its patched runs need."""
+def prepare_block(model: LM, s: _Sweep, index: int, rows: slice, capture: list[str]) -> Block:
+    """Run the base forward for a block of rows and cache what its patched runs need (for noising,
+    also the corrupted forward, whose activations are the patches' sources)."""
+    st = s.setup
     dev = model.shape.device
     prompt_rows, sample_rows = s.row_prompt[rows], s.row_sample[rows]
     b = Block(index=index, prompt=prompt_rows, sample=sample_rows)
-    tok = s.tokens[index_tensor(prompt_rows)].to(dev)
-    noise = None
-    if s.spec.corruption == "gn":
-        noise = noise_tensor(
-            s.prompts, prompt_rows, sample_rows, model.shape.d_model, s.std, s.spec.noise.seed, s.max_len,
-            dtype=model.shape.dtype,
-        )  # fmt: skip
     store: dict[str, torch.Tensor] = {}
 
     def grab(act: torch.Tensor, name: str) -> None:
         store[name] = act.detach().clone()
 
     kv = KVCapture() if s.suffix else None
-    layers = sorted({t.start_layer for t in s.targets}) if s.heads else []
-    short = {model.hook_name("attn_head", i): i for i in layers}
-    short_out = {model.hook_name("attn_out", i): i for i in layers}
+    layers = sorted({t.start_layer for t in st.targets}) if s.heads else []
+    short = {SITES[st.spec.site].hook_name(i): i for i in layers}
+    short_out = {model.hook_name("attn_module", i): i for i in layers}
     names = list(dict.fromkeys([*capture, *short, *short_out]))
-    with model.hooks([(k, grab) for k in names]):
-        keep: list[torch.Tensor] = []
-        resid = model.run_blocks(model.embed(tok, noise), 0, keep=keep, capture=kv)
+    base = st.base
+    if base.ablation is not None:
+        b.ablation = base.ablation
+        b.ablation_masks, b.ablation_values = base.ablation.tensors(
+            model, st.prompts, prompt_rows, st.max_len
+        )
+    keep: list[torch.Tensor] = []
+    grabs = [(k, grab) for k in names]
+    resid = base.forward(model, st.prompts, prompt_rows, sample_rows, hooks=grabs, keep=keep, capture=kv)
     b.resid = keep
     b.kv = kv
-    b.z_corr = {i: store[k] for k, i in short.items()}
-    b.attn_corr = {i: store.pop(k) for k, i in short_out.items()}
+    b.z_base = {i: store[k] for k, i in short.items()}
+    b.attn_base = {i: store.pop(k) for k, i in short_out.items()}
     b.resid_final = resid if s.heads else None
-    b.corrupted_acts = {k: store[k] for k in capture}
-    b.answer_pos = index_tensor(s.prompts.answer_pos[prompt_rows], dev)
-    b.corrupted_logits = model.unembed_at(resid, b.answer_pos)
-    b.answers = AnswerIds.of(s.prompts.answers, prompt_rows, dev)
-    b.wrong = AnswerIds.of(s.prompts.wrong, prompt_rows, dev)
-    cl = s.clean[ANSWER_LOGITS]
+    b.base_acts = {k: store[k] for k in capture}
+    b.answer_pos = index_tensor(st.prompts.answer_pos[prompt_rows], dev)
+    b.base_logits = b.corrupted_logits = model.unembed_at(resid, b.answer_pos)
+    if st.direction.source != "clean":  # noising: the corrupted run of these rows is the patches' source
+        sources: dict[str, torch.Tensor] = {}
+
+        def keep_source(act: torch.Tensor, name: str) -> None:
+            sources[name] = act.detach().clone()
+
+        wanted = [(k, keep_source) for k in dict.fromkeys([*st.hooks, RESID0])]
+        out = st.source.forward(model, st.prompts, prompt_rows, sample_rows, hooks=wanted)
+        b.sources = sources
+        b.corrupted_logits = model.unembed_at(out, b.answer_pos)
+    b.answers = AnswerIds.of(st.prompts.answers, prompt_rows, dev)
+    b.wrong = AnswerIds.of(st.prompts.wrong, prompt_rows, dev)
+    cl = st.clean[ANSWER_LOGITS]
     b.clean_logp = torch.log_softmax(cl[index_tensor(prompt_rows, cl.device)].to(dev).double(), dim=-1)
     return b
 
 
-def _chunk_rows(model: LM, s: _Setup, chunk: list[PatchTarget], block: Block, srcs: dict) -> pd.DataFrame:
+def _chunk_rows(model: LM, s: _Sweep, chunk: list[PatchTarget], block: Block, srcs: dict) -> pd.DataFrame:
     """The patched rows of one chunk of targets on one block."""
+    st = s.setup
     hooks = list(dict.fromkeys(h for t in chunk for h in t.hooks))
-    logits = patch.patched_logits(model, chunk, block, {h: srcs[h] for h in hooks}, s.prompts, s.max_len)
+    logits = patch.patched_logits(model, chunk, block, {h: srcs[h] for h in hooks}, st.prompts, st.max_len)
     vals = block.values(logits, len(chunk))
     per_target = {k: v.reshape(len(chunk), len(block)) for k, v in vals.items()}
-    positions = patch.target_positions(chunk, s.prompts, block.prompt)
+    positions = patch.target_positions(chunk, st.prompts, block.prompt)
     return patched_rows(chunk, block.prompt, block.sample, per_target, positions)
 
 
@@ -247,32 +259,14 @@ def _chunk_rows(model: LM, s: _Setup, chunk: list[PatchTarget], block: Block, sr
 # the sweep
 
 
-def _setup(model: LM, prompts: PromptSet, spec: SweepSpec, clean: dict | None) -> tuple[_Setup, float | None]:
-    prompts.validate(model.shape.d_vocab)
-    tokens = corrupted_tokens(prompts, spec.corruption)
-    max_len = tokens.shape[1]
-    targets = enumerate_targets(spec, model.shape.n_layers, model.site_heads(spec.site), max_len)
-    if spec.position not in ("all", "each"):
-        prompts.named_position(spec.position)  # raises naming the problem before any compute
-    names = [*dict.fromkeys(h for t in targets for h in t.hooks), RESID0]
-    if clean is None:
-        clean = clean_cache(model, prompts, names, memory_budget_mb=spec.memory_budget_mb)
-    check_cache(clean, prompts, names)
-    sigma, std = noise_scale(model, prompts, spec.corruption, spec.noise)
-    k = spec.n_samples
-    s = _Setup(
-        prompts=prompts,
-        spec=spec,
-        tokens=tokens,
-        max_len=max_len,
-        targets=targets,
-        chunks=[],
-        clean=clean,
-        std=std,
-        row_prompt=np.repeat(np.arange(len(prompts), dtype=np.int64), k),
-        row_sample=np.tile(np.arange(k, dtype=np.int64), len(prompts)),
-    )
-    return s, sigma
+def _source_elems(model: LM, spec: SweepSpec, targets: list[PatchTarget], max_len: int) -> int:
+    """Elements per row of the source activations a noising block keeps (its targets' hooks and the
+    layer-0 residual; 0 for denoising: the clean cache holds them)."""
+    if direction(spec.direction).source == "clean":
+        return 0
+    shape = model.shape
+    n_hooks = len({h for t in targets for h in t.hooks}) + 1
+    return n_hooks * max_len * max(shape.d_model, shape.n_heads * shape.d_head, shape.n_heads * max_len)
 
 
 def plan_chunks(
@@ -290,13 +284,14 @@ def plan_chunks(
     ``n_rows`` counts (prompt, sample) rows; ``suffix`` and ``heads`` are the paths the sweep takes
     (:func:`suffix_path`, the head-output shortcut)."""
     k = spec.n_samples
+    sources = _source_elems(model, spec, targets, max_len)
     plan: dict[str, Any] = dict(
-        plan_batches(spec, targets, model, n_rows, max_len, keys_values=suffix, heads=heads)
+        plan_batches(spec, targets, model, n_rows, max_len, keys_values=suffix, heads=heads, sources=sources)
     )
     plan["rows_per_block"] = max(k, plan["rows_per_block"] - plan["rows_per_block"] % k)
     plan["path"] = "suffix" if suffix else "full"
     plan["tokens_per_forward"] = tokens_per_forward(model.shape)
-    if spec.site == "attn_head":
+    if SITES[spec.site].shortcut:
         plan["head_shortcut"] = heads
     pos = spec.position
     first = {} if pos in ("all", "each") else {pos: int(np.min(prompts.named_position(pos)))}
@@ -313,19 +308,20 @@ def plan_chunks(
     return chunks, plan
 
 
-def _plan(model: LM, s: _Setup) -> tuple[_Setup, dict[str, Any]]:
-    """The batching plan and the setup with its target chunks (:func:`plan_chunks`)."""
+def _plan(model: LM, s: _Sweep) -> tuple[_Sweep, dict[str, Any]]:
+    """The batching plan and the sweep with its target chunks (:func:`plan_chunks`)."""
+    st = s.setup
     chunks, plan = plan_chunks(
-        model, s.prompts, s.spec, s.targets, len(s.row_prompt), s.max_len, s.suffix, s.heads
+        model, st.prompts, st.spec, st.targets, len(s.row_prompt), st.max_len, s.suffix, s.heads
     )
     return replace(s, chunks=chunks), plan
 
 
 def _patched_parts(
-    model: LM, s: _Setup, bi: int, block: Block | None, done: list, ckpt, bar
+    model: LM, s: _Sweep, bi: int, block: Block | None, done: list, ckpt, bar
 ) -> tuple[list, int]:
     """The patched rows of every target chunk on block ``bi`` (finished chunks from ``done``), and how
-    many chunks were computed. Clean sources are kept only while a later chunk still needs them."""
+    many chunks were computed. Source activations are kept only while a later chunk still needs them."""
     parts, computed = [], 0
     src_cache: dict[str, torch.Tensor] = {}
     for ci, chunk in enumerate(s.chunks):
@@ -333,7 +329,7 @@ def _patched_parts(
         if df is None:
             hooks = list(dict.fromkeys(h for t in chunk for h in t.hooks))
             missing = [h for h in hooks if h not in src_cache]
-            src_cache.update(patch.sources(s.clean, missing, block, model.shape.dtype))
+            src_cache.update(patch.sources(s.setup.clean, missing, block, model.shape.dtype))
             df = _chunk_rows(model, s, chunk, block, src_cache)
             if ckpt:
                 ckpt.save(df, ckpt.chunk_path(bi, ci))
@@ -359,6 +355,7 @@ def run_sweep(
     check_identities: bool = True,
     suffix_reuse: bool | None = None,
     head_shortcut: bool | None = None,
+    reference: PromptSet | None = None,
 ) -> pd.DataFrame:
     """Run one sweep; returns the raw frame of :mod:`patchbench.rawframe` (metadata in ``.attrs['patchbench']``).
 
@@ -369,7 +366,8 @@ def run_sweep(
     (config ``engine.check_identities``). The metadata holds the sweep's
     :func:`~patchbench.engine.checkpoint.sweep_fingerprint` and nothing that depends on how the run
     went (how many chunks came from a checkpoint is logged, and kept in ``attrs['patchbench_run']``),
-    so a resumed sweep writes the same bytes as an uninterrupted one.
+    so a resumed sweep writes the same bytes as an uninterrupted one. ``reference`` is the named
+    reference prompt set of a corruption that takes one (mean ablation).
 
     ``suffix_reuse``: None (default) runs position-specific targets on their suffix only where the
     model supports key/value reuse (:func:`suffix_path`); False forces the full recompute. The path
@@ -382,9 +380,9 @@ def run_sweep(
     """
     log_ = logger or log
     keep_freed_memory()
-    s, sigma = _setup(model, prompts, spec, clean)
-    s = replace(s, suffix=suffix_path(model, spec, suffix_reuse))
-    if spec.site == "attn_head" and head_shortcut is not False:
+    st = setup(model, prompts, spec, clean, reference=reference, logger=log_)
+    s = _Sweep(st, *st.rows(), suffix=suffix_path(model, spec, suffix_reuse))
+    if SITES[spec.site].shortcut and head_shortcut is not False:
         ok = model.head_shortcut()
         if head_shortcut and not ok:
             raise ValueError(
@@ -398,14 +396,9 @@ def run_sweep(
                 model.shape.route,
             )
         s = replace(s, heads=ok)
-    if spec.corruption == "gn":
-        log_.info(
-            "GN: sigma %.6g, nu %g -> noise std %.6g, %d sample(s)",
-            sigma,
-            spec.noise.nu,
-            s.std,
-            spec.n_samples,
-        )
+    described = st.corruption.describe(st.facts)
+    if described:
+        log_.info(described)
     axis = head_axis(spec.site, model.shape, log_)
     s, plan = _plan(model, s)
     rows_block = plan["rows_per_block"]
@@ -417,7 +410,7 @@ def run_sweep(
         *(
             prompts.task,
             spec.label,
-            len(s.targets),
+            len(st.targets),
             len(prompts),
             spec.n_samples,
             n_blocks,
@@ -433,7 +426,7 @@ def run_sweep(
             if suffix_reuse is False
             else f"{model.shape.route} route has no key/value reuse",
         )
-    fingerprint = sweep_fingerprint(model, prompts, spec, sigma, plan)
+    fingerprint = sweep_fingerprint(model, prompts, spec, st.facts.get("sigma"), plan, st.fingerprint_facts)
     ckpt = None
     if checkpoint_dir is not None:
         ckpt = Checkpoint(checkpoint_dir, fingerprint, spec, plan, logger=log_)
@@ -460,11 +453,11 @@ def run_sweep(
             block = None
             checks = check_identities and bi == 0
             if checks or base is None or any(d is None for d in done):
-                capture = [h for t in self_patch_targets(s.targets) for h in t.hooks] if checks else []
+                capture = [h for t in self_patch_targets(st.targets) for h in t.hooks] if checks else []
                 block = prepare_block(model, s, bi, rows, capture)
                 if checks:
-                    sanity = run_identities(model, prompts, spec, s.targets, block, s.clean, s.max_len, log_)
-                    block.corrupted_acts = {}
+                    sanity = run_identities(model, st, block, log_)
+                    block.base_acts = {}
             if base is None:
                 values = block.values(block.corrupted_logits)
                 base = baseline_rows("corrupted", spec.site, spec.window, block.prompt, block.sample, values)
@@ -477,8 +470,8 @@ def run_sweep(
     bar.close()
 
     facts = dict(plan=plan, sanity=sanity, head_axis=axis, fingerprint=fingerprint)
-    meta = raw_metadata(name or model.name, prompts, spec, "exact", s.targets, sigma, s.std, **facts)
-    raw = assemble_raw([clean_rows(s.clean, prompts, spec, model.shape.device), *parts], meta)
+    meta = raw_metadata(name or model.name, prompts, spec, "exact", st.targets, st.facts, **facts)
+    raw = assemble_raw([clean_rows(st.clean, prompts, spec, model.shape.device), *parts], meta)
     raw.attrs["patchbench_run"] = {"chunks_computed": computed, "chunks": n_blocks * len(s.chunks)}
     log_.info("sweep done: %d rows, %d of %d chunk(s) computed", len(raw), computed, n_blocks * len(s.chunks))
     return raw

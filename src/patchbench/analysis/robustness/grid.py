@@ -20,7 +20,7 @@ from patchbench.analysis.labels import corruption_label, metric_short
 from patchbench.config import default
 from patchbench.detection import PAPER_K, detect_signs
 from patchbench.metrics import METRICS, aggregate, baselines, components, metrics_for, prompt_terms
-from patchbench.rawframe import metadata, position_mode
+from patchbench.rawframe import direction_of, intervention, metadata, position_mode
 
 #: The grid's axes, in the order verdicts name them.
 AXES: tuple[str, ...] = ("corruption", "metric", "window")
@@ -147,7 +147,7 @@ def _raw_meta(raw: pd.DataFrame, what: str) -> dict:
         "task": str(meta.get("task", "")),
         "site": str(pat["site"].iloc[0]),
         "positions": position_mode(meta),
-        "corruption": corruption_label(corruption),
+        "corruption": corruption_label(intervention(meta)),  # the direction too, when not denoising
         "window": int(windows[0]),
     }
 
@@ -202,7 +202,7 @@ def bootstrap_grid(
     _one_experiment(metas, what)
     ms = tuple(metrics) if metrics is not None else metrics_for(metas[0]["task"])
     bare = [_without_attrs(r) for r in raws]  # slices would deep-copy the metadata
-    terms = [prompt_terms(r, ms) for r in bare]
+    terms = [prompt_terms(r, ms, direction_of(metadata(raw))) for r, raw in zip(bare, raws, strict=True)]
     comp_frames = [components(r).set_index("target") for r in raws]
     first = comp_frames[0].loc[terms[0].targets]
     comps = _component_frame(first["component"], first["layer"], first["head"], first["position"])
