@@ -335,12 +335,12 @@ def test_generic_figures_of_a_user_experiment():
     assert plot.figure_kind(heads) == "heads"
     fig = plot.experiment_figure(heads, circuit={"mine": ["2.3"]})
     assert _title(fig) == "capitals — attention heads, mine (20 prompts)"
-    # corruptions are read from the frame: a new one ("resample") gets its own row of panels
+    # corruptions are read from the frame: a new one ("resample", labelled by the registry) gets its own row of panels
     assert set(_panels(fig)) == {
-        f"{c}, {m}" for c in ("STR", "resample") for m in ("Logit difference", "Probability")
+        f"{c}, {m}" for c in ("STR", "Resample") for m in ("Logit difference", "Probability")
     }
     assert len(_colorbars(fig)) == 2 and all(label for label in _colorbars(fig))
-    assert _outlines(_panels(fig)["resample, Probability"]) == [(2.5, 1.5, 1, 1)]
+    assert _outlines(_panels(fig)["Resample, Probability"]) == [(2.5, 1.5, 1, 1)]
 
     per_pos = _user_effects(positions=tuple(range(5)))
     assert plot.figure_kind(per_pos) == "positions"
@@ -357,7 +357,7 @@ def test_generic_figures_of_a_user_experiment():
     assert set(_panels(fig)) == {
         f"{m}, window {w}" for m in ("Logit difference", "Probability") for w in (1, 3)
     }
-    assert _legend(fig)[:2] == ["STR", "resample"]
+    assert _legend(fig)[:2] == ["STR", "Resample"]
 
     # a direction axis: denoising and noising become separate conditions
     both = pd.concat([heads.assign(direction="denoising"), heads.assign(direction="noising")])
