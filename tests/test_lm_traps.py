@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from lm_models import SHAPES, ht_forward, ht_state_dict, save_hf, write_legacy_repo
-from patchbench import lm as lm_mod
 from patchbench.lm import KVCapture, ModelInterfaceError, load_legacy, load_native, load_transformers
+from patchbench.lm import model as lm_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -174,7 +174,7 @@ def test_kv_cache_is_read_and_its_length_checked(tiny, name):
 def test_a_cache_the_attention_ignores_fails_loudly(tiny, name, monkeypatch):
     """The transformers 5.24 trap: the cache travels under a name no attention reads."""
     lm = tiny[name]
-    monkeypatch.setattr(lm_mod, "_CACHE_KWARGS", ("ignored_cache_argument",))
+    monkeypatch.setattr(lm_model, "_CACHE_KWARGS", ("ignored_cache_argument",))
     with pytest.raises(ModelInterfaceError, match="used .* times per layer"):
         lm.self_check()
 

@@ -24,9 +24,7 @@ config fails before any job runs), each job script before it loads or computes a
 
 from __future__ import annotations
 
-import inspect
 import json
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,13 +40,11 @@ __all__ = [
     "check_job",
     "check_metrics",
     "check_model_dir",
-    "check_options",
     "check_output_path",
     "check_spec",
     "check_task_options",
     "check_workflow_config",
     "config_dims",
-    "task_options_schema",
 ]
 
 
@@ -109,51 +105,12 @@ def _check_toy_settings(config: Mapping[str, Any]) -> None:
         ) from None
 
 
-#: JSON Schema types of the Python types a task generator's options are annotated with.
-_JSON_TYPES: dict[Any, str] = {
-    str: "string",
-    bool: "boolean",
-    int: "integer",
-    float: "number",
-    type(None): "null",
-}
-
-
-def task_options_schema(task: str) -> dict[str, Any]:
-    """The JSON schema of ``tasks.<task>.options``: the keyword-only parameters of the task's generator
-    (those its registry entry does not fix), typed by their annotations; no other key is allowed."""
-    from patchbench.tasks import TASKS
-
-    info = TASKS[task]
-    hints = typing.get_type_hints(info.builder)
-    props: dict[str, Any] = {}
-    for p in inspect.signature(info.builder).parameters.values():
-        if p.kind is not p.KEYWORD_ONLY or p.name in info.options:
-            continue
-        args = typing.get_args(hints.get(p.name)) or (hints.get(p.name),)
-        allowed = [_JSON_TYPES[a] for a in args if a in _JSON_TYPES]
-        props[p.name] = {"type": allowed} if allowed else {}
-    return {"type": "object", "additionalProperties": False, "properties": props}
-
-
 def check_task_options(config: Mapping[str, Any]) -> None:
     """Refuse task options a task's generator does not take, or of the wrong type (every configured task)."""
+    from patchbench.tasks import check_options
+
     for task, entry in config["tasks"].items():
         check_options(task, entry["options"])
-
-
-def check_options(task: str, options: Mapping[str, Any]) -> None:
-    """Refuse ``options`` that task ``task``'s generator does not take, or of the wrong type, naming its options."""
-    from jsonschema import Draft202012Validator
-
-    sch = task_options_schema(task)
-    errors = sorted(Draft202012Validator(sch).iter_errors(dict(options)), key=lambda e: list(e.path))
-    if errors:
-        where = ".".join(["tasks", task, "options", *map(str, errors[0].path)])
-        raise ConfigError(
-            f"config key {where!r}: {errors[0].message}; task {task} takes the options "
-            f"{sorted(sch['properties'])}. Fix: correct or remove the option (config/README.md lists them)"
-        )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """The task suites: tokenizer-aware generators of PromptSets, one module per task.
 
-``TASKS`` registers every task name the workflow knows; ``build_task`` builds one::
+``TASKS`` registers every task name the workflow knows; ``check_options`` refuses options a task's
+generator does not take (``task_options_schema``: their JSON schema, from the generator's
+signature); ``build_task`` builds one::
 
     from transformers import GPT2TokenizerFast
     tok = GPT2TokenizerFast.from_pretrained("../shared/data/gpt2-tokenizer")
@@ -16,6 +18,9 @@ literature differs (templates, BOS, year lists, pairing rule, ...).
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +34,15 @@ from patchbench.tasks.factual import build_factual
 from patchbench.tasks.greater_than import build_greater_than
 from patchbench.tasks.ioi import build_ioi
 
-__all__ = ["TASKS", "TaskInfo", "build_task", "check_task_contract", "load_prompts"]
+__all__ = [
+    "TASKS",
+    "TaskInfo",
+    "build_task",
+    "check_options",
+    "check_task_contract",
+    "load_prompts",
+    "task_options_schema",
+]
 
 # tasks whose answer / wrong answer is a set of alternative tokens; all others have one token each
 MULTI_ANSWER_TASKS = frozenset({"greater_than"})
@@ -115,6 +128,45 @@ TASKS: dict[str, TaskInfo] = {
 }
 
 
+#: JSON Schema types of the Python types a task generator's options are annotated with.
+_JSON_TYPES: dict[Any, str] = {
+    str: "string",
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    type(None): "null",
+}
+
+
+def task_options_schema(task: str) -> dict[str, Any]:
+    """The JSON schema of ``tasks.<task>.options``: the keyword-only parameters of the task's generator
+    (those its registry entry does not fix), typed by their annotations; no other key is allowed."""
+    info = TASKS[task]
+    hints = typing.get_type_hints(info.builder)
+    props: dict[str, Any] = {}
+    for p in inspect.signature(info.builder).parameters.values():
+        if p.kind is not p.KEYWORD_ONLY or p.name in info.options:
+            continue
+        args = typing.get_args(hints.get(p.name)) or (hints.get(p.name),)
+        allowed = [_JSON_TYPES[a] for a in args if a in _JSON_TYPES]
+        props[p.name] = {"type": allowed} if allowed else {}
+    return {"type": "object", "additionalProperties": False, "properties": props}
+
+
+def check_options(task: str, options: Mapping[str, Any]) -> None:
+    """Refuse ``options`` that task ``task``'s generator does not take, or of the wrong type, naming its options."""
+    from jsonschema import Draft202012Validator
+
+    sch = task_options_schema(task)
+    errors = sorted(Draft202012Validator(sch).iter_errors(dict(options)), key=lambda e: list(e.path))
+    if errors:
+        where = ".".join(["tasks", task, "options", *map(str, errors[0].path)])
+        raise ConfigError(
+            f"config key {where!r}: {errors[0].message}; task {task} takes the options "
+            f"{sorted(sch['properties'])}. Fix: correct or remove the option (config/README.md lists them)"
+        )
+
+
 def build_task(
     name: str, tokenizer, data_dir: str | Path, n_prompts: int | None = None, seed: int = 0, **options: Any
 ) -> PromptSet:
@@ -127,8 +179,6 @@ def build_task(
         raise ConfigError(
             f"task {name!r} fixes the options {sorted(fixed)}; use the task of that variant instead"
         )
-    from patchbench.preflight import check_options  # late: preflight reads this registry
-
     check_options(name, options)
     n = info.default_n_prompts if n_prompts is None else n_prompts
     try:
