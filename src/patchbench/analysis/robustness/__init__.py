@@ -72,6 +72,8 @@ from patchbench.analysis.robustness.grid import (
     bootstrap_grid,
     cell_label,
     normal_grid,
+    percentile_interval,
+    resample_counts,
 )
 from patchbench.analysis.robustness.known_circuit import (
     CIRCUIT_TASKS,
@@ -114,7 +116,9 @@ __all__ = [
     "normal_grid",
     "pairwise_agreement",
     "pearson_matrix",
+    "percentile_interval",
     "read_known_circuit",
+    "resample_counts",
     "score_circuit",
     "verdict_of",
     "verdicts",

@@ -179,6 +179,15 @@ def _spans(raw: pd.DataFrame, comps: pd.DataFrame, window: int) -> pd.DataFrame:
     })  # fmt: skip
 
 
+def resample_counts(n_prompts: int, settings: RobustnessSettings) -> np.ndarray:
+    """The bootstrap's prompt resamples: (B, P) multinomial counts, B = ``settings.n_boot`` resamples of
+    ``n_prompts`` prompts drawn with replacement, seeded by ``settings.seed``. Every analysis that
+    resamples prompts (:func:`bootstrap_grid`, the practice benchmark) draws them here, so frames of
+    the same prompts see the same resamples."""
+    rng = np.random.default_rng(settings.seed)
+    return rng.multinomial(n_prompts, np.full(n_prompts, 1.0 / n_prompts), size=settings.n_boot)
+
+
 def bootstrap_grid(
     raws: Sequence[pd.DataFrame],
     settings: RobustnessSettings | None = None,
@@ -208,10 +217,7 @@ def bootstrap_grid(
     comps = _component_frame(first["component"], first["layer"], first["head"], first["position"])
     order = {c: i for i, c in enumerate(comps["component"])}
     union = np.unique(np.concatenate([t.prompts for t in terms]))
-    rng = np.random.default_rng(settings.seed)
-    counts = rng.multinomial(
-        len(union), np.full(len(union), 1.0 / len(union)), size=settings.n_boot
-    )  # (B, P)
+    counts = resample_counts(len(union), settings)  # (B, P)
     points, draws, rows, spans = [], [], [], []
     for raw, t, cf, meta, w in zip(bare, terms, comp_frames, metas, what, strict=True):
         names_t = cf.loc[t.targets, "component"].to_numpy()
@@ -309,7 +315,8 @@ def normal_grid(
     )
 
 
-def _interval(x: np.ndarray, ci: float) -> tuple[float, float]:
+def percentile_interval(x: np.ndarray, ci: float) -> tuple[float, float]:
+    """The percentile interval at level ``ci`` of the finite values of ``x`` (NaN, NaN when there are none)."""
     x = x[np.isfinite(x)]
     if not len(x):
         return float("nan"), float("nan")
