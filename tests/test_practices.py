@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import make_model
 
+from conftest import make_model
 from patchbench.analysis.robustness import KnownCircuit, RobustnessSettings
 from patchbench.config import load_config, validate_config
 from patchbench.detection import detect_signs
@@ -140,7 +140,6 @@ def test_permutation_rule_never_detects_heads_that_write_nothing():
     permutation rule detects none of them (false-positive rate 0, within 5 %), while top-k must name
     k heads whatever the evidence."""
     from conftest import make_prompts
-
     from patchbench.engine.sweep import run_sweep
     from patchbench.metrics import components, prompt_terms
     from patchbench.sites import SweepSpec
@@ -253,7 +252,6 @@ def test_practice_grid_on_a_two_layer_model(tmp_path):
     """Every corruption x direction x method on a two-layer model (exact sweeps and attribution), scored
     against a circuit: one outcome per practice, pooled over two seeds, tables written."""
     from conftest import make_prompts
-
     from patchbench.attribution import run_attribution
     from patchbench.engine.sweep import run_sweep
     from patchbench.practices.report import practice_figure, table_markdown
@@ -283,7 +281,7 @@ def test_practice_grid_on_a_two_layer_model(tmp_path):
     row = pooled["row"]
     assert row["n_seeds"] == 2 and row["f1_seed_sd"] == 0.0  # the same frames on both "seeds"
     assert row["f1_low"] <= row["f1"] <= row["f1_high"] and pooled["draws"]["f1"].shape == (50,)
-    rows = [{"organism": "two-layer", **dict(zip(("corruption", "direction", "metric", "window", "method", "rule"), k)),
+    rows = [{"organism": "two-layer", **dict(zip(("corruption", "direction", "metric", "window", "method", "rule"), k, strict=True)),
              "defined": True, "reason": "", **pool_seeds({0: o}, names, 0.95)["row"]} for k, o in out.items()]  # fmt: skip
     rows.append({"organism": "two-layer", "corruption": "zero", "direction": "denoising", "metric": "prob",
                  "window": 1, "method": "attribution_qk", "rule": "two_sd", "defined": False, "reason": "QK fix not defined"})  # fmt: skip
