@@ -24,7 +24,7 @@ from patchbench.practices.benchmark import BenchSettings, Outcome, pool_seeds, s
 from patchbench.practices.grid import PracticePlan, Sweep
 from patchbench.practices.report import ID_COLUMNS, practice_figure, summary_markdown, write_table
 from patchbench.practices.scores import score_names
-from patchbench.rawframe import read_frame
+from patchbench.rawframe import metadata, read_frame
 
 __all__ = ["refusals", "run"]
 
@@ -39,6 +39,13 @@ def _sweep_reason(sweep: Sweep, refused: Mapping[str, str]) -> str:
     if sweep.cell is None:
         return sweep.reason
     return refused.get(sweep.cell.corruption, "")
+
+
+def _log_plan(log: logging.Logger, sweep: Sweep, raw: pd.DataFrame) -> None:
+    """The engine's plan of an exact sweep (suffix reuse, head-output shortcut), as its metadata records it."""
+    plan = metadata(raw).get("plan") or {}
+    shortcut = plan.get("head_shortcut", "n/a (not a head-output site)")
+    log.info("plan of %s: path %s, head_shortcut %s", sweep.cell.label, plan.get("path", "?"), shortcut)
 
 
 def _organism(plan: PracticePlan, plan_files, settings: BenchSettings, log) -> tuple[list[dict], dict, Any]:
@@ -60,6 +67,8 @@ def _organism(plan: PracticePlan, plan_files, settings: BenchSettings, log) -> t
                         ] = reason
             else:
                 frames[sweep.key] = read_frame(sweep.cell.raw_path)
+                if sweep.method == "exact":
+                    _log_plan(log, sweep, frames[sweep.key])
         log.info("%s seed %d (%s): %d sweeps read", plan.organism, seed, model, len(frames))
         got, truth = score_seed(frames, circuit, settings, plan.task)
         for key, outcome in got.items():
