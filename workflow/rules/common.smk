@@ -38,7 +38,7 @@ CELL = Cell.pattern(LAYOUT)
 
 wildcard_constraints:
     model=r"[A-Za-z0-9_.-]+",
-    task=r"[a-z_0-9]+",
+    task=r"[A-Za-z][A-Za-z0-9_]*",
     corruption=key_pattern(),  # corruption values of the registry, suffixed by a non-default direction
     site="|".join(SITES),
     position=r"[A-Za-z0-9_]+",

@@ -102,8 +102,8 @@ def _practice_sweep_rule(experiment, model, corruption, cells):
 
 
 for _experiment, _model in PRACTICE_RUNS:
-    for _corruption, _cells in new_sweeps(config, _experiment, _model).items():
-        _practice_sweep_rule(_experiment, _model, _corruption, _cells)
+    for _corruption, _new_cells in new_sweeps(config, _experiment, _model).items():
+        _practice_sweep_rule(_experiment, _model, _corruption, _new_cells)
 
 
 def _practice_raws(wildcards):

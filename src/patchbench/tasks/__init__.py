@@ -33,14 +33,17 @@ from patchbench.tasks.docstring import build_docstring
 from patchbench.tasks.factual import build_factual
 from patchbench.tasks.greater_than import build_greater_than
 from patchbench.tasks.ioi import build_ioi
+from patchbench.tasks.pairs import FILE_VARIANT, build_file_task
 
 __all__ = [
     "TASKS",
     "TaskInfo",
+    "build_configured",
     "build_task",
     "check_options",
     "check_task_contract",
     "load_prompts",
+    "task_info",
     "task_options_schema",
 ]
 
@@ -138,10 +141,11 @@ _JSON_TYPES: dict[Any, str] = {
 }
 
 
-def task_options_schema(task: str) -> dict[str, Any]:
+def task_options_schema(task: str, info: TaskInfo | None = None) -> dict[str, Any]:
     """The JSON schema of ``tasks.<task>.options``: the keyword-only parameters of the task's generator
-    (those its registry entry does not fix), typed by their annotations; no other key is allowed."""
-    info = TASKS[task]
+    (those its registry entry does not fix), typed by their annotations; no other key is allowed.
+    ``info``: the task's TaskInfo (default: the registry's; a task read from a file has its own)."""
+    info = TASKS[task] if info is None else info
     hints = typing.get_type_hints(info.builder)
     props: dict[str, Any] = {}
     for p in inspect.signature(info.builder).parameters.values():
@@ -153,11 +157,11 @@ def task_options_schema(task: str) -> dict[str, Any]:
     return {"type": "object", "additionalProperties": False, "properties": props}
 
 
-def check_options(task: str, options: Mapping[str, Any]) -> None:
+def check_options(task: str, options: Mapping[str, Any], info: TaskInfo | None = None) -> None:
     """Refuse ``options`` that task ``task``'s generator does not take, or of the wrong type, naming its options."""
     from jsonschema import Draft202012Validator
 
-    sch = task_options_schema(task)
+    sch = task_options_schema(task, info)
     errors = sorted(Draft202012Validator(sch).iter_errors(dict(options)), key=lambda e: list(e.path))
     if errors:
         where = ".".join(["tasks", task, "options", *map(str, errors[0].path)])
@@ -165,6 +169,32 @@ def check_options(task: str, options: Mapping[str, Any]) -> None:
             f"config key {where!r}: {errors[0].message}; task {task} takes the options "
             f"{sorted(sch['properties'])}. Fix: correct or remove the option (config/README.md lists them)"
         )
+
+
+def task_info(name: str, entry: Mapping[str, Any] | None = None) -> TaskInfo:
+    """The TaskInfo of ``tasks.<name>``: the registry's for a built-in task, or, when the entry names
+    a ``file``, a task read from that file of prompt pairs (:mod:`patchbench.tasks.pairs`)."""
+    file = (entry or {}).get("file")
+    if file is None:
+        return TASKS[name]
+    return TaskInfo(
+        name, "file", build_file_task, None, f"prompt pairs from {file}", (str(file),), {"task": name}
+    )
+
+
+def build_configured(name: str, entry: Mapping[str, Any], tokenizer, data_dir: str | Path) -> PromptSet:
+    """The PromptSet of a validated config's ``tasks.<name>`` entry, built-in or read from a file."""
+    if entry.get("file") is None:
+        return build_task(
+            name, tokenizer, data_dir, n_prompts=entry["n_prompts"], seed=entry["seed"], **entry["options"]
+        )
+    info = task_info(name, entry)
+    check_options(name, entry["options"], info)
+    ps = build_file_task(
+        tokenizer, entry["file"], entry.get("n_prompts"), entry["seed"], task=name, **entry["options"]
+    )
+    check_task_contract(ps)
+    return ps
 
 
 def build_task(
@@ -198,15 +228,16 @@ def build_task(
 def check_task_contract(ps: PromptSet) -> None:
     """Task-level checks on top of ``PromptSet.validate``; raise PromptSetError naming the prompt.
 
-    A single-token-answer task (all but greater-than) must have exactly one answer and one
-    wrong-answer token per prompt (a longer list would be a multi-token answer); ``answer_pos``
+    A single-token-answer task (all built-in tasks but greater-than) must have exactly one answer and one
+    wrong-answer token per prompt (a task read from a file may list alternatives, each checked to
+    be one token when it was read) (a longer list would be a multi-token answer); ``answer_pos``
     must be the END position; every prompt needs at least one GN position and the ``text`` /
     ``corrupted_text`` metadata.
     """
     missing = {"text", "corrupted_text"} - set(ps.meta.columns)
     if missing:
         raise PromptSetError(f"{ps.task}: metadata columns {sorted(missing)} are missing")
-    single = ps.task not in MULTI_ANSWER_TASKS
+    single = ps.task not in MULTI_ANSWER_TASKS and ps.variant != FILE_VARIANT  # a file's: alternatives
     end = ps.positions.get("END")
     for i in range(len(ps)):
         where = f"{ps.task} prompt {i} ({ps.meta['text'].iloc[i]!r})"
