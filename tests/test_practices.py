@@ -252,8 +252,10 @@ def test_practice_grid_on_a_two_layer_model(tmp_path):
     """Every corruption x direction x method on a two-layer model (exact sweeps and attribution), scored
     against a circuit: one outcome per practice, pooled over two seeds, tables written."""
     from conftest import make_prompts
+    from patchbench.analysis.robustness import light_frame
     from patchbench.attribution import run_attribution
     from patchbench.engine.sweep import run_sweep
+    from patchbench.metrics import aggregate, components, effects, prompt_terms
     from patchbench.practices.report import practice_figure, table_markdown
     from patchbench.sites import SweepSpec
 
@@ -270,6 +272,19 @@ def test_practice_grid_on_a_two_layer_model(tmp_path):
             frames[(corruption, direction, 1, "attribution")] = run_attribution(
                 model, prompts, spec, progress=False
             )
+    for (corruption, direction, _, method), raw in frames.items():  # noising keeps its sign in the resamples
+        terms = prompt_terms(light_frame(raw), ("logit_diff",))
+        want = effects(raw, ("logit_diff",)).set_index("component")["effect"]
+        got = dict(
+            zip(
+                components(raw).set_index("target").loc[terms.targets, "component"],
+                aggregate(terms)[0],
+                strict=True,
+            )
+        )
+        np.testing.assert_allclose(
+            [got[c] for c in want.index], want.to_numpy(), err_msg=f"{corruption} {direction} {method}"
+        )
     settings = BenchSettings(n_perm=199, bootstrap=RobustnessSettings(n_boot=50))
     per_seed = {seed: score_seed(frames, circuit, settings, "toytask")[0] for seed in (0, 1)}
     out, t = score_seed(frames, circuit, settings, "toytask")

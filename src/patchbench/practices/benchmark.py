@@ -26,6 +26,7 @@ import pandas as pd
 from patchbench.analysis.robustness import (
     KnownCircuit,
     RobustnessSettings,
+    light_frame,
     percentile_interval,
     resample_counts,
 )
@@ -107,9 +108,7 @@ def _read(raw: pd.DataFrame, wanted: Sequence[str], task: str) -> tuple[Any, lis
     else:
         have, reason = tuple(wanted), ""
     ms = tuple(m for m in wanted if m in have)
-    bare = raw.copy(deep=False)
-    bare.attrs = {}
-    terms = prompt_terms(bare, ms)
+    terms = prompt_terms(light_frame(raw), ms)
     names = components(raw).set_index("target").loc[terms.targets, "component"].astype(str).tolist()
     return terms, names, ms, reason
 

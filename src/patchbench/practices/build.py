@@ -131,42 +131,40 @@ def run(
         log.info("practices: skipping %s", line)
     by_task: dict[str, list[dict]] = {}
     organisms: dict[str, dict] = {}
-    facts = []
+    facts: dict[str, list[str]] = {}
     for plan in plans:
         rows, pooled, truth = _organism(plan, plan_files, settings, log)
         by_task.setdefault(plan.task, []).extend(rows)
         organisms[f"{plan.organism} ({plan.experiment})"] = pooled
-        facts.append(
+        facts.setdefault(plan.task, []).append(
             f"- {plan.organism}, experiment {plan.experiment} (task {plan.task}, site {plan.site}, position "
             f"{plan.position}): circuit {plan.circuit}, {truth.size} circuit units of {len(truth.units)}, seeds "
             f"{', '.join(map(str, plan.seeds))}" + "".join(f"; {n}" for n in plan.notes) + "."
         )
     b = settings.bootstrap
-    header = [
+    method = (
         "Practices scored against the circuit known by construction (circuit.json). Scores: mean over seeds; "
         f"[95 %]: percentile interval over {b.n_boot} bootstrap resamples of the prompts (seed {b.seed}); "
         f"F1 seed SD: the spread over seeds. Permutation rule: sign flips over prompts, {settings.n_perm} flips, "
-        f"max-|Z| family-wise level {settings.alpha:g} (patchbench.practices.rules).",
-        "",
-        *facts,
-        *(f"- skipped: {s}." for s in skipped),
-    ]
+        f"max-|Z| family-wise level {settings.alpha:g} (patchbench.practices.rules)."
+    )
     for task, rows in by_task.items():
         table = _order(pd.DataFrame(rows), grid)
         scores = [c for c in table.columns if c not in ID_COLUMNS and c != "found"]
         table = table.reindex(columns=[*ID_COLUMNS, *scores, "found"])
         files = outputs[task]
-        write_table(table, files["csv"], files["md"], task, header)
+        write_table(table, files["csv"], files["md"], task, [method, "", *facts[task]])
         practice_figure(table, [files["png"]], f"Practice benchmark: {task} (F1 per practice, by axis)")
         n_def = int(table["defined"].sum())
         log.info("practices %s: %d practices (%d defined) -> %s", task, len(table), n_def, files["csv"])
     comparisons = compare(organisms, settings.bootstrap.ci)
+    lines = [line for task_lines in facts.values() for line in task_lines]
     if not plans:
-        facts = [
+        lines = [
             "No experiment of this config has a model with a known circuit (circuit.json): nothing to score."
         ]
-    facts = ["Organisms:", "", *facts, *(f"- skipped: {s}." for s in skipped)]
-    write_text(summary, summary_markdown(comparisons, facts))
+    lines = ["Organisms:", "", *lines, *(f"- skipped: {s}." for s in skipped), "", method]
+    write_text(summary, summary_markdown(comparisons, lines))
     for r in comparisons:
         if r["organism"] == "all organisms":
             log.info(

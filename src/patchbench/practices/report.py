@@ -115,7 +115,7 @@ def practice_figure(table: pd.DataFrame, outputs: Sequence[str | Path], title: s
             for org, sub in g.groupby("organism", sort=False):
                 xs = x[g.index.get_indexer(sub.index)]
                 err = np.vstack([sub["f1"] - sub["f1_low"], sub["f1_high"] - sub["f1"]]).clip(min=0)
-                ax.errorbar(xs, sub["f1"], yerr=err, fmt="o", ms=2, lw=0.4, alpha=0.45, color=colours[org],
+                ax.errorbar(xs, sub["f1"], yerr=err, fmt="o", ms=2, lw=0.3, alpha=0.4, color=colours[org],
                             label=org if (j == 0 and axis == axes_shown[0]) else None)  # fmt: skip
             ax.hlines(g["f1"].mean(), j - 0.38, j + 0.38, color="black", lw=1.6)
         labels = [_value_label(axis, v) for v in values]
@@ -123,10 +123,11 @@ def practice_figure(table: pd.DataFrame, outputs: Sequence[str | Path], title: s
         ax.set_title(axis)
         ax.set_ylim(-0.03, 1.03)
     axes[0, 0].set_ylabel("F1 against circuit.json (95 % CI)")
-    if organisms:
-        axes[0, 0].legend(loc="lower left", frameon=True)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
+    if organisms:  # below the panels, so that no panel's points hide under it
+        fig.subplots_adjust(bottom=0.3)
+        fig.legend(loc="lower center", ncol=len(organisms), frameon=False, markerscale=2)
     return save_figure(fig, outputs)
 
 

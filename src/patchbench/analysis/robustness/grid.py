@@ -20,7 +20,7 @@ from patchbench.analysis.labels import corruption_label, metric_short
 from patchbench.config import default
 from patchbench.detection import PAPER_K, detect_signs
 from patchbench.metrics import METRICS, aggregate, baselines, components, metrics_for, prompt_terms
-from patchbench.rawframe import metadata, position_mode
+from patchbench.rawframe import direction_of, metadata, position_mode
 
 #: The grid's axes, in the order verdicts name them.
 AXES: tuple[str, ...] = ("corruption", "metric", "window")
@@ -162,9 +162,12 @@ def _check_cells(cells: pd.DataFrame, what: Sequence[str]) -> None:
         )
 
 
-def _without_attrs(df: pd.DataFrame) -> pd.DataFrame:
-    out = df.copy(deep=False)
-    out.attrs = {}
+def light_frame(raw: pd.DataFrame) -> pd.DataFrame:
+    """A shallow copy of a raw frame whose metadata keeps only what the metrics read (its direction,
+    :func:`patchbench.rawframe.direction_of`): its slices then do not deep-copy the rest, and a noising
+    sweep's effects keep their sign."""
+    out = raw.copy(deep=False)
+    out.attrs = {"patchbench": {"direction": direction_of(metadata(raw))}}
     return out
 
 
@@ -210,7 +213,7 @@ def bootstrap_grid(
     metas = [_raw_meta(r, w) for r, w in zip(raws, what, strict=True)]
     _one_experiment(metas, what)
     ms = tuple(metrics) if metrics is not None else metrics_for(metas[0]["task"])
-    bare = [_without_attrs(r) for r in raws]  # slices would deep-copy the metadata
+    bare = [light_frame(r) for r in raws]
     terms = [prompt_terms(r, ms) for r in bare]
     comp_frames = [components(r).set_index("target") for r in raws]
     first = comp_frames[0].loc[terms[0].targets]
