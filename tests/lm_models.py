@@ -245,54 +245,133 @@ def ht_forward(sd: dict[str, torch.Tensor], cfg: dict, tokens: torch.Tensor) -> 
 # the engine's sweeps against a full recompute
 
 
-def reference_sweep(lm: LM, prompts, spec, std: float) -> dict[int, torch.Tensor]:
+def reference_sweep(lm: LM, prompts, spec) -> dict[int, torch.Tensor]:
     """Answer-position logits of every target of ``spec``, one full forward per target with
-    TransformerLens's own hooks (``bridge.run_with_hooks``): GN noise (``std``, the sweep's draw) at
-    ``hook_embed``, the clean activations (TransformerLens's own cache of the clean prompts) written
-    at each part's hook, heads and position. Target id -> [n_prompts, d_vocab]."""
+    TransformerLens's own hooks (:func:`reference_runs`): target id -> [rows, d_vocab]; -1 is the
+    corrupted run."""
+    out = reference_runs(lm, prompts, spec)
+    return {-1: out["corrupted"], **{t: v for t, v in out.items() if isinstance(t, int)}}
+
+
+# ---------------------------------------------------------------------------------------------
+# every corruption, direction and site against one full forward per target
+
+
+def _index(act: torch.Tensor, layout: str, row: int, heads, pos) -> tuple:
+    """The index of (row, heads, position) in an activation of ``layout`` (bpd / bphd / bhqk)."""
+    pos = slice(None) if pos is None else pos
+    heads = slice(None) if heads is None else list(heads)
+    if layout == "bpd":
+        return (row, pos)
+    if layout == "bphd":
+        return (row, pos, heads)
+    return (row, heads, pos)  # a pattern: [batch, head, dest, src]; positions are destinations
+
+
+def _entries(part, prompts, row: int):
+    """(heads, position) a HookPatch patches in prompt ``row`` (None: every head / position)."""
+    pos = part.position
+    if pos == -1:
+        pos = None
+    elif isinstance(pos, str):
+        pos = int(prompts.named_position(pos)[row])
+    return part.heads, pos
+
+
+def reference_runs(lm: LM, prompts, spec) -> dict:
+    """Answer-position logits of every target of ``spec`` (any corruption, direction and site), each
+    from one full forward with TransformerLens's own hooks (``bridge.run_with_hooks``), none of the
+    engine's code: the clean run reads the clean prompts; the corrupted run reads the STR prompts,
+    the clean ones with GN's draw added at ``hook_embed``, the resampled prompts, or the clean ones
+    with every patched activation of the sweep (its union) replaced by zero or by its mean over the
+    clean runs of the prompts of the same template and length (TransformerLens's own cache). Denoising
+    writes the clean run's activations (TransformerLens's cache) into the corrupted run at each
+    target's entries, the corrupted run's ablation staying in place elsewhere; noising writes the
+    corrupted run's into the clean run. Returns ``{"clean": [P, V], "corrupted": [R, V], target id:
+    [R, V]}`` over the (prompt, sample) rows of the sweep."""
     import numpy as np
 
-    from patchbench.corruption import corrupted_tokens, noise_tensor
+    from patchbench.interventions.corruptions.base import template_groups
+    from patchbench.interventions.corruptions.gn import noise_scale, noise_tensor
+    from patchbench.interventions.corruptions.resample import pairing
+    from patchbench.interventions.sites import SITES
     from patchbench.sites import enumerate_targets
 
-    tokens = corrupted_tokens(prompts, spec.corruption)
-    rows = np.arange(len(prompts))
-    targets = enumerate_targets(spec, lm.shape.n_layers, lm.site_heads(spec.site), tokens.shape[1])
+    site = SITES[spec.site]
+    corruption = spec.intervention
+    clean_tok = prompts.tokens("clean")
+    n, max_len = clean_tok.shape
+    k = spec.n_samples
+    pr, sa = np.repeat(np.arange(n), k), np.tile(np.arange(k), n)
+    targets = enumerate_targets(spec, lm.shape.n_layers, site.n_heads(lm.shape), max_len)
     names = sorted({h for t in targets for h in t.hooks})
-    with torch.no_grad():
-        _, cache = lm.bridge.run_with_cache(prompts.tokens("clean"), names_filter=lambda n: n in names)
-    base = []
-    if spec.corruption == "gn":
-        noise = noise_tensor(prompts, rows, np.zeros_like(rows), lm.shape.d_model, std, spec.noise.seed,
-                             tokens.shape[1], dtype=lm.shape.dtype)  # fmt: skip
-        base.append(("hook_embed", lambda act, hook: act + noise))
-    answer = torch.as_tensor(prompts.answer_pos)
+    answer = torch.as_tensor(prompts.answer_pos)[pr]
 
-    def put(part):
+    def run(tokens, hooks):
+        with torch.no_grad():
+            logits = lm.bridge.run_with_hooks(tokens, fwd_hooks=hooks)
+        return logits[torch.arange(len(tokens)), answer[: len(tokens)]]
+
+    def cache_of(tokens, hooks):
+        with torch.no_grad(), lm.bridge.hooks(fwd_hooks=hooks):
+            _, cache = lm.bridge.run_with_cache(tokens, names_filter=lambda x: x in names)
+        return {h: cache[h].clone() for h in names}
+
+    clean_cache = cache_of(clean_tok, [])
+    # the corrupted run: its tokens, embedding noise and ablation
+    tokens, base_hooks = clean_tok[pr], []
+    if corruption.name == "str":
+        tokens = prompts.tokens("corrupted")[pr]
+    elif corruption.name == "resample":
+        tokens = clean_tok[pairing(prompts, corruption.seed)][pr]
+    elif corruption.name == "gn":
+        _, std = noise_scale(lm, prompts, corruption)
+        noise = noise_tensor(
+            prompts, pr, sa, lm.shape.d_model, std, corruption.seed, max_len, dtype=lm.shape.dtype
+        )
+        base_hooks.append(("hook_embed", lambda act, hook: act + noise.to(act.dtype)))
+    else:  # an ablation of every entry any target patches
+        groups = template_groups(prompts, corruption="mean")
+        group_of = {i: key for key, idx in groups.items() for i in idx}
+
+        def ablate(name):
+            def fn(act, hook):
+                act = act.clone()
+                for r in range(len(act)):
+                    p = int(pr[r])
+                    members = groups[group_of[p]]
+                    value = clean_cache[name][members].double().mean(0).to(act.dtype)
+                    for t in targets:
+                        for part in t.patches:
+                            if part.hook == name:
+                                idx = _index(act, site.layout, r, *_entries(part, prompts, p))
+                                act[idx] = 0.0 if corruption.name == "zero" else value[idx[1:]]
+                return act
+
+            return fn
+
+        base_hooks += [(h, ablate(h)) for h in names]
+    corrupted_cache = cache_of(tokens, base_hooks)
+
+    def write(part, source):
         def fn(act, hook):
             act = act.clone()
-            for r in rows:
-                pos = part.position
-                pos = (
-                    slice(None)
-                    if pos == -1
-                    else int(prompts.named_position(pos)[r])
-                    if isinstance(pos, str)
-                    else pos
-                )
-                heads = slice(None) if part.heads is None else list(part.heads)
-                if act.dim() == 4:
-                    act[r, pos, heads] = cache[part.hook][r, pos, heads]
-                else:
-                    act[r, pos] = cache[part.hook][r, pos]
+            for r in range(len(act)):
+                idx = _index(act, site.layout, r, *_entries(part, prompts, int(pr[r])))
+                act[idx] = source[part.hook][r][idx[1:]].to(act.dtype)
             return act
 
         return fn
 
-    out = {}
+    out = {"clean": run(clean_tok, [])[:n] if k == 1 else None, "corrupted": run(tokens, base_hooks)}
     with torch.no_grad():
-        for t in [None, *targets]:
-            hooks = base + ([] if t is None else [(p.hook, put(p)) for p in t.patches])
-            logits = lm.bridge.run_with_hooks(tokens, fwd_hooks=hooks)
-            out[-1 if t is None else t.id] = logits[rows, answer]
+        full = lm.bridge.run_with_hooks(clean_tok, fwd_hooks=[])
+    out["clean"] = full[torch.arange(n), torch.as_tensor(prompts.answer_pos)]
+    clean_rows = {h: v[pr] for h, v in clean_cache.items()}
+    for t in targets:
+        if spec.direction == "denoising":  # the corrupted run, its ablation kept, the target's clean entries
+            hooks = base_hooks + [(p.hook, write(p, clean_rows)) for p in t.patches]
+            out[t.id] = run(tokens, hooks)
+        else:  # the clean run, the target's corrupted entries
+            out[t.id] = run(clean_tok[pr], [(p.hook, write(p, corrupted_cache)) for p in t.patches])
     return out

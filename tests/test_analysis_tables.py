@@ -132,3 +132,24 @@ def test_write_table_writes_csv_markdown_latex(tmp_path):
     assert "\\begin{tabular}" in tex and "Negative heads" in tex and "\\caption{Table 5}" in tex
     with pytest.raises(ValueError, match="must end in"):
         write_table(t, [tmp_path / "t5.xlsx"])
+
+
+def test_tables_carry_every_intervention_after_the_papers_rows():
+    """Other corruptions and the noising direction get rows of their own after the paper's (its two
+    corruptions, in its order), labelled by the registries (``STR (noising)``, ``Resample``, ``GN(nu=1)``)."""
+    det = {
+        ("str", "logit_diff"): {"positive": [(9, 9, -1)], "negative": []},
+        ("zero_noising", "logit_diff"): {"positive": [(3, 0, -1)], "negative": [(10, 7, -1)]},
+        ("resample", "prob"): {"positive": [(5, 5, -1)], "negative": []},
+        ("str_noising", "kl"): {"positive": [(8, 6, -1)], "negative": []},
+        ("gn@nu=1", "prob"): {"positive": [(7, 9, -1)], "negative": []},
+    }
+    t = table5(head_effects("gpt2", "ioi", det))
+    order = list(dict.fromkeys(t["Corruption"]))
+    assert order == ["STR", "GN", "STR (noising)", "GN(nu=1)", "Resample", "Zero (noising)"]
+    cell = t.set_index(["Corruption", "Metric"])
+    assert cell.loc[("Zero (noising)", "Logit difference"), "Negative heads"] == "10.7"
+    assert cell.loc[("Zero (noising)", "Logit difference"), "Positive heads"] == "3.0"
+    assert cell.loc[("STR (noising)", "KL divergence"), "Positive heads"] == "8.6"
+    assert cell.loc[("GN", "Probability"), "Positive heads"] == NOT_RUN
+    assert cell.loc[("Resample", "Probability"), "Positive heads"] == "5.5"

@@ -61,11 +61,14 @@ def test_per_prompt_rows_carry_the_means_detection(setup):
 @pytest.mark.parametrize(
     ("kw", "message"),
     [
-        (dict(sites="mlp", directions=["noising"]), "one direction only"),
+        (
+            dict(sites="mlp", directions=["sideways"]),
+            "unknown direction 'sideways'; use one of denoising, noising",
+        ),
         (dict(sites="attn_head", windows=[3]), "no site of ['attn_head'] takes windows [3]"),
         (dict(sites="mlp", heads=[[0, 1]]), "no site of ['mlp'] takes heads"),
         (dict(sites="heads"), "unknown site 'heads'"),
-        (dict(sites="mlp", corruptions=["noise"]), "unknown corruption 'noise'"),
+        (dict(sites="mlp", corruptions=["noise"]), "'noise' is not a corruption: use one of str, gn"),
         (dict(sites="mlp", positions="NOPE"), "no named position 'NOPE'"),
     ],
 )

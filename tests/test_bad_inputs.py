@@ -195,7 +195,20 @@ CONFIG_CASES: list[tuple[str, Callable, tuple[str, ...]]] = [
     ("removed-global-seed", lambda c, t: set_in(c, "seed", 0), ("'seed' was unexpected", "config/README.md")),
     ("unknown-experiment-key", lambda c, t: exp(c, window=[1]), ("experiments.ioi_heads", "'window' was unexpected")),
     ("unknown-site", lambda c, t: exp(c, site="heads"), ("experiments.ioi_heads.site", "'heads' is not one of")),
-    ("unknown-corruption", lambda c, t: exp(c, corruptions=["str", "noise"]), ("corruptions", "'noise' is not one of")),
+    ("unknown-corruption", lambda c, t: exp(c, corruptions=["str", "noise"]),
+     ("experiments.ioi_heads.corruptions", "'noise' is not a corruption", "use one of str, gn, resample, mean, zero")),
+    ("unknown-corruption-setting", lambda c, t: exp(c, corruptions=["gn@mu=1"]),
+     ("experiments.ioi_heads.corruptions", "gn has no setting 'mu'", "its settings: n_samples, nu, seed, sigma", "fix")),
+    ("corruption-setting-wrong-type", lambda c, t: exp(c, corruptions=["resample@seed=abc"]),
+     ("experiments.ioi_heads.corruptions", "setting 'seed' expects int, got 'abc'", "fix")),
+    ("mean-reference-not-a-task", lambda c, t: exp(c, corruptions=["mean@reference=ioi_abcd"]),
+     ("experiments.ioi_heads.corruptions", "reference='ioi_abcd'", "no task 'ioi_abcd' is configured", "fix")),
+    ("mean-section-reference-not-a-task", lambda c, t: exp(set_in(c, "mean", {"reference": "nope"}), corruptions=["mean"]),
+     ("corruption 'mean' with reference='nope'", "no task 'nope' is configured", "fix")),
+    ("unknown-direction", lambda c, t: exp(c, directions=["denoising", "renoising"]),
+     ("experiments.ioi_heads.directions.1", "'renoising' is not one of ['denoising', 'noising']")),
+    ("heads-on-a-site-without-heads", lambda c, t: exp(c, site="resid_mid", heads=[[0, 0]]),
+     ("experiment 'ioi_heads'", "site resid_mid has no heads", "drop `heads`", "a site with heads (attn_head")),
     ("duplicate-corruption", lambda c, t: exp(c, corruptions=["str", "str"]), ("corruptions", "non-unique")),
     ("window-zero", lambda c, t: set_in(c, "experiments.m", {**MLP, "windows": [0]}), ("windows.0", "minimum")),
     ("windows-on-head-site", lambda c, t: exp(c, windows=[1, 3]), ("windows [1, 3] only apply to site mlp", "use window 1")),
@@ -376,7 +389,7 @@ CLI_CASES: list[tuple[str, Callable, tuple[str, ...]]] = [
     ("window-larger-than-model", lambda a: a(["--window", "9"], site="mlp"),
      ("--model m", "window 9 is larger than the model (3 layers)", "windows of at most 3")),
     ("window-zero", lambda a: a(["--window", "0"], site="mlp"), ("argument --window", "minimum of 1")),
-    ("window-on-head-site", lambda a: a(["--window", "3"]), ("only defined for the mlp site", "use window 1")),
+    ("window-on-head-site", lambda a: a(["--window", "3"]), ("only defined for the mlp / attn_out site", "use window 1")),
     ("heads-outside-model", lambda a: a(["--heads", "7.0"]), ("heads [[7, 0]] are outside the model (3 layers x 4 heads",)),
     ("layers-outside-model", lambda a: a(["--layers", "5"]), ("layers [5] are outside the model (3 layers", "0 <= layer < 3")),
     ("heads-on-mlp", lambda a: a(["--heads", "1.0"], site="mlp"), ("heads are only meaningful for", "'mlp'")),
@@ -391,8 +404,22 @@ CLI_CASES: list[tuple[str, Callable, tuple[str, ...]]] = [
     ("device-unknown", lambda a: a(["--device", "gpu"]), ("argument --device", "does not match", "model.device")),
     ("site-unknown", lambda a: ["sweep", "--model", "m", "--prompts", str(a.prompts), "--corruption", "str",
                                 "--site", "neurons", "--out", "x"], ("argument --site", "invalid choice: 'neurons'")),
-    ("corruption-unknown", lambda a: ["sweep", "--model", "m", "--prompts", str(a.prompts), "--corruption", "zero",
-                                      "--site", "mlp", "--out", "x"], ("argument --corruption", "invalid choice: 'zero'")),
+    ("corruption-unknown", lambda a: ["sweep", "--model", "m", "--prompts", str(a.prompts), "--corruption", "noise",
+                                      "--site", "mlp", "--out", "x"],
+     ("argument --corruption", "'noise' is not a corruption", "use one of str, gn, resample, mean, zero")),
+    ("corruption-setting-unknown", lambda a: a(["--corruption", "gn@mu=2"]),
+     ("argument --corruption", "gn has no setting 'mu'", "its settings")),
+    ("direction-unknown", lambda a: a(["--direction", "sideways"]), ("argument --direction", "invalid choice: 'sideways'")),
+    ("resample-without-templates", lambda a: a(["--corruption", "resample"]),
+     ("corruption 'resample'", "record no template", "give each prompt a `template`")),
+    ("resample-prompt-alone-in-its-template", lambda a: a(["--corruption", "resample"], prompts=a.lonely),
+     ("corruption 'resample'", "prompt 1 is the only one of its template ('b') with 5 tokens",
+      "(2 prompts are alone", "generate more prompts")),
+    ("mean-reference-of-another-template", lambda a: a(["--corruption", "mean", "--reference", str(a.other)],
+                                                       prompts=a.templated),
+     ("corruption 'mean'", "reference set", "has no prompt of template 'a' with 6 tokens", "share this task's templates")),
+    ("reference-for-a-corruption-without-one", lambda a: a(["--corruption", "zero", "--reference", str(a.templated)]),
+     ("--reference", "corruption 'zero' takes no reference set", "leave --reference out")),
     ("position-unknown-name", lambda a: a(["--position", "Q"]), ("no named position 'Q'", "['X']", "'all' / 'each'")),
     ("position-bad-characters", lambda a: a(["--position", "S2!"]), ("argument --position", "does not match")),
     ("checkpoint-dir-is-a-file", lambda a: a(["--checkpoint-dir", str(a.prompts)]), ("--checkpoint-dir", "is a file")),
@@ -426,10 +453,27 @@ class Args:
         self.garbage = tmp / "garbage.parquet"
         self.garbage.write_bytes(b"PAR1 this is not a parquet file")
         self.raw, self.effects_frame = tmp / "raw.parquet", tmp / "effects.parquet"
+        # the prompt set (lengths 6, 5, 6, 5) with templates, one where prompts 1 and 3 are alone in their
+        # (template, length), and a reference set of another template
+        import dataclasses
 
-    def __call__(self, extra, out=None, site="attn_head", model="m"):
-        argv = sweep_args(self.prompts, out or self.tmp / "out.parquet", *extra, site=site)
+        import pandas as pd
+
+        from patchbench.prompts import PromptSet
+
+        base = PromptSet.from_parquet(prompts)
+        self.templated, self.lonely, self.other = (
+            tmp / f"{n}.parquet" for n in ("templated", "lonely", "other")
+        )
+        for path, names in ((self.templated, "aabb"), (self.lonely, "abac"), (self.other, "cccc")):
+            dataclasses.replace(base, meta=pd.DataFrame({"template": list(names)})).to_parquet(path)
+
+    def __call__(self, extra, out=None, site="attn_head", model="m", prompts=None):
+        argv = sweep_args(prompts or self.prompts, out or self.tmp / "out.parquet", *extra, site=site)
         argv[argv.index("--model") + 1] = model
+        if "--corruption" in extra:  # the case's corruption replaces the default one
+            i = argv.index("--corruption")
+            del argv[i : i + 2]
         return argv
 
 
@@ -442,7 +486,9 @@ def test_bad_command_line_is_refused_before_the_sweep(case, argv, expect, cli_en
         calls.clear()
     outcome = run_cli(argv(a), capsys)
     check(outcome, expect)
-    if not any(k in case for k in ("outside-model", "larger-than-model", "position-unknown", "effects-")):
+    if not any(
+        k in case for k in ("outside-model", "larger-than-model", "position-unknown", "effects-", "template")
+    ):
         assert not calls, "the model was loaded although the flags were already known to be bad"
 
 

@@ -154,3 +154,38 @@ def test_per_site_rules_and_duplicate_cells_are_refused(demo, mutate, message):
     mutate(cfg["experiments"])
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         cells_of(cfg)
+
+
+def test_directions_and_corruption_variants_are_cells_of_their_own(demo):
+    """A noising cell and a GN variant (``gn@nu=1``) have their own files, labels, identity, spec and
+    fingerprint; a denoising cell's are those it always had."""
+    cfg = copy.deepcopy(demo)
+    exp = cfg["experiments"]["ioi_heads"]
+    exp["corruptions"], exp["directions"] = ["str", "gn@nu=1"], ["denoising", "noising"]
+    cells = experiment_cells(cfg, "ioi_heads")
+    assert [(c.corruption, c.direction) for c in cells] == [
+        ("str", "denoising"), ("str", "noising"), ("gn@nu=1", "denoising"), ("gn@nu=1", "noising"),
+    ]  # fmt: skip
+    plain = cells_of(demo)["ioi_heads"][0]
+    assert cells[0].raw_path == plain.raw_path and cells[0].fingerprint() == plain.fingerprint()
+    assert "direction" not in cells[0].identity and "direction" not in cells[0].sweep_spec.to_dict()
+    noising = cells[1]
+    assert noising.raw_path == str(
+        Path("results/sweeps/organism-ioi/ioi/str_noising/attn_head-all_w1.parquet")
+    )
+    assert (
+        noising.identity["direction"] == "noising" and noising.sweep_spec.to_dict()["direction"] == "noising"
+    )
+    assert noising.label == "ioi str noising attn_head-all window 1 on organism-ioi"
+    assert noising.fingerprint() != plain.fingerprint()
+    gn1 = cells[2]
+    assert gn1.raw_path == str(Path("results/sweeps/organism-ioi/ioi/gn@nu=1/attn_head-all_w1.parquet"))
+    assert gn1.sweep_spec.noise.nu == 1.0 and gn1.sweep_spec.to_dict()["noise"]["nu"] == 1.0
+    gn3 = cells_of(demo)["ioi_heads"][1]
+    assert gn3.corruption == "gn" and gn3.sweep_spec.noise.nu == 3.0
+    assert len({c.fingerprint() for c in (gn1, gn3, cells[3])}) == 3
+    # the noise section enters GN cells' fingerprints, not STR's
+    louder = copy.deepcopy(cfg)
+    louder["noise"]["seed"] = 5
+    again = experiment_cells(louder, "ioi_heads")
+    assert again[0].fingerprint() == cells[0].fingerprint() and again[2].fingerprint() != gn1.fingerprint()

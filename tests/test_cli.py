@@ -72,6 +72,6 @@ def test_errors_are_reported_not_raised(setup, tmp_path, capsys):
     rc = cli.main(
         f"sweep --model m --prompts {path} --corruption str --site attn_head --window 3 --out {tmp_path}/r".split()
     )
-    assert rc == 2 and "only defined for the mlp site" in capsys.readouterr().err
+    assert rc == 2 and "only defined for the mlp / attn_out site" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["sweep", "--model", "m"])

@@ -252,7 +252,7 @@ def test_run_sweep_equals_the_full_recompute(model, corruption, caplog):
         assert meta["plan"]["path"] == want, (spec.label, meta["plan"])
         # head outputs take the head-output shortcut (the patched layer's attention not run) on every route
         assert meta["plan"].get("head_shortcut") is (True if spec.site == "attn_head" else None), meta["plan"]
-        ref = reference_sweep(lm, prompts, spec, meta["noise_std"] or 0.0)
+        ref = reference_sweep(lm, prompts, spec)
         ans = torch.tensor([a[0] for a in prompts.answers])
         wr = torch.tensor([w[0] for w in prompts.wrong])
         gaps = []

@@ -139,7 +139,7 @@ def test_suffix_equals_full_recompute_and_transformer_lens(model, prompts, corru
                 mine[tuple(int(row[a]) for a in axes)] = row["effect"]
             assert not mine.isnan().any()
             tl_gap[label] = float((mine - ref).abs().max())
-        ref_logits = reference_sweep(model, prompts, spec, fast.attrs["patchbench"]["noise_std"] or 0.0)
+        ref_logits = reference_sweep(model, prompts, spec)
         ans = torch.tensor([a[0] for a in prompts.answers])
         wr = torch.tensor([w[0] for w in prompts.wrong])
         rows_n = torch.arange(len(prompts))
@@ -189,7 +189,7 @@ def test_suffix_runs_short_suffixes_and_a_wrong_prefix_is_caught(model, prompts,
     def wrong_prefix(model_, s, index, rows, capture):
         block = prepare(model_, s, index, rows, capture)
         clean = KVCapture()
-        tok = s.prompts.tokens("clean")[torch.as_tensor(block.prompt)]
+        tok = s.setup.prompts.tokens("clean")[torch.as_tensor(block.prompt)]
         model_.run_blocks(model_.embed(tok), 0, capture=clean)
         block.kv = clean
         return block

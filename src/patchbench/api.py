@@ -24,7 +24,6 @@ component with that sign) and ``status`` (:func:`patchbench.analysis.robustness.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 from collections.abc import Sequence
@@ -84,22 +83,8 @@ def _tuple(value: Any, key: str) -> tuple:
 
 
 def _direction_axis(directions: Any) -> tuple[dict[str, Any], ...]:
-    """The SweepSpec keyword of each direction; only denoising while SweepSpec has no direction field."""
-    fields = {f.name for f in dataclasses.fields(_spec_type())}
-    if "direction" in fields:
-        return tuple({"direction": d} for d in _tuple(directions, "experiment.directions"))
-    asked = (
-        ("denoising",)
-        if directions is None
-        else (directions,)
-        if isinstance(directions, str)
-        else tuple(directions)
-    )
-    if set(asked) != {"denoising"}:
-        raise InputError.of(
-            f"directions={list(asked)}", "this patchbench patches in one direction only", "use ('denoising',)"
-        )
-    return ({},)
+    """The SweepSpec keyword of each direction of the grid (default: the schema's)."""
+    return tuple({"direction": d} for d in _tuple(directions, "experiment.directions"))
 
 
 def _spec_type():

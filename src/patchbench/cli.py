@@ -135,6 +135,17 @@ def _schema_value(key: str, kind: type):
     return parse
 
 
+def _corruption(text: str) -> str:
+    """A corruption value of the registry (``gn``, ``gn@nu=1``), checked with its settings."""
+    from patchbench.interventions.corruptions import parse
+
+    try:
+        parse(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
 def _nonnegative(text: str) -> float:
     try:
         value = float(text)
@@ -176,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument(
         "--corruption",
         required=True,
-        type=_schema_value("experiment.corruptions.items", str),
+        type=_corruption,
         help=f"{' | '.join(corruption_names)}, optionally with settings: name@key=value,... (e.g. gn@nu=1)",
     )
     sw.add_argument(

@@ -13,6 +13,7 @@ an activation-level corruption ablates, :mod:`patchbench.engine.runs`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +21,10 @@ import torch
 from patchbench.engine.readout import index_tensor
 from patchbench.interventions.sites import SITES, Site
 from patchbench.prompts import PromptSet
-from patchbench.sites import HookPatch, PatchTarget
+
+# HookPatch and PatchTarget (patchbench.sites) are named, not imported: sites reads the corruptions,
+# whose runs use these masks
+HookPatch = PatchTarget = Any
 
 __all__ = ["build_mask", "fill", "hook_site", "union_mask"]
 
@@ -58,15 +62,6 @@ def hook_site(targets: Iterable[PatchTarget], hook: str) -> Site:
     raise KeyError(f"no target patches {hook}")
 
 
-def _mask(
-    site: Site, n_heads: int, parts: Iterable[HookPatch], prompts: PromptSet, rows: np.ndarray, max_len: int
-) -> torch.Tensor:
-    mask = torch.zeros(*site.mask_shape(len(rows), max_len, n_heads), dtype=torch.bool)
-    for p in parts:
-        fill(mask, site, p, prompts, rows)
-    return mask
-
-
 def build_mask(
     n_heads: int,
     chunk: Sequence[PatchTarget],
@@ -78,12 +73,12 @@ def build_mask(
     """Boolean mask ``[m, rows, ...]``: True where target j of ``chunk`` patches ``hook`` in each row
     (``n_heads``: the heads of the hook's site on the model)."""
     site = hook_site(chunk, hook)
-    return torch.stack(
-        [
-            _mask(site, n_heads, (p for p in t.patches if p.hook == hook), prompts, rows, max_len)
-            for t in chunk
-        ]
-    )
+    mask = torch.zeros(len(chunk), *site.mask_shape(len(rows), max_len, n_heads), dtype=torch.bool)
+    for j, t in enumerate(chunk):
+        for p in t.patches:
+            if p.hook == hook:
+                fill(mask[j], site, p, prompts, rows)
+    return mask
 
 
 def union_mask(
@@ -95,5 +90,8 @@ def union_mask(
     max_len: int,
 ) -> torch.Tensor:
     """Boolean mask ``[rows, ...]``: True where any of ``targets`` patches ``hook``."""
-    parts = (p for t in targets for p in t.patches if p.hook == hook)
-    return _mask(hook_site(targets, hook), n_heads, parts, prompts, rows, max_len)
+    site = hook_site(targets, hook)
+    mask = torch.zeros(*site.mask_shape(len(rows), max_len, n_heads), dtype=torch.bool)
+    for part in (p for t in targets for p in t.patches if p.hook == hook):
+        fill(mask, site, part, prompts, rows)
+    return mask

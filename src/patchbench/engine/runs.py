@@ -30,9 +30,11 @@ from patchbench.engine.masks import hook_site, union_mask
 from patchbench.engine.readout import index_tensor
 from patchbench.lm import LM, KVCapture
 from patchbench.prompts import PromptSet
-from patchbench.sites import PatchTarget, SweepSpec
 
 __all__ = ["Ablation", "HookFn", "NoiseFn", "Run", "RunContext"]
+
+# The sweep's types (patchbench.sites: SweepSpec, PatchTarget) are named in docstrings, not imported:
+# the corruptions build these runs and patchbench.sites reads the corruptions.
 
 #: (prompt rows, sample rows) -> noise ``[rows, max_len, d_model]`` added to the token embeddings
 NoiseFn = Callable[[np.ndarray, np.ndarray], torch.Tensor]
@@ -45,7 +47,7 @@ class Ablation:
     them patches are replaced by ``value(hook, prompt_rows)`` (``[rows, ...]`` like the activation, or
     a scalar); every other entry keeps the run's own value."""
 
-    targets: tuple[PatchTarget, ...]
+    targets: tuple[Any, ...]  # the sweep's PatchTargets
     value: Callable[[str, np.ndarray], torch.Tensor | float]
 
     @property
@@ -160,8 +162,8 @@ class RunContext:
 
     model: LM
     prompts: PromptSet
-    spec: SweepSpec
-    targets: Sequence[PatchTarget]
+    spec: Any  # the SweepSpec
+    targets: Sequence[Any]  # its PatchTargets
     max_len: int
     clean: Mapping[str, torch.Tensor]  # the clean cache (every target hook, answer logits, tokens)
     reference: PromptSet | None = None  # a named reference prompt set (mean ablation)

@@ -216,7 +216,7 @@ def prepare_block(model: LM, s: _Sweep, index: int, rows: slice, capture: list[s
     kv = KVCapture() if s.suffix else None
     layers = sorted({t.start_layer for t in st.targets}) if s.heads else []
     short = {SITES[st.spec.site].hook_name(i): i for i in layers}
-    short_out = {model.hook_name("attn_out", i): i for i in layers}
+    short_out = {model.hook_name("attn_module", i): i for i in layers}
     names = list(dict.fromkeys([*capture, *short, *short_out]))
     base = st.base
     if base.ablation is not None:

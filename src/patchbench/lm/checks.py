@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from patchbench.interventions.sites import SITES
 from patchbench.lm.kv import KVCapture
 from patchbench.lm.shape import LMShape, ModelInterfaceError, _Tol
 
@@ -46,7 +47,9 @@ class ChecksMixin:
             got[name] = act.detach()
 
         layers = range(s.n_layers)
-        names = [n for i in layers for n in (self.hook_name("attn_head", i), self.hook_name("attn_out", i))]
+        names = [
+            n for i in layers for n in (self.hook_name("attn_head", i), self.hook_name("attn_module", i))
+        ]
         if not all(self.has_hook(n) for n in names):
             return False, {}
         keep: list[torch.Tensor] = []
@@ -56,7 +59,7 @@ class ChecksMixin:
         gaps = {"linear": 0.0, "block": 0.0}
         with torch.no_grad():
             for i in layers:
-                z, out = got[self.hook_name("attn_head", i)], got[self.hook_name("attn_out", i)]
+                z, out = got[self.hook_name("attn_head", i)], got[self.hook_name("attn_module", i)]
                 if z.shape[-2] != s.n_heads or out.shape != keep[i].shape:
                     return False, gaps
                 lin = torch.einsum("bphk,hkd->bpd", z, self.W_O(i).to(z.dtype))
@@ -119,12 +122,8 @@ class ChecksMixin:
             seen.setdefault(name, []).append(tuple(act.shape))
 
         layers = sorted({0, s.n_layers - 1})
-        names = [
-            self.hook_name(site, lay)
-            for site in ("attn_head", "head_v", "mlp", "resid_pre")
-            for lay in layers
-        ]
-        names = [n for n in names if self.has_hook(n)]
+        site_of = {site.hook_name(lay): site for site in SITES.values() for lay in layers}
+        names = [n for n in site_of if self.has_hook(n)]
         with torch.no_grad(), self.hooks([(n, rec) for n in names]):
             self.run_blocks(self.embed(tokens), 0)
         for n in names:
@@ -133,9 +132,12 @@ class ChecksMixin:
                 raise ModelInterfaceError(
                     f"hook {n} fired {len(shapes)} times in one forward (expected once)"
                 )
-            if n.endswith(("hook_z", "hook_v")):
-                heads = self.site_heads("head_v" if n.endswith("hook_v") else "attn_head")
-                if shapes[0][2:] != (heads, s.d_head):
+            site = site_of[n]
+            if site.has_heads:
+                heads, axis = site.n_heads(s), site.head_axis
+                if shapes[0][axis] != heads or (site.layout == "bphd" and shapes[0][3:] != (s.d_head,)):
                     raise ModelInterfaceError(
-                        f"hook {n} has shape {shapes[0]}, expected [batch, pos, {heads}, {s.d_head}]"
+                        f"hook {n} ({site.name}, layout {site.layout}) has shape {shapes[0]}, expected "
+                        f"{heads} heads on axis {axis}"
+                        + (f" of size {s.d_head}" if site.layout == "bphd" else "")
                     )

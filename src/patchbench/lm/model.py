@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 
+from patchbench.interventions.sites import SITES
 from patchbench.lm.checks import ChecksMixin
 from patchbench.lm.kv import KVCapture, PrefixKV, _native_cached_forward
 from patchbench.lm.shape import SITE_HOOKS, LMShape, ModelInterfaceError, Route
@@ -133,8 +134,8 @@ class LM(ChecksMixin, WeightsMixin):
         return self.bridge.tokenizer
 
     def hook_name(self, site: str, layer: int) -> str:
-        """The hook point of ``site`` (``attn_head``, ``head_v``, ``mlp``, ``resid_pre``, ``pattern``,
-        ``attn_out``) at ``layer``."""
+        """The hook point of ``site`` (a site of the registry, ``pattern`` or ``attn_module``:
+        :data:`SITE_HOOKS`) at ``layer``."""
         if site not in SITE_HOOKS:
             raise ValueError(f"unknown site {site!r}; use one of {sorted(SITE_HOOKS)}")
         if not 0 <= layer < self.shape.n_layers:
@@ -142,8 +143,9 @@ class LM(ChecksMixin, WeightsMixin):
         return SITE_HOOKS[site].format(layer=layer)
 
     def site_heads(self, site: str) -> int:
-        """Heads a head site patches: key-value heads for ``head_v`` (grouped-query models), else query heads."""
-        return self.shape.n_kv_heads if site == "head_v" else self.shape.n_heads
+        """Heads a head site patches (:meth:`patchbench.interventions.sites.Site.n_heads`: key-value heads
+        for a key-value site on a grouped-query model, else query heads)."""
+        return SITES[site].n_heads(self.shape)
 
     def has_hook(self, name: str) -> bool:
         return name in self.bridge.hook_dict

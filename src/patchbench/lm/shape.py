@@ -13,18 +13,19 @@ from typing import Literal
 
 import torch
 
+from patchbench.interventions.sites import SITES
+
 Route = Literal["transformers", "legacy", "native"]
 
-#: HookedTransformer hook point of each patch site (compatibility-mode names), plus the attention
-#: pattern (read by the pattern capture of paper section 3.2) and the attention module's output
-#: (``o(z)`` plus ``b_O``, before any post-attention norm: what the head-output shortcut replaces).
+#: HookedTransformer hook point (compatibility-mode names) of each patch site of the registry
+#: (:data:`patchbench.interventions.sites.SITES`), plus ``pattern`` (the attention pattern, read by
+#: the pattern capture of paper section 3.2 and the analyses) and ``attn_module`` (the attention
+#: module's output, ``o(z)`` plus ``b_O`` before any post-attention norm: what the head-output
+#: shortcut replaces).
 SITE_HOOKS: dict[str, str] = {
-    "attn_head": "blocks.{layer}.attn.hook_z",
-    "head_v": "blocks.{layer}.attn.hook_v",
-    "mlp": "blocks.{layer}.hook_mlp_out",
-    "resid_pre": "blocks.{layer}.hook_resid_pre",
-    "pattern": "blocks.{layer}.attn.hook_pattern",
-    "attn_out": "blocks.{layer}.attn.hook_out",
+    **{site.name: site.hook for site in SITES.values()},
+    "pattern": SITES["head_pattern"].hook,
+    "attn_module": "blocks.{layer}.attn.hook_out",
 }
 
 

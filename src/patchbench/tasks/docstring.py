@@ -143,6 +143,7 @@ def build_docstring(
             {
                 "text": text,
                 "corrupted_text": ctext,
+                "template": "rest",  # ACDC's one docstring style (resample and mean group prompts by it)
                 "met_name": met_name,
                 "def_args": ",".join(def_args),
                 "C_def": matching[-1],

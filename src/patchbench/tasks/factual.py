@@ -200,6 +200,7 @@ def build_factual(
                     "subject": x.subject,
                     "attribute": x.attribute,
                     "relation_id": x.relation,
+                    "template": x.relation,  # prompts of one relation share its template (resample, mean)
                     "source": x.source,
                     "fact_id": x.fact_id,
                     "pair_id": pair_id,

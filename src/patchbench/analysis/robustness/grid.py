@@ -20,7 +20,7 @@ from patchbench.analysis.labels import corruption_label, metric_short
 from patchbench.config import default
 from patchbench.detection import PAPER_K, detect_signs
 from patchbench.metrics import METRICS, aggregate, baselines, components, metrics_for, prompt_terms
-from patchbench.rawframe import direction_of, metadata, position_mode
+from patchbench.rawframe import direction_of, intervention, metadata, position_mode
 
 #: The grid's axes, in the order verdicts name them.
 AXES: tuple[str, ...] = ("corruption", "metric", "window")
@@ -147,7 +147,7 @@ def _raw_meta(raw: pd.DataFrame, what: str) -> dict:
         "task": str(meta.get("task", "")),
         "site": str(pat["site"].iloc[0]),
         "positions": position_mode(meta),
-        "corruption": corruption_label(corruption),
+        "corruption": corruption_label(intervention(meta)),  # the direction too, when not denoising
         "window": int(windows[0]),
     }
 

@@ -26,12 +26,9 @@ import dataclasses
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from patchbench.errors import InputError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from patchbench.engine.runs import Run, RunContext
 
 __all__ = ["Corruption", "CorruptionError"]
 
@@ -143,15 +140,16 @@ class Corruption:
         """Refuse prompts this corruption cannot corrupt (CorruptionError naming ``where``, the problem and
         the fix); ``reference`` is a named reference prompt set where the corruption takes one."""
 
-    def corrupted_run(self, ctx: RunContext) -> tuple[Run, dict[str, Any]]:
-        """The sweep's corrupted run and the facts its frames' metadata record (see the module docstring)."""
+    def corrupted_run(self, ctx: Any) -> tuple[Any, dict[str, Any]]:
+        """The sweep's corrupted run (a :class:`patchbench.engine.runs.Run`) from a
+        :class:`patchbench.engine.runs.RunContext`, and the facts its frames' metadata record."""
         raise NotImplementedError
 
     def describe(self, facts: Mapping[str, Any]) -> str:
         """One log line about the corrupted run a sweep built (``facts`` from :meth:`corrupted_run`), or ""."""
         return ""
 
-    def fingerprint_facts(self, ctx: RunContext, facts: Mapping[str, Any]) -> dict[str, Any]:
+    def fingerprint_facts(self, ctx: Any, facts: Mapping[str, Any]) -> dict[str, Any]:
         """Facts beyond the SweepSpec that fix the corrupted run's numbers (joining the checkpoint
         fingerprint only when not empty): e.g. a reference prompt set's digest."""
         return {}

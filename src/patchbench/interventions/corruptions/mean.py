@@ -27,8 +27,6 @@ from patchbench.interventions.corruptions.base import (
     template_groups,
 )
 
-__all__ = ["CORRUPTION", "Mean"]
-
 
 def _keys(prompts: Any) -> list[tuple[str, int]]:
     return [(str(t), int(n)) for t, n in zip(prompts.meta[TEMPLATE_COLUMN], prompts.lengths, strict=True)]

@@ -11,21 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from patchbench.interventions.corruptions.base import Corruption, CorruptionError
-
-__all__ = [
-    "NAMES",
-    "Corruption",
-    "CorruptionError",
-    "ID_PATTERN",
-    "corruption_class",
-    "label",
-    "order",
-    "paper",
-    "parse",
-    "resolve",
-    "section_schemas",
-]
+from patchbench.interventions.corruptions.base import Corruption
 
 #: Every corruption, by config name, in the order tables and figures list them.
 NAMES: tuple[str, ...] = ("str", "gn", "resample", "mean", "zero")

@@ -20,8 +20,6 @@ import numpy as np
 
 from patchbench.interventions.corruptions.base import Corruption, CorruptionError, template_groups
 
-__all__ = ["CORRUPTION", "Resample", "pairing"]
-
 
 def pairing(prompts: Any, seed: int, *, where: str = "") -> np.ndarray:
     """The prompt each prompt's corrupted run reads (see the module docstring)."""

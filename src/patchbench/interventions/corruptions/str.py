@@ -13,8 +13,6 @@ from typing import Any
 
 from patchbench.interventions.corruptions.base import Corruption
 
-__all__ = ["CORRUPTION", "STR"]
-
 
 @dataclass(frozen=True)
 class STR(Corruption):

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 
 from patchbench.interventions.corruptions.base import Corruption
 
-__all__ = ["CORRUPTION", "Zero"]
-
 
 @dataclass(frozen=True)
 class Zero(Corruption):
