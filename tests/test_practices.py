@@ -200,7 +200,9 @@ def test_practice_plans_reuse_the_experiments_and_state_what_is_not_defined():
     assert "results/sweeps/organism-ioi/ioi/str/attn_head-all_w1.parquet" not in made  # the demo sweeps it
     assert "results/sweeps/organism-ioi/ioi/str_noising/attn_head-all_w1.parquet" in made
     assert "results/attrib/organism-ioi/ioi/gn/attn_head-all_w1.qk.raw.parquet" in made
-    assert "gn@nu=3" not in new and "gn" in new  # GN at the config's nu is the experiments' gn
+    assert sorted(new) == ["", "mean", "resample", "str"]  # one job for the corruptions that check no prompts
+    assert "results/sweeps/organism-ioi/ioi/gn_noising/attn_head-all_w1.parquet" in made  # GN at nu 3: gn
+    assert not any("gn@nu=3" in p for p in made)
     # a model without circuit.json is skipped, with a line naming it
     cfg["practices"]["experiments"] = ["ioi_heads", "docstring_heads"]
     plans, skipped = practice_plans(cfg)

@@ -8,9 +8,11 @@ each sweep after the fact) is swept and scored against the circuit:
 - `practices_plan` (a checkpoint, one job per model and experiment) asks each corruption of the
   grid whether it can corrupt the prompt set (its own check, e.g. resample needs two prompts of
   each template); a refused corruption is listed as not defined, and its sweeps are not run.
-- `practices_sweep_<experiment>_<model>_<corruption>` (one job per model and corruption) runs the
-  grid's cells that no experiment computes (patchbench.practices.grid.new_sweeps); the cells the
-  experiments already sweep are the same Cells, so their files are read, never recomputed.
+- `practices_sweep_<experiment>_<model>[_<corruption>]` runs the grid's cells that no experiment
+  computes (patchbench.practices.grid.new_sweeps): one job per model for every corruption that
+  cannot refuse a prompt set (STR, GN, zero), one more per corruption that can (resample, mean),
+  which runs only where the plan found it defined. The cells the experiments already sweep are the
+  same Cells, so their files are read, never recomputed.
 - `practices_analysis` (one job) scores every practice, pools seeds, judges the paper's advice and
   writes practices_<task>.csv|md, figures/practices_<task>.png and practices_summary.md.
 
@@ -73,13 +75,14 @@ def _slug(text):
     return re.sub(r"[^A-Za-z0-9]+", "_", str(text)).strip("_")
 
 
-def _practice_sweep_rule(experiment, model, corruption, cells):
-    """The job that runs the grid's new cells of one corruption on one model (both engines, one load)."""
+def _practice_sweep_rule(experiment, model, group, cells):
+    """The job that runs one group of the grid's new cells on one model (both engines, one load)."""
     task = EXPERIMENTS[experiment]["task"]
+    suffix = f"_{_slug(group)}" if group else ""
 
     rule:
         name:
-            f"practices_sweep_{_slug(experiment)}_{_slug(model)}_{_slug(corruption)}"
+            f"practices_sweep_{_slug(experiment)}_{_slug(model)}{suffix}"
         input:
             prompts=LAYOUT.prompts(model, task),
             cache=LAYOUT.cache(model, task),
@@ -102,8 +105,8 @@ def _practice_sweep_rule(experiment, model, corruption, cells):
 
 
 for _experiment, _model in PRACTICE_RUNS:
-    for _corruption, _new_cells in new_sweeps(config, _experiment, _model).items():
-        _practice_sweep_rule(_experiment, _model, _corruption, _new_cells)
+    for _group, _new_cells in new_sweeps(config, _experiment, _model).items():
+        _practice_sweep_rule(_experiment, _model, _group, _new_cells)
 
 
 def _practice_raws(wildcards):

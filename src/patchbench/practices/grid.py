@@ -48,12 +48,15 @@ __all__ = [
     "RULES",
     "PracticePlan",
     "Sweep",
+    "UNCHECKED",
     "canonical_corruption",
+    "checks_prompts",
     "circuit_file",
     "existing_paths",
     "new_sweeps",
     "practice_plans",
     "seed_of",
+    "sweeps_of",
 ]
 
 #: The axes of a practice, in the order tables list them.
@@ -227,15 +230,27 @@ def existing_paths(config: Mapping[str, Any], model: str) -> set[str]:
     return out
 
 
+#: The job group of the corruptions whose sweeps do not depend on a check of the prompt set.
+UNCHECKED = ""
+
+
+def checks_prompts(corruption: str) -> bool:
+    """Whether a corruption can refuse a prompt set (its class has its own ``check``, e.g. resample's
+    templates): its sweeps then run only where the ``practices_plan`` checkpoint found it defined."""
+    return corruptions.parse(corruption)[0].check is not corruptions.Corruption.check
+
+
 def new_sweeps(config: Mapping[str, Any], experiment: str, model: str) -> dict[str, list[Cell]]:
-    """The grid's cells of ``experiment`` on ``model`` that no experiment computes, by canonical
-    corruption (the workflow runs each group as one job)."""
+    """The grid's cells of ``experiment`` on ``model`` that no experiment computes, in job groups: one
+    per corruption that checks the prompt set (:func:`checks_prompts`; its key is the canonical
+    corruption), one for all the others (key :data:`UNCHECKED`). The workflow runs each group as one job."""
     have = existing_paths(config, model)
     out: dict[str, list[Cell]] = {}
     for sweep in sweeps_of(config, experiment, model):
         if sweep.cell is None or sweep.cell.raw_path in have:
             continue
-        cells = out.setdefault(sweep.cell.corruption, [])
+        corruption = sweep.cell.corruption
+        cells = out.setdefault(corruption if checks_prompts(corruption) else UNCHECKED, [])
         if all(c.raw_path != sweep.cell.raw_path for c in cells):
             cells.append(sweep.cell)
     return out
