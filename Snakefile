@@ -4,6 +4,7 @@
     snakemake --cores 8 --configfile config/config.yaml   # paper suite (hub access or warm HF cache)
     snakemake --cores 2 table5                       # one table / figure by target name
     snakemake --cores 2 robustness                   # localization-robustness tables, figures, summary
+    snakemake --cores 2 practices                    # the practice benchmark against the organisms' circuits
 """
 
 from snakemake.utils import min_version
@@ -35,6 +36,7 @@ include: "workflow/rules/sweep.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/attribution.smk"
 include: "workflow/rules/robustness.smk"
+include: "workflow/rules/practices.smk"
 
 
 # `snakemake --report` opens on the robustness summary (each experiment's robust and fragile findings).

@@ -65,6 +65,8 @@ class Cell:
     config: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False, hash=False)
     #: denoising (the paper's) or noising (:mod:`patchbench.interventions.directions`)
     direction: str = directions.DEFAULT
+    #: attribution only: AtP*'s QK fix for this cell (None: the config's ``attribution.qk_fix``)
+    qk_fix_setting: bool | None = None
 
     # ------------------------------------------------------------------ identity and labels
     @property
@@ -100,6 +102,10 @@ class Cell:
         """The same cell estimated by another method (exact patching or attribution)."""
         return replace(self, method=method)
 
+    def with_qk_fix(self, qk_fix: bool) -> Cell:
+        """The same attribution cell with AtP*'s QK fix on or off, whatever ``attribution.qk_fix`` says."""
+        return replace(self, qk_fix_setting=bool(qk_fix))
+
     def reported(self) -> Cell:
         """The cell whose effects the tables and figures read: this one, by ``engine.method``."""
         return self.as_method(self.config["engine"]["method"])
@@ -107,6 +113,8 @@ class Cell:
     # ------------------------------------------------------------------ files
     def _file(self, kind: CellKind, suffix: str, *, log: bool = False) -> str:
         where = (self.model, self.task, self.intervention, self.site, self.position, self.window)
+        if kind == "attrib" and self.qk_fix:  # AtP*'s estimate beside the plain one: ``….qk.raw.parquet``
+            suffix = ".qk" + suffix
         return self.layout.cell_file(kind, *where, suffix, log=log)
 
     @property
@@ -195,14 +203,13 @@ class Cell:
 
     @property
     def qk_fix(self) -> bool:
-        """Whether attribution applies AtP*'s QK fix: ``attribution.qk_fix``, on whole-head sweeps only."""
+        """Whether attribution applies AtP*'s QK fix: :attr:`qk_fix_setting`, else ``attribution.qk_fix``;
+        on whole-head sweeps under a token-level corruption only (:func:`patchbench.qk_fix.qk_fix_applies`).
+        A QK-fixed cell's attribution files are named ``….qk.raw.parquet``, ``….qk.parquet``."""
         from patchbench.attribution import qk_fix_applies
 
-        return (
-            self.method == "attribution"
-            and bool(self.config["attribution"]["qk_fix"])
-            and qk_fix_applies(self)
-        )
+        wanted = self.config["attribution"]["qk_fix"] if self.qk_fix_setting is None else self.qk_fix_setting
+        return self.method == "attribution" and bool(wanted) and qk_fix_applies(self)
 
     @property
     def check_identities(self) -> bool:
@@ -230,7 +237,7 @@ class Cell:
         section = {**(cfg[cls.section] if cls.section else {}), **overrides}
         facts.update(cls.config_facts(cfg, section))
         if self.method == "attribution":
-            facts["attribution"] = {k: cfg["attribution"][k] for k in ("qk_fix", "k")}
+            facts["attribution"] = {"qk_fix": self.qk_fix, "k": cfg["attribution"]["k"]}
         return facts
 
     def fingerprint(self, **extra: Any) -> str:
@@ -244,7 +251,8 @@ class Cell:
         device, memory budget, init, arch; the task's entry; ``data_dir``, ``filter_correct`` and
         ``min_prompts`` (which prompts are patched); the engine settings other than
         ``engine.method`` (which picks the tables' method, not this cell's numbers); the noise
-        settings for GN cells; ``attribution.qk_fix`` and ``attribution.k`` for attribution cells.
+        settings for GN cells; whether the QK fix applies (:attr:`qk_fix`) and ``attribution.k`` for
+        attribution cells.
         It is a param of the cell's Snakemake rule (``common.smk``), so a config change reruns
         exactly the jobs of the cells it changes, and everything downstream of them. The prompt ids
         and the model weights, which the config does not know, reach Snakemake as the rule's file

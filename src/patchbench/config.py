@@ -249,14 +249,23 @@ def _check_references(cfg: Mapping[str, Any]) -> None:
                 f"(defined: {sorted(tasks)}); add `{exp['task']}: {{n_prompts: N}}`"
             )
         for value in exp["corruptions"]:
-            _check_corruption(cfg, name, value)
+            _check_corruption(cfg, f"config key 'experiments.{name}.corruptions'", value)
+    practices = cfg["practices"]
+    for name in practices["experiments"] or ():
+        if name not in cfg["experiments"]:
+            raise ConfigError(
+                f"config key 'practices.experiments': unknown experiment {name!r}; name experiments defined "
+                f"under `experiments:` ({', '.join(sorted(cfg['experiments']))}), or null for every experiment"
+            )
+    for value in practices["corruptions"]:
+        _check_corruption(cfg, "config key 'practices.corruptions'", value)
 
 
-def _check_corruption(cfg: Mapping[str, Any], experiment: str, value: str) -> None:
-    """Refuse a corruption value whose settings are unknown, mistyped or wrong for this config."""
+def _check_corruption(cfg: Mapping[str, Any], where: str, value: str) -> None:
+    """Refuse a corruption value whose settings are unknown, mistyped or wrong for this config
+    (``where`` names the config key that lists it)."""
     from patchbench.interventions import corruptions
 
-    where = f"config key 'experiments.{experiment}.corruptions'"
     try:
         cls, overrides = corruptions.parse(value)
         settings = {**(cfg[cls.section] if cls.section else {}), **overrides}

@@ -15,6 +15,9 @@ a per-model analysis frame                  ``R/analysis/{what}/{model}.{ext}``
 tables, figures, claims                     ``R/tables/{name}.{ext}``, ``F/{name}.{ext}``, ``R/claims.csv``
 an experiment's robustness on one model     ``R/tables/robustness_{experiment}_{model}{suffix}``,
                                             ``F/robustness_{experiment}_{model}.png``
+the practice benchmark                      ``R/tables/practices_{task}.csv|md``, ``F/practices_{task}.png``,
+                                            ``R/tables/practices_summary.md``; its plans
+                                            ``R/practices/plans/{model}/{experiment}.json``
 the report's front page                     ``R/robustness/summary.rst``
 a step's log                                ``R/logs/…`` (the same sub-path as its output)
 ==========================================  =====================================================
@@ -212,6 +215,24 @@ class Layout:
             k: self.result("tables", n) if k in ROBUSTNESS_TABLES else self.figure(n)
             for k, n in names.items()
         }
+
+    # ------------------------------------------------------------------ practice benchmark
+    def practice_plan(self, model: str, experiment: str) -> str:
+        """Which corruptions of the practice grid the prompt set of (model, experiment) takes (checkpoint)."""
+        return self.result("practices", "plans", model, f"{experiment}.json")
+
+    def practice_files(self, task: str) -> dict[str, str]:
+        """The practice benchmark's table (CSV, Markdown) and figure of one task."""
+        name = f"practices_{task}"
+        return {
+            "csv": self.table(name, "csv"),
+            "md": self.table(name, "md"),
+            "png": self.figure_file(name, "png"),
+        }
+
+    def practice_summary(self) -> str:
+        """The practice benchmark's verdicts on the paper's advice."""
+        return self.table("practices_summary", "md")
 
     def front_page(self) -> str:
         """The Snakemake report's front page, written from every experiment's robustness facts."""

@@ -20,7 +20,7 @@ from patchbench.interventions.sites import SITES
 from patchbench.lm import LM
 from patchbench.sites import SweepSpec
 
-__all__ = ["check_qk_fix", "qk_fix_applies", "qk_fix_hooks", "qk_fixed_heads"]
+__all__ = ["NOT_DEFINED", "check_qk_fix", "qk_fix_applies", "qk_fix_hooks", "qk_fixed_heads"]
 
 
 def qk_fix_hooks(layers: Sequence[int]) -> list[str]:
@@ -35,15 +35,21 @@ def qk_fix_applies(spec: Any) -> bool:
     return SITES[spec.site].shortcut and spec.position == "all" and kind == "tokens"
 
 
+#: Why the QK fix is not defined for a sweep that :func:`qk_fix_applies` rejects.
+NOT_DEFINED = (
+    "AtP*'s nodes are a head's queries, keys and values at every position, under a corruption that "
+    "changes the tokens the run reads; this sweep is not whole head outputs at every position under a "
+    "token-level corruption (one whose corrupted run reads other tokens or noise)"
+)
+
+
 def check_qk_fix(model: LM, spec: SweepSpec) -> None:
     """Refuse the QK fix where it is not defined (InputError naming the sweep and why)."""
     shape = model.shape
     if not qk_fix_applies(spec):
         raise InputError.of(
             f"qk_fix on sweep {spec.label}",
-            "AtP*'s nodes are a head's queries, keys and values at every position, under a corruption that "
-            "changes the tokens the run reads; this sweep is not whole head outputs at every position under a "
-            "token-level corruption (one whose corrupted run reads other tokens or noise)",
+            NOT_DEFINED,
             "use qk_fix=False (config attribution.qk_fix: false) for it",
         )
     bad = []

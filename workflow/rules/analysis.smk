@@ -14,6 +14,7 @@ model_job_resources; it defines ``analysis_targets()`` for ``rule all``.
 from types import SimpleNamespace
 
 from patchbench.analysis.ioi_classes import GPT2_SMALL_ALIASES
+from patchbench.practices.grid import circuit_file
 
 
 # ----------------------------------------------------------------------------- selection helpers
@@ -85,15 +86,11 @@ GPT2_SMALL_HEADS = str(Path(workflow.basedir, "data", "ioi_heads_gpt2_small.json
 
 def known_circuit_file(model, task):
     """The known-circuit JSON for (model, task), or None: models.<name>.circuit, Wang et al.'s
-    GPT-2-small heads for the IOI tasks, or a toy model's `circuit.json` beside its weights."""
-    configured = config["models"][model]["circuit"]
-    if configured:
-        return configured
-    if _is_gpt2_small(model) and task.startswith("ioi"):
+    GPT-2-small heads for the IOI tasks, or the `circuit.json` beside a toy or local model's weights
+    (patchbench.practices.grid.circuit_file)."""
+    if not config["models"][model]["circuit"] and _is_gpt2_small(model) and task.startswith("ioi"):
         return GPT2_SMALL_HEADS
-    spec = model_spec(model)
-    beside = Path(spec.path, "circuit.json") if spec.source == "toy" and spec.path else None
-    return str(beside) if beside is not None and beside.is_file() else None
+    return circuit_file(config, model)
 
 
 def _classes_input(wildcards):

@@ -169,7 +169,7 @@ def toy_accuracy_targets():
 
 def all_targets():
     """Everything `rule all` builds: effects of every experiment, accuracies, the analysis outputs,
-    the robustness outputs and the report's front page."""
+    the robustness outputs, the report's front page and the practice benchmark."""
     return (
         all_effects()
         + all_accuracy()
@@ -177,4 +177,5 @@ def all_targets():
         + analysis_targets()
         + agreement_targets()
         + robustness_targets()
+        + practices_targets()
     )

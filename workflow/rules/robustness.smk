@@ -21,7 +21,6 @@ known_circuit_file. Defines robustness_targets() for all_targets().
 
 import os
 
-
 def robustness_plan():
     """What the job reads and writes, per (experiment, model) in the config's order (the front
     page's order): the task, the raw frames of its cells (the method the tables report,

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from patchbench.analysis.labels import metric_short
-from patchbench.analysis.robustness.grid import GridDraws, RobustnessSettings, _interval
+from patchbench.analysis.robustness.grid import GridDraws, RobustnessSettings, percentile_interval
 from patchbench.analysis.robustness.verdict import cell_summary
 from patchbench.config import default
 
@@ -159,7 +159,7 @@ def _sliding_peaks(grid: GridDraws, summary: pd.DataFrame) -> list[dict]:
                 with np.errstate(divide="ignore", invalid="ignore"):
                     ratio = grid.point[iw][on].max() / summed_p[on].max()
                     ratios = grid.draws[iw][:, on].max(axis=1) / summed_d[:, on].max(axis=1)
-                lo, hi = _interval(ratios, s.ci)
+                lo, hi = percentile_interval(ratios, s.ci)
                 if not lo > 1.0:
                     continue
                 row = at.loc[(corr, metric, w, names[peak])]

@@ -162,9 +162,12 @@ def _check_cells(cells: pd.DataFrame, what: Sequence[str]) -> None:
         )
 
 
-def _without_attrs(df: pd.DataFrame) -> pd.DataFrame:
-    out = df.copy(deep=False)
-    out.attrs = {}
+def light_frame(raw: pd.DataFrame) -> pd.DataFrame:
+    """A shallow copy of a raw frame whose metadata keeps only what the metrics read (its direction,
+    :func:`patchbench.rawframe.direction_of`): its slices then do not deep-copy the rest, and a noising
+    sweep's effects keep their sign."""
+    out = raw.copy(deep=False)
+    out.attrs = {"patchbench": {"direction": direction_of(metadata(raw))}}
     return out
 
 
@@ -177,6 +180,15 @@ def _spans(raw: pd.DataFrame, comps: pd.DataFrame, window: int) -> pd.DataFrame:
         "window": window, "component": comps.loc[pat.loc[ab.index, "target"], "component"].to_numpy(),
         "start": ab[0].astype(np.int64).to_numpy(), "stop": ab[1].astype(np.int64).to_numpy(),
     })  # fmt: skip
+
+
+def resample_counts(n_prompts: int, settings: RobustnessSettings) -> np.ndarray:
+    """The bootstrap's prompt resamples: (B, P) multinomial counts, B = ``settings.n_boot`` resamples of
+    ``n_prompts`` prompts drawn with replacement, seeded by ``settings.seed``. Every analysis that
+    resamples prompts (:func:`bootstrap_grid`, the practice benchmark) draws them here, so frames of
+    the same prompts see the same resamples."""
+    rng = np.random.default_rng(settings.seed)
+    return rng.multinomial(n_prompts, np.full(n_prompts, 1.0 / n_prompts), size=settings.n_boot)
 
 
 def bootstrap_grid(
@@ -201,17 +213,14 @@ def bootstrap_grid(
     metas = [_raw_meta(r, w) for r, w in zip(raws, what, strict=True)]
     _one_experiment(metas, what)
     ms = tuple(metrics) if metrics is not None else metrics_for(metas[0]["task"])
-    bare = [_without_attrs(r) for r in raws]  # slices would deep-copy the metadata
-    terms = [prompt_terms(r, ms, direction_of(metadata(raw))) for r, raw in zip(bare, raws, strict=True)]
+    bare = [light_frame(r) for r in raws]
+    terms = [prompt_terms(r, ms) for r in bare]
     comp_frames = [components(r).set_index("target") for r in raws]
     first = comp_frames[0].loc[terms[0].targets]
     comps = _component_frame(first["component"], first["layer"], first["head"], first["position"])
     order = {c: i for i, c in enumerate(comps["component"])}
     union = np.unique(np.concatenate([t.prompts for t in terms]))
-    rng = np.random.default_rng(settings.seed)
-    counts = rng.multinomial(
-        len(union), np.full(len(union), 1.0 / len(union)), size=settings.n_boot
-    )  # (B, P)
+    counts = resample_counts(len(union), settings)  # (B, P)
     points, draws, rows, spans = [], [], [], []
     for raw, t, cf, meta, w in zip(bare, terms, comp_frames, metas, what, strict=True):
         names_t = cf.loc[t.targets, "component"].to_numpy()
@@ -309,7 +318,8 @@ def normal_grid(
     )
 
 
-def _interval(x: np.ndarray, ci: float) -> tuple[float, float]:
+def percentile_interval(x: np.ndarray, ci: float) -> tuple[float, float]:
+    """The percentile interval at level ``ci`` of the finite values of ``x`` (NaN, NaN when there are none)."""
     x = x[np.isfinite(x)]
     if not len(x):
         return float("nan"), float("nan")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from patchbench.analysis.robustness.grid import AXES, GridDraws, RobustnessError, _interval, _labels
+from patchbench.analysis.robustness.grid import AXES, GridDraws, RobustnessError, _labels, percentile_interval
 
 
 # ----------------------------------------------------------------------------- known circuit
@@ -173,8 +173,8 @@ def score_circuit(grid: GridDraws, circuit: KnownCircuit) -> pd.DataFrame:
                 "cell": labels[c], **{a: grid.cells.iloc[c][a] for a in AXES}, "class": cls,
                 "size": int(mask.sum()), "detected": int(n_det_p), "found": ", ".join(found),
                 "precision": float(prec_p),
-                **dict(zip(("precision_low", "precision_high"), _interval(prec_d, s.ci), strict=True)),
+                **dict(zip(("precision_low", "precision_high"), percentile_interval(prec_d, s.ci), strict=True)),
                 "recall": float(rec_p),
-                **dict(zip(("recall_low", "recall_high"), _interval(rec_d, s.ci), strict=True)),
+                **dict(zip(("recall_low", "recall_high"), percentile_interval(rec_d, s.ci), strict=True)),
             })  # fmt: skip
     return pd.DataFrame(rows)
