@@ -55,7 +55,18 @@ def _heads(text: str) -> tuple[tuple[int, int], ...]:
         heads = ()
     if not heads or any(a < 0 or b < 0 for a, b in heads):
         raise argparse.ArgumentTypeError(f"expects L.H,L.H,... (e.g. 7.3,7.9), got {text!r}")
+    _once(heads, [f"{a}.{b}" for a, b in heads], "head")
     return heads
+
+
+def _once(items: Sequence, names: Sequence[str], what: str) -> None:
+    """Refuse a repeated item of a list flag (it would enter the 2-SD statistics twice)."""
+    twice = sorted({n for x, n in zip(items, names, strict=True) if list(items).count(x) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(
+            f"{what}s {', '.join(twice)} given more than once: a repeated target would enter the 2-SD statistics "
+            f"twice; list each {what} once"
+        )
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -67,6 +78,7 @@ def _ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(
             f"expects comma-separated layer indices >= 0 (e.g. 0,1,2), got {text!r}"
         )
+    _once(out, [str(x) for x in out], "layer")
     return out
 
 
@@ -257,6 +269,7 @@ def _robustness(args: argparse.Namespace) -> None:
     from patchbench.analysis.robustness_report import analyse, write_experiment
     from patchbench.errors import InputError, MissingInputError
     from patchbench.layout import ROBUSTNESS_FIGURES, Layout
+    from patchbench.preflight import check_distinct_paths
     from patchbench.rawframe import read_frame
 
     metrics = _metrics(args.metrics)
@@ -269,6 +282,11 @@ def _robustness(args: argparse.Namespace) -> None:
             )
     if args.circuit is not None and not args.circuit.is_file():
         raise MissingInputError.of(f"--circuit {args.circuit}", "does not exist", "give a circuit JSON file")
+    twice = sorted({str(p) for p in args.frames if [q.resolve() for q in args.frames].count(p.resolve()) > 1})
+    if twice:
+        raise InputError.of(
+            f"frames {twice}", "are given more than once: one cell would count twice", "pass each frame once"
+        )
     frames = [read_frame(p) for p in args.frames]
     given = {"raw" if "run" in f.columns else "effects" if "effect" in f.columns else "?" for f in frames}
     if given not in ({"raw"}, {"effects"}):
@@ -276,6 +294,14 @@ def _robustness(args: argparse.Namespace) -> None:
             f"{[str(p) for p in args.frames]}: pass raw sweep frames (results/sweeps/...) or effects files "
             "(results/effects/...) of one experiment, not a mix or other files"
         )
+    task, site, positions, model = _frame_identity(frames[0])
+    name = args.name or f"{task}_{site}-{positions}"
+    names = Layout.robustness_names(name, model or "model")
+    kinds = [k for k in names if not (args.no_figure and k in ROBUSTNESS_FIGURES)]
+    check_distinct_paths(
+        {**{f"frame {p}": p for p in args.frames}, "--circuit": args.circuit},
+        {f"output {names[k]}": args.out / names[k] for k in kinds},
+    )
     settings = RobustnessSettings(n_boot=args.n_boot, ci=args.ci, seed=args.seed)
     labels = [str(p) for p in args.frames]
     if given == {"raw"}:
@@ -286,14 +312,26 @@ def _robustness(args: argparse.Namespace) -> None:
             "pass the raw sweep frames for the bootstrap"
         )
         grid = normal_grid(frames, settings, names=labels)
-    cell = grid.cells.iloc[0]
-    name = args.name or f"{cell['task']}_{cell['site']}-{cell['positions']}"
-    circuit = read_known_circuit(args.circuit, str(cell["task"])) if args.circuit else None
-    names = Layout.robustness_names(name, str(cell["model"]) or "model")
-    kinds = [k for k in names if not (args.no_figure and k in ROBUSTNESS_FIGURES)]
+    circuit = read_known_circuit(args.circuit, task) if args.circuit else None
     paths = write_experiment(analyse(name, grid, circuit), {k: args.out / names[k] for k in kinds})
     for p in paths.values():
         print(p)
+
+
+def _frame_identity(frame) -> tuple[str, str, str, str]:
+    """(task, site, position mode, model) of a raw frame (its metadata) or an effects frame (its columns)."""
+    from patchbench.rawframe import metadata, position_mode
+
+    if "effect" in frame.columns and len(frame):
+        row = frame.iloc[0]
+        return str(row["task"]), str(row["site"]), str(row.get("positions", "all")), str(row["model"])
+    meta = metadata(frame)
+    return (
+        str(meta.get("task", "")),
+        str(meta.get("site", "")),
+        position_mode(meta),
+        str(meta.get("model", "")),
+    )
 
 
 def _write_effects(raw, out: Path, metrics: tuple[str, ...] | None, k: float) -> None:
@@ -321,14 +359,20 @@ def _sweep(args: argparse.Namespace) -> None:
     from patchbench.engine.cache import required_hooks, usable_cache
     from patchbench.engine.sweep import run_sweep
     from patchbench.errors import InputError, MissingInputError
-    from patchbench.preflight import check_output_path, check_spec
+    from patchbench.preflight import check_distinct_paths, check_output_path, check_spec
     from patchbench.prompts import PromptSet
     from patchbench.rawframe import write_frame
     from patchbench.sites import SweepSpec
+    from patchbench.tasks import check_answers
 
     check_output_path(args.out, "--out")
     if args.effects is not None:
         check_output_path(args.effects, "--effects")
+    check_distinct_paths(
+        {"--prompts": args.prompts, "--clean-cache": args.clean_cache, **_model_files(args.model)},
+        {"--out": args.out, "--effects": args.effects},
+        {"--checkpoint-dir": args.checkpoint_dir},
+    )
     metrics = _metrics(args.metrics)
     if args.checkpoint_dir is not None and args.checkpoint_dir.exists() and not args.checkpoint_dir.is_dir():
         raise InputError.of(
@@ -354,6 +398,7 @@ def _sweep(args: argparse.Namespace) -> None:
     except ValueError as err:
         raise InputError(f"the sweep's flags do not fit together: {err}") from None
     prompts = PromptSet.from_parquet(args.prompts)
+    check_answers(prompts)
     model = load_model_for_cli(args.model, dtype=args.dtype, device=args.device)
     check_spec(spec, model, prompts, f"--model {args.model}")
     clean = None
@@ -376,11 +421,20 @@ def _sweep(args: argparse.Namespace) -> None:
         _write_effects(raw, args.effects, metrics, PAPER_K)
 
 
+def _model_files(model: str) -> dict[str, Path]:
+    """The files of ``--model`` when it names a directory (inputs no output may overwrite)."""
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        return {}
+    return {f"--model file {p.name}": p for p in sorted(path.iterdir()) if p.is_file()}
+
+
 def _effects(args: argparse.Namespace) -> None:
-    from patchbench.preflight import check_output_path
+    from patchbench.preflight import check_distinct_paths, check_output_path
     from patchbench.rawframe import read_frame
 
     check_output_path(args.out, "--out")
+    check_distinct_paths({"raw frame": args.raw}, {"--out": args.out})
     metrics = _metrics(args.metrics)
     _write_effects(read_frame(args.raw), args.out, metrics, args.k)
 

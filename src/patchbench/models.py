@@ -120,13 +120,29 @@ class ModelSpec:
             ) from None
 
 
+def device_missing(device: str) -> str | None:
+    """Why ``device`` (``cpu``, ``cuda[:i]``, ``mps``; not ``auto``) cannot be used on this machine, or None."""
+    if device.startswith("cuda"):
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= n:
+            return f"this machine has {n} visible CUDA device(s) (torch {torch.__version__})"
+    if device == "mps" and not torch.backends.mps.is_available():
+        return "this machine has no MPS (Apple GPU) device"
+    return None
+
+
 def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; anything else is returned unchanged."""
+    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; anything else is returned unchanged
+    when this machine has it (an InputError naming the device otherwise)."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(
-            f"config asks for device {device!r} but no CUDA device is visible; use 'auto' or 'cpu'"
+    missing = device_missing(device)
+    if missing:
+        raise InputError.of(
+            f"device {device!r}",
+            missing,
+            "use device: auto (the GPU when there is one, else the CPU) or cpu, or run where the GPU is",
         )
     return device
 
@@ -164,6 +180,53 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 
+def known_hub_names() -> list[str]:
+    """The model names TransformerLens knows: official Hugging Face names and their aliases."""
+    from transformer_lens.supported_models import MODEL_ALIASES, OFFICIAL_MODEL_NAMES
+
+    return sorted({*OFFICIAL_MODEL_NAMES, *(a for aliases in MODEL_ALIASES.values() for a in aliases)})
+
+
+def _not_found(spec: ModelSpec, detail: str = "") -> ModelNotFoundError:
+    """Why a hub model could not be had offline: an unknown name (with the closest known ones), or a
+    known one that is not in the local cache."""
+    import difflib
+
+    name = spec.hub_name or spec.name
+    cache = f"HF_HUB_CACHE={_hub_cache_dir()}"
+    fix_cache = (
+        "go online once (or copy a warm cache there and set HF_HUB_OFFLINE=1), or point the model at a local "
+        "save_pretrained directory with `source: local` and `path:`, or run the offline demo config "
+        "(snakemake --configfile config/demo.yaml)"
+    )
+    if name in known_hub_names():
+        problem = f"{name!r} is a known model but is not in the local Hugging Face cache ({cache})"
+        return ModelNotFoundError.of(f"model {spec.name!r}", problem + detail, fix_cache)
+    close = difflib.get_close_matches(name, known_hub_names(), n=3, cutoff=0.6)
+    problem = (
+        f"unknown model name {name!r}: TransformerLens knows no model of that name and the local cache "
+        f"({cache}) has no repository of it"
+    )
+    fix = (
+        f"did you mean {' or '.join(map(repr, close))}? Correct hub_name, or "
+        if close
+        else "Correct hub_name, or "
+    )
+    return ModelNotFoundError.of(f"model {spec.name!r}", problem + detail, fix + fix_cache)
+
+
+def check_hub_model(spec: ModelSpec) -> None:
+    """Offline (``HF_HUB_OFFLINE``), refuse a hub model that is not in the local cache, saying whether its
+    name is unknown; online the job downloads it."""
+    from patchbench.lm import official_name
+    from patchbench.staleness import cached_commit
+
+    if spec.source != "hub" or not _offline():
+        return
+    if cached_commit(official_name(spec.hub_name or spec.name)) is None:
+        raise _not_found(spec)
+
+
 def _load_hub(spec: ModelSpec, device: str) -> LM:
     from patchbench.lm import load_hub
 
@@ -175,12 +238,13 @@ def _load_hub(spec: ModelSpec, device: str) -> LM:
         OSError,
         ValueError,
     ) as err:  # hub errors surface as OSError subclasses; unknown names as ValueError
+        if _offline():
+            raise _not_found(spec, f" ({type(err).__name__}: {err})") from err
         raise ModelNotFoundError(
             f"model {spec.name!r}: could not load {name!r} from the Hugging Face hub or its cache "
             f"(looked in HF_HUB_CACHE={_hub_cache_dir()}): {type(err).__name__}: {err}. "
-            "Fix: go online once (or copy a warm cache there and set HF_HUB_OFFLINE=1), or point the model "
-            "at a local save_pretrained directory with `source: local` and `path:`, or run the offline demo "
-            "config (snakemake --configfile config/demo.yaml)."
+            "Fix: check the name (hub_name), go online, or point the model at a local save_pretrained directory "
+            "with `source: local` and `path:`."
         ) from err
 
 
@@ -194,6 +258,9 @@ def _load_local(spec: ModelSpec, device: str) -> LM:
             "Fix: save one there with `model.save_pretrained(path)` and `tokenizer.save_pretrained(path)`, "
             "or correct `path:` in the config."
         )
+    from patchbench.preflight import check_weights_fit
+
+    check_weights_fit(spec)
     try:
         return load_transformers(
             str(path), dtype=spec.torch_dtype, device=device, tokenizer=load_tokenizer(spec)
@@ -271,6 +338,8 @@ def load_tokenizer(spec: ModelSpec):
         try:
             where = hub_tokenizer_name(where)
         except (OSError, ValueError) as err:
+            if _offline():
+                raise _not_found(spec, f" ({type(err).__name__}: {err})") from err
             raise ModelNotFoundError(
                 f"model {spec.name!r}: no config for {where!r} in the hub or its cache "
                 f"(HF_HUB_CACHE={_hub_cache_dir()}): {err}"
@@ -278,6 +347,8 @@ def load_tokenizer(spec: ModelSpec):
     try:
         tok = AutoTokenizer.from_pretrained(str(where))
     except OSError as err:
+        if spec.source == "hub" and _offline():
+            raise _not_found(spec, f" ({type(err).__name__}: {err})") from err
         raise ModelNotFoundError(
             f"model {spec.name!r}: no tokenizer found at {where!r} (hub cache {_hub_cache_dir()}): {err}. "
             "Fix: save the tokenizer into the model directory with tokenizer.save_pretrained(path), "

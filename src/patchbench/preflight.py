@@ -15,11 +15,15 @@ config fails before any job runs), each job script before it loads or computes a
   model's config when it can be read without loading the model: toy settings, a toy ``arch``, a
   local directory's ``config.json``; else from the loaded model, in the job);
 * model directories: missing, not a directory, ``config.json`` missing or not JSON, no weights,
-  unreadable weights, no tokenizer;
+  unreadable weights, no tokenizer; when the model is loaded, weights that do not fit its
+  ``config.json`` (a tensor of another shape, tensors missing or left over: :func:`check_weights_fit`,
+  naming the first);
 * prompt sets: empty, ids outside the vocabulary, prompts longer than the context, an answer
   that is also a wrong answer, missing values (:class:`patchbench.prompts.PromptSet`), named
   positions the set does not have;
-* command-line values: output paths that are directories, unknown metrics.
+* command-line values: output paths that are directories, unknown metrics, an output path that
+  names one of the command's inputs or another of its outputs (:func:`check_distinct_paths`,
+  compared after following symbolic links).
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ from patchbench.errors import InputError, MissingInputError
 __all__ = [
     "ModelDims",
     "check_cells",
+    "check_device",
+    "check_distinct_paths",
+    "check_weights_fit",
     "check_fits",
     "check_job",
     "check_metrics",
@@ -65,23 +72,57 @@ def check_workflow_config(config: dict[str, Any], files: Sequence[str | Path] = 
     directories and every experiment against the models whose shape is known without loading them.
     """
     from patchbench.cell import cells_of
+    from patchbench.models import check_hub_model
 
     for f in files:
         read_yaml(f)
     validate_config(config)
     check_task_options(config)
+    _check_min_prompts(config)
     _check_toy_settings(config)
     cells = cells_of(config)
     for name in sorted({c.model for cs in cells.values() for c in cs}):
         spec = _model_spec(config, name)
         if not _built_by_workflow(config, name):
             check_model_dir(spec)
+        check_device(config, name)
+        check_hub_model(spec)
     for experiment, cs in cells.items():
         for model in dict.fromkeys(c.model for c in cs):
             dims = config_dims(config, model)
             if dims is not None:
                 check_cells([c for c in cs if c.model == model], dims, f"experiment {experiment!r}")
     return cells
+
+
+def _check_min_prompts(config: Mapping[str, Any]) -> None:
+    """Refuse ``min_prompts`` above a patched task's ``n_prompts``: no set of it could have enough."""
+    used = {e["task"] for e in config["experiments"].values()}
+    for task in sorted(used):
+        n = config["tasks"][task]["n_prompts"]
+        if n < config["min_prompts"]:
+            raise ConfigError.of(
+                "config key 'min_prompts'",
+                f"{config['min_prompts']} is above tasks.{task}.n_prompts ({n}); the {task} prompt set can never reach it",
+                f"lower min_prompts to at most {n} or raise tasks.{task}.n_prompts",
+            )
+
+
+def check_device(config: Mapping[str, Any], name: str) -> None:
+    """Refuse a model whose ``device`` this machine lacks when no job of it can get one elsewhere
+    (``resources.gpu: 0``: a local run, or a cluster job that asks for no GPU)."""
+    from patchbench.models import device_missing
+
+    entry = config["models"][name]
+    device = entry["device"]
+    missing = None if device == "auto" else device_missing(device)
+    if missing and int(entry["resources"]["gpu"]) == 0:
+        raise ConfigError.of(
+            f"config key 'models.{name}.device'",
+            f"{device!r}, but {missing} and models.{name}.resources.gpu is 0, so no job of it gets one",
+            "use device: auto (the GPU when there is one, else the CPU) or cpu; where jobs run on GPU nodes "
+            f"(profiles/slurm), set models.{name}.resources.gpu: 1",
+        )
 
 
 def _model_spec(config: Mapping[str, Any], name: str):
@@ -302,6 +343,83 @@ def check_model_dir(spec: Any, weights: bool = True) -> None:
         _check_safetensors(path / name, key, fix_dir)
 
 
+Shapes = dict[str, tuple[str, list[int]]]
+
+
+def weights_mismatch(
+    found: Shapes,
+    expected: dict[str, list[int]],
+    tied: Mapping[str, Sequence[str]] = {},
+    config: str = "config.json",
+) -> str | None:
+    """What is wrong when weights ``found`` (name -> (file, shape)) are loaded into a model whose config
+    gives ``expected`` (name -> shape): the first tensor of another shape, else the tensors the weights
+    lack (``tied``: names sharing one tensor, any one of them is enough) or hold in excess; None if they fit."""
+    for name, shape in expected.items():
+        if name in found and list(found[name][1]) != list(shape):
+            file, has = found[name]
+            return f"tensor {name!r} in {file} has shape {list(has)}, but {config} gives {list(shape)}"
+    missing = [n for n in expected if n not in found and not any(t in found for t in tied.get(n, ()))]
+    if missing:
+        return (
+            f"{config} describes {len(missing)} tensor(s) the weights lack (first: {missing[0]!r}): they would be "
+            "initialised randomly (a model with more layers or another architecture than the weights)"
+        )
+    extra = [n for n in found if n not in expected]
+    if extra:
+        return (
+            f"the weights hold {len(extra)} tensor(s) that {config} does not describe (first: {extra[0]!r} in "
+            f"{found[extra[0]][0]}): they would be ignored (a model with fewer layers than the weights)"
+        )
+    return None
+
+
+def check_weights_fit(spec: Any) -> None:
+    """Refuse a ``save_pretrained`` directory whose safetensors weights do not fit its ``config.json``,
+    naming the first mismatching tensor. The model is built on the meta device (no memory, no
+    weights read), and only the files' headers are read; ``.bin`` weights are left to the loader."""
+    import re
+
+    import torch
+    import transformers
+    from safetensors import safe_open
+
+    path = Path(spec.path)
+    found: Shapes = {}
+    for f in sorted(path.glob("*.safetensors")):
+        with safe_open(str(f), "pt") as sf:
+            for k in sf.keys():
+                found[k] = (f.name, list(sf.get_slice(k).get_shape()))
+    if not found:
+        return
+    try:
+        cfg = transformers.AutoConfig.from_pretrained(str(path))
+        with torch.device("meta"):
+            model = transformers.AutoModelForCausalLM.from_config(cfg)
+    except Exception:  # noqa: BLE001  (an architecture transformers cannot build: the loader says why)
+        return
+    expected = {k: list(v.shape) for k, v in model.state_dict().items()}
+    prefix = f"{model.base_model_prefix}."
+    if not set(found) & set(expected):  # saved from the base model: names without its prefix
+        found = {prefix + k: v for k, v in found.items()}
+    groups: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(p), []).append(name)
+    tied = {n: g for g in groups.values() for n in g}
+    skip_missing = [re.compile(p) for p in getattr(model, "_keys_to_ignore_on_load_missing", None) or ()]
+    skip_extra = [re.compile(p) for p in getattr(model, "_keys_to_ignore_on_load_unexpected", None) or ()]
+    expected = {k: v for k, v in expected.items() if k in found or not any(r.search(k) for r in skip_missing)}
+    found = {k: v for k, v in found.items() if k in expected or not any(r.search(k) for r in skip_extra)}
+    problem = weights_mismatch(found, expected, tied, str(path / "config.json"))
+    if problem:
+        raise InputError.of(
+            f"model {spec.name!r} (source: {spec.source})",
+            problem,
+            f"{path} mixes two models: save the model and its config together (model.save_pretrained(path)), or "
+            "restore the config.json that came with these weights",
+        )
+
+
 def _check_safetensors(path: Path, key: str, fix: str) -> None:
     from safetensors import safe_open
 
@@ -395,3 +513,52 @@ def check_output_path(path: str | Path, what: str) -> Path:
             f"{what} {path}", f"{parent} is a file, not a directory", "choose another output path"
         )
     return path
+
+
+def _resolved(path: Path) -> Path:
+    """``path`` made absolute with every symbolic link followed (also when the file does not exist yet)."""
+    return Path(path).expanduser().resolve(strict=False)
+
+
+def check_distinct_paths(
+    inputs: Mapping[str, str | Path | None],
+    outputs: Mapping[str, str | Path | None],
+    owned_dirs: Mapping[str, str | Path | None] | None = None,
+) -> None:
+    """Refuse a command that would overwrite one of its own inputs, or write two outputs to one path.
+
+    ``inputs`` and ``outputs`` map what names a path (a flag: ``--prompts``) to the path (None:
+    not given). Paths are compared resolved (absolute, symbolic links followed), so a link or a
+    ``./`` spelling cannot hide that two names are one file. ``owned_dirs`` are directories a
+    command empties or rewrites (``--checkpoint-dir``): no input or output may lie in one.
+    """
+    seen_out: dict[Path, str] = {}
+    ins = {_resolved(Path(p)): what for what, p in inputs.items() if p is not None}
+    for what, p in outputs.items():
+        if p is None:
+            continue
+        r = _resolved(Path(p))
+        if r in ins:
+            raise InputError.of(
+                f"{what} {p}",
+                f"is the same file as {ins[r]} ({r}): writing it would destroy that input before or while it is read",
+                f"give {what} another path",
+            )
+        if r in seen_out:
+            raise InputError.of(
+                f"{what} {p}",
+                f"is the same file as {seen_out[r]} ({r}): one of the two outputs would overwrite the other",
+                f"give {what} and {seen_out[r]} different paths",
+            )
+        seen_out[r] = what
+    for name, d in (owned_dirs or {}).items():
+        if d is None:
+            continue
+        rd = _resolved(Path(d))
+        for r, what in {**ins, **seen_out}.items():
+            if r.parent == rd or r == rd:
+                raise InputError.of(
+                    f"{what} {r}",
+                    f"lies in {name} {d}, whose files the sweep replaces (a checkpoint of another sweep is emptied)",
+                    f"keep {what} outside {name}",
+                )

@@ -255,10 +255,14 @@ def read_frame(path: str | Path) -> pd.DataFrame:
     A missing or unreadable file is an :class:`~patchbench.errors.InputError` naming it.
     """
     path = Path(path)
-    rebuild = f"rebuild it with the workflow (snakemake {path}) or the command that wrote it"
+    rebuild = (
+        f"rebuild it: delete it and run snakemake again (or: snakemake --cores 1 --forcerun {path}), "
+        "or rerun the command that wrote it"
+    )
     if not path.is_file():
         problem = "a directory, not a frame file" if path.is_dir() else "does not exist"
-        raise MissingInputError.of(str(path), problem, rebuild)
+        build = f"build it with the workflow (snakemake --cores 1 {path}) or the command that writes it"
+        raise MissingInputError.of(str(path), problem, rebuild if path.is_dir() else build)
     try:
         table = pq.read_table(path)
         meta = json.loads((table.schema.metadata or {}).get(KEY, b"{}"))

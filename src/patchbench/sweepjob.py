@@ -17,7 +17,7 @@ only that cell). Every raw frame records its fingerprint in its metadata.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -54,9 +54,21 @@ def load_job(
 
 
 def run_cell(
-    cell: Cell, model, prompts: PromptSet, clean: dict[str, torch.Tensor], log: logging.Logger
+    cell: Cell,
+    model,
+    prompts: PromptSet,
+    clean: dict[str, torch.Tensor],
+    log: logging.Logger,
+    records: Mapping[str, str] | None = None,
 ) -> None:
-    """Run one cell and write its frames to the cell's paths."""
+    """Run one cell and write its frames to the cell's paths; each frame records its fingerprint
+    from ``records`` (output path -> fingerprint, the workflow's; :func:`patchbench.staleness.record`)."""
+    from patchbench.staleness import record
+
+    def recorded(frame, path: str):
+        frame.attrs["patchbench"] = record(dict(frame.attrs.get("patchbench", {})), (records or {}).get(path))
+        return frame
+
     if cell.method == "exact":
         from patchbench.engine.sweep import run_sweep
 
@@ -70,16 +82,16 @@ def run_cell(
             checkpoint_dir=cell.chunks_dir,
             check_identities=cell.check_identities,
         )
-        write_frame(raw, cell.raw_path)
+        write_frame(recorded(raw, cell.raw_path), cell.raw_path)
         log.info("wrote %d rows to %s", len(raw), cell.raw_path)
         return
     from patchbench.detection import detect
     from patchbench.metrics import effects
 
     raw = _attribution_raw(cell, model, prompts, clean, log)
-    write_frame(raw, cell.raw_path)
     eff = detect(effects(raw, metrics=cell.metrics), cell.detection_k)
-    write_frame(eff, cell.effects_path)
+    write_frame(recorded(raw, cell.raw_path), cell.raw_path)
+    write_frame(recorded(eff, cell.effects_path), cell.effects_path)
     log.info(
         "attribution %s %s w%s: %d components x %d metrics; detected: %s",
         cell.corruption,

@@ -15,7 +15,6 @@ then runs.
 
 from pathlib import Path
 
-from patchbench.tasks import TASKS
 from patchbench.upstream import SOURCES
 
 
@@ -24,8 +23,8 @@ def mirror_file(relpath):
 
 
 def task_data_files(wildcards):
-    """The data files the prompts rule of a task reads (inputs, so that data rules run first)."""
-    return [str(Path(config["data_dir"], f)) for f in TASKS[wildcards.task].files]
+    """The files the prompts rule of a task reads (inputs, so that data rules run first)."""
+    return task_files(config, wildcards.task)
 
 
 rule data_mirror:

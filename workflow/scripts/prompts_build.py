@@ -17,7 +17,8 @@ with rule_log(sm.log[0]) as log:
         Path(sm.params.data_dir),
         n_prompts=task["n_prompts"],
         seed=task["seed"],
+        allow_fewer=task["allow_fewer"],
         **task["options"],
     )
-    prompts.to_parquet(sm.output[0])
+    prompts.to_parquet(sm.output[0], job_fingerprint=sm.params.fingerprint)
     log.info("%s: %d prompts for %s -> %s", sm.wildcards.task, len(prompts), spec.name, sm.output[0])

@@ -21,10 +21,17 @@ with rule_log(sm.log[0]) as log:
     stats.update(model=spec.name, task=sm.wildcards.task, filtered=bool(sm.params.enabled), n_kept=len(kept))
     log.info("accuracy of %s on %s: %s", spec.name, sm.wildcards.task, stats)
     if len(kept) < sm.params.min_prompts:
+        task = sm.wildcards.task
+        if sm.params.enabled:
+            raise InputError(
+                f"{spec.name} answers only {len(kept)} of {len(prompts)} {task} prompts correctly "
+                f"(min_prompts={sm.params.min_prompts}); is the model trained / the right one? Fix: set "
+                f"filter_correct: false to patch all prompts anyway, or lower min_prompts to {len(kept)}"
+            )
         raise InputError(
-            f"{spec.name} answers only {len(kept)} of {len(prompts)} {sm.wildcards.task} prompts correctly "
-            f"(min_prompts={sm.params.min_prompts}); is the model trained / the right one? "
-            "Set filter_correct: false to patch all prompts anyway."
+            f"the {task} prompt set for {spec.name} has {len(kept)} prompts, fewer than min_prompts="
+            f"{sm.params.min_prompts} (filter_correct is already false: every prompt is kept). Fix: lower "
+            f"min_prompts to {len(kept)} or raise tasks.{task}.n_prompts"
         )
-    kept.to_parquet(sm.output.prompts)
+    kept.to_parquet(sm.output.prompts, job_fingerprint=sm.params.fingerprint)
     write_json(sm.output.accuracy, stats)

@@ -118,13 +118,18 @@ def cache_fingerprint(model, prompts: PromptSet) -> str:
     return digest({"model": model_digest(model), "prompts": prompts_digest(prompts)})
 
 
-def save_cache(cache: dict[str, torch.Tensor], path: str | Path, fingerprint: str) -> None:
-    """Write a cache atomically as safetensors, its fingerprint in the file's metadata."""
+def save_cache(
+    cache: dict[str, torch.Tensor], path: str | Path, fingerprint: str, job_fingerprint: str | None = None
+) -> None:
+    """Write a cache atomically as safetensors, its fingerprint (and a workflow job's,
+    :func:`patchbench.staleness.record`) in the file's metadata."""
     from safetensors.torch import save_file
+
+    from patchbench.staleness import record
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in cache.items()}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={FINGERPRINT: fingerprint})
+        save_file(tensors, str(tmp), metadata=record({FINGERPRINT: fingerprint}, job_fingerprint))
 
 
 def load_cache(path: str | Path, device) -> tuple[dict[str, torch.Tensor] | None, str]:

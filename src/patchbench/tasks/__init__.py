@@ -16,6 +16,7 @@ literature differs (templates, BOS, year lists, pairing rule, ...).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,15 @@ from patchbench.config import ConfigError
 from patchbench.errors import InputError
 from patchbench.prompts import PromptSet, PromptSetError
 from patchbench.tasks.arithmetic import build_arithmetic
-from patchbench.tasks.common import TaskInfo
+from patchbench.tasks.common import TaskInfo, tokenizer_name
 from patchbench.tasks.docstring import build_docstring
 from patchbench.tasks.factual import build_factual
 from patchbench.tasks.greater_than import build_greater_than
 from patchbench.tasks.ioi import build_ioi
 
-__all__ = ["TASKS", "TaskInfo", "build_task", "check_task_contract", "load_prompts"]
+__all__ = ["TASKS", "TaskInfo", "build_task", "check_answers", "check_task_contract", "load_prompts"]
+
+log = logging.getLogger(__name__)
 
 # tasks whose answer / wrong answer is a set of alternative tokens; all others have one token each
 MULTI_ANSWER_TASKS = frozenset({"greater_than"})
@@ -116,9 +119,21 @@ TASKS: dict[str, TaskInfo] = {
 
 
 def build_task(
-    name: str, tokenizer, data_dir: str | Path, n_prompts: int | None = None, seed: int = 0, **options: Any
+    name: str,
+    tokenizer,
+    data_dir: str | Path,
+    n_prompts: int | None = None,
+    seed: int = 0,
+    *,
+    allow_fewer: bool = False,
+    **options: Any,
 ) -> PromptSet:
-    """Build the PromptSet of task ``name`` (``n_prompts=None``: the task's default count)."""
+    """Build the PromptSet of task ``name`` (``n_prompts=None``: the task's default count).
+
+    A generator that cannot reach ``n_prompts`` (its data give fewer distinct prompts that pass
+    the tokenizer checks) returns what it has; that set is refused (a :class:`ConfigError` naming
+    both numbers) unless ``allow_fewer``, and then logged with both numbers.
+    """
     if name not in TASKS:
         raise KeyError(f"unknown task {name!r}; registered tasks: {sorted(TASKS)}")
     info = TASKS[name]
@@ -141,6 +156,15 @@ def build_task(
         ) from None
     if ps.task != name:  # e.g. the IOI builder names its variant; the registry name wins
         ps = dataclasses.replace(ps, task=name)
+    if n is not None and len(ps) < n:
+        if not allow_fewer or len(ps) == 0:
+            raise ConfigError(
+                f"config key 'tasks.{name}.n_prompts': asks for {n} prompts, but the task's data give {len(ps)} "
+                f"distinct prompts that pass the checks under this tokenizer ({tokenizer_name(tokenizer)}). Fix: set "
+                f"n_prompts: {len(ps)} or less"
+                + (", or allow_fewer: true to run with what there is" if len(ps) else "")
+            )
+        log.warning("%s: %d prompts instead of n_prompts=%d (allow_fewer: true)", name, len(ps), n)
     check_task_contract(ps)
     return ps
 
@@ -156,19 +180,31 @@ def check_task_contract(ps: PromptSet) -> None:
     missing = {"text", "corrupted_text"} - set(ps.meta.columns)
     if missing:
         raise PromptSetError(f"{ps.task}: metadata columns {sorted(missing)} are missing")
-    single = ps.task not in MULTI_ANSWER_TASKS
+    check_answers(ps)
     end = ps.positions.get("END")
     for i in range(len(ps)):
         where = f"{ps.task} prompt {i} ({ps.meta['text'].iloc[i]!r})"
-        if single and (len(ps.answers[i]) != 1 or len(ps.wrong[i]) != 1):
-            raise PromptSetError(
-                f"{where}: answer {ps.answers[i].tolist()} / wrong {ps.wrong[i].tolist()} must be one token each; "
-                "a multi-token answer cannot be read at one position. Drop the prompt or choose a single-token answer."
-            )
         if end is not None and end[i] != ps.answer_pos[i]:
             raise PromptSetError(f"{where}: answer_pos {ps.answer_pos[i]} is not the END position {end[i]}")
         if len(ps.noise_positions[i]) == 0:
             raise PromptSetError(f"{where}: no GN key position")
+
+
+def check_answers(ps: PromptSet) -> None:
+    """Refuse a prompt set of a single-answer task (every registered task but greater-than) whose
+    prompt lists several answer or wrong-answer tokens: that is a multi-token answer, which cannot
+    be read at one position (several ids are summed as alternatives only where the task says so)."""
+    if ps.task not in TASKS or ps.task in MULTI_ANSWER_TASKS:
+        return
+    for i in range(len(ps)):
+        if len(ps.answers[i]) != 1 or len(ps.wrong[i]) != 1:
+            text = f" ({ps.meta['text'].iloc[i]!r})" if "text" in ps.meta.columns else ""
+            raise PromptSetError(
+                f"{ps.task} prompt {i}{text}: answer tokens {ps.answers[i].tolist()} / wrong tokens "
+                f"{ps.wrong[i].tolist()} must be one token each; task {ps.task} has one answer per prompt, so several "
+                "ids are a multi-token answer, which cannot be read at one position (they would be summed as "
+                "alternatives). Fix: drop the prompt or choose a single-token answer"
+            )
 
 
 def load_prompts(path: str | Path, d_vocab: int | None = None) -> PromptSet:

@@ -87,6 +87,23 @@ def single_token_id(tokenizer, text: str) -> int | None:
     return ids[0] if len(ids) == 1 else None
 
 
+def answer_id(tokenizer, text: str, where: str) -> int:
+    """The one token id of answer ``text``; a :class:`~patchbench.prompts.PromptSetError` naming
+    ``where`` (the prompt) and the tokens when ``text`` is several tokens (or none) under the
+    tokenizer: patching reads one position, so a multi-token answer cannot be scored."""
+    from patchbench.prompts import PromptSetError
+
+    ids = encode(tokenizer, text)
+    if len(ids) != 1:
+        pieces = [decode(tokenizer, [t]) for t in ids]
+        raise PromptSetError(
+            f"{where}: answer {text!r} is {len(ids)} tokens {pieces} (ids {ids}) under this tokenizer; patching "
+            "reads the answer at one position, so it must be one token. Fix: choose a single-token answer (often "
+            "with a leading space, e.g. ' Paris') or drop the prompt"
+        )
+    return int(ids[0])
+
+
 def bos_id(tokenizer) -> int:
     """The id prepended as BOS: ``bos_token_id``, falling back to ``eos_token_id`` (GPT-2 style)."""
     for attr in ("bos_token_id", "eos_token_id"):
@@ -105,6 +122,33 @@ def pad_id(tokenizer) -> int:
         if tid is not None:
             return int(tid)
     return 0
+
+
+def repeated(
+    seen: set[tuple[tuple[int, ...], tuple[int, ...]]], clean: Sequence[int], corrupted: Sequence[int]
+) -> bool:
+    """Whether the prompt pair (clean, corrupted) was drawn before; records it otherwise.
+
+    Generators draw again instead of keeping a repeat: a duplicated prompt would count twice in
+    every mean and in the 2-SD statistics (:meth:`patchbench.prompts.PromptSet.validate` refuses it).
+    """
+    key = (tuple(int(t) for t in clean), tuple(int(t) for t in corrupted))
+    if key in seen:
+        return True
+    seen.add(key)
+    return False
+
+
+def out_of_draws(task: str, kept: int, n_prompts: int, tries: int) -> None:
+    """Log that a generator stops with fewer prompts than asked (:func:`patchbench.tasks.build_task`
+    then refuses the set unless the task allows fewer)."""
+    log.warning(
+        "%s: %d of %d prompts after %d draws (the others failed the tokenizer checks or repeated a prompt)",
+        task,
+        kept,
+        n_prompts,
+        tries,
+    )
 
 
 def tokenizer_name(tokenizer) -> str:
