@@ -4,6 +4,7 @@
         --corruption str --site attn_head --out raw.parquet --effects effects.parquet
     patchbench effects raw.parquet --out effects.parquet [--metrics prob,logit_diff,kl,stolfo]
     patchbench robustness str_raw.parquet gn_raw.parquet --out robustness/ [--circuit circuit.json]
+    patchbench check config/my.yaml [more.yaml ...]
 
 ``--model`` is a TransformerLens / Hugging Face hub name or a local model directory (a toy
 model of this repository or a ``save_pretrained`` directory), loaded by
@@ -11,8 +12,13 @@ model of this repository or a ``save_pretrained`` directory), loaded by
 detection) are written with their metadata, exactly as the workflow's ``sweep`` and ``effects``
 rules write them. ``robustness`` writes the localization-robustness tables, one-page summary and
 figure of one experiment (its sweeps' raw frames: bootstrap over prompts; or its effects files
-alone: a normal approximation) as the workflow's ``robustness_analysis`` rule does. Option
-defaults are the config schema's (:func:`patchbench.config.default`).
+alone: a normal approximation) as the workflow's ``robustness_analysis`` rule does. ``check``
+runs every check the Snakefile runs on a config before any job (:func:`patchbench.preflight.check_workflow_config`)
+without Snakemake: Snakemake reads ``--configfile`` itself before the workflow, so a missing file or a
+YAML syntax error there is Snakemake's own message; ``check`` names the file and the line. No
+command writes over one of its own inputs or writes two outputs to one path
+(:func:`patchbench.preflight.check_distinct_paths`). Option defaults are the config schema's
+(:func:`patchbench.config.default`).
 """
 
 from __future__ import annotations
@@ -250,6 +256,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed of the resamples",
     )
     rb.add_argument("--no-figure", action="store_true", help="tables and summary only")
+
+    ck = sub.add_parser(
+        "check", help="check a workflow config as the Snakefile does before any job (no Snakemake needed)"
+    )
+    ck.add_argument(
+        "configfiles",
+        nargs="+",
+        type=Path,
+        help="config file(s), merged in order as --configfile merges them",
+    )
     return ap
 
 
@@ -359,6 +375,7 @@ def _sweep(args: argparse.Namespace) -> None:
     from patchbench.engine.cache import required_hooks, usable_cache
     from patchbench.engine.sweep import run_sweep
     from patchbench.errors import InputError, MissingInputError
+    from patchbench.models import resolve_device
     from patchbench.preflight import check_distinct_paths, check_output_path, check_spec
     from patchbench.prompts import PromptSet
     from patchbench.rawframe import write_frame
@@ -368,11 +385,6 @@ def _sweep(args: argparse.Namespace) -> None:
     check_output_path(args.out, "--out")
     if args.effects is not None:
         check_output_path(args.effects, "--effects")
-    check_distinct_paths(
-        {"--prompts": args.prompts, "--clean-cache": args.clean_cache, **_model_files(args.model)},
-        {"--out": args.out, "--effects": args.effects},
-        {"--checkpoint-dir": args.checkpoint_dir},
-    )
     metrics = _metrics(args.metrics)
     if args.checkpoint_dir is not None and args.checkpoint_dir.exists() and not args.checkpoint_dir.is_dir():
         raise InputError.of(
@@ -384,6 +396,11 @@ def _sweep(args: argparse.Namespace) -> None:
             "does not exist or is not a file",
             "give a cache file or leave the flag out",
         )
+    check_distinct_paths(
+        {"--prompts": args.prompts, "--clean-cache": args.clean_cache, **_model_files(args.model)},
+        {"--out": args.out, "--effects": args.effects},
+        {"--checkpoint-dir": args.checkpoint_dir},
+    )
     try:
         spec = SweepSpec(
             corruption=args.corruption,
@@ -397,6 +414,7 @@ def _sweep(args: argparse.Namespace) -> None:
         )
     except ValueError as err:
         raise InputError(f"the sweep's flags do not fit together: {err}") from None
+    resolve_device(args.device)
     prompts = PromptSet.from_parquet(args.prompts)
     check_answers(prompts)
     model = load_model_for_cli(args.model, dtype=args.dtype, device=args.device)
@@ -419,6 +437,38 @@ def _sweep(args: argparse.Namespace) -> None:
     log.info("wrote %d rows to %s", len(raw), args.out)
     if args.effects is not None:
         _write_effects(raw, args.effects, metrics, PAPER_K)
+
+
+def _merge(into: dict, update: dict) -> dict:
+    """``update`` merged into ``into`` key by key, nested mappings recursively (as Snakemake merges config files)."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+    return into
+
+
+def _check(args: argparse.Namespace) -> None:
+    from patchbench.config import ConfigError, read_yaml
+    from patchbench.preflight import check_workflow_config
+
+    merged: dict = {}
+    for path in args.configfiles:
+        cfg = read_yaml(path)
+        if cfg is not None and not isinstance(cfg, dict):
+            raise ConfigError.of(
+                f"config file {path}",
+                f"the top level must be a mapping of keys, got {type(cfg).__name__}",
+                "fix it",
+            )
+        _merge(merged, cfg or {})
+    cells = check_workflow_config(merged, args.configfiles)
+    n = sum(len(cs) for cs in cells.values())
+    print(
+        f"{' + '.join(map(str, args.configfiles))}: ok: {len(cells)} experiment(s), {n} sweep cell(s) on "
+        f"{len(merged['models'])} model(s)"
+    )
 
 
 def _model_files(model: str) -> dict[str, Path]:
@@ -447,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        {"sweep": _sweep, "effects": _effects, "robustness": _robustness}[args.command](args)
+        {"sweep": _sweep, "effects": _effects, "robustness": _robustness, "check": _check}[args.command](args)
     except (InputError, FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
         print(f"patchbench {args.command}: error: {err}", file=sys.stderr)
         return 2
