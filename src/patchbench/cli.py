@@ -340,14 +340,11 @@ def _frame_identity(frame) -> tuple[str, str, str, str]:
 
     if "effect" in frame.columns and len(frame):
         row = frame.iloc[0]
-        return str(row["task"]), str(row["site"]), str(row.get("positions", "all")), str(row["model"])
+        positions = str(row["positions"]) if "positions" in frame.columns else position_mode({})
+        return str(row["task"]), str(row["site"]), positions, str(row["model"])
     meta = metadata(frame)
-    return (
-        str(meta.get("task", "")),
-        str(meta.get("site", "")),
-        position_mode(meta),
-        str(meta.get("model", "")),
-    )
+    task, site, model = (str(meta.get(k) or "") for k in ("task", "site", "model"))
+    return task, site, position_mode(meta), model
 
 
 def _write_effects(raw, out: Path, metrics: tuple[str, ...] | None, k: float) -> None:

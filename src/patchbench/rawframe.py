@@ -256,7 +256,7 @@ def read_frame(path: str | Path) -> pd.DataFrame:
     """
     path = Path(path)
     rebuild = (
-        f"rebuild it: delete it and run snakemake again (or: snakemake --cores 1 --forcerun {path}), "
+        f"rebuild it: delete it and run snakemake --cores 1 {path} (the workflow rebuilds a missing file), "
         "or rerun the command that wrote it"
     )
     if not path.is_file():

@@ -23,7 +23,7 @@ carry metadata, is checked by content:
   outputs can record (CSV tables) has its stamp rewritten, with a new modification time, when
   its fingerprint changes.
 
-File digests are memoised by (device, inode, size, modification time) in
+File digests are memoised by (device, inode, size, modification and status-change time) in
 ``<results_dir>/.fingerprints/digests.json`` (:class:`Digests`), so a large model directory is
 read once, not at every planning.
 """
@@ -90,7 +90,11 @@ _OLD = 0
 
 
 class Digests:
-    """sha256 digests of files, memoised by (device, inode, size, mtime) in memory and in ``memo``."""
+    """sha256 digests of files, memoised by (device, inode, size, mtime, ctime) in memory and in ``memo``.
+
+    Any write to a file changes its ctime, which no tool can set back (``touch`` and ``os.utime``
+    restore only the access and modification times), so a memoised digest is never that of an
+    older content."""
 
     def __init__(self, memo: str | Path | None = None) -> None:
         self.memo = Path(memo) if memo is not None else None
@@ -111,7 +115,7 @@ class Digests:
         except OSError:
             return "missing"
         key = str(p.resolve())
-        stamp = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+        stamp = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
         hit = self._seen.get(key)
         if hit is not None and hit.get("stat") == stamp:
             return str(hit["sha256"])

@@ -201,9 +201,9 @@ def check_answers(ps: PromptSet) -> None:
             text = f" ({ps.meta['text'].iloc[i]!r})" if "text" in ps.meta.columns else ""
             raise PromptSetError(
                 f"{ps.task} prompt {i}{text}: answer tokens {ps.answers[i].tolist()} / wrong tokens "
-                f"{ps.wrong[i].tolist()} must be one token each; task {ps.task} has one answer per prompt, so several "
-                "ids are a multi-token answer, which cannot be read at one position (they would be summed as "
-                "alternatives). Fix: drop the prompt or choose a single-token answer"
+                f"{ps.wrong[i].tolist()} must be one token each; a multi-token answer cannot be read at one position "
+                f"(task {ps.task} has one answer per prompt: several ids would be summed as alternatives). Fix: drop "
+                "the prompt or choose a single-token answer"
             )
 
 
