@@ -28,6 +28,7 @@ from conftest import ROOT, run_workflow
 from patchbench.staleness import (
     RECORD_KEY,
     Digests,
+    hub_commit,
     model_sources,
     recorded,
     refresh_stamp,
@@ -133,6 +134,7 @@ def test_what_identifies_a_model(tmp_path, monkeypatch):
     hub = ModelSpec(name="gpt2", source="hub", hub_name="gpt2")
     assert model_sources(hub, "weights", Digests()) == {"hub": "gpt2@c0ffee"}
     (tmp_path / "hub" / "models--gpt2" / "refs" / "main").write_text("beef42")
+    hub_commit.cache_clear()  # asked once per process (one planning)
     (snap.parent / "beef42").mkdir()
     (snap.parent / "beef42" / "config.json").write_text("{}")
     assert model_sources(hub, "tokenizer", Digests()) == {"hub": "gpt2@beef42"}

@@ -30,6 +30,7 @@ read once, not at every planning.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -140,15 +141,17 @@ def _matching(directory: Path, patterns: Sequence[str]) -> list[Path]:
     return sorted(found)
 
 
-def hub_commit(name: str) -> str:
+@functools.cache
+def hub_commit(name: str, offline: bool) -> str:
     """``repo@commit`` of a hub model: the commit its ``main`` resolves to, asked of the hub when
-    online (``HF_HUB_OFFLINE`` unset) and read from the local Hugging Face cache otherwise;
-    ``repo@not-in-cache`` when neither knows it (the job that downloads it then fails or records it)."""
+    online and read from the local Hugging Face cache otherwise (or when the hub does not answer);
+    ``repo@not-in-cache`` when neither knows it (the job that downloads it then fails or records it).
+    Asked once per process."""
     from patchbench.lm import official_name
 
     repo = official_name(name)
     commit = None
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("1", "true", "yes"):
+    if not offline:
         try:
             from huggingface_hub import HfApi
 
@@ -184,7 +187,8 @@ def model_sources(
     Snakemake's own dependencies cover it: nothing.
     """
     if spec.source == "hub":
-        return {"hub": hub_commit(spec.hub_name or spec.name)}
+        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+        return {"hub": hub_commit(spec.hub_name or spec.name, offline)}
     if made_here or not spec.path:
         return {}
     if part == "weights" and spec.source == "toy" and spec.init == "random":
