@@ -377,14 +377,12 @@ def test_the_prompts_job_refuses_too_few_prompts_unless_allowed_and_then_logs_bo
     }
     target = str(tmp_path / "results" / "prompts" / "toy-gpt2" / "factual.all.parquet")
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    outcome = _snakemake(ROOT, "--cores", "1", "--configfile", str(tmp_path / "c.yaml"), target, dry=False)
+    outcome = _snakemake(ROOT, "--cores", "1", target, "--configfile", str(tmp_path / "c.yaml"), dry=False)
     check(outcome, ("tasks.factual.n_prompts", "asks for 5000 prompts", "allow_fewer: true"))
     cfg["tasks"]["factual"]["allow_fewer"] = True
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    assert (
-        _snakemake(ROOT, "--cores", "1", "--configfile", str(tmp_path / "c.yaml"), target, dry=False).kind
-        == "silent"
-    )
+    again = _snakemake(ROOT, "--cores", "1", target, "--configfile", str(tmp_path / "c.yaml"), dry=False)
+    assert again.kind == "silent", again.text[-3000:]
     log = (tmp_path / "results" / "logs" / "prompts" / "toy-gpt2" / "factual.all.log").read_text()
     assert re.search(r"factual: \d+ prompts instead of n_prompts=5000 \(allow_fewer: true\)", log), log
 
@@ -717,22 +715,27 @@ def offline_empty_cache(tmp_path, monkeypatch):
     return tmp_path / "empty-hub"
 
 
-@pytest.mark.parametrize(
-    ("name", "expect"),
-    [
-        ("gpt3-smal", ("model 'gpt3-smal'", "unknown model name 'gpt3-smal'", "did you mean", "hub_name")),
-        (
-            "gpt2-medium",
-            ("'gpt2-medium' is a known model but is not in the local Hugging Face cache", "go online once"),
-        ),
-    ],
-    ids=["unknown-name", "known-not-cached"],
-)
-def test_a_hub_model_missing_offline_is_refused_before_any_job(name, expect, offline_empty_cache):
+def test_an_unknown_hub_name_offline_is_refused_before_any_job(offline_empty_cache):
     cfg = tiny()
-    cfg["models"][name] = {"source": "hub"}
-    cfg["experiments"]["hub_mlp"] = {"task": "ioi", "models": [name], "site": "mlp"}
+    cfg["models"]["gpt3-smal"] = {"source": "hub"}
+    cfg["experiments"]["hub_mlp"] = {"task": "ioi", "models": ["gpt3-smal"], "site": "mlp"}
+    expect = ("model 'gpt3-smal'", "unknown model name 'gpt3-smal'", "did you mean", "hub_name")
     check(guarded(lambda: check_workflow_config(cfg)), expect)
+
+
+def test_a_known_hub_model_missing_offline_plans_and_its_job_says_it_is_not_cached(offline_empty_cache):
+    """A dry run of the paper suite plans offline; loading says the model is known but not cached."""
+    from patchbench.models import ModelSpec, load_model
+
+    cfg = tiny()
+    cfg["models"]["gpt2-medium"] = {"source": "hub"}
+    cfg["experiments"]["hub_mlp"] = {"task": "ioi", "models": ["gpt2-medium"], "site": "mlp"}
+    assert check_workflow_config(cfg)["hub_mlp"]
+    outcome = guarded(lambda: load_model(ModelSpec(name="gpt2-medium", source="hub", hub_name="gpt2-medium")))
+    check(
+        outcome,
+        ("'gpt2-medium' is a known model but is not in the local Hugging Face cache", "go online once"),
+    )
 
 
 def test_the_cli_names_an_unknown_hub_model_offline(offline_empty_cache, tmp_path, capsys):

@@ -100,7 +100,11 @@ def test_file_digests_follow_the_content_and_are_memoised(tmp_path):
     time.sleep(0.01)
     f.write_bytes(b"abd")  # in place: same inode and size, its old modification time restored
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert (f.stat().st_ino, f.stat().st_size, f.stat().st_mtime_ns) == (st.st_ino, st.st_size, st.st_mtime_ns)
+    assert (f.stat().st_ino, f.stat().st_size, f.stat().st_mtime_ns) == (
+        st.st_ino,
+        st.st_size,
+        st.st_mtime_ns,
+    )
     assert Digests(memo).of(f) != first, "a memoised digest outlived the content it was computed from"
     assert Digests(memo).of(tmp_path / "none") == "missing"
 

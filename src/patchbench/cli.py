@@ -343,7 +343,8 @@ def _frame_identity(frame) -> tuple[str, str, str, str]:
         positions = str(row["positions"]) if "positions" in frame.columns else position_mode({})
         return str(row["task"]), str(row["site"]), positions, str(row["model"])
     meta = metadata(frame)
-    task, site, model = (str(meta.get(k) or "") for k in ("task", "site", "model"))
+    task, model = (str(meta.get(k) or "") for k in ("task", "model"))
+    site = str(frame["site"].iloc[0]) if "site" in frame.columns and len(frame) else ""
     return task, site, position_mode(meta), model
 
 

@@ -216,14 +216,17 @@ def _not_found(spec: ModelSpec, detail: str = "") -> ModelNotFoundError:
 
 
 def check_hub_model(spec: ModelSpec) -> None:
-    """Offline (``HF_HUB_OFFLINE``), refuse a hub model that is not in the local cache, saying whether its
-    name is unknown; online the job downloads it."""
+    """Offline (``HF_HUB_OFFLINE``), refuse a hub model whose name TransformerLens does not know and
+    the local cache does not hold (a misspelt name, with the closest known ones). A known model that
+    is not cached passes: a dry run plans it, and its job says that it is not in the cache. Online
+    the job downloads it."""
     from patchbench.lm import official_name
     from patchbench.staleness import cached_commit
 
-    if spec.source != "hub" or not _offline():
+    name = spec.hub_name or spec.name
+    if spec.source != "hub" or not _offline() or name in known_hub_names():
         return
-    if cached_commit(official_name(spec.hub_name or spec.name)) is None:
+    if cached_commit(official_name(name)) is None:
         raise _not_found(spec)
 
 
