@@ -146,6 +146,14 @@ def set_in(cfg: dict, path: str, value) -> dict:
     return cfg
 
 
+def file_task(cfg: dict, where: Path, text: str) -> dict:
+    """A task read from a file whose content is ``text``, patched by an experiment."""
+    (where / "bad.csv").write_text(text)
+    cfg["tasks"]["mine"] = {"file": str(where / "bad.csv")}
+    cfg["experiments"]["mine_mlp"] = {**MLP, "task": "mine"}
+    return cfg
+
+
 def exp(cfg: dict, **changes) -> dict:
     cfg["experiments"]["ioi_heads"].update(changes)
     return cfg
@@ -199,7 +207,14 @@ CONFIG_CASES: list[tuple[str, Callable, tuple[str, ...]]] = [
     ("head_v-without-heads", lambda c, t: exp(c, site="head_v"), ("experiment 'ioi_heads'", "head_v needs `heads")),
     ("experiment-unknown-model", lambda c, t: exp(c, models=["tiny-gtp2"]), ("unknown model 'tiny-gtp2'", "define it")),
     ("experiment-task-undefined", lambda c, t: exp(c, task="factual"), ("task 'factual' has no entry", "add `factual")),
-    ("unknown-task-name", lambda c, t: set_in(c, "tasks.iio", {"n_prompts": 3}), ("tasks", "'iio' is not one of")),
+    ("unknown-task-name", lambda c, t: set_in(c, "tasks.iio", {"n_prompts": 3}),
+     ("tasks.iio", "'iio' is not a built-in task", "your own prompt pairs")),
+    ("file-task-missing-column", lambda c, t: file_task(c, t, "clean,corrupted,answer\nThe cat,The dog, sat\n"),
+     ("prompt-pair file", "bad.csv", "row 1: column(s) ['wrong'] missing", "fix")),
+    ("file-task-built-in-name", lambda c, t: set_in(c, "tasks.ioi", {"file": "pairs.csv"}),
+     ("tasks.ioi", "may not take the built-in task's name 'ioi'", "rename it")),
+    ("model-name-path-separator", lambda c, t: {**c, "models": {"../up": {"source": "hub"}, **c["models"]}},
+     ("config key 'models'", "model name '../up'", "is not a safe file-name part", "rename")),
     ("n-prompts-zero", lambda c, t: set_in(c, "tasks.ioi.n_prompts", 0), ("tasks.ioi.n_prompts", "minimum")),
     ("nu-zero", lambda c, t: set_in(c, "noise.nu", 0), ("noise.nu", "less than or equal to the minimum")),
     ("samples-zero", lambda c, t: set_in(c, "noise.n_samples", 0), ("noise.n_samples", "minimum")),
@@ -858,19 +873,6 @@ def test_min_prompts_above_the_kept_prompts_names_the_fix_that_applies(filtered,
     check(outcome, expect)
     if not filtered:
         assert "set filter_correct: false" not in outcome.text
-
-
-def test_a_multi_token_answer_text_is_refused_naming_the_prompt_and_tokens(gpt2_tokenizer):
-    from patchbench.tasks.common import answer_id
-
-    assert answer_id(gpt2_tokenizer, " Paris", "p") == gpt2_tokenizer.encode(" Paris")[0]
-    outcome = guarded(
-        lambda: answer_id(gpt2_tokenizer, " San Francisco", "mytask prompt 3 ('The bridge is in')")
-    )
-    check(
-        outcome,
-        ("mytask prompt 3", "' San Francisco' is 2 tokens [' San', ' Francisco']", "single-token answer"),
-    )
 
 
 # ============================================================================= a full disk

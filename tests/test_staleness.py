@@ -146,14 +146,14 @@ def test_what_identifies_a_model(tmp_path, monkeypatch):
     assert model_sources(other, "weights", Digests()) == {"hub": "nobody/nothing@not-in-cache"}
 
 
-def test_the_files_a_task_reads_include_its_own_prompt_file():
-    """``tasks.<name>.file`` (a task read from the user's file) joins the registered data files."""
+def test_the_files_a_task_reads():
+    """A built-in task reads its vocabulary under data_dir; a task read from a file (``tasks.<name>.file``) that file."""
     config = {
         "data_dir": "data/toy",
-        "tasks": {"ioi": {"n_prompts": 3}, "factual": {"file": "my/prompts.csv"}},
+        "tasks": {"ioi": {"n_prompts": 3}, "capitals": {"file": "my/prompts.csv"}},
     }
     assert task_files(config, "ioi") == ["data/toy/ioi/ioi_vocab.json"]
-    assert task_files(config, "factual") == ["data/toy/rome/known_1000.json", "my/prompts.csv"]
+    assert task_files(config, "capitals") == ["my/prompts.csv"]
 
 
 # ============================================================================= the workflow

@@ -199,13 +199,14 @@ def model_sources(
 
 
 def task_files(config: Mapping[str, Any], task: str) -> list[str]:
-    """Every file task ``task`` reads: its registered data files under ``data_dir``, and its own
-    prompt file when the task entry names one (``tasks.<task>.file``)."""
-    from patchbench.tasks import TASKS
+    """Every file task ``task`` reads: a task read from a file of prompt pairs (``tasks.<task>.file``)
+    that file; a built-in task its registered data files under ``data_dir``."""
+    from patchbench.tasks import task_info
 
-    files = [str(Path(config["data_dir"], f)) for f in TASKS[task].files] if task in TASKS else []
-    own = config["tasks"].get(task, {}).get("file")
-    return files + ([str(own)] if own else [])
+    entry = config["tasks"][task]
+    if entry.get("file") is not None:
+        return [str(entry["file"])]
+    return [str(Path(config["data_dir"], f)) for f in task_info(task, entry).files]
 
 
 def file_sources(paths: Iterable[str | Path], digests: Digests) -> dict[str, str]:

@@ -87,23 +87,6 @@ def single_token_id(tokenizer, text: str) -> int | None:
     return ids[0] if len(ids) == 1 else None
 
 
-def answer_id(tokenizer, text: str, where: str) -> int:
-    """The one token id of answer ``text``; a :class:`~patchbench.prompts.PromptSetError` naming
-    ``where`` (the prompt) and the tokens when ``text`` is several tokens (or none) under the
-    tokenizer: patching reads one position, so a multi-token answer cannot be scored."""
-    from patchbench.prompts import PromptSetError
-
-    ids = encode(tokenizer, text)
-    if len(ids) != 1:
-        pieces = [decode(tokenizer, [t]) for t in ids]
-        raise PromptSetError(
-            f"{where}: answer {text!r} is {len(ids)} tokens {pieces} (ids {ids}) under this tokenizer; patching "
-            "reads the answer at one position, so it must be one token. Fix: choose a single-token answer (often "
-            "with a leading space, e.g. ' Paris') or drop the prompt"
-        )
-    return int(ids[0])
-
-
 def bos_id(tokenizer) -> int:
     """The id prepended as BOS: ``bos_token_id``, falling back to ``eos_token_id`` (GPT-2 style)."""
     for attr in ("bos_token_id", "eos_token_id"):
