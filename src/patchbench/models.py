@@ -74,6 +74,7 @@ class ModelSpec:
     device: str = default("model.device")
     memory_budget_mb: int = default("model.memory_budget_mb")
     init: Literal["trained", "random"] = default("model.init")
+    processing: bool | None = default("model.processing")
     arch: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     @classmethod
@@ -98,6 +99,7 @@ class ModelSpec:
             device=entry["device"],
             memory_budget_mb=int(entry["memory_budget_mb"]),
             init=entry["init"],
+            processing=entry["processing"],
             arch=dict(entry["arch"]),
         )
 
@@ -109,6 +111,12 @@ class ModelSpec:
             source = "toy" if _is_toy_dir(p) else "local"
             return cls(name=p.name, source=source, path=str(p), **kwargs)
         return cls(name=name_or_path, source="hub", hub_name=name_or_path, **kwargs)
+
+    @property
+    def processed(self) -> bool:
+        """Whether the weights are processed: ``processing``, else the route's default (hub and local
+        models processed, toy models unprocessed, as trained)."""
+        return self.source != "toy" if self.processing is None else bool(self.processing)
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -236,7 +244,13 @@ def _load_hub(spec: ModelSpec, device: str) -> LM:
     name = spec.hub_name or spec.name
     try:
         with offline_repo_listing() if _offline() else contextlib.nullcontext():
-            return load_hub(name, dtype=spec.torch_dtype, device=device, tokenizer=load_tokenizer(spec))
+            return load_hub(
+                name,
+                dtype=spec.torch_dtype,
+                device=device,
+                tokenizer=load_tokenizer(spec),
+                processing=spec.processed,
+            )
     except (
         OSError,
         ValueError,
@@ -266,7 +280,11 @@ def _load_local(spec: ModelSpec, device: str) -> LM:
     check_weights_fit(spec)
     try:
         return load_transformers(
-            str(path), dtype=spec.torch_dtype, device=device, tokenizer=load_tokenizer(spec)
+            str(path),
+            dtype=spec.torch_dtype,
+            device=device,
+            tokenizer=load_tokenizer(spec),
+            processing=spec.processed,
         )
     except OSError as err:
         raise ModelNotFoundError(
@@ -287,7 +305,7 @@ def _load_toy(spec: ModelSpec, device: str) -> LM:
         )
     from patchbench.toy.model import load_toy
 
-    return load_toy(path, device=device, dtype=spec.torch_dtype)
+    return load_toy(path, device=device, dtype=spec.torch_dtype, processing=spec.processed)
 
 
 def _is_toy_dir(path: Path) -> bool:
@@ -305,7 +323,9 @@ def _random_toy(spec: ModelSpec, device: str) -> LM:
     tokenizer = load_tokenizer(spec)
     fields = {**spec.arch, "d_vocab": len(tokenizer), "seed": int(spec.arch.get("seed", 0))}
     fields.setdefault("model_name", spec.name)
-    return load_native(fields, dtype=spec.torch_dtype, device=device, tokenizer=tokenizer)
+    return load_native(
+        fields, dtype=spec.torch_dtype, device=device, tokenizer=tokenizer, processing=spec.processed
+    )
 
 
 def load_model(spec: ModelSpec) -> LM:

@@ -99,8 +99,8 @@ def _check_min_prompts(config: Mapping[str, Any]) -> None:
     """Refuse ``min_prompts`` above a patched task's ``n_prompts``: no set of it could have enough."""
     used = {e["task"] for e in config["experiments"].values()}
     for task in sorted(used):
-        n = config["tasks"][task]["n_prompts"]
-        if n < config["min_prompts"]:
+        n = config["tasks"][task].get("n_prompts")  # null: every row of a file's task
+        if n is not None and n < config["min_prompts"]:
             raise ConfigError.of(
                 "config key 'min_prompts'",
                 f"{config['min_prompts']} is above tasks.{task}.n_prompts ({n}); the {task} prompt set can never reach it",

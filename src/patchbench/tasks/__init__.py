@@ -190,7 +190,13 @@ def build_configured(name: str, entry: Mapping[str, Any], tokenizer, data_dir: s
     """The PromptSet of a validated config's ``tasks.<name>`` entry, built-in or read from a file."""
     if entry.get("file") is None:
         return build_task(
-            name, tokenizer, data_dir, n_prompts=entry["n_prompts"], seed=entry["seed"], **entry["options"]
+            name,
+            tokenizer,
+            data_dir,
+            n_prompts=entry["n_prompts"],
+            seed=entry["seed"],
+            allow_fewer=entry["allow_fewer"],
+            **entry["options"],
         )
     info = task_info(name, entry)
     check_options(name, entry["options"], info)

@@ -85,8 +85,11 @@ def save_toy(model: LM, cfg_kwargs: dict, model_dir: Path) -> None:
     save_file(state, str(model_dir / "model.safetensors"), metadata={"format": "pt"})
 
 
-def load_toy(model_dir: Path | str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> LM:
-    """The trained toy model in ``model_dir``, in eval mode, with its tokenizer."""
+def load_toy(
+    model_dir: Path | str, device: str = "cpu", dtype: torch.dtype = torch.float32, processing: bool = False
+) -> LM:
+    """The trained toy model in ``model_dir``, in eval mode, with its tokenizer (unprocessed, as
+    trained, unless ``processing``)."""
     model_dir = Path(model_dir)
     missing = [
         f for f in ("config.json", "model.safetensors", "tokenizer.json") if not (model_dir / f).exists()
@@ -100,7 +103,12 @@ def load_toy(model_dir: Path | str, device: str = "cpu", dtype: torch.dtype = to
     state = load_file(str(model_dir / "model.safetensors"))
     try:
         return load_native(
-            cfg_kwargs, state, dtype=dtype, device=str(device), tokenizer=load_tokenizer(model_dir)
+            cfg_kwargs,
+            state,
+            dtype=dtype,
+            device=str(device),
+            tokenizer=load_tokenizer(model_dir),
+            processing=processing,
         )
     except (ValueError, RuntimeError) as err:  # weights missing, unknown or of the wrong shape
         raise _misfit(model_dir, cfg_kwargs, state, err) from None
