@@ -32,8 +32,8 @@ from patchbench.staleness import (
     model_sources,
     recorded,
     refresh_stamp,
-    task_files,
 )
+from patchbench.tasks import task_files
 
 MODEL = "toy-a"
 

@@ -10,7 +10,7 @@ carry metadata, is checked by content:
 * its **fingerprint** per output: the config facts of the rule (``common.smk``'s
   ``fingerprint``) and :func:`sources`, the digests of the files it reads (a model's
   ``config.json``, weights and tokenizer files by sha256; a hub model by the commit of its
-  repository; a task's data files; circuit files);
+  repository; a task's data files, :func:`patchbench.tasks.task_files`; circuit files);
 * the job **records** that fingerprint in each output it writes (:func:`record`: the
   ``job_fingerprint`` key of a frame's or prompt set's ``patchbench`` Parquet metadata, or of a
   safetensors file's metadata);
@@ -50,7 +50,6 @@ __all__ = [
     "recorded",
     "record",
     "refresh_stamp",
-    "task_files",
 ]
 
 log = logging.getLogger(__name__)
@@ -196,17 +195,6 @@ def model_sources(
     directory = Path(spec.path)
     patterns = WEIGHT_PATTERNS if part == "weights" else TOKENIZER_PATTERNS
     return {"files": {p.name: digests.of(p) for p in _matching(directory, patterns)}}
-
-
-def task_files(config: Mapping[str, Any], task: str) -> list[str]:
-    """Every file task ``task`` reads: a task read from a file of prompt pairs (``tasks.<task>.file``)
-    that file; a built-in task its registered data files under ``data_dir``."""
-    from patchbench.tasks import task_info
-
-    entry = config["tasks"][task]
-    if entry.get("file") is not None:
-        return [str(entry["file"])]
-    return [str(Path(config["data_dir"], f)) for f in task_info(task, entry).files]
 
 
 def file_sources(paths: Iterable[str | Path], digests: Digests) -> dict[str, str]:

@@ -33,7 +33,8 @@ from patchbench.fingerprint import digest
 from patchbench.layout import Layout
 from patchbench.models import ModelSpec
 from patchbench.preflight import check_workflow_config
-from patchbench.staleness import Digests, file_sources, model_sources, refresh_stamp, task_files
+from patchbench.staleness import Digests, file_sources, model_sources, refresh_stamp
+from patchbench.tasks import task_files
 
 
 with refusing("patchbench"):  # the schema's defaults filled in, everything checkable before a job checked

@@ -25,7 +25,7 @@ def mirror_file(relpath):
 def task_data_files(wildcards):
     """The data files the prompts rule of a task reads (inputs, so that data rules run first and an
     edited file reruns what depends on it): a built-in task's vocabulary, or a task's own file of
-    prompt pairs (`tasks.<name>.file`; patchbench.staleness.task_files)."""
+    prompt pairs (`tasks.<name>.file`; patchbench.tasks.task_files)."""
     return task_files(config, wildcards.task)
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "check_options",
     "check_task_contract",
     "load_prompts",
+    "task_files",
     "task_info",
     "task_options_schema",
 ]
@@ -184,6 +185,17 @@ def task_info(name: str, entry: Mapping[str, Any] | None = None) -> TaskInfo:
     return TaskInfo(
         name, "file", build_file_task, None, f"prompt pairs from {file}", (str(file),), {"task": name}
     )
+
+
+def task_files(config: Mapping[str, Any], name: str) -> list[str]:
+    """Every file task ``name`` of a validated config reads: a task read from a file of prompt pairs
+    (``tasks.<name>.file``) that file; a built-in task its registered data files under ``data_dir``.
+    The workflow makes them inputs of the prompts rule and hashes them into its fingerprint
+    (:mod:`patchbench.staleness`), so an edited file reruns what depends on it."""
+    entry = config["tasks"][name]
+    if entry.get("file") is not None:
+        return [str(entry["file"])]
+    return [str(Path(config["data_dir"], f)) for f in task_info(name, entry).files]
 
 
 def build_configured(name: str, entry: Mapping[str, Any], tokenizer, data_dir: str | Path) -> PromptSet:
