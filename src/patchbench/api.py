@@ -321,7 +321,7 @@ def grid(
 
     ``model``: a loaded :class:`patchbench.lm.LM`, a hub name or a local model directory.
     ``prompts``: a PromptSet, a workflow ``.parquet``, a ``.csv`` / ``.jsonl`` file of prompt pairs
-    or a list of their records (:mod:`patchbench.tasks.pairs`). Grid axes (one value or several):
+    or a list of their records (:mod:`patchbench.prompt_pairs`). Grid axes (one value or several):
     ``sites`` (required), ``corruptions``, ``positions`` (``all``, ``each`` or a named position),
     ``windows`` (sites that take them), ``directions``, ``heads`` (``[[layer, head], ...]``, head
     sites); defaults are the config schema's. ``noise``: a :class:`patchbench.corruption.NoiseSpec`

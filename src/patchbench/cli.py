@@ -464,7 +464,7 @@ def _sweep(args: argparse.Namespace) -> None:
     except ValueError as err:
         raise InputError(f"the sweep's flags do not fit together: {err}") from None
     resolve_device(args.device)
-    from patchbench.tasks.pairs import SUFFIXES, read_pairs
+    from patchbench.prompt_pairs import SUFFIXES, read_pairs
 
     pairs = args.prompts.suffix.lower() in SUFFIXES
     if pairs:  # checked without the tokenizer first, then tokenised with the model's

@@ -18,7 +18,7 @@ config fails before any job runs), each job script before it loads or computes a
   unreadable weights, no tokenizer; when the model is loaded, weights that do not fit its
   ``config.json`` (a tensor of another shape, tensors missing or left over: :func:`check_weights_fit`,
   naming the first);
-* tasks read from files: every row against the rules of :mod:`patchbench.tasks.pairs` (columns,
+* tasks read from files: every row against the rules of :mod:`patchbench.prompt_pairs` (columns,
   markers; under each model's tokenizer when it is at hand: equal lengths, one-token answers);
 * prompt sets: empty, ids outside the vocabulary, prompts longer than the context, an answer
   that is also a wrong answer, missing values (:class:`patchbench.prompts.PromptSet`), named
@@ -130,10 +130,10 @@ def check_file_tasks(config: Mapping[str, Any], cells: Mapping[str, Sequence[Any
     its columns and markers, and, under the tokenizer of each model that patches it when that
     tokenizer is at hand (a toy model's or local directory's; not a hub model's, nor one trained in
     this run: their prompts job checks it before it writes anything), every rule of
-    :mod:`patchbench.tasks.pairs` (equal lengths, one-token answers, named positions)."""
+    :mod:`patchbench.prompt_pairs` (equal lengths, one-token answers, named positions)."""
     from patchbench.models import load_tokenizer
+    from patchbench.prompt_pairs import read_pairs
     from patchbench.tasks import build_configured
-    from patchbench.tasks.pairs import read_pairs
 
     for task, entry in config["tasks"].items():
         if entry.get("file") is None:
