@@ -275,7 +275,7 @@ def _load_local(spec: ModelSpec, device: str) -> LM:
             "Fix: save one there with `model.save_pretrained(path)` and `tokenizer.save_pretrained(path)`, "
             "or correct `path:` in the config."
         )
-    from patchbench.preflight import check_weights_fit
+    from patchbench.weights_fit import check_weights_fit
 
     check_weights_fit(spec)
     try:

@@ -16,8 +16,7 @@ config fails before any job runs), each job script before it loads or computes a
   local directory's ``config.json``; else from the loaded model, in the job);
 * model directories: missing, not a directory, ``config.json`` missing or not JSON, no weights,
   unreadable weights, no tokenizer; when the model is loaded, weights that do not fit its
-  ``config.json`` (a tensor of another shape, tensors missing or left over: :func:`check_weights_fit`,
-  naming the first);
+  ``config.json`` (:mod:`patchbench.weights_fit`, naming the first tensor that differs);
 * tasks read from files: every row against the rules of :mod:`patchbench.prompt_pairs` (columns,
   markers; under each model's tokenizer when it is at hand: equal lengths, one-token answers);
 * prompt sets: empty, ids outside the vocabulary, prompts longer than the context, an answer
@@ -45,7 +44,6 @@ __all__ = [
     "check_device",
     "check_distinct_paths",
     "check_file_tasks",
-    "check_weights_fit",
     "check_fits",
     "check_job",
     "check_metrics",
@@ -322,83 +320,6 @@ def check_model_dir(spec: Any, weights: bool = True) -> None:
         )
     for name in (w for w in weights if w.endswith(".safetensors")):
         _check_safetensors(path / name, key, fix_dir)
-
-
-Shapes = dict[str, tuple[str, list[int]]]
-
-
-def weights_mismatch(
-    found: Shapes,
-    expected: dict[str, list[int]],
-    tied: Mapping[str, Sequence[str]] = {},
-    config: str = "config.json",
-) -> str | None:
-    """What is wrong when weights ``found`` (name -> (file, shape)) are loaded into a model whose config
-    gives ``expected`` (name -> shape): the first tensor of another shape, else the tensors the weights
-    lack (``tied``: names sharing one tensor, any one of them is enough) or hold in excess; None if they fit."""
-    for name, shape in expected.items():
-        if name in found and list(found[name][1]) != list(shape):
-            file, has = found[name]
-            return f"tensor {name!r} in {file} has shape {list(has)}, but {config} gives {list(shape)}"
-    missing = [n for n in expected if n not in found and not any(t in found for t in tied.get(n, ()))]
-    if missing:
-        return (
-            f"{config} describes {len(missing)} tensor(s) the weights lack (first: {missing[0]!r}): they would be "
-            "initialised randomly (a model with more layers or another architecture than the weights)"
-        )
-    extra = [n for n in found if n not in expected]
-    if extra:
-        return (
-            f"the weights hold {len(extra)} tensor(s) that {config} does not describe (first: {extra[0]!r} in "
-            f"{found[extra[0]][0]}): they would be ignored (a model with fewer layers than the weights)"
-        )
-    return None
-
-
-def check_weights_fit(spec: Any) -> None:
-    """Refuse a ``save_pretrained`` directory whose safetensors weights do not fit its ``config.json``,
-    naming the first mismatching tensor. The model is built on the meta device (no memory, no
-    weights read), and only the files' headers are read; ``.bin`` weights are left to the loader."""
-    import re
-
-    import torch
-    import transformers
-    from safetensors import safe_open
-
-    path = Path(spec.path)
-    found: Shapes = {}
-    for f in sorted(path.glob("*.safetensors")):
-        with safe_open(str(f), "pt") as sf:
-            for k in sf.keys():
-                found[k] = (f.name, list(sf.get_slice(k).get_shape()))
-    if not found:
-        return
-    try:
-        cfg = transformers.AutoConfig.from_pretrained(str(path))
-        with torch.device("meta"):
-            model = transformers.AutoModelForCausalLM.from_config(cfg)
-    except Exception:  # noqa: BLE001  (an architecture transformers cannot build: the loader says why)
-        return
-    expected = {k: list(v.shape) for k, v in model.state_dict().items()}
-    prefix = f"{model.base_model_prefix}."
-    if not set(found) & set(expected):  # saved from the base model: names without its prefix
-        found = {prefix + k: v for k, v in found.items()}
-    groups: dict[int, list[str]] = {}
-    for name, p in model.named_parameters(remove_duplicate=False):
-        groups.setdefault(id(p), []).append(name)
-    tied = {n: g for g in groups.values() for n in g}
-    skip_missing = [re.compile(p) for p in getattr(model, "_keys_to_ignore_on_load_missing", None) or ()]
-    skip_extra = [re.compile(p) for p in getattr(model, "_keys_to_ignore_on_load_unexpected", None) or ()]
-    expected = {k: v for k, v in expected.items() if k in found or not any(r.search(k) for r in skip_missing)}
-    found = {k: v for k, v in found.items() if k in expected or not any(r.search(k) for r in skip_extra)}
-    problem = weights_mismatch(found, expected, tied, str(path / "config.json"))
-    if problem:
-        raise InputError.of(
-            f"model {spec.name!r} (source: {spec.source})",
-            problem,
-            f"{path} mixes two models: save the model and its config together (model.save_pretrained(path)), or "
-            "restore the config.json that came with these weights",
-        )
 
 
 def _check_safetensors(path: Path, key: str, fix: str) -> None:

@@ -117,7 +117,7 @@ def load_toy(
 def _misfit(model_dir: Path, cfg_kwargs: dict, state: dict[str, torch.Tensor], err: Exception) -> InputError:
     """Why ``model.safetensors`` does not fit ``config.json``, naming the first mismatching tensor
     (the shapes of a freshly built model of that config against the file's)."""
-    from patchbench.preflight import weights_mismatch
+    from patchbench.weights_fit import weights_mismatch
 
     expected = {k: list(v.shape) for k, v in build_model(cfg_kwargs).ht_state_dict().items()}
     found = {k: ("model.safetensors", list(v.shape)) for k, v in state.items()}
