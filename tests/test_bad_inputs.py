@@ -505,13 +505,13 @@ CLI_CASES: list[tuple[str, Callable, tuple[str, ...]]] = [
     ("effects-out-is-raw", lambda a: ["effects", str(a.raw), "--out", str(a.raw)],
      ("--out", "is the same file as raw frame", "give --out another path")),
     ("robustness-frame-twice", lambda a: ["robustness", str(a.raw), str(a.raw), "--out", str(a.tmp / "rb")],
-     ("raw.parquet", "given more than once", "count twice", "pass each frame once")),
+     ("raw.parquet", "is the same file as frame", "would count twice", "pass it once")),
     ("robustness-circuit-is-output", lambda a: ["robustness", str(a.raw), "--out", str(a.tmp), "--circuit",
                                                 str(a.circuit("robustness_toytask_attn_head-all_m.json"))],
      ("is the same file as --circuit",)),
     # duplicates and values the sweep cannot use
-    ("heads-duplicate", lambda a: a(["--heads", "0.0,0.0,1.1"]), ("argument --heads", "0.0 given more than once", "once")),
-    ("layers-duplicate", lambda a: a(["--layers", "0,2,0"], site="mlp"), ("argument --layers", "0 given more than once")),
+    ("heads-duplicate", lambda a: a(["--heads", "0.0,0.0,1.1"]), ("flags do not fit together", "heads [[0, 0]] are given more than once", "list each once")),
+    ("layers-duplicate", lambda a: a(["--layers", "0,2,0"], site="mlp"), ("flags do not fit together", "layers [0] are given more than once")),
     ("device-without-gpu", lambda a: a(["--device", "cuda:99"]), ("device 'cuda:99'", "visible CUDA device", "device: auto")),
     ("seed-negative", lambda a: a(["--seed", "-1"]), ("argument --seed", "minimum of 0", "noise.seed")),
     # configs checked without Snakemake (Snakemake reads --configfile itself, before the workflow)

@@ -14,13 +14,9 @@ name that becomes part of a path is). The raw frame and the effects frame (with 
 detection) are written with their metadata, exactly as the workflow's ``sweep`` and ``effects``
 rules write them. ``robustness`` writes the localization-robustness tables, one-page summary and
 figure of one experiment (its sweeps' raw frames: bootstrap over prompts; or its effects files
-alone: a normal approximation) as the workflow's ``robustness_analysis`` rule does. ``check``
-runs every check the Snakefile runs on a config before any job (:func:`patchbench.preflight.check_workflow_config`)
-without Snakemake: Snakemake reads ``--configfile`` itself before the workflow, so a missing file or a
-YAML syntax error there is Snakemake's own message; ``check`` names the file and the line. No
-command writes over one of its own inputs or writes two outputs to one path
-(:func:`patchbench.preflight.check_distinct_paths`). Option defaults are the config schema's
-(:func:`patchbench.config.default`).
+alone: a normal approximation) as the workflow's ``robustness_analysis`` rule does; ``check`` runs
+the Snakefile's checks of config files. No command overwrites one of its inputs
+(:func:`patchbench.preflight.check_distinct_paths`). Option defaults: the schema's (:func:`patchbench.config.default`).
 """
 
 from __future__ import annotations
@@ -91,18 +87,7 @@ def _heads(text: str) -> tuple[tuple[int, int], ...]:
         heads = ()
     if not heads or any(a < 0 or b < 0 for a, b in heads):
         raise argparse.ArgumentTypeError(f"expects L.H,L.H,... (e.g. 7.3,7.9), got {text!r}")
-    _once(heads, [f"{a}.{b}" for a, b in heads], "head")
     return heads
-
-
-def _once(items: Sequence, names: Sequence[str], what: str) -> None:
-    """Refuse a repeated item of a list flag (it would enter the 2-SD statistics twice)."""
-    twice = sorted({n for x, n in zip(items, names, strict=True) if list(items).count(x) > 1})
-    if twice:
-        raise argparse.ArgumentTypeError(
-            f"{what}s {', '.join(twice)} given more than once: a repeated target would enter the 2-SD statistics "
-            f"twice; list each {what} once"
-        )
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -114,7 +99,6 @@ def _ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(
             f"expects comma-separated layer indices >= 0 (e.g. 0,1,2), got {text!r}"
         )
-    _once(out, [str(x) for x in out], "layer")
     return out
 
 
@@ -301,15 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rb.add_argument("--no-figure", action="store_true", help="tables and summary only")
 
-    ck = sub.add_parser(
-        "check", help="check a workflow config as the Snakefile does before any job (no Snakemake needed)"
-    )
-    ck.add_argument(
-        "configfiles",
-        nargs="+",
-        type=Path,
-        help="config file(s), merged in order as --configfile merges them",
-    )
+    ck = sub.add_parser("check", help="check config files as the Snakefile does, without Snakemake")
+    ck.add_argument("configfiles", nargs="+", type=Path, help="merged in order, as --configfile merges them")
     return ap
 
 
@@ -330,7 +307,7 @@ def _robustness(args: argparse.Namespace) -> None:
     from patchbench.errors import InputError, MissingInputError
     from patchbench.layout import ROBUSTNESS_FIGURES, Layout, check_name
     from patchbench.preflight import check_distinct_paths
-    from patchbench.rawframe import read_frame
+    from patchbench.rawframe import frame_identity, read_frame
 
     metrics = _metrics(args.metrics)
     if args.out.exists() and not args.out.is_dir():
@@ -342,11 +319,6 @@ def _robustness(args: argparse.Namespace) -> None:
             )
     if args.circuit is not None and not args.circuit.is_file():
         raise MissingInputError.of(f"--circuit {args.circuit}", "does not exist", "give a circuit JSON file")
-    twice = sorted({str(p) for p in args.frames if [q.resolve() for q in args.frames].count(p.resolve()) > 1})
-    if twice:
-        raise InputError.of(
-            f"frames {twice}", "are given more than once: one cell would count twice", "pass each frame once"
-        )
     frames = [read_frame(p) for p in args.frames]
     given = {"raw" if "run" in f.columns else "effects" if "effect" in f.columns else "?" for f in frames}
     if given not in ({"raw"}, {"effects"}):
@@ -354,7 +326,7 @@ def _robustness(args: argparse.Namespace) -> None:
             f"{[str(p) for p in args.frames]}: pass raw sweep frames (results/sweeps/...) or effects files "
             "(results/effects/...) of one experiment, not a mix or other files"
         )
-    task, site, positions, model = _frame_identity(frames[0])
+    task, site, positions, model = frame_identity(frames[0])
     name = args.name or f"{task}_{site}-{positions}"
     model = model or "model"
     check_name(
@@ -365,7 +337,7 @@ def _robustness(args: argparse.Namespace) -> None:
     names = Layout.robustness_names(name, model)
     kinds = [k for k in names if not (args.no_figure and k in ROBUSTNESS_FIGURES)]
     check_distinct_paths(
-        {**{f"frame {p}": p for p in args.frames}, "--circuit": args.circuit},
+        {**{f"frame {i}": p for i, p in enumerate(args.frames, 1)}, "--circuit": args.circuit},
         {f"output {names[k]}": args.out / names[k] for k in kinds},
     )
     settings = RobustnessSettings(n_boot=args.n_boot, ci=args.ci, seed=args.seed)
@@ -382,20 +354,6 @@ def _robustness(args: argparse.Namespace) -> None:
     paths = write_experiment(analyse(name, grid, circuit), {k: args.out / names[k] for k in kinds})
     for p in paths.values():
         print(p)
-
-
-def _frame_identity(frame) -> tuple[str, str, str, str]:
-    """(task, site, position mode, model) of a raw frame (its metadata) or an effects frame (its columns)."""
-    from patchbench.rawframe import metadata, position_mode
-
-    if "effect" in frame.columns and len(frame):
-        row = frame.iloc[0]
-        positions = str(row["positions"]) if "positions" in frame.columns else position_mode({})
-        return str(row["task"]), str(row["site"]), positions, str(row["model"])
-    meta = metadata(frame)
-    task, model = (str(meta.get(k) or "") for k in ("task", "model"))
-    site = str(frame["site"].iloc[0]) if "site" in frame.columns and len(frame) else ""
-    return task, site, position_mode(meta), model
 
 
 def _write_effects(raw, out: Path, metrics: tuple[str, ...] | None, k: float) -> None:
@@ -445,11 +403,9 @@ def _sweep(args: argparse.Namespace) -> None:
             "does not exist or is not a file",
             "give a cache file or leave the flag out",
         )
-    check_distinct_paths(
-        {"--prompts": args.prompts, "--clean-cache": args.clean_cache, **_model_files(args.model)},
-        {"--out": args.out, "--effects": args.effects},
-        {"--checkpoint-dir": args.checkpoint_dir},
-    )
+    inputs = {"--prompts": args.prompts, "--clean-cache": args.clean_cache, "--model": Path(args.model)}
+    outputs = {"--out": args.out, "--effects": args.effects}
+    check_distinct_paths(inputs, outputs, {"--checkpoint-dir": args.checkpoint_dir})
     try:
         spec = SweepSpec(
             corruption=args.corruption,
@@ -496,44 +452,13 @@ def _sweep(args: argparse.Namespace) -> None:
         _write_effects(raw, args.effects, metrics, PAPER_K)
 
 
-def _merge(into: dict, update: dict) -> dict:
-    """``update`` merged into ``into`` key by key, nested mappings recursively (as Snakemake merges config files)."""
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
-        else:
-            into[key] = value
-    return into
-
-
 def _check(args: argparse.Namespace) -> None:
-    from patchbench.config import ConfigError, read_yaml
+    from patchbench.config import merged_config
     from patchbench.preflight import check_workflow_config
 
-    merged: dict = {}
-    for path in args.configfiles:
-        cfg = read_yaml(path)
-        if cfg is not None and not isinstance(cfg, dict):
-            raise ConfigError.of(
-                f"config file {path}",
-                f"the top level must be a mapping of keys, got {type(cfg).__name__}",
-                "fix it",
-            )
-        _merge(merged, cfg or {})
-    cells = check_workflow_config(merged, args.configfiles)
+    cells = check_workflow_config(merged_config(args.configfiles), args.configfiles)
     n = sum(len(cs) for cs in cells.values())
-    print(
-        f"{' + '.join(map(str, args.configfiles))}: ok: {len(cells)} experiment(s), {n} sweep cell(s) on "
-        f"{len(merged['models'])} model(s)"
-    )
-
-
-def _model_files(model: str) -> dict[str, Path]:
-    """The files of ``--model`` when it names a directory (inputs no output may overwrite)."""
-    path = Path(model).expanduser()
-    if not path.is_dir():
-        return {}
-    return {f"--model file {p.name}": p for p in sorted(path.iterdir()) if p.is_file()}
+    print(f"{' + '.join(map(str, args.configfiles))}: ok: {len(cells)} experiment(s), {n} sweep cell(s)")
 
 
 def _effects(args: argparse.Namespace) -> None:
@@ -558,9 +483,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         try:
-            {"sweep": _sweep, "effects": _effects, "robustness": _robustness, "check": _check}[args.command](
-                args
-            )
+            commands = {"sweep": _sweep, "effects": _effects, "robustness": _robustness, "check": _check}
+            commands[args.command](args)
         except (InputError, FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
             print(f"patchbench {args.command}: error: {err}", file=sys.stderr)
             return 2

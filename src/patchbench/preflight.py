@@ -427,15 +427,28 @@ def check_distinct_paths(
     outputs: Mapping[str, str | Path | None],
     owned_dirs: Mapping[str, str | Path | None] | None = None,
 ) -> None:
-    """Refuse a command that would overwrite one of its own inputs, or write two outputs to one path.
+    """Refuse a command that would overwrite one of its own inputs, read one file as two inputs, or
+    write two outputs to one path.
 
     ``inputs`` and ``outputs`` map what names a path (a flag: ``--prompts``) to the path (None:
-    not given). Paths are compared resolved (absolute, symbolic links followed), so a link or a
-    ``./`` spelling cannot hide that two names are one file. ``owned_dirs`` are directories a
-    command empties or rewrites (``--checkpoint-dir``): no input or output may lie in one.
+    not given); an input that is a directory (a model) stands for the files in it. Paths are
+    compared resolved (absolute, symbolic links followed), so a link or a ``./`` spelling cannot
+    hide that two names are one file. ``owned_dirs`` are directories a command empties or rewrites
+    (``--checkpoint-dir``): no input or output may lie in one.
     """
+    ins: dict[Path, str] = {}
+    for what, p in inputs.items():
+        if p is None:
+            continue
+        files = sorted(Path(p).iterdir()) if Path(p).is_dir() else [Path(p)]
+        for f in (f for f in files if not Path(p).is_dir() or f.is_file()):
+            r, name = _resolved(f), what if f == Path(p) else f"{what} file {f.name}"
+            if r in ins:
+                raise InputError.of(
+                    f"{name} {p}", f"is the same file as {ins[r]} ({r}): it would count twice", "pass it once"
+                )
+            ins[r] = name
     seen_out: dict[Path, str] = {}
-    ins = {_resolved(Path(p)): what for what, p in inputs.items() if p is not None}
     for what, p in outputs.items():
         if p is None:
             continue

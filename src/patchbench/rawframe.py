@@ -41,6 +41,7 @@ __all__ = [
     "VALUE_COLUMNS",
     "assemble_raw",
     "baseline_rows",
+    "frame_identity",
     "metadata",
     "patched_rows",
     "position_mode",
@@ -221,6 +222,19 @@ def raw_metadata(
 def metadata(frame: pd.DataFrame) -> dict[str, Any]:
     """A copy of a frame's metadata (``attrs['patchbench']``; empty when it has none)."""
     return dict(frame.attrs.get("patchbench", {}) or {})
+
+
+def frame_identity(frame: pd.DataFrame) -> tuple[str, str, str, str]:
+    """(task, site, position mode, model) of a raw frame (its metadata and site column) or an
+    effects frame (its columns); empty strings where a hand-made frame does not say."""
+    if "effect" in frame.columns and len(frame):
+        row = frame.iloc[0]
+        positions = str(row["positions"]) if "positions" in frame.columns else position_mode({})
+        return str(row["task"]), str(row["site"]), positions, str(row["model"])
+    meta = metadata(frame)
+    task, model = (str(meta.get(k) or "") for k in ("task", "model"))
+    site = str(frame["site"].iloc[0]) if "site" in frame.columns and len(frame) else ""
+    return task, site, position_mode(meta), model
 
 
 def position_mode(meta: Mapping[str, Any]) -> str:
