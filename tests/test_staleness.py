@@ -170,14 +170,38 @@ CONFIG = {
             "resources": {"threads": 1},
         }
     },
-    "tasks": {"ioi": {"n_prompts": 6, "seed": 0}},
+    "tasks": {"ioi": {"n_prompts": 6, "seed": 0}, "pairs": {"file": "data/pairs.csv"}},
     "experiments": {
-        "heads": {"task": "ioi", "models": [MODEL], "corruptions": ["str", "gn"], "site": "attn_head"}
+        "heads": {"task": "ioi", "models": [MODEL], "corruptions": ["str", "gn"], "site": "attn_head"},
+        "file_heads": {"task": "pairs", "models": [MODEL], "corruptions": ["str"], "site": "attn_head"},
     },
 }
-EFFECTS = [f"results/effects/{MODEL}/ioi/{c}/attn_head-all_w1.parquet" for c in ("str", "gn")]
+EFFECTS = [
+    *(f"results/effects/{MODEL}/ioi/{c}/attn_head-all_w1.parquet" for c in ("str", "gn")),
+    f"results/effects/{MODEL}/pairs/str/attn_head-all_w1.parquet",
+]
 RAW = {c: f"results/sweeps/{MODEL}/ioi/{c}/attn_head-all_w1.parquet" for c in ("str", "gn")}
-DOWNSTREAM_OF_PROMPTS = {"prompts", "filter_correct", "clean_cache", "sweep_heads", "effects"}
+#: what reruns after the IOI task's or the file task's prompts change
+IOI_CHAIN = {"prompts": 1, "filter_correct": 1, "clean_cache": 1, "sweep_heads": 1, "effects": 2}
+FILE_CHAIN = {"prompts": 1, "filter_correct": 1, "clean_cache": 1, "sweep_file_heads": 1, "effects": 1}
+
+
+def write_pairs(path: Path, model_dir: Path) -> None:
+    """A file of prompt pairs (a task read from a file): six IOI prompts written out as text."""
+    import csv
+
+    from patchbench.models import ModelSpec, load_tokenizer
+    from patchbench.tasks import build_task
+    from patchbench.tokenizing import decode
+
+    tok = load_tokenizer(ModelSpec(name=MODEL, source="toy", path=str(model_dir)))
+    ps = build_task("ioi", tok, ROOT / "data" / "toy", n_prompts=6, seed=3)
+    with open(path, "w", newline="") as fh:
+        out = csv.DictWriter(fh, fieldnames=["clean", "corrupted", "answer", "wrong"])
+        out.writeheader()
+        for i in range(len(ps)):
+            out.writerow({"clean": ps.meta["text"].iloc[i], "corrupted": ps.meta["corrupted_text"].iloc[i],
+                          "answer": decode(tok, ps.answers[i]).strip(), "wrong": decode(tok, ps.wrong[i]).strip()})  # fmt: skip
 
 
 def snakemake(project: Path, *args: str) -> str:
@@ -205,6 +229,7 @@ def finished(tmp_path_factory) -> Path:
         src, dst = ROOT / part, project / part
         shutil.copytree(src, dst) if src.is_dir() else shutil.copy2(src, dst)
     shutil.copytree(ROOT / "models" / "organisms" / "toy-attn-only", project / "models" / MODEL)
+    write_pairs(project / "data" / "pairs.csv", project / "models" / MODEL)
     (project / "config").mkdir()
     (project / "config" / "demo.yaml").write_text(yaml.safe_dump(CONFIG, sort_keys=False))
     snakemake(project)
@@ -252,7 +277,13 @@ def test_new_weights_rerun_every_job_that_loads_the_model_and_nothing_else(finis
     rewrite_keeping_mtime(project / "models" / MODEL / "model.safetensors", scale)
     plan = planned(project)
     report("weights", plan)
-    assert plan == {"filter_correct": 1, "clean_cache": 1, "sweep_heads": 1, "effects": 2}
+    assert plan == {
+        "filter_correct": 2,
+        "clean_cache": 2,
+        "sweep_heads": 1,
+        "sweep_file_heads": 1,
+        "effects": 3,
+    }
 
 
 @pytest.mark.slow
@@ -268,7 +299,7 @@ def test_a_permuted_tokenizer_reruns_the_prompts_and_everything_after_them(finis
     rewrite_keeping_mtime(project / "models" / MODEL / "tokenizer.json", permute)
     plan = planned(project)
     report("tokenizer", plan)
-    assert set(plan) == DOWNSTREAM_OF_PROMPTS and plan["effects"] == 2
+    assert plan == {k: IOI_CHAIN.get(k, 0) + FILE_CHAIN.get(k, 0) for k in {**IOI_CHAIN, **FILE_CHAIN}}
 
 
 @pytest.mark.slow
@@ -284,7 +315,24 @@ def test_an_edited_task_data_file_reruns_the_prompts_and_everything_after_them(f
     rewrite_keeping_mtime(project / "data" / "toy" / "ioi" / "ioi_vocab.json", reorder)
     plan = planned(project)
     report("task data file", plan)
-    assert set(plan) == DOWNSTREAM_OF_PROMPTS
+    assert plan == IOI_CHAIN
+
+
+@pytest.mark.slow
+def test_an_edited_prompt_file_reruns_its_task_and_nothing_else(finished, tmp_path):
+    """A task read from a file of prompt pairs (``tasks.pairs.file``): one row's answers swapped."""
+    project = fresh_clone(finished, tmp_path / "clone")
+
+    def swap(path):
+        head, *rows = path.read_text().splitlines()
+        first = rows[0].rsplit(",", 2)
+        rows[0] = ",".join([first[0], first[2], first[1]])
+        path.write_text("\n".join([head, *rows]) + "\n")
+
+    rewrite_keeping_mtime(project / "data" / "pairs.csv", swap)
+    plan = planned(project)
+    report("prompt file", plan)
+    assert plan == FILE_CHAIN
 
 
 @pytest.mark.slow
