@@ -8,7 +8,7 @@ without being produced by the workflow. So every job that reads such files, or w
 carry metadata, is checked by content:
 
 * its **fingerprint** per output: the config facts of the rule (``common.smk``'s
-  ``fingerprint``) and :func:`sources`, the digests of the files it reads (a model's
+  ``fingerprint``) and the digests of the files it reads (:func:`model_sources`: a model's
   ``config.json``, weights and tokenizer files by sha256; a hub model by the commit of its
   repository; a task's data files, :func:`patchbench.tasks.task_files`; circuit files);
 * the job **records** that fingerprint in each output it writes (:func:`record`: the
@@ -33,7 +33,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import logging
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -45,14 +44,14 @@ from patchbench.atomic import write_json, write_text
 __all__ = [
     "RECORD_KEY",
     "Digests",
+    "cached_commit",
+    "file_sources",
     "hub_commit",
     "model_sources",
     "recorded",
     "record",
     "refresh_stamp",
 ]
-
-log = logging.getLogger(__name__)
 
 #: The metadata key under which an output records the fingerprint of the job that wrote it.
 RECORD_KEY = "job_fingerprint"
