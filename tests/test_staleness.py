@@ -82,8 +82,18 @@ def test_recorded_reads_frames_and_safetensors(tmp_path):
 
     assert recorded(frame(tmp_path / "a.parquet", "abc")) == "abc"
     assert recorded(frame(tmp_path / "b.parquet", None)) is None
-    save_file({"t": torch.zeros(2)}, str(tmp_path / "c.safetensors"), metadata={RECORD_KEY: "xyz"})
-    assert recorded(tmp_path / "c.safetensors") == "xyz"
+    from patchbench.engine.cache import load_cache, save_cache
+
+    save_cache({"t": torch.zeros(2)}, tmp_path / "c.safetensors", "cachefp", job_fingerprint="xyz")
+    assert (
+        recorded(tmp_path / "c.safetensors") == "xyz"
+        and load_cache(tmp_path / "c.safetensors", "cpu")[1] == "cachefp"
+    )
+    first = (tmp_path / "c.safetensors").read_bytes()
+    save_cache({"t": torch.zeros(2)}, tmp_path / "c.safetensors", "cachefp", job_fingerprint="xyz")
+    assert (tmp_path / "c.safetensors").read_bytes() == first, "equal caches must be equal files"
+    save_file({"t": torch.zeros(2)}, str(tmp_path / "d.safetensors"))
+    assert recorded(tmp_path / "d.safetensors") is None
     (tmp_path / "d.parquet").write_bytes(b"PAR1 garbage")
     assert recorded(tmp_path / "d.parquet").startswith("unreadable")
 

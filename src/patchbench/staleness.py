@@ -12,8 +12,8 @@ carry metadata, is checked by content:
   ``config.json``, weights and tokenizer files by sha256; a hub model by the commit of its
   repository; a task's data files, :func:`patchbench.tasks.task_files`; circuit files);
 * the job **records** that fingerprint in each output it writes (:func:`record`: the
-  ``job_fingerprint`` key of a frame's or prompt set's ``patchbench`` Parquet metadata, or of a
-  safetensors file's metadata);
+  ``job_fingerprint`` key of the ``patchbench`` JSON in a frame's or prompt set's Parquet metadata,
+  or in a clean cache's safetensors metadata);
 * a **stamp** file, an input of the job, is refreshed while the Snakefile is parsed
   (:func:`refresh_stamp`), before Snakemake decides what to run: when every existing output
   that can record a fingerprint records the current one, the stamp's modification time is set to
@@ -222,11 +222,11 @@ def recorded(path: str | Path) -> str | None:
             from safetensors import safe_open
 
             with safe_open(str(path), "pt") as f:
-                meta = f.metadata() or {}
-            return meta.get(RECORD_KEY)
-        import pyarrow.parquet as pq
+                raw = (f.metadata() or {}).get("patchbench", "{}")
+        else:
+            import pyarrow.parquet as pq
 
-        raw = (pq.read_schema(path).metadata or {}).get(b"patchbench", b"{}")
+            raw = (pq.read_schema(path).metadata or {}).get(b"patchbench", b"{}")
         value = json.loads(raw).get(RECORD_KEY)
         return None if value is None else str(value)
     except Exception as err:  # noqa: BLE001  (every reader's error means: the file cannot be trusted)

@@ -15,6 +15,7 @@ or prompts give another fingerprint recomputes the cache instead of trusting the
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -47,8 +48,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-#: The metadata key of a cache file's fingerprint.
-FINGERPRINT = "patchbench_fingerprint"
+#: The one metadata key of a cache file: JSON (sorted keys) of its ``fingerprint`` and, written by
+#: the workflow, the job's (:data:`patchbench.staleness.RECORD_KEY`). One key, because safetensors
+#: writes several in an arbitrary order: equal caches would not be equal files.
+META = "patchbench"
 
 ANSWER_LOGITS = "answer_logits"
 TOKENS = "tokens"
@@ -128,8 +131,9 @@ def save_cache(
     from patchbench.staleness import record
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in cache.items()}
+    meta = json.dumps(record({"fingerprint": fingerprint}, job_fingerprint), sort_keys=True)
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=record({FINGERPRINT: fingerprint}, job_fingerprint))
+        save_file(tensors, str(tmp), metadata={META: meta})
 
 
 def load_cache(path: str | Path, device) -> tuple[dict[str, torch.Tensor] | None, str]:
@@ -142,7 +146,10 @@ def load_cache(path: str | Path, device) -> tuple[dict[str, torch.Tensor] | None
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as err:  # noqa: BLE001  (safetensors' own error or OSError: the file is unusable either way)
         return None, f"unreadable ({type(err).__name__}: {err})"
-    return tensors, meta.get(FINGERPRINT, "")
+    try:
+        return tensors, str(json.loads(meta.get(META, "{}")).get("fingerprint", ""))
+    except ValueError:
+        return tensors, ""
 
 
 def usable_cache(
