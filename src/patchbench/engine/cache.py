@@ -8,8 +8,9 @@ and GN sweeps of every site it holds. It is a flat dict of CPU tensors (``safete
 * ``tokens``, the clean ids, so that a cache built from other prompts is refused.
 
 Layer 0's residual stream is always included: the engine's sanity check patches it. On disk
-(:func:`save_cache`, :func:`load_cache`) the file's metadata holds :func:`cache_fingerprint`
-(the model's weights and the prompts' ids, :mod:`patchbench.fingerprint`); a reader whose model
+(:func:`save_cache`, :func:`load_cache`) the file's metadata (:data:`META`) holds :func:`cache_fingerprint`
+(the model's weights and the prompts' ids, :mod:`patchbench.fingerprint`) and, written by the
+workflow, its job's fingerprint (:mod:`patchbench.staleness`); a reader whose model
 or prompts give another fingerprint recomputes the cache instead of trusting the file.
 """
 
