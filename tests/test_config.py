@@ -46,7 +46,7 @@ def test_every_default_comes_from_the_schema():
     model = cfg["models"]["m"]
     assert model["resources"] == {"mem_mb": 4000, "runtime": 30, "gpu": 0, "threads": 2}
     assert (model["hub_name"], model["path"], model["init"]) == (None, None, "trained")
-    assert cfg["tasks"]["ioi"] == {"n_prompts": 3, "seed": 0, "options": {}}
+    assert cfg["tasks"]["ioi"] == {"n_prompts": 3, "seed": 0, "allow_fewer": False, "options": {}}
     # defaults are copies: filling one entry does not change another's
     cfg["experiments"]["e"]["windows"].append(3)
     assert validate_config(copy.deepcopy(MINIMAL))["experiments"]["e"]["windows"] == [1]

@@ -44,12 +44,13 @@ def resume_command() -> str:
 
 
 def outputs(project: Path) -> dict[str, tuple[str, int]]:
-    """Every result and figure file (not logs, checkpoints or temporaries): sha256 and mtime."""
+    """Every result and figure file (not logs, checkpoints, staleness stamps or temporaries): sha256 and mtime."""
     out = {}
     for base in ("results", "figures"):
         for p in sorted((project / base).rglob("*")):
             rel = p.relative_to(project)
-            if p.is_file() and "logs" not in rel.parts and not any(x.endswith(".chunks") for x in rel.parts):
+            bookkeeping = {"logs", ".fingerprints"} & set(rel.parts)
+            if p.is_file() and not bookkeeping and not any(x.endswith(".chunks") for x in rel.parts):
                 out[str(rel)] = (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
     return out
 

@@ -5,6 +5,7 @@
     patchbench effects raw.parquet --out effects.parquet [--metrics prob,logit_diff,kl,stolfo]
     patchbench robustness str_raw.parquet gn_raw.parquet --out robustness/ [--circuit circuit.json]
     patchbench estimate --configfile config/demo.yaml [--device cpu|cuda|h100|a100]
+    patchbench check config/my.yaml [more.yaml ...]
 
 ``--model`` is a TransformerLens / Hugging Face hub name or a local model directory (a toy
 model of this repository or a ``save_pretrained`` directory), loaded by
@@ -14,8 +15,9 @@ name that becomes part of a path is). The raw frame and the effects frame (with 
 detection) are written with their metadata, exactly as the workflow's ``sweep`` and ``effects``
 rules write them. ``robustness`` writes the localization-robustness tables, one-page summary and
 figure of one experiment (its sweeps' raw frames: bootstrap over prompts; or its effects files
-alone: a normal approximation) as the workflow's ``robustness_analysis`` rule does. Option
-defaults are the config schema's (:func:`patchbench.config.default`).
+alone: a normal approximation) as the workflow's ``robustness_analysis`` rule does; ``check`` runs
+the Snakefile's checks of config files. No command overwrites one of its inputs
+(:func:`patchbench.preflight.check_distinct_paths`). Option defaults: the schema's (:func:`patchbench.config.default`).
 """
 
 from __future__ import annotations
@@ -247,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     es.add_argument("--cells", action="store_true", help="also print each sweep cell's predicted time")
     es.add_argument("--measure", action="store_true", help="measure this machine's rates again (cached)")
+    ck = sub.add_parser("check", help="check config files as the Snakefile does, without Snakemake")
+    ck.add_argument("configfiles", nargs="+", type=Path, help="merged in order, as --configfile merges them")
     return ap
 
 
@@ -266,7 +270,8 @@ def _robustness(args: argparse.Namespace) -> None:
     from patchbench.analysis.robustness_report import analyse, write_experiment
     from patchbench.errors import InputError, MissingInputError
     from patchbench.layout import ROBUSTNESS_FIGURES, Layout, check_name
-    from patchbench.rawframe import read_frame
+    from patchbench.preflight import check_distinct_paths
+    from patchbench.rawframe import frame_identity, read_frame
 
     metrics = _metrics(args.metrics)
     if args.out.exists() and not args.out.is_dir():
@@ -285,6 +290,20 @@ def _robustness(args: argparse.Namespace) -> None:
             f"{[str(p) for p in args.frames]}: pass raw sweep frames (results/sweeps/...) or effects files "
             "(results/effects/...) of one experiment, not a mix or other files"
         )
+    task, site, positions, model = frame_identity(frames[0])
+    name = args.name or f"{task}_{site}-{positions}"
+    model = model or "model"
+    check_name(
+        model,
+        f"the model name in {args.frames[0]}'s metadata",
+        fix="sweep again with `patchbench sweep --name NAME` (a safe name)",
+    )
+    names = Layout.robustness_names(name, model)
+    kinds = [k for k in names if not (args.no_figure and k in ROBUSTNESS_FIGURES)]
+    check_distinct_paths(
+        {**{f"frame {i}": p for i, p in enumerate(args.frames, 1)}, "--circuit": args.circuit},
+        {f"output {names[k]}": args.out / names[k] for k in kinds},
+    )
     settings = RobustnessSettings(n_boot=args.n_boot, ci=args.ci, seed=args.seed)
     labels = [str(p) for p in args.frames]
     if given == {"raw"}:
@@ -295,17 +314,7 @@ def _robustness(args: argparse.Namespace) -> None:
             "pass the raw sweep frames for the bootstrap"
         )
         grid = normal_grid(frames, settings, names=labels)
-    cell = grid.cells.iloc[0]
-    name = args.name or f"{cell['task']}_{cell['site']}-{cell['positions']}"
-    circuit = read_known_circuit(args.circuit, str(cell["task"])) if args.circuit else None
-    model = str(cell["model"]) or "model"
-    check_name(
-        model,
-        f"the model name in {args.frames[0]}'s metadata",
-        fix="sweep again with `patchbench sweep --name NAME` (a safe name)",
-    )
-    names = Layout.robustness_names(name, model)
-    kinds = [k for k in names if not (args.no_figure and k in ROBUSTNESS_FIGURES)]
+    circuit = read_known_circuit(args.circuit, task) if args.circuit else None
     paths = write_experiment(analyse(name, grid, circuit), {k: args.out / names[k] for k in kinds})
     for p in paths.values():
         print(p)
@@ -336,10 +345,12 @@ def _sweep(args: argparse.Namespace) -> None:
     from patchbench.engine.cache import required_hooks, usable_cache
     from patchbench.engine.sweep import run_sweep
     from patchbench.errors import InputError, MissingInputError
-    from patchbench.preflight import check_output_path, check_spec
+    from patchbench.models import resolve_device
+    from patchbench.preflight import check_distinct_paths, check_output_path, check_spec
     from patchbench.prompts import PromptSet
     from patchbench.rawframe import write_frame
     from patchbench.sites import SweepSpec
+    from patchbench.tasks import check_answers
 
     check_output_path(args.out, "--out")
     if args.effects is not None:
@@ -356,6 +367,14 @@ def _sweep(args: argparse.Namespace) -> None:
             "does not exist or is not a file",
             "give a cache file or leave the flag out",
         )
+    inputs = {
+        "--prompts": args.prompts,
+        "--clean-cache": args.clean_cache,
+        "--reference": args.reference,
+        "--model": Path(args.model),
+    }
+    outputs = {"--out": args.out, "--effects": args.effects}
+    check_distinct_paths(inputs, outputs, {"--checkpoint-dir": args.checkpoint_dir})
     settings: tuple = ()
     reference = None
     if args.reference is not None:
@@ -383,6 +402,7 @@ def _sweep(args: argparse.Namespace) -> None:
         )
     except ValueError as err:
         raise InputError(f"the sweep's flags do not fit together: {err}") from None
+    resolve_device(args.device)
     from patchbench.prompt_pairs import SUFFIXES, read_pairs
 
     pairs = args.prompts.suffix.lower() in SUFFIXES
@@ -390,6 +410,7 @@ def _sweep(args: argparse.Namespace) -> None:
         read_pairs(args.prompts)
     else:
         prompts = PromptSet.from_parquet(args.prompts)
+        check_answers(prompts)
     model = load_model_for_cli(args.model, dtype=args.dtype, device=args.device)
     if pairs:
         prompts = PromptSet.from_file(args.prompts, model.tokenizer)
@@ -415,11 +436,21 @@ def _sweep(args: argparse.Namespace) -> None:
         _write_effects(raw, args.effects, metrics, PAPER_K)
 
 
+def _check(args: argparse.Namespace) -> None:
+    from patchbench.config import merged_config
+    from patchbench.preflight import check_workflow_config
+
+    cells = check_workflow_config(merged_config(args.configfiles), args.configfiles)
+    n = sum(len(cs) for cs in cells.values())
+    print(f"{' + '.join(map(str, args.configfiles))}: ok: {len(cells)} experiment(s), {n} sweep cell(s)")
+
+
 def _effects(args: argparse.Namespace) -> None:
-    from patchbench.preflight import check_output_path
+    from patchbench.preflight import check_distinct_paths, check_output_path
     from patchbench.rawframe import read_frame
 
     check_output_path(args.out, "--out")
+    check_distinct_paths({"raw frame": args.raw}, {"--out": args.out})
     metrics = _metrics(args.metrics)
     _write_effects(read_frame(args.raw), args.out, metrics, args.k)
 
@@ -438,7 +469,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # progress bars to a file or a pipe (a batch job's log) become lines; a terminal keeps its bars
     lines = progress_lines(sys.stderr) if not sys.stderr.isatty() else contextlib.nullcontext()
-    commands = {"sweep": _sweep, "effects": _effects, "robustness": _robustness, "estimate": _estimate}
+    commands = {
+        "sweep": _sweep,
+        "effects": _effects,
+        "robustness": _robustness,
+        "estimate": _estimate,
+        "check": _check,
+    }
     with lines:
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

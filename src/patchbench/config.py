@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ __all__ = [
     "ConfigError",
     "default",
     "load_config",
+    "merged_config",
     "read_yaml",
     "schema",
     "validate_config",
@@ -204,6 +205,28 @@ def read_yaml(path: str | Path) -> Any:
         ) from None
     finally:
         loader.dispose()
+
+
+def merged_config(paths: Sequence[str | Path]) -> dict[str, Any]:
+    """Config files read strictly (:func:`read_yaml`) and merged in order as Snakemake merges
+    ``--configfile`` files: a later file's keys win, nested mappings merged key by key (not validated)."""
+
+    def merge(into: dict[str, Any], update: Mapping[str, Any]) -> None:
+        for key, value in update.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                merge(into[key], value)
+            else:
+                into[key] = copy.deepcopy(value)
+
+    merged: dict[str, Any] = {}
+    for path in paths:
+        cfg = read_yaml(path)
+        if cfg is not None and not isinstance(cfg, dict):
+            raise ConfigError(
+                f"config file {path}: the top level must be a mapping of keys, got {type(cfg).__name__}"
+            )
+        merge(merged, cfg or {})
+    return merged
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from patchbench.lm import LM
 from patchbench.prompts import PromptSet
 
-__all__ = ["answer_logits", "filter_correct"]
+__all__ = ["answer_logits", "check_enough", "filter_correct"]
 
 log = logging.getLogger(__name__)
 
@@ -83,3 +83,24 @@ def filter_correct(model: LM, prompts: PromptSet, batch_size: int = 64) -> tuple
         stats["mean_logit_diff"],
     )
     return prompts.subset(np.flatnonzero(correct)), stats
+
+
+def check_enough(kept: int, total: int, min_prompts: int, filtered: bool, model: str, task: str) -> None:
+    """Refuse a prompt set left with fewer than ``min_prompts`` prompts, with the fix that applies:
+    with the correctness filter on, turning it off or lowering min_prompts; with it off (every
+    prompt already kept), lowering min_prompts or generating more prompts."""
+    from patchbench.errors import InputError
+
+    if kept >= min_prompts:
+        return
+    if filtered:
+        raise InputError(
+            f"{model} answers only {kept} of {total} {task} prompts correctly (min_prompts={min_prompts}); is the "
+            f"model trained / the right one? Fix: set filter_correct: false to patch all prompts anyway, or lower "
+            f"min_prompts to {kept}"
+        )
+    raise InputError(
+        f"the {task} prompt set for {model} has {kept} prompts, fewer than min_prompts={min_prompts} "
+        f"(filter_correct is already false: every prompt is kept). Fix: lower min_prompts to {kept} or raise "
+        f"tasks.{task}.n_prompts"
+    )

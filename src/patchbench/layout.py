@@ -20,6 +20,7 @@ the practice benchmark                      ``R/tables/practices_{task}.csv|md``
                                             ``R/practices/plans/{model}/{experiment}.json``
 the report's front page                     ``R/robustness/summary.rst``
 a step's log                                ``R/logs/…`` (the same sub-path as its output)
+a job's staleness stamp                     ``R/.fingerprints/{rule}/{wildcards…}.json``
 ==========================================  =====================================================
 
 Snakemake's wildcard patterns are these same paths with ``{model}``-style placeholders passed in
@@ -128,6 +129,16 @@ class Layout:
     def figure(self, *parts: str) -> str:
         """A path under ``figures_dir``."""
         return str(Path(self.figures_dir, *parts))
+
+    def stamp(self, rule: str, *parts: str) -> str:
+        """The staleness stamp of one job of ``rule`` (:mod:`patchbench.staleness`), named by its wildcards."""
+        return str(
+            Path(self.results_dir, ".fingerprints", rule, *parts[:-1], f"{parts[-1] if parts else rule}.json")
+        )
+
+    def digest_memo(self) -> str:
+        """The memo of file digests the staleness checks keep (:class:`patchbench.staleness.Digests`)."""
+        return self.result(".fingerprints", "digests.json")
 
     def log(self, *parts: str) -> str:
         """A step's log file, under ``results_dir/logs`` (so each config keeps its own)."""

@@ -74,6 +74,7 @@ class ModelSpec:
     device: str = default("model.device")
     memory_budget_mb: int = default("model.memory_budget_mb")
     init: Literal["trained", "random"] = default("model.init")
+    processing: bool | None = default("model.processing")
     arch: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     @classmethod
@@ -98,6 +99,7 @@ class ModelSpec:
             device=entry["device"],
             memory_budget_mb=int(entry["memory_budget_mb"]),
             init=entry["init"],
+            processing=entry["processing"],
             arch=dict(entry["arch"]),
         )
 
@@ -111,6 +113,12 @@ class ModelSpec:
         return cls(name=name_or_path, source="hub", hub_name=name_or_path, **kwargs)
 
     @property
+    def processed(self) -> bool:
+        """Whether the weights are processed: ``processing``, else the route's default (hub and local
+        models processed, toy models unprocessed, as trained)."""
+        return self.source != "toy" if self.processing is None else bool(self.processing)
+
+    @property
     def torch_dtype(self) -> torch.dtype:
         try:
             return DTYPES[self.dtype]
@@ -120,13 +128,29 @@ class ModelSpec:
             ) from None
 
 
+def device_missing(device: str) -> str | None:
+    """Why ``device`` (``cpu``, ``cuda[:i]``, ``mps``; not ``auto``) cannot be used on this machine, or None."""
+    if device.startswith("cuda"):
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= n:
+            return f"this machine has {n} visible CUDA device(s) (torch {torch.__version__})"
+    if device == "mps" and not torch.backends.mps.is_available():
+        return "this machine has no MPS (Apple GPU) device"
+    return None
+
+
 def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; anything else is returned unchanged."""
+    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; anything else is returned unchanged
+    when this machine has it (an InputError naming the device otherwise)."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(
-            f"config asks for device {device!r} but no CUDA device is visible; use 'auto' or 'cpu'"
+    missing = device_missing(device)
+    if missing:
+        raise InputError.of(
+            f"device {device!r}",
+            missing,
+            "use device: auto (the GPU when there is one, else the CPU) or cpu, or run where the GPU is",
         )
     return device
 
@@ -164,23 +188,80 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 
+def known_hub_names() -> list[str]:
+    """The model names TransformerLens knows: official Hugging Face names and their aliases."""
+    from transformer_lens.supported_models import MODEL_ALIASES, OFFICIAL_MODEL_NAMES
+
+    return sorted({*OFFICIAL_MODEL_NAMES, *(a for aliases in MODEL_ALIASES.values() for a in aliases)})
+
+
+def _not_found(spec: ModelSpec, detail: str = "") -> ModelNotFoundError:
+    """Why a hub model could not be had offline: an unknown name (with the closest known ones), or a
+    known one that is not in the local cache."""
+    import difflib
+
+    name = spec.hub_name or spec.name
+    cache = f"HF_HUB_CACHE={_hub_cache_dir()}"
+    fix_cache = (
+        "go online once (or copy a warm cache there and set HF_HUB_OFFLINE=1), or point the model at a local "
+        "save_pretrained directory with `source: local` and `path:`, or run the offline demo config "
+        "(snakemake --configfile config/demo.yaml)"
+    )
+    if name in known_hub_names():
+        problem = f"{name!r} is a known model but is not in the local Hugging Face cache ({cache})"
+        return ModelNotFoundError.of(f"model {spec.name!r}", problem + detail, fix_cache)
+    close = difflib.get_close_matches(name, known_hub_names(), n=3, cutoff=0.6)
+    problem = (
+        f"unknown model name {name!r}: TransformerLens knows no model of that name and the local cache "
+        f"({cache}) has no repository of it"
+    )
+    fix = (
+        f"did you mean {' or '.join(map(repr, close))}? Correct hub_name, or "
+        if close
+        else "Correct hub_name, or "
+    )
+    return ModelNotFoundError.of(f"model {spec.name!r}", problem + detail, fix + fix_cache)
+
+
+def check_hub_model(spec: ModelSpec) -> None:
+    """Offline (``HF_HUB_OFFLINE``), refuse a hub model whose name TransformerLens does not know and
+    the local cache does not hold (a misspelt name, with the closest known ones). A known model that
+    is not cached passes: a dry run plans it, and its job says that it is not in the cache. Online
+    the job downloads it."""
+    from patchbench.lm import official_name
+    from patchbench.staleness import cached_commit
+
+    name = spec.hub_name or spec.name
+    if spec.source != "hub" or not _offline() or name in known_hub_names():
+        return
+    if cached_commit(official_name(name)) is None:
+        raise _not_found(spec)
+
+
 def _load_hub(spec: ModelSpec, device: str) -> LM:
     from patchbench.lm import load_hub
 
     name = spec.hub_name or spec.name
     try:
         with offline_repo_listing() if _offline() else contextlib.nullcontext():
-            return load_hub(name, dtype=spec.torch_dtype, device=device, tokenizer=load_tokenizer(spec))
+            return load_hub(
+                name,
+                dtype=spec.torch_dtype,
+                device=device,
+                tokenizer=load_tokenizer(spec),
+                processing=spec.processed,
+            )
     except (
         OSError,
         ValueError,
     ) as err:  # hub errors surface as OSError subclasses; unknown names as ValueError
+        if _offline():
+            raise _not_found(spec, f" ({type(err).__name__}: {err})") from err
         raise ModelNotFoundError(
             f"model {spec.name!r}: could not load {name!r} from the Hugging Face hub or its cache "
             f"(looked in HF_HUB_CACHE={_hub_cache_dir()}): {type(err).__name__}: {err}. "
-            "Fix: go online once (or copy a warm cache there and set HF_HUB_OFFLINE=1), or point the model "
-            "at a local save_pretrained directory with `source: local` and `path:`, or run the offline demo "
-            "config (snakemake --configfile config/demo.yaml)."
+            "Fix: check the name (hub_name), go online, or point the model at a local save_pretrained directory "
+            "with `source: local` and `path:`."
         ) from err
 
 
@@ -194,9 +275,16 @@ def _load_local(spec: ModelSpec, device: str) -> LM:
             "Fix: save one there with `model.save_pretrained(path)` and `tokenizer.save_pretrained(path)`, "
             "or correct `path:` in the config."
         )
+    from patchbench.weights_fit import check_weights_fit
+
+    check_weights_fit(spec)
     try:
         return load_transformers(
-            str(path), dtype=spec.torch_dtype, device=device, tokenizer=load_tokenizer(spec)
+            str(path),
+            dtype=spec.torch_dtype,
+            device=device,
+            tokenizer=load_tokenizer(spec),
+            processing=spec.processed,
         )
     except OSError as err:
         raise ModelNotFoundError(
@@ -217,7 +305,7 @@ def _load_toy(spec: ModelSpec, device: str) -> LM:
         )
     from patchbench.toy.model import load_toy
 
-    return load_toy(path, device=device, dtype=spec.torch_dtype)
+    return load_toy(path, device=device, dtype=spec.torch_dtype, processing=spec.processed)
 
 
 def _is_toy_dir(path: Path) -> bool:
@@ -235,7 +323,9 @@ def _random_toy(spec: ModelSpec, device: str) -> LM:
     tokenizer = load_tokenizer(spec)
     fields = {**spec.arch, "d_vocab": len(tokenizer), "seed": int(spec.arch.get("seed", 0))}
     fields.setdefault("model_name", spec.name)
-    return load_native(fields, dtype=spec.torch_dtype, device=device, tokenizer=tokenizer)
+    return load_native(
+        fields, dtype=spec.torch_dtype, device=device, tokenizer=tokenizer, processing=spec.processed
+    )
 
 
 def load_model(spec: ModelSpec) -> LM:
@@ -271,6 +361,8 @@ def load_tokenizer(spec: ModelSpec):
         try:
             where = hub_tokenizer_name(where)
         except (OSError, ValueError) as err:
+            if _offline():
+                raise _not_found(spec, f" ({type(err).__name__}: {err})") from err
             raise ModelNotFoundError(
                 f"model {spec.name!r}: no config for {where!r} in the hub or its cache "
                 f"(HF_HUB_CACHE={_hub_cache_dir()}): {err}"
@@ -278,6 +370,8 @@ def load_tokenizer(spec: ModelSpec):
     try:
         tok = AutoTokenizer.from_pretrained(str(where))
     except OSError as err:
+        if spec.source == "hub" and _offline():
+            raise _not_found(spec, f" ({type(err).__name__}: {err})") from err
         raise ModelNotFoundError(
             f"model {spec.name!r}: no tokenizer found at {where!r} (hub cache {_hub_cache_dir()}): {err}. "
             "Fix: save the tokenizer into the model directory with tokenizer.save_pretrained(path), "

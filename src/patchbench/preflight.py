@@ -15,13 +15,16 @@ config fails before any job runs), each job script before it loads or computes a
   model's config when it can be read without loading the model: toy settings, a toy ``arch``, a
   local directory's ``config.json``; else from the loaded model, in the job);
 * model directories: missing, not a directory, ``config.json`` missing or not JSON, no weights,
-  unreadable weights, no tokenizer;
+  unreadable weights, no tokenizer; when the model is loaded, weights that do not fit its
+  ``config.json`` (:mod:`patchbench.weights_fit`, naming the first tensor that differs);
 * tasks read from files: every row against the rules of :mod:`patchbench.prompt_pairs` (columns,
   markers; under each model's tokenizer when it is at hand: equal lengths, one-token answers);
 * prompt sets: empty, ids outside the vocabulary, prompts longer than the context, an answer
   that is also a wrong answer, missing values (:class:`patchbench.prompts.PromptSet`), named
   positions the set does not have;
-* command-line values: output paths that are directories, unknown metrics.
+* command-line values: output paths that are directories, unknown metrics, an output path that
+  names one of the command's inputs or another of its outputs (:func:`check_distinct_paths`,
+  compared after following symbolic links).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ from patchbench.errors import InputError, MissingInputError
 __all__ = [
     "ModelDims",
     "check_cells",
+    "check_device",
+    "check_distinct_paths",
     "check_file_tasks",
     "check_fits",
     "check_job",
@@ -64,17 +69,21 @@ def check_workflow_config(config: dict[str, Any], files: Sequence[str | Path] = 
     directories and every experiment against the models whose shape is known without loading them.
     """
     from patchbench.cell import cells_of
+    from patchbench.models import check_hub_model
 
     for f in files:
         read_yaml(f)
     validate_config(config)
     check_task_options(config)
+    _check_min_prompts(config)
     _check_toy_settings(config)
     cells = cells_of(config)
     for name in sorted({c.model for cs in cells.values() for c in cs}):
         spec = _model_spec(config, name)
         if not _built_by_workflow(config, name):
             check_model_dir(spec)
+        check_device(config, name)
+        check_hub_model(spec)
     for experiment, cs in cells.items():
         for model in dict.fromkeys(c.model for c in cs):
             dims = config_dims(config, model)
@@ -82,6 +91,36 @@ def check_workflow_config(config: dict[str, Any], files: Sequence[str | Path] = 
                 check_cells([c for c in cs if c.model == model], dims, f"experiment {experiment!r}")
     check_file_tasks(config, cells)
     return cells
+
+
+def _check_min_prompts(config: Mapping[str, Any]) -> None:
+    """Refuse ``min_prompts`` above a patched task's ``n_prompts``: no set of it could have enough."""
+    used = {e["task"] for e in config["experiments"].values()}
+    for task in sorted(used):
+        n = config["tasks"][task].get("n_prompts")  # null: every row of a file's task
+        if n is not None and n < config["min_prompts"]:
+            raise ConfigError.of(
+                "config key 'min_prompts'",
+                f"{config['min_prompts']} is above tasks.{task}.n_prompts ({n}); the {task} prompt set can never reach it",
+                f"lower min_prompts to at most {n} or raise tasks.{task}.n_prompts",
+            )
+
+
+def check_device(config: Mapping[str, Any], name: str) -> None:
+    """Refuse a model whose ``device`` this machine lacks when no job of it can get one elsewhere
+    (``resources.gpu: 0``: a local run, or a cluster job that asks for no GPU)."""
+    from patchbench.models import device_missing
+
+    entry = config["models"][name]
+    device = entry["device"]
+    missing = None if device == "auto" else device_missing(device)
+    if missing and int(entry["resources"]["gpu"]) == 0:
+        raise ConfigError.of(
+            f"config key 'models.{name}.device'",
+            f"{device!r}, but {missing} and models.{name}.resources.gpu is 0, so no job of it gets one",
+            "use device: auto (the GPU when there is one, else the CPU) or cpu; where jobs run on GPU nodes "
+            f"(profiles/slurm), set models.{name}.resources.gpu: 1",
+        )
 
 
 def check_file_tasks(config: Mapping[str, Any], cells: Mapping[str, Sequence[Any]]) -> None:
@@ -382,3 +421,65 @@ def check_output_path(path: str | Path, what: str) -> Path:
             f"{what} {path}", f"{parent} is a file, not a directory", "choose another output path"
         )
     return path
+
+
+def _resolved(path: Path) -> Path:
+    """``path`` made absolute with every symbolic link followed (also when the file does not exist yet)."""
+    return Path(path).expanduser().resolve(strict=False)
+
+
+def check_distinct_paths(
+    inputs: Mapping[str, str | Path | None],
+    outputs: Mapping[str, str | Path | None],
+    owned_dirs: Mapping[str, str | Path | None] | None = None,
+) -> None:
+    """Refuse a command that would overwrite one of its own inputs, read one file as two inputs, or
+    write two outputs to one path.
+
+    ``inputs`` and ``outputs`` map what names a path (a flag: ``--prompts``) to the path (None:
+    not given); an input that is a directory (a model) stands for the files in it. Paths are
+    compared resolved (absolute, symbolic links followed), so a link or a ``./`` spelling cannot
+    hide that two names are one file. ``owned_dirs`` are directories a command empties or rewrites
+    (``--checkpoint-dir``): no input or output may lie in one.
+    """
+    ins: dict[Path, str] = {}
+    for what, p in inputs.items():
+        if p is None:
+            continue
+        files = sorted(Path(p).iterdir()) if Path(p).is_dir() else [Path(p)]
+        for f in (f for f in files if not Path(p).is_dir() or f.is_file()):
+            r, name = _resolved(f), what if f == Path(p) else f"{what} file {f.name}"
+            if r in ins:
+                raise InputError.of(
+                    f"{name} {p}", f"is the same file as {ins[r]} ({r}): it would count twice", "pass it once"
+                )
+            ins[r] = name
+    seen_out: dict[Path, str] = {}
+    for what, p in outputs.items():
+        if p is None:
+            continue
+        r = _resolved(Path(p))
+        if r in ins:
+            raise InputError.of(
+                f"{what} {p}",
+                f"is the same file as {ins[r]} ({r}): writing it would destroy that input before or while it is read",
+                f"give {what} another path",
+            )
+        if r in seen_out:
+            raise InputError.of(
+                f"{what} {p}",
+                f"is the same file as {seen_out[r]} ({r}): one of the two outputs would overwrite the other",
+                f"give {what} and {seen_out[r]} different paths",
+            )
+        seen_out[r] = what
+    for name, d in (owned_dirs or {}).items():
+        if d is None:
+            continue
+        rd = _resolved(Path(d))
+        for r, what in {**ins, **seen_out}.items():
+            if r.parent == rd or r == rd:
+                raise InputError.of(
+                    f"{what} {r}",
+                    f"lies in {name} {d}, whose files the sweep replaces (a checkpoint of another sweep is emptied)",
+                    f"keep {what} outside {name}",
+                )

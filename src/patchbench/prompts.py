@@ -10,19 +10,26 @@ column              type            meaning
 clean               list<int64>     clean token ids
 corrupted           list<int64>     STR-corrupted token ids (same length as ``clean``)
 answer_pos          int64           position whose next-token logits are read (END, last token)
-answers             list<int64>     answer token id(s) r; several for greater-than (years > YY)
-wrong               list<int64>     wrong-answer id(s) r' (answer of the corrupted prompt)
+answers             list<int64>     answer token id(s) r: alternative single-token answers whose
+                                    probabilities and logits are summed (several for greater-than:
+                                    years > YY); each id once. A multi-token answer cannot be
+                                    expressed: patching reads one position (tasks refuse it)
+wrong               list<int64>     wrong-answer id(s) r' (answer of the corrupted prompt), as answers
 noise_positions     list<int64>     key positions that GN corrupts
 pos_<NAME>          int64           named positions (IO, S1, S2, END, C_def, YY, X3, Y3,
                                     subject_first, subject_last, ...); -1 where absent
 meta_<NAME>         any             per-prompt metadata (template, names, text, ...)
 ==================  ==============  ==========================================================
 
-File-level metadata (Parquet key-value): ``task``, ``variant``, ``tokenizer`` and ``pad_id``.
+File-level metadata (Parquet key-value): ``task``, ``variant``, ``tokenizer`` and ``pad_id`` (and a
+workflow job's fingerprint, :mod:`patchbench.staleness`).
 
 Rows are validated on load and on construction: equal clean / corrupted lengths, positions
 inside the prompt, non-empty answers, no answer id that is also a wrong-answer id (the logit
-difference would be 0 and every normalised effect NaN); on load also no missing (None / NaN) or
+difference would be 0 and every normalised effect NaN), no id listed twice among a prompt's
+answers or wrong answers (it would count twice), no noise position listed twice, no prompt
+that repeats another (clean and corrupted ids, answers, wrong answers, positions: it would count
+twice in every mean and in the 2-SD statistics); on load also no missing (None / NaN) or
 non-integer values. Checked against a model (``validate(d_vocab, n_ctx)``): at least one prompt,
 every id inside the vocabulary, no prompt longer than the context. Errors name the prompt and the fix.
 """
@@ -171,6 +178,22 @@ class PromptSet:
                 raise PromptSetError(f"{self._where(i)}: no answer token. {_FIX}")
             if len(self.wrong[i]) == 0:
                 raise PromptSetError(f"{self._where(i)}: no wrong-answer token. {_FIX}")
+            for col, ids in (
+                ("answers", self.answers[i]),
+                ("wrong", self.wrong[i]),
+                ("noise_positions", self.noise_positions[i]),
+            ):
+                values, counts = np.unique(ids, return_counts=True)
+                if (counts > 1).any():
+                    raise PromptSetError(
+                        f"{self._where(i)}: {col} {ids.tolist()} lists {values[counts > 1].tolist()} more than once; "
+                        + (
+                            "a position is corrupted once"
+                            if col == "noise_positions"
+                            else "the alternatives' probabilities and logits are summed, so a repeated token would count twice"
+                        )
+                        + f". Fix: list each {'position' if col == 'noise_positions' else 'token'} once"
+                    )
             both = np.intersect1d(self.answers[i], self.wrong[i])
             if both.size:
                 raise PromptSetError(
@@ -191,6 +214,29 @@ class PromptSet:
                             "was the PromptSet built with another tokenizer? Fix: rebuild it with this model's "
                             "tokenizer (the workflow's prompts rule)"
                         )
+
+        self._check_repeats()
+
+    def _check_repeats(self) -> None:
+        """Refuse a prompt that repeats an earlier one (every id and position equal)."""
+        first: dict[tuple, int] = {}
+        for i in range(len(self.clean)):
+            key = (
+                self.clean[i].tobytes(),
+                self.corrupted[i].tobytes(),
+                self.answers[i].tobytes(),
+                self.wrong[i].tobytes(),
+                self.noise_positions[i].tobytes(),
+                int(self.answer_pos[i]),
+                tuple(int(v[i]) for _, v in sorted(self.positions.items())),
+            )
+            j = first.setdefault(key, i)
+            if j != i:
+                raise PromptSetError(
+                    f"{self._where(i)} repeats prompt {j} (the same clean and corrupted ids, answers, wrong answers "
+                    "and positions): it would count twice in every mean and in the 2-SD statistics. "
+                    "Fix: drop the repeat (PromptSet.subset) or regenerate the set"
+                )
 
     def named_position(self, name: str) -> np.ndarray:
         """Each prompt's index of the named position ``name`` (``positions[name]``).
@@ -322,8 +368,11 @@ class PromptSet:
         cols.update({f"meta_{k}": self.meta[k].to_numpy() for k in self.meta.columns})
         return pd.DataFrame(cols)
 
-    def to_parquet(self, path: str | Path) -> None:
-        """Write the set atomically (:mod:`patchbench.atomic`)."""
+    def to_parquet(self, path: str | Path, job_fingerprint: str | None = None) -> None:
+        """Write the set atomically (:mod:`patchbench.atomic`); a workflow job records its
+        fingerprint in the metadata (:func:`patchbench.staleness.record`)."""
+        from patchbench.staleness import record
+
         table = pa.Table.from_pandas(self.to_frame(), preserve_index=False)
         extra = {
             "task": self.task,
@@ -331,6 +380,7 @@ class PromptSet:
             "tokenizer": self.tokenizer,
             "pad_id": str(self.pad_id),
         }
+        record(extra, job_fingerprint)
         meta = dict(table.schema.metadata or {})
         meta[b"patchbench"] = json.dumps(extra).encode()
         with atomic_path(path) as tmp:

@@ -46,6 +46,7 @@ __all__ = [
     "baseline_rows",
     "direction_of",
     "intervention",
+    "frame_identity",
     "metadata",
     "patched_rows",
     "position_mode",
@@ -243,6 +244,19 @@ def metadata(frame: pd.DataFrame) -> dict[str, Any]:
     return dict(frame.attrs.get("patchbench", {}) or {})
 
 
+def frame_identity(frame: pd.DataFrame) -> tuple[str, str, str, str]:
+    """(task, site, position mode, model) of a raw frame (its metadata and site column) or an
+    effects frame (its columns); empty strings where a hand-made frame does not say."""
+    if "effect" in frame.columns and len(frame):
+        row = frame.iloc[0]
+        positions = str(row["positions"]) if "positions" in frame.columns else position_mode({})
+        return str(row["task"]), str(row["site"]), positions, str(row["model"])
+    meta = metadata(frame)
+    task, model = (str(meta.get(k) or "") for k in ("task", "model"))
+    site = str(frame["site"].iloc[0]) if "site" in frame.columns and len(frame) else ""
+    return task, site, position_mode(meta), model
+
+
 def position_mode(meta: Mapping[str, Any]) -> str:
     """The sweep's position mode (``all``, ``each`` or a name) recorded in a raw frame's metadata;
     the SweepSpec default for a frame that records no spec (hand-made frames)."""
@@ -275,10 +289,14 @@ def read_frame(path: str | Path) -> pd.DataFrame:
     A missing or unreadable file is an :class:`~patchbench.errors.InputError` naming it.
     """
     path = Path(path)
-    rebuild = f"rebuild it with the workflow (snakemake {path}) or the command that wrote it"
+    rebuild = (
+        f"rebuild it: delete it and run snakemake --cores 1 {path} (the workflow rebuilds a missing file), "
+        "or rerun the command that wrote it"
+    )
     if not path.is_file():
         problem = "a directory, not a frame file" if path.is_dir() else "does not exist"
-        raise MissingInputError.of(str(path), problem, rebuild)
+        build = f"build it with the workflow (snakemake --cores 1 {path}) or the command that writes it"
+        raise MissingInputError.of(str(path), problem, rebuild if path.is_dir() else build)
     try:
         table = pq.read_table(path)
         meta = json.loads((table.schema.metadata or {}).get(KEY, b"{}"))

@@ -165,6 +165,13 @@ class SweepSpec:
                 raise ValueError("SweepSpec: heads=() selects nothing; pass None for all heads")
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(int(x) for x in self.layers))
+        for what, items in (("heads", self.heads), ("layers", self.layers)):
+            twice = sorted({x for x in items or () if list(items).count(x) > 1})
+            if twice:
+                raise ValueError(
+                    f"SweepSpec: {what} {[list(x) if isinstance(x, tuple) else x for x in twice]} are given more "
+                    f"than once; a repeated target would enter the 2-SD statistics twice. Fix: list each once"
+                )
         noise = NoiseSpec(**self.noise) if isinstance(self.noise, Mapping) else self.noise
         settings = dict(self.settings.items() if isinstance(self.settings, Mapping) else self.settings)
         try:

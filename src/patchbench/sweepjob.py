@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -59,9 +59,21 @@ def load_job(
 
 
 def run_cell(
-    cell: Cell, model, prompts: PromptSet, clean: dict[str, torch.Tensor], log: logging.Logger
+    cell: Cell,
+    model,
+    prompts: PromptSet,
+    clean: dict[str, torch.Tensor],
+    log: logging.Logger,
+    records: Mapping[str, str] | None = None,
 ) -> None:
-    """Run one cell and write its frames to the cell's paths."""
+    """Run one cell and write its frames to the cell's paths; each frame records its fingerprint
+    from ``records`` (output path -> fingerprint, the workflow's; :func:`patchbench.staleness.record`)."""
+    from patchbench.staleness import record
+
+    def recorded(frame, path: str):
+        frame.attrs["patchbench"] = record(dict(frame.attrs.get("patchbench", {})), (records or {}).get(path))
+        return frame
+
     if cell.method == "exact":
         from patchbench.cost.jobs import predict_sweep
         from patchbench.engine.sweep import run_sweep
@@ -104,16 +116,16 @@ def run_cell(
             )
         else:
             log.info("cost: measured %.2f s", took)
-        write_frame(raw, cell.raw_path)
+        write_frame(recorded(raw, cell.raw_path), cell.raw_path)
         log.info("wrote %d rows to %s", len(raw), cell.raw_path)
         return
     from patchbench.detection import detect
     from patchbench.metrics import effects
 
     raw = _attribution_raw(cell, model, prompts, clean, log)
-    write_frame(raw, cell.raw_path)
     eff = detect(effects(raw, metrics=cell.metrics), cell.detection_k)
-    write_frame(eff, cell.effects_path)
+    write_frame(recorded(raw, cell.raw_path), cell.raw_path)
+    write_frame(recorded(eff, cell.effects_path), cell.effects_path)
     log.info(
         "attribution %s %s w%s: %d components x %d metrics; detected: %s",
         cell.corruption,

@@ -176,10 +176,20 @@ def analysis_targets():
 
 
 # ----------------------------------------------------------------------------- per-model analysis frames
+CLASSES_FINGERPRINT = fingerprint(("models", "{model}"), model_files="weights")
+NM_FINGERPRINT = fingerprint(("models", "{model}"), "noise", model_files="weights")
+IOI_MODEL_JOBS = [dict(model=m) for m in _models(IOI)]
+
+
 rule ioi_head_classes:
     input:
         prompts=LAYOUT.prompts("{model}", "ioi"),
         weights=weight_files,
+        stamp=stamped(
+            "ioi_head_classes",
+            IOI_MODEL_JOBS,
+            each_output([LAYOUT.analysis(k, "{model}", "csv") for k in ("ioi_head_stats", "ioi_classes")], CLASSES_FINGERPRINT),
+        ),
     output:
         stats=LAYOUT.analysis("ioi_head_stats", "{model}", "csv"),
         classes=LAYOUT.analysis("ioi_classes", "{model}", "csv"),
@@ -187,7 +197,7 @@ rule ioi_head_classes:
         LOG("analysis/ioi_head_classes_{model}.log"),
     params:
         model=lambda w: model_spec(w.model),
-        fingerprint=fingerprint(("models", "{model}")),
+        fingerprint=CLASSES_FINGERPRINT,
     threads: model_threads
     resources:
         **model_job_resources(),
@@ -216,6 +226,11 @@ rule nm_attention:
         prompts=LAYOUT.prompts("{model}", "ioi"),
         weights=weight_files,
         classes=_classes_input,
+        stamp=stamped(
+            "nm_attention",
+            IOI_MODEL_JOBS,
+            each_output([LAYOUT.analysis(k, "{model}") for k in ("nm_attention", "nm_recovery")], NM_FINGERPRINT),
+        ),
     output:
         attention=LAYOUT.analysis("nm_attention", "{model}"),
         recovery=LAYOUT.analysis("nm_recovery", "{model}"),
@@ -224,7 +239,7 @@ rule nm_attention:
     params:
         model=lambda w: model_spec(w.model),
         noise=config["noise"],
-        fingerprint=fingerprint(("models", "{model}"), "noise"),
+        fingerprint=NM_FINGERPRINT,
     threads: model_threads
     resources:
         **model_job_resources(),

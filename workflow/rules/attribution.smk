@@ -33,6 +33,10 @@ def _attribution_rule(name):
     exp = EXPERIMENTS[name]
     patterns = attribution_cells(config, name, model="{model}")
 
+    def records(w):
+        cells = attribution_cells(config, name, model=w.model)
+        return {p: cell_fingerprint(c) for c in cells for p in (c.raw_path, c.effects_path)}
+
     rule:
         name:
             f"attribution_{name}"
@@ -41,6 +45,7 @@ def _attribution_rule(name):
             cache=LAYOUT.cache("{model}", exp["task"]),
             weights=weight_files,
             references=lambda w: sorted({c.reference_path for c in attribution_cells(config, name, model=w.model)} - {None}),
+            stamp=stamped(f"attribution_{name}", [dict(model=m) for m in exp["models"]], records),
         output:
             raw=[c.raw_path for c in patterns],
             effects=[c.effects_path for c in patterns],
@@ -50,6 +55,7 @@ def _attribution_rule(name):
             model=one_of(exp["models"]),
         params:
             cells=lambda w: attribution_cells(config, name, model=w.model),
+            records=records,
             fingerprint=fingerprint(cells=lambda w: attribution_cells(config, name, model=w.model)),
         threads: model_threads
         resources:

@@ -15,13 +15,22 @@ unwritten ``mem_mb`` / ``runtime`` come from the cost estimate times ``cluster_s
 submission (patchbench.cost.cluster).
 
 Every rule has a ``fingerprint`` param (``fingerprint(...)`` below): the engine's format version,
-the config sections the rule's numbers depend on and the fingerprints of the Cells it computes.
-Snakemake reruns a job when a param changes, so a config change reruns exactly the jobs it
-affects, and every job downstream of them through their inputs.
+the config sections the rule's numbers depend on, the fingerprints of the Cells it computes and
+the digests of the files outside the workflow it reads (a model's weights or tokenizer, a hub
+model's commit, a task's data files; patchbench.staleness). Snakemake reruns a job when a param
+changes, so a config change reruns exactly the jobs it affects, and every job downstream of them
+through their inputs. Those records live in ``.snakemake/``; so that a fresh clone, a copied
+results directory or a swapped model file is judged right too, the jobs that read such files or
+write frames record their fingerprint in their outputs, and ``stamped(...)`` gives each such job
+a stamp input that is refreshed here, while the Snakefile is parsed: newer than the outputs
+exactly when one of them records another fingerprint (patchbench.staleness.refresh_stamp).
 """
 
 import re
+import sys
 from pathlib import Path
+
+from snakemake.iocontainers import Wildcards
 
 from patchbench.cell import Cell, agreement_cells, attribution_cells, experiment_cells
 from patchbench.cost.cluster import cluster_requests, job_key, written_resources
@@ -32,6 +41,8 @@ from patchbench.interventions.sites import SITES
 from patchbench.layout import Layout
 from patchbench.models import ModelSpec
 from patchbench.preflight import check_workflow_config
+from patchbench.staleness import Digests, file_sources, model_sources, refresh_stamp
+from patchbench.tasks import task_files
 
 
 WRITTEN = written_resources(config)  # models' resources as written, before the schema's defaults
@@ -43,6 +54,7 @@ EXPERIMENTS = config["experiments"]
 LAYOUT = Layout.of(config)
 R, F, LOG = LAYOUT.result, LAYOUT.figure, LAYOUT.log
 CELL = Cell.pattern(LAYOUT)
+DIGESTS = Digests(LAYOUT.digest_memo())
 
 
 wildcard_constraints:
@@ -54,10 +66,13 @@ wildcard_constraints:
     window=r"[0-9]+",
 
 
-def fingerprint(*keys, cells=None):
+def fingerprint(*keys, cells=None, model_files=None, files=None):
     """A rule's ``fingerprint`` param: a function of the job's wildcards hashing the format version,
     the config sections ``keys`` (a top-level key, or a tuple path whose parts may name wildcards:
-    ``("models", "{model}")``) and, with ``cells`` (wildcards -> Cells), each Cell's fingerprint."""
+    ``("models", "{model}")``), with ``cells`` (wildcards -> Cells) each Cell's fingerprint
+    (``cell_fingerprint``), with ``model_files`` (``weights`` or ``tokenizer``) what identifies
+    that part of the wildcard model (its files' digests, a hub model's commit), and with ``files``
+    (wildcards -> paths) the digests of those files."""
 
     def param(wildcards):
         names = dict(wildcards.items())
@@ -68,10 +83,53 @@ def fingerprint(*keys, cells=None):
                 node = node[part.format(**names)]
             facts[str(key)] = node
         if cells is not None:
-            facts["cells"] = {c.raw_path: c.fingerprint() for c in cells(wildcards)}
+            facts["cells"] = {c.raw_path: cell_fingerprint(c) for c in cells(wildcards)}
+        if model_files is not None:
+            facts["model_files"] = model_source(wildcards.model, model_files)
+        if files is not None:
+            facts["files"] = file_sources(files(wildcards), DIGESTS)
         return digest(facts)
 
     return param
+
+
+def model_source(model, part):
+    """What identifies ``part`` (``weights`` / ``tokenizer``) of ``model`` beyond its config entry
+    (patchbench.staleness.model_sources; nothing for a toy model this run trains)."""
+    spec = model_spec(model)
+    return model_sources(spec, part, DIGESTS, made_here=_trained_here(spec))
+
+
+def cell_fingerprint(cell):
+    """What a sweep cell's raw frame records: the Cell's fingerprint and its model's weights."""
+    return cell.fingerprint(model_files=model_source(cell.model, "weights"))
+
+
+def each_output(outputs, param):
+    """``stamped``'s ``expected`` for a job whose every output records the job's ``param``."""
+    return lambda w: {o.format(**dict(w.items())): param(w) for o in outputs}
+
+
+def stamped(rule, jobs, expected):
+    """The stamp input of ``rule``'s jobs (wildcards -> its stamp, or nothing for a job the
+    config does not ask for); refreshes the stamp of each job in ``jobs`` (wildcard dicts) now.
+
+    ``expected`` (wildcards -> {output: fingerprint}) says what each output must record. A job
+    whose outputs record other fingerprints gets a stamp newer than them and reruns
+    (patchbench.staleness.refresh_stamp); the reason is printed.
+    """
+    stamps = {}
+    for names in jobs:
+        wildcards = Wildcards(fromdict=dict(names))
+        path = LAYOUT.stamp(rule, *names.values())
+        if workflow.is_main_process:
+            want = expected(wildcards)
+            why = refresh_stamp(path, want, digest(want))
+            if why:
+                print(f"patchbench: {rule} {dict(names)} reruns: {why}", file=sys.stderr)
+        stamps[tuple(sorted(names.items()))] = path
+    DIGESTS.save()
+    return lambda w: stamps.get(tuple(sorted(w.items())), [])
 
 
 def model_spec(model):
@@ -132,6 +190,16 @@ def one_of(names):
 def all_cells():
     """Every exact sweep cell of the config."""
     return [c for cells in CELLS.values() for c in cells]
+
+
+def model_task_jobs():
+    """The (model, task) jobs the config asks for (prompt sets, filters, clean caches), as wildcard dicts."""
+    return [dict(model=m, task=t) for m, t in sorted({(c.model, c.task) for c in all_cells()})]
+
+
+def model_jobs():
+    """The models the config patches, as wildcard dicts."""
+    return [dict(model=m) for m in sorted({c.model for c in all_cells()})]
 
 
 def experiment_effects(name):

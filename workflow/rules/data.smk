@@ -15,7 +15,6 @@ then runs.
 
 from pathlib import Path
 
-from patchbench.tasks import TASKS
 from patchbench.upstream import SOURCES
 
 
@@ -26,11 +25,8 @@ def mirror_file(relpath):
 def task_data_files(wildcards):
     """The data files the prompts rule of a task reads (inputs, so that data rules run first and an
     edited file reruns what depends on it): a built-in task's vocabulary, or a task's own file of
-    prompt pairs (`tasks.<name>.file`)."""
-    file = config["tasks"][wildcards.task].get("file")
-    if file is not None:
-        return [file]
-    return [str(Path(config["data_dir"], f)) for f in TASKS[wildcards.task].files]
+    prompt pairs (`tasks.<name>.file`; patchbench.tasks.task_files)."""
+    return task_files(config, wildcards.task)
 
 
 rule data_mirror:

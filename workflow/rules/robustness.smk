@@ -73,10 +73,21 @@ def _robustness_outputs():
     return out
 
 
+#: The job's fingerprint: the robustness settings, the plan and the known circuits' contents.
+ROBUSTNESS_FINGERPRINT = fingerprint(
+    "robustness", files=lambda w: sorted({p["circuit"] for p in ROBUSTNESS_PLAN if p["circuit"]})
+)
+
+
 rule robustness_analysis:
     input:
         raws=sorted({r for p in ROBUSTNESS_PLAN for r in p["raws"]}),
         circuits=sorted({p["circuit"] for p in ROBUSTNESS_PLAN if p["circuit"]}),
+        stamp=stamped(
+            "robustness_analysis",
+            [{}],
+            each_output([f for p in ROBUSTNESS_PLAN for f in p["files"].values()], ROBUSTNESS_FINGERPRINT),
+        ),
     output:
         files=_robustness_outputs(),
     log:
@@ -84,6 +95,7 @@ rule robustness_analysis:
     params:
         plan=ROBUSTNESS_PLAN,
         settings=config["robustness"],
+        fingerprint=ROBUSTNESS_FINGERPRINT,
     resources:
         mem_mb=2000,
         runtime=10,

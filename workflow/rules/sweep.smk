@@ -6,13 +6,21 @@ clean cache load once, and each cell still writes its own raw frame, log and res
 ~10 s, against < 1 s of patching per toy cell, and a 6B model's weights take minutes. Each
 experiment gets its own rule, `sweep_<experiment>`; its params carry the job's Cells
 (patchbench.cell), from which the script takes everything it runs and writes.
+
+The cache and every raw frame record their fingerprint (a raw frame: its Cell's and the model's
+weights, ``cell_fingerprint``); the stamp input reruns a job when one of them no longer matches.
 """
+
+CACHE_FINGERPRINT = fingerprint(("models", "{model}"), model_files="weights")
 
 
 rule clean_cache:
     input:
         prompts=LAYOUT.prompts("{model}", "{task}"),
         weights=weight_files,
+        stamp=stamped(
+            "clean_cache", model_task_jobs(), each_output([LAYOUT.cache("{model}", "{task}")], CACHE_FINGERPRINT)
+        ),
     output:
         LAYOUT.cache("{model}", "{task}"),
     log:
@@ -21,7 +29,7 @@ rule clean_cache:
     params:
         model=lambda w: model_spec(w.model),
         sites=lambda w: sites_for(w.model, w.task),
-        fingerprint=fingerprint(("models", "{model}")),
+        fingerprint=CACHE_FINGERPRINT,
     threads: model_threads
     resources:
         **model_job_resources(),
@@ -33,6 +41,7 @@ def _sweep_rule(name):
     """The rule that runs experiment ``name``'s sweep cells for one model (wildcard ``model``)."""
     exp = EXPERIMENTS[name]
     patterns = experiment_cells(config, name, model="{model}")
+    records = lambda w: {c.raw_path: cell_fingerprint(c) for c in experiment_cells(config, name, model=w.model)}
 
     rule:
         name:
@@ -42,6 +51,7 @@ def _sweep_rule(name):
             cache=LAYOUT.cache("{model}", exp["task"]),
             weights=weight_files,
             references=lambda w: sorted({c.reference_path for c in experiment_cells(config, name, model=w.model)} - {None}),
+            stamp=stamped(f"sweep_{name}", [dict(model=m) for m in exp["models"]], records),
         output:
             [c.raw_path for c in patterns],
         log:
@@ -51,6 +61,7 @@ def _sweep_rule(name):
         priority: lambda w: long_sweep_priority(w.model, exp["task"])
         params:
             cells=lambda w: experiment_cells(config, name, model=w.model),
+            records=records,
             fingerprint=fingerprint(cells=lambda w: experiment_cells(config, name, model=w.model)),
         threads: model_threads
         resources:

@@ -7,8 +7,9 @@ from patchbench.analysis.nm_attention import ATTENTION_COLUMNS, RECOVERY_COLUMNS
 from patchbench.corruption import NoiseSpec
 from patchbench.models import load_model
 from patchbench.prompts import PromptSet
-from patchbench.rawframe import write_frame
+from patchbench.rawframe import metadata, write_frame
 from patchbench.runlog import rule_log
+from patchbench.staleness import record
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 with rule_log(sm.log[0]) as log:
@@ -27,6 +28,8 @@ with rule_log(sm.log[0]) as log:
         prompts = PromptSet.from_parquet(sm.input.prompts, d_vocab=model.shape.d_vocab)
         noise = NoiseSpec(**sm.params.noise)
         att, rec = nm_attention_frames(model, prompts, spec.name, nm_heads=nm, si_heads=si, noise=noise)
+    for frame in (att, rec):
+        frame.attrs["patchbench"] = record(metadata(frame), sm.params.fingerprint)
     write_frame(att, sm.output.attention)
     write_frame(rec, sm.output.recovery)
     log.info("attention:\n%s\nrecovery:\n%s", att.to_string(index=False), rec.to_string(index=False))

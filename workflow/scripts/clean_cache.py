@@ -15,7 +15,7 @@ with rule_log(sm.log[0]) as log:
     check_prompts(prompts, model)
     cache = clean_cache(model, prompts, list(sm.params.sites), memory_budget_mb=spec.memory_budget_mb)
     fingerprint = cache_fingerprint(model, prompts)
-    save_cache(cache, sm.output[0], fingerprint)
+    save_cache(cache, sm.output[0], fingerprint, job_fingerprint=sm.params.fingerprint)
     log.info(
         "cached %d clean activations for %s (fingerprint %s)",
         len(cache),

@@ -13,5 +13,5 @@ with rule_log(sm.log[0]) as log:
     spec, task = sm.params.model, sm.params.task
     check_model_dir(spec, weights=False)
     prompts = build_configured(sm.wildcards.task, task, load_tokenizer(spec), Path(sm.params.data_dir))
-    prompts.to_parquet(sm.output[0])
+    prompts.to_parquet(sm.output[0], job_fingerprint=sm.params.fingerprint)
     log.info("%s: %d prompts for %s -> %s", sm.wildcards.task, len(prompts), spec.name, sm.output[0])

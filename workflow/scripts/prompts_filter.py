@@ -1,8 +1,7 @@
 """Keep the prompts the model answers correctly and record its accuracy (rule ``filter_correct``)."""
 
 from patchbench.atomic import write_json
-from patchbench.errors import InputError
-from patchbench.filtering import filter_correct
+from patchbench.filtering import check_enough, filter_correct
 from patchbench.models import load_model
 from patchbench.preflight import check_model_dir, check_prompts
 from patchbench.runlog import rule_log
@@ -20,11 +19,8 @@ with rule_log(sm.log[0]) as log:
         kept = prompts
     stats.update(model=spec.name, task=sm.wildcards.task, filtered=bool(sm.params.enabled), n_kept=len(kept))
     log.info("accuracy of %s on %s: %s", spec.name, sm.wildcards.task, stats)
-    if len(kept) < sm.params.min_prompts:
-        raise InputError(
-            f"{spec.name} answers only {len(kept)} of {len(prompts)} {sm.wildcards.task} prompts correctly "
-            f"(min_prompts={sm.params.min_prompts}); is the model trained / the right one? "
-            "Set filter_correct: false to patch all prompts anyway."
-        )
-    kept.to_parquet(sm.output.prompts)
+    check_enough(
+        len(kept), len(prompts), sm.params.min_prompts, sm.params.enabled, spec.name, sm.wildcards.task
+    )
+    kept.to_parquet(sm.output.prompts, job_fingerprint=sm.params.fingerprint)
     write_json(sm.output.accuracy, stats)

@@ -13,4 +13,4 @@ with rule_log(sm.log[0]) as log:
     model, prompts, clean = load_job(cells, sm.input.prompts, sm.input.cache, log)
 for cell in cells:
     with rule_log(cell.log_path) as log:
-        run_cell(cell, model, prompts, clean, log)
+        run_cell(cell, model, prompts, clean, log, records=sm.params.records)

@@ -8,13 +8,15 @@ sweeps of every corruption, direction and site it holds. It is a flat dict of CP
 * ``tokens``, the clean ids, so that a cache built from other prompts is refused.
 
 Layer 0's residual stream is always included: the engine's sanity check patches it. On disk
-(:func:`save_cache`, :func:`load_cache`) the file's metadata holds :func:`cache_fingerprint`
-(the model's weights and the prompts' ids, :mod:`patchbench.fingerprint`); a reader whose model
+(:func:`save_cache`, :func:`load_cache`) the file's metadata (:data:`META`) holds :func:`cache_fingerprint`
+(the model's weights and the prompts' ids, :mod:`patchbench.fingerprint`) and, written by the
+workflow, its job's fingerprint (:mod:`patchbench.staleness`); a reader whose model
 or prompts give another fingerprint recomputes the cache instead of trusting the file.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -48,8 +50,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-#: The metadata key of a cache file's fingerprint.
-FINGERPRINT = "patchbench_fingerprint"
+#: The one metadata key of a cache file: JSON (sorted keys) of its ``fingerprint`` and, written by
+#: the workflow, the job's (:data:`patchbench.staleness.RECORD_KEY`). One key, because safetensors
+#: writes several in an arbitrary order: equal caches would not be equal files.
+META = "patchbench"
 
 ANSWER_LOGITS = "answer_logits"
 TOKENS = "tokens"
@@ -124,13 +128,19 @@ def cache_fingerprint(model, prompts: PromptSet) -> str:
     return digest({"model": model_digest(model), "prompts": prompts_digest(prompts)})
 
 
-def save_cache(cache: dict[str, torch.Tensor], path: str | Path, fingerprint: str) -> None:
-    """Write a cache atomically as safetensors, its fingerprint in the file's metadata."""
+def save_cache(
+    cache: dict[str, torch.Tensor], path: str | Path, fingerprint: str, job_fingerprint: str | None = None
+) -> None:
+    """Write a cache atomically as safetensors, its fingerprint (and a workflow job's,
+    :func:`patchbench.staleness.record`) in the file's metadata."""
     from safetensors.torch import save_file
 
+    from patchbench.staleness import record
+
     tensors = {k: v.detach().cpu().contiguous() for k, v in cache.items()}
+    meta = json.dumps(record({"fingerprint": fingerprint}, job_fingerprint), sort_keys=True)
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={FINGERPRINT: fingerprint})
+        save_file(tensors, str(tmp), metadata={META: meta})
 
 
 def load_cache(path: str | Path, device) -> tuple[dict[str, torch.Tensor] | None, str]:
@@ -143,7 +153,10 @@ def load_cache(path: str | Path, device) -> tuple[dict[str, torch.Tensor] | None
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as err:  # noqa: BLE001  (safetensors' own error or OSError: the file is unusable either way)
         return None, f"unreadable ({type(err).__name__}: {err})"
-    return tensors, meta.get(FINGERPRINT, "")
+    try:
+        return tensors, str(json.loads(meta.get(META, "{}")).get("fingerprint", ""))
+    except ValueError:
+        return tensors, ""
 
 
 def usable_cache(

@@ -4,13 +4,16 @@
 through ``TransformerBridge.boot_transformers``), :func:`load_legacy` (TransformerLens-format
 repositories such as attn-only-4l, through ``boot_tl_legacy``), :func:`load_native` (the project's
 own small models); :func:`load_hub` picks the hub route of a name, :func:`official_name`,
-:func:`is_legacy` and :func:`hub_tokenizer_name` resolve names.
+:func:`is_legacy` and :func:`hub_tokenizer_name` resolve names. Every route loads the weights in
+the requested dtype and, with ``processing``, processes them in that dtype too (a float64 model
+is folded and centred in float64: :func:`_processing_precision`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -20,12 +23,68 @@ from patchbench.lm.shape import ModelInterfaceError, Route
 from patchbench.lm.weights import _load_ht, _unembed_bias_parameter
 
 
+@contextlib.contextmanager
+def _processing_precision(dtype: torch.dtype) -> Iterator[None]:
+    """Weight processing in the model's own precision when that is float64.
+
+    TransformerLens 4.3's ``ProcessWeights.process_weights`` casts every floating tensor that is not
+    float32 with ``Tensor.float()`` (meant to lift float16 / bfloat16 to float32), so a float64 model
+    would be folded and centred in float32 and keep its rounding (clean log-probabilities up to
+    ~4e-6 from the raw model's). While this block runs, ``Tensor.float()`` returns a float64 tensor
+    unchanged; every other tensor is cast as usual.
+    """
+    if dtype != torch.float64:
+        yield
+        return
+    cast = torch.Tensor.float
+
+    def keep_float64(self: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self if self.dtype == torch.float64 else cast(self, *args, **kwargs)
+
+    torch.Tensor.float = keep_float64  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.Tensor.float = cast  # type: ignore[method-assign]
+
+
+def _float64_attention() -> None:
+    """Attention softmax in float64 for float64 models (installed once, when one is loaded).
+
+    TransformerLens 4.3's attention bridges (the rotary ones: Llama, Qwen2, Gemma 2, GPT-J)
+    compute the softmax with ``dtype=torch.float32`` and cast back, an upcast meant for float16 /
+    bfloat16 models that rounds a float64 model's patterns to float32 (~1e-7 in its
+    log-probabilities). With this, float64 scores stay float64; every other dtype is computed as
+    TransformerLens computes it.
+    """
+    from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
+
+    softmax = AttentionBridge._masked_softmax
+    if getattr(softmax, "keeps_float64", False):
+        return
+
+    def masked_softmax(
+        self: Any, attn_scores: torch.Tensor, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        if attn_scores.dtype == torch.float64 and dtype is not None:
+            dtype = torch.float64
+        return softmax(self, attn_scores, dtype)
+
+    masked_softmax.keeps_float64 = True  # type: ignore[attr-defined]
+    AttentionBridge._masked_softmax = masked_softmax  # type: ignore[method-assign]
+
+
 def _finish(bridge: Any, route: Route, processing: bool, check: bool, name: str) -> LM:
-    """Copy the raw embedding layer, switch to compatibility mode, wrap and (optionally) self-check."""
+    """Copy the raw embedding layer, switch to compatibility mode (processing the weights in their
+    own dtype), wrap and (optionally) self-check."""
     raw_embed = copy.deepcopy(bridge.embed.original_component).to("cpu").eval()
     for p in raw_embed.parameters():
         p.requires_grad_(False)
-    bridge.enable_compatibility_mode(disable_warnings=True, no_processing=not processing)
+    dtype = next(bridge.parameters()).dtype
+    if dtype == torch.float64:
+        _float64_attention()
+    with _processing_precision(dtype if processing else torch.float32):
+        bridge.enable_compatibility_mode(disable_warnings=True, no_processing=not processing)
     bridge.eval()
     lm = LM(bridge, route, raw_embed, processing, name)
     if check:

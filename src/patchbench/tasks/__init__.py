@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,7 +29,7 @@ from patchbench.config import ConfigError
 from patchbench.errors import InputError
 from patchbench.prompts import PromptSet, PromptSetError
 from patchbench.tasks.arithmetic import build_arithmetic
-from patchbench.tasks.common import TaskInfo
+from patchbench.tasks.common import TaskInfo, tokenizer_name
 from patchbench.tasks.docstring import build_docstring
 from patchbench.tasks.factual import build_factual, check_aligned
 from patchbench.tasks.greater_than import build_greater_than
@@ -40,12 +41,16 @@ __all__ = [
     "TaskInfo",
     "build_configured",
     "build_task",
+    "check_answers",
     "check_options",
     "check_task_contract",
     "load_prompts",
+    "task_files",
     "task_info",
     "task_options_schema",
 ]
+
+log = logging.getLogger(__name__)
 
 # tasks whose answer / wrong answer is a set of alternative tokens; all others have one token each
 MULTI_ANSWER_TASKS = frozenset({"greater_than"})
@@ -182,11 +187,28 @@ def task_info(name: str, entry: Mapping[str, Any] | None = None) -> TaskInfo:
     )
 
 
+def task_files(config: Mapping[str, Any], name: str) -> list[str]:
+    """Every file task ``name`` of a validated config reads: a task read from a file of prompt pairs
+    (``tasks.<name>.file``) that file; a built-in task its registered data files under ``data_dir``.
+    The workflow makes them inputs of the prompts rule and hashes them into its fingerprint
+    (:mod:`patchbench.staleness`), so an edited file reruns what depends on it."""
+    entry = config["tasks"][name]
+    if entry.get("file") is not None:
+        return [str(entry["file"])]
+    return [str(Path(config["data_dir"], f)) for f in task_info(name, entry).files]
+
+
 def build_configured(name: str, entry: Mapping[str, Any], tokenizer, data_dir: str | Path) -> PromptSet:
     """The PromptSet of a validated config's ``tasks.<name>`` entry, built-in or read from a file."""
     if entry.get("file") is None:
         return build_task(
-            name, tokenizer, data_dir, n_prompts=entry["n_prompts"], seed=entry["seed"], **entry["options"]
+            name,
+            tokenizer,
+            data_dir,
+            n_prompts=entry["n_prompts"],
+            seed=entry["seed"],
+            allow_fewer=entry["allow_fewer"],
+            **entry["options"],
         )
     info = task_info(name, entry)
     check_options(name, entry["options"], info)
@@ -198,9 +220,21 @@ def build_configured(name: str, entry: Mapping[str, Any], tokenizer, data_dir: s
 
 
 def build_task(
-    name: str, tokenizer, data_dir: str | Path, n_prompts: int | None = None, seed: int = 0, **options: Any
+    name: str,
+    tokenizer,
+    data_dir: str | Path,
+    n_prompts: int | None = None,
+    seed: int = 0,
+    *,
+    allow_fewer: bool = False,
+    **options: Any,
 ) -> PromptSet:
-    """Build the PromptSet of task ``name`` (``n_prompts=None``: the task's default count)."""
+    """Build the PromptSet of task ``name`` (``n_prompts=None``: the task's default count).
+
+    A generator that cannot reach ``n_prompts`` (its data give fewer distinct prompts that pass
+    the tokenizer checks) returns what it has; that set is refused (a :class:`ConfigError` naming
+    both numbers) unless ``allow_fewer``, and then logged with both numbers.
+    """
     if name not in TASKS:
         raise KeyError(f"unknown task {name!r}; registered tasks: {sorted(TASKS)}")
     info = TASKS[name]
@@ -221,6 +255,15 @@ def build_task(
         ) from None
     if ps.task != name:  # e.g. the IOI builder names its variant; the registry name wins
         ps = dataclasses.replace(ps, task=name)
+    if n is not None and len(ps) < n:
+        if not allow_fewer or len(ps) == 0:
+            raise ConfigError(
+                f"config key 'tasks.{name}.n_prompts': asks for {n} prompts, but the task's data give {len(ps)} "
+                f"distinct prompts that pass the checks under this tokenizer ({tokenizer_name(tokenizer)}). Fix: set "
+                f"n_prompts: {len(ps)} or less"
+                + (", or allow_fewer: true to run with what there is" if len(ps) else "")
+            )
+        log.warning("%s: %d prompts instead of n_prompts=%d (allow_fewer: true)", name, len(ps), n)
     check_task_contract(ps)
     return ps
 
@@ -238,15 +281,10 @@ def check_task_contract(ps: PromptSet) -> None:
     missing = {"text", "corrupted_text"} - set(ps.meta.columns)
     if missing:
         raise PromptSetError(f"{ps.task}: metadata columns {sorted(missing)} are missing")
-    single = ps.task not in MULTI_ANSWER_TASKS and ps.variant != FILE_VARIANT  # a file's: alternatives
+    check_answers(ps)
     end = ps.positions.get("END")
     for i in range(len(ps)):
         where = f"{ps.task} prompt {i} ({ps.meta['text'].iloc[i]!r})"
-        if single and (len(ps.answers[i]) != 1 or len(ps.wrong[i]) != 1):
-            raise PromptSetError(
-                f"{where}: answer {ps.answers[i].tolist()} / wrong {ps.wrong[i].tolist()} must be one token each; "
-                "a multi-token answer cannot be read at one position. Drop the prompt or choose a single-token answer."
-            )
         if end is not None and end[i] != ps.answer_pos[i]:
             raise PromptSetError(f"{where}: answer_pos {ps.answer_pos[i]} is not the END position {end[i]}")
         if len(ps.noise_positions[i]) == 0:
@@ -254,6 +292,23 @@ def check_task_contract(ps: PromptSet) -> None:
     info = TASKS.get(ps.task)
     if info is not None and info.family == "factual":
         check_aligned(ps)
+
+
+def check_answers(ps: PromptSet) -> None:
+    """Refuse a prompt set of a single-answer task (every registered task but greater-than) whose
+    prompt lists several answer or wrong-answer tokens: that is a multi-token answer, which cannot
+    be read at one position (several ids are summed as alternatives only where the task says so)."""
+    if ps.task not in TASKS or ps.task in MULTI_ANSWER_TASKS or ps.variant == FILE_VARIANT:
+        return  # a file's task lists alternatives, each checked to be one token when it was read
+    for i in range(len(ps)):
+        if len(ps.answers[i]) != 1 or len(ps.wrong[i]) != 1:
+            text = f" ({ps.meta['text'].iloc[i]!r})" if "text" in ps.meta.columns else ""
+            raise PromptSetError(
+                f"{ps.task} prompt {i}{text}: answer tokens {ps.answers[i].tolist()} / wrong tokens "
+                f"{ps.wrong[i].tolist()} must be one token each; a multi-token answer cannot be read at one position "
+                f"(task {ps.task} has one answer per prompt: several ids would be summed as alternatives). Fix: drop "
+                "the prompt or choose a single-token answer"
+            )
 
 
 def load_prompts(path: str | Path, d_vocab: int | None = None) -> PromptSet:

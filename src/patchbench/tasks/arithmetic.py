@@ -35,7 +35,9 @@ from patchbench.tasks.common import (
     encode,
     find_token_range,
     load_task_json,
+    out_of_draws,
     prompt_set,
+    repeated,
     require_key,
     rng_for,
     single_token_id,
@@ -106,12 +108,12 @@ def build_arithmetic(
     clean, corrupted, answers, wrong, noise, meta = [], [], [], [], [], []
     pos: dict[str, list[int]] = {"X3": [], "Y3": [], "END": []}
     tries = 0
+    seen: set = set()
     while len(clean) < n_prompts:
         tries += 1
         if tries > 200 * max(n_prompts, 1):
-            raise TaskDataError(
-                f"arithmetic {op}: only {len(clean)} of {n_prompts} prompts pass the tokenizer checks"
-            )
+            out_of_draws(f"arithmetic {op}", len(clean), n_prompts, tries - 1)
+            break
         if not shared_shots:
             few_shots = shots()
         x, y, z = _draw_pair(rng, op, max_n, result_max)
@@ -129,6 +131,8 @@ def build_arithmetic(
         else:
             continue
         cids = loc_c[0]
+        if repeated(seen, ids, cids):
+            continue
         clean.append(ids)
         corrupted.append(cids)
         answers.append([z_id])

@@ -78,6 +78,33 @@ def require_key(obj: dict, key: str, relpath: str) -> Any:
     return obj[key]
 
 
+def repeated(
+    seen: set[tuple[tuple[int, ...], tuple[int, ...]]], clean: Sequence[int], corrupted: Sequence[int]
+) -> bool:
+    """Whether the prompt pair (clean, corrupted) was drawn before; records it otherwise.
+
+    Generators draw again instead of keeping a repeat: a duplicated prompt would count twice in
+    every mean and in the 2-SD statistics (:meth:`patchbench.prompts.PromptSet.validate` refuses it).
+    """
+    key = (tuple(int(t) for t in clean), tuple(int(t) for t in corrupted))
+    if key in seen:
+        return True
+    seen.add(key)
+    return False
+
+
+def out_of_draws(task: str, kept: int, n_prompts: int, tries: int) -> None:
+    """Log that a generator stops with fewer prompts than asked (:func:`patchbench.tasks.build_task`
+    then refuses the set unless the task allows fewer)."""
+    log.warning(
+        "%s: %d of %d prompts after %d draws (the others failed the tokenizer checks or repeated a prompt)",
+        task,
+        kept,
+        n_prompts,
+        tries,
+    )
+
+
 def prompt_set(
     task: str,
     tokenizer,

@@ -36,7 +36,9 @@ from patchbench.tasks.common import (
     decode,
     encode,
     load_task_json,
+    out_of_draws,
     prompt_set,
+    repeated,
     require_key,
     rng_for,
     single_token_id,
@@ -89,12 +91,12 @@ def build_docstring(
     clean, corrupted, answers, wrong, noise, meta = [], [], [], [], [], []
     pos: dict[str, list[int]] = {"C_def": [], "A_def": [], "B_def": [], "END": []}
     tries = 0
+    seen: set = set()
     while len(clean) < n_prompts:
         tries += 1
         if tries > 50 * max(n_prompts, 1):
-            raise TaskDataError(
-                f"docstring: only {len(clean)} of {n_prompts} prompts pass the tokenizer checks"
-            )
+            out_of_draws("docstring", len(clean), n_prompts, tries - 1)
+            break
         drawn = [names[i] for i in rng.choice(len(names), size=n_names, replace=False)]
         met_name, all_args = drawn[0], drawn[1:]
         random_answer, rest = all_args[0], all_args[1:]
@@ -129,6 +131,8 @@ def build_docstring(
         if out is None:
             continue
         cids, ctext = out
+        if repeated(seen, ids, cids):
+            continue
         others = [a for a in all_args if a != matching[-1]]
         clean.append(ids)
         corrupted.append(cids)

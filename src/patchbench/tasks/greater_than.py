@@ -34,7 +34,9 @@ from patchbench.tasks.common import (
     decode,
     encode,
     load_task_json,
+    out_of_draws,
     prompt_set,
+    repeated,
     require_key,
     rng_for,
     single_token_id,
@@ -139,12 +141,12 @@ def build_greater_than(
     rng = rng_for(seed)
     clean, corrupted, answers, wrong, noise, pos_yy, pos_end, meta = [], [], [], [], [], [], [], []
     step, tries = 0, 0
+    seen: set = set()
     while len(clean) < n_prompts:
         tries += 1
         if tries > 50 * max(n_prompts, 1):
-            raise TaskDataError(
-                f"greater-than: only {len(clean)} of {n_prompts} prompts pass the tokenizer checks"
-            )
+            out_of_draws("greater-than", len(clean), n_prompts, tries - 1)
+            break
         if balanced:
             pool = by_yy[cycle[step % len(cycle)]]
         else:
@@ -165,6 +167,8 @@ def build_greater_than(
         if out is None:
             continue
         cids, ctext = out
+        if repeated(seen, ids, cids):
+            continue
         step += 1
         clean.append(ids)
         corrupted.append(cids)

@@ -34,7 +34,9 @@ from patchbench.tasks.common import (
     decode,
     encode,
     load_task_json,
+    out_of_draws,
     prompt_set,
+    repeated,
     require_key,
     rng_for,
     substitute,
@@ -111,11 +113,13 @@ def build_ioi(
         k: [] for k in ("clean", "corrupted", "answers", "wrong", "noise", "IO", "S1", "S2", "END")
     }
     meta: list[dict] = []
+    seen: set = set()
     tries = 0
     while len(meta) < n_prompts:
         tries += 1
         if tries > _MAX_TRIES_PER_PROMPT * max(n_prompts, 1):
-            raise TaskDataError(f"IOI: only {len(meta)} of {n_prompts} prompts pass the tokenizer checks")
+            out_of_draws("IOI", len(meta), n_prompts, tries - 1)
+            break
         t_idx = int(rng.integers(len(temps)))
         kind, template = temps[t_idx]
         io, s = (name_list[i] for i in rng.choice(len(name_list), size=2, replace=False))
@@ -139,6 +143,8 @@ def build_ioi(
         if corrupted is None:
             continue
         cids, ctext, rand = corrupted
+        if repeated(seen, ids, cids):
+            continue
         for k in ("IO", "S1", "S2", "END"):
             rows[k].append(pos[k])
         rows["clean"].append(ids)

@@ -34,7 +34,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from patchbench.lm import LM, ModelInterfaceError, load_native
+from patchbench.errors import InputError
+from patchbench.lm import LM, load_native
 from patchbench.toy.settings import ModelSpec
 from patchbench.toy.tokenizer import load_tokenizer
 
@@ -84,8 +85,11 @@ def save_toy(model: LM, cfg_kwargs: dict, model_dir: Path) -> None:
     save_file(state, str(model_dir / "model.safetensors"), metadata={"format": "pt"})
 
 
-def load_toy(model_dir: Path | str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> LM:
-    """The trained toy model in ``model_dir``, in eval mode, with its tokenizer."""
+def load_toy(
+    model_dir: Path | str, device: str = "cpu", dtype: torch.dtype = torch.float32, processing: bool = False
+) -> LM:
+    """The trained toy model in ``model_dir``, in eval mode, with its tokenizer (unprocessed, as
+    trained, unless ``processing``)."""
     model_dir = Path(model_dir)
     missing = [
         f for f in ("config.json", "model.safetensors", "tokenizer.json") if not (model_dir / f).exists()
@@ -99,12 +103,30 @@ def load_toy(model_dir: Path | str, device: str = "cpu", dtype: torch.dtype = to
     state = load_file(str(model_dir / "model.safetensors"))
     try:
         return load_native(
-            cfg_kwargs, state, dtype=dtype, device=str(device), tokenizer=load_tokenizer(model_dir)
+            cfg_kwargs,
+            state,
+            dtype=dtype,
+            device=str(device),
+            tokenizer=load_tokenizer(model_dir),
+            processing=processing,
         )
-    except (ValueError, ModelInterfaceError) as err:  # weights missing, unknown or of the wrong shape
-        raise ValueError(
-            f"{model_dir}/model.safetensors does not fit its config.json ({err}); retrain the model."
-        ) from err
+    except (ValueError, RuntimeError) as err:  # weights missing, unknown or of the wrong shape
+        raise _misfit(model_dir, cfg_kwargs, state, err) from None
+
+
+def _misfit(model_dir: Path, cfg_kwargs: dict, state: dict[str, torch.Tensor], err: Exception) -> InputError:
+    """Why ``model.safetensors`` does not fit ``config.json``, naming the first mismatching tensor
+    (the shapes of a freshly built model of that config against the file's)."""
+    from patchbench.weights_fit import weights_mismatch
+
+    expected = {k: list(v.shape) for k, v in build_model(cfg_kwargs).ht_state_dict().items()}
+    found = {k: ("model.safetensors", list(v.shape)) for k, v in state.items()}
+    problem = weights_mismatch(found, expected, config=str(model_dir / "config.json"))
+    return InputError.of(
+        f"toy model {model_dir}",
+        problem or f"model.safetensors does not fit its config.json ({type(err).__name__}: {err})",
+        "restore the config.json saved with these weights, or retrain the model",
+    )
 
 
 def spec_from_dict(d: dict) -> ModelSpec:
