@@ -23,6 +23,22 @@ from patchbench.lm import LM, load_native
 from patchbench.prompts import PromptSet
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def demo_with_experiments(experiments: dict, **sections) -> dict:
+    """config/demo.yaml narrowed to ``experiments`` (and ``sections`` replaced): its practice benchmark
+    keeps the experiments that remain, since naming an absent one is refused."""
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    cfg.update(sections, experiments=experiments)
+    cfg["practices"] = {
+        **cfg["practices"],
+        "experiments": [e for e in cfg["practices"]["experiments"] if e in experiments],
+    }
+    return cfg
+
+
 # CI and developers keep the offline data mirror beside the checkout (../shared/data).
 MIRROR = Path(os.environ.get("PATCHBENCH_MIRROR", ROOT.parent / "shared" / "data"))
 

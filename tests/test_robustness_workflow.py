@@ -13,7 +13,7 @@ import yaml
 from docutils.core import publish_parts
 from jinja2 import Environment
 
-from conftest import ROOT, snakemake, workflow_project
+from conftest import ROOT, demo_with_experiments, snakemake, workflow_project
 from patchbench.analysis.report_page import LANDING_ID, REPORT_HEAD, summary_rst
 from patchbench.analysis.robustness import RobustnessSettings
 from patchbench.cli import main
@@ -95,9 +95,11 @@ def test_front_page_renders_as_snakemake_renders_it(tmp_path):
 
 
 def _project(tmp_path: Path) -> Path:
-    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
-    cfg["experiments"] = {"ioi_heads": {**cfg["experiments"]["ioi_heads"], "models": [MODEL]}}
-    cfg["robustness"] = {"n_boot": 200, "seed": 3}
+    demo = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    cfg = demo_with_experiments(
+        {"ioi_heads": {**demo["experiments"]["ioi_heads"], "models": [MODEL]}},
+        robustness={"n_boot": 200, "seed": 3},
+    )
     # the robustness rules and what they use; the raw sweeps below are their sources
     proj = workflow_project(tmp_path, ["common", "analysis", "attribution", "robustness"], "config/test.yaml",
                             "\n\nreport: robustness_front_page()\n")  # fmt: skip

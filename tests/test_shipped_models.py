@@ -63,8 +63,9 @@ def test_a_shipped_model_is_what_its_provenance_says_and_meets_its_goals(root, n
     now = heldout_accuracy(load_toy(model_dir), prompts, toy.models[name].corpus.mix)
     assert now.get("not_scored") == json.loads((model_dir / "accuracy.json").read_text()).get("not_scored")
     now = now["tasks"]
+    # float32 probabilities: another CPU's BLAS kernels move a score by ~1e-8 (AMD EPYC vs Intel)
     assert {t: r["score"] for t, r in now.items()} == pytest.approx(
-        {t: r["score"] for t, r in shipped.items()}, abs=1e-9
+        {t: r["score"] for t, r in shipped.items()}, abs=1e-6
     )
     patched = _patched_families(root, name)
     assert patched, f"{name} is shipped but the demo patches it on nothing"

@@ -6,9 +6,8 @@ import copy
 import json
 
 import pytest
-import yaml
 
-from conftest import ROOT
+from conftest import ROOT, demo_with_experiments
 from patchbench.config import ConfigError, validate_config
 from patchbench.preflight import check_workflow_config
 from patchbench.prompts import PromptSet
@@ -116,13 +115,18 @@ def test_a_jsonl_file_may_list_alternatives_and_prepend_bos(tmp_path, gpt2_token
 
 # ----------------------------------------------------------------------------- in a config
 def _config(file: str = "examples/countries.csv", **task) -> dict:
-    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    cfg = demo_with_experiments(
+        {
+            "factual_mlp": dict(
+                task="factual", models=["organism-facts"], site="mlp", position="subject_last"
+            ),
+            "countries_mlp": dict(
+                task="countries", models=["organism-facts"], site="mlp", position="subject"
+            ),
+        },
+        tasks={"factual": {"n_prompts": 20}, "countries": {"file": file, **task}},
+    )
     cfg["models"] = {"organism-facts": cfg["models"]["organism-facts"]}
-    cfg["tasks"] = {"factual": {"n_prompts": 20}, "countries": {"file": file, **task}}
-    cfg["experiments"] = {
-        "factual_mlp": dict(task="factual", models=["organism-facts"], site="mlp", position="subject_last"),
-        "countries_mlp": dict(task="countries", models=["organism-facts"], site="mlp", position="subject"),
-    }
     return cfg
 
 

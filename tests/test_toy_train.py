@@ -196,9 +196,11 @@ def test_each_model_has_its_own_corpus_mix_with_documented_precedence():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_a_checkpoint_written_under_transformerlens_3_9_gives_its_logits_exactly(root, dtype):
+def test_a_checkpoint_written_under_transformerlens_3_9_gives_its_logits(root, dtype):
     """tests/data/tl39-toy was written by a HookedTransformer under TransformerLens 3.9 (its make.py):
-    the native route runs those weights to the bit, in float32 and float64."""
+    the native route runs those weights to the dtype's rounding, in float32 and float64. Not to the
+    bit: the reference was computed on another CPU, and the BLAS kernel a CPU picks sets the order
+    of a product's sums (7e-7 in float32, 2e-15 in float64 between an Intel and an AMD machine)."""
     import json
 
     from safetensors.torch import load_file
@@ -213,4 +215,6 @@ def test_a_checkpoint_written_under_transformerlens_3_9_gives_its_logits_exactly
     with torch.no_grad():
         got = model.logits(ref["tokens"])
     want = ref[f"logits_{str(dtype).split('.')[-1]}"]
-    assert got.dtype == want.dtype and torch.equal(got, want), (got - want).abs().max()
+    assert got.dtype == want.dtype
+    tol = {torch.float32: 1e-5, torch.float64: 1e-12}[dtype]  # logits of magnitude ~3: ~1e3 units of rounding
+    torch.testing.assert_close(got, want, rtol=0, atol=tol)

@@ -20,7 +20,7 @@ from patchbench.practices.grid import circuit_file
 # ----------------------------------------------------------------------------- selection helpers
 def _builtin(task):
     """Whether ``task`` is the built-in generator of that name (a task read from a file is a user's, not the paper's)."""
-    return "file" not in (config.get("tasks", {}).get(task) or {})
+    return "file" not in (config["tasks"].get(task) or {})
 
 
 def _exps(task_prefix, site, position=None, exclude_position=None):

@@ -78,22 +78,26 @@ def _slug(text):
 def _practice_sweep_rule(experiment, model, group, cells):
     """The job that runs one group of the grid's new cells on one model (both engines, one load)."""
     task = EXPERIMENTS[experiment]["task"]
-    suffix = f"_{_slug(group)}" if group else ""
+    name = f"practices_sweep_{_slug(experiment)}_{_slug(model)}" + (f"_{_slug(group)}" if group else "")
+    outputs = [(c, c.raw_path) for c in cells] + [(c, c.effects_path) for c in cells if c.method == "attribution"]
+    records = lambda w: {path: cell_fingerprint(c) for c, path in outputs}
 
     rule:
         name:
-            f"practices_sweep_{_slug(experiment)}_{_slug(model)}{suffix}"
+            name
         input:
             prompts=LAYOUT.prompts(model, task),
             cache=LAYOUT.cache(model, task),
             weights=weight_files(SimpleNamespace(model=model)),
             references=sorted({c.reference_path for c in cells} - {None}),
+            stamp=stamped(name, [{}], records),
         output:
-            [c.raw_path for c in cells] + [c.effects_path for c in cells if c.method == "attribution"],
+            [path for _, path in outputs],
         log:
             [c.log_path for c in cells],
         params:
             cells=cells,
+            records=records,
             fingerprint=fingerprint(cells=lambda w: cells),
         threads: config["models"][model]["resources"]["threads"]
         resources:

@@ -99,7 +99,9 @@ def table_markdown(table: pd.DataFrame, task: str, header: Sequence[str] = ()) -
 def practice_figure(table: pd.DataFrame, outputs: Sequence[str | Path], title: str) -> list[Path]:
     """Each defined practice's F1 with its interval, one panel per axis (its values on the x axis; the
     practices of a value jittered side by side, their mean as a black bar)."""
-    from patchbench.analysis.style import new_figure, save_figure
+    from matplotlib.lines import Line2D
+
+    from patchbench.analysis.style import figure_legend, new_figure, save_figure
 
     ok = table[table["defined"] & np.isfinite(table["f1"])].reset_index(drop=True)
     axes_shown = [a for a in AXES if ok[a].nunique() > 1] or list(AXES[:1])
@@ -115,8 +117,7 @@ def practice_figure(table: pd.DataFrame, outputs: Sequence[str | Path], title: s
             for org, sub in g.groupby("organism", sort=False):
                 xs = x[g.index.get_indexer(sub.index)]
                 err = np.vstack([sub["f1"] - sub["f1_low"], sub["f1_high"] - sub["f1"]]).clip(min=0)
-                ax.errorbar(xs, sub["f1"], yerr=err, fmt="o", ms=2, lw=0.3, alpha=0.4, color=colours[org],
-                            label=org if (j == 0 and axis == axes_shown[0]) else None)  # fmt: skip
+                ax.errorbar(xs, sub["f1"], yerr=err, fmt="o", ms=2, lw=0.3, alpha=0.4, color=colours[org])
             ax.hlines(g["f1"].mean(), j - 0.38, j + 0.38, color="black", lw=1.6)
         labels = [_value_label(axis, v) for v in values]
         ax.set_xticks(range(len(values)), labels, rotation=45, ha="right")
@@ -124,10 +125,10 @@ def practice_figure(table: pd.DataFrame, outputs: Sequence[str | Path], title: s
         ax.set_ylim(-0.03, 1.03)
     axes[0, 0].set_ylabel("F1 against circuit.json (95 % CI)")
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    if organisms:  # below the panels, so that no panel's points hide under it
-        fig.subplots_adjust(bottom=0.3)
-        fig.legend(loc="lower center", ncol=len(organisms), frameon=False, markerscale=2)
+    # below the panels (constrained layout makes room), so that no panel's points hide under it
+    figure_legend(
+        fig, [Line2D([], [], ls="", marker="o", ms=4, color=colours[o], label=o) for o in organisms]
+    )
     return save_figure(fig, outputs)
 
 
