@@ -47,7 +47,24 @@ MIRROR = Path(os.environ.get("PATCHBENCH_MIRROR", ROOT.parent / "shared" / "data
 BAD_INPUTS: Counter[str] = Counter()
 
 
+#: Tests after which autograd was globally off (torch's grad mode is process state, not a test's).
+GRAD_LEAKS: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def autograd_on(request):
+    """Every test starts with autograd enabled, as in a fresh process; one that leaves it disabled
+    is named at the end of the run (a test that trains after it would otherwise fail instead)."""
+    torch.set_grad_enabled(True)
+    yield
+    if not torch.is_grad_enabled():
+        GRAD_LEAKS.append(request.node.nodeid)
+        torch.set_grad_enabled(True)
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
+    if GRAD_LEAKS:
+        terminalreporter.write_line(f"tests that left autograd disabled: {GRAD_LEAKS}")
     if BAD_INPUTS:
         kinds = ("clear", "unclear", "traceback", "silent")
         counts = " / ".join(f"{BAD_INPUTS[k]} {k}" for k in kinds)

@@ -147,7 +147,12 @@ def test_a_model_trained_under_transformerlens_3_9_loads_unchanged(corpus, tmp_p
     assert all(torch.equal(back[k], state[k]) for k in state)
     cfg = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**cfg, "n_heads": 4, "d_head": 8}))
-    with pytest.raises(ValueError, match=r"model\.safetensors does not fit its config\.json"):
+    from patchbench.errors import InputError
+
+    with pytest.raises(
+        InputError,
+        match=r"'blocks\.0\.attn\.W_Q' in model\.safetensors has shape \[2, 32, 16\].*gives \[4, 32, 8\]",
+    ):
         load_toy(tmp_path)
 
 
