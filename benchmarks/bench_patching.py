@@ -436,9 +436,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="--scaling on tiny sizes (a smoke run)")
     ap.add_argument("--out", default="benchmarks/out", help="--scaling: directory of the PNG and CSV")
     args = ap.parse_args(argv)
+    threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.set_grad_enabled(False)
+    try:  # no gradients anywhere; the caller's thread count and grad mode come back (tests call main)
+        with torch.no_grad():
+            _run(ap, args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     dev = args.device
     if args.scaling:
         from scaling import run_scaling
