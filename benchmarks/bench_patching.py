@@ -298,15 +298,11 @@ def effects_of(raw, ref: torch.Tensor, site: str, position: str) -> torch.Tensor
     return mine
 
 
-def run_case(name: str, args, root: str, rate: float) -> dict:
-    shape, site, position, window, n_prompts, seq_len = CASES[name]
-    if args.small:
-        n_prompts, seq_len = min(n_prompts, 3), min(seq_len, 12)
-    dev = args.device
-    model = load_model(shape, args.small, dev, args.seed, root)
-    prompts = make_prompts(model, n_prompts, seq_len, args.seed)
+def reference_inputs(model: LM, prompts: PromptSet, dev: str) -> tuple:
+    """TransformerLens's side of a case: the clean and corrupted tokens on ``dev``, the clean
+    ``run_with_cache`` cache and the normalised logit difference (first answer over first wrong
+    answer at the last position, 1 at the clean run and 0 at the corrupted one) as the metric."""
     tl = model.bridge
-    L, H = model.shape.n_layers, model.shape.n_heads
     ct = prompts.tokens("clean").to(dev)
     kt = prompts.tokens("corrupted").to(dev)
     ans = torch.tensor([a[0] for a in prompts.answers], device=dev)
@@ -316,15 +312,28 @@ def run_case(name: str, args, root: str, rate: float) -> dict:
         last = logits[:, -1].double()
         return (last.gather(1, ans[:, None]) - last.gather(1, wr[:, None])).mean()
 
-    # Clean activations once, outside the timings, for both (the clean run is shared by every sweep)
     _, cache = tl.run_with_cache(ct)
-    hook_site = "attn_head" if site == "attn_head" else "mlp"
-    clean = clean_cache(model, prompts, [hook_site])
     lc, lk = ld(tl(ct)), ld(tl(kt))
 
     def metric(logits):
         return (ld(logits) - lk) / (lc - lk)
 
+    return ct, kt, cache, metric
+
+
+def run_case(name: str, args, root: str, rate: float) -> dict:
+    shape, site, position, window, n_prompts, seq_len = CASES[name]
+    if args.small:
+        n_prompts, seq_len = min(n_prompts, 3), min(seq_len, 12)
+    dev = args.device
+    model = load_model(shape, args.small, dev, args.seed, root)
+    prompts = make_prompts(model, n_prompts, seq_len, args.seed)
+    tl = model.bridge
+    L, H = model.shape.n_layers, model.shape.n_heads
+    # Clean activations once, outside the timings, for both (the clean run is shared by every sweep)
+    ct, kt, cache, metric = reference_inputs(model, prompts, dev)
+    hook_site = "attn_head" if site == "attn_head" else "mlp"
+    clean = clean_cache(model, prompts, [hook_site])
     spec = SweepSpec("str", site, position=position, window=window, memory_budget_mb=args.memory_budget_mb)
     # warm-up (allocator, kernels) for both sides
     tl(kt)

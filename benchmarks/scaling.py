@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from bench_patching import INIT, effects_of, make_prompts, timed, tl_flops, tl_reference
+from bench_patching import INIT, effects_of, make_prompts, reference_inputs, timed, tl_flops, tl_reference
 
 from patchbench.cost.work import sweep_work
 from patchbench.engine.cache import clean_cache
@@ -72,20 +72,7 @@ def point(model: LM, length: int, sweep: str, args, sizes: Sizes) -> dict:
     site = SWEEPS[sweep]
     prompts = make_prompts(model, sizes.prompts, length, args.seed)
     tl = model.bridge
-    ct, kt = prompts.tokens("clean").to(dev), prompts.tokens("corrupted").to(dev)
-    ans = torch.tensor([a[0] for a in prompts.answers], device=dev)
-    wr = torch.tensor([w[0] for w in prompts.wrong], device=dev)
-
-    def ld(logits):
-        last = logits[:, -1].double()
-        return (last.gather(1, ans[:, None]) - last.gather(1, wr[:, None])).mean()
-
-    _, cache = tl.run_with_cache(ct)
-    lc, lk = ld(tl(ct)), ld(tl(kt))
-
-    def metric(logits):
-        return (ld(logits) - lk) / (lc - lk)
-
+    ct, kt, cache, metric = reference_inputs(model, prompts, dev)
     spec = SweepSpec("str", site, position="each", memory_budget_mb=args.memory_budget_mb)
     clean = clean_cache(model, prompts, [site])
     tl(kt)  # warm-up, both sides

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from patchbench.errors import InputError, MissingInputError
+from patchbench.errors import InputError, require_file
 
 __all__ = [
     "SCHEMA",
@@ -185,12 +185,7 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _m
 def read_yaml(path: str | Path) -> Any:
     """A YAML file's content; a syntax error or a duplicate key is a ConfigError naming the file and line."""
     path = Path(path)
-    if not path.is_file():
-        raise MissingInputError.of(
-            f"config file {path}",
-            "does not exist" if not path.exists() else "is not a file",
-            "pass one of config/*.yaml",
-        )
+    require_file(path, f"config file {path}", "pass one of config/*.yaml")
     loader = _StrictLoader(path.read_text())
     loader.name = str(path)
     try:

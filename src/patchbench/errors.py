@@ -15,8 +15,9 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
-__all__ = ["InputError", "MissingInputError", "refusing"]
+__all__ = ["InputError", "MissingInputError", "refusing", "require_file"]
 
 
 class InputError(Exception):
@@ -30,6 +31,13 @@ class InputError(Exception):
 
 class MissingInputError(InputError, FileNotFoundError):
     """An input file or directory that does not exist (also a ``FileNotFoundError``)."""
+
+
+def require_file(path: Path, what: str, fix: str) -> None:
+    """A MissingInputError ``{what}: does not exist`` (or ``is not a file``) ``. Fix: {fix}`` unless
+    ``path`` is a file."""
+    if not path.is_file():
+        raise MissingInputError.of(what, "does not exist" if not path.exists() else "is not a file", fix)
 
 
 @contextlib.contextmanager

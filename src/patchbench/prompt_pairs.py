@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from patchbench.errors import MissingInputError
+from patchbench.errors import require_file
 from patchbench.tokenizing import TaskDataError, bos_id, char_spans, decode, pad_id, tokenizer_name
 
 __all__ = [
@@ -119,12 +119,11 @@ def _fail(source: str, problems: Sequence[str]) -> PromptFileError:
 def read_pairs(path: str | Path) -> list[PairRow]:
     """The rows of a CSV (``.csv``) or JSON Lines (``.jsonl``) file, parsed and checked without a tokenizer."""
     path = Path(path)
-    if not path.is_file():
-        raise MissingInputError.of(
-            f"prompt-pair file {path}",
-            "does not exist" if not path.exists() else "is not a file",
-            "write the pairs there (columns clean, corrupted, answer, wrong) or correct the path",
-        )
+    require_file(
+        path,
+        f"prompt-pair file {path}",
+        "write the pairs there (columns clean, corrupted, answer, wrong) or correct the path",
+    )
     suffix = path.suffix.lower()
     if SUFFIXES.get(suffix) == "csv":
         records = _csv_records(path)
