@@ -13,13 +13,16 @@ On a quiet machine (nothing else running; the rates and the run must not share t
     python benchmarks/check_estimate.py --configfile config/demo.yaml --run
 
 ``--run`` runs the config's sweep jobs again first (``snakemake --forcerun`` of the sweep rules,
-building whatever they need); without it the logs of the last run are read.
+building whatever they need), with their resumable chunks removed so that every chunk is computed
+(a resumed sweep reads its finished chunks and its measured time says nothing of the prediction);
+without it the logs of the last run are read.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import subprocess
 import sys
 from collections import defaultdict
@@ -58,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
             " ".join(cmd[:6]),
             f"--forcerun <{len(rules)} sweep rules> <{len(targets)} sweep files>",
         )
+        chunk_dirs = [Path(c.chunks_dir) for cs in cells.values() for c in cs if Path(c.chunks_dir).is_dir()]
+        for d in chunk_dirs:
+            shutil.rmtree(d)
+        print(f"removed {len(chunk_dirs)} chunk directories: every chunk is computed again")
         subprocess.run([*cmd, "--", *targets], check=True)
 
     jobs: dict[str, list[tuple[str, float, float]]] = defaultdict(list)

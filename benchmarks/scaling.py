@@ -159,8 +159,8 @@ def write(rows: list[dict], sizes: Sizes, out: str) -> None:
                 ("TransformerLens", "tl_s", "o", "tab:red"),
                 ("patchbench", "pb_s", "s", "tab:blue"),
             ):
-                label = f"{engine}, {sweep} (slope {slope(pts[x], pts[key]):.2f})"
-                ax.plot(pts[x], pts[key], mark + style, color=color, label=label)
+                name = f"{engine}, {sweep} (slope {slope(pts[x], pts[key]):.2f})"
+                ax.plot(pts[x], pts[key], mark + style, color=color, label=name)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel(label)

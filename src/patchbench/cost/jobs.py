@@ -117,12 +117,10 @@ def job_prompts(
             cache[key] = PromptSet.from_parquet(path), path
         else:
             from patchbench.models import ModelSpec, load_tokenizer
-            from patchbench.tasks import build_task
+            from patchbench.tasks import build_configured
 
             spec = ModelSpec.from_config(model, config["models"][model], config["results_dir"])
-            entry = config["tasks"][task]
-            ps = build_task(task, load_tokenizer(spec), Path(config["data_dir"]), n_prompts=entry["n_prompts"],
-                            seed=entry["seed"], **entry["options"])  # fmt: skip
+            ps = build_configured(task, config["tasks"][task], load_tokenizer(spec), config["data_dir"])
             cache[key] = ps, "generated here"
     prompts, source = cache[key]
     if filtered and config["filter_correct"]:
