@@ -15,7 +15,8 @@ config fails before any job runs), each job script before it loads or computes a
   model's config when it can be read without loading the model: toy settings, a toy ``arch``, a
   local directory's ``config.json``; else from the loaded model, in the job);
 * model directories: missing, not a directory, ``config.json`` missing or not JSON, no weights,
-  unreadable weights, no tokenizer;
+  unreadable weights, no tokenizer; a ``circuit.json`` of an unknown kind or class, or naming
+  components the model does not have; with ``all_seeds: true``, a missing seed directory;
 * prompt sets: empty, ids outside the vocabulary, prompts longer than the context, an answer
   that is also a wrong answer, missing values (:class:`patchbench.prompts.PromptSet`), named
   positions the set does not have;
@@ -38,6 +39,7 @@ from patchbench.errors import InputError, MissingInputError
 __all__ = [
     "ModelDims",
     "check_cells",
+    "check_circuit",
     "check_fits",
     "check_job",
     "check_metrics",
@@ -71,17 +73,50 @@ def check_workflow_config(config: dict[str, Any], files: Sequence[str | Path] = 
     validate_config(config)
     check_task_options(config)
     _check_toy_settings(config)
+    _check_seed_dirs(config)
     cells = cells_of(config)
     for name in sorted({c.model for cs in cells.values() for c in cs}):
         spec = _model_spec(config, name)
         if not _built_by_workflow(config, name):
             check_model_dir(spec)
+            check_circuit(spec)
     for experiment, cs in cells.items():
         for model in dict.fromkeys(c.model for c in cs):
             dims = config_dims(config, model)
             if dims is not None:
                 check_cells([c for c in cs if c.model == model], dims, f"experiment {experiment!r}")
     return cells
+
+
+def _check_seed_dirs(config: Mapping[str, Any]) -> None:
+    """With ``all_seeds: true``, every seed directory of a model with ``seeds`` must exist."""
+    from patchbench.config import seed_name
+
+    if not config["all_seeds"]:
+        return
+    for name, entry in config["models"].items():
+        for seed in entry.get("seeds") or ():
+            seeded = seed_name(name, seed)
+            if not seed or _built_by_workflow(config, seeded):
+                continue
+            path = Path(config["models"][seeded]["path"])
+            if not path.is_dir():
+                raise MissingInputError.of(
+                    f"models.{name}.seeds: seed {seed} directory {path}",
+                    "does not exist (all_seeds: true runs every seed of the model)",
+                    f"train it with `snakemake --cores 2 train_organisms --configfile config/config.yaml` "
+                    f"(it installs every shipped seed), drop {seed} from models.{name}.seeds, or set "
+                    "all_seeds: false",
+                )
+
+
+def check_circuit(spec: Any) -> None:
+    """A toy model directory's ``circuit.json``, when it has one: a known kind and classes, and only
+    components the model has (:func:`patchbench.toy.circuit.check_circuit_file`)."""
+    if spec.source in ("toy", "local") and spec.path:
+        from patchbench.toy.circuit import check_circuit_file
+
+        check_circuit_file(spec.path)
 
 
 def _model_spec(config: Mapping[str, Any], name: str):
