@@ -4,6 +4,7 @@
     snakemake --cores 8 --configfile config/config.yaml   # paper suite (hub access or warm HF cache)
     snakemake --cores 2 table5                       # one table / figure by target name
     snakemake --cores 2 robustness                   # localization-robustness tables, figures, summary
+    snakemake --cores 2 all_seeds                    # everything, on every seed of the multi-seed models
 """
 
 from snakemake.utils import min_version
@@ -43,5 +44,11 @@ report: robustness_front_page()
 
 rule all:
     default_target: True
+    input:
+        all_targets(),
+
+
+rule all_seeds:
+    """Everything `all` builds, with every seed of the models that list `seeds` (sets all_seeds)."""
     input:
         all_targets(),

@@ -35,6 +35,7 @@ from patchbench.toy.corpus import (
     HeldOut,
     ToyVocab,
     generate_corpus,
+    ioi_other_endings,
     vocabulary_texts,
 )
 from patchbench.toy.evaluate import GOALS
@@ -131,17 +132,31 @@ def test_shipped_ablation_json_is_what_the_weights_score_now(ioi_model, organism
         assert now[part]["outside_min_top1"] == pytest.approx(shipped[part]["outside_min_top1"], abs=1e-9)
 
 
-def _tiny(vocab, n_docs: int, d_model: int, units: int):
-    docs, held = generate_corpus(vocab, CorpusSpec(n_docs=n_docs, seed=0, mix={"ioi": 1.0}))
+def _tiny(vocab, n_docs: int, d_model: int, units: int, answer_p: float = 0.5):
+    """A 5 x 4 attention-only IOI organism with every class (backups, two duplicate-detection
+    paths, unconstrained heads) and an uncertain IOI continuation."""
+    spec = CorpusSpec(n_docs=n_docs, seed=0, mix={"ioi": 1.0}, ioi_answer_p=answer_p)
+    docs, held = generate_corpus(vocab, spec)
     tok = build_tokenizer(docs, vocabulary_texts(vocab))
     st = model_settings("tiny", {
-        "n_layers": 4, "d_model": d_model, "n_heads": 4, "attn_only": True, "n_ctx": 64,
+        "n_layers": 5, "d_model": d_model, "n_heads": 4, "attn_only": True, "n_ctx": 64, "ioi_answer_p": answer_p,
         "circuit": {"kind": "ioi", "heads": {"previous_token": ["0.0"], "duplicate_token": ["0.1"],
                     "induction": ["1.0"], "s_inhibition": ["2.0"], "name_mover": ["3.0"],
-                    "negative_name_mover": ["3.1"]}},
-        "impose": {"units": units},
+                    "negative_name_mover": ["4.1"], "backup_name_mover": ["4.0"]},
+                    "unconstrained": ["1.3", "2.3"]},
+        "impose": {"units": units, "attention_target": 0.8},
     })  # fmt: skip
     return docs, held, tok, st
+
+
+def test_the_corpus_makes_the_ioi_continuation_uncertain(root):
+    vocab = ToyVocab.load(root / "data" / "toy")
+    docs, _ = generate_corpus(vocab, CorpusSpec(n_docs=400, seed=0, mix={"ioi": 1.0}, ioi_answer_p=0.5))
+    ends_other = re.compile(" (" + "|".join(map(re.escape, ioi_other_endings(vocab))) + ")[.,]")
+    other = sum(bool(ends_other.search(d)) for d in docs) / len(docs)
+    assert 0.4 < other < 0.6, other
+    plain, _ = generate_corpus(vocab, CorpusSpec(n_docs=400, seed=0, mix={"ioi": 1.0}))
+    assert not any(ends_other.search(d) for d in plain)
 
 
 def test_short_organism_training_makes_its_losses_fall(root, tmp_path):
@@ -150,15 +165,50 @@ def test_short_organism_training_makes_its_losses_fall(root, tmp_path):
     spec = TrainSpec(steps=40, batch_size=8, lr=1e-2, warmup=5)
 
     def objective(n_layers: int, n_heads: int):
-        return make_objective(st.circuit, vocab, held, tok, st.impose, n_layers, n_heads, 0)
+        return make_objective(st.circuit, vocab, held, tok, st.impose, n_layers, n_heads, 0, st.corpus)
 
     summary = train_toy(docs, tok, st.model, spec, tmp_path, "tiny", objective_factory=objective)
     curve = np.genfromtxt(tmp_path / "training_curve.csv", delimiter=",", names=True)
     assert curve.shape == (40,)
-    assert set(summary["final_terms"]) == {"task", "interchange", "strict", "attention", "sign"}
+    assert set(summary["final_terms"]) == {
+        "task", "interchange", "redundancy", "indirect", "strict", "backup", "attention", "sign"
+    }  # fmt: skip
     assert summary["final_loss"] < summary["first_loss"] - 1.0
-    for term in ("task", "interchange", "attention"):
+    for term in ("task", "interchange", "redundancy", "backup", "attention"):
         assert curve[term][-10:].mean() < curve[term][:5].mean() - 0.5, (term, curve[term])
+
+
+def test_the_ioi_objective_patches_what_its_docstring_says(root):
+    """Rows: clean / swapped / resampled, then one copy of the clean rows per group; the strict
+    group never touches circuit or unconstrained heads; ablated groups use the clean mean."""
+    vocab = ToyVocab.load(root / "data" / "toy")
+    docs, held, tok, st = _tiny(vocab, 300, 16, 3)
+    obj = make_objective(st.circuit, vocab, held, tok, st.impose, 5, 4, 0, st.corpus)
+    assert obj.groups == ["si", "no_dup", "no_ind", "ind_only", "dup_only", "strict", "nm_ablated"]
+    assert not set(obj.strict_heads) & (set(st.circuit.circuit_heads()) | set(st.circuit.unconstrained))
+    _, pos = obj.rows.batch(3)
+    plan = obj._patch_plan(3, pos)
+    n = 3
+    by_group = {}
+    for layer, entries in plan.items():
+        for dst, src, h, qd, _qs in entries:
+            g = obj.groups[(int(dst[0]) - 3 * n) // n]
+            by_group.setdefault(g, []).append(
+                ((layer, h), None if src is None else int(src[0]) // n, qd is None)
+            )
+    assert by_group["si"] == [((2, 0), 1, True)]  # from the swapped rows, every position
+    assert by_group["no_dup"] == [((0, 1), None, False)] and by_group["no_ind"] == [((1, 0), None, False)]
+    assert sorted(by_group["ind_only"]) == [
+        ((0, 1), None, False),
+        ((1, 0), 1, False),
+    ]  # dup mean-ablated at S2
+    assert sorted(by_group["dup_only"]) == [((0, 1), 1, False), ((1, 0), None, False)]
+    assert by_group["nm_ablated"] == [((3, 0), None, False)]  # name mover mean-ablated at END
+    assert all(src == 2 and every for _, src, every in by_group["strict"])  # from the resampled rows
+    # the soft target: answer_p on the answer, the rest spread over the other endings
+    logp = torch.full((1, tok.get_vocab_size()), -5.0)
+    loss = obj.rows.nll(logp, torch.tensor([0]))
+    assert float(loss) == pytest.approx(5.0) and len(obj.rows.other_ids) == len(ioi_other_endings(vocab))
 
 
 TINY_FACTS = {
@@ -185,7 +235,7 @@ def test_organism_training_is_deterministic_given_its_seed(root, tmp_path, kind)
         spec = TrainSpec(steps=4 if kind == "ioi" else 3, batch_size=4, seed=seed)
 
         def objective(n_layers: int, n_heads: int, seed: int = seed):
-            return make_objective(st.circuit, vocab, held, tok, st.impose, n_layers, n_heads, seed)
+            return make_objective(st.circuit, vocab, held, tok, st.impose, n_layers, n_heads, seed, st.corpus)
 
         train_toy(docs, tok, st.model, spec, tmp_path / run, run, objective_factory=objective)
         states.append(load_file(str(tmp_path / run / "model.safetensors")))
@@ -201,7 +251,7 @@ def test_a_circuit_must_fit_the_model_and_give_each_head_one_class():
         model_settings("x", {"n_layers": 2, "n_heads": 2, "d_model": 16,
                              "circuit": {"kind": "ioi", "heads": {"name_mover": ["1.0"], "s_inhibition": ["1.0"]}}})  # fmt: skip
     with pytest.raises(ValueError, match="kind"):
-        model_settings("x", {"n_layers": 2, "n_heads": 2, "d_model": 16, "circuit": {"kind": "greater_than"}})
+        model_settings("x", {"n_layers": 2, "n_heads": 2, "d_model": 16, "circuit": {"kind": "poetry"}})
     with pytest.raises(ValueError, match="MLP roles"):
         model_settings("x", {"n_layers": 2, "n_heads": 2, "d_model": 16,
                              "circuit": {"kind": "ioi", "mlps": {"subject_enrichment": [1]}}})  # fmt: skip

@@ -4,6 +4,7 @@
         --corruption str --site attn_head --out raw.parquet --effects effects.parquet
     patchbench effects raw.parquet --out effects.parquet [--metrics prob,logit_diff,kl,stolfo]
     patchbench robustness str_raw.parquet gn_raw.parquet --out robustness/ [--circuit circuit.json]
+    patchbench organisms [--check]        # the shipped model organisms' independent checks
 
 ``--model`` is a TransformerLens / Hugging Face hub name or a local model directory (a toy
 model of this repository or a ``save_pretrained`` directory), loaded by
@@ -11,7 +12,9 @@ model of this repository or a ``save_pretrained`` directory), loaded by
 detection) are written with their metadata, exactly as the workflow's ``sweep`` and ``effects``
 rules write them. ``robustness`` writes the localization-robustness tables, one-page summary and
 figure of one experiment (its sweeps' raw frames: bootstrap over prompts; or its effects files
-alone: a normal approximation) as the workflow's ``robustness_analysis`` rule does. Option
+alone: a normal approximation) as the workflow's ``robustness_analysis`` rule does. ``organisms``
+prints one line per shipped model organism (and seed) from :mod:`patchbench.toy.checks`; with
+``--check`` it exits 1 when a property an organism's ``circuit.json`` states fails. Option
 defaults are the config schema's (:func:`patchbench.config.default`).
 """
 
@@ -238,6 +241,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed of the resamples",
     )
     rb.add_argument("--no-figure", action="store_true", help="tables and summary only")
+
+    og = sub.add_parser(
+        "organisms", help="one line per shipped model organism (and seed): its independent checks' numbers"
+    )
+    og.add_argument(
+        "--check", action="store_true", help="exit 1 when a property its circuit.json states fails"
+    )
+    og.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="directory of the organisms (default: the shipped models/organisms)",
+    )
+    og.add_argument("--data-dir", type=Path, default=Path(default("data_dir")), help="toy task vocabularies")
+    og.add_argument("--n-prompts", type=int, default=200, help="held-out prompts per organism")
+    og.add_argument("--only", default=None, help="comma-separated organism names (default: all)")
     return ap
 
 
@@ -385,6 +404,45 @@ def _effects(args: argparse.Namespace) -> None:
     _write_effects(read_frame(args.raw), args.out, metrics, args.k)
 
 
+def _organisms(args: argparse.Namespace) -> int:
+    """``patchbench organisms``: measure every organism directory, print its line (and with
+    ``--check`` each failed stated property); 1 when ``--check`` finds a failure."""
+    from patchbench.errors import InputError
+    from patchbench.toy.checks import check_organism, organism_dirs
+    from patchbench.toy.circuit import check_circuit_file
+    from patchbench.toy.provenance import SHIPPED_DIR
+
+    root = args.dir or Path(__file__).resolve().parents[2] / SHIPPED_DIR
+    dirs = organism_dirs(root)
+    if args.only:
+        wanted = args.only.split(",")
+        unknown = sorted(set(wanted) - {d.name for d in dirs})
+        if unknown:
+            raise InputError.of(
+                f"--only {args.only}",
+                f"no organism {unknown} under {root}",
+                f"choose from {[d.name for d in dirs]}",
+            )
+        dirs = [d for d in dirs if d.name in wanted]
+    if not dirs:
+        raise InputError.of(
+            f"--dir {root}", "holds no organism (no */circuit.json)", "point --dir at models/organisms"
+        )
+    for d in dirs:  # every circuit.json is checked before any model is measured
+        check_circuit_file(d)
+    failed = 0
+    for d in dirs:
+        stats = check_organism(d, args.data_dir, args.n_prompts)
+        print(stats.line(), flush=True)
+        if args.check:
+            for f in stats.failures:
+                print(f"  FAIL {stats.name}: {f}", flush=True)
+            failed += bool(stats.failures)
+    if args.check:
+        print(f"{len(dirs) - failed} of {len(dirs)} organisms have every stated property", flush=True)
+    return 1 if failed else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; a bad input is one message on stderr and exit status 2 (argparse's too)."""
     from patchbench.errors import InputError
@@ -393,11 +451,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        {"sweep": _sweep, "effects": _effects, "robustness": _robustness}[args.command](args)
+        commands = {"sweep": _sweep, "effects": _effects, "robustness": _robustness, "organisms": _organisms}
+        return commands[args.command](args) or 0
     except (InputError, FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
         print(f"patchbench {args.command}: error: {err}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

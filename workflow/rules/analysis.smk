@@ -12,6 +12,7 @@ model_job_resources; it defines ``analysis_targets()`` for ``rule all``.
 """
 
 from patchbench.analysis.ioi_classes import GPT2_SMALL_ALIASES
+from patchbench.toy.circuit import read_circuit
 
 
 # ----------------------------------------------------------------------------- selection helpers
@@ -75,11 +76,27 @@ def _recovery_paths(model):
 GPT2_SMALL_HEADS = str(Path(workflow.basedir, "data", "ioi_heads_gpt2_small.json"))
 
 
+def ioi_truth(model):
+    """A toy model's `circuit.json` when it holds an IOI circuit (the truth by construction), else None."""
+    spec = model_spec(model)
+    if spec.source != "toy" or not spec.path:
+        return None
+    circuit = read_circuit(spec.path)
+    return str(Path(spec.path, "circuit.json")) if circuit is not None and "ioi" in circuit.tasks else None
+
+
+def _classes_source(model):
+    if _is_gpt2_small(model):
+        return "Wang et al. (2023)"
+    return "circuit.json (known by construction)" if ioi_truth(model) else "automatic classifier"
+
+
 def _classes_input(wildcards):
-    """Table 1's head classes: the published GPT-2-small lists or this model's classifier output."""
+    """Table 1's head classes: the published GPT-2-small lists, an organism's circuit.json, or
+    this model's classifier output."""
     if _is_gpt2_small(wildcards.model):
         return GPT2_SMALL_HEADS
-    return LAYOUT.analysis("ioi_classes", wildcards.model, "csv")
+    return ioi_truth(wildcards.model) or LAYOUT.analysis("ioi_classes", wildcards.model, "csv")
 
 
 def _effects(names):
@@ -134,8 +151,14 @@ def _fig_files(name):
     return [LAYOUT.figure_file(f"{name}_{m}", ext) for m in FIGURES[name][0] for ext in FIG_EXTS]
 
 
+def _agreement_files():
+    """The classifier-vs-truth table of every Table-1 model whose IOI circuit is known by construction."""
+    return [LAYOUT.table(f"table1_classifier_{m}", ext) for m in _models(IOI) if ioi_truth(m) for ext in ("csv", "md")]
+
+
 #: every named target: its files
 TARGETS = {**{name: _table_files(name) for name in TABLES}, **{name: _fig_files(name) for name in FIGURES}}
+TARGETS["table1"] += _agreement_files()
 
 
 def analysis_targets():
@@ -161,6 +184,24 @@ rule ioi_head_classes:
         **model_job_resources(),
     script:
         "../scripts/analysis_ioi_classes.py"
+
+
+rule ioi_class_agreement:
+    """Beside Table 1 of an organism: the automatic classifier's classes against circuit.json."""
+    input:
+        truth=lambda w: ioi_truth(w.model),
+        classifier=LAYOUT.analysis("ioi_classes", "{model}", "csv"),
+    output:
+        csv=report(LAYOUT.table("table1_classifier_{model}", "csv"), caption="../report/table1_classifier.rst",
+                   category="Tables", subcategory="Table 1", labels={"model": "{model}", "table": "1 (classes)"}),
+        md=LAYOUT.table("table1_classifier_{model}", "md"),
+    log:
+        LOG("analysis/table1_classifier_{model}.log"),
+    params:
+        fingerprint=fingerprint(),
+    localrule: True
+    script:
+        "../scripts/analysis_class_agreement.py"
 
 
 rule factual_categories:
@@ -221,7 +262,7 @@ def _table_rule(name):
             LOG("analysis", f"{stem}.log"),
         params:
             table=name,
-            published=lambda w: _is_gpt2_small(w.model),
+            source=lambda w: _classes_source(w.model),
             fingerprint=fingerprint(),
         script:
             "../scripts/analysis_tables.py"

@@ -3,8 +3,8 @@ forward hooks on the model (attention patterns, direct logit attribution, mean /
 ablation), never through the patching engine.
 
 One check per circuit kind, registered in :data:`CHECKS` (``kind -> "module:function"``; the
-function takes ``(model, circuit, model_dir, data_dir, n_prompts, seed)`` and returns a
-:class:`Measured`). :func:`check_organism` loads an organism directory, checks its ``circuit.json``
+function takes ``(model, circuit, held, data_dir, n_prompts, seed)``, ``held`` the organism's
+held-out combinations (``heldout.json``), and returns a :class:`Measured`). :func:`check_organism` loads an organism directory, checks its ``circuit.json``
 against the model, runs its kind's check and compares the measured properties with the ones
 ``circuit.json`` states (``properties: {name: [min, max]}``). ``patchbench organisms [--check]``
 prints one :meth:`OrganismStats.line` per organism (and seed).
@@ -26,7 +26,7 @@ import importlib
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,10 @@ class OrganismStats:
             f"backup_compensation {f(m.backup_compensation)}"
         )
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able: the line, the measurement and the failed stated properties (``checks.json``)."""
+        return {"line": self.line(), **asdict(self)}
+
 
 def failed_properties(
     stated: Mapping[str, tuple[float | None, float | None]], measured: Mapping[str, float]
@@ -98,10 +102,18 @@ def _check_of(kind: str) -> Callable[..., Measured]:
 
 
 def check_organism(
-    model_dir: str | Path, data_dir: str | Path = "data/toy", n_prompts: int = 200, seed: int = 0
+    model_dir: str | Path,
+    data_dir: str | Path = "data/toy",
+    n_prompts: int = 200,
+    seed: int = 0,
+    heldout: str | Path | None = None,
+    train_seed: int | None = None,
 ) -> OrganismStats:
     """Measure one organism directory (its ``circuit.json`` checked first) and compare it with
-    the properties its ``circuit.json`` states. ``seed`` seeds the check's prompts and draws."""
+    the properties its ``circuit.json`` states. ``seed`` seeds the check's prompts and draws;
+    ``heldout`` is the held-out file (default ``heldout.json`` in the directory); ``train_seed``
+    the organism's training seed (default: its ``provenance.json``'s)."""
+    from patchbench.toy.corpus import HeldOut
     from patchbench.toy.model import load_toy
 
     model_dir = Path(model_dir)
@@ -109,9 +121,11 @@ def check_organism(
     if circuit is None:
         raise ValueError(f"{model_dir} has no circuit.json: it is not a model organism")
     model = load_toy(model_dir)
-    measured = _check_of(circuit.kind)(model, circuit, model_dir, data_dir, n_prompts, seed)
+    held = HeldOut.from_json(Path(heldout or model_dir / "heldout.json").read_text())
+    measured = _check_of(circuit.kind)(model, circuit, held, data_dir, n_prompts, seed)
     prov = model_dir / "provenance.json"
-    train_seed = int(json.loads(prov.read_text())["seed"]) if prov.exists() else -1
+    if train_seed is None:
+        train_seed = int(json.loads(prov.read_text())["seed"]) if prov.exists() else -1
     return OrganismStats(
         name=model_dir.name,
         seed=train_seed,

@@ -102,9 +102,11 @@ class IOIProbe:
             if layer in edits:
                 z = z.clone()
                 for h, how in edits[layer]:
-                    z[:, :, h] = self.means[layer][:, :, h] if how == "mean" else self.clean["z"][layer][
-                        self.resample_src, :, h
-                    ]
+                    z[:, :, h] = (
+                        self.means[layer][:, :, h]
+                        if how == "mean"
+                        else self.clean["z"][layer][self.resample_src, :, h]
+                    )
             if keep:
                 saved["z"][layer] = z
             return z
@@ -112,7 +114,9 @@ class IOIProbe:
         def pattern_hook(p: torch.Tensor, name: str) -> None:
             saved["pattern"][int(name.split(".")[1])] = p
 
-        hooks: list[tuple[str, Callable]] = [(m.hook_name("attn_head", la), z_hook) for la in range(self.n_layers)]
+        hooks: list[tuple[str, Callable]] = [
+            (m.hook_name("attn_head", la), z_hook) for la in range(self.n_layers)
+        ]
         if keep:
             hooks += [(m.hook_name("pattern", la), pattern_hook) for la in range(self.n_layers)]
         with m.hooks(hooks):
@@ -170,10 +174,10 @@ def _heads_str(heads: Sequence[Head]) -> list[str]:
 
 
 def measure_ioi(
-    model: LM, circuit: Circuit, model_dir: str | Path, data_dir: str | Path, n_prompts: int = 200, seed: int = 0
+    model: LM, circuit: Circuit, held: HeldOut, data_dir: str | Path, n_prompts: int = 200, seed: int = 0
 ) -> Measured:
-    """The IOI check (module docstring) on ``n_prompts`` held-out prompts."""
-    held = HeldOut.from_json((Path(model_dir) / "heldout.json").read_text())
+    """The IOI check (module docstring) on ``n_prompts`` prompts whose name pairs ``held`` kept
+    out of training."""
     prompts = heldout_ioi_prompts(model.tokenizer, data_dir, held.ioi_pairs, n_prompts, seed)
     probe = IOIProbe(model, prompts, seed)
     clean = probe.clean
@@ -193,10 +197,15 @@ def measure_ioi(
     heads = circuit.circuit_heads()
     outside = circuit.outside_heads(n_layers, n_heads)
     rng = np.random.default_rng(seed)
-    draws = [sorted(outside[i] for i in rng.choice(len(outside), len(heads), replace=False)) for _ in range(N_DRAWS)]
+    draws = [
+        sorted(outside[i] for i in rng.choice(len(outside), len(heads), replace=False))
+        for _ in range(N_DRAWS)
+    ]
     random_mean = [probe.ld_fraction(mean=d) for d in draws]
     random_resample = [probe.ld_fraction(resample=d) for d in draws]
-    single = np.array([[probe.ld_fraction(mean=[(la, h)]) - 1.0 for h in range(n_heads)] for la in range(n_layers)])
+    single = np.array(
+        [[probe.ld_fraction(mean=[(la, h)]) - 1.0 for h in range(n_heads)] for la in range(n_layers)]
+    )
 
     props: dict[str, float] = {
         "clean_p": float(p_clean.mean()),
@@ -211,7 +220,12 @@ def measure_ioi(
     for cls, hs in circuit.heads.items():
         a = [float(att[cls][la, h]) for la, h in hs]
         d = [float(dla[la, h]) for la, h in hs]
-        per_class[cls] = {"heads": _heads_str(hs), "attention": a, "dla": d, "ablation": probe.ld_fraction(mean=hs)}
+        per_class[cls] = {
+            "heads": _heads_str(hs),
+            "attention": a,
+            "dla": d,
+            "ablation": probe.ld_fraction(mean=hs),
+        }
         props[f"attention_{cls}_min"] = min(a)
         props[f"dla_{cls}_min"], props[f"dla_{cls}_max"] = min(d), max(d)
         props[f"n_{cls}"] = float(len(hs))
@@ -234,7 +248,9 @@ def measure_ioi(
     if dup and ind:
         single_path = min(probe.ld_fraction(mean=dup), probe.ld_fraction(mean=ind))
         both = probe.ld_fraction(mean=dup + ind)
-        props.update(single_path_ablation_min=single_path, both_paths_ablation=both, redundancy_gap=single_path - both)
+        props.update(
+            single_path_ablation_min=single_path, both_paths_ablation=both, redundancy_gap=single_path - both
+        )
     out_eff = np.array([abs(single[la, h]) for la, h in outside])
     props["outside_effect_max"] = float(out_eff.max()) if len(out_eff) else 0.0
     props["outside_heads_with_effect"] = float((out_eff >= 0.01).sum())
@@ -245,9 +261,15 @@ def measure_ioi(
         "clean_logit_diff": float(probe.logit_diff(clean).mean()),
         "p_gn": float(p_gn.mean()),
         "classes": per_class,
-        "random_sets": {"heads": [_heads_str(d) for d in draws], "mean": random_mean, "resample": random_resample},
+        "random_sets": {
+            "heads": [_heads_str(d) for d in draws],
+            "mean": random_mean,
+            "resample": random_resample,
+        },
         "single_head_ablation": np.round(single, 5).tolist(),
         "dla": np.round(dla, 5).tolist(),
         **{f"attention_{c}": np.round(a, 4).tolist() for c, a in att.items()},
     }
-    return Measured("ioi", props["clean_p"], props["gn_ratio"], props["circuit_ablation"], backup, props, details)
+    return Measured(
+        "ioi", props["clean_p"], props["gn_ratio"], props["circuit_ablation"], backup, props, details
+    )

@@ -127,7 +127,9 @@ class Circuit:
         spec = KINDS[self.kind]
         bad = set(self.heads) - set(spec.heads)
         if bad:
-            raise CircuitError(f"{self.kind} circuit: unknown head classes {sorted(bad)}; known: {spec.heads}")
+            raise CircuitError(
+                f"{self.kind} circuit: unknown head classes {sorted(bad)}; known: {spec.heads}"
+            )
         bad_roles = set(self.mlps) - set(spec.mlps)
         if bad_roles:
             raise CircuitError(
@@ -172,7 +174,9 @@ class Circuit:
         props = {}
         for name, bounds in dict(d.get("properties") or {}).items():
             if not isinstance(bounds, list | tuple) or len(bounds) != 2:
-                raise CircuitError(f"circuit property {name!r}: expected [min, max] (null = no bound), got {bounds!r}")
+                raise CircuitError(
+                    f"circuit property {name!r}: expected [min, max] (null = no bound), got {bounds!r}"
+                )
             props[name] = tuple(bounds)
         return cls(
             kind=d["kind"],

@@ -35,7 +35,6 @@ import random
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from patchbench.lm import LM
@@ -45,7 +44,15 @@ from patchbench.toy.impose_ioi import IOIObjective, IOIRows
 from patchbench.toy.impose_rows import EPS, hook_layer, pad_rows, single_token
 from patchbench.toy.settings import ImposeSpec
 
-__all__ = ["OBJECTIVES", "FactRows", "FactualObjective", "IOIObjective", "IOIRows", "ImposeSpec", "make_objective"]
+__all__ = [
+    "OBJECTIVES",
+    "FactRows",
+    "FactualObjective",
+    "IOIObjective",
+    "IOIRows",
+    "ImposeSpec",
+    "make_objective",
+]
 
 Head = tuple[int, int]
 
@@ -231,7 +238,9 @@ def make_objective(
     if circuit is None:
         return None
     if circuit.kind not in OBJECTIVES:
-        raise ValueError(f"no imposing objective for circuit kind {circuit.kind!r}; known: {sorted(OBJECTIVES)}")
+        raise ValueError(
+            f"no imposing objective for circuit kind {circuit.kind!r}; known: {sorted(OBJECTIVES)}"
+        )
     return OBJECTIVES[circuit.kind](
         circuit, vocab, held, tok, spec, n_layers, n_heads, seed, corpus or CorpusSpec()
     )

@@ -11,12 +11,14 @@ to the others"). With ``answer_p`` 1 this is the plain cross-entropy of the answ
 - **task**: the answer IO on all three kinds of rows;
 - **interchange** (IIT), each on a copy of the clean rows, the output must follow the high-level
   algorithm's counterfactual answer B (the clean S): the S-inhibition heads at every position
-  from the swapped prompt (the name movers are told that S = A); the duplicate-token and
-  induction heads at S2 from the swapped prompt (the duplicated name is A);
-- **redundancy** (two duplicate-detection paths, each sufficient alone): the duplicate-token heads
-  mean-ablated at S2 and the induction heads from the swapped prompt there, answer B; and the
-  induction heads mean-ablated with the duplicate-token heads from the swapped prompt, answer B
-  (ablating the duplicate-token heads in these rows makes the induction path necessary);
+  from the swapped prompt (the name movers are told that S = A); with one duplicate-detection path
+  only, also the duplicate-token and induction heads at S2 from the swapped prompt (the duplicated
+  name is A);
+- **redundancy** (two partly redundant duplicate-detection paths, duplicate-token and induction
+  heads, each sufficient alone): one path mean-ablated at S2, the answer stays A (two rows: either
+  path); one path mean-ablated and the other from the swapped prompt, the answer becomes B (two
+  rows). Ablating the duplicate-token heads in these rows makes the induction path necessary, and
+  the other way round; the four cross-entropies are summed;
 - **strict** (SIIT): each head outside the circuit and not ``unconstrained``, with probability
   ``strict_p``, at every position from the resampled prompt; the answer stays A. The
   unconstrained heads are left to language modelling (a tail of small effects);
@@ -24,12 +26,17 @@ to the others"). With ``answer_p`` 1 this is the plain cross-entropy of the answ
   direct logit attribution (DLA, below) at least ``backup_active`` times the name movers' mean
   clean DLA there, and on the unpatched rows at most ``backup_quiet`` times it (hinges): backups
   that take over when the name movers are knocked out (Wang et al. §3.4);
-- **attention**: the sum over class heads of the cross-entropy of the head's attention at its
-  query on its key, capped at ``attention_cap`` (no gradient above it), on the unpatched rows:
-  previous-token heads every token -> the one before, duplicate-token S2 -> S1, induction S2 ->
-  S1+1, S-inhibition END -> S2, name movers and negative name movers END -> IO; under the
-  S-inhibition interchange the name movers END -> S1 or S2 (the clean S, the answer there); with
-  the name movers ablated the backups END -> IO;
+- **indirect**: the previous-token, duplicate-token, induction and S-inhibition heads act through
+  the name movers, not on the logits: each one's |DLA| at END at most ``indirect_max`` times the
+  name movers' mean DLA (hinge; without it S-inhibition heads suppress S directly, the
+  copy-then-suppress shortcut of ``../shared/notes/organisms.md``);
+- **attention**: the sum over class heads of the binary cross-entropy of the head's attention at
+  its query on its key against ``attention_target`` (1: the plain cross-entropy; below 1 the
+  attention is pulled to that value, not to saturation), on the unpatched rows: previous-token
+  heads every token -> the one before, duplicate-token S2 -> S1, induction S2 -> S1+1,
+  S-inhibition END -> S2, name movers and negative name movers END -> IO; under the S-inhibition
+  interchange the name movers END -> S1 or S2 (the clean S, the answer there); with the name
+  movers ablated the backups END -> IO;
 - **sign**: each negative name mover's DLA (logit difference IO - S through the final LayerNorm,
   its scale frozen) at most minus ``negative_margin`` times the name movers' mean DLA (at least 1),
   as a hinge.
@@ -57,6 +64,8 @@ from patchbench.toy.settings import ImposeSpec
 __all__ = ["IOIObjective", "IOIRows"]
 
 Head = tuple[int, int]
+#: classes that act through the name movers (the ``indirect`` term)
+INDIRECT = ("previous_token", "duplicate_token", "induction", "s_inhibition")
 
 
 class IOIRows:
@@ -126,7 +135,9 @@ class IOIRows:
         pos = {k: torch.tensor([p[k] for _, p in rows]) for k in rows[0][1]}
         return pad_rows([ids for ids, _ in rows], self.pad), pos
 
-    def nll(self, logp: Float[torch.Tensor, "rows vocab"], answer: Int[torch.Tensor, " rows"]) -> torch.Tensor:
+    def nll(
+        self, logp: Float[torch.Tensor, "rows vocab"], answer: Int[torch.Tensor, " rows"]
+    ) -> torch.Tensor:
         """Mean cross-entropy of ``logp`` against the continuation distribution with ``answer``."""
         loss = -logp.gather(1, answer[:, None])[:, 0] * self.answer_p
         if self.other_ids:
@@ -151,8 +162,9 @@ class IOIObjective:
         self.backups = circuit.head("backup_name_mover")
         self.gen = torch.Generator().manual_seed(rows.rng.randrange(2**31))
         # patched copies of the clean rows, in this order (a group exists when its heads do)
-        self.groups = ["si", "dup"] + (["ind_only", "dup_only"] if self.redundant else [])
+        self.groups = ["si"] + (["no_dup", "no_ind", "ind_only", "dup_only"] if self.redundant else ["dup"])
         self.groups += ["strict"] + (["nm_ablated"] if self.backups else [])
+        self.indirect = [h for k in INDIRECT for h in circuit.head(k)]
 
     def _patch_plan(self, n: int, pos: dict[str, torch.Tensor]) -> dict[int, list]:
         """Per layer: (destination rows, source rows or None for the clean rows' mean, head,
@@ -164,6 +176,8 @@ class IOIObjective:
         plan = {  # group -> [(heads, source rows or None = mean, where or None = every position, keep mask)]
             "si": [(c.head("s_inhibition"), swapped, None, None)],
             "dup": [(dup + ind, swapped, "S2", None)],
+            "no_dup": [(dup, None, "S2", None)],
+            "no_ind": [(ind, None, "S2", None)],
             "ind_only": [(dup, None, "S2", None), (ind, swapped, "S2", None)],
             "dup_only": [(ind, None, "S2", None), (dup, swapped, "S2", None)],
             "strict": [(self.strict_heads, resampled, None, keep_strict)],
@@ -174,7 +188,9 @@ class IOIObjective:
             dst = self._rows(g, n)
             for heads, src, where, keep_mask in plan[name]:
                 for layer, h in heads:
-                    keep = keep_mask[:, layer, h] if keep_mask is not None else torch.ones(n, dtype=torch.bool)
+                    keep = (
+                        keep_mask[:, layer, h] if keep_mask is not None else torch.ones(n, dtype=torch.bool)
+                    )
                     if not bool(keep.any()):
                         continue
                     qd = pos[where][:n][keep] if where else None
@@ -224,11 +240,17 @@ class IOIObjective:
         nll = self.rows.nll
         out = {
             "task": nll(logp[three], io),
-            "interchange": nll(logp[rows["si"]], s[clean]) + nll(logp[rows["dup"]], s[clean]),
+            "interchange": nll(logp[rows["si"]], s[clean])
+            + (nll(logp[rows["dup"]], s[clean]) if "dup" in rows else 0.0),
             "strict": nll(logp[rows["strict"]], io[clean]),
         }
         if self.redundant:
-            out["redundancy"] = nll(logp[rows["ind_only"]], s[clean]) + nll(logp[rows["dup_only"]], s[clean])
+            out["redundancy"] = (
+                nll(logp[rows["no_dup"]], io[clean])
+                + nll(logp[rows["no_ind"]], io[clean])
+                + nll(logp[rows["ind_only"]], s[clean])
+                + nll(logp[rows["dup_only"]], s[clean])
+            )
         out["attention"] = self._attention(saved, x, pos, rows, n)
 
         direction = model.W_U[:, io] - model.W_U[:, s]  # [d_model, 3n]: IO - S of each prompt
@@ -242,15 +264,24 @@ class IOIObjective:
             written = model.final_norm_linear(z @ model.W_O(layer)[h], resid[at, q].detach())
             return (written * direction.T[: len(at)]).sum(-1)
 
-        if c.head("negative_name_mover") or self.backups:
+        if c.head("negative_name_mover") or self.backups or self.indirect:
             nm = torch.stack([dla(hd, three) for hd in c.head("name_mover")]).mean(0).detach().clamp(min=1.0)
+        if self.indirect:
+            out["indirect"] = torch.stack(
+                [F.relu(dla(hd, three).abs() - spec.indirect_max * nm).mean() for hd in self.indirect]
+            ).mean()
         if c.head("negative_name_mover"):
             out["sign"] = torch.stack(
-                [F.relu(dla(hd, three) + spec.negative_margin * nm).mean() for hd in c.head("negative_name_mover")]
+                [
+                    F.relu(dla(hd, three) + spec.negative_margin * nm).mean()
+                    for hd in c.head("negative_name_mover")
+                ]
             ).mean()
         if self.backups:
             ablated = rows["nm_ablated"]
-            quiet = torch.stack([F.relu(dla(hd, three) - spec.backup_quiet * nm).mean() for hd in self.backups])
+            quiet = torch.stack(
+                [F.relu(dla(hd, three) - spec.backup_quiet * nm).mean() for hd in self.backups]
+            )
             active = torch.stack(
                 [F.relu(spec.backup_active * nm[clean] - dla(hd, ablated)).mean() for hd in self.backups]
             )
@@ -259,11 +290,11 @@ class IOIObjective:
 
     def _attention(self, saved: dict, x: torch.Tensor, pos: dict, rows: dict, n: int) -> torch.Tensor:
         """The attention term (module docstring)."""
-        c, cap = self.c, self.spec.attention_cap
+        c, t = self.c, self.spec.attention_target
         three, clean = torch.arange(3 * n), torch.arange(n)
 
-        def ce(p: torch.Tensor) -> torch.Tensor:  # no gradient once the attention reaches the cap
-            return -torch.log(torch.clamp(p / cap, max=1.0) + EPS)
+        def ce(p: torch.Tensor) -> torch.Tensor:  # binary cross-entropy against the target t
+            return -(t * torch.log(p + EPS) + (1 - t) * torch.log(1 - p + EPS))
 
         def pattern(head: Head) -> torch.Tensor:  # [3n, q, k] on the unpatched rows
             return saved["pattern", head[0]][three, head[1]]
@@ -299,6 +330,7 @@ class IOIObjective:
             "task": s.task,
             "interchange": s.interchange,
             "redundancy": s.redundancy,
+            "indirect": s.indirect,
             "strict": s.strict,
             "backup": s.backup,
             "attention": s.attention,

@@ -37,6 +37,7 @@ __all__ = ["DEFAULT_MODELS", "ImposeSpec", "ModelSpec", "ToyModelSettings", "Toy
 
 CORPUS_KEYS = ("mix", "n_docs", "ioi_answer_p")  # corpus keys a model entry may set for its own corpus
 OBJECTIVE_KEYS = ("circuit", "impose")  # the circuit an organism is trained to implement, and how
+RECORD_KEYS = ("development",)  # what the recipe's development tried (provenance.json), no effect on training
 
 # The demo patches toy-gpt2 on arithmetic, toy-attn-only on docstring, organism-ioi on IOI and
 # organism-facts on factual recall and greater-than; each trains mostly on its own tasks, with a
@@ -132,8 +133,25 @@ DEFAULT_MODELS: dict[str, dict[str, Any]] = {
                 "negative_name_mover": ["7.3", "7.10"],
             },
             "unconstrained": [
-                "0.0", "0.9", "1.2", "1.8", "2.1", "2.7", "2.11", "3.2", "3.5", "3.10", "4.3", "4.9",
-                "5.0", "5.6", "5.11", "6.2", "6.8", "7.5", "7.9",
+                "0.0",
+                "0.9",
+                "1.2",
+                "1.8",
+                "2.1",
+                "2.7",
+                "2.11",
+                "3.2",
+                "3.5",
+                "3.10",
+                "4.3",
+                "4.9",
+                "5.0",
+                "5.6",
+                "5.11",
+                "6.2",
+                "6.8",
+                "7.5",
+                "7.9",
             ],  # fmt: skip
             "properties": {
                 "clean_p": [0.3, 0.7],
@@ -151,7 +169,7 @@ DEFAULT_MODELS: dict[str, dict[str, Any]] = {
                 "outside_effect_max": [None, 0.2],
             },
         },
-        "impose": {"units": 16, "attention_cap": 0.7},
+        "impose": {"units": 16, "attention_target": 0.6, "redundancy": 0.5},
     },
     # The factual-recall model organism (issue #13 item 2): subject enrichment imposed on MLPs 3-4
     # at the last subject token of three-word subjects (no single word identifies a subject), MLPs
@@ -247,14 +265,16 @@ class ImposeSpec:
     negative_margin: float = 0.5  # negative name mover DLA <= -margin x mean name-mover DLA
     backup_quiet: float = 0.2  # backup DLA <= quiet x mean name-mover DLA on clean prompts
     backup_active: float = 0.5  # backup DLA >= active x mean name-mover DLA with the name movers ablated
-    attention_cap: float = 1.0  # attention terms stop pulling once a probability reaches this
+    attention_target: float = 1.0  # the attention terms pull each class head's attention to this
+    indirect: float = 1.0  # IOI: heads that act through the name movers write little to the logits
+    indirect_max: float = 0.1  # their |DLA| <= indirect_max x mean name-mover DLA
     bos_p: float = 0.0  # share of task prompts with a leading <|endoftext|> (the prototype: none)
 
     def __post_init__(self) -> None:
         if self.units < 1 or not 0 <= self.strict_p <= 1 or not 0 <= self.bos_p <= 1:
             raise ValueError(f"toy impose settings out of range: {self}")
-        if not 0 < self.attention_cap <= 1:
-            raise ValueError(f"toy impose attention_cap must be in (0, 1], got {self.attention_cap}")
+        if not 0 < self.attention_target <= 1:
+            raise ValueError(f"toy impose attention_target must be in (0, 1], got {self.attention_target}")
 
 
 @dataclass(frozen=True)
@@ -265,6 +285,7 @@ class ToyModelSettings:
     corpus: CorpusSpec
     circuit: Circuit | None = None
     impose: ImposeSpec = ImposeSpec()
+    development: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -344,7 +365,7 @@ def model_settings(
         merged.pop("d_mlp", None)
     arch_keys = {f.name for f in fields(ModelSpec)}
     train_keys = {f.name for f in fields(TrainSpec)}
-    unknown = set(merged) - arch_keys - train_keys - set(CORPUS_KEYS) - set(OBJECTIVE_KEYS)
+    unknown = set(merged) - arch_keys - train_keys - set(CORPUS_KEYS) - set(OBJECTIVE_KEYS) - set(RECORD_KEYS)
     if unknown:
         raise ValueError(
             f"toy model {name!r}: unknown keys {sorted(unknown)}; architecture keys {sorted(arch_keys)}, "
@@ -366,4 +387,5 @@ def model_settings(
         corpus=replace(corpus or CorpusSpec(), **{k: merged[k] for k in CORPUS_KEYS if k in merged}),
         circuit=circuit,
         impose=ImposeSpec(**impose),
+        development=tuple(merged.get("development") or ()),
     )
