@@ -208,7 +208,7 @@ Objective = Callable[[LM], dict[str, torch.Tensor]]
 
 
 def _ioi(circuit, vocab, held, tok, spec, n_layers, n_heads, seed, corpus) -> IOIObjective:
-    rows = IOIRows(vocab, held, tok, seed, spec.bos_p, corpus.ioi_answer_p)
+    rows = IOIRows(vocab, held, tok, seed, spec.bos_p, corpus.ioi_answer_p, corpus.ioi_third_name > 0)
     return IOIObjective(circuit, rows, spec, n_layers, n_heads)
 
 

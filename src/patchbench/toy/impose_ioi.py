@@ -64,8 +64,8 @@ from patchbench.toy.settings import ImposeSpec
 __all__ = ["IOIObjective", "IOIRows"]
 
 Head = tuple[int, int]
-#: classes that act through the name movers (the ``indirect`` term)
-INDIRECT = ("previous_token", "duplicate_token", "induction", "s_inhibition")
+#: classes that write to the logits; every other head acts through them (the ``indirect`` term)
+MOVERS = ("name_mover", "negative_name_mover", "backup_name_mover")
 
 
 class IOIRows:
@@ -73,7 +73,14 @@ class IOIRows:
     the corpus's continuation distribution at END."""
 
     def __init__(
-        self, vocab: ToyVocab, held: HeldOut, tok: Tokenizer, seed: int, bos_p: float, answer_p: float = 1.0
+        self,
+        vocab: ToyVocab,
+        held: HeldOut,
+        tok: Tokenizer,
+        seed: int,
+        bos_p: float,
+        answer_p: float = 1.0,
+        third_name: bool = False,
     ) -> None:
         ioi = vocab.ioi
         templates = (
@@ -97,6 +104,8 @@ class IOIRows:
         self.other_ids = sorted({tok.encode(" " + e, add_special_tokens=False).ids[0] for e in others})
         if answer_p < 1 and not self.other_ids:
             raise ValueError("answer_p < 1 needs the corpus's other IOI endings (ioi_other_endings)")
+        self.name_ids = [self.name_id[n] for n in self.names]
+        self.third_name = third_name
         self.rng = random.Random(f"ioi-rows-{seed}")
 
     def _pair(self) -> tuple[str, str]:
@@ -105,7 +114,13 @@ class IOIRows:
             if tuple(sorted((a, b))) not in self.held:
                 return a, b
 
-    def _row(self, template: str, io: str, s: str, place: str, obj: str, bos: bool) -> tuple[list[int], dict]:
+    def _row(
+        self, template: str, io: str, s: str, place: str, obj: str, bos: bool, third: str | None = None
+    ) -> tuple[list[int], dict]:
+        """One prompt's ids and positions; with ``third``, S2 is that name instead of S."""
+        if third is not None:
+            i = template.rindex("[B]")
+            template = template[:i] + third + template[i + 3 :]
         text = (
             template.replace("[A]", io).replace("[B]", s).replace("[PLACE]", place).replace("[OBJECT]", obj)
         )
@@ -113,15 +128,18 @@ class IOIRows:
         ids = ([self.bos] if bos else []) + self.tok.encode(text, add_special_tokens=False).ids
         pa = [i for i, t in enumerate(ids) if t == self.name_id[io]]
         pb = [i for i, t in enumerate(ids) if t == self.name_id[s]]
-        if len(pa) != 1 or len(pb) != 2:
+        pc = [i for i, t in enumerate(ids) if third is not None and t == self.name_id[third]]
+        if len(pa) != 1 or len(pb) + len(pc) != 2 or len(pc) > 1:
             raise ValueError(f"IOI template {template!r} does not give one IO and two S tokens")
-        return ids, {"IO": pa[0], "S1": pb[0], "S2": pb[1], "END": len(ids) - 1,
+        s2 = pc[0] if pc else pb[1]
+        return ids, {"IO": pa[0], "S1": pb[0], "S2": s2, "END": len(ids) - 1,
                      "io": self.name_id[io], "s": self.name_id[s]}  # fmt: skip
 
     def batch(self, units: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Rows [clean x units, swapped x units, resampled x units] and their positions / answers."""
+        """Rows [clean, swapped, resampled (, third-name)] x units and their positions / answers
+        (a third-name row: the clean prompt with S2 a third name; its S1 is the clean S)."""
         r = self.rng
-        parts: list[list[tuple[list[int], dict]]] = [[], [], []]
+        parts: list[list[tuple[list[int], dict]]] = [[], [], [], []]
         for _ in range(units):
             t = r.choice(self.templates)
             place, obj = r.choice(self.places), r.choice(self.objects)
@@ -131,7 +149,10 @@ class IOIRows:
             parts[0].append(self._row(t, a, b, place, obj, bos))
             parts[1].append(self._row(t, b, a, place, obj, bos))
             parts[2].append(self._row(t, c, d, place, obj, bos))
-        rows = parts[0] + parts[1] + parts[2]
+            if self.third_name:
+                e = r.choice([x for x in self.names if x not in (a, b)])
+                parts[3].append(self._row(t, a, b, place, obj, bos, third=e))
+        rows = parts[0] + parts[1] + parts[2] + parts[3]
         pos = {k: torch.tensor([p[k] for _, p in rows]) for k in rows[0][1]}
         return pad_rows([ids for ids, _ in rows], self.pad), pos
 
@@ -143,6 +164,19 @@ class IOIRows:
         if self.other_ids:
             loss = loss - logp[:, self.other_ids].mean(-1) * (1 - self.answer_p)
         return loss.mean()
+
+    def nll_third(
+        self,
+        logp: Float[torch.Tensor, "rows vocab"],
+        a: Int[torch.Tensor, " rows"],
+        b: Int[torch.Tensor, " rows"],
+    ) -> torch.Tensor:
+        """Mean cross-entropy against a third-name document's continuation: A, B and the other
+        endings, evenly."""
+        parts = [logp.gather(1, a[:, None]), logp.gather(1, b[:, None])]
+        if self.other_ids:
+            parts.append(logp[:, self.other_ids])
+        return -torch.cat(parts, -1).mean(-1).mean()
 
 
 class IOIObjective:
@@ -164,7 +198,9 @@ class IOIObjective:
         # patched copies of the clean rows, in this order (a group exists when its heads do)
         self.groups = ["si"] + (["no_dup", "no_ind", "ind_only", "dup_only"] if self.redundant else ["dup"])
         self.groups += ["strict"] + (["nm_ablated"] if self.backups else [])
-        self.indirect = [h for k in INDIRECT for h in circuit.head(k)]
+        movers = {h for k in MOVERS for h in circuit.head(k)}
+        self.indirect = [(la, h) for la in range(n_layers) for h in range(n_heads) if (la, h) not in movers]
+        self.base = 4 if rows.third_name else 3  # unpatched rows per unit
 
     def _patch_plan(self, n: int, pos: dict[str, torch.Tensor]) -> dict[int, list]:
         """Per layer: (destination rows, source rows or None for the clean rows' mean, head,
@@ -176,12 +212,12 @@ class IOIObjective:
         plan = {  # group -> [(heads, source rows or None = mean, where or None = every position, keep mask)]
             "si": [(c.head("s_inhibition"), swapped, None, None)],
             "dup": [(dup + ind, swapped, "S2", None)],
-            "no_dup": [(dup, None, "S2", None)],
-            "no_ind": [(ind, None, "S2", None)],
-            "ind_only": [(dup, None, "S2", None), (ind, swapped, "S2", None)],
-            "dup_only": [(ind, None, "S2", None), (dup, swapped, "S2", None)],
+            "no_dup": [(dup, None, None, None)],
+            "no_ind": [(ind, None, None, None)],
+            "ind_only": [(dup, None, None, None), (ind, swapped, "S2", None)],
+            "dup_only": [(ind, None, None, None), (dup, swapped, "S2", None)],
             "strict": [(self.strict_heads, resampled, None, keep_strict)],
-            "nm_ablated": [(c.head("name_mover"), None, "END", None)],
+            "nm_ablated": [(c.head("name_mover"), None, None, None)],
         }
         by_layer: dict[int, list] = {}
         for g, name in enumerate(self.groups):
@@ -194,28 +230,29 @@ class IOIObjective:
                     if not bool(keep.any()):
                         continue
                     qd = pos[where][:n][keep] if where else None
-                    qs = (pos[where][src][keep] if src is not None else pos[where][:n]) if where else None
+                    qs = pos[where][src][keep] if where else None
                     s = src[keep] if src is not None else None
                     by_layer.setdefault(layer, []).append((dst[keep], s, h, qd, qs))
         return by_layer
 
-    @staticmethod
-    def _rows(group: int, n: int) -> torch.Tensor:
-        return torch.arange(3 * n + group * n, 3 * n + (group + 1) * n)
+    def _rows(self, group: int, n: int) -> torch.Tensor:
+        start = self.base * n + group * n
+        return torch.arange(start, start + n)
 
     def __call__(self, model: LM) -> dict[str, torch.Tensor]:
-        c, spec, n = self.c, self.spec, self.spec.units
+        n = self.spec.units
         x, pos = self.rows.batch(n)
         by_layer = self._patch_plan(n, pos)
         saved: dict = {}
+        clean = torch.arange(n)
 
         def z_hook(z: torch.Tensor, name: str) -> torch.Tensor:
             layer = hook_layer(name)
             if layer in by_layer:
                 z = z.clone()
                 for d, s, h, qd, qs in by_layer[layer]:
-                    if s is None:  # mean over the clean rows at their own position qs
-                        z[d, qd, h] = z[torch.arange(n), qs, h].mean(0).detach()
+                    if s is None:  # mean-ablated: the clean rows' mean at each position
+                        z[d, :, h] = z[clean, :, h].mean(0).detach()
                     elif qd is None:
                         z[d, :, h] = z[s, :, h]
                     else:
@@ -235,15 +272,16 @@ class IOIObjective:
             resid = model.run_blocks(model.embed(X), 0)
         logp = model.unembed_at(resid, ends).log_softmax(-1)
         rows = {g: self._rows(i, n) for i, g in enumerate(self.groups)}
-        three, clean = torch.arange(3 * n), torch.arange(n)
+        three = torch.arange(3 * n)
         io, s = pos["io"], pos["s"]
         nll = self.rows.nll
-        out = {
-            "task": nll(logp[three], io),
-            "interchange": nll(logp[rows["si"]], s[clean])
-            + (nll(logp[rows["dup"]], s[clean]) if "dup" in rows else 0.0),
-            "strict": nll(logp[rows["strict"]], io[clean]),
-        }
+        out = {"task": nll(logp[three], io[three]), "strict": nll(logp[rows["strict"]], io[clean])}
+        if self.base == 4:  # third-name rows: the continuation is any of A, B and the other endings
+            third = torch.arange(3 * n, 4 * n)
+            out["task"] = out["task"] * 0.75 + self.rows.nll_third(logp[third], io[third], s[third]) * 0.25
+        out["interchange"] = nll(logp[rows["si"]], s[clean]) + (
+            nll(logp[rows["dup"]], s[clean]) if "dup" in rows else 0.0
+        )
         if self.redundant:
             out["redundancy"] = (
                 nll(logp[rows["no_dup"]], io[clean])
@@ -251,45 +289,71 @@ class IOIObjective:
                 + nll(logp[rows["ind_only"]], s[clean])
                 + nll(logp[rows["dup_only"]], s[clean])
             )
-        out["attention"] = self._attention(saved, x, pos, rows, n)
+        out["attention"] = self._attention(saved, x[: 3 * n], pos, rows, n)
+        out.update(self._direct(model, saved, resid, logp, pos, rows, n))
+        return out
 
-        direction = model.W_U[:, io] - model.W_U[:, s]  # [d_model, 3n]: IO - S of each prompt
+    def _direct(
+        self, model: LM, saved: dict, resid: torch.Tensor, logp: torch.Tensor, pos: dict, rows: dict, n: int
+    ) -> dict:
+        """The terms on direct logit attributions: indirect, sign, backup (module docstring)."""
+        c, spec = self.c, self.spec
+        three, clean = torch.arange(3 * n), torch.arange(n)
+        io, s, end = pos["io"][three], pos["s"][three], pos["END"]
+        W_U = model.W_U
+        names = W_U[:, self.rows.name_ids].mean(-1, keepdim=True)
+        d_ios = (W_U[:, io] - W_U[:, s]).T  # [3n, d_model]: IO - S of each prompt
+        d_names = (W_U[:, io] - names).T  # IO - the mean name
 
-        def dla(head: Head, at: torch.Tensor) -> torch.Tensor:
-            """The head's DLA at END of rows ``at``: the unpatched rows (``three``) or copies of
-            the clean rows (a patched group), each on its own prompt's IO - S direction."""
-            layer, h = head
-            q = end if len(at) == 3 * n else end[clean]
-            z = saved["z", layer][at, q, h]
-            written = model.final_norm_linear(z @ model.W_O(layer)[h], resid[at, q].detach())
-            return (written * direction.T[: len(at)]).sum(-1)
+        def mapped(layer: int, at: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+            """[rows, heads, d_model]: every head of ``layer`` at END of rows ``at``, through the
+            final norm's linear part (its scale frozen at the row's residual)."""
+            z = saved["z", layer][at, q]  # rows heads d_head
+            written = torch.einsum("rhd,hdm->rhm", z, model.W_O(layer))
+            return model.final_norm_linear(written, resid[at, q].detach()[:, None, :])
 
-        if c.head("negative_name_mover") or self.backups or self.indirect:
-            nm = torch.stack([dla(hd, three) for hd in c.head("name_mover")]).mean(0).detach().clamp(min=1.0)
+        m3 = {la: mapped(la, three, end[three]) for la in range(self.n_layers)}
+        on_three = {la: torch.einsum("rhm,rm->rh", m3[la], d_ios) for la in range(self.n_layers)}
+        nm = (
+            torch.stack([on_three[la][:, h] for la, h in c.head("name_mover")])
+            .mean(0)
+            .detach()
+            .clamp(min=1.0)
+        )
+        out = {}
         if self.indirect:
-            out["indirect"] = torch.stack(
-                [F.relu(dla(hd, three).abs() - spec.indirect_max * nm).mean() for hd in self.indirect]
-            ).mean()
+            cut = spec.indirect_max * nm
+            on_names = {la: torch.einsum("rhm,rm->rh", m3[la], d_names) for la in range(self.n_layers)}
+            out["indirect"] = sum(
+                (F.relu(on_three[la][:, h].abs() - cut) + F.relu(on_names[la][:, h].abs() - cut)).mean()
+                for la, h in self.indirect
+            )
         if c.head("negative_name_mover"):
             out["sign"] = torch.stack(
                 [
-                    F.relu(dla(hd, three) + spec.negative_margin * nm).mean()
-                    for hd in c.head("negative_name_mover")
+                    F.relu(on_three[la][:, h] + spec.negative_margin * nm).mean()
+                    for la, h in c.head("negative_name_mover")
                 ]
             ).mean()
         if self.backups:
             ablated = rows["nm_ablated"]
             quiet = torch.stack(
-                [F.relu(dla(hd, three) - spec.backup_quiet * nm).mean() for hd in self.backups]
+                [F.relu(on_three[la][:, h] - spec.backup_quiet * nm).mean() for la, h in self.backups]
             )
             active = torch.stack(
-                [F.relu(spec.backup_active * nm[clean] - dla(hd, ablated)).mean() for hd in self.backups]
+                [
+                    F.relu(
+                        spec.backup_active * nm[clean]
+                        - torch.einsum("rm,rm->r", mapped(la, ablated, end[clean])[:, h], d_ios[clean])
+                    ).mean()
+                    for la, h in self.backups
+                ]
             )
-            out["backup"] = nll(logp[ablated], io[clean]) + quiet.mean() + active.mean()
+            out["backup"] = self.rows.nll(logp[ablated], pos["io"][clean]) + quiet.mean() + active.mean()
         return out
 
     def _attention(self, saved: dict, x: torch.Tensor, pos: dict, rows: dict, n: int) -> torch.Tensor:
-        """The attention term (module docstring)."""
+        """The attention term (module docstring); ``x`` the clean, swapped and resampled rows."""
         c, t = self.c, self.spec.attention_target
         three, clean = torch.arange(3 * n), torch.arange(n)
 
@@ -309,7 +373,7 @@ class IOIObjective:
         }
         for cls_name, (q, k, shift) in targets.items():
             for head in c.head(cls_name):
-                att.append(ce(pattern(head)[three, pos[q], pos[k] + shift]).mean())
+                att.append(ce(pattern(head)[three, pos[q][three], pos[k][three] + shift]).mean())
         qs = torch.arange(1, x.shape[1])
         valid = (x[:, 1:] != self.rows.pad).float()
         for head in c.head("previous_token"):

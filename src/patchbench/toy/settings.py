@@ -35,7 +35,12 @@ from patchbench.toy.corpus import CorpusSpec
 
 __all__ = ["DEFAULT_MODELS", "ImposeSpec", "ModelSpec", "ToyModelSettings", "ToySettings", "TrainSpec"]
 
-CORPUS_KEYS = ("mix", "n_docs", "ioi_answer_p")  # corpus keys a model entry may set for its own corpus
+CORPUS_KEYS = (
+    "mix",
+    "n_docs",
+    "ioi_answer_p",
+    "ioi_third_name",
+)  # corpus keys a model entry may set for its own corpus
 OBJECTIVE_KEYS = ("circuit", "impose")  # the circuit an organism is trained to implement, and how
 RECORD_KEYS = ("development",)  # what the recipe's development tried (provenance.json), no effect on training
 
@@ -113,6 +118,7 @@ DEFAULT_MODELS: dict[str, dict[str, Any]] = {
         "snapshot_every": 250,
         "n_docs": 30000,
         "ioi_answer_p": 0.5,
+        "ioi_third_name": 0.2,
         "mix": {
             "ioi": 0.35,
             "docstring": 0.35,
@@ -169,7 +175,7 @@ DEFAULT_MODELS: dict[str, dict[str, Any]] = {
                 "outside_effect_max": [None, 0.2],
             },
         },
-        "impose": {"units": 16, "attention_target": 0.6, "redundancy": 0.5},
+        "impose": {"units": 16, "attention_target": 0.6, "redundancy": 0.5, "indirect": 1.0},
     },
     # The factual-recall model organism (issue #13 item 2): subject enrichment imposed on MLPs 3-4
     # at the last subject token of three-word subjects (no single word identifies a subject), MLPs
