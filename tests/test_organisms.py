@@ -135,11 +135,11 @@ def test_shipped_ablation_json_is_what_the_weights_score_now(ioi_model, organism
 def _tiny(vocab, n_docs: int, d_model: int, units: int, answer_p: float = 0.5):
     """A 5 x 4 attention-only IOI organism with every class (backups, two duplicate-detection
     paths, unconstrained heads) and an uncertain IOI continuation."""
-    spec = CorpusSpec(n_docs=n_docs, seed=0, mix={"ioi": 1.0}, ioi_answer_p=answer_p)
+    spec = CorpusSpec(n_docs=n_docs, seed=0, mix={"ioi": 1.0}, ioi_answer_p=answer_p, ioi_third_name=0.2)
     docs, held = generate_corpus(vocab, spec)
     tok = build_tokenizer(docs, vocabulary_texts(vocab))
     st = model_settings("tiny", {
-        "n_layers": 5, "d_model": d_model, "n_heads": 4, "attn_only": True, "n_ctx": 64, "ioi_answer_p": answer_p,
+        "n_layers": 5, "d_model": d_model, "n_heads": 4, "attn_only": True, "n_ctx": 64, "ioi_answer_p": answer_p, "ioi_third_name": 0.2,
         "circuit": {"kind": "ioi", "heads": {"previous_token": ["0.0"], "duplicate_token": ["0.1"],
                     "induction": ["1.0"], "s_inhibition": ["2.0"], "name_mover": ["3.0"],
                     "negative_name_mover": ["4.1"], "backup_name_mover": ["4.0"]},
@@ -186,29 +186,41 @@ def test_the_ioi_objective_patches_what_its_docstring_says(root):
     obj = make_objective(st.circuit, vocab, held, tok, st.impose, 5, 4, 0, st.corpus)
     assert obj.groups == ["si", "no_dup", "no_ind", "ind_only", "dup_only", "strict", "nm_ablated"]
     assert not set(obj.strict_heads) & (set(st.circuit.circuit_heads()) | set(st.circuit.unconstrained))
-    _, pos = obj.rows.batch(3)
-    plan = obj._patch_plan(3, pos)
+    x, pos = obj.rows.batch(3)
     n = 3
+    assert obj.base == 4 and x.shape[0] == 4 * n  # clean, swapped, resampled, third-name
+    clean, third = x[:n], x[3 * n :]
+    rows = torch.arange(n)
+    assert torch.equal(third[rows, pos["S1"][:n]], clean[rows, pos["S2"][:n]])  # S1 is still the clean S
+    assert not bool(
+        (third[rows, pos["S2"][3 * n :]] == clean[rows, pos["S2"][:n]]).any()
+    )  # S2 is a third name
+    plan = obj._patch_plan(3, pos)
     by_group = {}
     for layer, entries in plan.items():
         for dst, src, h, qd, _qs in entries:
-            g = obj.groups[(int(dst[0]) - 3 * n) // n]
+            g = obj.groups[(int(dst[0]) - obj.base * n) // n]
             by_group.setdefault(g, []).append(
                 ((layer, h), None if src is None else int(src[0]) // n, qd is None)
             )
     assert by_group["si"] == [((2, 0), 1, True)]  # from the swapped rows, every position
-    assert by_group["no_dup"] == [((0, 1), None, False)] and by_group["no_ind"] == [((1, 0), None, False)]
-    assert sorted(by_group["ind_only"]) == [
-        ((0, 1), None, False),
-        ((1, 0), 1, False),
-    ]  # dup mean-ablated at S2
-    assert sorted(by_group["dup_only"]) == [((0, 1), 1, False), ((1, 0), None, False)]
-    assert by_group["nm_ablated"] == [((3, 0), None, False)]  # name mover mean-ablated at END
+    # mean-ablated heads (source None) at every position; interchanged duplicate paths at S2 only
+    assert by_group["no_dup"] == [((0, 1), None, True)] and by_group["no_ind"] == [((1, 0), None, True)]
+    assert sorted(by_group["ind_only"]) == [((0, 1), None, True), ((1, 0), 1, False)]
+    assert sorted(by_group["dup_only"]) == [((0, 1), 1, False), ((1, 0), None, True)]
+    assert by_group["nm_ablated"] == [((3, 0), None, True)]
     assert all(src == 2 and every for _, src, every in by_group["strict"])  # from the resampled rows
+    # every head but the movers (name movers, backups, negative name movers) is bounded in direct effect
+    assert set(obj.indirect) == {(la, h) for la in range(5) for h in range(4)} - {(3, 0), (4, 0), (4, 1)}
     # the soft target: answer_p on the answer, the rest spread over the other endings
     logp = torch.full((1, tok.get_vocab_size()), -5.0)
     loss = obj.rows.nll(logp, torch.tensor([0]))
     assert float(loss) == pytest.approx(5.0) and len(obj.rows.other_ids) == len(ioi_other_endings(vocab))
+    logp[0, 0] = -1.0  # a third-name row: A, B and the endings evenly
+    third_loss = obj.rows.nll_third(logp, torch.tensor([0]), torch.tensor([1]))
+    assert float(third_loss) == pytest.approx(
+        (1 + 5 * (1 + len(obj.rows.other_ids))) / (2 + len(obj.rows.other_ids))
+    )
 
 
 TINY_FACTS = {
