@@ -251,6 +251,49 @@ class PromptSet:
             pad_id=self.pad_id,
         )
 
+    # ------------------------------------------------------------------ your own pairs
+    @classmethod
+    def from_records(
+        cls,
+        records: Sequence[Mapping[str, object]],
+        tokenizer,
+        *,
+        task: str = "custom",
+        prepend_bos: bool = False,
+        answer_separator: str = " ",
+    ) -> PromptSet:
+        """A set from prompt-pair records: dicts with ``clean``, ``corrupted``, ``answer``, ``wrong``
+        (optional ``noise_positions``, ``meta_<NAME>``; named positions marked ``[[NAME:text]]``),
+        checked by the rules of a task read from a file (:mod:`patchbench.tasks.pairs`, one
+        implementation): every problem is named with its record and the fix."""
+        from patchbench.tasks.pairs import pairs_prompt_set, parse_records
+
+        rows = parse_records(records, f"records of task {task}")
+        return pairs_prompt_set(
+            rows, tokenizer, task=task, source=f"records of task {task}", prepend_bos=prepend_bos,
+            answer_separator=answer_separator,
+        )  # fmt: skip
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | Path,
+        tokenizer,
+        *,
+        task: str | None = None,
+        n_prompts: int | None = None,
+        prepend_bos: bool = False,
+        answer_separator: str = " ",
+    ) -> PromptSet:
+        """A set from a CSV or JSON Lines file of prompt pairs (the columns of :meth:`from_records`),
+        as the workflow builds a task with a ``file:`` (:func:`patchbench.tasks.pairs.build_file_task`);
+        ``task`` defaults to the file's stem, ``n_prompts`` to every row."""
+        from patchbench.tasks.pairs import build_file_task
+
+        return build_file_task(
+            tokenizer, path, n_prompts, task=task, prepend_bos=prepend_bos, answer_separator=answer_separator
+        )
+
     # ------------------------------------------------------------------ parquet
     def to_frame(self) -> pd.DataFrame:
         cols: dict[str, object] = {

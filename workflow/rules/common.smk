@@ -39,7 +39,7 @@ CELL = Cell.pattern(LAYOUT)
 
 wildcard_constraints:
     model=r"[A-Za-z0-9_.-]+",
-    task=r"[a-z_0-9]+",
+    task=r"[A-Za-z][A-Za-z0-9_]*",
     corruption=r"str|gn",
     site=r"attn_head|head_v|mlp|resid_pre",
     position=r"[A-Za-z0-9_]+",
