@@ -188,12 +188,12 @@ def test_the_ioi_objective_patches_what_its_docstring_says(root):
     assert not set(obj.strict_heads) & (set(st.circuit.circuit_heads()) | set(st.circuit.unconstrained))
     x, pos = obj.rows.batch(3)
     n = 3
-    assert obj.base == 4 and x.shape[0] == 4 * n  # clean, swapped, resampled, third-name
-    clean, third = x[:n], x[3 * n :]
+    assert obj.base == 6 and x.shape[0] == 6 * n  # clean, swapped, 3 resampled, third-name
+    clean, third = x[:n], x[5 * n :]
     rows = torch.arange(n)
     assert torch.equal(third[rows, pos["S1"][:n]], clean[rows, pos["S2"][:n]])  # S1 is still the clean S
     assert not bool(
-        (third[rows, pos["S2"][3 * n :]] == clean[rows, pos["S2"][:n]]).any()
+        (third[rows, pos["S2"][5 * n :]] == clean[rows, pos["S2"][:n]]).any()
     )  # S2 is a third name
     plan = obj._patch_plan(3, pos)
     by_group = {}

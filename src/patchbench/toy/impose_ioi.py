@@ -66,6 +66,8 @@ __all__ = ["IOIObjective", "IOIRows"]
 Head = tuple[int, int]
 #: classes that write to the logits; every other head acts through them (the ``indirect`` term)
 MOVERS = ("name_mover", "negative_name_mover", "backup_name_mover")
+#: resampled prompts per unit (same template, other names): a mean-ablated head takes their mean
+MEAN_OVER = 3
 
 
 class IOIRows:
@@ -136,23 +138,25 @@ class IOIRows:
                      "io": self.name_id[io], "s": self.name_id[s]}  # fmt: skip
 
     def batch(self, units: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Rows [clean, swapped, resampled (, third-name)] x units and their positions / answers
-        (a third-name row: the clean prompt with S2 a third name; its S1 is the clean S)."""
+        """Rows [clean, swapped, resampled x MEAN_OVER (, third-name)] x units and their positions /
+        answers (resampled: the template with other names; a third-name row: the clean prompt with
+        S2 a third name, its S1 the clean S)."""
         r = self.rng
-        parts: list[list[tuple[list[int], dict]]] = [[], [], [], []]
+        parts: list[list[tuple[list[int], dict]]] = [[] for _ in range(3 + MEAN_OVER + 1)]
         for _ in range(units):
             t = r.choice(self.templates)
             place, obj = r.choice(self.places), r.choice(self.objects)
             bos = r.random() < self.bos_p
             a, b = self._pair()
-            c, d = self._pair()
             parts[0].append(self._row(t, a, b, place, obj, bos))
             parts[1].append(self._row(t, b, a, place, obj, bos))
-            parts[2].append(self._row(t, c, d, place, obj, bos))
+            for k in range(MEAN_OVER):  # resampled: the first is also the strictness source
+                c, d = self._pair()
+                parts[2 + k].append(self._row(t, c, d, place, obj, bos))
             if self.third_name:
                 e = r.choice([x for x in self.names if x not in (a, b)])
-                parts[3].append(self._row(t, a, b, place, obj, bos, third=e))
-        rows = parts[0] + parts[1] + parts[2] + parts[3]
+                parts[-1].append(self._row(t, a, b, place, obj, bos, third=e))
+        rows = [row for part in parts for row in part]
         pos = {k: torch.tensor([p[k] for _, p in rows]) for k in rows[0][1]}
         return pad_rows([ids for ids, _ in rows], self.pad), pos
 
@@ -200,7 +204,7 @@ class IOIObjective:
         self.groups += ["strict"] + (["nm_ablated"] if self.backups else [])
         movers = {h for k in MOVERS for h in circuit.head(k)}
         self.indirect = [(la, h) for la in range(n_layers) for h in range(n_heads) if (la, h) not in movers]
-        self.base = 4 if rows.third_name else 3  # unpatched rows per unit
+        self.base = 2 + MEAN_OVER + int(rows.third_name)  # unpatched rows per unit
 
     def _patch_plan(self, n: int, pos: dict[str, torch.Tensor]) -> dict[int, list]:
         """Per layer: (destination rows, source rows or None for the clean rows' mean, head,
@@ -244,15 +248,19 @@ class IOIObjective:
         x, pos = self.rows.batch(n)
         by_layer = self._patch_plan(n, pos)
         saved: dict = {}
-        clean = torch.arange(n)
+        clean, resampled = torch.arange(n), torch.arange(2 * n, 3 * n)
 
         def z_hook(z: torch.Tensor, name: str) -> torch.Tensor:
             layer = hook_layer(name)
             if layer in by_layer:
                 z = z.clone()
                 for d, s, h, qd, qs in by_layer[layer]:
-                    if s is None:  # mean-ablated: the clean rows' mean at each position
-                        z[d, :, h] = z[clean, :, h].mean(0).detach()
+                    if s is None:  # mean-ablated: the mean of the unit's resampled prompts (same template)
+                        z[d, :, h] = (
+                            torch.stack([z[resampled + k * n, :, h] for k in range(MEAN_OVER)])
+                            .mean(0)
+                            .detach()
+                        )
                     elif qd is None:
                         z[d, :, h] = z[s, :, h]
                     else:
@@ -276,8 +284,8 @@ class IOIObjective:
         io, s = pos["io"], pos["s"]
         nll = self.rows.nll
         out = {"task": nll(logp[three], io[three]), "strict": nll(logp[rows["strict"]], io[clean])}
-        if self.base == 4:  # third-name rows: the continuation is any of A, B and the other endings
-            third = torch.arange(3 * n, 4 * n)
+        if self.rows.third_name:  # third-name rows: the continuation is any of A, B and the other endings
+            third = torch.arange((self.base - 1) * n, self.base * n)
             out["task"] = out["task"] * 0.75 + self.rows.nll_third(logp[third], io[third], s[third]) * 0.25
         out["interchange"] = nll(logp[rows["si"]], s[clean]) + (
             nll(logp[rows["dup"]], s[clean]) if "dup" in rows else 0.0

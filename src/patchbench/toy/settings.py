@@ -112,6 +112,8 @@ DEFAULT_MODELS: dict[str, dict[str, Any]] = {
         "lr": 3e-3,
         "warmup": 100,
         "weight_decay": 0.05,
+        "embed_init_std": 0.1,  # token embeddings at GPT-2 small's scale (per-coordinate RMS ~0.1)
+        "decay_embeddings": False,
         "seed": 0,
         "seeds": [0, 1, 2],
         "threads": 1,
@@ -175,7 +177,7 @@ DEFAULT_MODELS: dict[str, dict[str, Any]] = {
                 "outside_effect_max": [None, 0.2],
             },
         },
-        "impose": {"units": 16, "attention_target": 0.6, "redundancy": 0.5, "indirect": 1.0},
+        "impose": {"units": 16, "attention_target": 0.6, "redundancy": 1.0, "sign": 1.0},
     },
     # The factual-recall model organism (issue #13 item 2): subject enrichment imposed on MLPs 3-4
     # at the last subject token of three-word subjects (no single word identifies a subject), MLPs
@@ -246,6 +248,8 @@ class TrainSpec:
     threads: int = 1
     bos_dropout: float = 0.5
     init_std: float = 0.02  # std of every weight matrix at initialisation (GPT-2's 0.02)
+    embed_init_std: float | None = None  # std of the token embeddings at initialisation (None: init_std)
+    decay_embeddings: bool = True  # weight decay on the token embeddings too
     snapshot_every: int = 0  # write the weights so far to <model dir>/snapshot/ every N steps (0: never)
     scale_init: bool = True  # scale W_O and W_out by 1/sqrt(2 n_layers) (GPT-2's residual scaling)
 
