@@ -33,7 +33,7 @@ to the others"). With ``answer_p`` 1 this is the plain cross-entropy of the answ
 - **attention**: the sum over class heads of the binary cross-entropy of the head's attention at
   its query on its key against ``attention_target`` (1: the plain cross-entropy; below 1 the
   attention is pulled to that value, not to saturation), on the unpatched rows: previous-token
-  heads every token -> the one before, duplicate-token S2 -> S1, induction S2 -> S1+1,
+  heads every token -> the one before (target 1: GPT-2's previous-token heads are sharp), duplicate-token S2 -> S1, induction S2 -> S1+1,
   S-inhibition END -> S2, name movers and negative name movers END -> IO; under the S-inhibition
   interchange the name movers END -> S1 or S2 (the clean S, the answer there); with the name
   movers ablated the backups END -> IO;
@@ -365,7 +365,7 @@ class IOIObjective:
         c, t = self.c, self.spec.attention_target
         three, clean = torch.arange(3 * n), torch.arange(n)
 
-        def ce(p: torch.Tensor) -> torch.Tensor:  # binary cross-entropy against the target t
+        def ce(p: torch.Tensor, t: float = t) -> torch.Tensor:  # binary cross-entropy against the target t
             return -(t * torch.log(p + EPS) + (1 - t) * torch.log(1 - p + EPS))
 
         def pattern(head: Head) -> torch.Tensor:  # [3n, q, k] on the unpatched rows
@@ -384,9 +384,9 @@ class IOIObjective:
                 att.append(ce(pattern(head)[three, pos[q][three], pos[k][three] + shift]).mean())
         qs = torch.arange(1, x.shape[1])
         valid = (x[:, 1:] != self.rows.pad).float()
-        for head in c.head("previous_token"):
+        for head in c.head("previous_token"):  # sharp, as GPT-2's previous-token heads
             prev = pattern(head)[:, qs, qs - 1]
-            att.append((ce(prev) * valid).sum() / valid.sum())
+            att.append((ce(prev, 1.0) * valid).sum() / valid.sum())
         end = pos["END"][clean]
         for layer, h in c.head("name_mover"):  # under the S-inhibition interchange: attend to the clean S
             p = saved["pattern", layer][rows["si"], h][clean, end]

@@ -177,7 +177,7 @@ DEFAULT_MODELS: dict[str, dict[str, Any]] = {
                 "outside_effect_max": [None, 0.2],
             },
         },
-        "impose": {"units": 16, "attention_target": 0.6, "redundancy": 1.0, "sign": 1.0},
+        "impose": {"units": 12, "attention_target": 0.6, "redundancy": 1.0, "sign": 1.0},
     },
     # The factual-recall model organism (issue #13 item 2): subject enrichment imposed on MLPs 3-4
     # at the last subject token of three-word subjects (no single word identifies a subject), MLPs
