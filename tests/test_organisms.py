@@ -1,8 +1,7 @@
 """The shipped model organisms (models/organisms/).
 
-organism-ioi: it loads, is the file set that provenance.json describes, contains the circuit it
-was trained to implement (the classifier with its default thresholds, and mean ablation on
-held-out prompts), and its shipped ablation.json is what the weights score now.
+organism-ioi: its shipped ablation.json (the classifier's classes and the mean-ablation check) is
+what the weights score now; its independent checks, every seed: tests/test_organism_ioi.py.
 
 organism-facts: it loads, is the file set provenance.json describes, meets its held-out goals,
 and contains subject enrichment: under Gaussian noise on the subject, restoring the MLP output at
@@ -21,14 +20,13 @@ import numpy as np
 import pytest
 import torch
 
-from patchbench.analysis.ioi_classes import CLASSES, classifier_inputs, classify_heads
 from patchbench.corruption import NoiseSpec
 from patchbench.engine.sweep import run_sweep
 from patchbench.filtering import filter_correct
 from patchbench.metrics import baselines, effects
 from patchbench.sites import SweepSpec
 from patchbench.tasks import build_task
-from patchbench.toy.ablation import ablation_report, heldout_ioi_prompts, organism_check
+from patchbench.toy.ablation import organism_check
 from patchbench.toy.circuit import read_circuit
 from patchbench.toy.corpus import (
     CorpusSpec,
@@ -59,70 +57,13 @@ def toy(root):
     return ToySettings.from_config({"data_dir": str(root / "data" / "toy")})
 
 
-@pytest.fixture(scope="module")
-def ioi_model(organism_dir):
-    return load_toy(organism_dir)
-
-
-@pytest.fixture(scope="module")
-def prompts(ioi_model, organism_dir, toy):
-    held = HeldOut.from_json((organism_dir / "heldout.json").read_text())
-    return heldout_ioi_prompts(ioi_model.tokenizer, toy.data_dir, held.ioi_pairs, 200, 0)
-
-
-@pytest.fixture(scope="module")
-def found(ioi_model, prompts):
-    classes = classify_heads(classifier_inputs(ioi_model, prompts))  # default thresholds
-    return {
-        c: {(int(la), int(h)) for la, h in g[["layer", "head"]].to_numpy()}
-        for c, g in classes.groupby("class")
-    }
-
-
-def test_the_circuit_ships_beside_the_weights(organism_dir):
-    """(provenance, held-out split and accuracies of every shipped model: test_shipped_models.py)"""
-    record = json.loads((organism_dir / PROVENANCE).read_text())
-    assert {"circuit.json", "ablation.json"} <= set(record["sha256"])
-    assert re.match(r"snakemake .*train_organisms", record["command"])
-
-
-def test_the_organism_has_the_issue_13_shape(ioi_model, organism_dir):
-    assert ioi_model.shape.n_layers >= 4 and ioi_model.shape.n_heads >= 4
-    circuit = read_circuit(organism_dir)
-    assert circuit is not None and circuit.kind == "ioi"
-
-
-def test_the_classifier_finds_every_ioi_class_in_the_ioi_organism(found, organism_dir):
-    assert set(CLASSES) <= set(found), (
-        found
-    )  # name movers, negative name movers, S-inhibition, dup, induction
-    assert found["name_mover"] and found["negative_name_mover"] and found["s_inhibition"]
-    # every head imposed for one of the classifier's classes is detected in it (circuit.json: ground truth)
-    circuit = read_circuit(organism_dir)
-    for cls_name in CLASSES:
-        assert set(circuit.head(cls_name)) <= found[cls_name], (
-            cls_name,
-            circuit.head(cls_name),
-            found[cls_name],
-        )
-
-
-def test_ablating_the_classified_circuit_breaks_ioi_and_as_many_other_heads_do_not(ioi_model, prompts, found):
-    circuit = sorted(set().union(*found.values()))
-    report = ablation_report(ioi_model, prompts, circuit, n_draws=5, seed=0)
-    assert report["n_prompts"] == 200
-    assert report["clean"]["top1"] >= GOALS["ioi"], report["clean"]
-    assert report["circuit"]["top1"] <= 0.2, report["circuit"]  # IO is no longer the prediction
-    assert report["circuit"]["io_vs_s"] <= 0.75, report["circuit"]  # IO vs S: towards chance (0.5)
-    assert all(len(d["heads"]) == len(circuit) for d in report["outside_draws"])
-    assert not any(set(d["heads"]) & set(report["circuit"]["heads"]) for d in report["outside_draws"])
-    assert report["outside_min_top1"] >= 0.8, report["outside_draws"]
-
-
-def test_shipped_ablation_json_is_what_the_weights_score_now(ioi_model, organism_dir, toy):
+def test_shipped_ablation_json_is_what_the_weights_score_now(organism_dir, toy):
+    """(the IOI organism's independent checks, per seed: tests/test_organism_ioi.py)"""
     held = HeldOut.from_json((organism_dir / "heldout.json").read_text())
     shipped = json.loads((organism_dir / "ablation.json").read_text())
-    now = organism_check(ioi_model, organism_dir, toy.data_dir, held, toy.eval_n_prompts, toy.eval_seed)
+    now = organism_check(
+        load_toy(organism_dir), organism_dir, toy.data_dir, held, toy.eval_n_prompts, toy.eval_seed
+    )
     assert now["classes"] == shipped["classes"]
     for part in ("classified", "imposed"):
         assert now[part]["clean"] == pytest.approx(shipped[part]["clean"], abs=1e-9)

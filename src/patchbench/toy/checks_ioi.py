@@ -251,6 +251,11 @@ def measure_ioi(
         props.update(
             single_path_ablation_min=single_path, both_paths_ablation=both, redundancy_gap=single_path - both
         )
+    movers = {h for k in ("name_mover", "negative_name_mover", "backup_name_mover") for h in circuit.head(k)}
+    if nms:  # heads that act through the movers: largest |DLA| over the name movers' mean DLA
+        nm_mean = float(np.mean([dla[la, h] for la, h in nms]))
+        others = [abs(dla[la, h]) for la in range(n_layers) for h in range(n_heads) if (la, h) not in movers]
+        props["indirect_dla_max"] = float(max(others) / nm_mean) if nm_mean > 0 else float("nan")
     out_eff = np.array([abs(single[la, h]) for la, h in outside])
     props["outside_effect_max"] = float(out_eff.max()) if len(out_eff) else 0.0
     props["outside_heads_with_effect"] = float((out_eff >= 0.01).sum())
