@@ -4,7 +4,7 @@
     snakemake --cores 8 --configfile config/config.yaml   # paper suite (hub access or warm HF cache)
     snakemake --cores 2 table5                       # one table / figure by target name
     snakemake --cores 2 robustness                   # localization-robustness tables, figures, summary
-    snakemake --cores 2 all_seeds                    # everything, on every seed of the multi-seed models
+    snakemake --cores 2 all_seeds --config all_seeds=True  # everything, on every seed of the multi-seed models
 """
 
 from snakemake.utils import min_version
@@ -48,7 +48,18 @@ rule all:
         all_targets(),
 
 
-rule all_seeds:
-    """Everything `all` builds, with every seed of the models that list `seeds` (sets all_seeds)."""
-    input:
-        all_targets(),
+if config["all_seeds"]:
+
+    rule all_seeds:
+        """Everything `all` builds, on every seed of the models that list `seeds`."""
+        input:
+            all_targets(),
+
+else:
+
+    rule all_seeds:
+        """Without `--config all_seeds=True` the config holds seed 0 only: say how to run them all."""
+        localrule: True
+        shell:
+            "echo 'all_seeds: run `snakemake --cores 2 all_seeds --config all_seeds=True` (every seed of "
+            "the models that list `seeds`; config/README.md, all_seeds)' >&2; exit 1"

@@ -151,7 +151,7 @@ def test_a_missing_seed_directory_is_refused_before_any_work(tmp_path):
     with pytest.raises(InputError) as err:
         check_workflow_config(cfg)
     msg = str(err.value)
-    assert f"{base}-seed2" in msg and "train_organisms" in msg and "all_seeds: false" in msg, msg
+    assert f"{base}-seed2" in msg and "provenance.json" in msg and "all_seeds: false" in msg, msg
 
 
 def test_the_toy_settings_train_one_organism_per_seed():

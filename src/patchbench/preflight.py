@@ -104,8 +104,8 @@ def _check_seed_dirs(config: Mapping[str, Any]) -> None:
                 raise MissingInputError.of(
                     f"models.{name}.seeds: seed {seed} directory {path}",
                     "does not exist (all_seeds: true runs every seed of the model)",
-                    f"train it with `snakemake --cores 2 train_organisms --configfile config/config.yaml` "
-                    f"(it installs every shipped seed), drop {seed} from models.{name}.seeds, or set "
+                    f"train and install it (a shipped organism: `snakemake --cores 1 {path}/provenance.json "
+                    f"--configfile config/config.yaml`), drop {seed} from models.{name}.seeds, or set "
                     "all_seeds: false",
                 )
 

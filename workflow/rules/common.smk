@@ -26,9 +26,6 @@ from patchbench.models import ModelSpec
 from patchbench.preflight import check_workflow_config
 
 
-if "all_seeds" in (workflow.dag_settings.targets or ()):
-    config["all_seeds"] = True  # the `all_seeds` target runs every seed of the multi-seed models
-
 with refusing("patchbench"):  # the schema's defaults filled in, everything checkable before a job checked
     CELLS = check_workflow_config(config, list(dict.fromkeys(map(str, workflow.configfiles))))
 EXPERIMENTS = config["experiments"]
