@@ -5,6 +5,7 @@
     snakemake --cores 2 table5                       # one table / figure by target name
     snakemake --cores 2 robustness                   # localization-robustness tables, figures, summary
     snakemake --cores 2 practices                    # the practice benchmark against the organisms' circuits
+    snakemake --cores 2 all_seeds --config all_seeds=True  # everything, on every seed of the multi-seed models
 """
 
 from snakemake.utils import min_version
@@ -47,3 +48,20 @@ rule all:
     default_target: True
     input:
         all_targets(),
+
+
+if config["all_seeds"]:
+
+    rule all_seeds:
+        """Everything `all` builds, on every seed of the models that list `seeds`."""
+        input:
+            all_targets(),
+
+else:
+
+    rule all_seeds:
+        """Without `--config all_seeds=True` the config holds seed 0 only: say how to run them all."""
+        localrule: True
+        shell:
+            "echo 'all_seeds: run `snakemake --cores 2 all_seeds --config all_seeds=True` (every seed of "
+            "the models that list `seeds`; config/README.md, all_seeds)' >&2; exit 1"

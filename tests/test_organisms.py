@@ -1,8 +1,7 @@
 """The shipped model organisms (models/organisms/).
 
-organism-ioi: it loads, is the file set that provenance.json describes, contains the circuit it
-was trained to implement (the classifier with its default thresholds, and mean ablation on
-held-out prompts), and its shipped ablation.json is what the weights score now.
+organism-ioi: its shipped ablation.json (the classifier's classes and the mean-ablation check) is
+what the weights score now; its independent checks, every seed: tests/test_organism_ioi.py.
 
 organism-facts: it loads, is the file set provenance.json describes, meets its held-out goals,
 and contains subject enrichment: under Gaussian noise on the subject, restoring the MLP output at
@@ -21,20 +20,20 @@ import numpy as np
 import pytest
 import torch
 
-from patchbench.analysis.ioi_classes import CLASSES, classifier_inputs, classify_heads
 from patchbench.corruption import NoiseSpec
 from patchbench.engine.sweep import run_sweep
 from patchbench.filtering import filter_correct
 from patchbench.metrics import baselines, effects
 from patchbench.sites import SweepSpec
 from patchbench.tasks import build_task
-from patchbench.toy.ablation import ablation_report, heldout_ioi_prompts, organism_check
+from patchbench.toy.ablation import organism_check
 from patchbench.toy.circuit import read_circuit
 from patchbench.toy.corpus import (
     CorpusSpec,
     HeldOut,
     ToyVocab,
     generate_corpus,
+    ioi_other_endings,
     vocabulary_texts,
 )
 from patchbench.toy.evaluate import GOALS
@@ -58,70 +57,13 @@ def toy(root):
     return ToySettings.from_config({"data_dir": str(root / "data" / "toy")})
 
 
-@pytest.fixture(scope="module")
-def ioi_model(organism_dir):
-    return load_toy(organism_dir)
-
-
-@pytest.fixture(scope="module")
-def prompts(ioi_model, organism_dir, toy):
-    held = HeldOut.from_json((organism_dir / "heldout.json").read_text())
-    return heldout_ioi_prompts(ioi_model.tokenizer, toy.data_dir, held.ioi_pairs, 200, 0)
-
-
-@pytest.fixture(scope="module")
-def found(ioi_model, prompts):
-    classes = classify_heads(classifier_inputs(ioi_model, prompts))  # default thresholds
-    return {
-        c: {(int(la), int(h)) for la, h in g[["layer", "head"]].to_numpy()}
-        for c, g in classes.groupby("class")
-    }
-
-
-def test_the_circuit_ships_beside_the_weights(organism_dir):
-    """(provenance, held-out split and accuracies of every shipped model: test_shipped_models.py)"""
-    record = json.loads((organism_dir / PROVENANCE).read_text())
-    assert {"circuit.json", "ablation.json"} <= set(record["sha256"])
-    assert re.match(r"snakemake .*train_organisms", record["command"])
-
-
-def test_the_organism_has_the_issue_13_shape(ioi_model, organism_dir):
-    assert ioi_model.shape.n_layers >= 4 and ioi_model.shape.n_heads >= 4
-    circuit = read_circuit(organism_dir)
-    assert circuit is not None and circuit.kind == "ioi"
-
-
-def test_the_classifier_finds_every_ioi_class_in_the_ioi_organism(found, organism_dir):
-    assert set(CLASSES) <= set(found), (
-        found
-    )  # name movers, negative name movers, S-inhibition, dup, induction
-    assert found["name_mover"] and found["negative_name_mover"] and found["s_inhibition"]
-    # every head imposed for one of the classifier's classes is detected in it (circuit.json: ground truth)
-    circuit = read_circuit(organism_dir)
-    for cls_name in CLASSES:
-        assert set(circuit.head(cls_name)) <= found[cls_name], (
-            cls_name,
-            circuit.head(cls_name),
-            found[cls_name],
-        )
-
-
-def test_ablating_the_classified_circuit_breaks_ioi_and_as_many_other_heads_do_not(ioi_model, prompts, found):
-    circuit = sorted(set().union(*found.values()))
-    report = ablation_report(ioi_model, prompts, circuit, n_draws=5, seed=0)
-    assert report["n_prompts"] == 200
-    assert report["clean"]["top1"] >= GOALS["ioi"], report["clean"]
-    assert report["circuit"]["top1"] <= 0.2, report["circuit"]  # IO is no longer the prediction
-    assert report["circuit"]["io_vs_s"] <= 0.75, report["circuit"]  # IO vs S: towards chance (0.5)
-    assert all(len(d["heads"]) == len(circuit) for d in report["outside_draws"])
-    assert not any(set(d["heads"]) & set(report["circuit"]["heads"]) for d in report["outside_draws"])
-    assert report["outside_min_top1"] >= 0.8, report["outside_draws"]
-
-
-def test_shipped_ablation_json_is_what_the_weights_score_now(ioi_model, organism_dir, toy):
+def test_shipped_ablation_json_is_what_the_weights_score_now(organism_dir, toy):
+    """(the IOI organism's independent checks, per seed: tests/test_organism_ioi.py)"""
     held = HeldOut.from_json((organism_dir / "heldout.json").read_text())
     shipped = json.loads((organism_dir / "ablation.json").read_text())
-    now = organism_check(ioi_model, organism_dir, toy.data_dir, held, toy.eval_n_prompts, toy.eval_seed)
+    now = organism_check(
+        load_toy(organism_dir), organism_dir, toy.data_dir, held, toy.eval_n_prompts, toy.eval_seed
+    )
     assert now["classes"] == shipped["classes"]
     for part in ("classified", "imposed"):
         assert now[part]["clean"] == pytest.approx(shipped[part]["clean"], abs=1e-9)
@@ -131,17 +73,31 @@ def test_shipped_ablation_json_is_what_the_weights_score_now(ioi_model, organism
         assert now[part]["outside_min_top1"] == pytest.approx(shipped[part]["outside_min_top1"], abs=1e-9)
 
 
-def _tiny(vocab, n_docs: int, d_model: int, units: int):
-    docs, held = generate_corpus(vocab, CorpusSpec(n_docs=n_docs, seed=0, mix={"ioi": 1.0}))
+def _tiny(vocab, n_docs: int, d_model: int, units: int, answer_p: float = 0.5):
+    """A 5 x 4 attention-only IOI organism with every class (backups, two duplicate-detection
+    paths, unconstrained heads) and an uncertain IOI continuation."""
+    spec = CorpusSpec(n_docs=n_docs, seed=0, mix={"ioi": 1.0}, ioi_answer_p=answer_p, ioi_third_name=0.2)
+    docs, held = generate_corpus(vocab, spec)
     tok = build_tokenizer(docs, vocabulary_texts(vocab))
     st = model_settings("tiny", {
-        "n_layers": 4, "d_model": d_model, "n_heads": 4, "attn_only": True, "n_ctx": 64,
+        "n_layers": 5, "d_model": d_model, "n_heads": 4, "attn_only": True, "n_ctx": 64, "ioi_answer_p": answer_p, "ioi_third_name": 0.2,
         "circuit": {"kind": "ioi", "heads": {"previous_token": ["0.0"], "duplicate_token": ["0.1"],
                     "induction": ["1.0"], "s_inhibition": ["2.0"], "name_mover": ["3.0"],
-                    "negative_name_mover": ["3.1"]}},
-        "impose": {"units": units},
+                    "negative_name_mover": ["4.1"], "backup_name_mover": ["4.0"]},
+                    "unconstrained": ["1.3", "2.3"]},
+        "impose": {"units": units, "attention_target": 0.8},
     })  # fmt: skip
     return docs, held, tok, st
+
+
+def test_the_corpus_makes_the_ioi_continuation_uncertain(root):
+    vocab = ToyVocab.load(root / "data" / "toy")
+    docs, _ = generate_corpus(vocab, CorpusSpec(n_docs=400, seed=0, mix={"ioi": 1.0}, ioi_answer_p=0.5))
+    ends_other = re.compile(" (" + "|".join(map(re.escape, ioi_other_endings(vocab))) + ")[.,]")
+    other = sum(bool(ends_other.search(d)) for d in docs) / len(docs)
+    assert 0.4 < other < 0.6, other
+    plain, _ = generate_corpus(vocab, CorpusSpec(n_docs=400, seed=0, mix={"ioi": 1.0}))
+    assert not any(ends_other.search(d) for d in plain)
 
 
 def test_short_organism_training_makes_its_losses_fall(root, tmp_path):
@@ -150,15 +106,62 @@ def test_short_organism_training_makes_its_losses_fall(root, tmp_path):
     spec = TrainSpec(steps=40, batch_size=8, lr=1e-2, warmup=5)
 
     def objective(n_layers: int, n_heads: int):
-        return make_objective(st.circuit, vocab, held, tok, st.impose, n_layers, n_heads, 0)
+        return make_objective(st.circuit, vocab, held, tok, st.impose, n_layers, n_heads, 0, st.corpus)
 
     summary = train_toy(docs, tok, st.model, spec, tmp_path, "tiny", objective_factory=objective)
     curve = np.genfromtxt(tmp_path / "training_curve.csv", delimiter=",", names=True)
     assert curve.shape == (40,)
-    assert set(summary["final_terms"]) == {"task", "interchange", "strict", "attention", "sign"}
+    assert set(summary["final_terms"]) == {
+        "task", "interchange", "redundancy", "indirect", "strict", "backup", "attention", "sign"
+    }  # fmt: skip
     assert summary["final_loss"] < summary["first_loss"] - 1.0
-    for term in ("task", "interchange", "attention"):
+    for term in ("task", "interchange", "redundancy", "backup", "attention"):
         assert curve[term][-10:].mean() < curve[term][:5].mean() - 0.5, (term, curve[term])
+
+
+def test_the_ioi_objective_patches_what_its_docstring_says(root):
+    """Rows: clean / swapped / resampled, then one copy of the clean rows per group; the strict
+    group never touches circuit or unconstrained heads; ablated groups use the clean mean."""
+    vocab = ToyVocab.load(root / "data" / "toy")
+    docs, held, tok, st = _tiny(vocab, 300, 16, 3)
+    obj = make_objective(st.circuit, vocab, held, tok, st.impose, 5, 4, 0, st.corpus)
+    assert obj.groups == ["si", "no_dup", "no_ind", "ind_only", "dup_only", "strict", "nm_ablated"]
+    assert not set(obj.strict_heads) & (set(st.circuit.circuit_heads()) | set(st.circuit.unconstrained))
+    x, pos = obj.rows.batch(3)
+    n = 3
+    assert obj.base == 6 and x.shape[0] == 6 * n  # clean, swapped, 3 resampled, third-name
+    clean, third = x[:n], x[5 * n :]
+    rows = torch.arange(n)
+    assert torch.equal(third[rows, pos["S1"][:n]], clean[rows, pos["S2"][:n]])  # S1 is still the clean S
+    assert not bool(
+        (third[rows, pos["S2"][5 * n :]] == clean[rows, pos["S2"][:n]]).any()
+    )  # S2 is a third name
+    plan = obj._patch_plan(3, pos)
+    by_group = {}
+    for layer, entries in plan.items():
+        for dst, src, h, qd, _qs in entries:
+            g = obj.groups[(int(dst[0]) - obj.base * n) // n]
+            by_group.setdefault(g, []).append(
+                ((layer, h), None if src is None else int(src[0]) // n, qd is None)
+            )
+    assert by_group["si"] == [((2, 0), 1, True)]  # from the swapped rows, every position
+    # mean-ablated heads (source None) at every position; interchanged duplicate paths at S2 only
+    assert by_group["no_dup"] == [((0, 1), None, True)] and by_group["no_ind"] == [((1, 0), None, True)]
+    assert sorted(by_group["ind_only"]) == [((0, 1), None, True), ((1, 0), 1, False)]
+    assert sorted(by_group["dup_only"]) == [((0, 1), 1, False), ((1, 0), None, True)]
+    assert by_group["nm_ablated"] == [((3, 0), None, True)]
+    assert all(src == 2 and every for _, src, every in by_group["strict"])  # from the resampled rows
+    # every head but the movers (name movers, backups, negative name movers) is bounded in direct effect
+    assert set(obj.indirect) == {(la, h) for la in range(5) for h in range(4)} - {(3, 0), (4, 0), (4, 1)}
+    # the soft target: answer_p on the answer, the rest spread over the other endings
+    logp = torch.full((1, tok.get_vocab_size()), -5.0)
+    loss = obj.rows.nll(logp, torch.tensor([0]))
+    assert float(loss) == pytest.approx(5.0) and len(obj.rows.other_ids) == len(ioi_other_endings(vocab))
+    logp[0, 0] = -1.0  # a third-name row: A, B and the endings evenly
+    third_loss = obj.rows.nll_third(logp, torch.tensor([0]), torch.tensor([1]))
+    assert float(third_loss) == pytest.approx(
+        (1 + 5 * (1 + len(obj.rows.other_ids))) / (2 + len(obj.rows.other_ids))
+    )
 
 
 TINY_FACTS = {
@@ -185,7 +188,7 @@ def test_organism_training_is_deterministic_given_its_seed(root, tmp_path, kind)
         spec = TrainSpec(steps=4 if kind == "ioi" else 3, batch_size=4, seed=seed)
 
         def objective(n_layers: int, n_heads: int, seed: int = seed):
-            return make_objective(st.circuit, vocab, held, tok, st.impose, n_layers, n_heads, seed)
+            return make_objective(st.circuit, vocab, held, tok, st.impose, n_layers, n_heads, seed, st.corpus)
 
         train_toy(docs, tok, st.model, spec, tmp_path / run, run, objective_factory=objective)
         states.append(load_file(str(tmp_path / run / "model.safetensors")))
@@ -201,7 +204,7 @@ def test_a_circuit_must_fit_the_model_and_give_each_head_one_class():
         model_settings("x", {"n_layers": 2, "n_heads": 2, "d_model": 16,
                              "circuit": {"kind": "ioi", "heads": {"name_mover": ["1.0"], "s_inhibition": ["1.0"]}}})  # fmt: skip
     with pytest.raises(ValueError, match="kind"):
-        model_settings("x", {"n_layers": 2, "n_heads": 2, "d_model": 16, "circuit": {"kind": "greater_than"}})
+        model_settings("x", {"n_layers": 2, "n_heads": 2, "d_model": 16, "circuit": {"kind": "poetry"}})
     with pytest.raises(ValueError, match="MLP roles"):
         model_settings("x", {"n_layers": 2, "n_heads": 2, "d_model": 16,
                              "circuit": {"kind": "ioi", "mlps": {"subject_enrichment": [1]}}})  # fmt: skip

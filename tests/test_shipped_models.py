@@ -1,7 +1,9 @@
-"""Every shipped toy model (models/organisms/*/, what the demo loads instead of training): it is the
-file set its provenance.json describes, was made by the project's training rule from the suite's
-held-out split, still scores the held-out accuracies it shipped with, and meets the toy suite's
-goal on every task the demo patches it on. All shipped models together stay within 30 MB."""
+"""Every shipped toy model (models/organisms/*/, what the demo loads instead of training; each seed
+of a multi-seed organism in its own directory): it is the file set its provenance.json describes,
+was made by the project's training rule from the suite's held-out split, still scores the
+held-out accuracies it shipped with, and meets the toy suite's goal on every task the demo
+(with all its seeds) patches it on. All shipped models together stay within 60 MB, the IOI
+organism's seeds within 20 MB."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
+from patchbench.config import validate_config
 from patchbench.tasks import TASKS
 from patchbench.toy.corpus import HeldOut, ToyVocab, make_heldout
 from patchbench.toy.evaluate import GOALS, heldout_accuracy, heldout_prompts
@@ -24,17 +27,32 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SHIPPED = sorted(p.parent.name for p in (ROOT / "models" / "organisms").glob(f"*/{PROVENANCE}"))
 
 
-def test_the_demo_loads_every_toy_model_shipped_and_trains_none(root):
+def _demo(root, all_seeds: bool) -> dict:
     demo = yaml.safe_load((root / "config" / "demo.yaml").read_text())
+    return validate_config({**demo, "all_seeds": all_seeds})
+
+
+def _size(paths) -> int:
+    return sum(f.stat().st_size for p in paths for f in p.rglob("*") if f.is_file())
+
+
+def test_the_demo_loads_every_toy_model_shipped_and_trains_none(root):
+    demo = _demo(root, all_seeds=True)
     toys = {m: e for m, e in demo["models"].items() if e["source"] == "toy"}
     assert toys and all(e.get("path") == f"models/organisms/{m}" for m, e in toys.items()), toys
     assert set(toys) <= set(SHIPPED)
-    total = sum(f.stat().st_size for f in (root / "models" / "organisms").rglob("*") if f.is_file())
-    assert total <= 30 * 2**20, f"{total / 2**20:.1f} MB shipped"
+    assert {"organism-ioi-seed1", "organism-ioi-seed2"} <= set(toys)
+    total = _size([root / "models" / "organisms"])
+    assert total <= 60 * 2**20, f"{total / 2**20:.1f} MB shipped"
+    ioi = _size(
+        root / "models" / "organisms" / m
+        for m in ("organism-ioi", "organism-ioi-seed1", "organism-ioi-seed2")
+    )
+    assert ioi <= 20 * 2**20, f"IOI organisms: {ioi / 2**20:.1f} MB"
 
 
 def _patched_families(root, model: str) -> set[str]:
-    demo = yaml.safe_load((root / "config" / "demo.yaml").read_text())
+    demo = _demo(root, all_seeds=True)
     return {TASKS[e["task"]].family for e in demo["experiments"].values() if model in e["models"]}
 
 

@@ -6,6 +6,7 @@
     patchbench robustness str_raw.parquet gn_raw.parquet --out robustness/ [--circuit circuit.json]
     patchbench estimate --configfile config/demo.yaml [--device cpu|cuda|h100|a100]
     patchbench check config/my.yaml [more.yaml ...]
+    patchbench organisms [--check]        # the shipped model organisms' independent checks
 
 ``--model`` is a TransformerLens / Hugging Face hub name or a local model directory (a toy
 model of this repository or a ``save_pretrained`` directory), loaded by
@@ -17,7 +18,10 @@ rules write them. ``robustness`` writes the localization-robustness tables, one-
 figure of one experiment (its sweeps' raw frames: bootstrap over prompts; or its effects files
 alone: a normal approximation) as the workflow's ``robustness_analysis`` rule does; ``check`` runs
 the Snakefile's checks of config files. No command overwrites one of its inputs
-(:func:`patchbench.preflight.check_distinct_paths`). Option defaults: the schema's (:func:`patchbench.config.default`).
+(:func:`patchbench.preflight.check_distinct_paths`).
+``organisms`` prints one line per shipped model organism (and seed) from :mod:`patchbench.toy.checks`;
+with ``--check`` it exits 1 when a property an organism's ``circuit.json`` states fails. Option
+defaults: the schema's (:func:`patchbench.config.default`).
 """
 
 from __future__ import annotations
@@ -251,6 +255,21 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--measure", action="store_true", help="measure this machine's rates again (cached)")
     ck = sub.add_parser("check", help="check config files as the Snakefile does, without Snakemake")
     ck.add_argument("configfiles", nargs="+", type=Path, help="merged in order, as --configfile merges them")
+    og = sub.add_parser(
+        "organisms", help="one line per shipped model organism (and seed): its independent checks' numbers"
+    )
+    og.add_argument(
+        "--check", action="store_true", help="exit 1 when a property its circuit.json states fails"
+    )
+    og.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="directory of the organisms (default: the shipped models/organisms)",
+    )
+    og.add_argument("--data-dir", type=Path, default=Path(default("data_dir")), help="toy task vocabularies")
+    og.add_argument("--n-prompts", type=int, default=200, help="held-out prompts per organism")
+    og.add_argument("--only", default=None, help="comma-separated organism names (default: all)")
     return ap
 
 
@@ -461,6 +480,45 @@ def _estimate(args: argparse.Namespace) -> None:
     estimate_command(args)
 
 
+def _organisms(args: argparse.Namespace) -> int:
+    """``patchbench organisms``: measure every organism directory, print its line (and with
+    ``--check`` each failed stated property); 1 when ``--check`` finds a failure."""
+    from patchbench.errors import InputError
+    from patchbench.toy.checks import check_organism, organism_dirs
+    from patchbench.toy.circuit import check_circuit_file
+    from patchbench.toy.provenance import SHIPPED_DIR
+
+    root = args.dir or Path(__file__).resolve().parents[2] / SHIPPED_DIR
+    dirs = organism_dirs(root)
+    if args.only:
+        wanted = args.only.split(",")
+        unknown = sorted(set(wanted) - {d.name for d in dirs})
+        if unknown:
+            raise InputError.of(
+                f"--only {args.only}",
+                f"no organism {unknown} under {root}",
+                f"choose from {[d.name for d in dirs]}",
+            )
+        dirs = [d for d in dirs if d.name in wanted]
+    if not dirs:
+        raise InputError.of(
+            f"--dir {root}", "holds no organism (no */circuit.json)", "point --dir at models/organisms"
+        )
+    for d in dirs:  # every circuit.json is checked before any model is measured
+        check_circuit_file(d)
+    failed = 0
+    for d in dirs:
+        stats = check_organism(d, args.data_dir, args.n_prompts)
+        print(stats.line(), flush=True)
+        if args.check:
+            for f in stats.failures:
+                print(f"  FAIL {stats.name}: {f}", flush=True)
+            failed += bool(stats.failures)
+    if args.check:
+        print(f"{len(dirs) - failed} of {len(dirs)} organisms have every stated property", flush=True)
+    return 1 if failed else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; a bad input is one message on stderr and exit status 2 (argparse's too)."""
     from patchbench.errors import InputError
@@ -475,16 +533,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "robustness": _robustness,
         "estimate": _estimate,
         "check": _check,
+        "organisms": _organisms,
     }
     with lines:
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         try:
-            commands[args.command](args)
+            return commands[args.command](args) or 0
         except (InputError, FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
             print(f"patchbench {args.command}: error: {err}", file=sys.stderr)
             return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ __all__ = [
     "merged_config",
     "read_yaml",
     "schema",
+    "seed_name",
+    "seed_path",
     "validate_config",
     "validate_entry",
 ]
@@ -137,7 +139,53 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     _check_names(cfg)
     _check(cfg, schema(), "invalid config")
     _check_references(cfg)
+    if cfg["all_seeds"]:
+        _expand_seeds(cfg)
     return cfg
+
+
+def seed_name(name: str, seed: int) -> str:
+    """The model name of one seed of a multi-seed model: ``name`` for seed 0, else ``name-seed<S>``."""
+    return name if int(seed) == 0 else f"{name}-seed{int(seed)}"
+
+
+def seed_path(path: str | None, seed: int) -> str | None:
+    """The directory of one seed of a multi-seed model: ``path`` for seed 0, else ``path-seed<S>``
+    (None stays None: a model the workflow trains lives under its own name)."""
+    if path is None or int(seed) == 0:
+        return path
+    return f"{str(path).rstrip('/')}-seed{int(seed)}"
+
+
+def _expand_seeds(cfg: dict[str, Any]) -> None:
+    """``all_seeds: true``: every model with ``seeds`` becomes one model per seed (``seed_name``,
+    ``seed_path``), and every experiment that lists the model lists all its seeds after it.
+    Idempotent (the seed entries carry no ``seeds``)."""
+    models = cfg["models"]
+    for name, entry in list(models.items()):
+        if entry.get("seeds") and entry["source"] == "hub":
+            raise ConfigError(
+                f"models.{name}.seeds: a hub model has one set of weights. Fix: drop `seeds` (seeds are "
+                "for toy models and local directories: seed S is read from <path>-seed<S>)"
+            )
+        for seed in entry.get("seeds") or ():
+            if not seed:
+                continue
+            new = seed_name(name, seed)
+            made = {**copy.deepcopy(entry), "path": seed_path(entry["path"], seed), "seeds": None}
+            if new in models and models[new] != made:
+                raise ConfigError(
+                    f"model {new!r} is defined in the config and is also seed {seed} of model {name!r} "
+                    f"(all_seeds: true). Fix: rename the model {new!r} or drop seed {seed} from "
+                    f"models.{name}.seeds"
+                )
+            models[new] = made
+        names = [seed_name(name, s) for s in entry.get("seeds") or () if s]
+        for exp in cfg["experiments"].values():
+            if name in exp["models"]:
+                rest = [m for m in exp["models"] if m not in names]
+                at = rest.index(name) + 1
+                exp["models"] = rest[:at] + names + rest[at:]
 
 
 #: The config sections whose keys become parts of output paths, and what each key names.

@@ -15,8 +15,10 @@ config fails before any job runs), each job script before it loads or computes a
   model's config when it can be read without loading the model: toy settings, a toy ``arch``, a
   local directory's ``config.json``; else from the loaded model, in the job);
 * model directories: missing, not a directory, ``config.json`` missing or not JSON, no weights,
-  unreadable weights, no tokenizer; when the model is loaded, weights that do not fit its
-  ``config.json`` (:mod:`patchbench.weights_fit`, naming the first tensor that differs);
+  unreadable weights, no tokenizer; a ``circuit.json`` of an unknown kind or class, or naming
+  components the model does not have; with ``all_seeds: true``, a missing seed directory; when
+  the model is loaded, weights that do not fit its ``config.json`` (:mod:`patchbench.weights_fit`,
+  naming the first tensor that differs);
 * tasks read from files: every row against the rules of :mod:`patchbench.prompt_pairs` (columns,
   markers; under each model's tokenizer when it is at hand: equal lengths, one-token answers);
 * prompt sets: empty, ids outside the vocabulary, prompts longer than the context, an answer
@@ -43,6 +45,7 @@ __all__ = [
     "check_cells",
     "check_device",
     "check_distinct_paths",
+    "check_circuit",
     "check_file_tasks",
     "check_fits",
     "check_job",
@@ -77,11 +80,13 @@ def check_workflow_config(config: dict[str, Any], files: Sequence[str | Path] = 
     check_task_options(config)
     _check_min_prompts(config)
     _check_toy_settings(config)
+    _check_seed_dirs(config)
     cells = cells_of(config)
     for name in sorted({c.model for cs in cells.values() for c in cs}):
         spec = _model_spec(config, name)
         if not _built_by_workflow(config, name):
             check_model_dir(spec)
+            check_circuit(spec)
         check_device(config, name)
         check_hub_model(spec)
     for experiment, cs in cells.items():
@@ -121,6 +126,37 @@ def check_device(config: Mapping[str, Any], name: str) -> None:
             "use device: auto (the GPU when there is one, else the CPU) or cpu; where jobs run on GPU nodes "
             f"(profiles/slurm), set models.{name}.resources.gpu: 1",
         )
+
+
+def _check_seed_dirs(config: Mapping[str, Any]) -> None:
+    """With ``all_seeds: true``, every seed directory of a model with ``seeds`` must exist."""
+    from patchbench.config import seed_name
+
+    if not config["all_seeds"]:
+        return
+    for name, entry in config["models"].items():
+        for seed in entry.get("seeds") or ():
+            seeded = seed_name(name, seed)
+            if not seed or _built_by_workflow(config, seeded):
+                continue
+            path = Path(config["models"][seeded]["path"])
+            if not path.is_dir():
+                raise MissingInputError.of(
+                    f"models.{name}.seeds: seed {seed} directory {path}",
+                    "does not exist (all_seeds: true runs every seed of the model)",
+                    f"train and install it (a shipped organism: `snakemake --cores 1 {path}/provenance.json "
+                    f"--configfile config/config.yaml`), drop {seed} from models.{name}.seeds, or set "
+                    "all_seeds: false",
+                )
+
+
+def check_circuit(spec: Any) -> None:
+    """A toy model directory's ``circuit.json``, when it has one: a known kind and classes, and only
+    components the model has (:func:`patchbench.toy.circuit.check_circuit_file`)."""
+    if spec.source in ("toy", "local") and spec.path:
+        from patchbench.toy.circuit import check_circuit_file
+
+        check_circuit_file(spec.path)
 
 
 def check_file_tasks(config: Mapping[str, Any], cells: Mapping[str, Sequence[Any]]) -> None:

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 from patchbench.analysis.ioi_classes import GPT2_SMALL_ALIASES
 from patchbench.practices.grid import circuit_file
+from patchbench.toy.circuit import read_circuit
 
 
 # ----------------------------------------------------------------------------- selection helpers
@@ -93,11 +94,27 @@ def known_circuit_file(model, task):
     return circuit_file(config, model)
 
 
+def ioi_truth(model):
+    """A toy model's `circuit.json` when it holds an IOI circuit (the truth by construction), else None."""
+    spec = model_spec(model)
+    if spec.source != "toy" or not spec.path:
+        return None
+    circuit = read_circuit(spec.path)
+    return str(Path(spec.path, "circuit.json")) if circuit is not None and "ioi" in circuit.tasks else None
+
+
+def _classes_source(model):
+    if _is_gpt2_small(model):
+        return "Wang et al. (2023)"
+    return "circuit.json (known by construction)" if ioi_truth(model) else "automatic classifier"
+
+
 def _classes_input(wildcards):
-    """Table 1's head classes: the published GPT-2-small lists or this model's classifier output."""
+    """Table 1's head classes: the published GPT-2-small lists, an organism's circuit.json, or
+    this model's classifier output."""
     if _is_gpt2_small(wildcards.model):
         return GPT2_SMALL_HEADS
-    return LAYOUT.analysis("ioi_classes", wildcards.model, "csv")
+    return ioi_truth(wildcards.model) or LAYOUT.analysis("ioi_classes", wildcards.model, "csv")
 
 
 def _effects(names):
@@ -162,12 +179,18 @@ def _experiment_fig_files():
             for m in exp["models"] for ext in FIG_EXTS]  # fmt: skip
 
 
+def _agreement_files():
+    """The classifier-vs-truth table of every Table-1 model whose IOI circuit is known by construction."""
+    return [LAYOUT.table(f"table1_classifier_{m}", ext) for m in _models(IOI) if ioi_truth(m) for ext in ("csv", "md")]
+
+
 #: every named target: its files
 TARGETS = {
     **{name: _table_files(name) for name in TABLES},
     **{name: _fig_files(name) for name in FIGURES},
     "experiment_figures": _experiment_fig_files(),
 }
+TARGETS["table1"] += _agreement_files()
 
 
 def analysis_targets():
@@ -203,6 +226,24 @@ rule ioi_head_classes:
         **model_job_resources(),
     script:
         "../scripts/analysis_ioi_classes.py"
+
+
+rule ioi_class_agreement:
+    """Beside Table 1 of an organism: the automatic classifier's classes against circuit.json."""
+    input:
+        truth=lambda w: ioi_truth(w.model),
+        classifier=LAYOUT.analysis("ioi_classes", "{model}", "csv"),
+    output:
+        csv=report(LAYOUT.table("table1_classifier_{model}", "csv"), caption="../report/table1_classifier.rst",
+                   category="Tables", subcategory="Table 1", labels={"model": "{model}", "table": "1 (classes)"}),
+        md=LAYOUT.table("table1_classifier_{model}", "md"),
+    log:
+        LOG("analysis/table1_classifier_{model}.log"),
+    params:
+        fingerprint=fingerprint(),
+    localrule: True
+    script:
+        "../scripts/analysis_class_agreement.py"
 
 
 rule factual_categories:
@@ -268,7 +309,7 @@ def _table_rule(name):
             LOG("analysis", f"{stem}.log"),
         params:
             table=name,
-            published=lambda w: _is_gpt2_small(w.model),
+            source=lambda w: _classes_source(w.model),
             fingerprint=fingerprint(),
         script:
             "../scripts/analysis_tables.py"

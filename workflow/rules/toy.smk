@@ -8,14 +8,16 @@ organism-ioi, organism-facts).
 Shipped toy models (toy-gpt2, toy-attn-only and the model organisms, toy models with a circuit
 imposed in training, patchbench.toy.impose) live under models/organisms/{model}/ and are read from
 there (`path:` in the config); `snakemake --cores 2 train_organisms` retrains them under
-<results_dir>/models/{model}/ (each with a tokenizer of its own corpus), checks the organisms
-(ablation.json) and installs them with provenance.json.
+<results_dir>/models/{model}/ (each with a tokenizer of its own corpus; every seed of a multi-seed
+organism as <model>-seed<S>), checks the organisms (ablation.json, checks.json) and installs them
+with provenance.json.
 """
 
 import shlex
 import sys
 
 from patchbench.tasks import TASKS
+from patchbench.toy.checks import CHECKS
 from patchbench.toy.provenance import SHIPPED_DIR
 from patchbench.toy.settings import ToySettings
 
@@ -26,6 +28,8 @@ TOY_MODELS = [m for m in config["models"] if _trained_here(model_spec(m))]
 # Shipped toy models (the model organisms): every package-default toy model this run does not train.
 ORGANISMS = [m for m in TOY.models if m not in TOY_MODELS]
 CIRCUIT_ORGANISMS = [m for m in ORGANISMS if TOY.models[m].circuit is not None]  # checked: ablation.json
+# organisms whose circuit kind has an independent check (patchbench.toy.checks.CHECKS): checks.json
+CHECKED_ORGANISMS = [m for m in CIRCUIT_ORGANISMS if TOY.models[m].circuit.kind in CHECKS]
 ORGANISM_DIR = SHIPPED_DIR  # the shipped organisms (committed)
 # Toy models the config patches: trained in this run, or shipped with their accuracy.json and
 # train_summary.json beside the weights.
@@ -259,6 +263,31 @@ rule organism_ablation:
         "../scripts/toy_ablation.py"
 
 
+rule organism_checks:
+    """The independent checks of a trained organism (patchbench.toy.checks: attention, direct logit
+    attribution, mean / resample ablation, backup compensation, Gaussian noise, with plain forward
+    hooks) and the properties its circuit.json states: checks.json, shipped beside the weights."""
+    input:
+        TOY_DATA_FILES,
+        weights=R("models", "{model}", "model.safetensors"),
+        tokenizer=R("models", "{model}", "tokenizer.json"),
+        heldout=R("toy", "heldout.json"),
+    output:
+        checks=R("models", "{model}", "checks.json"),
+    wildcard_constraints:
+        model=one_of(CHECKED_ORGANISMS),
+    params:
+        toy=TOY_CFG,
+    log:
+        LOG("toy", "{model}.checks.log"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    script:
+        "../scripts/toy_checks.py"
+
+
 rule organism_install:
     """Copy a trained organism into models/organisms/{model}/ with provenance.json (command, seed,
     git commit, wall time, load average): the directory the configs read and git ships."""
@@ -269,6 +298,7 @@ rule organism_install:
         summary=R("models", "{model}", "train_summary.json"),
         curve=R("models", "{model}", "training_curve.csv"),
         ablation=lambda w: [R("models", w.model, "ablation.json")] if w.model in CIRCUIT_ORGANISMS else [],
+        checks=lambda w: [R("models", w.model, "checks.json")] if w.model in CHECKED_ORGANISMS else [],
         accuracy=R("models", "{model}", "accuracy.json"),
         heldout=R("toy", "heldout.json"),
     output:

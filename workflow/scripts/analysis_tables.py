@@ -19,7 +19,7 @@ with rule_log(sm.log[0]) as log:
     effects = read_effects(list(sm.input.effects))
     if name == "table1":
         classes = read_classes(sm.input.classes)
-        source = "Wang et al. (2023)" if sm.params.published else "automatic classifier"
+        source = sm.params.source
         table = tables.table1(effects, classes, model=model)
         log.info(
             "Table 1 classes for %s from %s: %s", model, source, classes.groupby("class").size().to_dict()

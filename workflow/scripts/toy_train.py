@@ -19,6 +19,10 @@ toy = ToySettings.from_config(snakemake.params.toy)
 settings = toy.models[model]
 out_dir = Path(snakemake.output.weights).parent
 tokenizer = Tokenizer.from_file(snakemake.input.tokenizer)
+CIRCUIT_DESCRIPTION = (
+    "imposed in training by patchbench.toy.impose (SIIT-style); properties: what the organism is "
+    "stated to have, checked by `patchbench organisms --check` (models/organisms/README.md)"
+)
 
 
 def objective(n_layers, n_heads):
@@ -28,7 +32,15 @@ def objective(n_layers, n_heads):
     vocab = ToyVocab.load(toy.data_dir)
     held = HeldOut.from_json(Path(snakemake.input.heldout).read_text())
     return make_objective(
-        settings.circuit, vocab, held, tokenizer, settings.impose, n_layers, n_heads, settings.train.seed
+        settings.circuit,
+        vocab,
+        held,
+        tokenizer,
+        settings.impose,
+        n_layers,
+        n_heads,
+        settings.train.seed,
+        settings.corpus,
     )
 
 
@@ -44,7 +56,7 @@ with open(snakemake.log[0], "a") as progress:
         objective_factory=objective,
     )
 if settings.circuit is not None:
-    write_circuit(settings.circuit, out_dir, "imposed in training by patchbench.toy.impose (SIIT-style)")
+    write_circuit(settings.circuit, out_dir, CIRCUIT_DESCRIPTION)
 Path(snakemake.output.summary).write_text(json.dumps(summary, indent=1) + "\n")
 logging.shutdown()
 shutil.copyfile(snakemake.log[0], snakemake.output.train_log)

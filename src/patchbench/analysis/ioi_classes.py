@@ -3,9 +3,11 @@
 Table 1 of Zhang & Nanda counts, per corruption x metric, how many heads of each IOI class
 (Name Mover, Duplicate Token, S-Inhibition, Negative Name Mover, Induction) patching detects.
 For GPT-2 small the classes are Wang et al. (2023)'s published lists, kept in
-``data/ioi_heads_gpt2_small.json`` with the citation. Any other model has no published circuit,
-so this module labels its heads by their behaviour on the clean IOI prompts, with the rules of
-Wang et al.'s own head descriptions:
+``data/ioi_heads_gpt2_small.json`` with the citation; for a model organism they are its
+``circuit.json`` (known by construction, :func:`read_classes`), beside which the classifier's
+classes are reported with their agreement (:func:`class_agreement`). Any other model has no known
+circuit, so this module labels its heads by their behaviour on the clean IOI prompts, with the
+rules of Wang et al.'s own head descriptions:
 
 =====================  =======================================  ===============================
 class                  attention (mean prob. over prompts)      direct logit attribution (DLA)
@@ -50,6 +52,7 @@ __all__ = [
     "GPT2_SMALL_ALIASES",
     "HEAD_STAT_COLUMNS",
     "Thresholds",
+    "class_agreement",
     "class_frame",
     "classifier_inputs",
     "classify_heads",
@@ -128,15 +131,48 @@ def published_classes(path: str | Path | None = None, which: str = "table1_class
 
 
 def read_classes(path: str | Path) -> pd.DataFrame:
-    """A class frame from the published JSON (``table1_classes``) or a classifier CSV (class, layer, head)."""
+    """A class frame from the published JSON (``table1_classes``), an organism's ``circuit.json``
+    (its head classes, the truth by construction: ``patchbench.toy.circuit``) or a classifier CSV
+    (class, layer, head)."""
     path = Path(path)
     if path.suffix == ".json":
+        data = json.loads(path.read_text())
+        if isinstance(data, dict) and "kind" in data:
+            from patchbench.toy.circuit import Circuit
+
+            return class_frame(dict(Circuit.from_config(data).heads))
         return published_classes(path)
     df = pd.read_csv(path)
     missing = {"class", "layer", "head"} - set(df.columns)
     if missing:
         raise ValueError(f"{path}: not a head-class file, columns {sorted(missing)} are missing")
     return df[["class", "layer", "head"]].astype({"layer": np.int64, "head": np.int64})
+
+
+def class_agreement(truth: pd.DataFrame, found: pd.DataFrame) -> pd.DataFrame:
+    """Per Table-1 class, the heads of the truth (a circuit known by construction) and of the
+    classifier, both, and the classifier's precision and recall against the truth (NaN for an
+    empty denominator). Both frames are class frames (class, layer, head)."""
+
+    def heads(frame: pd.DataFrame, cls: str) -> set[str]:
+        sub = frame[frame["class"] == cls]
+        return {f"{la}.{h}" for la, h in zip(sub["layer"], sub["head"], strict=True)}
+
+    def key(name: str) -> tuple[int, int]:
+        la, h = name.split(".")
+        return int(la), int(h)
+
+    rows = []
+    for cls in CLASSES:
+        t, f = heads(truth, cls), heads(found, cls)
+        both = t & f
+        rows.append({
+            "class": CLASS_LABELS[cls], "truth": ", ".join(sorted(t, key=key)),
+            "classifier": ", ".join(sorted(f, key=key)), "both": len(both),
+            "precision": len(both) / len(f) if f else float("nan"),
+            "recall": len(both) / len(t) if t else float("nan"),
+        })  # fmt: skip
+    return pd.DataFrame(rows, columns=["class", "truth", "classifier", "both", "precision", "recall"])
 
 
 # --------------------------------------------------------------------------- classifier

@@ -63,6 +63,13 @@ class CorpusSpec:
     )
     heldout_fraction: float = 0.15
     abc_fraction: float = 0.0  # share of IOI documents in the three-name (ABC / BAC) form
+    # share of IOI documents that end with the IO; the others end with one of the material's
+    # ``ioi_other_endings`` ("... gave a key to the others"), so the IO continuation is uncertain
+    ioi_answer_p: float = 1.0
+    # share of IOI documents whose second clause names a third person C instead of S ("Then, B and
+    # A went to the store. C gave a key to"): no name is repeated, and the continuation is any of
+    # A, B and the other endings, evenly
+    ioi_third_name: float = 0.0
 
     def __post_init__(self) -> None:
         unknown = set(self.mix) - set(GENERATORS)
@@ -74,6 +81,10 @@ class CorpusSpec:
             raise ValueError("corpus needs n_docs > 0 and a mix with positive weights")
         if not 0 <= self.heldout_fraction < 1:
             raise ValueError(f"heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
+        if not 0 < self.ioi_answer_p <= 1:
+            raise ValueError(f"ioi_answer_p must be in (0, 1], got {self.ioi_answer_p}")
+        if not 0 <= self.ioi_third_name < 1:
+            raise ValueError(f"ioi_third_name must be in [0, 1), got {self.ioi_third_name}")
 
 
 @dataclass(frozen=True)
@@ -178,9 +189,26 @@ def make_heldout(vocab: ToyVocab, fraction: float, seed: int) -> HeldOut:
 
 
 # --------------------------------------------------------------------------- documents
+def ioi_other_endings(vocab: ToyVocab) -> list[str]:
+    """The endings an IOI document may have instead of the IO (``ioi_answer_p`` < 1)."""
+    return list(vocab.material.get("ioi_other_endings", []))
+
+
 class _DocMaker:
-    def __init__(self, vocab: ToyVocab, held: HeldOut, rng: random.Random, abc_fraction: float = 0.0) -> None:
-        self.v, self.rng, self.abc_fraction = vocab, rng, abc_fraction
+    def __init__(
+        self,
+        vocab: ToyVocab,
+        held: HeldOut,
+        rng: random.Random,
+        abc_fraction: float = 0.0,
+        ioi_answer_p: float = 1.0,
+        ioi_third_name: float = 0.0,
+    ) -> None:
+        self.v, self.rng, self.abc_fraction, self.ioi_answer_p = vocab, rng, abc_fraction, ioi_answer_p
+        self.ioi_third_name = ioi_third_name
+        self.ioi_endings = ioi_other_endings(vocab)
+        if ioi_answer_p < 1 and not self.ioi_endings:
+            raise ValueError("ioi_answer_p < 1 needs `ioi_other_endings` in the corpus material")
         self.ioi_held = set(held.ioi_pairs)
         self.gt_held = set(held.gt_years)
         self.doc_held = set(held.doc_pairs)
@@ -231,7 +259,16 @@ class _DocMaker:
             t = r.choice(self.abc_templates).replace("[C]", c)
         else:
             t = r.choice(self.ioi_templates)
+        third = self.ioi_third_name > 0 and r.random() < self.ioi_third_name
+        if third:  # S2 becomes a third name
+            c = r.choice([n for n in names if n not in (a, b)])
+            i = t.rindex("[B]")
+            t = t[:i] + c + t[i + 3 :]
         text = t.replace("[A]", a).replace("[B]", b).replace("[PLACE]", place).replace("[OBJECT]", obj)
+        if third:
+            text = text[: text.rindex(" " + a)] + " " + r.choice([a, b, *self.ioi_endings])
+        elif self.ioi_answer_p < 1 and r.random() >= self.ioi_answer_p:
+            text = text[: text.rindex(" " + a)] + " " + r.choice(self.ioi_endings)
         return text + r.choice([".", ".", ".", ", and they were happy.", ". It was a nice day."])
 
     def greater_than(self) -> str:
@@ -333,7 +370,7 @@ def generate_corpus(vocab: ToyVocab, spec: CorpusSpec) -> tuple[list[str], HeldO
     """Documents (deterministic given ``spec.seed``) and the held-out combinations they avoid."""
     held = make_heldout(vocab, spec.heldout_fraction, spec.seed)
     rng = random.Random(f"corpus-{spec.seed}")
-    maker = _DocMaker(vocab, held, rng, spec.abc_fraction)
+    maker = _DocMaker(vocab, held, rng, spec.abc_fraction, spec.ioi_answer_p, spec.ioi_third_name)
     kinds = list(spec.mix)
     weights = [spec.mix[k] for k in kinds]
     docs = []

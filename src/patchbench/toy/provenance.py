@@ -44,6 +44,7 @@ SHIPPED_FILES = (
     "train_summary.json",
     "training_curve.csv",
     "ablation.json",
+    "checks.json",
 )
 REQUIRED = ("config.json", "model.safetensors", "tokenizer.json", "train_summary.json")
 
@@ -161,11 +162,14 @@ def install(
             "seed": st.corpus.seed,
             "mix": st.corpus.mix,
             "heldout_fraction": st.corpus.heldout_fraction,
+            "ioi_answer_p": st.corpus.ioi_answer_p,
         },
         "circuit": st.circuit.to_dict() if st.circuit is not None else None,
         "impose": asdict(st.impose) if st.circuit is not None else None,
+        "development": list(st.development),  # what the recipe's development tried before these settings
         "heldout_accuracy": (optional("accuracy.json") or {}).get("tasks"),
         "ablation": optional("ablation.json"),
+        "checks": (optional("checks.json") or {}).get("line"),
         "sha256": files,
     }
     (dest / PROVENANCE).write_text(json.dumps(record, indent=1) + "\n")

@@ -87,7 +87,8 @@ def _lr_at(step: int, spec: TrainSpec) -> float:
 
 @torch.no_grad()
 def _initialise(model: LM, spec: TrainSpec) -> None:
-    """GPT-2 style initialisation: N(0, init_std) weights (TransformerLens's default is
+    """GPT-2 style initialisation: N(0, init_std) weights (the token embeddings N(0,
+    embed_init_std) when set; TransformerLens's default is
     0.8/sqrt(d_model)), residual-writing matrices scaled down by depth. Found to learn the
     toy tasks faster (IOI on the 4-layer attention-only model: 0.89 -> 0.99 held-out).
     Weights are named and shaped as in a HookedTransformer (so ``b_Q`` [n_heads, d_head] counts
@@ -97,7 +98,10 @@ def _initialise(model: LM, spec: TrainSpec) -> None:
     for name, p in state.items():
         if p.ndim < 2:
             continue
-        p.normal_(0.0, spec.init_std)
+        std = (
+            spec.embed_init_std if name == "embed.W_E" and spec.embed_init_std is not None else spec.init_std
+        )
+        p.normal_(0.0, std)
         if name.endswith(("attn.W_O", "mlp.W_out")):
             p.mul_(scale)
     model.load_ht_state_dict(state)
@@ -153,6 +157,8 @@ def train_toy(
         asdict(train_spec),
     )
 
+    if not train_spec.decay_embeddings:
+        matrix.discard("embed.W_E")
     decay = [p for n, p in model.ht_named_parameters() if n in matrix]
     no_decay = [p for n, p in model.ht_named_parameters() if n not in matrix]
     opt = torch.optim.AdamW(

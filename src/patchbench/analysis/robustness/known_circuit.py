@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from patchbench.analysis.robustness.grid import AXES, GridDraws, RobustnessError, _labels, percentile_interval
+from patchbench.toy.circuit import KINDS, OUTSIDE_ROLE
 
 
 # ----------------------------------------------------------------------------- known circuit
@@ -53,11 +54,9 @@ class KnownCircuit:
         return self.tasks is None or task in self.tasks
 
 
-#: The tasks a circuit of each kind is known for: the IOI circuit serves every IOI variant (the
-#: keys of patchbench.tasks.ioi.IOI_VARIANTS, not imported: that module imports torch).
-CIRCUIT_TASKS: dict[str, tuple[str, ...]] = {"ioi": ("ioi", "ioi_s1io", "ioi_abc"), "factual": ("factual",)}
-#: An organism's MLP role that names the layers trained to carry nothing: outside the circuit.
-OUTSIDE_ROLE = "outside"
+#: The tasks a circuit of each kind is known for (``patchbench.toy.circuit.KINDS``: the IOI circuit
+#: serves every IOI variant).
+CIRCUIT_TASKS: dict[str, tuple[str, ...]] = {kind: spec.tasks for kind, spec in KINDS.items()}
 
 
 def _organism_classes(data: Mapping[str, Any], path: Path) -> tuple[dict, tuple[str, ...]]:
