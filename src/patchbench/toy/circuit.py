@@ -6,7 +6,7 @@ al., *InterpBench*, arXiv 2407.14494) builds models with a known circuit. The as
 model's ground truth: it is written as ``circuit.json`` next to ``model.safetensors`` so that
 every detection (Table 1, the classifier, patching) can be scored against it.
 
-Two kinds:
+Kinds and their classes (``CLASSES``: kind -> head classes and MLP roles):
 
 ``ioi`` (Wang et al. 2023's algorithm, attention heads ``L.H`` per class)
     ``previous_token`` (every token attends to the one before it), ``duplicate_token`` (S2 attends
@@ -19,10 +19,29 @@ Two kinds:
 
 ``factual`` (subject enrichment, ROME / Geva et al. 2023)
     ``subject_composition`` heads (from the last subject token onto the subject's earlier tokens),
+    ``attribute_extraction`` heads (from the last token onto the last subject token: they read the
+    asked attribute out of the enriched subject and write it to the logits);
     ``subject_enrichment``: the MLP layers that, at the last subject token, write the subject's
-    attributes (the lookup); ``outside``: MLP layers at the last subject token trained to carry
-    none of it (and every MLP at the last token carries nothing about the subject). Extracting
-    the asked attribute at the last token (attention) is left to training.
+    attributes (the lookup, distributed over the layers); ``outside``: MLP layers at the last
+    subject token trained to carry none of it (and every MLP at the last token carries nothing
+    about the subject).
+
+``greater_than`` (Hanna et al. 2023)
+    ``year_mover`` heads (from the last token onto YY: they move the start year's last two digits),
+    ``comparison`` MLPs (at the last token: turn YY into a distribution over the years above it);
+    ``outside``: MLPs at the last token trained to carry nothing about YY.
+
+``arithmetic`` (Stolfo et al. 2023)
+    ``x_mover`` and ``y_mover`` heads (from the last token onto the query's operands X3 and Y3:
+    each carries its operand),
+    ``result`` MLPs (at the last token: compute the result from the moved operands);
+    ``outside``: MLPs at the last token trained to carry nothing about the operands.
+
+``docstring`` (Heimersheim & Janiak 2023, attention only)
+    ``previous_token`` heads (each signature argument receives the argument before it),
+    ``last_param`` heads (the last token attends to the last documented argument, B, and moves it),
+    ``argument_mover`` heads (the last token attends to the signature argument whose predecessor
+    is B, that is C_def, and copies it).
 """
 
 from __future__ import annotations
@@ -33,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FACTUAL_CLASSES", "FACTUAL_ROLES", "IOI_CLASSES", "Circuit", "read_circuit", "write_circuit"]
+__all__ = ["CLASSES", "FACTUAL_CLASSES", "FACTUAL_ROLES", "IOI_CLASSES", "KINDS", "Circuit", "read_circuit", "write_circuit"]
 
 #: Head classes of the IOI circuit, in the order of Wang et al.'s path from S2 to the logits.
 IOI_CLASSES = (
@@ -45,9 +64,20 @@ IOI_CLASSES = (
     "negative_name_mover",
     "backup_name_mover",
 )
-FACTUAL_ROLES = ("subject_enrichment", "outside")
-FACTUAL_CLASSES = ("subject_composition",)
-KINDS = ("ioi", "factual")
+#: Per circuit kind: its head classes and its MLP roles (the module docstring says what each does).
+CLASSES: dict[str, dict[str, tuple[str, ...]]] = {
+    "ioi": {"heads": IOI_CLASSES, "mlps": ()},
+    "factual": {
+        "heads": ("subject_composition", "attribute_extraction"),
+        "mlps": ("subject_enrichment", "outside"),
+    },
+    "greater_than": {"heads": ("year_mover",), "mlps": ("comparison", "outside")},
+    "arithmetic": {"heads": ("x_mover", "y_mover"), "mlps": ("result", "outside")},
+    "docstring": {"heads": ("previous_token", "last_param", "argument_mover"), "mlps": ()},
+}
+FACTUAL_ROLES = CLASSES["factual"]["mlps"]
+FACTUAL_CLASSES = CLASSES["factual"]["heads"]
+KINDS = tuple(CLASSES)
 CIRCUIT_FILE = "circuit.json"
 
 Head = tuple[int, int]
@@ -57,7 +87,7 @@ Head = tuple[int, int]
 class Circuit:
     """One organism's known-by-construction circuit.
 
-    ``heads``: class -> heads ``(layer, head)``; ``mlps``: factual role -> MLP layers.
+    ``heads``: class -> heads ``(layer, head)``; ``mlps``: role -> MLP layers (``CLASSES`` per kind).
     """
 
     kind: str
@@ -67,13 +97,13 @@ class Circuit:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"circuit kind {self.kind!r} is not one of {KINDS}")
-        known = IOI_CLASSES if self.kind == "ioi" else FACTUAL_CLASSES
-        bad = set(self.heads) - set(known)
+        known = CLASSES[self.kind]
+        bad = set(self.heads) - set(known["heads"])
         if bad:
-            raise ValueError(f"{self.kind} circuit: unknown head classes {sorted(bad)}; known: {known}")
-        bad_roles = set(self.mlps) - set(FACTUAL_ROLES if self.kind == "factual" else ())
+            raise ValueError(f"{self.kind} circuit: unknown head classes {sorted(bad)}; known: {known['heads']}")
+        bad_roles = set(self.mlps) - set(known["mlps"])
         if bad_roles:
-            raise ValueError(f"{self.kind} circuit: unknown MLP roles {sorted(bad_roles)}")
+            raise ValueError(f"{self.kind} circuit: unknown MLP roles {sorted(bad_roles)}; known: {known['mlps']}")
         heads = {c: tuple((int(h[0]), int(h[1])) for h in v) for c, v in self.heads.items()}
         object.__setattr__(self, "heads", heads)
         object.__setattr__(self, "mlps", {r: tuple(int(x) for x in v) for r, v in self.mlps.items()})
@@ -92,6 +122,9 @@ class Circuit:
 
     def head(self, cls_name: str) -> tuple[Head, ...]:
         return self.heads.get(cls_name, ())
+
+    def mlp(self, role: str) -> tuple[int, ...]:
+        return self.mlps.get(role, ())
 
     def circuit_heads(self) -> tuple[Head, ...]:
         """Every head of the circuit, sorted."""

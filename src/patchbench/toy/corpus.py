@@ -63,6 +63,10 @@ class CorpusSpec:
     )
     heldout_fraction: float = 0.15
     abc_fraction: float = 0.0  # share of IOI documents in the three-name (ABC / BAC) form
+    # share of the factual documents' attributes that are the fact's own; the rest name another
+    # attribute of the same relation, drawn uniformly (a factual organism's calibration,
+    # patchbench.toy.objectives.factual)
+    fact_reliability: float = 1.0
 
     def __post_init__(self) -> None:
         unknown = set(self.mix) - set(GENERATORS)
@@ -74,6 +78,8 @@ class CorpusSpec:
             raise ValueError("corpus needs n_docs > 0 and a mix with positive weights")
         if not 0 <= self.heldout_fraction < 1:
             raise ValueError(f"heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
+        if not 0 < self.fact_reliability <= 1:
+            raise ValueError(f"fact_reliability must be in (0, 1], got {self.fact_reliability}")
 
 
 @dataclass(frozen=True)
@@ -179,8 +185,21 @@ def make_heldout(vocab: ToyVocab, fraction: float, seed: int) -> HeldOut:
 
 # --------------------------------------------------------------------------- documents
 class _DocMaker:
-    def __init__(self, vocab: ToyVocab, held: HeldOut, rng: random.Random, abc_fraction: float = 0.0) -> None:
+    def __init__(
+        self,
+        vocab: ToyVocab,
+        held: HeldOut,
+        rng: random.Random,
+        abc_fraction: float = 0.0,
+        fact_reliability: float = 1.0,
+    ) -> None:
         self.v, self.rng, self.abc_fraction = vocab, rng, abc_fraction
+        self.fact_reliability = fact_reliability
+        self.rel_attrs: dict[str, list[str]] = {}
+        for f in vocab.facts:
+            attrs = self.rel_attrs.setdefault(f["relation_id"], [])
+            if f["attribute"] not in attrs:
+                attrs.append(f["attribute"])
         self.ioi_held = set(held.ioi_pairs)
         self.gt_held = set(held.gt_years)
         self.doc_held = set(held.doc_pairs)
@@ -293,7 +312,15 @@ class _DocMaker:
         usable = [t for t in self.profile_templates if all(f in attrs for f in self._fields(t))]
         if not usable:
             return None
-        return r.choice(usable).format(subject=subject, **attrs)
+        t = r.choice(usable)
+        return t.format(subject=subject, **{k: self._stated(k, attrs[k]) for k in self._fields(t)})
+
+    def _stated(self, relation: str, attribute: str) -> str:
+        """The attribute a document states: the fact's own, or with probability
+        1 - ``fact_reliability`` another attribute of the same relation."""
+        if self.fact_reliability >= 1 or self.rng.random() < self.fact_reliability:
+            return attribute
+        return self.rng.choice([a for a in self.rel_attrs[relation] if a != attribute])
 
     def factual(self) -> str:
         r = self.rng
@@ -302,7 +329,7 @@ class _DocMaker:
             if doc is not None:
                 return doc
         fact, templates = r.choice(self.fact_train)
-        text = r.choice(templates).format(fact["subject"]) + f" {fact['attribute']}."
+        text = r.choice(templates).format(fact["subject"]) + f" {self._stated(fact['relation_id'], fact['attribute'])}."
         if r.random() < 0.2:
             text = self.filler_sentence() + " " + text
         return text
@@ -333,7 +360,7 @@ def generate_corpus(vocab: ToyVocab, spec: CorpusSpec) -> tuple[list[str], HeldO
     """Documents (deterministic given ``spec.seed``) and the held-out combinations they avoid."""
     held = make_heldout(vocab, spec.heldout_fraction, spec.seed)
     rng = random.Random(f"corpus-{spec.seed}")
-    maker = _DocMaker(vocab, held, rng, spec.abc_fraction)
+    maker = _DocMaker(vocab, held, rng, spec.abc_fraction, spec.fact_reliability)
     kinds = list(spec.mix)
     weights = [spec.mix[k] for k in kinds]
     docs = []

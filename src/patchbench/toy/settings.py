@@ -216,9 +216,18 @@ class ImposeSpec:
     strict_p: float = 0.5  # probability that an outside head is resampled in a strictness row
     negative_margin: float = 0.5  # negative name mover DLA <= -margin x mean name-mover DLA
     bos_p: float = 0.0  # share of task prompts with a leading <|endoftext|> (the prototype: none)
+    # factual: the probability an unpatched prompt's answer distribution puts on the right attribute
+    # (the rest spread over the relation's other attributes); the organism's corpus states facts
+    # correctly in the same share of its documents (CorpusSpec.fact_reliability)
+    answer_p: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.units < 1 or not 0 <= self.strict_p <= 1 or not 0 <= self.bos_p <= 1:
+        if (
+            self.units < 1
+            or not 0 <= self.strict_p <= 1
+            or not 0 <= self.bos_p <= 1
+            or not 0 < self.answer_p < 1
+        ):
             raise ValueError(f"toy impose settings out of range: {self}")
 
 
@@ -307,11 +316,16 @@ def model_settings(
     spec = ModelSpec(**{k: v for k, v in merged.items() if k in arch_keys})
     if circuit is not None:
         circuit.check_shape(spec.n_layers, spec.n_heads)
+    impose_spec = ImposeSpec(**impose)
+    corpus_keys = {k: merged[k] for k in CORPUS_KEYS if k in merged}
+    if circuit is not None and circuit.kind == "factual":
+        # a factual organism's corpus states facts as reliably as its objective's targets do
+        corpus_keys["fact_reliability"] = impose_spec.answer_p
     return ToyModelSettings(
         name=name,
         model=spec,
         train=TrainSpec(**{k: v for k, v in merged.items() if k in train_keys}),
-        corpus=replace(corpus or CorpusSpec(), **{k: merged[k] for k in CORPUS_KEYS if k in merged}),
+        corpus=replace(corpus or CorpusSpec(), **corpus_keys),
         circuit=circuit,
-        impose=ImposeSpec(**impose),
+        impose=impose_spec,
     )
