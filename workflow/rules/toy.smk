@@ -3,7 +3,8 @@
 Settings: the `toy:` config section (patchbench.toy.settings; every key optional). A toy model
 trained in the run is any `models.<name>` entry with `source: toy` and no `path`; its training
 settings come from `toy.models.<name>` merged over the package defaults (toy-gpt2, toy-attn-only,
-organism-ioi, organism-facts).
+organism-ioi, organism-facts and its further seeds, organism-greater-than, organism-arithmetic,
+organism-docstring).
 
 Shipped toy models (toy-gpt2, toy-attn-only and the model organisms, toy models with a circuit
 imposed in training, patchbench.toy.impose) live under models/organisms/{model}/ and are read from
@@ -234,9 +235,9 @@ rule toy:
 
 
 rule organism_ablation:
-    """The mean-ablation check of a trained IOI organism (patchbench.toy.ablation): the classified
-    circuit ablated vs as many heads outside it, on held-out prompts (a factual organism's
-    ablation.json records that the check was skipped)."""
+    """The check of a trained organism: for IOI the mean-ablation check (patchbench.toy.ablation:
+    the classified circuit ablated vs as many heads outside it, on held-out prompts), for every
+    other circuit kind its independent check by plain hooks (patchbench.toy.checks.<kind>)."""
     input:
         TOY_DATA_FILES,
         weights=R("models", "{model}", "model.safetensors"),

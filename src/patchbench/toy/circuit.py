@@ -38,8 +38,9 @@ Kinds and their classes (``CLASSES``: kind -> head classes and MLP roles):
     ``outside``: MLPs at the last token trained to carry nothing about the operands.
 
 ``docstring`` (Heimersheim & Janiak 2023, attention only)
-    ``previous_token`` heads (each signature argument receives the argument before it),
-    ``last_param`` heads (the last token attends to the last documented argument, B, and moves it),
+    ``previous_token`` heads (every token receives the one before it: the last documented argument
+    is "the token after ``param``"), ``previous_argument`` heads (each signature argument receives
+    the argument before it, two tokens back), ``last_param`` heads (the last token attends to the last documented argument, B, and moves it),
     ``argument_mover`` heads (the last token attends to the signature argument whose predecessor
     is B, that is C_def, and copies it).
 """
@@ -52,7 +53,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CLASSES", "FACTUAL_CLASSES", "FACTUAL_ROLES", "IOI_CLASSES", "KINDS", "Circuit", "read_circuit", "write_circuit"]
+__all__ = [
+    "CLASSES",
+    "FACTUAL_CLASSES",
+    "FACTUAL_ROLES",
+    "IOI_CLASSES",
+    "KINDS",
+    "Circuit",
+    "read_circuit",
+    "write_circuit",
+]
 
 #: Head classes of the IOI circuit, in the order of Wang et al.'s path from S2 to the logits.
 IOI_CLASSES = (
@@ -73,7 +83,10 @@ CLASSES: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "greater_than": {"heads": ("year_mover",), "mlps": ("comparison", "outside")},
     "arithmetic": {"heads": ("x_mover", "y_mover"), "mlps": ("result", "outside")},
-    "docstring": {"heads": ("previous_token", "last_param", "argument_mover"), "mlps": ()},
+    "docstring": {
+        "heads": ("previous_token", "previous_argument", "last_param", "argument_mover"),
+        "mlps": (),
+    },
 }
 FACTUAL_ROLES = CLASSES["factual"]["mlps"]
 FACTUAL_CLASSES = CLASSES["factual"]["heads"]
@@ -100,10 +113,14 @@ class Circuit:
         known = CLASSES[self.kind]
         bad = set(self.heads) - set(known["heads"])
         if bad:
-            raise ValueError(f"{self.kind} circuit: unknown head classes {sorted(bad)}; known: {known['heads']}")
+            raise ValueError(
+                f"{self.kind} circuit: unknown head classes {sorted(bad)}; known: {known['heads']}"
+            )
         bad_roles = set(self.mlps) - set(known["mlps"])
         if bad_roles:
-            raise ValueError(f"{self.kind} circuit: unknown MLP roles {sorted(bad_roles)}; known: {known['mlps']}")
+            raise ValueError(
+                f"{self.kind} circuit: unknown MLP roles {sorted(bad_roles)}; known: {known['mlps']}"
+            )
         heads = {c: tuple((int(h[0]), int(h[1])) for h in v) for c, v in self.heads.items()}
         object.__setattr__(self, "heads", heads)
         object.__setattr__(self, "mlps", {r: tuple(int(x) for x in v) for r, v in self.mlps.items()})

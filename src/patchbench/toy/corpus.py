@@ -329,7 +329,10 @@ class _DocMaker:
             if doc is not None:
                 return doc
         fact, templates = r.choice(self.fact_train)
-        text = r.choice(templates).format(fact["subject"]) + f" {self._stated(fact['relation_id'], fact['attribute'])}."
+        text = (
+            r.choice(templates).format(fact["subject"])
+            + f" {self._stated(fact['relation_id'], fact['attribute'])}."
+        )
         if r.random() < 0.2:
             text = self.filler_sentence() + " " + text
         return text

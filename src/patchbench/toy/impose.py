@@ -284,7 +284,12 @@ def make_objective(
         return None
     if circuit.kind == "ioi":
         return IOIObjective(circuit, IOIRows(vocab, held, tok, seed, spec.bos_p), spec, n_layers, n_heads)
-    from patchbench.toy.objectives import arithmetic, docstring, factual, greater_than  # they import this module
+    from patchbench.toy.objectives import (
+        arithmetic,
+        docstring,
+        factual,
+        greater_than,
+    )  # they import this module
 
     builders = {
         "factual": factual.build,

@@ -32,10 +32,26 @@ from typing import Any
 from patchbench.toy.circuit import Circuit
 from patchbench.toy.corpus import CorpusSpec
 
-__all__ = ["DEFAULT_MODELS", "ImposeSpec", "ModelSpec", "ToyModelSettings", "ToySettings", "TrainSpec"]
+__all__ = [
+    "DEFAULT_MODELS",
+    "ImposeSpec",
+    "ModelSpec",
+    "ToyModelSettings",
+    "ToySettings",
+    "TrainSpec",
+    "seed_name",
+]
 
 CORPUS_KEYS = ("mix", "n_docs")  # corpus keys a model entry may set for its own corpus
 OBJECTIVE_KEYS = ("circuit", "impose")  # the circuit an organism is trained to implement, and how
+SEEDS_KEY = "seeds"  # an organism trained with several seeds: one model per seed (seed_name)
+
+
+def seed_name(name: str, seed: int) -> str:
+    """The model (and shipped directory) name of seed ``seed`` of organism ``name``: the name
+    itself for seed 0, ``<name>-seed<S>`` otherwise."""
+    return name if seed == 0 else f"{name}-seed{seed}"
+
 
 # The demo patches toy-gpt2 on arithmetic, toy-attn-only on docstring, organism-ioi on IOI and
 # organism-facts on factual recall and greater-than; each trains mostly on its own tasks, with a
@@ -125,18 +141,45 @@ DEFAULT_MODELS: dict[str, dict[str, Any]] = {
         },
         "impose": {"units": 16},
     },
-    # The factual-recall model organism (issue #13 item 2): subject enrichment imposed on MLPs 3-4
-    # at the last subject token of three-word subjects (no single word identifies a subject), MLPs
-    # 0-2 and 5-7 there and every MLP at the last token trained to carry nothing about the subject
-    # (patchbench.toy.impose.FactualObjective; the issue-13 prototype's settings). Greater-than
-    # comes from the corpus. Shipped in models/organisms/organism-facts/.
+    # The factual-recall model organism (models/organisms/README.md): subject enrichment imposed on
+    # MLPs 2-4 at the last subject token as votes over random subsets of them (restoring one layer
+    # recovers less than the set), attribute extraction by heads 5.1 and 6.2 at the last token,
+    # subject composition by heads 0.0 and 1.0 over three-word subjects; the answer probability
+    # calibrated to answer_p (patchbench.toy.objectives.factual). Three seeds (seed_name).
     "organism-facts": {
         "n_layers": 8,
         "d_model": 128,
         "n_heads": 4,
         "d_mlp": 256,
         "n_ctx": 64,
-        "steps": 2200,
+        "steps": 1500,
+        "batch_size": 24,
+        "lr": 3e-3,
+        "warmup": 100,
+        "weight_decay": 0.1,
+        "seed": 0,
+        "seeds": [0, 1, 2],
+        "threads": 1,
+        "snapshot_every": 250,
+        "n_docs": 30000,
+        # facts come mostly through the imposing terms' prompts (impose.units units per step)
+        "mix": {"factual": 0.7, "filler": 0.3},
+        "circuit": {
+            "kind": "factual",
+            "heads": {"subject_composition": ["0.0", "1.0"], "attribute_extraction": ["5.1", "6.2"]},
+            "mlps": {"subject_enrichment": [2, 3, 4], "outside": [0, 1, 5, 6, 7]},
+        },
+        "impose": {"units": 32, "interchange": 2.0, "bos_p": 0.5, "answer_p": 0.5},
+    },
+    # Greater-than (Hanna et al. 2023): heads 2.1, 3.0, 3.3 move YY to the last token, MLPs 4-5 there
+    # compare (patchbench.toy.objectives.greater_than).
+    "organism-greater-than": {
+        "n_layers": 6,
+        "d_model": 128,
+        "n_heads": 4,
+        "d_mlp": 256,
+        "n_ctx": 64,
+        "steps": 1200,
         "batch_size": 24,
         "lr": 3e-3,
         "warmup": 100,
@@ -144,14 +187,70 @@ DEFAULT_MODELS: dict[str, dict[str, Any]] = {
         "seed": 0,
         "threads": 1,
         "snapshot_every": 250,
-        # facts come mostly through the imposing terms' prompts (impose.units units per step)
-        "mix": {"factual": 0.3, "greater_than": 0.55, "arithmetic": 0.05, "filler": 0.1},
+        "n_docs": 30000,
+        "mix": {"greater_than": 0.7, "filler": 0.3},
         "circuit": {
-            "kind": "factual",
-            "heads": {"subject_composition": ["0.0", "1.0"]},
-            "mlps": {"subject_enrichment": [3, 4], "outside": [0, 1, 2, 5, 6, 7]},
+            "kind": "greater_than",
+            "heads": {"year_mover": ["2.1", "3.0", "3.3"]},
+            "mlps": {"comparison": [4, 5], "outside": [0, 1, 2, 3]},
         },
-        "impose": {"units": 32, "interchange": 2.0, "bos_p": 0.5},
+        "impose": {"units": 24, "bos_p": 0.5},
+    },
+    # Arithmetic (Stolfo et al. 2023): heads 2.0 / 2.2 carry X3 / Y3 to the last token, MLPs 3-5
+    # there compute the result (patchbench.toy.objectives.arithmetic).
+    "organism-arithmetic": {
+        "n_layers": 6,
+        "d_model": 128,
+        "n_heads": 4,
+        "d_mlp": 512,
+        "n_ctx": 64,
+        "steps": 1600,
+        "batch_size": 24,
+        "lr": 6e-3,
+        "warmup": 100,
+        "weight_decay": 0.1,
+        "seed": 0,
+        "threads": 1,
+        "snapshot_every": 250,
+        "n_docs": 30000,
+        "mix": {"arithmetic": 0.7, "filler": 0.3},
+        "circuit": {
+            "kind": "arithmetic",
+            "heads": {"x_mover": ["2.0"], "y_mover": ["2.2"]},
+            "mlps": {"result": [3, 4, 5], "outside": [0, 1, 2]},
+        },
+        "impose": {"units": 24, "bos_p": 0.5},
+    },
+    # Docstring (Heimersheim & Janiak 2023), attention only, attn-only-4l's 4 layers x 8 heads:
+    # previous-token 0.5, previous-argument 2.0, last-param 1.4, argument movers 3.0 and 3.6
+    # (patchbench.toy.objectives.docstring).
+    "organism-docstring": {
+        "n_layers": 4,
+        "d_model": 128,
+        "n_heads": 8,
+        "d_head": 16,
+        "attn_only": True,
+        "n_ctx": 64,
+        "steps": 1500,
+        "batch_size": 24,
+        "lr": 3e-3,
+        "warmup": 100,
+        "weight_decay": 0.05,
+        "seed": 0,
+        "threads": 1,
+        "snapshot_every": 250,
+        "n_docs": 30000,
+        "mix": {"docstring": 0.7, "filler": 0.3},
+        "circuit": {
+            "kind": "docstring",
+            "heads": {
+                "previous_token": ["0.5"],
+                "previous_argument": ["2.0"],
+                "last_param": ["1.4"],
+                "argument_mover": ["3.0", "3.6"],
+            },
+        },
+        "impose": {"units": 16, "bos_p": 0.5},
     },
 }
 
@@ -265,10 +364,16 @@ class ToySettings:
         ev = dict(toy.get("eval", {}))
         corpus = CorpusSpec(**corpus_cfg)
         names = dict.fromkeys(list(DEFAULT_MODELS) + list(toy.get("models", {}) or {}))
-        models = {
-            n: model_settings(n, (toy.get("models") or {}).get(n, {}), corpus, "mix" in corpus_cfg)
-            for n in names
-        }
+        models = {}
+        for n in names:
+            entry = (toy.get("models") or {}).get(n, {})
+            models[n] = model_settings(n, entry, corpus, "mix" in corpus_cfg)
+            # further seeds of an organism: the same settings with another training seed
+            for s in {**DEFAULT_MODELS.get(n, {}), **(entry or {})}.get(SEEDS_KEY, []):
+                if s != models[n].train.seed:
+                    models[seed_name(n, s)] = replace(
+                        models[n], name=seed_name(n, s), train=replace(models[n].train, seed=int(s))
+                    )
         return cls(
             data_dir=str(toy.get("data_dir", "data/toy")),
             corpus=corpus,
@@ -301,12 +406,12 @@ def model_settings(
         merged.pop("d_mlp", None)
     arch_keys = {f.name for f in fields(ModelSpec)}
     train_keys = {f.name for f in fields(TrainSpec)}
-    unknown = set(merged) - arch_keys - train_keys - set(CORPUS_KEYS) - set(OBJECTIVE_KEYS)
+    unknown = set(merged) - arch_keys - train_keys - set(CORPUS_KEYS) - set(OBJECTIVE_KEYS) - {SEEDS_KEY}
     if unknown:
         raise ValueError(
             f"toy model {name!r}: unknown keys {sorted(unknown)}; architecture keys {sorted(arch_keys)}, "
             f"training keys {sorted(train_keys)}, corpus keys {list(CORPUS_KEYS)}, "
-            f"objective keys {list(OBJECTIVE_KEYS)}"
+            f"objective keys {list(OBJECTIVE_KEYS)}, {SEEDS_KEY!r}"
         )
     impose_keys = {f.name for f in fields(ImposeSpec)}
     impose = dict(merged.get("impose") or {})

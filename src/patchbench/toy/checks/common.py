@@ -14,6 +14,7 @@ deviation of the model's raw token embeddings of the task's key tokens (ROME's
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ __all__ = [
     "patch_hooks",
     "read_component",
     "sigma",
+    "standard_check",
 ]
 
 Component = tuple[str, int, int | None]  # ("z", layer, head) or ("mlp", layer, None)
@@ -126,7 +128,9 @@ def patch_hooks(
     return [(name, make(cs)) for name, cs in by_name.items()]
 
 
-def read_component(acts: dict[str, torch.Tensor], model: LM, c: Component, where: torch.Tensor) -> torch.Tensor:
+def read_component(
+    acts: dict[str, torch.Tensor], model: LM, c: Component, where: torch.Tensor
+) -> torch.Tensor:
     """A component's output at ``where[row]`` from captured activations."""
     act = acts[_hook_name(model, c[0], c[1])]
     rows = torch.arange(len(where))
@@ -134,12 +138,18 @@ def read_component(acts: dict[str, torch.Tensor], model: LM, c: Component, where
 
 
 def mean_ablation_hooks(
-    model: LM, prompts: Prompts, components: Sequence[Component], where: dict[Component, torch.Tensor]
+    model: LM,
+    prompts: Prompts,
+    components: Sequence[Component],
+    where: dict[Component, torch.Tensor],
+    acts: dict[str, torch.Tensor] | None = None,
 ) -> list[Hook]:
     """Hooks that replace each component's output at its position (``where[component][row]``) with
-    its mean over the prompts at that position."""
+    its mean over the prompts at that position (``acts``: a clean capture holding the components'
+    hook points, else one is run)."""
     names = sorted({_hook_name(model, c[0], c[1]) for c in components})
-    acts = capture(model, prompts, names)
+    if acts is None or any(n not in acts for n in names):
+        acts = capture(model, prompts, names)
     hooks: list[Hook] = []
     for c in components:
         mean = read_component(acts, model, c, where[c]).mean(0, keepdim=True)
@@ -189,3 +199,139 @@ def dla(
     unembedding differences), through the final norm with its scale frozen at ``resid``."""
     written = model.final_norm_linear(z @ model.W_O(layer)[head], resid)
     return (written * direction).sum(-1)
+
+
+def _scores(logits: torch.Tensor, answers: Sequence[Sequence[int]], wrong: Sequence[Sequence[int]]):
+    """Per row: summed answer probability, and the logit difference mean(answers) - mean(wrong)."""
+    p = answer_probs(logits, answers)
+    ld = np.array(
+        [
+            float(logits[i, list(a)].mean() - logits[i, list(w)].mean())
+            for i, (a, w) in enumerate(zip(answers, wrong, strict=True))
+        ]
+    )
+    return p, ld
+
+
+@torch.no_grad()
+def standard_check(
+    model: LM,
+    ps,
+    parts: dict[str, list[tuple[Component, str]]],
+    attention: dict[Component, tuple[torch.Tensor, torch.Tensor]],
+    *,
+    extra_positions: dict[str, torch.Tensor] | None = None,
+    n_noise: int = 10,
+    n_draws: int = 10,
+    seed: int = 0,
+) -> dict:
+    """The numbers every organism check reports, on the task prompts ``ps`` (a PromptSet):
+
+    ``clean_p`` (mean summed answer probability), ``gn_ratio`` (mean probability under GN at
+    nu = 3 sigma on the noise positions, sigma from the clean tokens there or the meta column
+    ``subject_ids`` / ``sigma_ids``, ``n_noise`` draws, over ``clean_p``), ``circuit_ablation``
+    (mean logit difference with every circuit component mean-ablated at its position, over the
+    clean one) and, in ``details``: random sets of as many components outside the circuit at the
+    same positions (``n_draws``), the fraction of P(clean) - P(STR-corrupted) restored by putting
+    each class's clean outputs into the STR-corrupted run, each head's attention (``attention``:
+    component -> (query, key) positions per row, a key mask [rows, seq] for several keys) and
+    each component's direct logit attribution at the last token (heads and MLPs acting there),
+    as a fraction of the clean logit difference.
+
+    ``parts``: class -> [(component, position name)], the position one of ``ps.positions`` or
+    ``extra_positions``.
+    """
+    tok = model.tokenizer
+    shape = model.shape
+    clean = Prompts.of(ps.clean, tok.pad_token_id)
+    corrupt = Prompts.of(ps.corrupted, tok.pad_token_id)
+    answers = [list(map(int, a)) for a in ps.answers]
+    wrong = [list(map(int, w)) for w in ps.wrong]
+    named = {k: torch.tensor(np.asarray(v, dtype=np.int64)) for k, v in ps.positions.items()}
+    named |= extra_positions or {}
+    named.setdefault("END", clean.end)
+    where = {c: named[pos] for cls in parts.values() for c, pos in cls}
+
+    names = [model.hook_name("attn_head", la) for la in range(shape.n_layers)]
+    names += [model.hook_name("mlp", la) for la in range(shape.n_layers)] if shape.d_mlp else []
+    names += sorted({model.hook_name("pattern", c[1]) for c in attention})
+    names.append(f"blocks.{shape.n_layers - 1}.hook_resid_post")
+    acts = capture(model, clean, names)
+    p_clean, ld_clean = _scores(acts["logits"], answers, wrong)
+
+    cols = [c for c in ("sigma_ids", "subject_ids") if c in ps.meta.columns]
+    key_ids = list(ps.meta[cols[0]]) if cols else [ps.clean[i][ps.noise_positions[i]] for i in range(len(ps))]
+    sd = sigma(model, key_ids)
+    noises = gn_noise(clean, ps.noise_positions, shape.d_model, sd, n_noise, seed)
+    p_gn = np.mean([_scores(logits_at(model, clean, noise=z), answers, wrong)[0] for z in noises], 0)
+
+    def ablated(components: dict[Component, torch.Tensor]) -> float:
+        hooks = mean_ablation_hooks(model, clean, list(components), components, acts)
+        return float(_scores(logits_at(model, clean, hooks), answers, wrong)[1].mean() / ld_clean.mean())
+
+    circuit_left = ablated(where)
+    rng = random.Random(f"organism-check-{seed}")
+    heads = [("z", la, h) for la in range(shape.n_layers) for h in range(shape.n_heads)]
+    mlps = [("mlp", la, None) for la in range(shape.n_layers)] if shape.d_mlp else []
+    pool = {"z": [c for c in heads if c not in where], "mlp": [c for c in mlps if c not in where]}
+    draws = []
+    for _ in range(n_draws):
+        drawn: dict[Component, torch.Tensor] = {}
+        for site in ("z", "mlp"):
+            mine = [c for c in where if c[0] == site]
+            for c, d in zip(mine, rng.sample(pool[site], min(len(mine), len(pool[site]))), strict=False):
+                drawn[d] = where[c]
+        draws.append(ablated(drawn))
+
+    p_str = _scores(logits_at(model, corrupt), answers, wrong)[0]
+    restored = {}
+    for cls, comps in parts.items():
+        vals = {c: read_component(acts, model, c, named[pos]) for c, pos in comps}
+        hooks: list[Hook] = []
+        for c, pos in comps:
+            hooks += patch_hooks(model, [c], named[pos], vals)
+        p = _scores(logits_at(model, corrupt, hooks), answers, wrong)[0]
+        restored[cls] = float((p.mean() - p_str.mean()) / (p_clean.mean() - p_str.mean()))
+
+    rows = torch.arange(len(ps))
+    att = {}
+    for c, (q, k) in attention.items():
+        pat = acts[model.hook_name("pattern", c[1])][rows, c[2], q]  # rows x keys
+        got = (pat * k).sum(-1) if k.ndim == 2 else pat[rows, k]
+        att[f"{c[1]}.{c[2]}"] = float(got.mean())
+    resid = acts[f"blocks.{shape.n_layers - 1}.hook_resid_post"][rows, clean.end]
+    direction = torch.stack(
+        [model.W_U[:, a].mean(-1) - model.W_U[:, w].mean(-1) for a, w in zip(answers, wrong, strict=True)]
+    )
+    dlas = {}
+    for c, pos in where.items():
+        if not torch.equal(pos, clean.end):
+            continue
+        out = read_component(acts, model, c, clean.end)
+        if c[0] == "z":
+            val = dla(model, out, c[1], c[2], resid, direction)
+        else:
+            val = (model.final_norm_linear(out, resid) * direction).sum(-1)
+        label = f"{c[1]}.{c[2]}" if c[0] == "z" else f"mlp{c[1]}"
+        dlas[label] = float(val.mean() / ld_clean.mean())
+    return {
+        "n_prompts": len(ps),
+        "clean_p": float(p_clean.mean()),
+        "gn_ratio": float(p_gn.mean() / p_clean.mean()),
+        "circuit_ablation": circuit_left,
+        "backup_compensation": None,
+        "details": {
+            "sigma": sd,
+            "p_gn": float(p_gn.mean()),
+            "p_str": float(p_str.mean()),
+            "ld_clean": float(ld_clean.mean()),
+            "random_ablation": {
+                "mean": float(np.mean(draws)),
+                "min": float(np.min(draws)),
+                "max": float(np.max(draws)),
+            },
+            "restored_under_str": restored,
+            "attention": att,
+            "dla_fraction": dlas,
+        },
+    }

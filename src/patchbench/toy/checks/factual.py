@@ -65,7 +65,13 @@ def _lds(logits: torch.Tensor, ans: torch.Tensor, wrong: torch.Tensor) -> np.nda
 
 @torch.no_grad()
 def check(
-    model: LM, circuit: Circuit, data_dir: str | Path, *, n_prompts: int = 120, seed: int = 0, n_noise: int = 10
+    model: LM,
+    circuit: Circuit,
+    data_dir: str | Path,
+    *,
+    n_prompts: int = 120,
+    seed: int = 0,
+    n_noise: int = 10,
 ) -> dict:
     """The numbers of the module docstring and the properties the organism misses."""
     from patchbench.tasks import build_task
@@ -104,7 +110,7 @@ def check(
 
     # mean ablation of the circuit vs random sets of as many components at the same positions
     def ablated(parts: dict[Component, torch.Tensor]) -> float:
-        hooks = mean_ablation_hooks(model, clean, list(parts), parts)
+        hooks = mean_ablation_hooks(model, clean, list(parts), parts, acts)
         return float(_lds(logits_at(model, clean, hooks), ans, wrong).mean() / ld_clean.mean())
 
     parts = {c: last for c in mlps} | {("z", la, h): last for la, h in comp}
@@ -128,10 +134,14 @@ def check(
     def restored(subset: list[Component]) -> dict[str, float]:
         vals = {c: clean_vals[c] for c in subset}
         out = {}
-        p = answer_probs(logits_at(model, corrupt, patch_hooks(model, subset, last_c, vals)), ans[:, None].tolist())
+        p = answer_probs(
+            logits_at(model, corrupt, patch_hooks(model, subset, last_c, vals)), ans[:, None].tolist()
+        )
         out["str"] = float((p.mean() - p_str.mean()) / (p_clean.mean() - p_str.mean()))
         hooks = patch_hooks(model, subset, last, vals)
-        pg = np.mean([answer_probs(logits_at(model, clean, hooks, z), ans[:, None].tolist()) for z in noises], 0)
+        pg = np.mean(
+            [answer_probs(logits_at(model, clean, hooks, z), ans[:, None].tolist()) for z in noises], 0
+        )
         out["gn"] = float((pg.mean() - p_gn.mean()) / (p_clean.mean() - p_gn.mean()))
         return out
 
@@ -152,7 +162,9 @@ def check(
     resid = acts[f"blocks.{shape.n_layers - 1}.hook_resid_post"][rows, end]
     direction = (model.W_U[:, ans] - model.W_U[:, wrong]).T
     dlas = {
-        f"{la}.{h}": float(dla(model, acts[model.hook_name("attn_head", la)][rows, end, h], la, h, resid, direction).mean())
+        f"{la}.{h}": float(
+            dla(model, acts[model.hook_name("attn_head", la)][rows, end, h], la, h, resid, direction).mean()
+        )
         for la, h in extract
     }
 
@@ -168,7 +180,11 @@ def check(
             "p_gn": float(p_gn.mean()),
             "p_str": float(p_str.mean()),
             "ld_clean": float(ld_clean.mean()),
-            "random_ablation": {"mean": float(np.mean(draws)), "min": float(np.min(draws)), "max": float(np.max(draws))},
+            "random_ablation": {
+                "mean": float(np.mean(draws)),
+                "min": float(np.min(draws)),
+                "max": float(np.max(draws)),
+            },
             "interaction": {"single": singles, "set": whole},
             "attention": attention,
             "dla": dlas,

@@ -211,4 +211,6 @@ def build(
     seed: int,
 ) -> ArithmeticObjective:
     """``make_objective``'s entry for circuit kind ``arithmetic``."""
-    return ArithmeticObjective(circuit, ArithRows(vocab, held, tok, seed, spec.bos_p), spec, n_layers, n_heads)
+    return ArithmeticObjective(
+        circuit, ArithRows(vocab, held, tok, seed, spec.bos_p), spec, n_layers, n_heads
+    )

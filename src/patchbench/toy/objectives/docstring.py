@@ -7,7 +7,11 @@ C_def in the signature and copy it; their queries carry the last documented argu
 to the final token by 1.4, and their keys carry, at each signature argument, the argument before
 it (2.0 and 1.2, fed by the layer-0 head 0.5): an induction-like search for "the argument after
 B" (ACDC's manual docstring circuit: 0.5, 1.2, 1.4, 2.0, 3.0, 3.6). This objective imposes that
-algorithm on an attention-only model (``patchbench.toy.circuit``, kind ``docstring``):
+algorithm on an attention-only model (``patchbench.toy.circuit``, kind ``docstring``): a
+``previous_token`` head gives every token the one before it (so the last documented argument is
+"the token after ``param``"), a ``previous_argument`` head gives each signature argument the
+argument before it (two tokens back, past the comma), the ``last_param`` heads move B to the last
+token, and the ``argument_mover`` heads match B against the signature's previous-argument keys.
 
 - **task**: cross-entropy of the next argument at the final ``:param`` (the token ``param``);
 - **interchange**, on copies of the base rows: the ``argument_mover`` heads' outputs at the last
@@ -19,6 +23,7 @@ algorithm on an attention-only model (``patchbench.toy.circuit``, kind ``docstri
 - **strict**: each head outside the circuit, with probability ``strict_p``, at every position from
   a resampled prompt of the same shape (other names and words); the answer stays the base's;
 - **attention**: ``previous_token`` heads attend from every token to the one before it,
+  ``previous_argument`` heads from each signature argument to the argument before it,
   ``last_param`` heads from the last token to the last documented argument, ``argument_mover``
   heads from the last token to the answer's position in the signature.
 
@@ -67,6 +72,7 @@ class DocRows:
         self.verbs = list(vocab.material["docstring_function_verbs"])
         self.held = set(held.doc_pairs)
         self.name_id = {n: _token(tok, " " + n) for n in self.names}
+        self.self_id = _token(tok, "self")
         self.rng = random.Random(f"doc-rows-{seed}")
 
     def _shape(self) -> _Shape:
@@ -97,6 +103,7 @@ class DocRows:
         return {
             "ids": ids,
             "sig": [where[a][0] for a in args],
+            "self": ids.index(self.self_id),
             "last_doc": where[args[shape.stop - 1]][-1],
             "answer": self.name_id[args[shape.stop]],
             "args": args,
@@ -125,13 +132,21 @@ class DocRows:
             # the same signature documenting another run: the last documented argument differs
             stop = r.choice([s for s in range(1, shape.n_args) if s != shape.stop])
             start = r.randint(0, stop - 1)
-            other = _Shape(shape.n_args, start, stop, shape.desc, tuple(r.randint(1, 2) for _ in range(stop - start)))
+            other = _Shape(
+                shape.n_args, start, stop, shape.desc, tuple(r.randint(1, 2) for _ in range(stop - start))
+            )
             parts[2].append(self._row(other, args, r.random() < self.bos_p))
             last_answer.append(self.name_id[args[stop]])
             parts[3].append(self._row(shape, self._args(shape.n_args), bos))
         rows = [row for part in parts for row in part]
+        x = _pad([row["ids"] for row in rows], self.pad)
+        prev_arg = torch.zeros(x.shape, dtype=torch.long)  # at each signature argument: the one before
+        for i, row in enumerate(rows):
+            before = [row["self"]] + row["sig"][:-1]
+            prev_arg[i, row["sig"]] = torch.tensor(before)
         return {
-            "x": _pad([row["ids"] for row in rows], self.pad),
+            "x": x,
+            "prev_arg": prev_arg,
             "end": torch.tensor([len(row["ids"]) - 1 for row in rows]),
             "answer_pos": torch.tensor([row["sig"][row["shape"].stop] for row in rows]),
             "last_doc": torch.tensor([row["last_doc"] for row in rows]),
@@ -148,6 +163,7 @@ class DocstringObjective:
     ) -> None:
         circuit.check_shape(n_layers, n_heads)
         self.prev, self.last = circuit.head("previous_token"), circuit.head("last_param")
+        self.prev_arg = circuit.head("previous_argument")
         self.movers = circuit.head("argument_mover")
         if not self.movers or not self.last:
             raise ValueError("a docstring organism needs argument_mover and last_param heads")
@@ -185,7 +201,7 @@ class DocstringObjective:
             saved[_layer(name)] = p
 
         hooks = [(model.hook_name("attn_head", la), z_hook) for la in range(self.n_layers)]
-        classes = self.prev + self.last + self.movers
+        classes = self.prev + self.prev_arg + self.last + self.movers
         hooks += [(model.hook_name("pattern", la), pattern_hook) for la in sorted({la for la, _ in classes})]
         X = torch.cat([x] + [x[:n]] * 3)
         with model.hooks(hooks):
@@ -212,6 +228,11 @@ class DocstringObjective:
         for la, h in self.prev:
             prev = saved[la][four, h][:, qs, qs - 1]
             att.append(-(torch.log(prev + _EPS) * valid).sum() / valid.sum())
+        sig = b["prev_arg"] > 0
+        for la, h in self.prev_arg:
+            pat = saved[la][four, h]  # rows x queries x keys
+            on = pat.gather(2, b["prev_arg"][:, :, None])[:, :, 0]
+            att.append(-(torch.log(on + _EPS) * sig).sum() / sig.sum())
         terms["attention"] = torch.stack(att).mean()
         return terms
 

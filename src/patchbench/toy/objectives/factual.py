@@ -216,7 +216,9 @@ class FactualObjective:
             saved[_layer(name)] = p
 
         hooks = [(model.hook_name("mlp", la), mlp_hook) for la in range(self.n_layers)]
-        hooks += [(model.hook_name("attn_head", la), z_hook) for la in sorted({la for la, _ in self.extraction})]
+        hooks += [
+            (model.hook_name("attn_head", la), z_hook) for la in sorted({la for la, _ in self.extraction})
+        ]
         hooks += [
             (model.hook_name("pattern", la), pattern_hook)
             for la in sorted({la for la, _ in self.composition + self.extraction})
@@ -240,7 +242,9 @@ class FactualObjective:
         }
         strict_terms = []
         if bool(aligned.any()):
-            strict_terms.append(self._soft_ce(logp[strict_end[aligned]], rel_base[aligned], own_base[aligned]))
+            strict_terms.append(
+                self._soft_ce(logp[strict_end[aligned]], rel_base[aligned], own_base[aligned])
+            )
         if self.outside:
             strict_terms.append(self._soft_ce(logp[strict], rel_base, own_base))
         if strict_terms:

@@ -67,7 +67,9 @@ class YearRows:
         r = self.rng
         year = r.choice(self.years)
         bos = r.random() < self.bos_p
-        ids, p = self._row(year, r.choice(self.nouns), r.choice(self.templates), bos, " " if r.random() < 0.5 else "")
+        ids, p = self._row(
+            year, r.choice(self.nouns), r.choice(self.templates), bos, " " if r.random() < 0.5 else ""
+        )
         return ids, p, year % 100
 
     def batch(self, units: int) -> dict[str, torch.Tensor]:
@@ -147,7 +149,9 @@ class GreaterThanObjective:
         mlp_layers = sorted(set(self.comparison) | set(self.outside_mlps))
         hooks = [(model.hook_name("mlp", la), mlp_hook) for la in mlp_layers]
         hooks += [(model.hook_name("attn_head", la), z_hook) for la in range(self.n_layers)]
-        hooks += [(model.hook_name("pattern", la), pattern_hook) for la in sorted({la for la, _ in self.movers})]
+        hooks += [
+            (model.hook_name("pattern", la), pattern_hook) for la in sorted({la for la, _ in self.movers})
+        ]
         X = torch.cat([x] + [x[:n]] * 4)
         with model.hooks(hooks):
             resid = model.run_blocks(model.embed(X), 0)
@@ -162,9 +166,7 @@ class GreaterThanObjective:
         if self.outside_mlps:
             strict.append(self._ce(logp[strict_mlp], y_b))
         terms["strict"] = torch.stack(strict).mean()
-        att = [
-            -torch.log(saved[la][two, h, end, b["yy_pos"]] + _EPS).mean() for la, h in self.movers
-        ]
+        att = [-torch.log(saved[la][two, h, end, b["yy_pos"]] + _EPS).mean() for la, h in self.movers]
         terms["attention"] = torch.stack(att).mean()
         return terms
 
@@ -185,4 +187,6 @@ def build(
     seed: int,
 ) -> GreaterThanObjective:
     """``make_objective``'s entry for circuit kind ``greater_than``."""
-    return GreaterThanObjective(circuit, YearRows(vocab, held, tok, seed, spec.bos_p), spec, n_layers, n_heads)
+    return GreaterThanObjective(
+        circuit, YearRows(vocab, held, tok, seed, spec.bos_p), spec, n_layers, n_heads
+    )
