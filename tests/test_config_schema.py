@@ -47,7 +47,7 @@ def test_minimal_config_gets_every_default(schema):
     ("mutate", "message"),
     [
         (lambda c: c.__setitem__("experimnets", {}), r"'experimnets' was unexpected"),
-        (lambda c: c["models"]["toy-gpt2"].__setitem__("dtyp", "float32"), r"'dtyp' was unexpected"),
+        (lambda c: c["models"]["organism-arithmetic"].__setitem__("dtyp", "float32"), r"'dtyp' was unexpected"),
         (lambda c: c["tasks"].__setitem__("iio", {"n_prompts": 3}), r"'iio' is not one of \['ioi'"),
         (lambda c: c["experiments"]["ioi_heads"].__setitem__("task", "ioi2"), r"'ioi2' is not one of"),
         (
@@ -64,7 +64,7 @@ def test_minimal_config_gets_every_default(schema):
             r"'gaussian' is not one of \['str', 'gn'\]",
         ),
         (lambda c: c["experiments"]["ioi_heads"].__setitem__("site", "heads"), r"'heads' is not one of"),
-        (lambda c: c["models"]["toy-gpt2"].__setitem__("device", "gpu"), r"'gpu' does not match"),
+        (lambda c: c["models"]["organism-arithmetic"].__setitem__("device", "gpu"), r"'gpu' does not match"),
         (lambda c: c["noise"].__setitem__("nu", 0), r"less than or equal to the minimum of 0"),
     ],
 )

@@ -201,7 +201,7 @@ def test_a_circuit_must_fit_the_model_and_give_each_head_one_class():
         model_settings("x", {"n_layers": 2, "n_heads": 2, "d_model": 16,
                              "circuit": {"kind": "ioi", "heads": {"name_mover": ["1.0"], "s_inhibition": ["1.0"]}}})  # fmt: skip
     with pytest.raises(ValueError, match="kind"):
-        model_settings("x", {"n_layers": 2, "n_heads": 2, "d_model": 16, "circuit": {"kind": "greater_than"}})
+        model_settings("x", {"n_layers": 2, "n_heads": 2, "d_model": 16, "circuit": {"kind": "poetry"}})
     with pytest.raises(ValueError, match="MLP roles"):
         model_settings("x", {"n_layers": 2, "n_heads": 2, "d_model": 16,
                              "circuit": {"kind": "ioi", "mlps": {"subject_enrichment": [1]}}})  # fmt: skip

@@ -825,7 +825,13 @@ class KnownCircuit:
 
 #: The tasks a circuit of each kind is known for: the IOI circuit serves every IOI variant (the
 #: keys of patchbench.tasks.ioi.IOI_VARIANTS, not imported: that module imports torch).
-CIRCUIT_TASKS: dict[str, tuple[str, ...]] = {"ioi": ("ioi", "ioi_s1io", "ioi_abc"), "factual": ("factual",)}
+CIRCUIT_TASKS: dict[str, tuple[str, ...]] = {
+    "ioi": ("ioi", "ioi_s1io", "ioi_abc"),
+    "factual": ("factual",),
+    "greater_than": ("greater_than",),
+    "arithmetic": ("arithmetic_add", "arithmetic_sub", "arithmetic_mul"),
+    "docstring": ("docstring",),
+}
 #: An organism's MLP role that names the layers trained to carry nothing: outside the circuit.
 OUTSIDE_ROLE = "outside"
 
@@ -852,7 +858,7 @@ def read_known_circuit(path: str | Path, task: str | None = None) -> KnownCircui
     optional: the tasks the circuit is known for), ``{"by_task": {task: {class: [...]}}}`` (several
     tasks; ``task`` selects one), Wang et al.'s file ``data/ioi_heads_gpt2_small.json``
     (``all_classes``: the full published IOI circuit, tasks ioi, ioi_s1io, ioi_abc), a model
-    organism's ``circuit.json`` (``{"kind": "ioi" | "factual", "heads": {class: [...]}, "mlps":
+    organism's ``circuit.json`` (``{"kind": "ioi" | "factual" | ..., "heads": {class: [...]}, "mlps":
     {role: [layer, ...]}}``, its tasks by :data:`CIRCUIT_TASKS`; the ``outside`` role is no class),
     or a bare ``{class: [...]}``. A component is ``"L.H"`` (head), ``"L"`` or an integer (layer),
     either with ``@POS``, or ``[layer, head]`` / ``[layer]``.

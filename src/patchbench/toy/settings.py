@@ -1,23 +1,24 @@
 """The ``toy:`` section of the config: corpus, evaluation and per-model training settings.
 
-Every key is optional; ``DEFAULT_MODELS`` gives the demo's four toy models: toy-gpt2, toy-attn-only
-and the model organisms organism-ioi and organism-facts (all shipped trained in models/organisms/;
-``snakemake --cores 2 train_organisms`` retrains them). Layout::
+Every key is optional; ``DEFAULT_MODELS`` gives the demo's model organisms, one per task family
+(organism-ioi, organism-facts with its further seeds, organism-greater-than, organism-arithmetic,
+organism-docstring; all shipped trained in models/organisms/; ``snakemake --cores 2
+train_organisms`` retrains them). Layout::
 
     toy:
       data_dir: data/toy                  # project-authored vocabulary (JSON, the source of truth)
       corpus: {n_docs: 60000, seed: 0, heldout_fraction: 0.15}
       eval: {n_prompts: 200, seed: 0}     # held-out prompts per task for accuracy.json
       models:
-        toy-gpt2: {n_layers: 6, d_model: 128, ..., steps: 1600, lr: 0.006, mix: {...}}
-        toy-attn-only: {n_layers: 4, d_model: 128, n_heads: 4, attn_only: true, ...}
         organism-ioi: {n_layers: 4, n_heads: 8, d_head: 32, ..., circuit: {kind: ioi, heads: {...}}, impose: {units: 16}}
-        organism-facts: {n_layers: 8, ..., circuit: {kind: factual, heads: {...}, mlps: {...}}, impose: {units: 32}}
+        organism-facts: {n_layers: 8, ..., circuit: {kind: factual, ...}, impose: {...}, seeds: [0, 1, 2]}
+        organism-greater-than: {...}      # likewise organism-arithmetic, organism-docstring
 
-A model's entry is merged over its default (so ``toy-gpt2: {steps: 50}`` only shortens the
-training); keys split into ``ModelSpec`` (architecture), ``TrainSpec`` (optimisation) and the
+A model's entry is merged over its default (so ``organism-arithmetic: {steps: 50}`` only shortens
+the training); keys split into ``ModelSpec`` (architecture), ``TrainSpec`` (optimisation) and the
 corpus keys ``mix`` / ``n_docs``, and the objective keys ``circuit`` (``patchbench.toy.circuit``)
-and ``impose`` (``ImposeSpec``, ``patchbench.toy.impose``). Each model trains on its own corpus: ``toy.corpus`` with the
+and ``impose`` (``ImposeSpec``, ``patchbench.toy.impose``), and ``seeds`` (an organism trained with
+several seeds: seed S >= 1 is the model ``<name>-seed<S>``, ``seed_name``). Each model trains on its own corpus: ``toy.corpus`` with the
 model's ``mix`` (the share of each document kind), so a model spends its few CPU minutes on the
 tasks the demo patches it on. Precedence of ``mix``: the model's entry, then ``toy.corpus.mix``
 when the config sets it, then the model's package default, then ``CorpusSpec``'s. The seed and
@@ -53,54 +54,10 @@ def seed_name(name: str, seed: int) -> str:
     return name if seed == 0 else f"{name}-seed{seed}"
 
 
-# The demo patches toy-gpt2 on arithmetic, toy-attn-only on docstring, organism-ioi on IOI and
-# organism-facts on factual recall and greater-than; each trains mostly on its own tasks, with a
-# few documents of other kinds (README, "Install and run the demo").
+# The demo patches each organism on its own task (README, "Install and run the demo"): organism-ioi
+# on IOI, organism-facts on factual recall, organism-greater-than, organism-arithmetic and
+# organism-docstring on theirs; each trains mostly on its own task's documents.
 DEFAULT_MODELS: dict[str, dict[str, Any]] = {
-    "toy-gpt2": {
-        "n_layers": 6,
-        "d_model": 128,
-        "n_heads": 4,
-        "d_mlp": 256,
-        "n_ctx": 64,
-        "steps": 1600,  # held-out arithmetic 0.69 at 1300 steps, 0.96 at 1600
-        "batch_size": 24,
-        "lr": 6e-3,
-        "warmup": 100,
-        "weight_decay": 0.1,  # with 0.05 and a 0.5 arithmetic share: 0.51 at 1300 steps
-        "seed": 0,
-        "threads": 1,
-        "mix": {
-            "ioi": 0.03,
-            "greater_than": 0.03,
-            "docstring": 0.02,
-            "arithmetic": 0.6,
-            "factual": 0.28,
-            "filler": 0.04,
-        },
-    },
-    "toy-attn-only": {
-        "n_layers": 4,
-        "d_model": 128,
-        "n_heads": 4,
-        "attn_only": True,
-        "n_ctx": 64,
-        "steps": 2000,  # IOI-heavier mixes reached only 0.39-0.50 held-out IOI in 1400-1800 steps
-        "batch_size": 32,
-        "lr": 3e-3,
-        "seed": 0,
-        "threads": 1,
-        # docstring-heavy since the demo patches it on docstring only (IOI moved to organism-ioi);
-        # with 0.35 IOI and 0.3 docstring it reached held-out docstring 0.47, IOI 0.62
-        "mix": {
-            "docstring": 0.55,
-            "greater_than": 0.25,
-            "ioi": 0.05,
-            "arithmetic": 0.05,
-            "factual": 0.05,
-            "filler": 0.05,
-        },
-    },
     # The IOI model organism (issue #13): Wang et al.'s circuit imposed on named heads by
     # patchbench.toy.impose (the recipe of the issue-13 prototype). Trained once by
     # `snakemake --cores 2 train_organisms` and shipped in models/organisms/organism-ioi/.
