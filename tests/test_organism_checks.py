@@ -180,3 +180,11 @@ def test_each_objective_trains_deterministically_given_its_seed(root, tmp_path, 
         states.append(load_file(str(tmp_path / run / "model.safetensors")))
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
     assert not all(torch.equal(states[0][k], states[2][k]) for k in states[0])
+
+
+def test_the_robustness_report_knows_the_tasks_of_every_circuit_kind():
+    from patchbench.analysis.robustness import CIRCUIT_TASKS
+    from patchbench.tasks import TASKS
+
+    assert set(CIRCUIT_TASKS) == set(CLASSES)
+    assert all(t in TASKS for tasks in CIRCUIT_TASKS.values() for t in tasks)

@@ -2,12 +2,12 @@
 
 Settings: the `toy:` config section (patchbench.toy.settings; every key optional). A toy model
 trained in the run is any `models.<name>` entry with `source: toy` and no `path`; its training
-settings come from `toy.models.<name>` merged over the package defaults (toy-gpt2, toy-attn-only,
-organism-ioi, organism-facts and its further seeds, organism-greater-than, organism-arithmetic,
-organism-docstring).
+settings come from `toy.models.<name>` merged over the package defaults (organism-ioi,
+organism-facts and its further seeds organism-facts-seed<S>, organism-greater-than,
+organism-arithmetic, organism-docstring).
 
-Shipped toy models (toy-gpt2, toy-attn-only and the model organisms, toy models with a circuit
-imposed in training, patchbench.toy.impose) live under models/organisms/{model}/ and are read from
+Shipped toy models (the model organisms: toy models with a circuit imposed in training,
+patchbench.toy.impose) live under models/organisms/{model}/ and are read from
 there (`path:` in the config); `snakemake --cores 2 train_organisms` retrains them under
 <results_dir>/models/{model}/ (each with a tokenizer of its own corpus), checks the organisms
 (ablation.json) and installs them with provenance.json.
