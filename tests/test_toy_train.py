@@ -180,13 +180,11 @@ def test_settings_merge_defaults_and_reject_unknown_keys():
 
 
 def test_each_model_has_its_own_corpus_mix_with_documented_precedence():
-    s = ToySettings.from_config({"corpus": {"n_docs": 500}})
-    gpt2, attn = s.models["organism-arithmetic"].corpus, s.models["organism-docstring"].corpus
-    assert (
-        gpt2.mix == DEFAULT_MODELS["organism-arithmetic"]["mix"]
-        and attn.mix == DEFAULT_MODELS["organism-docstring"]["mix"]
-    )
-    assert gpt2.n_docs == attn.n_docs == 500  # suite-level keys reach every model's corpus
+    s = ToySettings.from_config({"corpus": {"n_docs": 500}, "models": {"extra": {"n_layers": 2, "steps": 5}}})
+    gpt2, attn = s.models["organism-arithmetic"].corpus, s.models["extra"].corpus
+    assert gpt2.mix == DEFAULT_MODELS["organism-arithmetic"]["mix"] and attn.mix == s.corpus.mix
+    # suite-level keys reach every model's corpus that does not set its own
+    assert attn.n_docs == 500 and gpt2.n_docs == DEFAULT_MODELS["organism-arithmetic"]["n_docs"]
     # toy.corpus.mix, when given, replaces the built-in per-model mixes ...
     suite_mix = {"ioi": 1.0}
     s = ToySettings.from_config(
