@@ -1,7 +1,8 @@
 """Every shipped toy model (models/organisms/*/, what the demo loads instead of training): it is the
 file set its provenance.json describes, was made by the project's training rule from the suite's
 held-out split, still scores the held-out accuracies it shipped with, and meets the toy suite's
-goal on every task the demo patches it on. All shipped models together stay within 30 MB."""
+goal on every task the demo patches it on (a further seed of an organism: the tasks its seed 0 is
+patched on). All shipped models together stay within 60 MB."""
 
 from __future__ import annotations
 
@@ -30,10 +31,11 @@ def test_the_demo_loads_every_toy_model_shipped_and_trains_none(root):
     assert toys and all(e.get("path") == f"models/organisms/{m}" for m, e in toys.items()), toys
     assert set(toys) <= set(SHIPPED)
     total = sum(f.stat().st_size for f in (root / "models" / "organisms").rglob("*") if f.is_file())
-    assert total <= 30 * 2**20, f"{total / 2**20:.1f} MB shipped"
+    assert total <= 60 * 2**20, f"{total / 2**20:.1f} MB shipped"
 
 
 def _patched_families(root, model: str) -> set[str]:
+    model = re.sub(r"-seed\d+$", "", model)  # a further seed is patched where its seed 0 is
     demo = yaml.safe_load((root / "config" / "demo.yaml").read_text())
     return {TASKS[e["task"]].family for e in demo["experiments"].values() if model in e["models"]}
 
