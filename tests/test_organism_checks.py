@@ -194,7 +194,9 @@ def test_the_organisms_keep_to_their_weight_budget(root):
     """organism-facts with its seeds at most 20 MB; greater-than, arithmetic and docstring together 16 MB."""
 
     def size(pattern: str) -> int:
-        return sum(f.stat().st_size for d in (root / "models" / "organisms").glob(pattern) for f in d.rglob("*"))
+        return sum(
+            f.stat().st_size for d in (root / "models" / "organisms").glob(pattern) for f in d.rglob("*")
+        )
 
     assert size("organism-facts*") <= 20 * 10**6
     others = sum(size(f"organism-{k}") for k in ("greater-than", "arithmetic", "docstring"))
