@@ -47,7 +47,10 @@ def test_minimal_config_gets_every_default(schema):
     ("mutate", "message"),
     [
         (lambda c: c.__setitem__("experimnets", {}), r"'experimnets' was unexpected"),
-        (lambda c: c["models"]["organism-arithmetic"].__setitem__("dtyp", "float32"), r"'dtyp' was unexpected"),
+        (
+            lambda c: c["models"]["organism-arithmetic"].__setitem__("dtyp", "float32"),
+            r"'dtyp' was unexpected",
+        ),
         (lambda c: c["tasks"].__setitem__("iio", {"n_prompts": 3}), r"'iio' is not one of \['ioi'"),
         (lambda c: c["experiments"]["ioi_heads"].__setitem__("task", "ioi2"), r"'ioi2' is not one of"),
         (
