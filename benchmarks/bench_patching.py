@@ -22,12 +22,13 @@ difference, peak memory):
 
 TransformerLens's side of the MLP cases is the ``run_with_hooks`` loop a user writes (one full
 forward per target; TransformerLens has no window patching function). Each case also prints its
-distance to the floor: the sweep's useful FLOPs (the corrupted run, then every target's patched
-rows on positions >= its patch from its first patched layer on, a head target's own layer without
-attention, and one unembedding per row)
-divided by patchbench's time, as a fraction of a dense float32 matmul throughput the script
-measures at its start (printed again at the end); TransformerLens's loop gets the same figure (one
-full forward per target), the rate the model's own forward code reaches. Each case ends with one line
+distance to the floor: the sweep's FLOPs as the engine's plan runs them (:mod:`patchbench.cost`,
+counted exactly as ``torch.utils.flop_counter`` counts them: the corrupted run, each chunk's patched
+rows from their entry layer on the chunk's suffix, a head target's own layer without attention,
+one unembedding per row, the sanity identities) divided by patchbench's time, as a fraction of a
+dense float32 matmul throughput the script measures at its start (printed again at the end);
+TransformerLens's loop gets the same figure (one full forward per target), the rate the model's
+own forward code reaches. Each case ends with one line
 ``case NAME speedup X.Xx maxdiff Y floor Z%``; the last line reads ``speedup X.Xx maxdiff Y`` for
 ``heads_all``. The machine's load average is printed at the start and end: the ratios are
 measured side by side in one process, the absolute times depend on the load. Not a test: run it
@@ -39,6 +40,8 @@ by hand.
     python benchmarks/bench_patching.py --threads 1  # a loaded machine: no thread oversubscription
     python benchmarks/bench_patching.py --device cuda
     python benchmarks/bench_patching.py --profile  # + where each sweep's time goes (dense products or not)
+    python benchmarks/bench_patching.py --scaling  # time against sequence length and depth (benchmarks/scaling.py)
+    python benchmarks/bench_patching.py --scaling --quick  # the same on tiny sizes (a smoke run)
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from transformer_lens import patching as tlp  # noqa: E402
 
+from patchbench.cost.measure import matmul_rate  # noqa: E402
+from patchbench.cost.work import forward_work, sweep_work, unembed_flops  # noqa: E402
 from patchbench.engine.cache import clean_cache  # noqa: E402
 from patchbench.engine.heap import keep_freed_memory  # noqa: E402
 from patchbench.engine.sweep import run_sweep  # noqa: E402
@@ -221,71 +226,24 @@ def make_prompts(model: LM, n_prompts: int, seq_len: int, seed: int) -> PromptSe
     )
 
 
-def matmul_rate(device: str, n: int = 1024, seconds: float = 1.0) -> float:
-    """Dense float32 matmul throughput (FLOP/s, best of a few timed batches)."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    best = 0.0
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(4):
-            c = a @ b
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        best = max(best, 4 * 2 * n**3 / (time.perf_counter() - t0))
-    del c
-    return best
-
-
-def _costs(model: LM, P: int) -> tuple[np.ndarray, float]:
-    """FLOPs of one layer on positions p..P-1 (``tail[p]``, attention over every earlier key) and of
-    one row's unembedding."""
-    s = model.shape
-    kv = s.n_kv_heads * s.d_head
-    qo = s.n_heads * s.d_head
-    dense = 2 * s.d_model * (2 * qo + 2 * kv) + 2 * 2 * s.d_model * s.d_mlp
-    per_pos = np.array([dense + 2 * 2 * qo * (t + 1) for t in range(P)], dtype=np.float64)
-    return np.cumsum(per_pos[::-1])[::-1], 2 * s.d_model * s.d_vocab
-
-
-def useful_flops(model: LM, prompts: PromptSet, spec: SweepSpec) -> float:
-    """FLOPs the sweep needs: the corrupted run, each target's rows on positions >= its patch from its
-    first patched layer on (attention over every earlier key), one unembedding per row. A head-output
-    target's own layer needs no attention (its output is the corrupted one plus the head's change
-    through W_O, exact): there it counts that change and the MLP on its patched positions only."""
-    s = model.shape
-    P = prompts.tokens("corrupted").shape[1]
-    tail, unembed = _costs(model, P)
-    own_layer = 2 * s.d_head * s.d_model + 2 * 2 * s.d_model * s.d_mlp  # per patched position
-    n = len(prompts)
-    total = n * (s.n_layers * tail[0] + unembed)
-    targets = enumerate_targets(spec, s.n_layers, model.site_heads(spec.site), P)
-    for t in targets:
-        if t.position == -1:
-            first = np.zeros(n, dtype=np.int64)
-        elif isinstance(t.position, str):
-            first = prompts.named_position(t.position)
-        else:
-            first = np.full(n, t.position)
-        if spec.site == "attn_head":
-            patched = P if t.position == -1 else 1
-            rest = (s.n_layers - t.start_layer - 1) * tail[first] + patched * own_layer
-        else:
-            rest = (s.n_layers - t.start_layer) * tail[first]
-        total += float(rest.sum()) + n * unembed
-    return float(total)
+def plan_flops(model: LM, prompts: PromptSet, spec: SweepSpec, check_identities: bool = True) -> float:
+    """The sweep's FLOPs as the engine's plan runs them (:func:`patchbench.cost.work.sweep_work`: the
+    corrupted run, each chunk's patched rows from their entry layer on their suffix, a head-output
+    target's own layer as the shortcut runs it, one unembedding per row, the sanity identities)."""
+    return sweep_work(model, prompts, spec, check_identities=check_identities).work.flops
 
 
 def tl_flops(model: LM, prompts: PromptSet, spec: SweepSpec) -> float:
-    """FLOPs of TransformerLens's side: one full forward per target (unembedding every position)."""
+    """FLOPs of TransformerLens's side: one full forward per target, unembedding every position."""
     s = model.shape
     P = prompts.tokens("corrupted").shape[1]
-    tail, unembed = _costs(model, P)
-    targets = enumerate_targets(spec, s.n_layers, model.site_heads(spec.site), P)
-    return float(len(targets) * len(prompts) * (s.n_layers * tail[0] + P * unembed))
+    n = len(targets_of(model, spec, P))
+    one = forward_work(model, len(prompts), P).flops + unembed_flops(s, len(prompts) * P)
+    return float(n * one)
+
+
+def targets_of(model: LM, spec: SweepSpec, max_len: int) -> list:
+    return enumerate_targets(spec, model.shape.n_layers, model.site_heads(spec.site), max_len)
 
 
 def tl_reference(model: LM, prompts: PromptSet, site: str, position: str, window: int, kt, cache, metric):
@@ -321,6 +279,23 @@ def tl_reference(model: LM, prompts: PromptSet, site: str, position: str, window
             else:
                 out[lay, pos] = metric(logits).item()
     return out
+
+
+def effects_of(raw, ref: torch.Tensor, site: str, position: str) -> torch.Tensor:
+    """patchbench's normalised logit differences laid out as TransformerLens's result ``ref``."""
+    mine = torch.full(ref.shape, float("nan"), dtype=torch.float64)
+    for _, row in effects(raw, ["logit_diff"]).iterrows():
+        if site == "attn_head":
+            idx = (
+                (int(row["layer"]), int(row["head"]))
+                if position == "all"
+                else (int(row["layer"]), int(row["position"]), int(row["head"]))
+            )
+        else:
+            idx = (int(row["layer"]), int(row["position"])) if position == "each" else (int(row["layer"]),)
+        mine[idx] = row["effect"]
+    assert not mine.isnan().any(), "every TransformerLens entry has a patchbench target"
+    return mine
 
 
 def run_case(name: str, args, root: str, rate: float) -> dict:
@@ -364,23 +339,11 @@ def run_case(name: str, args, root: str, rate: float) -> dict:
     _, t_nock, _ = timed(
         lambda: run_sweep(model, prompts, spec, clean, progress=False, check_identities=False), dev
     )
-    eff = effects(raw, ["logit_diff"])
     ref = ref.double().cpu()
-    mine = torch.full_like(ref, float("nan"))
-    for _, row in eff.iterrows():
-        if site == "attn_head":
-            idx = (
-                (int(row["layer"]), int(row["head"]))
-                if position == "all"
-                else (int(row["layer"]), int(row["position"]), int(row["head"]))
-            )
-        else:
-            idx = (int(row["layer"]), int(row["position"])) if position == "each" else (int(row["layer"]),)
-        mine[idx] = row["effect"]
-    assert not mine.isnan().any(), "every TransformerLens entry has a patchbench target"
-    diff = float((mine - ref).abs().max())
-    flops = useful_flops(model, prompts, spec)
+    diff = float((effects_of(raw, ref, site, position) - ref).abs().max())
+    flops = plan_flops(model, prompts, spec)
     floor = flops / t_pb / rate
+    flops_nock = plan_flops(model, prompts, spec, check_identities=False)
     meta = raw.attrs["patchbench"]
     s = model.shape
     print(
@@ -394,13 +357,13 @@ def run_case(name: str, args, root: str, rate: float) -> dict:
     )
     print(f"[{name}] patchbench ({meta['plan']}): {t_pb:8.2f} s  peak {m_pb:8.1f} MiB")
     print(
-        f"[{name}] useful {flops / 1e9:.2f} GFLOP -> {flops / t_pb / 1e9:.2f} GFLOP/s of {rate / 1e9:.1f} measured matmul GFLOP/s; "
+        f"[{name}] the plan runs {flops / 1e9:.2f} GFLOP -> {flops / t_pb / 1e9:.2f} GFLOP/s of {rate / 1e9:.1f} measured matmul GFLOP/s; "
         f"effects range {float(ref.min()):.3f} .. {float(ref.max()):.3f}; sanity self-patch "
         f"{meta['sanity']['self_patch_maxdiff']:.1e}; load {load()}"
     )
     print(
         f"[{name}] patchbench without its sanity identities: {t_nock:8.2f} s (ratio {t_tl / t_nock:.1f}x, "
-        f"floor {100 * flops / t_nock / rate:.0f}%; not the case's figures)"
+        f"floor {100 * flops_nock / t_nock / rate:.0f}%; not the case's figures)"
     )
     if args.profile:
         profile_case(name, lambda: run_sweep(model, prompts, spec, clean, progress=False), flops, rate)
@@ -465,11 +428,23 @@ def main(argv: list[str] | None = None) -> None:
         help="after each case, one more patchbench run under torch.profiler: time in dense products, "
         "their rate, and the floor the sweep could reach if nothing else took time",
     )
+    ap.add_argument(
+        "--scaling",
+        action="store_true",
+        help="time both engines against sequence length and depth, print the log-log slopes, draw a PNG",
+    )
+    ap.add_argument("--quick", action="store_true", help="--scaling on tiny sizes (a smoke run)")
+    ap.add_argument("--out", default="benchmarks/out", help="--scaling: directory of the PNG and CSV")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     dev = args.device
+    if args.scaling:
+        from scaling import run_scaling
+
+        run_scaling(args)
+        return
     names = [c for c in args.cases.split(",") if c]
     unknown = [c for c in names if c not in CASES]
     if unknown:
@@ -481,16 +456,18 @@ def main(argv: list[str] | None = None) -> None:
     )
     # both sides run under the heap settings a sweep sets (run_sweep sets them on its first call)
     print(f"glibc heap keeps freed memory (patchbench.engine.heap): {keep_freed_memory()}")
-    rate0 = matmul_rate(dev)
-    print(f"dense float32 matmul (1024^3): {rate0 / 1e9:.1f} GFLOP/s at the start (the floors' reference)")
+    rate0 = matmul_rate(dev, 1024)
+    print(
+        f"dense float32 matmul ([2048, 1024] @ [1024, 4096]): {rate0 / 1e9:.1f} GFLOP/s at the start (the floors' reference)"
+    )
     results = {}
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory() as root:
         for name in names:
             results[name] = run_case(name, args, root, rate0)
-    rate1 = matmul_rate(dev)
+    rate1 = matmul_rate(dev, 1024)
     print(
-        f"dense float32 matmul (1024^3): {rate1 / 1e9:.1f} GFLOP/s at the end; "
+        f"dense float32 matmul ([2048, 1024] @ [1024, 4096]): {rate1 / 1e9:.1f} GFLOP/s at the end; "
         f"total {time.perf_counter() - t_start:.0f} s; load average {load()}"
     )
     if "heads_all" in results:

@@ -145,6 +145,14 @@ def set_in(cfg: dict, path: str, value) -> dict:
     return cfg
 
 
+def file_task(cfg: dict, where: Path, text: str) -> dict:
+    """A task read from a file whose content is ``text``, patched by an experiment."""
+    (where / "bad.csv").write_text(text)
+    cfg["tasks"]["mine"] = {"file": str(where / "bad.csv")}
+    cfg["experiments"]["mine_mlp"] = {**MLP, "task": "mine"}
+    return cfg
+
+
 def exp(cfg: dict, **changes) -> dict:
     cfg["experiments"]["ioi_heads"].update(changes)
     return cfg
@@ -198,7 +206,14 @@ CONFIG_CASES: list[tuple[str, Callable, tuple[str, ...]]] = [
     ("head_v-without-heads", lambda c, t: exp(c, site="head_v"), ("experiment 'ioi_heads'", "head_v needs `heads")),
     ("experiment-unknown-model", lambda c, t: exp(c, models=["tiny-gtp2"]), ("unknown model 'tiny-gtp2'", "define it")),
     ("experiment-task-undefined", lambda c, t: exp(c, task="factual"), ("task 'factual' has no entry", "add `factual")),
-    ("unknown-task-name", lambda c, t: set_in(c, "tasks.iio", {"n_prompts": 3}), ("tasks", "'iio' is not one of")),
+    ("unknown-task-name", lambda c, t: set_in(c, "tasks.iio", {"n_prompts": 3}),
+     ("tasks.iio", "'iio' is not a built-in task", "your own prompt pairs")),
+    ("file-task-missing-column", lambda c, t: file_task(c, t, "clean,corrupted,answer\nThe cat,The dog, sat\n"),
+     ("prompt-pair file", "bad.csv", "row 1: column(s) ['wrong'] missing", "fix")),
+    ("file-task-built-in-name", lambda c, t: set_in(c, "tasks.ioi", {"file": "pairs.csv"}),
+     ("tasks.ioi", "may not take the built-in task's name 'ioi'", "rename it")),
+    ("model-name-path-separator", lambda c, t: {**c, "models": {"../up": {"source": "hub"}, **c["models"]}},
+     ("config key 'models'", "model name '../up'", "is not a safe file-name part", "rename")),
     ("n-prompts-zero", lambda c, t: set_in(c, "tasks.ioi.n_prompts", 0), ("tasks.ioi.n_prompts", "minimum")),
     ("nu-zero", lambda c, t: set_in(c, "noise.nu", 0), ("noise.nu", "less than or equal to the minimum")),
     ("samples-zero", lambda c, t: set_in(c, "noise.n_samples", 0), ("noise.n_samples", "minimum")),

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from lm_models import SHAPES, ht_forward, ht_state_dict, save_hf, write_legacy_repo
-from patchbench import lm as lm_mod
 from patchbench.lm import KVCapture, ModelInterfaceError, load_legacy, load_native, load_transformers
+from patchbench.lm import model as lm_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -34,8 +34,9 @@ TINY = {
 assert set(TINY) <= set(SHAPES)
 EXACT = 1e-12
 # Hugging Face's GPT-J attention computes its scores in float32 even in a float64 model, so its
-# suffix runs (other matmul shapes than the full forward) agree to float32 rounding only.
-SUFFIX_TOL = {"gpt-j": 1e-8}
+# block-by-block and suffix runs agree with the full forward to float32 rounding only: which float32
+# kernel a matmul takes (and so its last bits) depends on its operands' layout and the processor.
+FLOAT32_SCORES = {"gpt-j": 1e-8}
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,8 @@ def test_shapes_read_from_the_bridge(tiny):
 def test_block_by_block_and_suffix_runs_equal_the_full_forward(tiny, name):
     """Embed -> every block -> final norm + unembed at each position; and a suffix run on cached K/V."""
     got = tiny[name].self_check(length=10)
-    assert got["blocks"] < EXACT and got["suffix"] < SUFFIX_TOL.get(name, EXACT), got
+    tol = FLOAT32_SCORES.get(name, EXACT)
+    assert got["blocks"] < tol and got["suffix"] < tol, got
 
 
 # ------------------------------------------------------------------------------ rotary embeddings
@@ -164,7 +166,7 @@ def test_kv_cache_is_read_and_its_length_checked(tiny, name):
             assert past.calls == {i: 1 for i in range(lm.shape.n_layers)}
             assert past.seen_lengths == {i: 12 for i in range(lm.shape.n_layers)}
             got = torch.stack([lm.unembed_at(out, torch.full((2,), j)) for j in range(12 - p)], 1)
-            assert (got - full[:, p:]).abs().max() < SUFFIX_TOL.get(name, EXACT) * full.abs().max()
+            assert (got - full[:, p:]).abs().max() < FLOAT32_SCORES.get(name, EXACT) * full.abs().max()
             # the prefix matters: the suffix alone (no keys/values of positions < p) is far off
             alone = lm.run_blocks(lm.embed(tok[:, p:], offset=p), 0)
             assert (lm.unembed_at(alone, torch.zeros(2, dtype=torch.long)) - full[:, p]).abs().max() > 1e-3
@@ -174,7 +176,7 @@ def test_kv_cache_is_read_and_its_length_checked(tiny, name):
 def test_a_cache_the_attention_ignores_fails_loudly(tiny, name, monkeypatch):
     """The transformers 5.24 trap: the cache travels under a name no attention reads."""
     lm = tiny[name]
-    monkeypatch.setattr(lm_mod, "_CACHE_KWARGS", ("ignored_cache_argument",))
+    monkeypatch.setattr(lm_model, "_CACHE_KWARGS", ("ignored_cache_argument",))
     with pytest.raises(ModelInterfaceError, match="used .* times per layer"):
         lm.self_check()
 
@@ -188,7 +190,9 @@ def test_prefix_repeat_serves_several_targets_in_one_forward(tiny):
         lm.run_blocks(r0, 0, capture=cap)
         one = lm.run_blocks(r0[:, 4:], 0, past=cap.prefix(4))
         two = lm.run_blocks(r0[:, 4:].repeat(2, 1, 1), 0, past=cap.prefix(4).repeat(2))
-        assert torch.equal(two[:2], one) and torch.equal(two[2:], one)
+        # equal to float64 rounding: a batch of 4 may take other BLAS kernels than a batch of 2
+        scale = float(one.abs().max())
+        assert (two[:2] - one).abs().max() < EXACT * scale and (two[2:] - one).abs().max() < EXACT * scale
         with pytest.raises(ModelInterfaceError, match="PrefixKV.repeat"):
             lm.run_blocks(r0[:, 4:].repeat(2, 1, 1), 0, past=cap.prefix(4))
 

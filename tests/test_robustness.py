@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from patchbench.analysis import robustness as rb
+from patchbench.analysis.robustness.explain import _summed_matrix
 from patchbench.detection import detect, detect_signs
 from patchbench.metrics import aggregate, effects, prompt_terms
 
@@ -362,9 +363,9 @@ def test_sliding_window_peak_above_the_summed_layers_is_explained_by_section_5()
 def test_summed_layers_are_the_spans_the_engine_patched():
     """§5 sums over the raw frame's recorded spans; without them, over sites.window_layers: the same."""
     grid = rb.bootstrap_grid(_window_grid(np.random.default_rng(6), 0.0), settings())
-    recorded = rb._summed_matrix(grid, 3)
+    recorded = _summed_matrix(grid, 3)
     assert recorded[6].nonzero()[0].tolist() == [5, 6, 7] and recorded[0].nonzero()[0].tolist() == [0, 1]
-    np.testing.assert_array_equal(recorded, rb._summed_matrix(replace(grid, spans=None), 3))
+    np.testing.assert_array_equal(recorded, _summed_matrix(replace(grid, spans=None), 3))
 
 
 def test_no_section_5_when_the_window_is_the_sum_of_its_layers():

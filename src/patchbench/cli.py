@@ -4,10 +4,13 @@
         --corruption str --site attn_head --out raw.parquet --effects effects.parquet
     patchbench effects raw.parquet --out effects.parquet [--metrics prob,logit_diff,kl,stolfo]
     patchbench robustness str_raw.parquet gn_raw.parquet --out robustness/ [--circuit circuit.json]
+    patchbench estimate --configfile config/demo.yaml [--device cpu|cuda|h100|a100]
 
 ``--model`` is a TransformerLens / Hugging Face hub name or a local model directory (a toy
 model of this repository or a ``save_pretrained`` directory), loaded by
-:func:`patchbench.models.load_model`. The raw frame and the effects frame (with the paper's 2-SD
+:func:`patchbench.models.load_model`; ``--name`` names it in the frames (default: the directory's
+basename or the hub name's last part; checked by :func:`patchbench.layout.check_name`, as every
+name that becomes part of a path is). The raw frame and the effects frame (with the paper's 2-SD
 detection) are written with their metadata, exactly as the workflow's ``sweep`` and ``effects``
 rules write them. ``robustness`` writes the localization-robustness tables, one-page summary and
 figure of one experiment (its sweeps' raw frames: bootstrap over prompts; or its effects files
@@ -18,6 +21,7 @@ defaults are the config schema's (:func:`patchbench.config.default`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -46,6 +50,33 @@ def model_spec_for_cli(name_or_path: str, dtype: str, device: str):
         return ModelSpec.from_name(name_or_path, dtype=dtype, device=device)
     check_model_dir(ModelSpec(name=path.name, source="local", path=str(path), dtype=dtype, device=device))
     return ModelSpec.from_name(str(path), dtype=dtype, device=device)
+
+
+def _path_name(flag: str):
+    """An argparse type: a name that becomes part of file paths (:func:`patchbench.layout.check_name`)."""
+
+    def parse(text: str) -> str:
+        from patchbench.layout import PathNameError, check_name
+
+        try:
+            return check_name(text, flag)
+        except PathNameError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    parse.__name__ = "name"
+    return parse
+
+
+def default_model_name(name_or_path: str) -> str:
+    """The name ``--model`` gets when ``--name`` is not given: a local directory's basename, a hub
+    name's last part (``EleutherAI/gpt-j-6B`` -> ``gpt-j-6B``); checked as a path component."""
+    from patchbench.layout import check_name
+
+    path = Path(name_or_path).expanduser()
+    name = path.resolve().name if path.exists() else name_or_path.rstrip("/").rsplit("/", 1)[-1]
+    return check_name(
+        name, f"the name of --model {name_or_path}", fix="give the model a name with --name NAME"
+    )
 
 
 def _heads(text: str) -> tuple[tuple[int, int], ...]:
@@ -117,6 +148,7 @@ def _nonnegative(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     from patchbench.config import default
+    from patchbench.cost.device import DEVICES
     from patchbench.detection import PAPER_K
 
     ap = argparse.ArgumentParser(
@@ -129,7 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", required=True, help="hub name (gpt2, attn-only-4l, ...) or a local model directory"
     )
     sw.add_argument(
-        "--prompts", required=True, type=Path, help="PromptSet parquet (built by the workflow's prompts rule)"
+        "--name",
+        type=_path_name("--name"),
+        default=None,
+        help="the model's name in the frames' metadata and in the file names made from them "
+        "(default: the model directory's name, or the hub name's last part)",
+    )
+    sw.add_argument(
+        "--prompts",
+        required=True,
+        type=Path,
+        help="PromptSet parquet (built by the workflow's prompts rule), or a CSV / JSON Lines file of prompt "
+        "pairs (columns clean, corrupted, answer, wrong; config/README.md)",
     )
     sw.add_argument(
         "--corruption", required=True, choices=_schema_node("experiment.corruptions.items")["enum"]
@@ -213,7 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rb.add_argument("--out", required=True, type=Path, help="output directory")
     rb.add_argument(
-        "--name", default=None, help="experiment name in file names and titles (default task_site-positions)"
+        "--name",
+        type=_path_name("--name"),
+        default=None,
+        help="experiment name in file names and titles (default task_site-positions)",
     )
     rb.add_argument(
         "--circuit", type=Path, default=None, help="known-circuit JSON to score detections against"
@@ -238,6 +284,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed of the resamples",
     )
     rb.add_argument("--no-figure", action="store_true", help="tables and summary only")
+
+    es = sub.add_parser(
+        "estimate", help="a config's jobs: predicted FLOPs, time and peak memory (no weights loaded)"
+    )
+    es.add_argument(
+        "--configfile", required=True, action="append", type=Path, help="workflow config (repeat to merge)"
+    )
+    es.add_argument(
+        "--device",
+        default="cpu",
+        choices=DEVICES,
+        help="cpu or cuda: this machine's rates, measured once and cached; h100 / a100: published "
+        "figures (an assumption, not a measurement)",
+    )
+    es.add_argument(
+        "--threads", type=int, default=None, help="CPU threads (default: each model's resources.threads)"
+    )
+    es.add_argument("--cells", action="store_true", help="also print each sweep cell's predicted time")
+    es.add_argument("--measure", action="store_true", help="measure this machine's rates again (cached)")
     return ap
 
 
@@ -256,7 +321,7 @@ def _robustness(args: argparse.Namespace) -> None:
     )
     from patchbench.analysis.robustness_report import analyse, write_experiment
     from patchbench.errors import InputError, MissingInputError
-    from patchbench.layout import ROBUSTNESS_FIGURES, Layout
+    from patchbench.layout import ROBUSTNESS_FIGURES, Layout, check_name
     from patchbench.rawframe import read_frame
 
     metrics = _metrics(args.metrics)
@@ -289,7 +354,13 @@ def _robustness(args: argparse.Namespace) -> None:
     cell = grid.cells.iloc[0]
     name = args.name or f"{cell['task']}_{cell['site']}-{cell['positions']}"
     circuit = read_known_circuit(args.circuit, str(cell["task"])) if args.circuit else None
-    names = Layout.robustness_names(name, str(cell["model"]) or "model")
+    model = str(cell["model"]) or "model"
+    check_name(
+        model,
+        f"the model name in {args.frames[0]}'s metadata",
+        fix="sweep again with `patchbench sweep --name NAME` (a safe name)",
+    )
+    names = Layout.robustness_names(name, model)
     kinds = [k for k in names if not (args.no_figure and k in ROBUSTNESS_FIGURES)]
     paths = write_experiment(analyse(name, grid, circuit), {k: args.out / names[k] for k in kinds})
     for p in paths.values():
@@ -330,6 +401,7 @@ def _sweep(args: argparse.Namespace) -> None:
     if args.effects is not None:
         check_output_path(args.effects, "--effects")
     metrics = _metrics(args.metrics)
+    name = args.name or default_model_name(args.model)
     if args.checkpoint_dir is not None and args.checkpoint_dir.exists() and not args.checkpoint_dir.is_dir():
         raise InputError.of(
             f"--checkpoint-dir {args.checkpoint_dir}", "is a file", "name a directory (new or of this sweep)"
@@ -353,8 +425,16 @@ def _sweep(args: argparse.Namespace) -> None:
         )
     except ValueError as err:
         raise InputError(f"the sweep's flags do not fit together: {err}") from None
-    prompts = PromptSet.from_parquet(args.prompts)
+    from patchbench.prompt_pairs import SUFFIXES, read_pairs
+
+    pairs = args.prompts.suffix.lower() in SUFFIXES
+    if pairs:  # checked without the tokenizer first, then tokenised with the model's
+        read_pairs(args.prompts)
+    else:
+        prompts = PromptSet.from_parquet(args.prompts)
     model = load_model_for_cli(args.model, dtype=args.dtype, device=args.device)
+    if pairs:
+        prompts = PromptSet.from_file(args.prompts, model.tokenizer)
     check_spec(spec, model, prompts, f"--model {args.model}")
     clean = None
     if args.clean_cache is not None:
@@ -365,7 +445,7 @@ def _sweep(args: argparse.Namespace) -> None:
         prompts,
         spec,
         clean,
-        name=args.model,
+        name=name,
         progress=not args.no_progress,
         logger=log,
         checkpoint_dir=args.checkpoint_dir,
@@ -385,18 +465,29 @@ def _effects(args: argparse.Namespace) -> None:
     _write_effects(read_frame(args.raw), args.out, metrics, args.k)
 
 
+def _estimate(args: argparse.Namespace) -> None:
+    from patchbench.cost.report import estimate_command
+
+    estimate_command(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; a bad input is one message on stderr and exit status 2 (argparse's too)."""
     from patchbench.errors import InputError
+    from patchbench.runlog import progress_lines
 
     args = build_parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        {"sweep": _sweep, "effects": _effects, "robustness": _robustness}[args.command](args)
-    except (InputError, FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
-        print(f"patchbench {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    # progress bars to a file or a pipe (a batch job's log) become lines; a terminal keeps its bars
+    lines = progress_lines(sys.stderr) if not sys.stderr.isatty() else contextlib.nullcontext()
+    commands = {"sweep": _sweep, "effects": _effects, "robustness": _robustness, "estimate": _estimate}
+    with lines:
+        if not logging.getLogger().handlers:
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        try:
+            commands[args.command](args)
+        except (InputError, FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
+            print(f"patchbench {args.command}: error: {err}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -99,9 +99,30 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
     Returns ``cfg``. Raises :class:`ConfigError` naming the first offending key.
     """
+    _check_names(cfg)
     _check(cfg, schema(), "invalid config")
     _check_references(cfg)
     return cfg
+
+
+#: The config sections whose keys become parts of output paths, and what each key names.
+_NAMED_SECTIONS = {"models": "model", "tasks": "task", "experiments": "experiment"}
+
+
+def _check_names(cfg: Any) -> None:
+    """Refuse a model, task or experiment name that is no safe path component (:func:`patchbench.layout.check_name`),
+    before the schema, whose pattern message would say less."""
+    from patchbench.layout import PathNameError, check_name
+
+    for section, what in _NAMED_SECTIONS.items():
+        entries = cfg.get(section) if isinstance(cfg, dict) else None
+        for name in entries if isinstance(entries, dict) else ():
+            try:
+                check_name(
+                    name, f"config key '{section}': {what} name", fix=f"rename the {what} under `{section}:`"
+                )
+            except PathNameError as err:
+                raise ConfigError(str(err)) from None
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -161,7 +182,25 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return validate_config(cfg or {})
 
 
+def _check_tasks(cfg: Mapping[str, Any]) -> None:
+    """A task without a ``file`` is a built-in task; a task with one does not take a built-in name."""
+    builtin = schema()["$defs"]["task_name"]["enum"]
+    for name, entry in cfg["tasks"].items():
+        if entry.get("file") is None and name not in builtin:
+            raise ConfigError(
+                f"config key 'tasks.{name}': {name!r} is not a built-in task ({', '.join(builtin)}). Fix: to read "
+                f"your own prompt pairs from a file, write `{name}: {{file: path/to/pairs.csv}}` (columns clean, "
+                "corrupted, answer, wrong; config/README.md), or use a built-in task's name"
+            )
+        if entry.get("file") is not None and name in builtin:
+            raise ConfigError(
+                f"config key 'tasks.{name}': a task read from a file may not take the built-in task's name {name!r}. "
+                f"Fix: rename it (e.g. my_{name}) and the experiments' `task:` with it"
+            )
+
+
 def _check_references(cfg: Mapping[str, Any]) -> None:
+    _check_tasks(cfg)
     models, tasks = set(cfg["models"]), set(cfg["tasks"])
     for name, exp in cfg["experiments"].items():
         for m in exp["models"]:

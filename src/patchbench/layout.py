@@ -21,16 +21,70 @@ a step's log                                ``R/logs/…`` (the same sub-path as
 
 Snakemake's wildcard patterns are these same paths with ``{model}``-style placeholders passed in
 as the parts, so rules and scripts cannot disagree about a file name.
+
+Every name that becomes part of a path (model, task and experiment names, ``--name``) passes
+:func:`check_name` first: letters, digits, ``_``, ``-`` and ``.``, not starting with ``.`` or
+``-``, no ``..`` (so no separator, no parent directory, no hidden file); anything else is refused
+with one message naming it and the fix. The config check, the CLI and every path method of
+:class:`Layout` call it.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["ROBUSTNESS_FIGURES", "ROBUSTNESS_TABLES", "CellKind", "Layout"]
+from patchbench.errors import InputError
+
+__all__ = [
+    "NAME_RULE",
+    "ROBUSTNESS_FIGURES",
+    "ROBUSTNESS_TABLES",
+    "CellKind",
+    "Layout",
+    "PathNameError",
+    "check_name",
+]
+
+#: What a name that becomes part of a path may be (the message of :func:`check_name`).
+NAME_RULE = "letters, digits, '_', '-' and '.' only (at most 100), not starting with '.' or '-', and no '..'"
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+#: A Snakemake wildcard placeholder (``{model}``): the part of a rule's path pattern, not a name.
+_PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
+
+
+class PathNameError(InputError, ValueError):
+    """A name that would become part of a file path is not a safe path component."""
+
+
+def check_name(name: object, what: str, fix: str | None = None) -> str:
+    """``name`` when it is a safe path component (:data:`NAME_RULE`), else :class:`PathNameError`.
+
+    ``what`` names the input in the message (``model name``, ``--name``, ``config key 'tasks'``);
+    ``fix`` replaces the default advice. Snakemake placeholders (``{model}``) pass: they are
+    patterns whose values Snakemake matches against the wildcard constraints.
+    """
+    text = name if isinstance(name, str) else ""
+    if _PLACEHOLDER.fullmatch(text) or (_SAFE_NAME.fullmatch(text) and ".." not in text):
+        return text
+    problem = "is empty" if name == "" else "is not a safe file-name part"
+    raise PathNameError.of(
+        f"{what} {name!r}",
+        f"{problem}: names become parts of output paths (results/prompts/<model>/<task>.parquet, ...), "
+        f"so they may hold {NAME_RULE}",
+        fix or "rename it, e.g. " + repr(_suggest(text)),
+    )
+
+
+def _suggest(text: str) -> str:
+    """A safe name close to ``text``: its last path part with unsafe characters replaced by '_'."""
+    last = re.split(r"[\\/]+", text.strip("/\\"))[-1] if text else ""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", last).lstrip(".-").replace("..", "_")[:100]
+    return safe or "my_name"
+
 
 #: The folders of a cell's files: exact raw sweeps, exact effects, attribution raw frames + effects.
 CellKind = Literal["sweeps", "effects", "attrib"]
@@ -77,18 +131,28 @@ class Layout:
         return str(Path(self.results_dir, "logs", *parts))
 
     # ------------------------------------------------------------------ per (model, task)
+    @staticmethod
+    def _names(model: str, task: str | None = None) -> None:
+        check_name(model, "model name")
+        if task is not None:
+            check_name(task, "task name")
+
     def prompts(self, model: str, task: str, *, unfiltered: bool = False) -> str:
         """The prompt set of ``task`` tokenised for ``model``: all generated, or those it answers."""
+        self._names(model, task)
         return self.result("prompts", model, f"{task}.all.parquet" if unfiltered else f"{task}.parquet")
 
     def accuracy(self, model: str, task: str) -> str:
+        self._names(model, task)
         return self.result("prompts", model, f"{task}.accuracy.json")
 
     def cache(self, model: str, task: str) -> str:
+        self._names(model, task)
         return self.result("cache", model, f"{task}.clean.safetensors")
 
     def model_dir(self, model: str) -> str:
         """A toy model's directory (weights, tokenizer, training curve)."""
+        self._names(model)
         return self.result("models", model)
 
     # ------------------------------------------------------------------ sweep cells
@@ -111,12 +175,14 @@ class Layout:
         log: bool = False,
     ) -> str:
         """One file of a sweep cell (``log=True``: the log of the step that writes it)."""
+        self._names(model, task)
         parts = (kind, model, task, corruption, self.cell_stem(site, position, window) + suffix)
         return self.log(*parts) if log else self.result(*parts)
 
     # ------------------------------------------------------------------ analysis outputs
     def analysis(self, what: str, model: str, ext: str = "parquet") -> str:
         """A per-model analysis frame (``ioi_classes``, ``nm_attention``, ``factual_categories``, …)."""
+        self._names(model)
         return self.result("analysis", what, f"{model}.{ext}")
 
     def table(self, name: str, ext: str) -> str:
@@ -133,6 +199,8 @@ class Layout:
     def robustness_names(experiment: str, model: str) -> dict[str, str]:
         """The file names of an experiment's robustness outputs on ``model``: kind -> name
         (:data:`ROBUSTNESS_TABLES`, then :data:`ROBUSTNESS_FIGURES`); the CLI writes them to one folder."""
+        check_name(experiment, "experiment name")
+        Layout._names(model)
         stem = f"robustness_{experiment}_{model}"
         return {k: stem + suffix for k, suffix in {**ROBUSTNESS_TABLES, **ROBUSTNESS_FIGURES}.items()}
 

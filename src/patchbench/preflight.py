@@ -16,6 +16,8 @@ config fails before any job runs), each job script before it loads or computes a
   local directory's ``config.json``; else from the loaded model, in the job);
 * model directories: missing, not a directory, ``config.json`` missing or not JSON, no weights,
   unreadable weights, no tokenizer;
+* tasks read from files: every row against the rules of :mod:`patchbench.prompt_pairs` (columns,
+  markers; under each model's tokenizer when it is at hand: equal lengths, one-token answers);
 * prompt sets: empty, ids outside the vocabulary, prompts longer than the context, an answer
   that is also a wrong answer, missing values (:class:`patchbench.prompts.PromptSet`), named
   positions the set does not have;
@@ -24,9 +26,7 @@ config fails before any job runs), each job script before it loads or computes a
 
 from __future__ import annotations
 
-import inspect
 import json
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,17 +38,16 @@ from patchbench.errors import InputError, MissingInputError
 __all__ = [
     "ModelDims",
     "check_cells",
+    "check_file_tasks",
     "check_fits",
     "check_job",
     "check_metrics",
     "check_model_dir",
-    "check_options",
     "check_output_path",
     "check_spec",
     "check_task_options",
     "check_workflow_config",
     "config_dims",
-    "task_options_schema",
 ]
 
 
@@ -81,7 +80,28 @@ def check_workflow_config(config: dict[str, Any], files: Sequence[str | Path] = 
             dims = config_dims(config, model)
             if dims is not None:
                 check_cells([c for c in cs if c.model == model], dims, f"experiment {experiment!r}")
+    check_file_tasks(config, cells)
     return cells
+
+
+def check_file_tasks(config: Mapping[str, Any], cells: Mapping[str, Sequence[Any]]) -> None:
+    """Every task read from a file (``tasks.<name>.file``), checked row by row before any job runs:
+    its columns and markers, and, under the tokenizer of each model that patches it when that
+    tokenizer is at hand (a toy model's or local directory's; not a hub model's, nor one trained in
+    this run: their prompts job checks it before it writes anything), every rule of
+    :mod:`patchbench.prompt_pairs` (equal lengths, one-token answers, named positions)."""
+    from patchbench.models import load_tokenizer
+    from patchbench.prompt_pairs import read_pairs
+    from patchbench.tasks import build_configured
+
+    for task, entry in config["tasks"].items():
+        if entry.get("file") is None:
+            continue
+        read_pairs(entry["file"])
+        for model in sorted({c.model for cs in cells.values() for c in cs if c.task == task}):
+            spec = _model_spec(config, model)
+            if spec.source != "hub" and not _built_by_workflow(config, model):
+                build_configured(task, entry, load_tokenizer(spec), config["data_dir"])
 
 
 def _model_spec(config: Mapping[str, Any], name: str):
@@ -109,51 +129,12 @@ def _check_toy_settings(config: Mapping[str, Any]) -> None:
         ) from None
 
 
-#: JSON Schema types of the Python types a task generator's options are annotated with.
-_JSON_TYPES: dict[Any, str] = {
-    str: "string",
-    bool: "boolean",
-    int: "integer",
-    float: "number",
-    type(None): "null",
-}
-
-
-def task_options_schema(task: str) -> dict[str, Any]:
-    """The JSON schema of ``tasks.<task>.options``: the keyword-only parameters of the task's generator
-    (those its registry entry does not fix), typed by their annotations; no other key is allowed."""
-    from patchbench.tasks import TASKS
-
-    info = TASKS[task]
-    hints = typing.get_type_hints(info.builder)
-    props: dict[str, Any] = {}
-    for p in inspect.signature(info.builder).parameters.values():
-        if p.kind is not p.KEYWORD_ONLY or p.name in info.options:
-            continue
-        args = typing.get_args(hints.get(p.name)) or (hints.get(p.name),)
-        allowed = [_JSON_TYPES[a] for a in args if a in _JSON_TYPES]
-        props[p.name] = {"type": allowed} if allowed else {}
-    return {"type": "object", "additionalProperties": False, "properties": props}
-
-
 def check_task_options(config: Mapping[str, Any]) -> None:
     """Refuse task options a task's generator does not take, or of the wrong type (every configured task)."""
+    from patchbench.tasks import check_options, task_info
+
     for task, entry in config["tasks"].items():
-        check_options(task, entry["options"])
-
-
-def check_options(task: str, options: Mapping[str, Any]) -> None:
-    """Refuse ``options`` that task ``task``'s generator does not take, or of the wrong type, naming its options."""
-    from jsonschema import Draft202012Validator
-
-    sch = task_options_schema(task)
-    errors = sorted(Draft202012Validator(sch).iter_errors(dict(options)), key=lambda e: list(e.path))
-    if errors:
-        where = ".".join(["tasks", task, "options", *map(str, errors[0].path)])
-        raise ConfigError(
-            f"config key {where!r}: {errors[0].message}; task {task} takes the options "
-            f"{sorted(sch['properties'])}. Fix: correct or remove the option (config/README.md lists them)"
-        )
+        check_options(task, entry["options"], task_info(task, entry))
 
 
 # ---------------------------------------------------------------------------------------------

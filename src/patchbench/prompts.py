@@ -41,6 +41,7 @@ import pyarrow.parquet as pq
 import torch
 from jaxtyping import Int
 
+from patchbench import prompt_pairs
 from patchbench.atomic import atomic_path
 from patchbench.errors import InputError, MissingInputError
 
@@ -250,6 +251,62 @@ class PromptSet:
             tokenizer=self.tokenizer,
             pad_id=self.pad_id,
         )
+
+    # ------------------------------------------------------------------ your own pairs
+    @classmethod
+    def from_records(
+        cls,
+        records: Sequence[Mapping[str, object]],
+        tokenizer,
+        *,
+        task: str = "custom",
+        prepend_bos: bool = False,
+        answer_separator: str = " ",
+    ) -> PromptSet:
+        """A set from prompt-pair records: dicts with ``clean``, ``corrupted``, ``answer``, ``wrong``
+        (optional ``noise_positions``, ``meta_<NAME>``; named positions marked ``[[NAME:text]]``),
+        checked by the rules of a task read from a file (:mod:`patchbench.prompt_pairs`, one
+        implementation): every problem is named with its record and the fix."""
+        source = f"records of task {task}"
+        rows = prompt_pairs.parse_records(records, source)
+        return cls(
+            **prompt_pairs.prompt_set_fields(
+                rows,
+                tokenizer,
+                task=task,
+                source=source,
+                prepend_bos=prepend_bos,
+                answer_separator=answer_separator,
+            )
+        )
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | Path,
+        tokenizer,
+        *,
+        task: str | None = None,
+        n_prompts: int | None = None,
+        prepend_bos: bool = False,
+        answer_separator: str = " ",
+    ) -> PromptSet:
+        """A set from a CSV or JSON Lines file of prompt pairs (the columns of :meth:`from_records`),
+        as the workflow builds a task with a ``file:`` (:mod:`patchbench.tasks.pairs`); ``task``
+        defaults to the file's stem, ``n_prompts`` (the first rows) to every row."""
+        rows = prompt_pairs.read_pairs(path)
+        prompt_pairs.check_n_prompts(path, rows, n_prompts)
+        ps = cls(
+            **prompt_pairs.prompt_set_fields(
+                rows,
+                tokenizer,
+                task=task or Path(path).stem,
+                source=f"prompt-pair file {path}",
+                prepend_bos=prepend_bos,
+                answer_separator=answer_separator,
+            )
+        )
+        return ps if n_prompts is None else ps.subset(np.arange(n_prompts))
 
     # ------------------------------------------------------------------ parquet
     def to_frame(self) -> pd.DataFrame:

@@ -29,6 +29,10 @@ TransformerLens finds that file with ``HfApi.list_repo_files``, which has no off
 TransformerLens 4 has no shortformer implementation, and a third-party probe of the real repository
 found standard positions (unverified here, offline).
 
+``--configs-only`` writes the configs at the real models' depth and the tokenizers, without
+weights: enough to plan the paper suite (``snakemake -n``) and estimate its cost (``patchbench
+estimate``) offline.
+
 Weights are seeded (``seed``), so two seedings give identical files. A snapshot carries
 ``patchbench-standin.json`` (the spec it was built from); seeding skips models whose snapshot
 already matches.
@@ -242,13 +246,16 @@ def _digits_tokenizer(tokenizer_dir: Path, snap: Path, n_vocab: int) -> None:
     )
 
 
-def _save_tl(spec: StandinSpec, cache: Path, snap: Path, tokenizer_dir: Path, seed: int) -> None:
+def _save_tl(
+    spec: StandinSpec, cache: Path, snap: Path, tokenizer_dir: Path, seed: int, weights: bool = True
+) -> None:
     import torch
 
     from patchbench.lm import load_native
 
-    model = load_native({**spec.arch, "seed": seed}, check=False)  # seeded random weights
-    torch.save(model.ht_state_dict(), snap / "model_final.pth")
+    if weights:
+        model = load_native({**spec.arch, "seed": seed}, check=False)  # seeded random weights
+        torch.save(model.ht_state_dict(), snap / "model_final.pth")
     # TransformerLens's own config format, as the real repo has it.
     tl_cfg = {
         **{k: v for k, v in spec.arch.items() if k != "positional_embedding_type"},
@@ -262,11 +269,16 @@ def _save_tl(spec: StandinSpec, cache: Path, snap: Path, tokenizer_dir: Path, se
     _no_exist(cache, ATTN_ONLY_TOKENIZER_REPO, "config.json")
 
 
-def seed_standin(cache: Path | str, spec: StandinSpec, tokenizer_dir: Path | str, seed: int = 0) -> Path:
-    """Write ``spec``'s stand-in into the hub cache ``cache`` (skipped when already there); its snapshot."""
+def seed_standin(
+    cache: Path | str, spec: StandinSpec, tokenizer_dir: Path | str, seed: int = 0, weights: bool = True
+) -> Path:
+    """Write ``spec``'s stand-in into the hub cache ``cache`` (skipped when already there); its snapshot.
+
+    ``weights=False`` writes its config and tokenizer only: enough to plan a run and estimate its cost
+    (``snakemake -n``, ``patchbench estimate``), not to load the model."""
     cache, tokenizer_dir = Path(cache), Path(tokenizer_dir)
     snap = repo_dir(cache, spec.repo_id) / "snapshots" / COMMIT
-    fp = spec.fingerprint(seed)
+    fp = spec.fingerprint(seed) + ("" if weights else "-configs")
     marker = snap / MARKER
     if marker.is_file() and json.loads(marker.read_text()).get("fingerprint") == fp:
         log.info("stand-in %s already in %s", spec.name, snap)
@@ -277,12 +289,19 @@ def seed_standin(cache: Path | str, spec: StandinSpec, tokenizer_dir: Path | str
     t0 = time.perf_counter()
     snap = _snapshot(cache, spec.repo_id)
     if spec.kind == "tl":
-        _save_tl(spec, cache, snap, tokenizer_dir, seed)
+        _save_tl(spec, cache, snap, tokenizer_dir, seed, weights)
     else:
-        _save_hf(spec, snap, seed)
+        if weights:
+            _save_hf(spec, snap, seed)
+        else:
+            from transformers import AutoConfig
+
+            AutoConfig.for_model(spec.kind, **spec.arch).save_pretrained(snap)
         _gpt2_tokenizer_files(tokenizer_dir, snap)
     marker.write_text(
-        json.dumps({"fingerprint": fp, "seed": seed, "spec": asdict(spec), "random_weights": True}, indent=1)
+        json.dumps(
+            {"fingerprint": fp, "seed": seed, "spec": asdict(spec), "random_weights": weights}, indent=1
+        )
     )
     size = sum(f.stat().st_size for f in snap.iterdir()) / 2**20
     log.info(
@@ -299,10 +318,12 @@ def seed_hub_cache(
     names: Sequence[str] | None = None,
     seed: int = 0,
     layers: dict[str, int] | None = None,
+    weights: bool = True,
 ) -> dict[str, Path]:
     """Seed the stand-ins ``names`` (default: all of :data:`STANDINS`) into ``cache``.
 
     ``layers`` overrides the stand-in depth per name (GPT-2 small keeps its 12 by default).
+    ``weights=False``: configs at the real models' depth and tokenizers only (:func:`seed_standin`).
     Returns each name's snapshot directory.
     """
     names = list(names) if names is not None else list(STANDINS)
@@ -312,9 +333,11 @@ def seed_hub_cache(
     out = {}
     for name in names:
         spec = STANDINS[name]
+        if not weights:
+            spec = spec.with_layers(spec.real_layers)
         if layers and name in layers:
             spec = spec.with_layers(layers[name])
-        out[name] = seed_standin(cache, spec, tokenizer_dir, seed)
+        out[name] = seed_standin(cache, spec, tokenizer_dir, seed, weights)
     return out
 
 
@@ -337,6 +360,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--layers", nargs="+", default=[], metavar="NAME=N", help="stand-in depth overrides, e.g. gpt2-xl=4"
     )
+    parser.add_argument(
+        "--configs-only",
+        action="store_true",
+        help="the paper models' configs at their real depth and tokenizers, no weights: enough to plan "
+        "(snakemake -n) and estimate (patchbench estimate) the paper suite offline",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -344,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError:
         parser.error(f"--layers takes NAME=N pairs, got {args.layers}")
     t0 = time.perf_counter()
-    snaps = seed_hub_cache(args.cache, args.tokenizer, args.models, args.seed, layers)
+    snaps = seed_hub_cache(args.cache, args.tokenizer, args.models, args.seed, layers, not args.configs_only)
     log.info("seeded %d stand-ins in %.1f s; use HF_HUB_CACHE=%s HF_HUB_OFFLINE=1", len(snaps),
              time.perf_counter() - t0, args.cache.resolve())  # fmt: skip
     return 0

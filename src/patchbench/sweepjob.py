@@ -12,11 +12,16 @@ prompt set's (else it is recomputed here), an exact cell resumes only from chunk
 sweep (:mod:`patchbench.engine.checkpoint`), and an attribution cell reuses its previous raw
 frame only when its fingerprint matches (so rerunning a job for one changed cell recomputes
 only that cell). Every raw frame records its fingerprint in its metadata.
+
+Each exact cell's log records its predicted time before it runs (:func:`patchbench.cost.jobs.predict_sweep`:
+the FLOPs of its plan at this machine's cached rates; a job never measures rates) and its measured
+time after it (``cost: predicted X s, measured Y s``; ``benchmarks/check_estimate.py`` reads them).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -58,8 +63,26 @@ def run_cell(
 ) -> None:
     """Run one cell and write its frames to the cell's paths."""
     if cell.method == "exact":
+        from patchbench.cost.jobs import predict_sweep
         from patchbench.engine.sweep import run_sweep
 
+        predicted = predict_sweep(model, prompts, cell.sweep_spec, check_identities=cell.check_identities)
+        if predicted["seconds"] is None:
+            log.info(
+                "cost: %.3f GFLOP; no cached rates for this device, so no predicted time "
+                "(measure them once on a quiet machine: patchbench estimate --configfile ... --measure)",
+                predicted["gflop"],
+            )
+        else:
+            parts = ", ".join(f"{k} {v:.2f} s" for k, v in predicted["parts"].items() if k != "total")
+            log.info(
+                "cost: %.3f GFLOP, predicted %.2f s (%s) on %s",
+                predicted["gflop"],
+                predicted["seconds"],
+                parts,
+                predicted["rate"],
+            )
+        started = time.perf_counter()
         raw = run_sweep(
             model,
             prompts,
@@ -70,6 +93,16 @@ def run_cell(
             checkpoint_dir=cell.chunks_dir,
             check_identities=cell.check_identities,
         )
+        took = time.perf_counter() - started
+        if predicted["seconds"] is not None:
+            log.info(
+                "cost: predicted %.2f s, measured %.2f s (measured / predicted %.2f)",
+                predicted["seconds"],
+                took,
+                took / predicted["seconds"],
+            )
+        else:
+            log.info("cost: measured %.2f s", took)
         write_frame(raw, cell.raw_path)
         log.info("wrote %d rows to %s", len(raw), cell.raw_path)
         return

@@ -9,6 +9,11 @@ each sweep cell (patchbench.cell.Cell) owns its files; ``CELL`` is the cell whos
 wildcards, i.e. the patterns of the per-cell rules. Rules spell only their log files (``LOG``,
 the same sub-path as the output under ``<results_dir>/logs``).
 
+Cluster requests: with ``cluster_device`` set (the SLURM profile sets it), a model-loading job's
+unwritten ``mem_mb`` / ``runtime`` come from the cost estimate times ``cluster_safety_factor``, and with
+``cluster_partitions`` every request is checked against the partitions' limits here, before any
+submission (patchbench.cost.cluster).
+
 Every rule has a ``fingerprint`` param (``fingerprint(...)`` below): the engine's format version,
 the config sections the rule's numbers depend on and the fingerprints of the Cells it computes.
 Snakemake reruns a job when a param changes, so a config change reruns exactly the jobs it
@@ -19,6 +24,7 @@ import re
 from pathlib import Path
 
 from patchbench.cell import Cell, agreement_cells, attribution_cells, experiment_cells
+from patchbench.cost.cluster import cluster_requests, job_key, written_resources
 from patchbench.errors import refusing
 from patchbench.fingerprint import digest
 from patchbench.layout import Layout
@@ -26,8 +32,11 @@ from patchbench.models import ModelSpec
 from patchbench.preflight import check_workflow_config
 
 
+WRITTEN = written_resources(config)  # models' resources as written, before the schema's defaults
 with refusing("patchbench"):  # the schema's defaults filled in, everything checkable before a job checked
     CELLS = check_workflow_config(config, list(dict.fromkeys(map(str, workflow.configfiles))))
+    # cluster requests from the cost estimate and the partition-limit check (patchbench.cost.cluster)
+    REQUESTS = cluster_requests(config, WRITTEN)
 EXPERIMENTS = config["experiments"]
 LAYOUT = Layout.of(config)
 R, F, LOG = LAYOUT.result, LAYOUT.figure, LAYOUT.log
@@ -36,7 +45,7 @@ CELL = Cell.pattern(LAYOUT)
 
 wildcard_constraints:
     model=r"[A-Za-z0-9_.-]+",
-    task=r"[a-z_0-9]+",
+    task=r"[A-Za-z][A-Za-z0-9_]*",
     corruption=r"str|gn",
     site=r"attn_head|head_v|mlp|resid_pre",
     position=r"[A-Za-z0-9_]+",
@@ -73,10 +82,20 @@ def model_resource(model, key):
 
 
 def model_job_resources(cells=1):
-    """Snakemake resources of a job that loads the wildcard ``model`` (runtime per cell it runs)."""
+    """Snakemake resources of a job that loads the wildcard ``model`` (runtime per cell it runs); with
+    ``cluster_device`` set, the request of patchbench.cost.cluster (``REQUESTS``: unwritten mem_mb and
+    runtime from the cost estimate)."""
+
+    def request(key, written):
+        def value(wildcards, rulename):
+            found = REQUESTS.get(job_key(rulename, wildcards.model, getattr(wildcards, "task", "")))
+            return found[key] if found is not None else written(wildcards)
+
+        return value
+
     return dict(
-        mem_mb=lambda w: model_resource(w.model, "mem_mb"),
-        runtime=lambda w: model_resource(w.model, "runtime") * cells,
+        mem_mb=request("mem_mb", lambda w: model_resource(w.model, "mem_mb")),
+        runtime=request("runtime", lambda w: model_resource(w.model, "runtime") * cells),
         gpu=lambda w: model_resource(w.model, "gpu"),
     )
 

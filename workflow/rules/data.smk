@@ -24,7 +24,12 @@ def mirror_file(relpath):
 
 
 def task_data_files(wildcards):
-    """The data files the prompts rule of a task reads (inputs, so that data rules run first)."""
+    """The data files the prompts rule of a task reads (inputs, so that data rules run first and an
+    edited file reruns what depends on it): a built-in task's vocabulary, or a task's own file of
+    prompt pairs (`tasks.<name>.file`)."""
+    file = config["tasks"][wildcards.task].get("file")
+    if file is not None:
+        return [file]
     return [str(Path(config["data_dir"], f)) for f in TASKS[wildcards.task].files]
 
 

@@ -55,8 +55,9 @@ TOY_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_token
 
 
 def patched_families(model):
-    """Task families (ioi, greater_than, ...) the configured experiments patch ``model`` on."""
-    return sorted({TASKS[c.task].family for c in all_cells() if c.model == model})
+    """Task families (ioi, greater_than, ...) the configured experiments patch ``model`` on (tasks read
+    from files have no held-out accuracy to mark)."""
+    return sorted({TASKS[c.task].family for c in all_cells() if c.model == model and c.task in TASKS})
 
 
 def toy_threads(wildcards):

@@ -30,6 +30,7 @@ import pandas as pd
 from patchbench.analysis import robustness as rb
 from patchbench.analysis.labels import metric_short
 from patchbench.layout import ROBUSTNESS_FIGURES, ROBUSTNESS_TABLES
+from patchbench.metrics import METRICS
 
 __all__ = [
     "RobustnessResult",
@@ -186,7 +187,7 @@ def recommendations(res: RobustnessResult) -> list[str]:
     elif len(metric_dep):
         by = []
         for c in metric_dep["component"][:8]:
-            ms = sorted(_detected_under(res, c, "metric"), key=lambda m: list(rb.METRICS).index(m))
+            ms = sorted(_detected_under(res, c, "metric"), key=lambda m: list(METRICS).index(m))
             by.append(f"{c} ({'/'.join(metric_short(m) for m in ms) or 'none reliably'})")
         out.append(
             f"Metric: {len(metric_dep)} finding(s) depend on the metric: {', '.join(by)}." + _leaning(found, "metric")

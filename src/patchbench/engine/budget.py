@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from patchbench.lm import LMShape
 
-__all__ = ["LARGE_ALLOCATION", "bytes_per_row", "rows_per_forward", "tokens_per_forward"]
+__all__ = [
+    "LARGE_ALLOCATION",
+    "block_bytes_per_row",
+    "bytes_per_row",
+    "patched_bytes_per_row",
+    "rows_per_forward",
+    "tokens_per_forward",
+]
 
 #: glibc's largest mmap threshold (32 MiB on 64-bit): a bigger tensor is mapped and unmapped on
 #: every allocation and faulted in page by page, whatever :func:`patchbench.engine.heap.keep_freed_memory` sets.
@@ -22,6 +29,28 @@ def bytes_per_row(shape: LMShape, max_len: int, n_hook_elems: int = 0) -> int:
     s = shape
     acts = max_len * (6 * s.d_model + 3 * s.d_mlp + 3 * s.n_heads * max_len + 4 * s.n_heads * s.d_head) * e
     return acts + 4 * s.d_vocab * 8 + n_hook_elems * e
+
+
+def patched_bytes_per_row(shape: LMShape, max_len: int) -> int:
+    """Transient memory of one row of a patched forward: :func:`bytes_per_row` plus a patch's mask and
+    clean source at a hook point."""
+    return bytes_per_row(
+        shape, max_len, n_hook_elems=2 * max_len * max(shape.d_model, shape.n_heads * shape.d_head)
+    )
+
+
+def block_bytes_per_row(shape: LMShape, max_len: int, keys_values: bool = False, heads: bool = False) -> int:
+    """What a sweep's prompt block keeps per row for its patched runs: the corrupted residual stream
+    entering every layer; with ``keys_values`` (suffix reuse) every layer's keys and values; with
+    ``heads`` (head-output shortcut) every layer's head outputs and attention output, and the final
+    residual."""
+    e = shape.dtype.itemsize
+    row = shape.n_layers * max_len * shape.d_model * e
+    if keys_values:
+        row += 2 * shape.n_layers * max_len * shape.n_kv_heads * shape.d_head * e
+    if heads:
+        row += (shape.n_layers * (shape.n_heads * shape.d_head + shape.d_model) + shape.d_model) * max_len * e
+    return row
 
 
 def rows_per_forward(shape: LMShape, max_len: int, budget_mb: int) -> int:

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from patchbench.corruption import corrupted_tokens, noise_scale, noise_tensor
 from patchbench.engine import patch
-from patchbench.engine.budget import bytes_per_row, tokens_per_forward
+from patchbench.engine.budget import block_bytes_per_row, patched_bytes_per_row, tokens_per_forward
 from patchbench.engine.cache import ANSWER_LOGITS, RESID0, check_cache, clean_cache, clean_rows
 from patchbench.engine.checkpoint import Checkpoint, sweep_fingerprint
 from patchbench.engine.heap import keep_freed_memory
@@ -52,7 +52,7 @@ from patchbench.prompts import PromptSet
 from patchbench.rawframe import RAW_COLUMNS, assemble_raw, baseline_rows, patched_rows, raw_metadata
 from patchbench.sites import PatchTarget, SweepSpec, enumerate_targets, head_axis
 
-__all__ = ["run_sweep"]
+__all__ = ["plan_chunks", "run_sweep", "suffix_path"]
 
 log = logging.getLogger(__name__)
 
@@ -76,19 +76,9 @@ def plan_batches(
     ``heads``: it also keeps every layer's corrupted head outputs and attention output, and the final
     residual (head-output shortcut).
     """
-    shape = model.shape
-    e = shape.dtype.itemsize
     budget = spec.memory_budget_mb * 2**20
-    cache_row = shape.n_layers * max_len * shape.d_model * e
-    if keys_values:
-        cache_row += 2 * shape.n_layers * max_len * shape.n_kv_heads * shape.d_head * e
-    if heads:
-        cache_row += (
-            (shape.n_layers * (shape.n_heads * shape.d_head + shape.d_model) + shape.d_model) * max_len * e
-        )
-    per_row = bytes_per_row(
-        shape, max_len, n_hook_elems=2 * max_len * max(shape.d_model, shape.n_heads * shape.d_head)
-    )
+    cache_row = block_bytes_per_row(model.shape, max_len, keys_values, heads)
+    per_row = patched_bytes_per_row(model.shape, max_len)
     rows_block = int(max(1, min(n_rows, (budget // 4) // (cache_row + per_row))))
     per_chunk = int(max(1, (budget - rows_block * cache_row) // (rows_block * per_row)))
     return {"rows_per_block": rows_block, "targets_per_chunk": per_chunk}
@@ -285,30 +275,48 @@ def _setup(model: LM, prompts: PromptSet, spec: SweepSpec, clean: dict | None) -
     return s, sigma
 
 
-def _plan(model: LM, s: _Setup) -> tuple[_Setup, dict[str, Any]]:
-    """The batching plan (whole prompts per block) and the setup with its target chunks."""
-    k = s.spec.n_samples
+def plan_chunks(
+    model: LM,
+    prompts: PromptSet,
+    spec: SweepSpec,
+    targets: list[PatchTarget],
+    n_rows: int,
+    max_len: int,
+    suffix: bool,
+    heads: bool,
+) -> tuple[list[list[PatchTarget]], dict[str, Any]]:
+    """The batching plan of a sweep (whole prompts per block) and its target chunks, from the model's
+    shape alone: what :func:`run_sweep` runs, and what :mod:`patchbench.cost` counts before a run.
+    ``n_rows`` counts (prompt, sample) rows; ``suffix`` and ``heads`` are the paths the sweep takes
+    (:func:`suffix_path`, the head-output shortcut)."""
+    k = spec.n_samples
     plan: dict[str, Any] = dict(
-        plan_batches(
-            s.spec, s.targets, model, len(s.row_prompt), s.max_len, keys_values=s.suffix, heads=s.heads
-        )
+        plan_batches(spec, targets, model, n_rows, max_len, keys_values=suffix, heads=heads)
     )
     plan["rows_per_block"] = max(k, plan["rows_per_block"] - plan["rows_per_block"] % k)
-    plan["path"] = "suffix" if s.suffix else "full"
+    plan["path"] = "suffix" if suffix else "full"
     plan["tokens_per_forward"] = tokens_per_forward(model.shape)
-    if s.spec.site == "attn_head":
-        plan["head_shortcut"] = s.heads
-    pos = s.spec.position
-    first = {} if pos in ("all", "each") else {pos: int(np.min(s.prompts.named_position(pos)))}
+    if spec.site == "attn_head":
+        plan["head_shortcut"] = heads
+    pos = spec.position
+    first = {} if pos in ("all", "each") else {pos: int(np.min(prompts.named_position(pos)))}
     chunks = chunk_targets(
-        s.targets,
+        targets,
         plan["targets_per_chunk"],
-        s.suffix,
-        s.max_len,
+        suffix,
+        max_len,
         model.shape.n_layers,
         rows=plan["rows_per_block"],
         max_tokens=plan["tokens_per_forward"],
         first=first,
+    )
+    return chunks, plan
+
+
+def _plan(model: LM, s: _Setup) -> tuple[_Setup, dict[str, Any]]:
+    """The batching plan and the setup with its target chunks (:func:`plan_chunks`)."""
+    chunks, plan = plan_chunks(
+        model, s.prompts, s.spec, s.targets, len(s.row_prompt), s.max_len, s.suffix, s.heads
     )
     return replace(s, chunks=chunks), plan
 

@@ -1,6 +1,8 @@
 """The task suites: tokenizer-aware generators of PromptSets, one module per task.
 
-``TASKS`` registers every task name the workflow knows; ``build_task`` builds one::
+``TASKS`` registers every task name the workflow knows; ``check_options`` refuses options a task's
+generator does not take (``task_options_schema``: their JSON schema, from the generator's
+signature); ``build_task`` builds one::
 
     from transformers import GPT2TokenizerFast
     tok = GPT2TokenizerFast.from_pretrained("../shared/data/gpt2-tokenizer")
@@ -16,6 +18,9 @@ literature differs (templates, BOS, year lists, pairing rule, ...).
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +33,19 @@ from patchbench.tasks.docstring import build_docstring
 from patchbench.tasks.factual import build_factual
 from patchbench.tasks.greater_than import build_greater_than
 from patchbench.tasks.ioi import build_ioi
+from patchbench.tasks.pairs import FILE_VARIANT, build_file_task
 
-__all__ = ["TASKS", "TaskInfo", "build_task", "check_task_contract", "load_prompts"]
+__all__ = [
+    "TASKS",
+    "TaskInfo",
+    "build_configured",
+    "build_task",
+    "check_options",
+    "check_task_contract",
+    "load_prompts",
+    "task_info",
+    "task_options_schema",
+]
 
 # tasks whose answer / wrong answer is a set of alternative tokens; all others have one token each
 MULTI_ANSWER_TASKS = frozenset({"greater_than"})
@@ -115,6 +131,72 @@ TASKS: dict[str, TaskInfo] = {
 }
 
 
+#: JSON Schema types of the Python types a task generator's options are annotated with.
+_JSON_TYPES: dict[Any, str] = {
+    str: "string",
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    type(None): "null",
+}
+
+
+def task_options_schema(task: str, info: TaskInfo | None = None) -> dict[str, Any]:
+    """The JSON schema of ``tasks.<task>.options``: the keyword-only parameters of the task's generator
+    (those its registry entry does not fix), typed by their annotations; no other key is allowed.
+    ``info``: the task's TaskInfo (default: the registry's; a task read from a file has its own)."""
+    info = TASKS[task] if info is None else info
+    hints = typing.get_type_hints(info.builder)
+    props: dict[str, Any] = {}
+    for p in inspect.signature(info.builder).parameters.values():
+        if p.kind is not p.KEYWORD_ONLY or p.name in info.options:
+            continue
+        args = typing.get_args(hints.get(p.name)) or (hints.get(p.name),)
+        allowed = [_JSON_TYPES[a] for a in args if a in _JSON_TYPES]
+        props[p.name] = {"type": allowed} if allowed else {}
+    return {"type": "object", "additionalProperties": False, "properties": props}
+
+
+def check_options(task: str, options: Mapping[str, Any], info: TaskInfo | None = None) -> None:
+    """Refuse ``options`` that task ``task``'s generator does not take, or of the wrong type, naming its options."""
+    from jsonschema import Draft202012Validator
+
+    sch = task_options_schema(task, info)
+    errors = sorted(Draft202012Validator(sch).iter_errors(dict(options)), key=lambda e: list(e.path))
+    if errors:
+        where = ".".join(["tasks", task, "options", *map(str, errors[0].path)])
+        raise ConfigError(
+            f"config key {where!r}: {errors[0].message}; task {task} takes the options "
+            f"{sorted(sch['properties'])}. Fix: correct or remove the option (config/README.md lists them)"
+        )
+
+
+def task_info(name: str, entry: Mapping[str, Any] | None = None) -> TaskInfo:
+    """The TaskInfo of ``tasks.<name>``: the registry's for a built-in task, or, when the entry names
+    a ``file``, a task read from that file of prompt pairs (:mod:`patchbench.tasks.pairs`)."""
+    file = (entry or {}).get("file")
+    if file is None:
+        return TASKS[name]
+    return TaskInfo(
+        name, "file", build_file_task, None, f"prompt pairs from {file}", (str(file),), {"task": name}
+    )
+
+
+def build_configured(name: str, entry: Mapping[str, Any], tokenizer, data_dir: str | Path) -> PromptSet:
+    """The PromptSet of a validated config's ``tasks.<name>`` entry, built-in or read from a file."""
+    if entry.get("file") is None:
+        return build_task(
+            name, tokenizer, data_dir, n_prompts=entry["n_prompts"], seed=entry["seed"], **entry["options"]
+        )
+    info = task_info(name, entry)
+    check_options(name, entry["options"], info)
+    ps = build_file_task(
+        tokenizer, entry["file"], entry.get("n_prompts"), entry["seed"], task=name, **entry["options"]
+    )
+    check_task_contract(ps)
+    return ps
+
+
 def build_task(
     name: str, tokenizer, data_dir: str | Path, n_prompts: int | None = None, seed: int = 0, **options: Any
 ) -> PromptSet:
@@ -127,8 +209,6 @@ def build_task(
         raise ConfigError(
             f"task {name!r} fixes the options {sorted(fixed)}; use the task of that variant instead"
         )
-    from patchbench.preflight import check_options  # late: preflight reads this registry
-
     check_options(name, options)
     n = info.default_n_prompts if n_prompts is None else n_prompts
     try:
@@ -148,15 +228,16 @@ def build_task(
 def check_task_contract(ps: PromptSet) -> None:
     """Task-level checks on top of ``PromptSet.validate``; raise PromptSetError naming the prompt.
 
-    A single-token-answer task (all but greater-than) must have exactly one answer and one
-    wrong-answer token per prompt (a longer list would be a multi-token answer); ``answer_pos``
+    A single-token-answer task (all built-in tasks but greater-than) must have exactly one answer and one
+    wrong-answer token per prompt (a task read from a file may list alternatives, each checked to
+    be one token when it was read) (a longer list would be a multi-token answer); ``answer_pos``
     must be the END position; every prompt needs at least one GN position and the ``text`` /
     ``corrupted_text`` metadata.
     """
     missing = {"text", "corrupted_text"} - set(ps.meta.columns)
     if missing:
         raise PromptSetError(f"{ps.task}: metadata columns {sorted(missing)} are missing")
-    single = ps.task not in MULTI_ANSWER_TASKS
+    single = ps.task not in MULTI_ANSWER_TASKS and ps.variant != FILE_VARIANT  # a file's: alternatives
     end = ps.positions.get("END")
     for i in range(len(ps)):
         where = f"{ps.task} prompt {i} ({ps.meta['text'].iloc[i]!r})"

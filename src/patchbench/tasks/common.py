@@ -3,7 +3,9 @@
 Every generator builds prompts as text, tokenises them with the tokenizer it is given and checks
 each property it relies on (single-token names / answers, the [XX][YY] year split, equal clean /
 corrupted lengths, corruptions that touch only the key tokens) against that tokenizer, dropping
-or redrawing what fails. Nothing here knows a token id: everything is looked up.
+or redrawing what fails. Nothing here knows a token id: everything is looked up. The tokenizer
+primitives (``encode``, ``decode``, ``bos_id``, ``pad_id``, ``char_spans``, ``TaskDataError``, ...)
+live in :mod:`patchbench.tokenizing` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -19,8 +21,17 @@ import numpy as np
 import pandas as pd
 
 from patchbench.data_sources import require_data_file
-from patchbench.errors import InputError
 from patchbench.prompts import PromptSet
+from patchbench.tokenizing import (
+    TaskDataError,
+    bos_id,
+    char_spans,
+    decode,
+    encode,
+    pad_id,
+    single_token_id,
+    tokenizer_name,
+)
 
 __all__ = [
     "TaskInfo",
@@ -39,10 +50,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class TaskDataError(InputError, ValueError):
-    """The task's vocabulary cannot produce the requested prompt set under this tokenizer."""
 
 
 @dataclass(frozen=True)
@@ -69,46 +76,6 @@ def require_key(obj: dict, key: str, relpath: str) -> Any:
     if key not in obj:
         raise TaskDataError(f"{relpath} has no key {key!r} (keys: {sorted(obj)}); is it the mirror's file?")
     return obj[key]
-
-
-def encode(tokenizer, text: str) -> list[int]:
-    """Token ids of ``text`` without any special tokens added."""
-    return list(tokenizer.encode(text, add_special_tokens=False))
-
-
-def decode(tokenizer, ids: Sequence[int]) -> str:
-    """Text of ``ids`` exactly as tokenised (no clean-up of spaces before punctuation)."""
-    return tokenizer.decode([int(i) for i in ids], clean_up_tokenization_spaces=False)
-
-
-def single_token_id(tokenizer, text: str) -> int | None:
-    """The id of ``text`` if it is exactly one token under ``tokenizer``, else None."""
-    ids = encode(tokenizer, text)
-    return ids[0] if len(ids) == 1 else None
-
-
-def bos_id(tokenizer) -> int:
-    """The id prepended as BOS: ``bos_token_id``, falling back to ``eos_token_id`` (GPT-2 style)."""
-    for attr in ("bos_token_id", "eos_token_id"):
-        tid = getattr(tokenizer, attr, None)
-        if tid is not None:
-            return int(tid)
-    raise TaskDataError(
-        "the tokenizer has neither a BOS nor an EOS token; run this task with prepend_bos=False"
-    )
-
-
-def pad_id(tokenizer) -> int:
-    """Padding id for ``PromptSet.tokens()``: pad, else EOS, else BOS, else 0 (right padding is unread)."""
-    for attr in ("pad_token_id", "eos_token_id", "bos_token_id"):
-        tid = getattr(tokenizer, attr, None)
-        if tid is not None:
-            return int(tid)
-    return 0
-
-
-def tokenizer_name(tokenizer) -> str:
-    return str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)
 
 
 def prompt_set(
@@ -140,21 +107,6 @@ def prompt_set(
         tokenizer=tokenizer_name(tokenizer),
         pad_id=pad_id(tokenizer),
     )
-
-
-def char_spans(tokenizer, ids: Sequence[int]) -> list[tuple[int, int]]:
-    """Character span ``[start, end)`` of every token in ``decode(ids)``.
-
-    Computed from decoded prefixes, so that multi-byte characters split across tokens are
-    attributed to the token that completes them.
-    """
-    spans = []
-    prev = 0
-    for i in range(len(ids)):
-        cur = len(decode(tokenizer, ids[: i + 1]))
-        spans.append((prev, cur))
-        prev = cur
-    return spans
 
 
 def find_token_range(
