@@ -1,7 +1,7 @@
 """The factual, greater-than, arithmetic and docstring organisms and their independent checks.
 
 Each shipped organism of these kinds: its circuit.json is valid for its weights and its kind; its
-check (``patchbench.toy.checks.<kind>``, plain forward hooks, not the patching engine) scores
+check (``patchbench.toy.checks_<kind>``, plain forward hooks, not the patching engine) scores
 the weights as the shipped ablation.json says, and every stated property holds; the check fails
 an organism scored against a circuit it was not trained to have. The objectives train
 deterministically given the seed; the factual calibration and the seed expansion do what they say.
@@ -59,7 +59,7 @@ def test_a_shipped_circuit_json_fits_its_weights_and_its_provenance(root, name):
 def checked(request, root, data_dir):
     model_dir = root / "models" / "organisms" / request.param
     circuit = read_circuit(model_dir)
-    check = importlib.import_module(f"patchbench.toy.checks.{circuit.kind}").check
+    check = importlib.import_module(f"patchbench.toy.checks_{circuit.kind}").check
     model = load_toy(model_dir)
     return model_dir, model, circuit, check, check(model, circuit, data_dir)
 
@@ -73,9 +73,11 @@ def test_the_independent_check_scores_the_shipped_weights_as_recorded(checked):
 
 
 def test_every_stated_property_holds_on_the_shipped_weights(checked):
-    model_dir, _, _, _, now = checked
+    model_dir, _, circuit, _, now = checked
     assert now["failures"] == [], (model_dir.name, now["failures"])
     assert 0 < now["clean_p"] <= 1 and now["circuit_ablation"] < 1
+    bounds = importlib.import_module(f"patchbench.toy.checks_{circuit.kind}").BOUNDS
+    assert set(now["properties"]) == set(bounds)  # every stated property is measured
 
 
 def test_the_check_fails_an_organism_against_a_circuit_it_was_not_trained_to_have(checked, data_dir):

@@ -238,7 +238,7 @@ rule toy:
 rule organism_ablation:
     """The check of a trained organism: for IOI the mean-ablation check (patchbench.toy.ablation:
     the classified circuit ablated vs as many heads outside it, on held-out prompts), for every
-    other circuit kind its independent check by plain hooks (patchbench.toy.checks.<kind>)."""
+    other circuit kind its independent check by plain hooks (patchbench.toy.checks_<kind>)."""
     input:
         TOY_DATA_FILES,
         weights=R("models", "{model}", "model.safetensors"),

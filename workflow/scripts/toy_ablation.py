@@ -1,7 +1,7 @@
 """Snakemake wrapper: the check of one organism (ablation.json beside its weights).
 
 IOI: the classifier and the mean-ablation check (patchbench.toy.ablation). Other circuit kinds: the
-kind's independent check by plain forward hooks (patchbench.toy.checks.<kind>.check)."""
+kind's independent check by plain forward hooks (patchbench.toy.checks_<kind>.check)."""
 
 import importlib
 import json
@@ -24,7 +24,7 @@ with rule_log(sm.log[0]) as log:
     held = HeldOut.from_json(Path(sm.input.heldout).read_text())
     circuit = read_circuit(model_dir)
     if circuit is not None and circuit.kind != "ioi":
-        check = importlib.import_module(f"patchbench.toy.checks.{circuit.kind}").check
+        check = importlib.import_module(f"patchbench.toy.checks_{circuit.kind}").check
         report = check(load_toy(model_dir), circuit, toy.data_dir)
     else:
         report = organism_check(

@@ -17,7 +17,8 @@ measures:
   tokens; extraction: last token onto the last subject token) and the extraction heads' direct
   logit attribution to the logit difference (as a fraction of the clean logit difference).
 
-``failures`` lists every stated property (``PROPERTIES``) the organism misses.
+``properties`` holds the measured quantities that ``BOUNDS`` states bounds for, ``failures`` every
+stated property the organism misses (``PROPERTIES`` says why each is stated).
 """
 
 from __future__ import annotations
@@ -29,32 +30,46 @@ import numpy as np
 import torch
 
 from patchbench.lm import LM
-from patchbench.toy.checks.common import (
+from patchbench.toy.checks_common import (
     Component,
     Prompts,
     answer_probs,
     capture,
     dla,
+    failed,
     gn_noise,
     logits_at,
     mean_ablation_hooks,
+    measured,
     patch_hooks,
     read_component,
     sigma,
 )
 from patchbench.toy.circuit import Circuit
 
-__all__ = ["PROPERTIES", "check"]
+__all__ = ["BOUNDS", "PROPERTIES", "check", "measure"]
 
-#: The stated properties (what the organism was trained to have; never tuned to what it got).
+#: The stated properties (what the organism was trained to have; never tuned to what it got):
+#: measured quantity -> (min, max), None for no bound, and why.
+BOUNDS = {
+    "clean_p": (0.3, 0.7),
+    "gn_ratio": (None, 0.5),
+    "circuit_ablation": (None, 0.25),
+    "random_ablation": (0.75, None),
+    "str_single_over_set": (None, 0.6),
+    "gn_single_over_set": (None, 0.6),
+    "attention_min": (0.5, None),
+    "dla_fraction": (0.3, None),
+}
 PROPERTIES = {
-    "clean_p": "mean clean answer probability in [0.3, 0.7] (GPT-2 XL on PairedFacts: 0.49)",
+    "clean_p": "mean clean answer probability in the paper's models' range (GPT-2 XL on PairedFacts: 0.49)",
     "gn_ratio": "GN at nu = 3 sigma on the subject leaves at most half of the clean probability",
-    "circuit_ablation": "mean-ablating the circuit leaves at most 0.25 of the clean logit difference, "
-    "random sets of as many components outside it at least 0.75 (mean of the draws)",
-    "interaction": "under STR and GN, each single enrichment MLP restores at most 0.6 of what the set restores",
-    "attention": "composition and extraction heads put at least 0.5 of their attention where the circuit says",
-    "dla": "the extraction heads' direct logit attribution is at least 0.3 of the clean logit difference",
+    "circuit_ablation": "mean-ablating the circuit leaves at most a quarter of the clean logit difference",
+    "random_ablation": "random sets of as many components outside the circuit leave at least 0.75 (mean of the draws)",
+    "str_single_over_set": "under STR, the best single enrichment MLP restores at most 0.6 of what the set restores",
+    "gn_single_over_set": "under GN, the best single enrichment MLP restores at most 0.6 of what the set restores",
+    "attention_min": "every circuit head puts at least 0.5 of its attention where its class says",
+    "dla_fraction": "the extraction heads' direct logit attribution is at least 0.3 of the clean logit difference",
 }
 
 
@@ -191,32 +206,27 @@ def check(
             "dla_fraction": float(sum(dlas.values()) / ld_clean.mean()),
         },
     }
-    result["failures"] = _failures(result)
+    result["properties"] = _properties(result)
+    result["failures"] = failed(BOUNDS, result["properties"], PROPERTIES)
     return result
 
 
-def _failures(r: dict) -> list[str]:
-    d = r["details"]
-    bad = []
-    if not 0.3 <= r["clean_p"] <= 0.7:
-        bad.append(f"clean_p {r['clean_p']:.3f}: {PROPERTIES['clean_p']}")
-    if not r["gn_ratio"] <= 0.5:
-        bad.append(f"gn_ratio {r['gn_ratio']:.3f}: {PROPERTIES['gn_ratio']}")
-    if not (r["circuit_ablation"] <= 0.25 and d["random_ablation"]["mean"] >= 0.75):
-        bad.append(
-            f"circuit_ablation {r['circuit_ablation']:.3f}, random {d['random_ablation']['mean']:.3f}: "
-            f"{PROPERTIES['circuit_ablation']}"
-        )
-    for corr in ("str", "gn"):
-        top = max(s[corr] for s in d["interaction"]["single"].values())
-        if not top <= 0.6 * d["interaction"]["set"][corr]:
-            bad.append(
-                f"interaction {corr}: best single {top:.3f} vs set {d['interaction']['set'][corr]:.3f}: "
-                f"{PROPERTIES['interaction']}"
-            )
-    low = {k: v for k, v in d["attention"].items() if v < 0.5}
-    if low:
-        bad.append(f"attention {low}: {PROPERTIES['attention']}")
-    if d["dla"] and not d["dla_fraction"] >= 0.3:
-        bad.append(f"dla fraction {d['dla_fraction']:.3f}: {PROPERTIES['dla']}")
-    return bad
+def _properties(r: dict) -> dict[str, float]:
+    d, it = r["details"], r["details"]["interaction"]
+    return {
+        "clean_p": r["clean_p"],
+        "gn_ratio": r["gn_ratio"],
+        "circuit_ablation": r["circuit_ablation"],
+        "random_ablation": d["random_ablation"]["mean"],
+        **{
+            f"{c}_single_over_set": max(s[c] for s in it["single"].values()) / it["set"][c]
+            for c in ("str", "gn")
+        },
+        "attention_min": min(d["attention"].values(), default=float("nan")),
+        "dla_fraction": d["dla_fraction"],
+    }
+
+
+def measure(model: LM, circuit: Circuit, held, data_dir: str | Path, n_prompts: int, seed: int) -> dict:
+    """``patchbench organisms``' entry: the check as one organism's measurement (``measured``)."""
+    return measured("factual", check(model, circuit, data_dir, n_prompts=n_prompts, seed=seed))

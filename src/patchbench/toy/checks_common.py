@@ -1,6 +1,6 @@
 """Plain forward passes with hooks, for the organisms' independent checks.
 
-The checks (``patchbench.toy.checks.<kind>``) test an organism's circuit without the patching
+The checks (``patchbench.toy.checks_<kind>``) test an organism's circuit without the patching
 engine: every number comes from a full forward of the model (``LM.logits``) with hooks that read
 or overwrite one activation (``hook_z`` of a head, ``hook_mlp_out`` of an MLP, ``hook_pattern``,
 ``hook_embed`` for Gaussian noise), written here once.
@@ -29,10 +29,13 @@ __all__ = [
     "Prompts",
     "answer_probs",
     "capture",
+    "Bounds",
     "dla",
+    "failed",
     "gn_noise",
     "logits_at",
     "mean_ablation_hooks",
+    "measured",
     "patch_hooks",
     "read_component",
     "sigma",
@@ -334,4 +337,30 @@ def standard_check(
             "attention": att,
             "dla_fraction": dlas,
         },
+    }
+
+
+Bounds = dict[str, tuple[float | None, float | None]]
+
+
+def failed(bounds: Bounds, measured: dict[str, float], why: dict[str, str]) -> list[str]:
+    """Each stated property (``bounds``: name -> (min, max), None for no bound) the measurement
+    misses: ``name = value, stated [min, max]: why``."""
+    out = []
+    for name, (lo, hi) in bounds.items():
+        v = float(measured[name])
+        if np.isnan(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
+            stated = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+            out.append(f"{name} = {v:.4g}, stated {stated}: {why[name]}")
+    return out
+
+
+def measured(task: str, result: dict) -> dict:
+    """A check's result as ``patchbench organisms`` reads one organism: the task, the four numbers
+    of its line, the flat ``properties`` a circuit.json may bound, and the rest as details."""
+    return {
+        "task": task,
+        **{k: result[k] for k in ("clean_p", "gn_ratio", "circuit_ablation", "backup_compensation")},
+        "properties": result["properties"],
+        "details": result,
     }

@@ -5,8 +5,8 @@ an unused name in C_def's place in the signature, GN noises C_def): ``clean_p`` 
 ``gn_ratio``, ``circuit_ablation`` (logit difference C_def - replacement left with the circuit
 mean-ablated where it acts: argument movers and last-param heads at the last token, previous-
 argument heads at C_def, previous-token heads at B's docstring occurrence) and the details of
-``patchbench.toy.checks.common.standard_check``; ``failures`` lists the stated properties
-(``PROPERTIES``) the organism misses.
+``patchbench.toy.checks_common.standard_check``; ``properties`` holds the quantities
+``BOUNDS`` states bounds for, ``failures`` the stated properties the organism misses.
 """
 
 from __future__ import annotations
@@ -17,18 +17,26 @@ import numpy as np
 import torch
 
 from patchbench.lm import LM
-from patchbench.toy.checks.common import standard_check
+from patchbench.toy.checks_common import failed, measured, standard_check
 from patchbench.toy.circuit import Circuit
 
-__all__ = ["PROPERTIES", "check"]
+__all__ = ["BOUNDS", "PROPERTIES", "check", "measure"]
 
+#: The stated properties: measured quantity -> (min, max), None for no bound, and why.
+BOUNDS = {
+    "circuit_ablation": (None, 0.25),
+    "random_ablation": (0.75, None),
+    "attention_min": (0.5, None),
+    "restored_argument_mover": (0.5, None),
+}
 PROPERTIES = {
-    "circuit_ablation": "mean-ablating the circuit leaves at most 0.25 of the clean logit difference, "
-    "random sets of as many heads outside it at least 0.75 (mean of the draws)",
-    "attention": "each circuit head puts at least 0.5 of its attention where its class says (argument movers: "
+    "circuit_ablation": "mean-ablating the circuit leaves at most a quarter of the clean logit difference",
+    "random_ablation": "random sets of as many heads outside the circuit leave at least 0.75 (mean of the draws)",
+    "attention_min": "each circuit head puts at least 0.5 of its attention where its class says (argument movers: "
     "last token -> C_def; last-param: last token -> B's docstring occurrence; previous-argument: C_def -> B_def; "
     "previous-token: B's docstring occurrence -> the token before it)",
-    "restoration": "under STR, the argument movers' clean outputs restore at least half of P(clean) - P(corrupted)",
+    "restored_argument_mover": "under STR, the argument movers' clean outputs restore at least half of "
+    "P(clean) - P(corrupted)",
 }
 
 
@@ -68,22 +76,21 @@ def check(model: LM, circuit: Circuit, data_dir: str | Path, *, n_prompts: int =
         "kind": "docstring",
         **standard_check(model, ps, parts, attention, extra_positions={"B_doc": b_doc}, seed=seed),
     }
-    r["failures"] = _failures(r)
+    r["properties"] = _properties(r)
+    r["failures"] = failed(BOUNDS, r["properties"], PROPERTIES)
     return r
 
 
-def _failures(r: dict) -> list[str]:
-    d, bad = r["details"], []
-    if not (r["circuit_ablation"] <= 0.25 and d["random_ablation"]["mean"] >= 0.75):
-        bad.append(
-            f"circuit_ablation {r['circuit_ablation']:.3f}, random {d['random_ablation']['mean']:.3f}: "
-            f"{PROPERTIES['circuit_ablation']}"
-        )
-    low = {k: v for k, v in d["attention"].items() if v < 0.5}
-    if low:
-        bad.append(f"attention {low}: {PROPERTIES['attention']}")
-    if d["restored_under_str"].get("argument_mover", 1.0) < 0.5:
-        bad.append(
-            f"restoration {d['restored_under_str']['argument_mover']:.3f}: {PROPERTIES['restoration']}"
-        )
-    return bad
+def _properties(r: dict) -> dict[str, float]:
+    d = r["details"]
+    return {
+        "circuit_ablation": r["circuit_ablation"],
+        "random_ablation": d["random_ablation"]["mean"],
+        "attention_min": min(d["attention"].values(), default=float("nan")),
+        "restored_argument_mover": d["restored_under_str"].get("argument_mover", float("nan")),
+    }
+
+
+def measure(model: LM, circuit: Circuit, held, data_dir: str | Path, n_prompts: int, seed: int) -> dict:
+    """``patchbench organisms``' entry: the check as one organism's measurement (``measured``)."""
+    return measured("docstring", check(model, circuit, data_dir, n_prompts=n_prompts, seed=seed))
