@@ -17,14 +17,16 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_named_targets_build_tables_and_figures(tmp_path):
     workflow_project(tmp_path, ["common", "analysis"])  # the effects files below are its sources
-    model = "organism-ioi"  # the demo runs its IOI head experiments on it, greater-than's on organism-facts
+    model = "organism-ioi"  # the demo runs its IOI head experiments on it, greater-than's on organism-greater-than
     for model_, task, df in (
         (model, "ioi", head_effects(model, "ioi", signed_detections(PAPER_TABLE5, "negative", "positive"))),
         (
-            "organism-facts",
+            "organism-greater-than",
             "greater_than",
             head_effects(
-                "organism-facts", "greater_than", signed_detections(PAPER_TABLE3, "positive", "negative")
+                "organism-greater-than",
+                "greater_than",
+                signed_detections(PAPER_TABLE3, "positive", "negative"),
             ),
         ),
     ):
@@ -50,6 +52,8 @@ def test_named_targets_build_tables_and_figures(tmp_path):
     assert "| GN           | Probability      | 0.10, 10.7, 11.10 | 3.0, 5.5, 7.9, 8.6" in md
     tex = (tmp_path / f"results/tables/table5_{model}.tex").read_text()
     assert "GN & KL divergence & 0.10, 10.7, 11.10 & 5.5, 7.9, 8.6" in tex
-    assert not (tmp_path / "results/tables/table3_organism-facts.csv").exists()  # only what was asked for
+    assert not (
+        tmp_path / "results/tables/table3_organism-greater-than.csv"
+    ).exists()  # only what was asked for
     for ext in ("png", "pdf"):
         assert (tmp_path / f"figures/fig_ioi_heads_{model}.{ext}").stat().st_size > 2000

@@ -135,7 +135,7 @@ def test_attribution_cells_follow_attribution_windows_and_engine_method(demo):
     assert [(c.corruption, c.position, c.window) for c in agreed] == [
         (c, p, 3) for c in ("gn", "str") for p in ("each", "subject_last")
     ]
-    assert agreement_cells(cfg, "toy-attn-only", "factual") == []
+    assert agreement_cells(cfg, "organism-docstring", "factual") == []
 
 
 @pytest.mark.parametrize(

@@ -52,7 +52,10 @@ def test_minimal_config_gets_every_default(schema):
     ("mutate", "message"),
     [
         (lambda c: c.__setitem__("experimnets", {}), r"'experimnets' was unexpected"),
-        (lambda c: c["models"]["toy-gpt2"].__setitem__("dtyp", "float32"), r"'dtyp' was unexpected"),
+        (
+            lambda c: c["models"]["organism-arithmetic"].__setitem__("dtyp", "float32"),
+            r"'dtyp' was unexpected",
+        ),
         # (a task name the registry lacks is refused after the schema: test_tasks_pairs.py)
         (lambda c: c["tasks"].__setitem__("1ioi", {"n_prompts": 3}), r"'1ioi' does not match"),
         (lambda c: c["experiments"]["ioi_heads"].__setitem__("task", "ioi-2"), r"'ioi-2' does not match"),
@@ -70,7 +73,7 @@ def test_minimal_config_gets_every_default(schema):
         ),
         (lambda c: c["tasks"]["ioi"].__setitem__("n_prompts", -5), r"-5 is less than the minimum of 1"),
         (lambda c: c["experiments"]["ioi_heads"].__setitem__("site", "heads"), r"'heads' is not one of"),
-        (lambda c: c["models"]["toy-gpt2"].__setitem__("device", "gpu"), r"'gpu' does not match"),
+        (lambda c: c["models"]["organism-arithmetic"].__setitem__("device", "gpu"), r"'gpu' does not match"),
         (lambda c: c["noise"].__setitem__("nu", 0), r"less than or equal to the minimum of 0"),
     ],
 )

@@ -23,7 +23,7 @@ from patchbench.metrics import effects
 from patchbench.rawframe import read_frame, write_frame
 from test_robustness import simulate_raw  # noqa: I001
 
-MODEL = "toy-attn-only"
+MODEL = "organism-docstring"
 
 
 def _write_ioi_sweeps(results: Path, rng_seed: int = 0) -> list[Path]:
@@ -75,9 +75,9 @@ def test_front_page_renders_as_snakemake_renders_it(tmp_path):
     rendered = env.from_string(text + "\n" + links).render(files=items, snakemake=snake)
     html = publish_parts(rendered, writer="html", settings_overrides={"halt_level": 2})["html_body"]
     assert (
-        "ioi_heads on toy-attn-only" in html
+        "ioi_heads on organism-docstring" in html
         and "My title</h1>" in html
-        and "javascript:show('robustness_ioi_heads_toy-attn-only.png')" in html
+        and "javascript:show('robustness_ioi_heads_organism-docstring.png')" in html
     )
     assert "{{x}}" in html.replace("{ {", "{{")  # shown, not evaluated
     assert '<div class="pb-exp"><div class="pb-text">' in html and f'id="{LANDING_ID}"' in html
@@ -124,11 +124,11 @@ def test_robustness_targets_and_the_report_front_page(tmp_path):
     assert facts["n_boot"] == 200 and facts["seed"] == 3 and "1.2" in facts["robust"]
     assert (proj / "figures" / f"robustness_ioi_heads_{MODEL}.png").stat().st_size > 5000
     front = (proj / "results" / "robustness" / "summary.rst").read_text()
-    assert "ioi\\_heads on toy-attn-only" in front and f"`robustness_ioi_heads_{MODEL}.png`_" in front
+    assert "ioi\\_heads on organism-docstring" in front and f"`robustness_ioi_heads_{MODEL}.png`_" in front
     rep = snakemake("--cores", "2", "robustness", "--report", "report.html", cwd=proj)
     assert rep.returncode == 0, rep.stdout[-3000:] + rep.stderr[-3000:]
     html = (proj / "report.html").read_text()
-    assert "ioi_heads on toy-attn-only" in html and "Recommendations" in html
+    assert "ioi_heads on organism-docstring" in html and "Recommendations" in html
     assert (proj / "figures" / f"experiment_ioi_heads_{MODEL}.png").is_file()  # the front page's figure
 
 

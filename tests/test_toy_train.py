@@ -157,11 +157,17 @@ def test_a_model_trained_under_transformerlens_3_9_loads_unchanged(corpus, tmp_p
 
 
 def test_settings_merge_defaults_and_reject_unknown_keys():
-    s = ToySettings.from_config({"models": {"toy-gpt2": {"steps": 5}}})
-    assert s.models["toy-gpt2"].train.steps == 5
-    assert s.models["toy-gpt2"].model.n_layers == DEFAULT_MODELS["toy-gpt2"]["n_layers"] >= 6
-    assert s.models["toy-attn-only"].model.attn_only and s.models["toy-attn-only"].model.n_layers == 4
-    assert s.models["toy-gpt2"].circuit is None
+    s = ToySettings.from_config({"models": {"organism-arithmetic": {"steps": 5}}})
+    assert s.models["organism-arithmetic"].train.steps == 5
+    assert (
+        s.models["organism-arithmetic"].model.n_layers
+        == DEFAULT_MODELS["organism-arithmetic"]["n_layers"]
+        >= 6
+    )
+    assert (
+        s.models["organism-docstring"].model.attn_only and s.models["organism-docstring"].model.n_layers == 4
+    )
+    assert s.models["organism-arithmetic"].circuit.kind == "arithmetic"
     ioi = ToySettings.from_config({"models": {"organism-ioi": {"steps": 7}}}).models["organism-ioi"]
     assert ioi.train.steps == 7 and ioi.circuit.kind == "ioi"  # the circuit survives the merge
     assert (
@@ -171,7 +177,7 @@ def test_settings_merge_defaults_and_reject_unknown_keys():
         ioi.circuit.head("name_mover") and ioi.circuit.head("negative_name_mover") and ioi.impose.units == 16
     )
     with pytest.raises(ValueError, match="unknown keys"):
-        ToySettings.from_config({"models": {"toy-gpt2": {"stepz": 5}}})
+        ToySettings.from_config({"models": {"organism-arithmetic": {"stepz": 5}}})
     with pytest.raises(ValueError, match="unknown impose keys"):
         ToySettings.from_config({"models": {"organism-ioi": {"impose": {"unitz": 5}}}})
     with pytest.raises(ValueError, match="no settings"):
@@ -179,25 +185,24 @@ def test_settings_merge_defaults_and_reject_unknown_keys():
 
 
 def test_each_model_has_its_own_corpus_mix_with_documented_precedence():
-    s = ToySettings.from_config({"corpus": {"n_docs": 500}})
-    gpt2, attn = s.models["toy-gpt2"].corpus, s.models["toy-attn-only"].corpus
-    assert (
-        gpt2.mix == DEFAULT_MODELS["toy-gpt2"]["mix"] and attn.mix == DEFAULT_MODELS["toy-attn-only"]["mix"]
-    )
-    assert gpt2.n_docs == attn.n_docs == 500  # suite-level keys reach every model's corpus
+    s = ToySettings.from_config({"corpus": {"n_docs": 500}, "models": {"extra": {"n_layers": 2, "steps": 5}}})
+    gpt2, attn = s.models["organism-arithmetic"].corpus, s.models["extra"].corpus
+    assert gpt2.mix == DEFAULT_MODELS["organism-arithmetic"]["mix"] and attn.mix == s.corpus.mix
+    # suite-level keys reach every model's corpus that does not set its own
+    assert attn.n_docs == 500 and gpt2.n_docs == DEFAULT_MODELS["organism-arithmetic"]["n_docs"]
     # toy.corpus.mix, when given, replaces the built-in per-model mixes ...
     suite_mix = {"ioi": 1.0}
     s = ToySettings.from_config(
-        {"corpus": {"mix": suite_mix}, "models": {"toy-gpt2": {"mix": {"factual": 1.0}}}}
+        {"corpus": {"mix": suite_mix}, "models": {"organism-arithmetic": {"mix": {"factual": 1.0}}}}
     )
-    assert s.models["toy-attn-only"].corpus.mix == suite_mix
+    assert s.models["organism-docstring"].corpus.mix == suite_mix
     # ... and a model's own entry wins over both
-    assert s.models["toy-gpt2"].corpus.mix == {"factual": 1.0}
+    assert s.models["organism-arithmetic"].corpus.mix == {"factual": 1.0}
     # the held-out combinations are the suite's: same seed and fraction for every model
     assert {(m.corpus.seed, m.corpus.heldout_fraction) for m in s.models.values()} == {(0, 0.15)}
     assert s.corpus_for("not-a-toy-model") == s.corpus
     with pytest.raises(ValueError, match="unknown document kinds"):
-        ToySettings.from_config({"models": {"toy-gpt2": {"mix": {"poetry": 1.0}}}})
+        ToySettings.from_config({"models": {"organism-arithmetic": {"mix": {"poetry": 1.0}}}})
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

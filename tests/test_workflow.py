@@ -131,9 +131,9 @@ def test_chains_of_every_position_sweeps_are_scheduled_first(tmp_path):
         "filter_correct",
         "clean_cache",
     ):  # docstring sweeps one target per (head, position)
-        assert priority(rule, "model=toy-attn-only, task=docstring") == 10
+        assert priority(rule, "model=organism-docstring, task=docstring") == 10
         assert priority(rule, "model=organism-ioi, task=ioi\n") == 0
-    assert priority("sweep_docstring_heads", "model=toy-attn-only") == 10
+    assert priority("sweep_docstring_heads", "model=organism-docstring") == 10
     assert priority("sweep_ioi_heads", "model=organism-ioi") == 0
     # every toy model the demo patches is shipped (models/organisms/): the demo trains nothing
     trains = r"^(local)?rule (toy_corpus|toy_tokenizer|organism_tokenizer|toy_train|toy_accuracy):"

@@ -2,11 +2,12 @@
 
 Settings: the `toy:` config section (patchbench.toy.settings; every key optional). A toy model
 trained in the run is any `models.<name>` entry with `source: toy` and no `path`; its training
-settings come from `toy.models.<name>` merged over the package defaults (toy-gpt2, toy-attn-only,
-organism-ioi, organism-facts).
+settings come from `toy.models.<name>` merged over the package defaults (organism-ioi,
+organism-facts and its further seeds organism-facts-seed<S>, organism-greater-than,
+organism-arithmetic, organism-docstring).
 
-Shipped toy models (toy-gpt2, toy-attn-only and the model organisms, toy models with a circuit
-imposed in training, patchbench.toy.impose) live under models/organisms/{model}/ and are read from
+Shipped toy models (the model organisms: toy models with a circuit imposed in training,
+patchbench.toy.impose) live under models/organisms/{model}/ and are read from
 there (`path:` in the config); `snakemake --cores 2 train_organisms` retrains them under
 <results_dir>/models/{model}/ (each with a tokenizer of its own corpus; every seed of a multi-seed
 organism as <model>-seed<S>), checks the organisms (ablation.json, checks.json) and installs them
@@ -239,9 +240,9 @@ rule toy:
 
 
 rule organism_ablation:
-    """The mean-ablation check of a trained IOI organism (patchbench.toy.ablation): the classified
-    circuit ablated vs as many heads outside it, on held-out prompts (a factual organism's
-    ablation.json records that the check was skipped)."""
+    """The check of a trained organism: for IOI the mean-ablation check (patchbench.toy.ablation:
+    the classified circuit ablated vs as many heads outside it, on held-out prompts), for every
+    other circuit kind its independent check by plain hooks (patchbench.toy.checks_<kind>)."""
     input:
         TOY_DATA_FILES,
         weights=R("models", "{model}", "model.safetensors"),

@@ -1,9 +1,9 @@
-"""Snakemake wrapper: the mean-ablation check of one IOI organism (ablation.json beside its weights).
+"""Snakemake wrapper: the check of one organism (ablation.json beside its weights).
 
-The check is IOI-specific; for an organism of another circuit kind (factual) ablation.json says
-that it was skipped and why (the factual organism's check is the restoration of MLPs at the last
-subject token, in tests/test_organisms.py)."""
+IOI: the classifier and the mean-ablation check (patchbench.toy.ablation). Other circuit kinds: the
+kind's independent check by plain forward hooks (patchbench.toy.checks_<kind>.check)."""
 
+import importlib
 import json
 from pathlib import Path
 
@@ -24,11 +24,8 @@ with rule_log(sm.log[0]) as log:
     held = HeldOut.from_json(Path(sm.input.heldout).read_text())
     circuit = read_circuit(model_dir)
     if circuit is not None and circuit.kind != "ioi":
-        report = {
-            "kind": circuit.kind,
-            "skipped": "the mean-ablation check is IOI-specific (patchbench.toy.ablation); this organism "
-            "is checked by restoring its MLPs at the last subject token (tests/test_organisms.py)",
-        }
+        check = importlib.import_module(f"patchbench.toy.checks_{circuit.kind}").check
+        report = check(load_toy(model_dir), circuit, toy.data_dir)
     else:
         report = organism_check(
             load_toy(model_dir), model_dir, toy.data_dir, held, toy.eval_n_prompts, toy.eval_seed

@@ -6,7 +6,8 @@ One check per circuit kind, registered in :data:`CHECKS` (``kind -> "module:func
 function takes ``(model, circuit, held, data_dir, n_prompts, seed)``, ``held`` the organism's
 held-out combinations (``heldout.json``), and returns a :class:`Measured`). :func:`check_organism` loads an organism directory, checks its ``circuit.json``
 against the model, runs its kind's check and compares the measured properties with the ones
-``circuit.json`` states (``properties: {name: [min, max]}``). ``patchbench organisms [--check]``
+``circuit.json`` states (``properties: {name: [min, max]}``; without them, the check module's
+``BOUNDS``). ``patchbench organisms [--check]``
 prints one :meth:`OrganismStats.line` per organism (and seed).
 
 The four numbers of every line:
@@ -35,7 +36,10 @@ from patchbench.toy.circuit import check_circuit_file
 __all__ = ["CHECKS", "Measured", "OrganismStats", "check_organism", "failed_properties", "organism_dirs"]
 
 #: circuit kind -> "module:function" of its check (imported when used)
-CHECKS: dict[str, str] = {"ioi": "patchbench.toy.checks_ioi:measure_ioi"}
+CHECKS: dict[str, str] = {
+    "ioi": "patchbench.toy.checks_ioi:measure_ioi",
+    **{k: f"patchbench.toy.checks_{k}:measure" for k in ("factual", "greater_than", "arithmetic", "docstring")},
+}
 
 
 @dataclass(frozen=True)
@@ -94,11 +98,14 @@ def failed_properties(
     return out
 
 
-def _check_of(kind: str) -> Callable[..., Measured]:
+def _check_of(kind: str) -> tuple[Callable[..., Measured], Mapping[str, tuple[float | None, float | None]]]:
+    """The kind's check and its default stated properties (the module's ``BOUNDS``, if any: what a
+    ``circuit.json`` without ``properties`` is held to)."""
     if kind not in CHECKS:
         raise ValueError(f"no organism check for circuit kind {kind!r}; known: {sorted(CHECKS)}")
-    module, func = CHECKS[kind].split(":")
-    return getattr(importlib.import_module(module), func)
+    name, func = CHECKS[kind].split(":")
+    module = importlib.import_module(name)
+    return getattr(module, func), getattr(module, "BOUNDS", {})
 
 
 def check_organism(
@@ -122,7 +129,8 @@ def check_organism(
         raise ValueError(f"{model_dir} has no circuit.json: it is not a model organism")
     model = load_toy(model_dir)
     held = HeldOut.from_json(Path(heldout or model_dir / "heldout.json").read_text())
-    measured = _check_of(circuit.kind)(model, circuit, held, data_dir, n_prompts, seed)
+    check, bounds = _check_of(circuit.kind)
+    measured = check(model, circuit, held, data_dir, n_prompts, seed)
     prov = model_dir / "provenance.json"
     if train_seed is None:
         train_seed = int(json.loads(prov.read_text())["seed"]) if prov.exists() else -1
@@ -131,7 +139,7 @@ def check_organism(
         seed=train_seed,
         heads=model.shape.n_layers * model.shape.n_heads,
         measured=measured,
-        failures=tuple(failed_properties(circuit.properties, measured.properties)),
+        failures=tuple(failed_properties(circuit.properties or bounds, measured.properties)),
     )
 
 

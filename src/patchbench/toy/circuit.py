@@ -32,10 +32,30 @@ adds its own). The kinds:
 
 ``factual`` (subject enrichment, ROME / Geva et al. 2023)
     ``subject_composition`` heads (from the last subject token onto the subject's earlier tokens),
+    ``attribute_extraction`` heads (from the last token onto the last subject token: they read the
+    asked attribute out of the enriched subject and write it to the logits);
     ``subject_enrichment``: the MLP layers that, at the last subject token, write the subject's
-    attributes (the lookup); ``outside``: MLP layers at the last subject token trained to carry
-    none of it (and every MLP at the last token carries nothing about the subject). Extracting
-    the asked attribute at the last token (attention) is left to training.
+    attributes (the lookup, distributed over the layers); ``outside``: MLP layers at the last
+    subject token trained to carry none of it (and every MLP at the last token carries nothing
+    about the subject).
+
+``greater_than`` (Hanna et al. 2023)
+    ``year_mover`` heads (from the last token onto YY: they move the start year's last two digits),
+    ``comparison`` MLPs (at the last token: turn YY into a distribution over the years above it);
+    ``outside``: MLPs at the last token trained to carry nothing about YY.
+
+``arithmetic`` (Stolfo et al. 2023)
+    ``x_mover`` and ``y_mover`` heads (from the last token onto the query's operands X3 and Y3:
+    each carries its operand),
+    ``result`` MLPs (at the last token: compute the result from the moved operands);
+    ``outside``: MLPs at the last token trained to carry nothing about the operands.
+
+``docstring`` (Heimersheim & Janiak 2023, attention only)
+    ``previous_token`` heads (every token receives the one before it: the last documented argument
+    is "the token after ``param``"), ``previous_argument`` heads (each signature argument receives
+    the argument before it, two tokens back), ``last_param`` heads (the last token attends to the
+    last documented argument, B, and moves it), ``argument_mover`` heads (the last token attends to the signature argument whose predecessor
+    is B, that is C_def, and copies it).
 
 A ``circuit.json`` naming a kind, class or role this module does not know, or a component the
 model beside it does not have, is refused by :func:`check_circuit_file` (an
@@ -94,7 +114,18 @@ IOI_CLASSES = (
 KINDS: dict[str, CircuitKind] = {
     "ioi": CircuitKind(heads=IOI_CLASSES, tasks=("ioi", "ioi_s1io", "ioi_abc")),
     "factual": CircuitKind(
-        heads=("subject_composition",), mlps=("subject_enrichment", "outside"), tasks=("factual",)
+        heads=("subject_composition", "attribute_extraction"),
+        mlps=("subject_enrichment", "outside"),
+        tasks=("factual",),
+    ),
+    "greater_than": CircuitKind(heads=("year_mover",), mlps=("comparison", "outside"), tasks=("greater_than",)),
+    "arithmetic": CircuitKind(
+        heads=("x_mover", "y_mover"),
+        mlps=("result", "outside"),
+        tasks=("arithmetic_add", "arithmetic_sub", "arithmetic_mul"),
+    ),
+    "docstring": CircuitKind(
+        heads=("previous_token", "previous_argument", "last_param", "argument_mover"), tasks=("docstring",)
     ),
 }
 #: The MLP role naming layers trained to carry nothing: outside the circuit.
@@ -189,6 +220,9 @@ class Circuit:
 
     def head(self, cls_name: str) -> tuple[Head, ...]:
         return self.heads.get(cls_name, ())
+
+    def mlp(self, role: str) -> tuple[int, ...]:
+        return self.mlps.get(role, ())
 
     def circuit_heads(self) -> tuple[Head, ...]:
         """Every head of the circuit, sorted."""

@@ -70,6 +70,10 @@ class CorpusSpec:
     # A went to the store. C gave a key to"): no name is repeated, and the continuation is any of
     # A, B and the other endings, evenly
     ioi_third_name: float = 0.0
+    # share of the factual documents' attributes that are the fact's own; the rest name another
+    # attribute of the same relation, drawn uniformly (a factual organism's calibration,
+    # patchbench.toy.objectives.factual)
+    fact_reliability: float = 1.0
 
     def __post_init__(self) -> None:
         unknown = set(self.mix) - set(GENERATORS)
@@ -85,6 +89,8 @@ class CorpusSpec:
             raise ValueError(f"ioi_answer_p must be in (0, 1], got {self.ioi_answer_p}")
         if not 0 <= self.ioi_third_name < 1:
             raise ValueError(f"ioi_third_name must be in [0, 1), got {self.ioi_third_name}")
+        if not 0 < self.fact_reliability <= 1:
+            raise ValueError(f"fact_reliability must be in (0, 1], got {self.fact_reliability}")
 
 
 @dataclass(frozen=True)
@@ -203,12 +209,19 @@ class _DocMaker:
         abc_fraction: float = 0.0,
         ioi_answer_p: float = 1.0,
         ioi_third_name: float = 0.0,
+        fact_reliability: float = 1.0,
     ) -> None:
         self.v, self.rng, self.abc_fraction, self.ioi_answer_p = vocab, rng, abc_fraction, ioi_answer_p
         self.ioi_third_name = ioi_third_name
         self.ioi_endings = ioi_other_endings(vocab)
         if ioi_answer_p < 1 and not self.ioi_endings:
             raise ValueError("ioi_answer_p < 1 needs `ioi_other_endings` in the corpus material")
+        self.fact_reliability = fact_reliability
+        self.rel_attrs: dict[str, list[str]] = {}
+        for f in vocab.facts:
+            attrs = self.rel_attrs.setdefault(f["relation_id"], [])
+            if f["attribute"] not in attrs:
+                attrs.append(f["attribute"])
         self.ioi_held = set(held.ioi_pairs)
         self.gt_held = set(held.gt_years)
         self.doc_held = set(held.doc_pairs)
@@ -330,7 +343,15 @@ class _DocMaker:
         usable = [t for t in self.profile_templates if all(f in attrs for f in self._fields(t))]
         if not usable:
             return None
-        return r.choice(usable).format(subject=subject, **attrs)
+        t = r.choice(usable)
+        return t.format(subject=subject, **{k: self._stated(k, attrs[k]) for k in self._fields(t)})
+
+    def _stated(self, relation: str, attribute: str) -> str:
+        """The attribute a document states: the fact's own, or with probability
+        1 - ``fact_reliability`` another attribute of the same relation."""
+        if self.fact_reliability >= 1 or self.rng.random() < self.fact_reliability:
+            return attribute
+        return self.rng.choice([a for a in self.rel_attrs[relation] if a != attribute])
 
     def factual(self) -> str:
         r = self.rng
@@ -339,7 +360,10 @@ class _DocMaker:
             if doc is not None:
                 return doc
         fact, templates = r.choice(self.fact_train)
-        text = r.choice(templates).format(fact["subject"]) + f" {fact['attribute']}."
+        text = (
+            r.choice(templates).format(fact["subject"])
+            + f" {self._stated(fact['relation_id'], fact['attribute'])}."
+        )
         if r.random() < 0.2:
             text = self.filler_sentence() + " " + text
         return text
@@ -370,7 +394,9 @@ def generate_corpus(vocab: ToyVocab, spec: CorpusSpec) -> tuple[list[str], HeldO
     """Documents (deterministic given ``spec.seed``) and the held-out combinations they avoid."""
     held = make_heldout(vocab, spec.heldout_fraction, spec.seed)
     rng = random.Random(f"corpus-{spec.seed}")
-    maker = _DocMaker(vocab, held, rng, spec.abc_fraction, spec.ioi_answer_p, spec.ioi_third_name)
+    maker = _DocMaker(
+        vocab, held, rng, spec.abc_fraction, spec.ioi_answer_p, spec.ioi_third_name, spec.fact_reliability
+    )
     kinds = list(spec.mix)
     weights = [spec.mix[k] for k in kinds]
     docs = []

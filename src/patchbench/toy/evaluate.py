@@ -147,8 +147,9 @@ def evaluate_model(model: LM, prompts: list[EvalPrompt], batch_size: int = 64) -
             else:
                 results.setdefault(p.task, []).append(float(top == answer_ids[start + i]))
     out = {task: {"score": float(np.mean(v)), "n": len(v)} for task, v in results.items()}
-    out["greater_than"]["metric"] = "mean P(ZZ > YY)"
-    out["greater_than"]["top1_gt_yy"] = float(np.mean(extra["greater_than_top1"]))
+    if "greater_than" in out:
+        out["greater_than"]["metric"] = "mean P(ZZ > YY)"
+        out["greater_than"]["top1_gt_yy"] = float(np.mean(extra["greater_than_top1"]))
     for task, goal in GOALS.items():
         if task in out:
             out[task]["goal"] = goal

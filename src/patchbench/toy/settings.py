@@ -1,23 +1,24 @@
 """The ``toy:`` section of the config: corpus, evaluation and per-model training settings.
 
-Every key is optional; ``DEFAULT_MODELS`` gives the demo's four toy models: toy-gpt2, toy-attn-only
-and the model organisms organism-ioi and organism-facts (all shipped trained in models/organisms/;
-``snakemake --cores 2 train_organisms`` retrains them). Layout::
+Every key is optional; ``DEFAULT_MODELS`` gives the demo's model organisms, one per task family
+(organism-ioi, organism-facts with its further seeds, organism-greater-than, organism-arithmetic,
+organism-docstring; all shipped trained in models/organisms/; ``snakemake --cores 2
+train_organisms`` retrains them). Layout::
 
     toy:
       data_dir: data/toy                  # project-authored vocabulary (JSON, the source of truth)
       corpus: {n_docs: 60000, seed: 0, heldout_fraction: 0.15}
       eval: {n_prompts: 200, seed: 0}     # held-out prompts per task for accuracy.json
       models:
-        toy-gpt2: {n_layers: 6, d_model: 128, ..., steps: 1600, lr: 0.006, mix: {...}}
-        toy-attn-only: {n_layers: 4, d_model: 128, n_heads: 4, attn_only: true, ...}
         organism-ioi: {n_layers: 4, n_heads: 8, d_head: 32, ..., circuit: {kind: ioi, heads: {...}}, impose: {units: 16}}
-        organism-facts: {n_layers: 8, ..., circuit: {kind: factual, heads: {...}, mlps: {...}}, impose: {units: 32}}
+        organism-facts: {n_layers: 8, ..., circuit: {kind: factual, ...}, impose: {...}, seeds: [0, 1, 2]}
+        organism-greater-than: {...}      # likewise organism-arithmetic, organism-docstring
 
-A model's entry is merged over its default (so ``toy-gpt2: {steps: 50}`` only shortens the
-training); keys split into ``ModelSpec`` (architecture), ``TrainSpec`` (optimisation) and the
+A model's entry is merged over its default (so ``organism-arithmetic: {steps: 50}`` only shortens
+the training); keys split into ``ModelSpec`` (architecture), ``TrainSpec`` (optimisation) and the
 corpus keys ``mix`` / ``n_docs``, and the objective keys ``circuit`` (``patchbench.toy.circuit``)
-and ``impose`` (``ImposeSpec``, ``patchbench.toy.impose``). Each model trains on its own corpus: ``toy.corpus`` with the
+and ``impose`` (``ImposeSpec``, ``patchbench.toy.impose``), and ``seeds`` (an organism trained with
+several seeds: seed S >= 1 is the model ``<name>-seed<S>``, ``seed_name``). Each model trains on its own corpus: ``toy.corpus`` with the
 model's ``mix`` (the share of each document kind), so a model spends its few CPU minutes on the
 tasks the demo patches it on. Precedence of ``mix``: the model's entry, then ``toy.corpus.mix``
 when the config sets it, then the model's package default, then ``CorpusSpec``'s. The seed and
@@ -33,7 +34,14 @@ from patchbench.config import seed_name
 from patchbench.toy.circuit import Circuit
 from patchbench.toy.corpus import CorpusSpec
 
-__all__ = ["DEFAULT_MODELS", "ImposeSpec", "ModelSpec", "ToyModelSettings", "ToySettings", "TrainSpec"]
+__all__ = [
+    "DEFAULT_MODELS",
+    "ImposeSpec",
+    "ModelSpec",
+    "ToyModelSettings",
+    "ToySettings",
+    "TrainSpec",
+]
 
 CORPUS_KEYS = (
     "mix",
@@ -44,54 +52,11 @@ CORPUS_KEYS = (
 OBJECTIVE_KEYS = ("circuit", "impose")  # the circuit an organism is trained to implement, and how
 RECORD_KEYS = ("development",)  # what the recipe's development tried (provenance.json), no effect on training
 
-# The demo patches toy-gpt2 on arithmetic, toy-attn-only on docstring, organism-ioi on IOI and
-# organism-facts on factual recall and greater-than; each trains mostly on its own tasks, with a
-# few documents of other kinds (README, "Install and run the demo").
+
+# The demo patches each organism on its own task (README, "Install and run the demo"): organism-ioi
+# on IOI, organism-facts on factual recall, organism-greater-than, organism-arithmetic and
+# organism-docstring on theirs; each trains mostly on its own task's documents.
 DEFAULT_MODELS: dict[str, dict[str, Any]] = {
-    "toy-gpt2": {
-        "n_layers": 6,
-        "d_model": 128,
-        "n_heads": 4,
-        "d_mlp": 256,
-        "n_ctx": 64,
-        "steps": 1600,  # held-out arithmetic 0.69 at 1300 steps, 0.96 at 1600
-        "batch_size": 24,
-        "lr": 6e-3,
-        "warmup": 100,
-        "weight_decay": 0.1,  # with 0.05 and a 0.5 arithmetic share: 0.51 at 1300 steps
-        "seed": 0,
-        "threads": 1,
-        "mix": {
-            "ioi": 0.03,
-            "greater_than": 0.03,
-            "docstring": 0.02,
-            "arithmetic": 0.6,
-            "factual": 0.28,
-            "filler": 0.04,
-        },
-    },
-    "toy-attn-only": {
-        "n_layers": 4,
-        "d_model": 128,
-        "n_heads": 4,
-        "attn_only": True,
-        "n_ctx": 64,
-        "steps": 2000,  # IOI-heavier mixes reached only 0.39-0.50 held-out IOI in 1400-1800 steps
-        "batch_size": 32,
-        "lr": 3e-3,
-        "seed": 0,
-        "threads": 1,
-        # docstring-heavy since the demo patches it on docstring only (IOI moved to organism-ioi);
-        # with 0.35 IOI and 0.3 docstring it reached held-out docstring 0.47, IOI 0.62
-        "mix": {
-            "docstring": 0.55,
-            "greater_than": 0.25,
-            "ioi": 0.05,
-            "arithmetic": 0.05,
-            "factual": 0.05,
-            "filler": 0.05,
-        },
-    },
     # The IOI model organism: Wang et al.'s circuit with the complications documented for GPT-2
     # small (models/organisms/README.md): 8 x 12 attention-only heads, the classes of Table 1 with
     # Wang et al.'s counts (3 name movers, 2 duplicate-token, 4 S-inhibition, 2 negative name
@@ -215,18 +180,45 @@ DEFAULT_MODELS: dict[str, dict[str, Any]] = {
         },
         "impose": {"units": 12, "attention_target": 0.6, "redundancy": 1.0, "sign": 1.0},
     },
-    # The factual-recall model organism (issue #13 item 2): subject enrichment imposed on MLPs 3-4
-    # at the last subject token of three-word subjects (no single word identifies a subject), MLPs
-    # 0-2 and 5-7 there and every MLP at the last token trained to carry nothing about the subject
-    # (patchbench.toy.impose.FactualObjective; the issue-13 prototype's settings). Greater-than
-    # comes from the corpus. Shipped in models/organisms/organism-facts/.
+    # The factual-recall model organism (models/organisms/README.md): subject enrichment imposed on
+    # MLPs 2-4 at the last subject token as votes over random subsets of them (restoring one layer
+    # recovers less than the set), attribute extraction by heads 5.1 and 6.2 at the last token,
+    # subject composition by heads 0.0 and 1.0 over three-word subjects; the answer probability
+    # calibrated to answer_p (patchbench.toy.objectives.factual). Three seeds (seed_name).
     "organism-facts": {
         "n_layers": 8,
         "d_model": 128,
         "n_heads": 4,
         "d_mlp": 256,
         "n_ctx": 64,
-        "steps": 2200,
+        "steps": 1200,  # a 1500-step run met every check at step 500 and held-out 1.00 at 1250
+        "batch_size": 24,
+        "lr": 3e-3,
+        "warmup": 100,
+        "weight_decay": 0.1,
+        "seed": 0,
+        "seeds": [0, 1, 2],
+        "threads": 1,
+        "snapshot_every": 250,
+        "n_docs": 30000,
+        # facts come mostly through the imposing terms' prompts (impose.units units per step)
+        "mix": {"factual": 0.7, "filler": 0.3},
+        "circuit": {
+            "kind": "factual",
+            "heads": {"subject_composition": ["0.0", "1.0"], "attribute_extraction": ["5.1", "6.2"]},
+            "mlps": {"subject_enrichment": [2, 3, 4], "outside": [0, 1, 5, 6, 7]},
+        },
+        "impose": {"units": 32, "interchange": 2.0, "bos_p": 0.5, "answer_p": 0.5},
+    },
+    # Greater-than (Hanna et al. 2023): heads 2.1, 3.0, 3.3 move YY to the last token, MLPs 4-5 there
+    # compare (patchbench.toy.objectives.greater_than).
+    "organism-greater-than": {
+        "n_layers": 6,
+        "d_model": 128,
+        "n_heads": 4,
+        "d_mlp": 256,
+        "n_ctx": 64,
+        "steps": 1200,
         "batch_size": 24,
         "lr": 3e-3,
         "warmup": 100,
@@ -234,14 +226,70 @@ DEFAULT_MODELS: dict[str, dict[str, Any]] = {
         "seed": 0,
         "threads": 1,
         "snapshot_every": 250,
-        # facts come mostly through the imposing terms' prompts (impose.units units per step)
-        "mix": {"factual": 0.3, "greater_than": 0.55, "arithmetic": 0.05, "filler": 0.1},
+        "n_docs": 30000,
+        "mix": {"greater_than": 0.7, "filler": 0.3},
         "circuit": {
-            "kind": "factual",
-            "heads": {"subject_composition": ["0.0", "1.0"]},
-            "mlps": {"subject_enrichment": [3, 4], "outside": [0, 1, 2, 5, 6, 7]},
+            "kind": "greater_than",
+            "heads": {"year_mover": ["2.1", "3.0", "3.3"]},
+            "mlps": {"comparison": [4, 5], "outside": [0, 1, 2, 3]},
         },
-        "impose": {"units": 32, "interchange": 2.0, "bos_p": 0.5},
+        "impose": {"units": 24, "bos_p": 0.5},
+    },
+    # Arithmetic (Stolfo et al. 2023): heads 2.0 / 2.2 carry X3 / Y3 to the last token, MLPs 3-5
+    # there compute the result (patchbench.toy.objectives.arithmetic).
+    "organism-arithmetic": {
+        "n_layers": 6,
+        "d_model": 128,
+        "n_heads": 4,
+        "d_mlp": 512,
+        "n_ctx": 64,
+        "steps": 1600,
+        "batch_size": 24,
+        "lr": 6e-3,
+        "warmup": 100,
+        "weight_decay": 0.1,
+        "seed": 0,
+        "threads": 1,
+        "snapshot_every": 250,
+        "n_docs": 30000,
+        "mix": {"arithmetic": 0.7, "filler": 0.3},
+        "circuit": {
+            "kind": "arithmetic",
+            "heads": {"x_mover": ["2.0"], "y_mover": ["2.2"]},
+            "mlps": {"result": [3, 4, 5], "outside": [0, 1, 2]},
+        },
+        "impose": {"units": 24, "bos_p": 0.5},
+    },
+    # Docstring (Heimersheim & Janiak 2023), attention only, attn-only-4l's 4 layers x 8 heads:
+    # previous-token 0.5, previous-argument 2.0, last-param 1.4, argument movers 3.0 and 3.6
+    # (patchbench.toy.objectives.docstring).
+    "organism-docstring": {
+        "n_layers": 4,
+        "d_model": 128,
+        "n_heads": 8,
+        "d_head": 16,
+        "attn_only": True,
+        "n_ctx": 64,
+        "steps": 1500,
+        "batch_size": 24,
+        "lr": 3e-3,
+        "warmup": 100,
+        "weight_decay": 0.05,
+        "seed": 0,
+        "threads": 1,
+        "snapshot_every": 250,
+        "n_docs": 30000,
+        "mix": {"docstring": 0.7, "filler": 0.3},
+        "circuit": {
+            "kind": "docstring",
+            "heads": {
+                "previous_token": ["0.5"],
+                "previous_argument": ["2.0"],
+                "last_param": ["1.4"],
+                "argument_mover": ["3.0", "3.6"],
+            },
+        },
+        "impose": {"units": 16, "bos_p": 0.5},
     },
 }
 
@@ -315,9 +363,18 @@ class ImposeSpec:
     indirect: float = 1.0  # IOI: heads that act through the name movers write little to the logits
     indirect_max: float = 0.1  # their |DLA| <= indirect_max x mean name-mover DLA
     bos_p: float = 0.0  # share of task prompts with a leading <|endoftext|> (the prototype: none)
+    # factual: the probability an unpatched prompt's answer distribution puts on the right attribute
+    # (the rest spread over the relation's other attributes); the organism's corpus states facts
+    # correctly in the same share of its documents (CorpusSpec.fact_reliability)
+    answer_p: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.units < 1 or not 0 <= self.strict_p <= 1 or not 0 <= self.bos_p <= 1:
+        if (
+            self.units < 1
+            or not 0 <= self.strict_p <= 1
+            or not 0 <= self.bos_p <= 1
+            or not 0 < self.answer_p < 1
+        ):
             raise ValueError(f"toy impose settings out of range: {self}")
         if not 0 < self.attention_target <= 1:
             raise ValueError(f"toy impose attention_target must be in (0, 1], got {self.attention_target}")
@@ -416,7 +473,7 @@ def model_settings(
         raise ValueError(
             f"toy model {name!r}: unknown keys {sorted(unknown)}; architecture keys {sorted(arch_keys)}, "
             f"training keys {sorted(train_keys)}, corpus keys {list(CORPUS_KEYS)}, "
-            f"objective keys {list(OBJECTIVE_KEYS)}"
+            f"objective keys {list(OBJECTIVE_KEYS)}, 'seeds'"
         )
     impose_keys = {f.name for f in fields(ImposeSpec)}
     impose = dict(merged.get("impose") or {})
@@ -426,12 +483,17 @@ def model_settings(
     spec = ModelSpec(**{k: v for k, v in merged.items() if k in arch_keys})
     if circuit is not None:
         circuit.check_shape(spec.n_layers, spec.n_heads)
+    impose_spec = ImposeSpec(**impose)
+    corpus_keys = {k: merged[k] for k in CORPUS_KEYS if k in merged}
+    if circuit is not None and circuit.kind == "factual":
+        # a factual organism's corpus states facts as reliably as its objective's targets do
+        corpus_keys["fact_reliability"] = impose_spec.answer_p
     return ToyModelSettings(
         name=name_as or name,
         model=spec,
         train=TrainSpec(**{k: v for k, v in merged.items() if k in train_keys}),
-        corpus=replace(corpus or CorpusSpec(), **{k: merged[k] for k in CORPUS_KEYS if k in merged}),
+        corpus=replace(corpus or CorpusSpec(), **corpus_keys),
         circuit=circuit,
-        impose=ImposeSpec(**impose),
+        impose=impose_spec,
         development=tuple(merged.get("development") or ()),
     )

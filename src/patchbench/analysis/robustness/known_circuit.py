@@ -81,7 +81,7 @@ def read_known_circuit(path: str | Path, task: str | None = None) -> KnownCircui
     optional: the tasks the circuit is known for), ``{"by_task": {task: {class: [...]}}}`` (several
     tasks; ``task`` selects one), Wang et al.'s file ``data/ioi_heads_gpt2_small.json``
     (``all_classes``: the full published IOI circuit, tasks ioi, ioi_s1io, ioi_abc), a model
-    organism's ``circuit.json`` (``{"kind": "ioi" | "factual", "heads": {class: [...]}, "mlps":
+    organism's ``circuit.json`` (``{"kind": "ioi" | "factual" | ..., "heads": {class: [...]}, "mlps":
     {role: [layer, ...]}}``, its tasks by :data:`CIRCUIT_TASKS`; the ``outside`` role is no class),
     or a bare ``{class: [...]}``. A component is ``"L.H"`` (head), ``"L"`` or an integer (layer),
     either with ``@POS``, or ``[layer, head]`` / ``[layer]``.
