@@ -399,11 +399,11 @@ def test_the_prompts_job_refuses_too_few_prompts_unless_allowed_and_then_logs_bo
         "results_dir": str(tmp_path / "results"),
         "figures_dir": str(tmp_path / "figures"),
         "data_dir": "data/toy",
-        "models": {"toy-gpt2": {"source": "toy", "path": "models/organisms/toy-gpt2"}},
+        "models": {"organism-facts": {"source": "toy", "path": "models/organisms/organism-facts"}},
         "tasks": {"factual": {"n_prompts": 5000}},
-        "experiments": {"f": {"task": "factual", "models": ["toy-gpt2"], "site": "mlp"}},
+        "experiments": {"f": {"task": "factual", "models": ["organism-facts"], "site": "mlp"}},
     }
-    target = str(tmp_path / "results" / "prompts" / "toy-gpt2" / "factual.all.parquet")
+    target = str(tmp_path / "results" / "prompts" / "organism-facts" / "factual.all.parquet")
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     outcome = _snakemake(ROOT, "--cores", "1", target, "--configfile", str(tmp_path / "c.yaml"), dry=False)
     check(outcome, ("tasks.factual.n_prompts", "asks for 5000 prompts", "allow_fewer: true"))
@@ -411,7 +411,7 @@ def test_the_prompts_job_refuses_too_few_prompts_unless_allowed_and_then_logs_bo
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     again = _snakemake(ROOT, "--cores", "1", target, "--configfile", str(tmp_path / "c.yaml"), dry=False)
     assert again.kind == "silent", again.text[-3000:]
-    log = (tmp_path / "results" / "logs" / "prompts" / "toy-gpt2" / "factual.all.log").read_text()
+    log = (tmp_path / "results" / "logs" / "prompts" / "organism-facts" / "factual.all.log").read_text()
     assert re.search(r"factual: \d+ prompts instead of n_prompts=5000 \(allow_fewer: true\)", log), log
 
 
@@ -854,9 +854,9 @@ def test_a_config_json_that_disagrees_with_the_weights_names_the_tensor(change, 
 
 def test_a_toy_config_json_that_disagrees_with_the_weights_names_the_tensor(tmp_path, capsys):
     d = tmp_path / "toy"
-    shutil.copytree(ROOT / "models" / "organisms" / "toy-attn-only", d)
+    shutil.copytree(ROOT / "models" / "organisms" / "organism-docstring", d)
     cfg = json.loads((d / "config.json").read_text())
-    (d / "config.json").write_text(json.dumps({**cfg, "n_heads": 8, "d_head": 16}))
+    (d / "config.json").write_text(json.dumps({**cfg, "n_heads": 4, "d_head": 32}))
     path = tmp_path / "ps.parquet"
     make_prompts().to_parquet(path)
     outcome = run_cli(
@@ -868,8 +868,8 @@ def test_a_toy_config_json_that_disagrees_with_the_weights_names_the_tensor(tmp_
     check(
         outcome,
         (
-            "tensor 'blocks.0.attn.W_Q' in model.safetensors has shape [4, 128, 32]",
-            "gives [8, 128, 16]",
+            "tensor 'blocks.0.attn.W_Q' in model.safetensors has shape [8, 128, 16]",
+            "gives [4, 128, 32]",
             "fix",
         ),
     )
@@ -882,7 +882,7 @@ def test_too_few_prompts_for_n_prompts_is_refused_unless_allowed(caplog):
     from patchbench.tasks import build_task
 
     tok = load_tokenizer(
-        ModelSpec(name="t", source="toy", path=str(ROOT / "models" / "organisms" / "toy-gpt2"))
+        ModelSpec(name="t", source="toy", path=str(ROOT / "models" / "organisms" / "organism-facts"))
     )
     args = ("factual", tok, ROOT / "data" / "toy", 5000, 0)
     outcome = guarded(lambda: build_task(*args))

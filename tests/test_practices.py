@@ -181,7 +181,7 @@ def test_canonical_corruption_and_seeds():
     assert seed_of(cfg, "organism-ioi-seed7") == ("organism-ioi-seed7", 0)  # not a listed seed
 
 
-def test_practice_plans_reuse_the_experiments_and_state_what_is_not_defined():
+def test_practice_plans_reuse_the_experiments_and_state_what_is_not_defined(tmp_path):
     cfg = load_config("config/demo.yaml")
     plans, skipped = practice_plans(cfg)
     assert [(p.experiment, p.organism) for p in plans] == [
@@ -205,9 +205,10 @@ def test_practice_plans_reuse_the_experiments_and_state_what_is_not_defined():
     assert not any("gn@nu=3" in p for p in made)
     # a model without circuit.json is skipped, with a line naming it
     cfg["practices"]["experiments"] = ["ioi_heads", "docstring_heads"]
+    cfg["models"]["organism-docstring"]["path"] = str(tmp_path)  # a directory without circuit.json
     plans, skipped = practice_plans(cfg)
     assert [p.experiment for p in plans] == ["ioi_heads"]
-    assert len(skipped) == 1 and "toy-attn-only" in skipped[0] and "circuit.json" in skipped[0]
+    assert len(skipped) == 1 and "organism-docstring" in skipped[0] and "circuit.json" in skipped[0]
 
 
 def test_practices_config_refuses_unknown_experiments_and_corruptions():

@@ -94,6 +94,41 @@ def test_front_page_renders_as_snakemake_renders_it(tmp_path):
     assert f"robustness_ioi_heads_{MODEL}.csv" in html and "javascript" not in html
 
 
+def test_front_page_opens_on_the_practice_benchmark_verdicts(tmp_path):
+    """With a practice grid, the landing page states each recommendation's verdict over all
+    organisms, links the summary and embeds each task's practice figure, before the experiments."""
+    png = tmp_path / "practices_ioi.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(100)))
+    practices = {
+        "rows": [{"recommendation": "Prefer STR to GN", "comparison": "STR vs GN(nu=3) (f1)", "pairs": 162,
+                  "difference": "0.06 [0.02, 0.13]", "verdict": "confirmed"},
+                 {"recommendation": "Logit difference over probability for negative components",
+                  "comparison": "LD vs P (neg_recall)", "pairs": 114, "difference": "-0.10 [-0.20, -0.01]",
+                  "verdict": "contradicted"}],
+        "verdict_rule": "Confirmed: the interval lies above 0.",
+        "summary": "results/tables/practices_summary.md",
+        "figures": [str(png)],
+    }  # fmt: skip
+    facts = [{
+        "experiment": "ioi_heads", "model": MODEL, "task": "ioi", "site": "attn_head", "positions": "all",
+        "n_prompts": 60, "n_cells": 6, "n_boot": 100, "robust": [], "fragile": [], "recommendations": [],
+        "files": {"verdicts": "v.csv"},
+    }]  # fmt: skip
+    env = Environment(trim_blocks=True, lstrip_blocks=True)
+    snake = SimpleNamespace(config={"report": {"title": "T"}, "suite": "demo"})
+    items = [SimpleNamespace(target="practices_summary.md")]
+    rendered = env.from_string(summary_rst(facts, practices) + "\n.. _practices_summary.md: javascript:show('x')\n")
+    html = publish_parts(rendered.render(files=items, snakemake=snake), writer="html",
+                         settings_overrides={"halt_level": 2})["html_body"]  # fmt: skip
+    assert "<strong>confirmed</strong>: Prefer STR to GN, STR vs GN(nu=3) (f1): 0.06 [0.02, 0.13] (162 pairs)" in html
+    assert "<strong>contradicted</strong>: Logit difference over probability" in html
+    assert html.index("recommendations hold against known circuits") < html.index("ioi_heads on")
+    assert "javascript:show('x')" in html and 'alt="practices ioi: F1 of every practice' in html
+    src = html[html.index('src="data:image/png;base64,') + 5 :].split('"')[0]
+    assert base64.b64decode(src.split(",", 1)[1]) == png.read_bytes()
+    assert "recommendations hold" not in summary_rst(facts)  # no practice grid: no section
+
+
 def _project(tmp_path: Path) -> Path:
     demo = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     cfg = demo_with_experiments(

@@ -125,7 +125,7 @@ def test_what_identifies_a_model(tmp_path, monkeypatch):
     from patchbench.models import ModelSpec
 
     toy = tmp_path / "toy"
-    shutil.copytree(ROOT / "models" / "organisms" / "toy-attn-only", toy)
+    shutil.copytree(ROOT / "models" / "organisms" / "organism-docstring", toy)
     spec = ModelSpec(name="t", source="toy", path=str(toy))
     weights, tokenizer = (model_sources(spec, part, Digests()) for part in ("weights", "tokenizer"))
     assert sorted(weights["files"]) == ["config.json", "model.safetensors"]
@@ -238,7 +238,7 @@ def finished(tmp_path_factory) -> Path:
     for part in ("Snakefile", "workflow", "profiles", "data/toy"):
         src, dst = ROOT / part, project / part
         shutil.copytree(src, dst) if src.is_dir() else shutil.copy2(src, dst)
-    shutil.copytree(ROOT / "models" / "organisms" / "toy-attn-only", project / "models" / MODEL)
+    shutil.copytree(ROOT / "models" / "organisms" / "organism-docstring", project / "models" / MODEL)
     write_pairs(project / "data" / "pairs.csv", project / "models" / MODEL)
     (project / "config").mkdir()
     (project / "config" / "demo.yaml").write_text(yaml.safe_dump(CONFIG, sort_keys=False))

@@ -245,6 +245,10 @@ class Layout:
         """The practice benchmark's verdicts on the paper's advice."""
         return self.table("practices_summary", "md")
 
+    def practice_front_page_facts(self) -> str:
+        """The verdicts over all organisms, as the report's front page shows them."""
+        return self.table("practices_summary", "json")
+
     def front_page(self) -> str:
         """The Snakemake report's front page, written from every experiment's robustness facts."""
         return self.result("robustness", "summary.rst")

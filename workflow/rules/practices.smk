@@ -40,6 +40,24 @@ def practices_targets():
     return files + [LAYOUT.practice_summary()]
 
 
+def practices_front_page():
+    """What the report's front page shows of the practice benchmark: its verdicts and each task's
+    figure (nothing when no experiment of the config has a model with a known circuit)."""
+    if not PRACTICE_PLANS:
+        return {}
+    return {
+        "facts": LAYOUT.practice_front_page_facts(),
+        "summary": LAYOUT.practice_summary(),
+        "figures": [LAYOUT.practice_files(t)["png"] for t in PRACTICE_TASKS],
+    }
+
+
+def practices_front_page_files():
+    """The files of practices_front_page(), the inputs of the report's front page."""
+    page = practices_front_page()
+    return [page["facts"], *page["figures"]] if page else []
+
+
 def _plan_cells(experiment, model):
     """One cell per corruption of the grid (its check on the prompts is what the plan records)."""
     plan = next(p for p in PRACTICE_PLANS if p.experiment == experiment and model in p.seeds.values())
@@ -147,6 +165,7 @@ rule practices_analysis:
         files=_practice_outputs(),
         summary=report(LAYOUT.practice_summary(), caption="../report/practices_summary.rst",
                        category="Practice benchmark", labels={"task": "all", "output": "summary"}),  # fmt: skip
+        facts=LAYOUT.practice_front_page_facts(),
     log:
         LOG("practices", "practices.log"),
     params:

@@ -104,16 +104,20 @@ rule robustness_analysis:
 
 
 rule report_front_page:
-    """The report's front page: every experiment's robustness facts beside its figure."""
+    """The report's front page: the practice benchmark's verdicts on the paper's advice (when the
+    config's practice grid has an organism), then every experiment's robustness facts beside its
+    figure."""
     input:
         facts=[p["files"]["json"] for p in ROBUSTNESS_PLAN],
         figures=[p["key_figure"] for p in ROBUSTNESS_PLAN],
+        practices=lambda w: practices_front_page_files(),
     output:
         LAYOUT.front_page(),
     log:
         LOG("robustness", "front_page.log"),
     params:
         figures=[p["key_figure"] for p in ROBUSTNESS_PLAN],
+        practices=lambda w: practices_front_page(),
     resources:
         mem_mb=1000,
     script:

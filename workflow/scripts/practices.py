@@ -9,4 +9,4 @@ with rule_log(sm.log[0]) as log:
     plan_files = dict(zip(map(tuple, sm.params.runs), sm.input.plans, strict=True))
     settings = BenchSettings.of(sm.params.grid, sm.params.robustness)
     run(sm.params.plans, sm.params.skipped, plan_files, settings, sm.params.grid, sm.params.outputs,
-        sm.output.summary, log)  # fmt: skip
+        sm.output.summary, sm.output.facts, log)  # fmt: skip

@@ -14,8 +14,9 @@ embedded in the page as a data URI (the report is one self-contained file).
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["FRONT_PAGE_ITEMS", "LANDING_CSS", "LANDING_ID", "REPORT_HEAD", "summary_rst"]
 
@@ -70,14 +71,19 @@ def _report_link(name: str) -> str:
     return f'{{% if "{name}" in report_items %}}`{name}`_{{% else %}}{_rst_literal(name)}{{% endif %}}'
 
 
-def summary_rst(facts: Sequence[dict]) -> str:
-    """The Snakemake report's front page: each experiment's key figure beside its robust and fragile findings.
+def summary_rst(facts: Sequence[dict], practices: Mapping[str, Any] | None = None) -> str:
+    """The Snakemake report's front page: the practice benchmark's verdicts, then each experiment's
+    key figure beside its robust and fragile findings.
 
     ``facts`` are the experiments' JSON files (:func:`write_experiment`), each with ``key_figure``
-    (the path of its figure's PNG, read now and embedded) when it has one. The page is a Jinja2
-    template, as Snakemake renders the workflow description (``files``: the report's items): the
-    verdict table and robustness figure are linked when the report holds them (by file name), plain
-    names otherwise (a report of a partial DAG). It opens on :data:`REPORT_HEAD`.
+    (the path of its figure's PNG, read now and embedded) when it has one. ``practices``: the
+    practice benchmark's front-page facts (``rows``: recommendation, comparison, pairs, difference,
+    verdict; ``verdict_rule``; :func:`patchbench.practices.report.front_page_facts`) with
+    ``summary`` (its Markdown summary's path) and ``figures`` (each task's PNG), or None when the
+    config's grid has no organism. The page is a Jinja2 template, as Snakemake renders the workflow
+    description (``files``: the report's items): the verdict table, robustness figure and practice
+    summary are linked when the report holds them (by file name), plain names otherwise (a report
+    of a partial DAG). It opens on :data:`REPORT_HEAD`.
     """
     lines = [
         '{% set report_items = files | map(attribute="target") | list %}',
@@ -90,6 +96,8 @@ def summary_rst(facts: Sequence[dict]) -> str:
         "Tables and Figures; under Claims, claims.csv checks its statements on the paper's models and "
         "claims_applied.csv on the others (paper claims applied to them).", "",
     ]  # fmt: skip
+    if practices:
+        lines += _practices_rst(practices)
     if not facts:
         lines += ["No experiment has a robustness report yet: run ``snakemake robustness``.", ""]
     for f in facts:  # in the order given: the config's experiment order
@@ -128,13 +136,38 @@ def summary_rst(facts: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _key_figure(path: str | None, what: str) -> list[str]:
-    """The experiment's figure embedded in the page (a PNG as a data URI), or a line saying there is none."""
+def _practices_rst(practices: Mapping[str, Any]) -> list[str]:
+    """The practice benchmark's section: each comparison's verdict over all organisms, its figures."""
+    title = "Which of the paper's recommendations hold against known circuits"
+    lines = [title, "-" * len(title), ""]
+    lines += [
+        "Every practice of the grid (corruption, direction, metric, window, method, detection rule) scored "
+        "against the circuits the organisms were built with (circuit.json); each recommendation of the "
+        "paper compared on pairs of practices that differ only in what it is about. Difference: "
+        "recommended minus advised against, over all organisms, with its 95 % bootstrap interval. "
+        + _rst_escape(practices["verdict_rule"]),
+        "",
+    ]
+    if not practices["rows"]:
+        lines += ["No comparison has a score defined on these organisms.", ""]
+    for r in practices["rows"]:
+        lines.append(
+            f"- **{_rst_escape(r['verdict'])}**: {_rst_escape(r['recommendation'])}, "
+            f"{_rst_escape(r['comparison'])}: {_rst_escape(r['difference'])} ({r['pairs']} pairs)"
+        )
+    lines += ["", "Per organism, per practice: " + _report_link(Path(practices["summary"]).name) + ".", ""]
+    for fig in practices["figures"]:
+        lines += _key_figure(fig, Path(fig).stem.replace("_", " "), "F1 of every practice against circuit.json")
+    return lines
+
+
+def _key_figure(path: str | None, what: str, shows: str = "the effects of every component") -> list[str]:
+    """A figure embedded in the page (a PNG as a data URI), or a line saying there is none."""
     if not path or not Path(path).is_file():
         return [f"No figure for {_rst_escape(what)}.", ""]
     # base64 in lines of 76 (docutils refuses lines over 10000 characters; a URL's line breaks are dropped)
     data = base64.encodebytes(Path(path).read_bytes()).decode("ascii").strip()
     alt = str(what).replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
     return _raw_html(
-        f'<img alt="{alt}: the effects of every component" src="data:image/png;base64,\n{data}">'
+        f'<img alt="{alt}: {shows}" src="data:image/png;base64,\n{data}">'
     )

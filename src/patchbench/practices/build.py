@@ -22,7 +22,13 @@ from patchbench.atomic import write_text
 from patchbench.practices.advice import compare
 from patchbench.practices.benchmark import BenchSettings, Outcome, pool_seeds, score_seed
 from patchbench.practices.grid import PracticePlan, Sweep
-from patchbench.practices.report import ID_COLUMNS, practice_figure, summary_markdown, write_table
+from patchbench.practices.report import (
+    ID_COLUMNS,
+    front_page_facts,
+    practice_figure,
+    summary_markdown,
+    write_table,
+)
 from patchbench.practices.scores import score_names
 from patchbench.rawframe import metadata, read_frame
 
@@ -124,9 +130,11 @@ def run(
     grid: Mapping[str, Any],
     outputs: Mapping[str, Mapping[str, str]],
     summary: str | Path,
+    summary_json: str | Path,
     log: logging.Logger,
 ) -> None:
-    """Score every plan and write ``outputs[task]`` (``csv``, ``md``, ``png``) and the ``summary``."""
+    """Score every plan and write ``outputs[task]`` (``csv``, ``md``, ``png``), the ``summary`` and
+    the front page's facts (``summary_json``)."""
     for line in skipped:
         log.info("practices: skipping %s", line)
     by_task: dict[str, list[dict]] = {}
@@ -165,6 +173,7 @@ def run(
         ]
     lines = ["Organisms:", "", *lines, *(f"- skipped: {s}." for s in skipped), "", method]
     write_text(summary, summary_markdown(comparisons, lines))
+    write_text(summary_json, json.dumps(front_page_facts(comparisons), indent=1) + "\n")
     for r in comparisons:
         if r["organism"] == "all organisms":
             log.info(

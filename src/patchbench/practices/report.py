@@ -169,6 +169,24 @@ def summary_markdown(comparisons: Sequence[Mapping[str, Any]], facts: Sequence[s
     return "\n".join(lines) + "\n"
 
 
+def front_page_facts(comparisons: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``practices_summary.json``: the verdict over all organisms of each comparison, as the
+    report's front page shows it (:func:`patchbench.analysis.report_page.summary_rst`)."""
+    rows = []
+    for rec in RECOMMENDATIONS:
+        for r in comparisons:
+            if r["recommendation"] == rec.title and r["organism"] == "all organisms":
+                rows.append({
+                    "recommendation": rec.title,
+                    "comparison": f"{_value_label(r['axis'], r['recommended'])} vs "
+                    f"{_value_label(r['axis'], r['against'])} ({r['score']})",
+                    "pairs": int(r["pairs"]),
+                    "difference": _ci(r, "difference"),
+                    "verdict": r["verdict"],
+                })  # fmt: skip
+    return {"rows": rows, "verdict_rule": VERDICT_RULE}
+
+
 def write_table(
     table: pd.DataFrame, csv: str | Path, md: str | Path, task: str, header: Sequence[str]
 ) -> None:
