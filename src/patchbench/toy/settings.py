@@ -58,9 +58,9 @@ RECORD_KEYS = ("development",)  # what the recipe's development tried (provenanc
 # organism-docstring on theirs; each trains mostly on its own task's documents.
 DEFAULT_MODELS: dict[str, dict[str, Any]] = {
     # The IOI model organism: Wang et al.'s circuit with the complications documented for GPT-2
-    # small (models/organisms/README.md): 8 x 12 attention-only heads, the classes of Table 1 with
-    # Wang et al.'s counts (3 name movers, 2 duplicate-token, 4 S-inhibition, 2 negative name
-    # movers, 2 induction), 2 previous-token heads, 3 backup name movers, two duplicate-detection
+    # small (models/organisms/README.md): 8 x 12 attention-only heads, the classes of Table 1 (Wang
+    # et al.'s counts of name movers, negative name movers and S-inhibition heads: 3, 2, 4; two
+    # duplicate-token, induction and previous-token heads), 3 backup name movers, two duplicate-detection
     # paths, a third of the other heads left unconstrained (a tail), an IOI continuation that is
     # the IO in half of the corpus's documents. Imposed by patchbench.toy.impose_ioi; three seeds
     # (organism-ioi, organism-ioi-seed1, organism-ioi-seed2), trained by
