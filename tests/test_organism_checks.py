@@ -18,24 +18,24 @@ import pytest
 import torch
 
 from conftest import ROOT
+from patchbench.config import seed_name
 from patchbench.toy.circuit import KINDS, Circuit, read_circuit
 from patchbench.toy.corpus import CorpusSpec, ToyVocab, generate_corpus, vocabulary_texts
 from patchbench.toy.impose import make_objective
 from patchbench.toy.model import load_toy
 from patchbench.toy.objectives.factual import vote_beta
 from patchbench.toy.provenance import PROVENANCE
-from patchbench.config import seed_name
 from patchbench.toy.settings import DEFAULT_MODELS, ToySettings, TrainSpec, model_settings
 from patchbench.toy.tokenizer import build_tokenizer
 from patchbench.toy.train import train_toy
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-KINDS = ("factual", "greater_than", "arithmetic", "docstring")
+OTHER_KINDS = ("factual", "greater_than", "arithmetic", "docstring")  # IOI: tests/test_organism_ioi.py
 SHIPPED = sorted(
     p.parent.name
     for p in (ROOT / "models" / "organisms").glob("*/circuit.json")
-    if json.loads(p.read_text())["kind"] in KINDS
+    if json.loads(p.read_text())["kind"] in OTHER_KINDS
 )
 
 
@@ -158,7 +158,7 @@ TINY = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", OTHER_KINDS)
 def test_each_objective_trains_deterministically_given_its_seed(root, tmp_path, kind):
     """Same seed -> bitwise-identical weights with the imposing terms on; another seed differs;
     every term is finite and named."""

@@ -117,10 +117,15 @@ def test_front_page_opens_on_the_practice_benchmark_verdicts(tmp_path):
     env = Environment(trim_blocks=True, lstrip_blocks=True)
     snake = SimpleNamespace(config={"report": {"title": "T"}, "suite": "demo"})
     items = [SimpleNamespace(target="practices_summary.md")]
-    rendered = env.from_string(summary_rst(facts, practices) + "\n.. _practices_summary.md: javascript:show('x')\n")
+    rendered = env.from_string(
+        summary_rst(facts, practices) + "\n.. _practices_summary.md: javascript:show('x')\n"
+    )
     html = publish_parts(rendered.render(files=items, snakemake=snake), writer="html",
                          settings_overrides={"halt_level": 2})["html_body"]  # fmt: skip
-    assert "<strong>confirmed</strong>: Prefer STR to GN, STR vs GN(nu=3) (f1): 0.06 [0.02, 0.13] (162 pairs)" in html
+    assert (
+        "<strong>confirmed</strong>: Prefer STR to GN, STR vs GN(nu=3) (f1): 0.06 [0.02, 0.13] (162 pairs)"
+        in html
+    )
     assert "<strong>contradicted</strong>: Logit difference over probability" in html
     assert html.index("recommendations hold against known circuits") < html.index("ioi_heads on")
     assert "javascript:show('x')" in html and 'alt="practices ioi: F1 of every practice' in html

@@ -157,7 +157,9 @@ def _practices_rst(practices: Mapping[str, Any]) -> list[str]:
         )
     lines += ["", "Per organism, per practice: " + _report_link(Path(practices["summary"]).name) + ".", ""]
     for fig in practices["figures"]:
-        lines += _key_figure(fig, Path(fig).stem.replace("_", " "), "F1 of every practice against circuit.json")
+        lines += _key_figure(
+            fig, Path(fig).stem.replace("_", " "), "F1 of every practice against circuit.json"
+        )
     return lines
 
 
@@ -168,6 +170,4 @@ def _key_figure(path: str | None, what: str, shows: str = "the effects of every 
     # base64 in lines of 76 (docutils refuses lines over 10000 characters; a URL's line breaks are dropped)
     data = base64.encodebytes(Path(path).read_bytes()).decode("ascii").strip()
     alt = str(what).replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
-    return _raw_html(
-        f'<img alt="{alt}: {shows}" src="data:image/png;base64,\n{data}">'
-    )
+    return _raw_html(f'<img alt="{alt}: {shows}" src="data:image/png;base64,\n{data}">')

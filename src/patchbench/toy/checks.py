@@ -38,7 +38,10 @@ __all__ = ["CHECKS", "Measured", "OrganismStats", "check_organism", "failed_prop
 #: circuit kind -> "module:function" of its check (imported when used)
 CHECKS: dict[str, str] = {
     "ioi": "patchbench.toy.checks_ioi:measure_ioi",
-    **{k: f"patchbench.toy.checks_{k}:measure" for k in ("factual", "greater_than", "arithmetic", "docstring")},
+    **{
+        k: f"patchbench.toy.checks_{k}:measure"
+        for k in ("factual", "greater_than", "arithmetic", "docstring")
+    },
 }
 
 

@@ -118,7 +118,9 @@ KINDS: dict[str, CircuitKind] = {
         mlps=("subject_enrichment", "outside"),
         tasks=("factual",),
     ),
-    "greater_than": CircuitKind(heads=("year_mover",), mlps=("comparison", "outside"), tasks=("greater_than",)),
+    "greater_than": CircuitKind(
+        heads=("year_mover",), mlps=("comparison", "outside"), tasks=("greater_than",)
+    ),
     "arithmetic": CircuitKind(
         heads=("x_mover", "y_mover"),
         mlps=("result", "outside"),

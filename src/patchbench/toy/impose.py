@@ -49,7 +49,10 @@ def _without_corpus(build: Callable[..., Objective]) -> Callable[..., Objective]
 #: and ``total(terms)``).
 OBJECTIVES: dict[str, Callable[..., Objective]] = {
     "ioi": _ioi,
-    **{m.__name__.rsplit(".", 1)[1]: _without_corpus(m.build) for m in (factual, greater_than, arithmetic, docstring)},
+    **{
+        m.__name__.rsplit(".", 1)[1]: _without_corpus(m.build)
+        for m in (factual, greater_than, arithmetic, docstring)
+    },
 }
 
 

@@ -66,7 +66,11 @@ class ArithRows:
         head, query = enc(shots), enc(t.format(x=x, y=y))
         ids = head + query
         px, py = len(head), len(head) + 2  # the query is [x, " op", " y", " ="]
-        if len(query) != 4 or ids[px] != single_token(self.tok, str(x)) or ids[py] != single_token(self.tok, f" {y}"):
+        if (
+            len(query) != 4
+            or ids[px] != single_token(self.tok, str(x))
+            or ids[py] != single_token(self.tok, f" {y}")
+        ):
             raise ValueError(f"arithmetic template {t!r} does not give single-token operands here")
         b = [self.bos] if bos else []
         return b + ids, len(b) + px, len(b) + py
