@@ -189,7 +189,7 @@ def test_the_robustness_report_knows_the_tasks_of_every_circuit_kind():
     from patchbench.analysis.robustness import CIRCUIT_TASKS
     from patchbench.tasks import TASKS
 
-    assert set(CIRCUIT_TASKS) == set(CLASSES)
+    assert set(CIRCUIT_TASKS) == set(KINDS)
     assert all(t in TASKS for tasks in CIRCUIT_TASKS.values() for t in tasks)
 
 
