@@ -35,11 +35,12 @@ def _ioi(circuit, vocab, held, tok, spec, n_layers, n_heads, seed, corpus) -> IO
     return IOIObjective(circuit, rows, spec, n_layers, n_heads)
 
 
-def _without_corpus(build: Callable[..., Objective]) -> Callable[..., Objective]:
-    """A kind whose objective does not read the corpus spec."""
+def _siit(objective: type, rows: type) -> Callable[..., Objective]:
+    """The builder of a kind whose objective takes its rows ``rows(vocab, held, tokenizer, seed,
+    bos_p)`` and reads no corpus setting."""
 
     def builder(circuit, vocab, held, tok, spec, n_layers, n_heads, seed, corpus) -> Objective:
-        return build(circuit, vocab, held, tok, spec, n_layers, n_heads, seed)
+        return objective(circuit, rows(vocab, held, tok, seed, spec.bos_p), spec, n_layers, n_heads)
 
     return builder
 
@@ -49,10 +50,10 @@ def _without_corpus(build: Callable[..., Objective]) -> Callable[..., Objective]
 #: and ``total(terms)``).
 OBJECTIVES: dict[str, Callable[..., Objective]] = {
     "ioi": _ioi,
-    **{
-        m.__name__.rsplit(".", 1)[1]: _without_corpus(m.build)
-        for m in (factual, greater_than, arithmetic, docstring)
-    },
+    "factual": _siit(factual.FactualObjective, factual.FactRows),
+    "greater_than": _siit(greater_than.GreaterThanObjective, greater_than.YearRows),
+    "arithmetic": _siit(arithmetic.ArithmeticObjective, arithmetic.ArithRows),
+    "docstring": _siit(docstring.DocstringObjective, docstring.DocRows),
 }
 
 

@@ -58,7 +58,7 @@ from tokenizers import Tokenizer
 from patchbench.lm import LM
 from patchbench.toy.circuit import Circuit
 from patchbench.toy.corpus import HeldOut, ToyVocab, ioi_other_endings
-from patchbench.toy.impose_rows import EPS, hook_layer, pad_rows, single_token
+from patchbench.toy.impose_rows import EPS, hook_layer, pad_rows, single_token, weighted_total
 from patchbench.toy.settings import ImposeSpec
 
 __all__ = ["IOIObjective", "IOIRows"]
@@ -397,15 +397,4 @@ class IOIObjective:
         return torch.stack(att).sum() if att else torch.zeros(())
 
     def total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
-        s = self.spec
-        w = {
-            "task": s.task,
-            "interchange": s.interchange,
-            "redundancy": s.redundancy,
-            "indirect": s.indirect,
-            "strict": s.strict,
-            "backup": s.backup,
-            "attention": s.attention,
-            "sign": s.sign,
-        }
-        return sum((w[k] * v for k, v in terms.items()), torch.zeros(()))
+        return weighted_total(self.spec, terms)

@@ -1,13 +1,15 @@
-"""Pieces every imposing objective (``patchbench.toy.impose``) builds its task rows with: padding
-rows of token ids into one batch, a word's single token, the layer of a hook name."""
+"""Pieces every imposing objective (``patchbench.toy.impose``) shares: padding rows of token ids
+into one batch, a word's single token, the layer of a hook name, the weighted sum of its terms."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from jaxtyping import Int
 from tokenizers import Tokenizer
 
-__all__ = ["EPS", "hook_layer", "pad_rows", "single_token"]
+__all__ = ["EPS", "hook_layer", "pad_rows", "single_token", "weighted_total"]
 
 EPS = 1e-6  # added inside the logarithm of an attention probability
 
@@ -32,3 +34,8 @@ def single_token(tok: Tokenizer, text: str) -> int:
 def hook_layer(hook_name: str) -> int:
     """The layer of a hook point name (``blocks.3.attn.hook_z`` -> 3)."""
     return int(hook_name.split(".")[1])
+
+
+def weighted_total(spec: Any, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The training loss: each named term times the ``ImposeSpec`` weight of the same name."""
+    return sum((getattr(spec, k) * v for k, v in terms.items()), torch.zeros(()))

@@ -31,10 +31,10 @@ from tokenizers import Tokenizer
 from patchbench.lm import LM
 from patchbench.toy.circuit import Circuit
 from patchbench.toy.corpus import HeldOut, ToyVocab
-from patchbench.toy.impose_rows import EPS, hook_layer, pad_rows, single_token
+from patchbench.toy.impose_rows import EPS, hook_layer, pad_rows, single_token, weighted_total
 from patchbench.toy.settings import ImposeSpec
 
-__all__ = ["GreaterThanObjective", "YearRows", "build"]
+__all__ = ["GreaterThanObjective", "YearRows"]
 
 
 class YearRows:
@@ -171,22 +171,4 @@ class GreaterThanObjective:
         return terms
 
     def total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
-        s = self.spec
-        w = {"task": s.task, "interchange": s.interchange, "strict": s.strict, "attention": s.attention}
-        return sum((w[k] * v for k, v in terms.items()), torch.zeros(()))
-
-
-def build(
-    circuit: Circuit,
-    vocab: ToyVocab,
-    held: HeldOut,
-    tok: Tokenizer,
-    spec: ImposeSpec,
-    n_layers: int,
-    n_heads: int,
-    seed: int,
-) -> GreaterThanObjective:
-    """``make_objective``'s entry for circuit kind ``greater_than``."""
-    return GreaterThanObjective(
-        circuit, YearRows(vocab, held, tok, seed, spec.bos_p), spec, n_layers, n_heads
-    )
+        return weighted_total(self.spec, terms)
