@@ -88,7 +88,7 @@ def check(
     n_prompts: int = 120,
     seed: int = 0,
     n_noise: int = 10,
-) -> Measured:
+) -> dict:
     """The numbers of the module docstring and the properties the organism misses."""
     from patchbench.tasks import build_task
 
