@@ -62,6 +62,18 @@ def autograd_on(request):
         torch.set_grad_enabled(True)
 
 
+def pytest_collection_modifyitems(items) -> None:
+    """A test module's ``MEASURED_MISSES`` ({test id within the module: why}, the id as pytest shows
+    it, ``test_x[organism-ioi]``) marks those tests strict expected failures: a goal or stated
+    property the shipped weights are measured to miss, with the measured numbers. The miss is
+    reported in every run's summary (xfailed, with its reason), and a test that passes again fails
+    the run until its entry is removed."""
+    for item in items:
+        misses = getattr(item.module, "MEASURED_MISSES", {})
+        if item.name in misses:
+            item.add_marker(pytest.mark.xfail(strict=True, reason=misses[item.name]))
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     if GRAD_LEAKS:
         terminalreporter.write_line(f"tests that left autograd disabled: {GRAD_LEAKS}")

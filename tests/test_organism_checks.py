@@ -39,6 +39,15 @@ SHIPPED = sorted(
 )
 
 
+#: What the shipped weights are measured to miss (tests/conftest.py: strict expected failures).
+MEASURED_MISSES = {
+    "test_every_stated_property_holds_on_the_shipped_weights[organism-greater-than]": (
+        "circuit_ablation 0.80 > 0.25: mean-ablating the year movers 2.1, 3.0, 3.3 and the comparison "
+        "MLPs 4-5 at the last token leaves 80 % of the logit difference (ablation.json)"
+    ),
+}
+
+
 @pytest.fixture(scope="module")
 def data_dir(root):
     return root / "data" / "toy"

@@ -24,6 +24,27 @@ from patchbench.toy.provenance import PROVENANCE
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SEEDS = ("organism-ioi", "organism-ioi-seed1", "organism-ioi-seed2")
+_PATH = (
+    "one duplicate-detection path ablated at S2 leaves {} of the logit difference (stated >= 0.5): "
+    "the induction path is not used, the duplicate-token heads are a bottleneck"
+)
+#: What the shipped seeds are measured to miss (tests/conftest.py: strict expected failures);
+#: the numbers are those of checks.json and `patchbench organisms --check`.
+MEASURED_MISSES = {
+    **{f"test_two_partly_redundant_duplicate_detection_paths[{s}]": _PATH.format(v)
+       for s, v in zip(SEEDS, ("0.066", "-0.060", "0.128"), strict=True)},
+    **{f"test_the_issue_statistics[{s}]": f"gn_ratio {v} above the issue's 0.5"
+       for s, v in (("organism-ioi", "0.540"), ("organism-ioi-seed1", "0.567"))},
+    "test_every_property_its_circuit_json_states_holds[organism-ioi]": "gn_ratio 0.540 > 0.5; single_path_ablation_min 0.066 < 0.5",
+    "test_every_property_its_circuit_json_states_holds[organism-ioi-seed1]": (
+        "gn_ratio 0.567 > 0.5; random_ablation_min 0.647 < 0.8; single_path_ablation_min -0.060 < 0.5; "
+        "redundancy_gap 0.0002 < 0.1"
+    ),
+    "test_every_property_its_circuit_json_states_holds[organism-ioi-seed2]": "single_path_ablation_min 0.128 < 0.5",
+    "test_ablating_the_circuit_breaks_ioi_and_as_many_random_heads_do_not[organism-ioi-seed1]": (
+        "one of ten random sets of as many heads outside the circuit leaves 0.647 of the logit difference (stated >= 0.8)"
+    ),
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module", params=SEEDS)
