@@ -46,9 +46,7 @@ PROPERTIES = {
 
 
 @torch.no_grad()
-def check(
-    model: LM, circuit: Circuit, data_dir: str | Path, *, n_prompts: int = 100, seed: int = 0
-) -> dict:
+def check(model: LM, circuit: Circuit, data_dir: str | Path, *, n_prompts: int = 100, seed: int = 0) -> dict:
     """The numbers of the module docstring and the properties the organism misses."""
     from patchbench.tasks import build_task
 
