@@ -36,6 +36,6 @@ def test_the_example_notebook_runs_to_a_robustness_summary(monkeypatch):
     assert "24 prompts; named positions: ['END', 'subject', 'subject_first']" in text
     assert "[('str', 1, 240), ('str', 3, 240), ('gn', 1, 240), ('gn', 3, 240)]" in text
     assert "(96, 21)" in text  # 8 layers x 3 metrics x 4 cells, effects columns + intervals
-    assert "3@subject" in text and "Recommendations" in text
+    assert "4@subject" in text and "Recommendations" in text  # its enrichment MLPs 2-4 each carry a third
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) == 1
