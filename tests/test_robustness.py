@@ -486,8 +486,8 @@ def test_a_factual_organisms_outside_layers_are_no_class(tmp_path):
     sc = rb.score_circuit(rb.normal_grid([pd.DataFrame(rows)], settings()), circuit).set_index("class")
     assert set(sc.index) == {"all", "subject_enrichment"}  # the heads' class has no member among MLP layers
     assert sc.loc["all", "precision"] == 0.5 and sc.loc["subject_enrichment", "recall"] == 0.5
-    path.write_text(json.dumps({"kind": "greater_than", "heads": {}}))
-    with pytest.raises(rb.RobustnessError, match="kind 'greater_than'"):
+    path.write_text(json.dumps({"kind": "poetry", "heads": {}}))
+    with pytest.raises(rb.RobustnessError, match="kind 'poetry'"):
         rb.read_known_circuit(path)
 
 

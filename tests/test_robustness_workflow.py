@@ -141,7 +141,7 @@ def _project(tmp_path: Path) -> Path:
         robustness={"n_boot": 200, "seed": 3},
     )
     # the robustness rules and what they use; the raw sweeps below are their sources
-    proj = workflow_project(tmp_path, ["common", "analysis", "attribution", "robustness"], "config/test.yaml",
+    proj = workflow_project(tmp_path, ["common", "analysis", "attribution", "robustness", "practices"], "config/test.yaml",
                             "\n\nreport: robustness_front_page()\n")  # fmt: skip
     (proj / "config" / "test.yaml").write_text(yaml.safe_dump(cfg))
     for raw_path in _write_ioi_sweeps(proj / "results"):  # and their effects, as the effects rule writes them
