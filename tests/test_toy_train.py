@@ -170,11 +170,11 @@ def test_settings_merge_defaults_and_reject_unknown_keys():
     assert s.models["organism-arithmetic"].circuit.kind == "arithmetic"
     ioi = ToySettings.from_config({"models": {"organism-ioi": {"steps": 7}}}).models["organism-ioi"]
     assert ioi.train.steps == 7 and ioi.circuit.kind == "ioi"  # the circuit survives the merge
+    assert ioi.model.attn_only and ioi.model.n_layers * ioi.model.n_heads >= 96 and ioi.model.d_head == 16
     assert (
-        ioi.model.attn_only and ioi.model.n_layers >= 4 and ioi.model.n_heads >= 4 and ioi.model.d_head == 32
-    )
-    assert (
-        ioi.circuit.head("name_mover") and ioi.circuit.head("negative_name_mover") and ioi.impose.units == 16
+        ioi.circuit.head("name_mover")
+        and len(ioi.circuit.head("negative_name_mover")) >= 2
+        and ioi.impose.units == 12
     )
     with pytest.raises(ValueError, match="unknown keys"):
         ToySettings.from_config({"models": {"organism-arithmetic": {"stepz": 5}}})
